@@ -1,0 +1,37 @@
+# pnyx — the two commands of the quick start are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint soak bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,fast]'
+	touch $(STAMP)
+
+# Demonstration: a simulated 5-node protocol under faults, then a replay of a failing seed.
+run: $(STAMP)
+	$(BIN)/pnyx demo --report pnyx-demo-report.txt
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+
+# Long runs: never part of `make test`.
+soak: $(STAMP)
+	PNYX_SOAK=1 $(BIN)/python -m pytest -m slow tests
+	$(BIN)/pnyx sim broadcast --seeds 1..1000 --faults all
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,fast,bench]'
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,65 @@
+"""The node contract of DESIGN.md: a protocol node is a pure state machine driven by a runtime."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pnyx.core.effects import Ready
+from pnyx.core.messages import Message
+from pnyx.core.rng import Rng
+from pnyx.core.storage import DurableState
+
+
+class Node(Protocol):
+    """A sans-IO protocol node.
+
+    The runtime feeds it messages (:meth:`step`) and logical time (:meth:`tick`), then
+    drains a :class:`Ready` batch, carries it out in order and acknowledges it with
+    :meth:`advance`.  ``ready()`` must not be called again before ``advance()``.
+    """
+
+    node_id: int
+
+    def step(self, msg: Message, from_id: int) -> None:
+        """Handle one message from a peer or a client request."""
+        ...
+
+    def tick(self) -> None:
+        """One unit of logical time has passed."""
+        ...
+
+    def has_ready(self) -> bool:
+        """True when :meth:`ready` would return a non-empty batch."""
+        ...
+
+    def ready(self) -> Ready:
+        """Take the pending effects out of the node as one batch."""
+        ...
+
+    def advance(self, ready: Ready) -> None:
+        """The runtime has carried out ``ready`` (persisted, sent, applied)."""
+        ...
+
+
+class NodeFactory(Protocol):
+    """Builds a node from its id, its peers, an injected RNG and what survived on disk."""
+
+    def __call__(
+        self, node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState
+    ) -> Node: ...
+
+
+class StateMachine(Protocol):
+    """A pure replicated state machine: the runtime applies committed commands to it."""
+
+    def apply(self, command: Any) -> Any:
+        """Apply one command and return its result (also called for read-only commands)."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """Serialise the whole state."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot produced by :meth:`snapshot`."""
+        ...

@@ -1,0 +1,108 @@
+"""How a protocol plugs into the simulator: a node factory, clients, and a monitor.
+
+A protocol registers a :class:`ProtocolSpec` in :mod:`pnyx.sim.catalog`.  The simulator
+builds nodes and clients (both follow the node contract of :mod:`pnyx.core.node`), carries
+out their ``Ready`` batches under faults, and consults the spec's :class:`Monitor` after
+every event (safety), during the heal phase (liveness) and at the end (history checks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pnyx.core import Apply, DurableState, HistoryEvent, Node, NodeFactory, Restore, Rng
+from pnyx.core.node import StateMachine
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A property that does not hold: its name and a human-readable explanation."""
+
+    prop: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.prop}: {self.detail}"
+
+
+class World(Protocol):
+    """What a monitor may look at.  Read-only by convention: monitors never mutate it."""
+
+    @property
+    def now_us(self) -> int:
+        """Virtual time in microseconds."""
+        ...
+
+    @property
+    def node_ids(self) -> tuple[int, ...]:
+        """Every node of the run, live or crashed."""
+        ...
+
+    @property
+    def healing(self) -> bool:
+        """True once the fault phase is over (all faults healed, all nodes restarted)."""
+        ...
+
+    @property
+    def history(self) -> list[HistoryEvent]:
+        """Client history events so far, stamped with virtual time (ns)."""
+        ...
+
+    def node(self, node_id: int) -> Node | None:
+        """The live node object, or None while it is crashed."""
+        ...
+
+    def durable(self, node_id: int) -> DurableState:
+        """What is durable on the node's disk (synced writes only)."""
+        ...
+
+    def state_machine(self, node_id: int) -> StateMachine | None:
+        """The node's state machine (rebuilt empty on restart), if the protocol has one."""
+        ...
+
+
+class Monitor:
+    """A protocol's invariants and liveness conditions.  Override what applies."""
+
+    def on_apply(
+        self, world: World, node_id: int, item: Apply | Restore, result: Any
+    ) -> Violation | None:
+        """Called when a node's runtime applies a command or restores a snapshot."""
+        return None
+
+    def on_restart(self, world: World, node_id: int) -> None:
+        """Called after a crashed node was rebuilt from its durable state."""
+
+    def after_event(self, world: World) -> Violation | None:
+        """Safety invariants, checked after every simulator event."""
+        return None
+
+    def liveness(self, world: World) -> str | None:
+        """During the heal phase: None once liveness is reached, else what is still missing."""
+        return None
+
+    def at_end(self, world: World) -> Violation | None:
+        """Checks over the whole run (e.g. linearizability of the client history)."""
+        return None
+
+
+ClientFactory = Callable[[int, tuple[int, ...], Rng], Node]
+"""Builds a client ``(client_id, node_ids, rng)``; it records history via ``Ready.record``."""
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """Everything the simulator needs to run one protocol."""
+
+    name: str
+    summary: str
+    make_node: NodeFactory
+    make_client: ClientFactory
+    make_monitor: Callable[[tuple[int, ...]], Monitor]
+    make_state_machine: Callable[[], StateMachine] | None = None
+    default_nodes: int = 5
+    default_clients: int = 3
+    broken: bool = False
+    """True for deliberately broken variants that the simulator is expected to catch."""

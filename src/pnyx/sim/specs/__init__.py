@@ -1,0 +1,1 @@
+"""Simulator specs (clients, monitors) for each protocol."""
