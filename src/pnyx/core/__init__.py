@@ -41,6 +41,7 @@ __all__ = [
     "Rng",
     "Send",
     "SnapshotSave",
+    "SplitMix64",
     "StateMachine",
     "Ticks",
     "encode",

@@ -23,9 +23,7 @@ def get_spec(name: str) -> ProtocolSpec:
     try:
         target = _SPECS[name]
     except KeyError:
-        raise KeyError(
-            f"unknown protocol {name!r}; valid: {', '.join(protocol_names())}"
-        ) from None
+        raise KeyError(f"unknown protocol {name!r}; valid: {', '.join(protocol_names())}") from None
     module_name, attr = target.split(":")
     spec = getattr(importlib.import_module(module_name), attr)
     assert isinstance(spec, ProtocolSpec)

@@ -88,6 +88,11 @@ class Monitor:
         return None
 
 
+ServiceHandler = Callable[[Node, StateMachine | None, Any], None]
+"""Carries out one protocol-specific ``Ready.services`` request ``(node, sm, request)``,
+e.g. take a state-machine snapshot and hand it back to the node.  Runtimes call it after
+applying the batch's ``apply`` items and before ``advance``."""
+
 ClientFactory = Callable[[int, tuple[int, ...], Rng], Node]
 """Builds a client ``(client_id, node_ids, rng)``; it records history via ``Ready.record``."""
 
@@ -102,6 +107,7 @@ class ProtocolSpec:
     make_client: ClientFactory
     make_monitor: Callable[[tuple[int, ...]], Monitor]
     make_state_machine: Callable[[], StateMachine] | None = None
+    serve: ServiceHandler | None = None
     default_nodes: int = 5
     default_clients: int = 3
     broken: bool = False

@@ -1,0 +1,346 @@
+"""``pnyx sim``: run a protocol in the deterministic simulator, replay and shrink failures."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import msgspec
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pnyx.sim.catalog import get_spec, protocol_names
+from pnyx.sim.runner import SimConfig, SimResult, run_sim
+from pnyx.sim.schedule import FaultSpecError, Schedule, format_faults, parse_faults
+from pnyx.sim.shrink import shrink
+from pnyx.sim.spec import ProtocolSpec
+
+DEFAULT_FAULT_MS = SimConfig(seed=0).fault_ms
+DEFAULT_HEAL_MS = SimConfig(seed=0).heal_ms
+
+
+def fail_usage(message: str) -> NoReturn:
+    """Print a one-line error and exit with status 2 (bad usage)."""
+    click.echo(f"pnyx: error: {message}", err=True)
+    sys.exit(2)
+
+
+def parse_seed_range(text: str) -> range:
+    """``A..B`` (inclusive) → range; raises ValueError with the offending text."""
+    parts = text.split("..")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(
+            f"bad seed range {text!r}; expected A..B with integers A <= B, e.g. 1..200"
+        )
+    low, high = int(parts[0]), int(parts[1])
+    if low > high:
+        raise ValueError(f"bad seed range {text!r}: start {low} is after end {high}")
+    return range(low, high + 1)
+
+
+def replay_command(name: str, config: SimConfig, schedule_file: Path | None = None) -> str:
+    """The one command that reproduces a run."""
+    parts = ["pnyx", "sim", name, "--seed", str(config.seed)]
+    if schedule_file is not None:
+        parts += ["--schedule", str(schedule_file)]
+    else:
+        parts += ["--faults", format_faults(config.faults)]
+        if config.nodes is not None:
+            parts += ["--nodes", str(config.nodes)]
+        if config.clients is not None:
+            parts += ["--clients", str(config.clients)]
+        if config.fault_ms != DEFAULT_FAULT_MS:
+            parts += ["--fault-ms", str(config.fault_ms)]
+    if config.heal_ms != DEFAULT_HEAL_MS:
+        parts += ["--heal-ms", str(config.heal_ms)]
+    return " ".join(parts)
+
+
+@click.command()
+@click.argument("protocol")
+@click.option("--seed", type=int, default=None, help="Run one seed.")
+@click.option("--seeds", "seed_range", default=None, help="Run seeds A..B (inclusive).")
+@click.option("--nodes", type=click.IntRange(1, 64), default=None, help="Number of nodes.")
+@click.option("--clients", type=click.IntRange(0, 64), default=None, help="Number of clients.")
+@click.option(
+    "--faults",
+    "faults_text",
+    default="all",
+    show_default=True,
+    help="Comma-separated fault kinds, or all / none.",
+)
+@click.option(
+    "--fault-ms",
+    type=click.IntRange(1),
+    default=DEFAULT_FAULT_MS,
+    show_default=True,
+    help="Virtual length of the fault phase.",
+)
+@click.option(
+    "--heal-ms",
+    type=click.IntRange(1),
+    default=DEFAULT_HEAL_MS,
+    show_default=True,
+    help="Virtual time allowed for liveness after healing.",
+)
+@click.option(
+    "--schedule",
+    "schedule_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Replay an explicit fault schedule file (as printed after shrinking).",
+)
+@click.option("--replay", is_flag=True, help="Print the full event trace of the run.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of rich output.")
+@click.option("--trace-hash", is_flag=True, help="Print the run's trace digest as the last line.")
+@click.option("--no-shrink", is_flag=True, help="Do not shrink a failing schedule.")
+def sim(
+    protocol: str,
+    seed: int | None,
+    seed_range: str | None,
+    nodes: int | None,
+    clients: int | None,
+    faults_text: str,
+    fault_ms: int,
+    heal_ms: int,
+    schedule_path: Path | None,
+    replay: bool,
+    as_json: bool,
+    trace_hash: bool,
+    no_shrink: bool,
+) -> None:
+    """Simulate PROTOCOL deterministically under faults (one seed or a range of seeds)."""
+    spec = _resolve_spec(protocol)
+    faults = _resolve_faults(faults_text)
+    schedule = _load_schedule(schedule_path)
+    base = SimConfig(
+        seed=0,
+        nodes=nodes,
+        clients=clients,
+        faults=faults,
+        fault_ms=fault_ms,
+        heal_ms=heal_ms,
+        schedule=schedule,
+    )
+    if seed_range is not None:
+        if seed is not None or replay:
+            fail_usage(
+                "--seeds cannot be combined with --seed or --replay; pick one seed to replay"
+            )
+        try:
+            seeds = parse_seed_range(seed_range)
+        except ValueError as exc:
+            fail_usage(str(exc))
+        sys.exit(_run_many(spec, base, seeds, as_json, no_shrink, schedule_path))
+    config = replace(
+        base, seed=seed if seed is not None else 1, trace=replay, hash_trace=trace_hash or replay
+    )
+    sys.exit(_run_one(spec, config, as_json, trace_hash, no_shrink, schedule_path))
+
+
+def _resolve_spec(name: str) -> ProtocolSpec:
+    try:
+        return get_spec(name)
+    except KeyError:
+        fail_usage(f"unknown protocol {name!r}; valid: {', '.join(protocol_names())}")
+
+
+def _resolve_faults(text: str) -> frozenset[str]:
+    try:
+        return parse_faults(text)
+    except FaultSpecError as exc:
+        fail_usage(str(exc))
+
+
+def _load_schedule(path: Path | None) -> Schedule | None:
+    if path is None:
+        return None
+    try:
+        return Schedule.load(path)
+    except ValueError as exc:
+        fail_usage(str(exc))
+
+
+def _run_one(
+    spec: ProtocolSpec,
+    config: SimConfig,
+    as_json: bool,
+    trace_hash: bool,
+    no_shrink: bool,
+    schedule_path: Path | None,
+) -> int:
+    console = Console(highlight=False, soft_wrap=True)
+    result = run_sim(spec, config)
+    if config.trace:
+        _print_trace(console, result, as_json)
+    if as_json:
+        click.echo(msgspec.json.encode(_summary(spec, config, result)).decode())
+    else:
+        _print_result(console, spec, config, result, schedule_path)
+    if not result.ok and not no_shrink and schedule_path is None:
+        _shrink_and_report(console, spec, config, result, as_json)
+    if trace_hash:
+        click.echo(result.trace_hash)
+    return 0 if result.ok else 1
+
+
+def _summary(spec: ProtocolSpec, config: SimConfig, result: SimResult) -> dict[str, Any]:
+    stats = result.stats
+    return {
+        "protocol": spec.name,
+        "seed": result.seed,
+        "ok": result.ok,
+        "violation": str(result.violation) if result.violation else None,
+        "deliveries": stats.deliveries,
+        "events": stats.events,
+        "crashes": stats.crashes,
+        "virtual_ms": stats.virtual_us // 1000,
+        "wall_s": round(stats.wall_s, 4),
+        "replay": replay_command(spec.name, config),
+    }
+
+
+def _print_result(
+    console: Console,
+    spec: ProtocolSpec,
+    config: SimConfig,
+    result: SimResult,
+    schedule_path: Path | None,
+) -> None:
+    stats = result.stats
+    verdict = "[green]ok[/green]" if result.ok else "[red]FAILED[/red]"
+    console.print(
+        f"{spec.name} seed {result.seed}: {verdict} — {stats.deliveries} deliveries, "
+        f"{stats.events} events, {stats.crashes} crashes, {stats.virtual_us / 1e6:.2f} s virtual "
+        f"in {stats.wall_s:.2f} s"
+    )
+    if result.violation is not None:
+        console.print(f"  violated [bold]{result.violation.prop}[/bold]: {result.violation.detail}")
+        console.print(f"  replay: {replay_command(spec.name, config, schedule_path)} --replay")
+
+
+def _shrink_and_report(
+    console: Console, spec: ProtocolSpec, config: SimConfig, result: SimResult, as_json: bool
+) -> None:
+    outcome = shrink(spec, replace(config, trace=False, hash_trace=False), result)
+    path = Path(f"pnyx-{spec.name}-seed{config.seed}.schedule.json")
+    outcome.schedule.save(path)
+    command = replay_command(spec.name, config, path)
+    if as_json:
+        record = {
+            "shrunk": True,
+            "runs": outcome.runs,
+            "faults": sorted(outcome.schedule.kinds_used()),
+            "fault_count": outcome.schedule.fault_count(),
+            "schedule_file": str(path),
+            "violation": str(outcome.result.violation),
+            "replay": command,
+        }
+        click.echo(msgspec.json.encode(record).decode())
+        return
+    original = result.schedule.fault_count()
+    console.print(
+        f"shrunk in {outcome.runs} runs: {original} faults → {outcome.schedule.fault_count()}"
+    )
+    for line in outcome.schedule.describe():
+        console.print(f"  {line}")
+    console.print(f"  still violates: {outcome.result.violation}")
+    console.print(f"  replay minimal: {command} --replay")
+
+
+def _print_trace(console: Console, result: SimResult, as_json: bool) -> None:
+    if as_json:
+        for t_us, kind, *fields in result.trace:
+            click.echo(
+                msgspec.json.encode({"t_us": t_us, "event": kind, "fields": fields}).decode()
+            )
+        return
+    for t_us, kind, *fields in result.trace:
+        console.print(
+            f"{t_us / 1000:10.3f} ms  [bold]{kind:<10}[/bold] {_fmt_fields(kind, fields)}"
+        )
+
+
+def _fmt_fields(kind: str, fields: list[Any]) -> str:
+    if kind == "deliver":
+        src, dst, msg = fields
+        return f"{src} → {dst}  {msg!r}"
+    return "  ".join(repr(f) if not isinstance(f, str) else f for f in fields)
+
+
+def _run_many(
+    spec: ProtocolSpec,
+    base: SimConfig,
+    seeds: range,
+    as_json: bool,
+    no_shrink: bool,
+    schedule_path: Path | None,
+) -> int:
+    console = Console(stderr=as_json, highlight=False, soft_wrap=True)
+    failures: list[tuple[SimConfig, SimResult]] = []
+    deliveries = events = 0
+    wall_s = 0.0
+    with Progress(
+        TextColumn(f"{spec.name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        console=console,
+        transient=True,
+        disable=as_json or not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("seeds", total=len(seeds), failed=0)
+        for seed in seeds:
+            config = replace(base, seed=seed)
+            result = run_sim(spec, config)
+            deliveries += result.stats.deliveries
+            events += result.stats.events
+            wall_s += result.stats.wall_s
+            if as_json:
+                click.echo(msgspec.json.encode(_summary(spec, config, result)).decode())
+            if not result.ok:
+                failures.append((config, result))
+            progress.update(task, advance=1, failed=len(failures))
+    if not as_json:
+        _print_table(console, spec, seeds, failures, deliveries, events, wall_s, schedule_path)
+    if failures and not no_shrink and schedule_path is None:
+        config, result = failures[0]
+        _shrink_and_report(console, spec, config, result, as_json)
+    return 1 if failures else 0
+
+
+def _print_table(
+    console: Console,
+    spec: ProtocolSpec,
+    seeds: range,
+    failures: list[tuple[SimConfig, SimResult]],
+    deliveries: int,
+    events: int,
+    wall_s: float,
+    schedule_path: Path | None,
+) -> None:
+    table = Table(title=f"pnyx sim {spec.name}: seeds {seeds.start}..{seeds.stop - 1}")
+    for column in ("seeds", "passed", "failed", "deliveries", "events", "deliveries/s"):
+        table.add_column(column, justify="right")
+    rate = deliveries / wall_s if wall_s > 0 else 0.0
+    table.add_row(
+        str(len(seeds)),
+        str(len(seeds) - len(failures)),
+        str(len(failures)),
+        str(deliveries),
+        str(events),
+        f"{rate:,.0f}",
+    )
+    console.print(table)
+    if failures:
+        console.print(f"[red]failing seeds:[/red] {' '.join(str(c.seed) for c, _ in failures)}")
+        for config, result in failures[:10]:
+            console.print(f"  seed {config.seed}: {result.violation}")
+            console.print(
+                f"    replay: {replay_command(spec.name, config, schedule_path)} --replay"
+            )

@@ -1,0 +1,547 @@
+"""The deterministic simulator: a discrete-event scheduler in virtual time.
+
+One seed fixes everything — message latencies, drops, duplicates, partitions, crashes,
+torn writes, pauses, clock drift and every client operation — so a run is a pure
+function of (protocol, seed, schedule).  Each process (node or client) follows the node
+contract of :mod:`pnyx.core.node`; the simulator is its runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from pnyx.core import (
+    CLIENT_ID_BASE,
+    Apply,
+    ClientReply,
+    DurableState,
+    HistoryEvent,
+    Message,
+    Node,
+    Quiesce,
+    Ready,
+    Restore,
+    encode,
+)
+from pnyx.core.node import StateMachine
+from pnyx.sim.schedule import FaultEvent, Schedule, generate
+from pnyx.sim.spec import Monitor, ProtocolSpec, Violation
+
+# Event kinds in the queue (small ints: compared only for ordering ties, never)
+_DELIVER, _TICK, _PERSISTED, _FAULT_ON, _FAULT_OFF, _HEAL, _POLL = range(7)
+
+BASE_LATENCY_US = (100, 1_500)
+"""Uniform one-way latency range on a healthy link."""
+REORDER_JITTER_US = 30_000
+"""Extra latency range when per-link FIFO is off (``reorder``)."""
+FSYNC_LATENCY_US = (200, 3_000)
+"""Uniform duration of one durable write batch."""
+LIVENESS_POLL_TICKS = 5
+"""How often (in nominal ticks) liveness is polled during the heal phase."""
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Parameters of one simulated run.  ``schedule`` overrides the drawn schedule."""
+
+    seed: int
+    nodes: int | None = None
+    clients: int | None = None
+    faults: frozenset[str] = frozenset()
+    fault_ms: int = 3_000
+    heal_ms: int = 6_000
+    tick_us: int = 10_000
+    schedule: Schedule | None = None
+    trace: bool = False
+    """Keep every event (for ``--replay``); the trace hash is always computed when set."""
+    hash_trace: bool = False
+
+    def resolve_schedule(self, spec: ProtocolSpec) -> Schedule:
+        """The schedule this run uses: the given one, or one drawn from the seed."""
+        if self.schedule is not None:
+            return self.schedule
+        nodes = self.nodes if self.nodes is not None else spec.default_nodes
+        clients = self.clients if self.clients is not None else spec.default_clients
+        return generate(self.seed, nodes, clients, self.fault_ms, self.faults)
+
+
+@dataclass
+class SimStats:
+    """Counters of one run."""
+
+    events: int = 0
+    deliveries: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+    fsyncs: int = 0
+    crashes: int = 0
+    virtual_us: int = 0
+    wall_s: float = 0.0
+
+
+@dataclass
+class SimResult:
+    """Outcome of one run."""
+
+    seed: int
+    schedule: Schedule
+    violation: Violation | None
+    stats: SimStats
+    history: list[HistoryEvent]
+    trace_hash: str = ""
+    trace: list[tuple[Any, ...]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no property was violated."""
+        return self.violation is None
+
+
+class _Proc:
+    """Runtime state the simulator keeps for one node or client."""
+
+    __slots__ = (
+        "alive",
+        "durable",
+        "held",
+        "incarnation",
+        "is_client",
+        "node",
+        "paused",
+        "pending",
+        "pid",
+        "sm",
+        "tick_us",
+    )
+
+    def __init__(self, pid: int, node: Node, tick_us: int, is_client: bool) -> None:
+        self.pid = pid
+        self.node = node
+        self.is_client = is_client
+        self.tick_us = tick_us
+        self.alive = True
+        self.paused = False
+        self.incarnation = 0
+        self.pending: Ready | None = None
+        self.held: list[tuple[int, Any, Any]] = []
+        self.durable = DurableState()
+        self.sm: StateMachine | None = None
+
+
+class _Stop(Exception):
+    """Raised inside the loop when a property is violated."""
+
+    def __init__(self, violation: Violation) -> None:
+        super().__init__(str(violation))
+        self.violation = violation
+
+
+class Simulation:
+    """One run of one protocol under one schedule.  Use :func:`run_sim`."""
+
+    def __init__(self, spec: ProtocolSpec, config: SimConfig) -> None:
+        self.spec = spec
+        self.config = config
+        self.schedule = config.resolve_schedule(spec)
+        sched = self.schedule
+        assert sched.nodes >= 1, "a run needs at least one node"
+        self.seed = config.seed
+        self._node_ids = tuple(range(1, sched.nodes + 1))
+        self._client_ids = tuple(CLIENT_ID_BASE + i for i in range(sched.clients))
+        self._net_rng = random.Random(f"pnyx-net:{config.seed}")
+        self._disk_rng = random.Random(f"pnyx-disk:{config.seed}")
+        self._now_us = 0
+        self._seq = 0
+        self._queue: list[tuple[int, int, int, Any, Any, Any]] = []
+        self._procs: dict[int, _Proc] = {}
+        self._blocked: dict[tuple[int, int], int] = {}
+        self._link_clock: dict[tuple[int, int], int] = {}
+        self._healing = False
+        self._history: list[HistoryEvent] = []
+        self.stats = SimStats()
+        self.monitor: Monitor = spec.make_monitor(self._node_ids)
+        self._check_events = type(self.monitor).after_event is not Monitor.after_event
+        self._tracing = config.trace or config.hash_trace
+        self._trace: list[tuple[Any, ...]] = []
+        self._hasher = hashlib.blake2b(digest_size=16)
+        net = sched.network
+        self._drop_p = net.drop_p
+        self._dup_p = net.duplicate_p
+        self._delay_p = net.delay_p
+        self._delay_max_us = net.delay_max_us
+        self._reorder = net.reorder
+        self._torn = "torn" in sched.faults
+
+    # -- World view (read by monitors) ---------------------------------------------------
+
+    @property
+    def now_us(self) -> int:
+        return self._now_us
+
+    @property
+    def node_ids(self) -> tuple[int, ...]:
+        return self._node_ids
+
+    @property
+    def healing(self) -> bool:
+        return self._healing
+
+    @property
+    def history(self) -> list[HistoryEvent]:
+        return self._history
+
+    def node(self, node_id: int) -> Node | None:
+        proc = self._procs[node_id]
+        return proc.node if proc.alive else None
+
+    def durable(self, node_id: int) -> DurableState:
+        return self._procs[node_id].durable
+
+    def state_machine(self, node_id: int) -> StateMachine | None:
+        return self._procs[node_id].sm
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        """Run the fault phase, then the heal phase until liveness or the deadline."""
+        started = time.perf_counter()
+        violation: Violation | None = None
+        try:
+            self._boot()
+            self._loop()
+            violation = self.monitor.at_end(self)
+        except _Stop as stop:
+            violation = stop.violation
+        self.stats.virtual_us = self._now_us
+        self.stats.wall_s = time.perf_counter() - started
+        if violation is not None:
+            self._trace_event("violation", violation.prop, violation.detail)
+        return SimResult(
+            seed=self.seed,
+            schedule=self.schedule,
+            violation=violation,
+            stats=self.stats,
+            history=self._history,
+            trace_hash=self._hasher.hexdigest() if self._tracing else "",
+            trace=self._trace if self.config.trace else [],
+        )
+
+    def _boot(self) -> None:
+        sched = self.schedule
+        tick_us = self.config.tick_us
+        for i, nid in enumerate(self._node_ids):
+            drift = sched.drift[i] if i < len(sched.drift) else 0.0
+            period = max(1, round(tick_us * (1.0 + drift)))
+            proc = _Proc(nid, self._build_node(nid, 0, DurableState()), period, False)
+            proc.sm = self._build_sm()
+            self._procs[nid] = proc
+        for cid in self._client_ids:
+            rng = random.Random(f"pnyx-client:{self.seed}:{cid}")
+            self._procs[cid] = _Proc(
+                cid, self.spec.make_client(cid, self._node_ids, rng), tick_us, True
+            )
+        phase_rng = random.Random(f"pnyx-phase:{self.seed}")
+        for pid in self._node_ids + self._client_ids:
+            self._push(phase_rng.randrange(1, tick_us + 1), _TICK, pid, 0, None)
+        for index, event in enumerate(sched.events):
+            self._push(event.start_us, _FAULT_ON, index, None, None)
+            self._push(event.end_us, _FAULT_OFF, index, None, None)
+        self._push(sched.fault_ms * 1000, _HEAL, None, None, None)
+
+    def _build_node(self, nid: int, incarnation: int, durable: DurableState) -> Node:
+        rng = random.Random(f"pnyx-node:{self.seed}:{nid}:{incarnation}")
+        return self.spec.make_node(nid, self._node_ids, rng, durable)
+
+    def _build_sm(self) -> StateMachine | None:
+        factory = self.spec.make_state_machine
+        return factory() if factory is not None else None
+
+    def _push(self, at_us: int, kind: int, a: Any, b: Any, c: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at_us, self._seq, kind, a, b, c))
+
+    def _loop(self) -> None:
+        queue = self._queue
+        pop = heapq.heappop
+        deadline_us = (self.schedule.fault_ms + self.config.heal_ms) * 1000
+        handlers: dict[int, Callable[[Any, Any, Any], None]] = {
+            _DELIVER: self._on_deliver,
+            _TICK: self._on_tick,
+            _PERSISTED: self._on_persisted,
+            _FAULT_ON: self._on_fault_on,
+            _FAULT_OFF: self._on_fault_off,
+            _HEAL: self._on_heal,
+            _POLL: self._on_poll,
+        }
+        check = self._check_events
+        monitor = self.monitor
+        stats = self.stats
+        while queue:
+            at_us, _, kind, a, b, c = pop(queue)
+            if at_us > deadline_us:
+                missing = monitor.liveness(self)
+                if missing is not None:
+                    raise _Stop(Violation("liveness", f"not reached within heal phase: {missing}"))
+                return
+            self._now_us = at_us
+            stats.events += 1
+            handlers[kind](a, b, c)
+            if check:
+                violation = monitor.after_event(self)
+                if violation is not None:
+                    raise _Stop(violation)
+            if kind == _POLL and b:
+                return
+
+    # -- event handlers ----------------------------------------------------------------
+
+    def _on_deliver(self, dst: int, src: int, msg: Message) -> None:
+        proc = self._procs[dst]
+        if not proc.alive or (src, dst) in self._blocked:
+            self.stats.dropped += 1
+            return
+        if proc.paused:
+            proc.held.append((_DELIVER, src, msg))
+            return
+        self.stats.deliveries += 1
+        if self._tracing:
+            self._trace_event("deliver", src, dst, msg)
+        proc.node.step(msg, src)
+        self._drain(proc)
+
+    def _on_tick(self, pid: int, incarnation: int, _: Any) -> None:
+        proc = self._procs[pid]
+        if not proc.alive or proc.incarnation != incarnation:
+            return
+        self._push(self._now_us + proc.tick_us, _TICK, pid, incarnation, None)
+        if proc.paused:
+            return
+        if self._tracing:
+            self._trace_event("tick", pid)
+        proc.node.tick()
+        self._drain(proc)
+
+    def _on_persisted(self, pid: int, incarnation: int, _: Any) -> None:
+        proc = self._procs[pid]
+        if not proc.alive or proc.incarnation != incarnation:
+            return
+        if proc.paused:
+            proc.held.append((_PERSISTED, incarnation, None))
+            return
+        ready = proc.pending
+        assert ready is not None, f"fsync completion for {pid} without a pending batch"
+        proc.pending = None
+        proc.durable.apply_all(ready.persist)
+        self.stats.fsyncs += 1
+        if self._tracing:
+            self._trace_event("fsync", pid, len(ready.persist))
+        self._carry_out(proc, ready)
+        self._drain(proc)
+
+    def _on_fault_on(self, index: int, _b: Any, _c: Any) -> None:
+        event = self.schedule.events[index]
+        if self._healing:
+            return
+        if self._tracing:
+            self._trace_event("fault", event.describe())
+        if event.kind == "partition":
+            for link in event.links:
+                self._blocked[link] = self._blocked.get(link, 0) + 1
+        elif event.kind == "crash":
+            self._crash(self._procs[event.node])
+        elif event.kind == "pause":
+            proc = self._procs[event.node]
+            proc.paused = proc.alive
+
+    def _on_fault_off(self, index: int, _b: Any, _c: Any) -> None:
+        if self._healing:
+            return
+        event = self.schedule.events[index]
+        if self._tracing:
+            self._trace_event("heal", event.describe())
+        self._end_fault(event)
+
+    def _end_fault(self, event: FaultEvent) -> None:
+        if event.kind == "partition":
+            for link in event.links:
+                left = self._blocked.get(link, 0) - 1
+                if left > 0:
+                    self._blocked[link] = left
+                else:
+                    self._blocked.pop(link, None)
+        elif event.kind == "crash":
+            proc = self._procs[event.node]
+            if not proc.alive:
+                self._restart(proc)
+        elif event.kind == "pause":
+            self._resume(self._procs[event.node])
+
+    def _on_heal(self, _a: Any, _b: Any, _c: Any) -> None:
+        """End of the fault phase: heal everything, quiesce clients, start polling liveness."""
+        if self._tracing:
+            self._trace_event("heal-phase")
+        self._blocked.clear()
+        self._drop_p = self._dup_p = self._delay_p = 0.0
+        self._reorder = False
+        for nid in self._node_ids:
+            proc = self._procs[nid]
+            if not proc.alive:
+                self._restart(proc)
+            elif proc.paused:
+                self._resume(proc)
+        self._healing = True
+        for cid in self._client_ids:
+            self._send(0, cid, Quiesce())
+        self._push(
+            self._now_us + self.config.tick_us * LIVENESS_POLL_TICKS, _POLL, None, False, None
+        )
+
+    def _on_poll(self, _a: Any, _b: Any, _c: Any) -> None:
+        if self.monitor.liveness(self) is None:
+            # Reached: stop after this event (the loop sees the True flag on a fresh poll).
+            self._push(self._now_us, _POLL, None, True, None)
+            return
+        self._push(
+            self._now_us + self.config.tick_us * LIVENESS_POLL_TICKS, _POLL, None, False, None
+        )
+
+    # -- processes -----------------------------------------------------------------------
+
+    def _crash(self, proc: _Proc) -> None:
+        if not proc.alive:
+            return
+        self.stats.crashes += 1
+        pending = proc.pending
+        if pending is not None and pending.persist and self._torn:
+            keep = self._disk_rng.randrange(0, len(pending.persist) + 1)
+            proc.durable.apply_all(pending.persist[:keep])
+            if self._tracing:
+                self._trace_event("torn", proc.pid, keep, len(pending.persist))
+        proc.alive = False
+        proc.paused = False
+        proc.pending = None
+        proc.held.clear()
+        if self._tracing:
+            self._trace_event("crash", proc.pid)
+
+    def _restart(self, proc: _Proc) -> None:
+        assert not proc.alive, f"restart of live process {proc.pid}"
+        proc.incarnation += 1
+        proc.node = self._build_node(proc.pid, proc.incarnation, proc.durable.copy())
+        proc.sm = self._build_sm()
+        proc.alive = True
+        proc.paused = False
+        if self._tracing:
+            self._trace_event("restart", proc.pid, proc.incarnation)
+        self._push(self._now_us + proc.tick_us, _TICK, proc.pid, proc.incarnation, None)
+        self.monitor.on_restart(self, proc.pid)
+        self._drain(proc)
+
+    def _resume(self, proc: _Proc) -> None:
+        if not proc.paused:
+            return
+        proc.paused = False
+        if self._tracing:
+            self._trace_event("resume", proc.pid)
+        held, proc.held = proc.held, []
+        for kind, a, b in held:
+            if kind == _DELIVER:
+                self._on_deliver(proc.pid, a, b)
+            else:
+                self._on_persisted(proc.pid, a, b)
+
+    # -- carrying out Ready batches ----------------------------------------------------------
+
+    def _drain(self, proc: _Proc) -> None:
+        """Take ready batches until one needs a durable write (which completes later)."""
+        node = proc.node
+        while proc.pending is None and node.has_ready():
+            ready = node.ready()
+            if ready.persist:
+                proc.pending = ready
+                lo, hi = FSYNC_LATENCY_US
+                done_us = self._now_us + self._disk_rng.randrange(lo, hi)
+                self._push(done_us, _PERSISTED, proc.pid, proc.incarnation, None)
+                return
+            self._carry_out(proc, ready)
+
+    def _carry_out(self, proc: _Proc, ready: Ready) -> None:
+        pid = proc.pid
+        for send in ready.send:
+            self._send(pid, send.to, send.msg)
+        for item in ready.apply:
+            self._apply(proc, item)
+        for record in ready.record:
+            event = record.event
+            assert isinstance(event, HistoryEvent), f"unexpected record {event!r}"
+            stamped = msgspec.structs.replace(event, time=self._now_us * 1000)
+            self._history.append(stamped)
+            if self._tracing:
+                self._trace_event("history", stamped)
+        serve = self.spec.serve
+        for request in ready.services:
+            assert serve is not None, f"{self.spec.name} asked for service {request!r}"
+            serve(proc.node, proc.sm, request)
+        proc.node.advance(ready)
+
+    def _apply(self, proc: _Proc, item: Apply | Restore) -> None:
+        sm = proc.sm
+        result: Any = None
+        if isinstance(item, Restore):
+            if sm is not None:
+                sm.restore(item.data)
+        elif sm is not None:
+            result = sm.apply(item.command)
+            if item.reply_to is not None:
+                self._send(proc.pid, item.reply_to, ClientReply(item.request_id, True, result))
+        if self._tracing:
+            self._trace_event("apply", proc.pid, item, result)
+        violation = self.monitor.on_apply(self, proc.pid, item, result)
+        if violation is not None:
+            raise _Stop(violation)
+
+    def _send(self, src: int, dst: int, msg: Message) -> None:
+        """Put a message on the network, subject to this run's network faults."""
+        rng = self._net_rng
+        if self._drop_p and rng.random() < self._drop_p:
+            self.stats.dropped += 1
+            return
+        self._enqueue(src, dst, msg, rng)
+        if self._dup_p and rng.random() < self._dup_p:
+            self.stats.duplicated += 1
+            self._enqueue(src, dst, msg, rng)
+
+    def _enqueue(self, src: int, dst: int, msg: Message, rng: random.Random) -> None:
+        lo, hi = BASE_LATENCY_US
+        latency = rng.randrange(lo, hi)
+        if self._delay_p and rng.random() < self._delay_p:
+            latency += rng.randrange(0, self._delay_max_us)
+        at_us = self._now_us + latency
+        if self._reorder:
+            at_us += rng.randrange(0, REORDER_JITTER_US)
+        else:
+            link = (src, dst)
+            at_us = max(at_us, self._link_clock.get(link, 0))
+            self._link_clock[link] = at_us
+        self._push(at_us, _DELIVER, dst, src, msg)
+
+    # -- tracing ---------------------------------------------------------------------------
+
+    def _trace_event(self, *fields: Any) -> None:
+        record = (self._now_us, *fields)
+        self._hasher.update(encode(record))
+        if self.config.trace:
+            self._trace.append(record)
+
+
+def run_sim(spec: ProtocolSpec, config: SimConfig) -> SimResult:
+    """Run one simulation and return its result (never raises for protocol violations)."""
+    return Simulation(spec, config).run()

@@ -1,0 +1,274 @@
+"""Fault kinds and fault schedules: what goes wrong in a simulated run, and when.
+
+A schedule is drawn from the seed (its own RNG stream) and can also be written out,
+edited by the shrinker and replayed exactly.  Network faults are probabilities active
+during the fault phase; discrete faults are events with a start and an end.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+FAULT_KINDS: tuple[str, ...] = (
+    "delay",
+    "drop",
+    "duplicate",
+    "reorder",
+    "partition",
+    "crash",
+    "torn",
+    "pause",
+    "skew",
+)
+"""Every fault the simulator can inject, by name (``--faults`` accepts these)."""
+
+FAULT_HELP: dict[str, str] = {
+    "delay": "long-tail message latency spikes",
+    "drop": "messages lost",
+    "duplicate": "messages delivered twice",
+    "reorder": "no per-link FIFO: wide latency jitter lets messages overtake",
+    "partition": "network partitions (halves, isolate one, bridge, one-way) that heal",
+    "crash": "process crash (loses all volatile state) and restart from disk",
+    "torn": "a crash keeps only a random prefix of writes not yet fsynced",
+    "pause": "process pause (GC/VM stall) and resume",
+    "skew": "per-node clock drift: tick rates differ by up to MAX_DRIFT",
+}
+
+PARTITION_SHAPES: tuple[str, ...] = ("halves", "isolate", "bridge", "one-way")
+DISCRETE_KINDS: tuple[str, ...] = ("partition", "crash", "pause")
+MAX_DRIFT = 0.05
+"""Bound on per-node clock drift: a node's tick period is within ±5% of nominal."""
+
+
+class FaultSpecError(ValueError):
+    """A ``--faults`` list names something that is not a fault kind."""
+
+
+def parse_faults(text: str) -> frozenset[str]:
+    """Parse ``all``, ``none`` or a comma-separated list of fault kinds."""
+    text = text.strip()
+    if text == "all":
+        return frozenset(FAULT_KINDS)
+    if text in ("none", ""):
+        return frozenset()
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    for name in names:
+        if name not in FAULT_KINDS:
+            raise FaultSpecError(
+                f"unknown fault {name!r}; valid: {', '.join(FAULT_KINDS)}, all, none"
+            )
+    return frozenset(names)
+
+
+def format_faults(faults: frozenset[str]) -> str:
+    """The ``--faults`` spelling of a fault set (stable order)."""
+    if not faults:
+        return "none"
+    if faults == frozenset(FAULT_KINDS):
+        return "all"
+    return ",".join(k for k in FAULT_KINDS if k in faults)
+
+
+@dataclass(frozen=True)
+class NetworkFaults:
+    """Per-message fault probabilities and latencies during the fault phase."""
+
+    drop_p: float = 0.0
+    duplicate_p: float = 0.0
+    delay_p: float = 0.0
+    delay_max_us: int = 0
+    reorder: bool = False
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    """A discrete fault over ``[start_us, end_us)``: a partition, a crash or a pause.
+
+    For partitions ``links`` lists the blocked directed (from, to) pairs and ``shape``
+    says how they were chosen; crashes and pauses name their ``node``.
+    """
+
+    kind: str
+    start_us: int
+    end_us: int
+    node: int = 0
+    shape: str = ""
+    links: tuple[tuple[int, int], ...] = ()
+
+    def describe(self) -> str:
+        """One line for humans."""
+        span = f"{self.start_us / 1000:.0f}-{self.end_us / 1000:.0f} ms"
+        if self.kind == "partition":
+            cut = " ".join(f"{a}->{b}" for a, b in self.links)
+            return f"partition {self.shape} at {span}: blocks {cut}"
+        return f"{self.kind} node {self.node} at {span}"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A complete, replayable description of what goes wrong in one run."""
+
+    nodes: int
+    clients: int
+    fault_ms: int
+    faults: frozenset[str]
+    network: NetworkFaults = field(default_factory=NetworkFaults)
+    drift: tuple[float, ...] = ()
+    events: tuple[FaultEvent, ...] = ()
+
+    def fault_count(self) -> int:
+        """Number of distinct faults: discrete events plus each active network fault."""
+        net = self.network
+        active = [net.drop_p > 0, net.duplicate_p > 0, net.delay_p > 0, net.reorder]
+        return len(self.events) + sum(active) + (1 if any(self.drift) else 0)
+
+    def kinds_used(self) -> frozenset[str]:
+        """Fault kinds that actually occur in this schedule."""
+        net = self.network
+        used = {e.kind for e in self.events}
+        flags = {
+            "drop": net.drop_p > 0,
+            "duplicate": net.duplicate_p > 0,
+            "delay": net.delay_p > 0,
+            "reorder": net.reorder,
+            "skew": any(self.drift),
+            "torn": "torn" in self.faults and "crash" in used,
+        }
+        used.update(k for k, on in flags.items() if on)
+        return frozenset(used)
+
+    def describe(self) -> list[str]:
+        """Lines for humans: the network faults, drift and every event."""
+        net = self.network
+        lines = [f"{self.nodes} nodes, {self.clients} clients, fault phase {self.fault_ms} ms"]
+        if net.drop_p:
+            lines.append(f"drop p={net.drop_p:.3f}")
+        if net.duplicate_p:
+            lines.append(f"duplicate p={net.duplicate_p:.3f}")
+        if net.delay_p:
+            lines.append(f"delay p={net.delay_p:.3f} up to {net.delay_max_us / 1000:.0f} ms")
+        if net.reorder:
+            lines.append("reorder: per-link FIFO off")
+        if any(self.drift):
+            drift = ", ".join(f"n{i + 1}:{d:+.3f}" for i, d in enumerate(self.drift))
+            lines.append(f"clock drift {drift}")
+        if "torn" in self.faults:
+            lines.append("torn: crashes keep a random prefix of unsynced writes")
+        lines.extend(e.describe() for e in self.events)
+        return lines
+
+    def to_json(self) -> str:
+        """Serialise (inverse of :meth:`from_json`)."""
+        data = asdict(self)
+        data["faults"] = sorted(self.faults)
+        return json.dumps(data, indent=1, sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> Schedule:
+        """Parse a schedule written by :meth:`to_json`; raises ValueError when malformed."""
+        try:
+            data: dict[str, Any] = json.loads(text)
+            events = tuple(
+                FaultEvent(
+                    kind=e["kind"],
+                    start_us=int(e["start_us"]),
+                    end_us=int(e["end_us"]),
+                    node=int(e.get("node", 0)),
+                    shape=str(e.get("shape", "")),
+                    links=tuple((int(a), int(b)) for a, b in e.get("links", ())),
+                )
+                for e in data["events"]
+            )
+            return Schedule(
+                nodes=int(data["nodes"]),
+                clients=int(data["clients"]),
+                fault_ms=int(data["fault_ms"]),
+                faults=frozenset(data["faults"]),
+                network=NetworkFaults(**data["network"]),
+                drift=tuple(float(d) for d in data["drift"]),
+                events=events,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed schedule: {exc!r}") from exc
+
+    def save(self, path: Path) -> None:
+        """Write to ``path`` as JSON."""
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+
+    @staticmethod
+    def load(path: Path) -> Schedule:
+        """Read a schedule file; raises ValueError naming the file when it is malformed."""
+        try:
+            return Schedule.from_json(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"cannot read schedule {path}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+    def without_event(self, index: int) -> Schedule:
+        """This schedule minus one discrete event."""
+        events = self.events[:index] + self.events[index + 1 :]
+        return replace(self, events=events)
+
+
+def generate(
+    seed: int, nodes: int, clients: int, fault_ms: int, faults: frozenset[str]
+) -> Schedule:
+    """Draw a schedule from ``seed`` (its own RNG stream, independent of the run's)."""
+    rng = random.Random(f"pnyx-schedule:{seed}")
+    node_ids = list(range(1, nodes + 1))
+    net = NetworkFaults(
+        drop_p=rng.uniform(0.02, 0.2) if "drop" in faults else 0.0,
+        duplicate_p=rng.uniform(0.01, 0.08) if "duplicate" in faults else 0.0,
+        delay_p=rng.uniform(0.01, 0.08) if "delay" in faults else 0.0,
+        delay_max_us=rng.randrange(20_000, 300_000) if "delay" in faults else 0,
+        reorder="reorder" in faults,
+    )
+    drift = tuple(rng.uniform(-MAX_DRIFT, MAX_DRIFT) for _ in node_ids) if "skew" in faults else ()
+    events: list[FaultEvent] = []
+    fault_us = fault_ms * 1000
+    for kind in DISCRETE_KINDS:
+        if kind not in faults:
+            continue
+        for _ in range(rng.randrange(1, max(2, fault_ms // 600) + 1)):
+            events.append(_draw_event(rng, kind, node_ids, fault_us))
+    events.sort(key=lambda e: (e.start_us, e.kind, e.node))
+    return Schedule(nodes, clients, fault_ms, faults, net, drift, tuple(events))
+
+
+def _draw_event(rng: random.Random, kind: str, node_ids: list[int], fault_us: int) -> FaultEvent:
+    start_us = rng.randrange(0, max(1, fault_us * 9 // 10))
+    length_us = rng.randrange(fault_us // 20 + 1, fault_us // 3 + 2)
+    end_us = min(start_us + length_us, fault_us)
+    if kind == "partition":
+        shape = PARTITION_SHAPES[rng.randrange(0, len(PARTITION_SHAPES))]
+        return FaultEvent(kind, start_us, end_us, shape=shape, links=_cut(rng, shape, node_ids))
+    node = node_ids[rng.randrange(0, len(node_ids))]
+    return FaultEvent(kind, start_us, end_us, node=node)
+
+
+def _cut(rng: random.Random, shape: str, node_ids: list[int]) -> tuple[tuple[int, int], ...]:
+    """Directed links blocked by a partition of the given shape."""
+    order = node_ids[:]
+    rng.shuffle(order)
+    if len(order) < 2:
+        return ()
+    if shape == "isolate":
+        side_a, side_b = order[:1], order[1:]
+    else:
+        split = rng.randrange(1, len(order))
+        side_a, side_b = order[:split], order[split:]
+    bridge: int | None = None
+    if shape == "bridge" and len(order) >= 3:
+        # One node keeps talking to both sides; the sides cannot talk directly.
+        bridge = order[-1]
+        side_a = [n for n in side_a if n != bridge]
+        side_b = [n for n in side_b if n != bridge]
+    links = {(a, b) for a in side_a for b in side_b}
+    if shape != "one-way":
+        links |= {(b, a) for a in side_a for b in side_b}
+    return tuple(sorted(links))
