@@ -1,0 +1,178 @@
+"""Every fault kind is injected as described, and only when switched on."""
+
+from __future__ import annotations
+
+from pnyx.sim.runner import SimConfig, Simulation
+from pnyx.sim.schedule import FAULT_KINDS, Schedule, generate, parse_faults
+from tests.sim.probe import PROBE, ProbeMonitor, ProbeNode
+
+
+def _run(faults: str, seed: int = 1, trace: bool = False, fault_ms: int = 2_000) -> Simulation:
+    sim = Simulation(
+        PROBE, SimConfig(seed=seed, faults=parse_faults(faults), fault_ms=fault_ms, trace=trace)
+    )
+    result = sim.run()
+    assert result.ok, result.violation
+    sim.last_result = result  # type: ignore[attr-defined]
+    return sim
+
+
+def _probe(sim: Simulation, node_id: int) -> ProbeNode:
+    node = sim.node(node_id)
+    assert isinstance(node, ProbeNode)
+    return node
+
+
+def test_no_faults_means_fifo_no_loss_and_bounded_lag() -> None:
+    sim = _run("none")
+    stats = sim.stats
+    assert stats.dropped == 0 and stats.duplicated == 0 and stats.crashes == 0
+    for nid in sim.node_ids:
+        node = _probe(sim, nid)
+        for seqs in node.received.values():
+            assert seqs == list(range(1, len(seqs) + 1))
+        assert max(node.lags) <= 1
+
+
+def test_invariants_checked_after_every_event() -> None:
+    sim = _run("all")
+    assert isinstance(sim.monitor, ProbeMonitor)
+    assert sim.monitor.after_event_calls == sim.stats.events > 1000
+
+
+def test_drop_loses_messages() -> None:
+    sim = _run("drop")
+    assert sim.stats.dropped > 0 and sim.stats.duplicated == 0
+    gaps = [
+        s
+        for nid in sim.node_ids
+        for s in _probe(sim, nid).received.values()
+        if s != list(range(1, len(s) + 1))
+    ]
+    assert gaps
+
+
+def test_duplicate_delivers_twice() -> None:
+    sim = _run("duplicate")
+    assert sim.stats.duplicated > 0 and sim.stats.dropped == 0
+    assert any(
+        len(s) != len(set(s)) for nid in sim.node_ids for s in _probe(sim, nid).received.values()
+    )
+
+
+def test_delay_adds_long_tail_latency() -> None:
+    sim = _run("delay")
+    assert max(max(_probe(sim, nid).lags) for nid in sim.node_ids) > 2
+
+
+def test_reorder_breaks_per_link_fifo() -> None:
+    sim = _run("reorder")
+    inversions = sum(
+        1
+        for nid in sim.node_ids
+        for s in _probe(sim, nid).received.values()
+        for a, b in zip(s, s[1:], strict=False)
+        if b < a
+    )
+    assert inversions > 0
+
+
+def test_partition_blocks_its_links_while_active() -> None:
+    for seed in range(1, 6):
+        sim = _run("partition", seed=seed, trace=True)
+        events = sim.schedule.events
+        assert events and all(e.kind == "partition" for e in events)
+        for record in sim.last_result.trace:  # type: ignore[attr-defined]
+            if record[1] != "deliver":
+                continue
+            t_us, _, src, dst, _msg = record
+            for e in events:
+                assert not (e.start_us < t_us < e.end_us and (src, dst) in e.links)
+
+
+def test_partition_shapes() -> None:
+    shapes: dict[str, list[tuple[tuple[int, int], ...]]] = {}
+    for seed in range(60):
+        for e in generate(seed, 5, 1, 3000, frozenset({"partition"})).events:
+            shapes.setdefault(e.shape, []).append(e.links)
+    assert set(shapes) == {"halves", "isolate", "bridge", "one-way"}
+    for links in shapes["one-way"]:
+        assert not any((b, a) in links for a, b in links)
+    for links in shapes["halves"] + shapes["isolate"]:
+        assert all((b, a) in links for a, b in links)
+    for links in shapes["isolate"]:
+        # one node cut from all four others, both ways
+        assert len(links) == 8
+    for links in shapes["bridge"]:
+        touched = {n for link in links for n in link}
+        assert len(touched) <= 4  # the bridge node keeps all its links
+
+
+def test_pause_stops_ticks_and_processing() -> None:
+    sim = _run("pause", trace=True)
+    pauses = [e for e in sim.schedule.events if e.kind == "pause"]
+    assert pauses
+    for record in sim.last_result.trace:  # type: ignore[attr-defined]
+        t_us, kind = record[0], record[1]
+        for p in pauses:
+            inside = p.start_us < t_us < p.end_us
+            if inside and kind == "tick":
+                assert record[2] != p.node
+            if inside and kind == "deliver":
+                assert record[3] != p.node
+
+
+def test_crash_loses_unsynced_batch_whole_without_torn() -> None:
+    recovered = []
+    for seed in range(1, 30):
+        sim = _run("crash", seed=seed)
+        assert sim.stats.crashes > 0
+        assert isinstance(sim.monitor, ProbeMonitor)
+        recovered += sim.monitor.recovered
+    # Batches are all-or-nothing: two entries per batch, record names the last index.
+    assert recovered
+    for log_len, last in recovered:
+        assert log_len % 2 == 0
+        assert last == (log_len or None)
+
+
+def test_torn_crash_keeps_a_prefix_of_the_unsynced_batch() -> None:
+    torn = 0
+    for seed in range(1, 40):
+        sim = _run("crash,torn", seed=seed)
+        assert isinstance(sim.monitor, ProbeMonitor)
+        for log_len, last in sim.monitor.recovered:
+            # a prefix: the record (written last) never survives without both entries
+            assert last is None or last <= log_len
+            torn += log_len % 2 == 1 or (log_len > 0 and last != log_len)
+    assert torn > 0
+
+
+def test_skew_changes_tick_rates() -> None:
+    sim = _run("skew", fault_ms=3_000)
+    drift = sim.schedule.drift
+    assert len(drift) == 3 and any(abs(d) > 0.005 for d in drift)
+    ticks = [_probe(sim, nid).ticks for nid in sim.node_ids]
+    fastest, slowest = drift.index(min(drift)), drift.index(max(drift))
+    assert ticks[fastest] > ticks[slowest]
+
+
+def test_restart_gets_only_persisted_state() -> None:
+    sim = _run("crash", seed=3)
+    for nid in sim.node_ids:
+        node = _probe(sim, nid)
+        durable = sim.durable(nid)
+        # what the live node believes it wrote never trails what is durable
+        assert node.next_index - 1 >= durable.last_index
+
+
+def test_schedule_roundtrips_through_json() -> None:
+    schedule = generate(9, 5, 2, 3000, frozenset(FAULT_KINDS))
+    assert Schedule.from_json(schedule.to_json()) == schedule
+    assert schedule.kinds_used() == frozenset(FAULT_KINDS)
+
+
+def test_no_fault_kind_without_its_switch() -> None:
+    for kind in FAULT_KINDS:
+        schedule = generate(4, 5, 2, 3000, frozenset(FAULT_KINDS) - {kind})
+        assert kind not in schedule.kinds_used()
