@@ -27,7 +27,7 @@ def _invoke(*args: str) -> tuple[int, str, str]:
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
-    code, out, err = _invoke(*args)
+    code, _out, err = _invoke(*args)
     assert code == 2
     assert needle in err
     assert len(err.strip().splitlines()) == 1

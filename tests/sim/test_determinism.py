@@ -35,7 +35,10 @@ def test_trace_identical_across_processes_and_hash_seeds() -> None:
         env = dict(os.environ, PYTHONHASHSEED=hash_seed)
         proc = subprocess.run(
             [str(pnyx), "sim", "broadcast", "--seed", "17", "--faults", "all", "--trace-hash"],
-            capture_output=True, text=True, env=env, timeout=120,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
         )
         assert proc.returncode == 0, proc.stderr
         digests.append(proc.stdout.strip().splitlines()[-1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from pnyx.sim.runner import SimConfig, Simulation
 from pnyx.sim.schedule import FAULT_KINDS, Schedule, generate, parse_faults
 from tests.sim.probe import PROBE, ProbeMonitor, ProbeNode
@@ -71,7 +73,7 @@ def test_reorder_breaks_per_link_fifo() -> None:
         1
         for nid in sim.node_ids
         for s in _probe(sim, nid).received.values()
-        for a, b in zip(s, s[1:], strict=False)
+        for a, b in itertools.pairwise(s)
         if b < a
     )
     assert inversions > 0
