@@ -11,6 +11,8 @@ _COMMANDS: dict[str, str] = {
     "sim": "pnyx.cli.sim_cmd:sim",
     "demo": "pnyx.cli.demo_cmd:demo",
     "check": "pnyx.cli.check_cmd:check",
+    "serve": "pnyx.cli.serve_cmd:serve",
+    "cluster": "pnyx.cli.cluster_cmd:cluster",
 }
 
 

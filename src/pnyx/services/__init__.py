@@ -1,0 +1,1 @@
+"""pnyx.services: protocols packaged to run for real (serve, clusters, clients, objects)."""

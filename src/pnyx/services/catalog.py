@@ -1,0 +1,62 @@
+"""Protocols that ``pnyx serve`` / ``pnyx cluster`` can run as real processes, by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pnyx.core import Message, Node, NodeFactory, StateMachine
+from pnyx.runtime.wal import PersistCodec
+
+
+@dataclass(frozen=True)
+class ServiceDef:
+    """Everything the real runtime needs to run one protocol as a service."""
+
+    name: str
+    summary: str
+    make_node: NodeFactory
+    message_types: tuple[type[Message], ...]
+    make_state_machine: Callable[[], StateMachine] | None = None
+    entry_type: Any = Any
+    """Type of log entries, so the WAL decodes them back into protocol structs."""
+    record_types: Mapping[str, Any] = field(default_factory=dict)
+    serve: Callable[[Node, StateMachine | None, Any], None] | None = None
+    """Carries out protocol-specific ``Ready.services`` requests (see ``pnyx.sim.spec``)."""
+
+    def op_codec(self) -> PersistCodec:
+        """The WAL codec for this protocol's durable writes."""
+        return PersistCodec(entry_type=self.entry_type, record_types=self.record_types)
+
+
+def _broadcast() -> ServiceDef:
+    from pnyx.protocols.broadcast import WIRE_TYPES, Delivery, make_node
+
+    return ServiceDef(
+        name="broadcast",
+        summary="reliable broadcast (every node delivers every message exactly once)",
+        make_node=make_node,
+        message_types=WIRE_TYPES,
+        entry_type=Delivery,
+    )
+
+
+# name -> factory of its ServiceDef (protocol modules are imported lazily)
+_SERVICES: dict[str, Callable[[], ServiceDef]] = {
+    "broadcast": _broadcast,
+}
+
+
+def service_names() -> list[str]:
+    """Names accepted by ``--protocol``."""
+    return sorted(_SERVICES)
+
+
+def get_service(name: str) -> ServiceDef:
+    """The service ``name``; KeyError with the valid names otherwise."""
+    try:
+        factory = _SERVICES[name]
+    except KeyError:
+        raise KeyError(f"unknown protocol {name!r}; valid: {', '.join(service_names())}") from None
+    return factory()
