@@ -73,3 +73,34 @@ def test_serve_rejects_bad_arguments(tmp_path: Path, args: list[str], needle: st
     result = _run("serve", *args, "--data-dir", str(tmp_path / "d"))
     assert result.returncode == 2
     assert needle in result.stderr
+
+
+def test_client_broadcast_reaches_every_process(cluster_dir: Path) -> None:
+    import time
+
+    from pnyx.cli.cluster_cmd import fetch_health
+    from pnyx.protocols.broadcast import WIRE_TYPES, Broadcast
+    from pnyx.services.client import Client
+
+    up = _run("cluster", "up", "--nodes", "3", "--data-dir", str(cluster_dir), "--detach")
+    assert up.returncode == 0, up.stderr
+    state = json.loads((cluster_dir / "cluster.json").read_text())
+    members = {}
+    for node in state["nodes"]:
+        host, port = node["address"].split(":")
+        members[node["id"]] = (host, int(port))
+    with Client(members, WIRE_TYPES) as client:
+        replies = [client.call(lambda rid, i=i: Broadcast(rid, f"m{i}", i)) for i in range(5)]
+    assert all(r.ok for r in replies)
+    assert [r.result for r in replies] == [f"m{i}" for i in range(5)]
+    deadline = time.monotonic() + 20
+    applied: list[object] = []
+    while time.monotonic() < deadline:
+        applied = [
+            (fetch_health(n["metrics_port"]) or {}).get("last_applied") for n in state["nodes"]
+        ]
+        if applied == [5, 5, 5]:
+            break
+        time.sleep(0.1)
+    assert applied == [5, 5, 5]
+    assert _run("cluster", "down", "--data-dir", str(cluster_dir)).returncode == 0

@@ -1,0 +1,217 @@
+"""The pnyx client: talks to any member, follows leader redirects, retries safely.
+
+A client has a stable id (declared in its hello, ≥ ``CLIENT_ID_BASE``) and numbers its
+requests; a retried request keeps its number, so a protocol with client sessions applies
+it once and returns the cached reply.  ``AsyncClient`` is for asyncio code; ``Client``
+wraps it for synchronous callers (its event loop runs in a background thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, TypeVar
+
+from pnyx.core import CLIENT_ID_BASE, ClientReply, Message
+from pnyx.runtime.framing import FrameDecoder, RemoteProtocolError, encode_frame
+from pnyx.runtime.transport import Address, Hello, Welcome, make_wire_codec
+
+log = logging.getLogger("pnyx.client")
+
+T = TypeVar("T")
+
+RequestBuilder = Callable[[int], Message]
+"""Builds the request message for a given request id (the same id on every retry)."""
+
+
+class ClientError(Exception):
+    """The request could not be completed: every member failed or the deadline passed."""
+
+
+class AsyncClient:
+    """Asyncio client of a pnyx group.  ``members`` maps node ids to addresses."""
+
+    def __init__(
+        self,
+        members: Mapping[int, Address],
+        message_types: Iterable[type[Message]],
+        *,
+        client_id: int | None = None,
+        request_timeout_s: float = 2.0,
+        deadline_s: float = 30.0,
+    ) -> None:
+        assert members, "a client needs at least one member address"
+        self.members = dict(members)
+        self.client_id = client_id if client_id is not None else _random_client_id()
+        assert self.client_id >= CLIENT_ID_BASE, f"client id {self.client_id} is a node id"
+        self.request_timeout_s = request_timeout_s
+        self.deadline_s = deadline_s
+        self._codec = make_wire_codec((*tuple(message_types), ClientReply))
+        self._order = sorted(self.members)
+        self._target = self._order[0]
+        self._seq = itertools.count(1)
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._waiting: dict[int, asyncio.Future[ClientReply]] = {}
+        self.redirects = 0
+        self.retries = 0
+
+    async def close(self) -> None:
+        """Close the connection (pending calls fail)."""
+        await self._disconnect()
+
+    async def call(self, build: RequestBuilder) -> ClientReply:
+        """Send one request, following redirects and retrying until a reply or the deadline."""
+        request_id = next(self._seq)
+        msg = build(request_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
+        while loop.time() < deadline:
+            reply = await self._attempt(request_id, msg)
+            if reply is None:
+                self.retries += 1
+                await self._next_member(None)
+                continue
+            if not reply.ok and reply.leader_hint is not None and reply.leader_hint != self._target:
+                self.redirects += 1
+                await self._next_member(reply.leader_hint)
+                continue
+            if not reply.ok and reply.error in ("not leader", "no leader"):
+                self.retries += 1
+                await asyncio.sleep(0.05)
+                await self._next_member(None)
+                continue
+            return reply
+        raise ClientError(
+            f"request {request_id} got no reply from members {self._order} within "
+            f"{self.deadline_s} s"
+        )
+
+    async def _attempt(self, request_id: int, msg: Message) -> ClientReply | None:
+        try:
+            await self._ensure_connected()
+            assert self._writer is not None
+            future: asyncio.Future[ClientReply] = asyncio.get_running_loop().create_future()
+            self._waiting[request_id] = future
+            self._writer.write(encode_frame(self._codec.encode(msg)))
+            await self._writer.drain()
+            return await asyncio.wait_for(future, self.request_timeout_s)
+        except (OSError, TimeoutError, RemoteProtocolError, ConnectionError) as exc:
+            log.info(
+                "request_retry client=%d target=%d error=%r", self.client_id, self._target, exc
+            )
+            await self._disconnect()
+            return None
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def _next_member(self, hint: int | None) -> None:
+        await self._disconnect()
+        if hint is not None and hint in self.members:
+            self._target = hint
+        else:
+            position = self._order.index(self._target)
+            self._target = self._order[(position + 1) % len(self._order)]
+
+    async def _ensure_connected(self) -> None:
+        if self._writer is not None:
+            return
+        host, port = self.members[self._target]
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port), self.request_timeout_s
+        )
+        writer.write(encode_frame(self._codec.encode(Hello(self.client_id, "client"))))
+        await writer.drain()
+        decoder = FrameDecoder()
+        welcome = await asyncio.wait_for(self._read_one(reader, decoder), self.request_timeout_s)
+        if not isinstance(welcome, Welcome):
+            writer.close()
+            raise RemoteProtocolError("no_welcome", f"first frame {type(welcome).__name__}")
+        self._writer = writer
+        self._reader_task = asyncio.ensure_future(self._read_replies(reader, decoder))
+
+    async def _read_one(self, reader: asyncio.StreamReader, decoder: FrameDecoder) -> Message:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionError("connection closed before the welcome")
+            frames = decoder.feed(data)
+            if frames:
+                assert len(frames) == 1, "server sent more than a welcome before any request"
+                msg: Message = self._codec.decode(frames[0])
+                return msg
+
+    async def _read_replies(self, reader: asyncio.StreamReader, decoder: FrameDecoder) -> None:
+        try:
+            while data := await reader.read(65536):
+                for frame in decoder.feed(data):
+                    reply = self._codec.decode(frame)
+                    if isinstance(reply, ClientReply):
+                        future = self._waiting.get(reply.request_id)
+                        if future is not None and not future.done():
+                            future.set_result(reply)
+        except (OSError, RemoteProtocolError, ValueError) as exc:
+            log.info("reply_stream_closed client=%d error=%r", self.client_id, exc)
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionError("connection closed"))
+
+    async def _disconnect(self) -> None:
+        writer, self._writer = self._writer, None
+        task, self._reader_task = self._reader_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+
+
+class Client:
+    """Synchronous facade over :class:`AsyncClient` (its loop runs in a daemon thread)."""
+
+    def __init__(
+        self, members: Mapping[int, Address], message_types: Iterable[type[Message]], **options: Any
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="pnyx-client", daemon=True
+        )
+        self._thread.start()
+        self._async = AsyncClient(members, message_types, **options)
+
+    @property
+    def client_id(self) -> int:
+        """This client's stable id."""
+        return self._async.client_id
+
+    def call(self, build: RequestBuilder) -> ClientReply:
+        """Blocking :meth:`AsyncClient.call`."""
+        return self._run(self._async.call(build))
+
+    def close(self) -> None:
+        """Close the connection and stop the background loop."""
+        self._run(self._async.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+
+def _random_client_id() -> int:
+    return CLIENT_ID_BASE + random.SystemRandom().randrange(1, 1 << 48)
