@@ -29,6 +29,10 @@ RequestBuilder = Callable[[int], Message]
 """Builds the request message for a given request id (the same id on every retry)."""
 
 
+RETRYABLE_ERRORS = frozenset({"not_leader", "no_leader", "leader_unknown", "retry"})
+"""``ClientReply.error`` values that mean: try again (elsewhere), nothing happened."""
+
+
 class ClientError(Exception):
     """The request could not be completed: every member failed or the deadline passed."""
 
@@ -81,7 +85,7 @@ class AsyncClient:
                 self.redirects += 1
                 await self._next_member(reply.leader_hint)
                 continue
-            if not reply.ok and reply.error in ("not leader", "no leader"):
+            if not reply.ok and reply.error in RETRYABLE_ERRORS:
                 self.retries += 1
                 await asyncio.sleep(0.05)
                 await self._next_member(None)
