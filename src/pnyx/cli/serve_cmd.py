@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from pnyx.runtime.logs import configure_logging
 from pnyx.runtime.node_runner import NodeFailed, NodeRunner, RunnerConfig, run_event_loop
 from pnyx.runtime.transport import Address
 from pnyx.runtime.wal import WalConfig, WalError
@@ -34,15 +35,6 @@ def parse_peers(text: str) -> dict[int, Address]:
     return peers
 
 
-def configure_logging(level: str) -> None:
-    """Structured key=value log lines on stderr."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
 @click.command()
 @click.option("--id", "node_id", type=click.IntRange(1, 999), required=True, help="This node's id.")
 @click.option(
@@ -62,6 +54,7 @@ def configure_logging(level: str) -> None:
 @click.option("--tick-ms", type=click.IntRange(1, 10_000), default=10, show_default=True)
 @click.option("--no-fsync", is_flag=True, help="Skip fsync (benchmarks only: unsafe).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
+@click.option("--log-json", is_flag=True, help="Structured logs as JSON lines.")
 def serve(
     node_id: int,
     peers_text: str,
@@ -71,6 +64,7 @@ def serve(
     tick_ms: int,
     no_fsync: bool,
     log_level: str,
+    log_json: bool,
 ) -> None:
     """Run node ID of PROTOCOL until SIGTERM/SIGINT."""
     try:
@@ -83,7 +77,7 @@ def serve(
         _fail(str(exc))
     if node_id not in peers:
         _fail(f"--id {node_id} is not listed in --peers ({', '.join(map(str, sorted(peers)))})")
-    configure_logging(log_level)
+    configure_logging(getattr(logging, log_level.upper()), json_lines=log_json, node_id=node_id)
     host, port = peers[node_id]
     config = RunnerConfig(
         node_id=node_id,

@@ -18,8 +18,9 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 from pnyx.core import CLIENT_ID_BASE, ClientReply, Message
-from pnyx.runtime.framing import FrameDecoder, RemoteProtocolError, encode_frame
-from pnyx.runtime.transport import Address, Hello, Welcome, make_wire_codec
+from pnyx.runtime.client import FramedClient
+from pnyx.runtime.framing import RemoteProtocolError
+from pnyx.runtime.transport import Address
 
 log = logging.getLogger("pnyx.client")
 
@@ -28,6 +29,9 @@ T = TypeVar("T")
 RequestBuilder = Callable[[int], Message]
 """Builds the request message for a given request id (the same id on every retry)."""
 
+
+READ_IDLE_S = 3600.0
+"""The reply reader re-arms its wait this often when the connection is idle."""
 
 RETRYABLE_ERRORS = frozenset({"not_leader", "no_leader", "leader_unknown", "retry"})
 """``ClientReply.error`` values that mean: try again (elsewhere), nothing happened."""
@@ -55,11 +59,11 @@ class AsyncClient:
         assert self.client_id >= CLIENT_ID_BASE, f"client id {self.client_id} is a node id"
         self.request_timeout_s = request_timeout_s
         self.deadline_s = deadline_s
-        self._codec = make_wire_codec((*tuple(message_types), ClientReply))
+        self._message_types = tuple(message_types)
         self._order = sorted(self.members)
         self._target = self._order[0]
         self._seq = itertools.count(1)
-        self._writer: asyncio.StreamWriter | None = None
+        self._conn: FramedClient | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[ClientReply]] = {}
         self.redirects = 0
@@ -99,11 +103,10 @@ class AsyncClient:
     async def _attempt(self, request_id: int, msg: Message) -> ClientReply | None:
         try:
             await self._ensure_connected()
-            assert self._writer is not None
+            assert self._conn is not None
             future: asyncio.Future[ClientReply] = asyncio.get_running_loop().create_future()
             self._waiting[request_id] = future
-            self._writer.write(encode_frame(self._codec.encode(msg)))
-            await self._writer.drain()
+            await self._conn.send(msg)
             return await asyncio.wait_for(future, self.request_timeout_s)
         except (OSError, TimeoutError, RemoteProtocolError, ConnectionError) as exc:
             log.info(
@@ -123,59 +126,42 @@ class AsyncClient:
             self._target = self._order[(position + 1) % len(self._order)]
 
     async def _ensure_connected(self) -> None:
-        if self._writer is not None:
+        if self._conn is not None:
             return
-        host, port = self.members[self._target]
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port), self.request_timeout_s
+        self._conn = await FramedClient.connect(
+            self.members[self._target],
+            self._message_types,
+            client_id=self.client_id,
+            timeout_s=self.request_timeout_s,
         )
-        writer.write(encode_frame(self._codec.encode(Hello(self.client_id, "client"))))
-        await writer.drain()
-        decoder = FrameDecoder()
-        welcome = await asyncio.wait_for(self._read_one(reader, decoder), self.request_timeout_s)
-        if not isinstance(welcome, Welcome):
-            writer.close()
-            raise RemoteProtocolError("no_welcome", f"first frame {type(welcome).__name__}")
-        self._writer = writer
-        self._reader_task = asyncio.ensure_future(self._read_replies(reader, decoder))
+        self._reader_task = asyncio.ensure_future(self._read_replies(self._conn))
 
-    async def _read_one(self, reader: asyncio.StreamReader, decoder: FrameDecoder) -> Message:
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                raise ConnectionError("connection closed before the welcome")
-            frames = decoder.feed(data)
-            if frames:
-                assert len(frames) == 1, "server sent more than a welcome before any request"
-                msg: Message = self._codec.decode(frames[0])
-                return msg
-
-    async def _read_replies(self, reader: asyncio.StreamReader, decoder: FrameDecoder) -> None:
+    async def _read_replies(self, conn: FramedClient) -> None:
         try:
-            while data := await reader.read(65536):
-                for frame in decoder.feed(data):
-                    reply = self._codec.decode(frame)
-                    if isinstance(reply, ClientReply):
-                        future = self._waiting.get(reply.request_id)
-                        if future is not None and not future.done():
-                            future.set_result(reply)
-        except (OSError, RemoteProtocolError, ValueError) as exc:
+            while True:
+                try:
+                    reply = await conn.recv(READ_IDLE_S)
+                except TimeoutError:
+                    continue
+                if isinstance(reply, ClientReply):
+                    future = self._waiting.get(reply.request_id)
+                    if future is not None and not future.done():
+                        future.set_result(reply)
+        except (OSError, RemoteProtocolError, ValueError, ConnectionError) as exc:
             log.info("reply_stream_closed client=%d error=%r", self.client_id, exc)
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(ConnectionError("connection closed"))
 
     async def _disconnect(self) -> None:
-        writer, self._writer = self._writer, None
+        conn, self._conn = self._conn, None
         task, self._reader_task = self._reader_task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError, ConnectionError):
-                await writer.wait_closed()
+        if conn is not None:
+            await conn.close()
 
 
 class Client:

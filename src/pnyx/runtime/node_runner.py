@@ -1,0 +1,493 @@
+"""Drive one sans-IO node for real: WAL recovery, TCP transport, a tick timer, the Ready loop.
+
+One driver coroutine owns the node.  Each round it steps every queued inbound message
+(bounded), delivers due ticks, then carries out ``ready()`` batches in contract order:
+
+1. ``persist`` → WAL append + **one** fdatasync for the whole batch (group commit), run in
+   a dedicated WAL thread so sockets keep being read meanwhile (and messages arriving
+   during the fsync join the next batch);
+2. ``send`` → transport (peers) or client connections (ids ≥ ``CLIENT_ID_BASE``);
+3. ``apply`` → state machine; an ``Apply`` with ``reply_to`` gets a ``ClientReply``;
+   ``Restore`` → ``state_machine.restore``;
+4. ``record`` → stamped with wall-clock ns and kept in a bounded history;
+5. ``services`` → the optional ``on_service`` hook;
+
+then ``advance``.  Nothing from a batch is sent before its persist ops are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from pnyx.core import (
+    Apply,
+    ClientReply,
+    Codec,
+    HistoryEvent,
+    Message,
+    Node,
+    NodeFactory,
+    Ready,
+    Record,
+    Restore,
+    StateMachine,
+    is_client,
+)
+from pnyx.runtime.metrics import MetricsServer, NodeMetrics
+from pnyx.runtime.transport import Address, Transport, TransportConfig, make_wire_codec
+from pnyx.runtime.wal import OpCodec, WalConfig, WriteAheadLog
+
+log = logging.getLogger("pnyx.runtime.runner")
+
+T = TypeVar("T")
+
+DATA_DIR_STAMP = "node.json"
+"""File in a node's data directory naming the node it belongs to."""
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How to run one node.  ``peers`` maps every group member's id to its address.
+
+    The node's own entry (if present) is ignored for dialling; the group handed to the node
+    factory is ``sorted(peers | {node_id})``.
+    """
+
+    node_id: int
+    data_dir: Path
+    peers: Mapping[int, Address] = field(default_factory=dict)
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0
+    tick_ms: int = 10
+    """Wall-clock milliseconds per logical tick."""
+    seed: int | None = None
+    """Seed of the node's RNG and of reconnect jitter; None draws one from the OS."""
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    """Port of the ``/metrics`` + ``/health`` HTTP server; None disables it, 0 picks one."""
+    inbox_messages: int = 4096
+    """Bound of the inbound message queue; readers wait (TCP backpressure) when it is full."""
+    max_step_batch: int = 1024
+    """Messages stepped before the node's ``ready()`` is drained."""
+    max_ticks_per_round: int = 16
+    """Ticks delivered at once after a stall (the rest are dropped, like a paused clock)."""
+    history_events: int = 10_000
+    """Bound of the in-memory history of ``Record`` events."""
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    wal: WalConfig = field(default_factory=WalConfig)
+
+
+class NodeFailed(RuntimeError):
+    """The runner stopped because carrying out a batch failed (WAL error, node bug)."""
+
+
+class NodeRunner:
+    """Runs one node; see the module docstring for the loop.
+
+    Example::
+
+        runner = NodeRunner(config, make_node, WIRE_TYPES, state_machine=sm,
+                            op_codec=PersistCodec(entry_type=Delivery))
+        await runner.start()        # recovers the WAL, listens, dials peers
+        ...
+        await runner.stop()
+    """
+
+    def __init__(
+        self,
+        config: RunnerConfig,
+        make_node: NodeFactory,
+        message_types: Iterable[type[Any]] | Codec[Any],
+        *,
+        state_machine: StateMachine | None = None,
+        op_codec: OpCodec | None = None,
+        listen_sock: socket.socket | None = None,
+        metrics_hook: Callable[[Node, NodeMetrics], None] | None = None,
+        on_record: Callable[[Any], None] | None = None,
+        on_service: Callable[[Any], None] | None = None,
+    ) -> None:
+        assert not is_client(config.node_id), f"node id {config.node_id} is a client id"
+        assert config.tick_ms > 0, f"tick_ms={config.tick_ms} must be positive"
+        self.config = config
+        self.state_machine = state_machine
+        self._make_node = make_node
+        types = message_types.types if isinstance(message_types, Codec) else message_types
+        self.codec = make_wire_codec((*tuple(types), ClientReply))
+        self._op_codec = op_codec
+        self._listen_sock = listen_sock
+        self._metrics_hook = metrics_hook
+        self._on_record = on_record
+        self._on_service = on_service
+        self.seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8))
+        self.metrics = NodeMetrics(config.node_id)
+        self.history: deque[Any] = deque(maxlen=config.history_events)
+        self.last_applied = 0
+        self.failure: BaseException | None = None
+        self._node: Node | None = None
+        self._wal: WriteAheadLog | None = None
+        self._transport: Transport | None = None
+        self._metrics_server: MetricsServer | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._inbox: asyncio.Queue[tuple[int, Message]] | None = None
+        self._wake: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending_ticks = 0
+        self._stopping = False
+        self._stopped: asyncio.Event | None = None
+        self._stop_task: asyncio.Future[None] | None = None
+
+    # -- accessors -----------------------------------------------------------------------
+
+    @property
+    def node(self) -> Node:
+        """The node being driven (after :meth:`start`)."""
+        assert self._node is not None, "runner not started"
+        return self._node
+
+    @property
+    def wal(self) -> WriteAheadLog:
+        """The node's write-ahead log (after :meth:`start`)."""
+        assert self._wal is not None, "runner not started"
+        return self._wal
+
+    @property
+    def transport(self) -> Transport:
+        """The node's transport (after :meth:`start`)."""
+        assert self._transport is not None, "runner not started"
+        return self._transport
+
+    @property
+    def address(self) -> Address:
+        """Where the node listens for peers and clients."""
+        address = self.transport.address
+        assert address is not None
+        return address
+
+    @property
+    def metrics_address(self) -> Address | None:
+        """Where ``/metrics`` and ``/health`` are served, if enabled."""
+        return self._metrics_server.address if self._metrics_server else None
+
+    @property
+    def group(self) -> tuple[int, ...]:
+        """Every node id of the group, this one included."""
+        return tuple(sorted({*self.config.peers, self.config.node_id}))
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover durable state, build the node, start listening, dialling and ticking.
+
+        On failure everything started so far is stopped again before the error propagates.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        self._inbox = asyncio.Queue(maxsize=cfg.inbox_messages)
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"pnyx-wal-{cfg.node_id}")
+        _stamp_data_dir(cfg.data_dir, cfg.node_id)
+        self._wal = await loop.run_in_executor(self._executor, self._open_wal)
+        durable = self._wal.recovered()
+        rng = random.Random(self.seed)
+        self._node = self._make_node(cfg.node_id, self.group, rng, durable)
+        self._transport = Transport(
+            cfg.node_id,
+            cfg.peers,
+            self.codec,
+            self._deliver,
+            config=cfg.transport,
+            rng=random.Random(self.seed ^ 0x5EED),
+            on_reject=lambda reason: self.metrics.rejected.labels(reason).inc(),
+        )
+        await self._transport.start(
+            host=cfg.listen_host, port=cfg.listen_port, sock=self._listen_sock
+        )
+        if cfg.metrics_port is not None:
+            self._metrics_server = MetricsServer(self.metrics, self.health)
+            await self._metrics_server.start(cfg.metrics_host, cfg.metrics_port)
+        self._tasks = [asyncio.ensure_future(self._drive()), asyncio.ensure_future(self._ticker())]
+        self._wake.set()
+        log.info(
+            "node_started node=%d address=%s:%d log_last_index=%d records=%d seed=%d "
+            "tick_ms=%d metrics=%s",
+            cfg.node_id,
+            *self.address,
+            durable.last_index,
+            len(durable.records),
+            self.seed,
+            cfg.tick_ms,
+            self.metrics_address,
+        )
+
+    async def stop(self) -> None:
+        """Stop ticking and driving, close sockets, close the WAL.  Safe to call twice."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        if self._transport is not None:
+            await self._transport.close()
+        if self._metrics_server is not None:
+            await self._metrics_server.close()
+        if self._executor is not None:
+            if self._wal is not None:
+                wal = self._wal
+                with contextlib.suppress(Exception):
+                    await asyncio.get_running_loop().run_in_executor(self._executor, wal.close)
+            self._executor.shutdown(wait=True)
+        if self._stopped is not None:
+            self._stopped.set()
+        log.info("node_stopped node=%d", self.config.node_id)
+
+    async def wait_stopped(self) -> None:
+        """Return once the runner stopped; raise :class:`NodeFailed` if it failed."""
+        assert self._stopped is not None, "runner not started"
+        await self._stopped.wait()
+        if self.failure is not None:
+            raise NodeFailed(
+                f"node {self.config.node_id} failed: {self.failure!r}"
+            ) from self.failure
+
+    async def __aenter__(self) -> NodeRunner:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def health(self) -> dict[str, Any]:
+        """The ``/health`` report."""
+        transport = self._transport
+        return {
+            "status": "failed" if self.failure else ("stopping" if self._stopping else "ok"),
+            "node_id": self.config.node_id,
+            "leader": getattr(self._node, "leader_id", None),
+            "last_applied": self.last_applied,
+            "peers_connected": {
+                str(p): transport.peer_connected(p) for p in self.group if p != self.config.node_id
+            }
+            if transport
+            else {},
+            "clients": len(transport.client_ids) if transport else 0,
+            "error": repr(self.failure) if self.failure else None,
+        }
+
+    def _open_wal(self) -> WriteAheadLog:
+        return WriteAheadLog(
+            self.config.data_dir / "wal",
+            self._op_codec,
+            self.config.wal,
+            on_sync=self.metrics.fsync_seconds.observe,
+        )
+
+    # -- inbound -------------------------------------------------------------------------
+
+    async def _deliver(self, sender: int, msg: Message) -> None:
+        assert self._inbox is not None and self._wake is not None
+        await self._inbox.put((sender, msg))
+        self._wake.set()
+
+    async def _ticker(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        period_s = self.config.tick_ms / 1000.0
+        next_at = loop.time() + period_s
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            now = loop.time()
+            due = int((now - next_at) / period_s) + 1
+            next_at += due * period_s
+            self._pending_ticks += due
+            self._wake.set()
+
+    # -- the driver ----------------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        assert self._wake is not None
+        try:
+            while not self._stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                await self._round()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.failure = exc
+            log.critical("node_failed node=%d error=%r", self.config.node_id, exc, exc_info=exc)
+            self._stop_task = asyncio.ensure_future(self.stop())
+
+    async def _round(self) -> None:
+        assert self._inbox is not None and self._wake is not None
+        node = self.node
+        cfg = self.config
+        stepped = 0
+        while stepped < cfg.max_step_batch and not self._inbox.empty():
+            sender, msg = self._inbox.get_nowait()
+            if is_client(sender):
+                self.metrics.proposals.inc()
+            node.step(msg, sender)
+            stepped += 1
+        self.metrics.messages_in.inc(stepped)
+        ticks = min(self._pending_ticks, cfg.max_ticks_per_round)
+        self._pending_ticks = 0
+        for _ in range(ticks):
+            node.tick()
+        self.metrics.ticks.inc(ticks)
+        while node.has_ready() and not self._stopping:
+            await self._carry_out(node.ready())
+            if not self._inbox.empty():
+                break  # step what arrived during the fsync first: it joins the next batch
+        if not self._inbox.empty() or node.has_ready():
+            self._wake.set()
+
+    async def _carry_out(self, ready: Ready) -> None:
+        node = self.node
+        if ready.persist:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self.wal.write, ready.persist)
+            self.metrics.persist_ops.inc(len(ready.persist))
+        for send in ready.send:
+            self._send(send.to, send.msg)
+        for item in ready.apply:
+            self._apply(item)
+        for record in ready.record:
+            self._record(record)
+        for service in ready.services:
+            if self._on_service is not None:
+                self._on_service(service)
+            else:
+                log.debug("service_ignored node=%d request=%r", self.config.node_id, service)
+        node.advance(ready)
+        self.metrics.batches.inc()
+        self.metrics.observe_node(node)
+        if self._metrics_hook is not None:
+            self._metrics_hook(node, self.metrics)
+
+    def _send(self, to: int, msg: Message) -> None:
+        if to == self.config.node_id:
+            assert self._inbox is not None
+            try:
+                self._inbox.put_nowait((to, msg))
+            except asyncio.QueueFull:
+                self.metrics.messages_dropped.inc()
+            return
+        try:
+            kept = self.transport.send(to, msg)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            log.error(
+                "send_unencodable node=%d to=%d msg=%r error=%s", self.config.node_id, to, msg, exc
+            )
+            kept = False
+        self.metrics.messages_out.inc()
+        if not kept:
+            self.metrics.messages_dropped.inc()
+
+    def _apply(self, item: Apply | Restore) -> None:
+        sm = self.state_machine
+        if isinstance(item, Restore):
+            if sm is not None:
+                sm.restore(item.data)
+            self.metrics.restores.inc()
+            self.last_applied = item.index
+            return
+        ok, result, error = True, None, ""
+        if sm is not None:
+            try:
+                result = sm.apply(item.command)
+            except Exception as exc:  # deterministic on every replica: report, keep going
+                ok, error = False, f"{type(exc).__name__}: {exc}"
+                log.error(
+                    "apply_failed node=%d index=%d command=%r error=%s",
+                    self.config.node_id,
+                    item.index,
+                    item.command,
+                    error,
+                )
+        self.metrics.applies.inc()
+        self.last_applied = max(self.last_applied, item.index)
+        if item.reply_to is not None:
+            self._send(item.reply_to, ClientReply(item.request_id, ok, result, error=error))
+            self.metrics.replies.inc()
+
+    def _record(self, record: Record) -> None:
+        event = record.event
+        if isinstance(event, HistoryEvent) and event.time == 0:
+            event = msgspec.structs.replace(event, time=time.time_ns())
+        self.history.append(event)
+        if self._on_record is not None:
+            self._on_record(event)
+
+
+def _stamp_data_dir(data_dir: Path, node_id: int) -> None:
+    """Refuse a data directory that belongs to another node; stamp a new one."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stamp = data_dir / DATA_DIR_STAMP
+    if stamp.exists():
+        found = json.loads(stamp.read_text()).get("node_id")
+        if found != node_id:
+            raise NodeFailed(
+                f"data directory {data_dir} belongs to node {found}, not node {node_id}; "
+                "pass that node's own --data-dir"
+            )
+        return
+    temp = stamp.with_suffix(".tmp")
+    temp.write_text(json.dumps({"node_id": node_id, "format": 1}) + "\n")
+    with open(temp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temp, stamp)
+
+
+def bind_listen_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening TCP socket (port 0 picks a free one) to hand to a runner.
+
+    Binding every node's socket first lets a cluster learn all addresses before any
+    node starts.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def run_event_loop(main: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
+    """Run ``main`` on uvloop when installed (``pnyx[fast]``), else on asyncio's loop."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            result: T = uvloop.run(main)
+            return result
+    return asyncio.run(main)

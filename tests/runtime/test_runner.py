@@ -1,0 +1,123 @@
+"""The runner's contract: persist is durable before any send of the batch; WAL failure stops."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pnyx.core import Message, PersistOp
+from pnyx.runtime import NodeFailed, configure_logging
+from tests.runtime.runtime_helpers import run_async, wait_until
+from tests.runtime.runtime_toy import Add, Cluster, Push
+
+
+def test_persist_completes_before_any_send_of_the_same_batch(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = Cluster(tmp_path, 3, tick_ms=1000)  # no re-pushes from ticks
+        try:
+            await cluster.start_all()
+            runner = cluster.runners[1]
+            events: list[str] = []
+            wal_write, transport_send = runner.wal.write, runner.transport.send
+
+            def write(ops: Sequence[PersistOp]) -> None:
+                wal_write(ops)
+                events.append(f"durable:{len(ops)}")
+
+            def send(to: int, msg: Message) -> bool:
+                events.append(f"send:{to}:{type(msg).__name__}")
+                return transport_send(to, msg)
+
+            runner.wal.write = write  # type: ignore[method-assign]
+            runner.transport.send = send  # type: ignore[method-assign]
+            client = await cluster.client(1)
+            try:
+                reply = await client.request(Add(1, 3), 1, 5.0)
+            finally:
+                await client.close()
+            assert reply.ok
+            first_push = events.index("send:2:Push")
+            assert events[0] == "durable:1" and first_push > 0, events
+            assert "send:3:Push" in events
+        finally:
+            await cluster.close()
+
+    run_async(scenario())
+
+
+def test_a_failing_fsync_stops_the_node_without_sending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        cluster = Cluster(tmp_path, 3, tick_ms=1000)
+        try:
+            await cluster.start_all()
+            runner = cluster.runners[1]
+            sent: list[Any] = []
+            transport_send = runner.transport.send
+
+            def send(to: int, msg: Message) -> bool:
+                sent.append(msg)
+                return transport_send(to, msg)
+
+            def broken_fdatasync(fd: int) -> None:
+                raise OSError(errno.EIO, "injected I/O error")
+
+            runner.transport.send = send  # type: ignore[method-assign]
+            monkeypatch.setattr(os, "fdatasync", broken_fdatasync)
+            client = await cluster.client(1)
+            try:
+                await client.send(Add(1, 3))
+                await wait_until(lambda: runner.failure is not None, what="node failure")
+            finally:
+                await client.close()
+            assert isinstance(runner.failure, OSError)
+            assert not any(isinstance(m, Push) for m in sent), "nothing leaves an unsynced batch"
+            assert runner.health()["status"] == "failed"
+            with pytest.raises(NodeFailed, match="injected I/O error"):
+                await runner.wait_stopped()
+        finally:
+            monkeypatch.undo()
+            await cluster.close()
+
+    run_async(scenario())
+
+
+def test_a_data_dir_of_another_node_is_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = Cluster(tmp_path, 2)
+        try:
+            await cluster.start_all()
+            await cluster.stop(2)
+            (tmp_path / "node2").rename(tmp_path / "moved")
+            (tmp_path / "node1").rename(tmp_path / "node2")  # node 1's data under node 2
+            with pytest.raises(NodeFailed, match="belongs to node 1, not node 2"):
+                await cluster.start(2)
+        finally:
+            await cluster.close()
+
+    run_async(scenario())
+
+
+def test_json_log_lines_carry_event_and_fields() -> None:
+    stream = io.StringIO()
+    configure_logging(json_lines=True, node_id=3, stream=stream)
+    try:
+        logging.getLogger("pnyx.runtime.wal").warning(
+            "wal_torn_tail_repaired file=%s offset=%d", "/d/1.wal", 77
+        )
+    finally:
+        logging.getLogger("pnyx").handlers.clear()
+        logging.getLogger("pnyx").propagate = True
+        logging.getLogger("pnyx").setLevel(logging.NOTSET)
+    line = json.loads(stream.getvalue())
+    assert line["event"] == "wal_torn_tail_repaired" and line["offset"] == "77"
+    assert line["file"] == "/d/1.wal" and line["node"] == 3 and line["level"] == "warning"
