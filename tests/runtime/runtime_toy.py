@@ -78,13 +78,16 @@ class PrimaryBackupNode:
         self.node_id = node_id
         self.others = tuple(p for p in peers if p != node_id)
         self.primary = min(peers)
-        self.leader_id = self.primary
         self.log: list[Entry] = list(durable.log)
         self.commit = 0
         self.applied = 0
         self.match = dict.fromkeys(self.others, 0)
         self.pongs: list[tuple[int, int]] = []
         self._ready = Ready()
+
+    def status(self) -> dict[str, object]:
+        """Optional runtime hook: what /health and the leader gauge report."""
+        return {"leader": self.primary, "commit_index": self.commit}
 
     @property
     def is_primary(self) -> bool:

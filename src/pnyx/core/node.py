@@ -16,6 +16,9 @@ class Node(Protocol):
     The runtime feeds it messages (:meth:`step`) and logical time (:meth:`tick`), then
     drains a :class:`Ready` batch, carries it out in order and acknowledges it with
     :meth:`advance`.  ``ready()`` must not be called again before ``advance()``.
+
+    Optionally a node may offer ``status() -> dict`` (keys such as ``leader``, ``term``,
+    ``commit_index``, ``members``); runtimes show it in health reports and metrics.
     """
 
     node_id: int

@@ -26,8 +26,8 @@ class NodeMetrics:
     """The metrics of one node.  The runner updates the generic ones itself.
 
     Protocol-specific numbers (elections, leader changes, term) are observed by the
-    runner from optional node attributes (``leader_id``, ``term``, ``elections_started``)
-    or set by a ``metrics_hook`` — see :meth:`observe_node`.
+    runner from the node's optional ``status()`` report (``leader``, ``term``,
+    ``elections_started``) or set by a ``metrics_hook`` — see :meth:`observe_node`.
     """
 
     def __init__(self, node_id: int) -> None:
@@ -68,18 +68,18 @@ class NodeMetrics:
         self._last_leader: Any = None
         self._last_elections = 0
 
-    def observe_node(self, node: object) -> None:
-        """Update protocol gauges from optional node attributes (duck-typed)."""
-        leader = getattr(node, "leader_id", None)
+    def observe_node(self, status: dict[str, Any]) -> None:
+        """Update protocol gauges from a node's ``status()`` report (keys are optional)."""
+        leader = status.get("leader")
         if leader != self._last_leader:
             if leader is not None:
                 self.leader_changes.inc()
             self._last_leader = leader
             self.leader.set(leader if isinstance(leader, int) else -1)
-        term = getattr(node, "term", None)
+        term = status.get("term")
         if isinstance(term, int):
             self.term.set(term)
-        started = getattr(node, "elections_started", None)
+        started = status.get("elections_started")
         if isinstance(started, int) and started > self._last_elections:
             self.elections.inc(started - self._last_elections)
             self._last_elections = started

@@ -285,12 +285,12 @@ class NodeRunner:
         await self.stop()
 
     def health(self) -> dict[str, Any]:
-        """The ``/health`` report."""
+        """The ``/health`` report, merged with the node's own ``status()`` when it has one."""
         transport = self._transport
-        return {
+        report: dict[str, Any] = {
             "status": "failed" if self.failure else ("stopping" if self._stopping else "ok"),
             "node_id": self.config.node_id,
-            "leader": getattr(self._node, "leader_id", None),
+            "leader": None,
             "last_applied": self.last_applied,
             "peers_connected": {
                 str(p): transport.peer_connected(p) for p in self.group if p != self.config.node_id
@@ -300,6 +300,8 @@ class NodeRunner:
             "clients": len(transport.client_ids) if transport else 0,
             "error": repr(self.failure) if self.failure else None,
         }
+        report.update(node_status(self._node))
+        return report
 
     def _open_wal(self) -> WriteAheadLog:
         return WriteAheadLog(
@@ -388,7 +390,7 @@ class NodeRunner:
                 log.debug("service_ignored node=%d request=%r", self.config.node_id, service)
         node.advance(ready)
         self.metrics.batches.inc()
-        self.metrics.observe_node(node)
+        self.metrics.observe_node(node_status(node))
         if self._metrics_hook is not None:
             self._metrics_hook(node, self.metrics)
 
@@ -464,6 +466,16 @@ def _stamp_data_dir(data_dir: Path, node_id: int) -> None:
     with open(temp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(temp, stamp)
+
+
+def node_status(node: object) -> dict[str, Any]:
+    """A node's optional ``status()`` report (leader, term, commit_index, members, ...)."""
+    status = getattr(node, "status", None)
+    if not callable(status):
+        return {}
+    report = status()
+    assert isinstance(report, dict), f"status() of {type(node).__name__} must return a dict"
+    return report
 
 
 def bind_listen_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pnyx.core import Message, Node, NodeFactory, StateMachine
+from pnyx.core import DurableState, Message, Node, NodeFactory, Rng, StateMachine
 from pnyx.runtime.wal import PersistCodec
 
 
@@ -42,9 +42,50 @@ def _broadcast() -> ServiceDef:
     )
 
 
+RAFT_RUNTIME_CONFIG_FIELDS: dict[str, Any] = {
+    "snapshot_threshold_entries": 10_000,
+    "max_entries_per_msg": 256,
+    "max_inflight_msgs": 16,
+    "snapshot_chunk_bytes": 1 << 20,
+}
+"""Raft tuning for real processes (10 ms ticks): bigger batches, windows and snapshots than
+the simulator's deliberately small ones."""
+
+
+def _raft() -> ServiceDef:
+    from pnyx.protocols.raft import Entry, HardState, KvStateMachine, RaftConfig, RaftNode
+    from pnyx.protocols.raft.messages import (
+        HARD_STATE_KEY,
+        PEER_MESSAGES,
+        AdminRequest,
+        ClientRequest,
+        ReadRequest,
+    )
+    from pnyx.protocols.raft.services import serve
+
+    config = RaftConfig(**RAFT_RUNTIME_CONFIG_FIELDS)
+
+    def make_node(
+        node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState
+    ) -> RaftNode:
+        return RaftNode(node_id, peers, rng, durable, config)
+
+    return ServiceDef(
+        name="raft",
+        summary="Raft-replicated key-value store (sessions, ReadIndex reads, snapshots)",
+        make_node=make_node,
+        message_types=(*PEER_MESSAGES, ClientRequest, ReadRequest, AdminRequest),
+        make_state_machine=KvStateMachine,
+        entry_type=Entry,
+        record_types={HARD_STATE_KEY: HardState},
+        serve=serve,
+    )
+
+
 # name -> factory of its ServiceDef (protocol modules are imported lazily)
 _SERVICES: dict[str, Callable[[], ServiceDef]] = {
     "broadcast": _broadcast,
+    "raft": _raft,
 }
 
 
