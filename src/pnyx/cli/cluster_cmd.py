@@ -163,21 +163,26 @@ def _spawn(
         "--tick-ms",
         str(tick_ms),
     ]
+    proc = _launch(argv, node_dir)
+    return {
+        "id": node_id,
+        "pid": proc.pid,
+        "metrics_port": metrics_port,
+        "argv": argv,
+        "address": dict(p.split("=") for p in peers.split(","))[str(node_id)],
+        "dir": str(node_dir),
+    }
+
+
+def _launch(argv: list[str], node_dir: Path) -> subprocess.Popen[bytes]:
     with open(node_dir / "node.log", "ab") as log_file:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return {
-        "id": node_id,
-        "pid": proc.pid,
-        "metrics_port": metrics_port,
-        "address": dict(p.split("=") for p in peers.split(","))[str(node_id)],
-        "dir": str(node_dir),
-    }
 
 
 def _save_state(data_dir: Path, state: dict[str, Any]) -> None:
@@ -255,6 +260,52 @@ def down(data_dir: Path) -> None:
         _fail(f"no cluster in {data_dir} (no {STATE_FILE}); nothing to stop")
     stopped = _stop_all(data_dir, state)
     click.echo(f"stopped {stopped} process(es) of the cluster in {data_dir}")
+
+
+def _find_node(data_dir: Path, node_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    state = load_state(data_dir)
+    if state is None:
+        _fail(f"no cluster in {data_dir} (no {STATE_FILE}); start one with `pnyx cluster up`")
+    for node in state["nodes"]:
+        if node["id"] == node_id:
+            return state, node
+    ids = ", ".join(str(n["id"]) for n in state["nodes"])
+    _fail(f"no node {node_id} in the cluster in {data_dir}; nodes are {ids}")
+
+
+@cluster.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True)
+@click.option("--id", "node_id", type=int, required=True, help="The node to kill.")
+@click.option(
+    "--signal",
+    "sig",
+    type=click.Choice(["KILL", "TERM", "STOP", "CONT"]),
+    default="KILL",
+    show_default=True,
+)
+def kill(data_dir: Path, node_id: int, sig: str) -> None:
+    """Send a signal to one node of the cluster (KILL: crash it; STOP/CONT: pause it)."""
+    data_dir = data_dir.resolve()
+    _, node = _find_node(data_dir, node_id)
+    pid = node["pid"]
+    if not (pid_alive(pid) and is_our_process(pid, data_dir)):
+        _fail(f"node {node_id} (pid {pid}) is not running")
+    os.kill(pid, getattr(signal, f"SIG{sig}"))
+    click.echo(f"sent SIG{sig} to node {node_id} (pid {pid})")
+
+
+@cluster.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True)
+@click.option("--id", "node_id", type=int, required=True, help="The node to (re)start.")
+def start(data_dir: Path, node_id: int) -> None:
+    """Restart a stopped node with its original arguments and data directory."""
+    data_dir = data_dir.resolve()
+    state, node = _find_node(data_dir, node_id)
+    if pid_alive(node["pid"]) and is_our_process(node["pid"], data_dir):
+        _fail(f"node {node_id} already runs (pid {node['pid']})")
+    node["pid"] = _launch(node["argv"], Path(node["dir"])).pid
+    _save_state(data_dir, state)
+    click.echo(f"started node {node_id} (pid {node['pid']})")
 
 
 def _stop_all(data_dir: Path, state: dict[str, Any]) -> int:

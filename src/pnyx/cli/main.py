@@ -13,6 +13,7 @@ _COMMANDS: dict[str, str] = {
     "check": "pnyx.cli.check_cmd:check",
     "serve": "pnyx.cli.serve_cmd:serve",
     "cluster": "pnyx.cli.cluster_cmd:cluster",
+    "kv": "pnyx.cli.kv_cmd:kv",
 }
 
 

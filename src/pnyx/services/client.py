@@ -164,17 +164,32 @@ class AsyncClient:
             await conn.close()
 
 
+class LoopThread:
+    """An asyncio event loop in a daemon thread, for synchronous facades over async code."""
+
+    def __init__(self, name: str = "pnyx-client") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def close(self) -> None:
+        """Stop the loop and its thread."""
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+
 class Client:
-    """Synchronous facade over :class:`AsyncClient` (its loop runs in a daemon thread)."""
+    """Synchronous facade over :class:`AsyncClient`."""
 
     def __init__(
         self, members: Mapping[int, Address], message_types: Iterable[type[Message]], **options: Any
     ) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="pnyx-client", daemon=True
-        )
-        self._thread.start()
+        self._loop = LoopThread()
         self._async = AsyncClient(members, message_types, **options)
 
     @property
@@ -184,13 +199,11 @@ class Client:
 
     def call(self, build: RequestBuilder) -> ClientReply:
         """Blocking :meth:`AsyncClient.call`."""
-        return self._run(self._async.call(build))
+        return self._loop.run(self._async.call(build))
 
     def close(self) -> None:
         """Close the connection and stop the background loop."""
-        self._run(self._async.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        self._loop.run(self._async.close())
         self._loop.close()
 
     def __enter__(self) -> Client:
@@ -198,9 +211,6 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
 
 def _random_client_id() -> int:
