@@ -1,0 +1,288 @@
+"""Sequential specifications (models) for the linearizability checker, and how to write one.
+
+A model is a pure state machine over *hashable, immutable* states:
+
+* ``init()`` -> the initial state;
+* ``step(state, op)`` -> ``(allowed, next_state)``: may ``op`` take effect in ``state`` with
+  the output it recorded, and what is the state after it? ``op.outcome == "info"`` means the
+  output is unknown: accept any output (``fail`` operations never reach a model);
+* ``partition(ops)`` -> independent sub-histories (default: none); ``unpartitioned()`` ->
+  the model to use when checking the whole history at once;
+* ``equal(a, b)`` -> state equality (default ``==``; states are also hashed, so keep
+  ``hash`` consistent with it);
+* ``describe_op(op)`` / ``describe_state(state)`` -> short text for reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from pnyx.check.history import Operation
+
+S = TypeVar("S")
+
+
+class Model(Generic[S]):
+    """Base class of a sequential specification; subclass it and override ``init``/``step``."""
+
+    name: str = "model"
+
+    def init(self) -> S:
+        """The state before any operation."""
+        raise NotImplementedError
+
+    def step(self, state: S, op: Operation) -> tuple[bool, S]:
+        """Whether ``op`` may take effect in ``state``, and the resulting state."""
+        raise NotImplementedError
+
+    def partition(self, ops: Sequence[Operation]) -> list[list[Operation]]:
+        """Split into independently checkable sub-histories (P-compositionality)."""
+        return [list(ops)]
+
+    def unpartitioned(self) -> Model[Any]:
+        """The model for checking all operations together (without ``partition``)."""
+        return self
+
+    def equal(self, a: S, b: S) -> bool:
+        """State equality; override only with a matching ``__hash__`` on states."""
+        return a == b
+
+    def describe_op(self, op: Operation) -> str:
+        """One-line text for ``op``: process, function, argument, result."""
+        return describe_operation(op)
+
+    def describe_state(self, state: S) -> str:
+        """One-line text for a state."""
+        return repr(state)
+
+
+def describe_operation(op: Operation) -> str:
+    """``p3 write 2 -> ok`` style text used by reports."""
+    key = "" if op.key is None else f"[{op.key!r}] "
+    arg = "" if op.value is None else f" {op.value!r}"
+    if op.outcome == "ok":
+        echo = op.output is None or op.output == op.value
+        res = " -> ok" if echo else f" -> {op.output!r}"
+    else:
+        res = f" ({op.outcome})"
+    return f"p{op.process} {key}{op.f}{arg}{res}"
+
+
+class KeyedModel(Model[S]):
+    """A model of one object per key: histories split by ``op.key``; keys are independent."""
+
+    def partition(self, ops: Sequence[Operation]) -> list[list[Operation]]:
+        groups: dict[Any, list[Operation]] = {}
+        for op in ops:
+            groups.setdefault(op.key, []).append(op)
+        return list(groups.values())
+
+    def unpartitioned(self) -> Model[Any]:
+        return MapModel(self)
+
+
+class MapModel(Model[tuple[Any, ...]]):
+    """All keys at once: the state is a tuple of per-key states, one slot per key.
+
+    Slots are numbered in the order keys are first seen; trailing slots in the initial
+    state are trimmed so that equal maps are equal tuples.
+    """
+
+    def __init__(self, inner: Model[Any]) -> None:
+        self.inner = inner
+        self.name = f"{inner.name} (all keys together)"
+        self.slots: dict[Any, int] = {}
+        self.keys: list[Any] = []
+        self.empty = inner.init()
+
+    def init(self) -> tuple[Any, ...]:
+        return ()
+
+    def step(self, state: tuple[Any, ...], op: Operation) -> tuple[bool, tuple[Any, ...]]:
+        slot = self.slots.get(op.key)
+        if slot is None:
+            slot = self.slots[op.key] = len(self.keys)
+            self.keys.append(op.key)
+        size = len(state)
+        ok, new = self.inner.step(state[slot] if slot < size else self.empty, op)
+        if not ok:
+            return False, state
+        if slot < size:
+            result = (*state[:slot], new, *state[slot + 1:])
+        else:
+            result = (*state, *([self.empty] * (slot - size)), new)
+        while result and result[-1] == self.empty:
+            result = result[:-1]
+        return True, result
+
+    def describe_op(self, op: Operation) -> str:
+        return self.inner.describe_op(op)
+
+    def describe_state(self, state: tuple[Any, ...]) -> str:
+        inner = ", ".join(f"{self.keys[i]!r}: {self.inner.describe_state(v)}"
+                          for i, v in enumerate(state))
+        return "{" + inner + "}"
+
+
+def _reject(kind: str, op: Operation, allowed: str) -> ValueError:
+    return ValueError(f"{kind} model: operation {op.f!r} (process {op.process}) is not "
+                      f"supported; use one of {allowed} or choose another --model")
+
+
+class RegisterModel(KeyedModel[Any]):
+    """A read/write register per key. ``read`` outputs the value; ``write`` takes it."""
+
+    name = "register"
+
+    def __init__(self, initial: Any = None) -> None:
+        self.initial = initial
+
+    def init(self) -> Any:
+        return self.initial
+
+    def step(self, state: Any, op: Operation) -> tuple[bool, Any]:
+        f = op.f
+        if f in ("read", "get", "r"):
+            return op.outcome == "info" or op.output == state, state
+        if f in ("write", "put", "w"):
+            return True, op.value
+        raise _reject(self.name, op, "read, write")
+
+
+class CASRegisterModel(RegisterModel):
+    """A register with ``cas``: value ``[expected, new]``; an ``ok`` output of ``false``
+    means the compare did not match (no effect); any other ``ok`` output means it swapped."""
+
+    name = "cas-register"
+
+    def step(self, state: Any, op: Operation) -> tuple[bool, Any]:
+        if op.f != "cas":
+            return super().step(state, op)
+        expected, new = _pair(op)
+        if op.outcome == "ok" and op.output is False:
+            return state != expected, state
+        return state == expected, new
+
+
+def _pair(op: Operation) -> tuple[Any, Any]:
+    value = op.value
+    if not (isinstance(value, tuple) and len(value) == 2):
+        raise ValueError(f"cas by process {op.process} needs value [expected new], "
+                         f"got {value!r}")
+    return value[0], value[1]
+
+
+class KVModel(KeyedModel[Any]):
+    """A key-value map, one object per key: ``get``, ``put``, ``append``, ``cas``, ``delete``.
+
+    ``get`` outputs the value (``initial`` if absent); ``put`` takes the new value;
+    ``append`` concatenates its string argument (to a tuple value it adds one element);
+    ``cas`` takes ``[expected, new]`` (``ok`` output ``false``: compare did not match);
+    ``delete`` resets the key to ``initial``.
+    """
+
+    name = "kv"
+
+    def __init__(self, initial: Any = "") -> None:
+        self.initial = initial
+
+    def init(self) -> Any:
+        return self.initial
+
+    def step(self, state: Any, op: Operation) -> tuple[bool, Any]:
+        f = op.f
+        if f in ("get", "read"):
+            return op.outcome == "info" or op.output == state, state
+        if f in ("put", "write"):
+            return True, op.value
+        if f == "append":
+            return True, _append(state, op.value)
+        if f == "cas":
+            expected, new = _pair(op)
+            if op.outcome == "ok" and op.output is False:
+                return state != expected, state
+            return state == expected, new
+        if f == "delete":
+            return True, self.initial
+        raise _reject(self.name, op, "get, put, append, cas, delete")
+
+
+def _append(state: Any, value: Any) -> Any:
+    if state is None:
+        return value
+    if isinstance(state, tuple):
+        return (*state, value)
+    return state + value
+
+
+class SetModel(KeyedModel[frozenset[Any]]):
+    """A grow-only set per key: ``add`` an element; ``read`` outputs all elements."""
+
+    name = "set"
+
+    def init(self) -> frozenset[Any]:
+        return frozenset()
+
+    def step(self, state: frozenset[Any], op: Operation) -> tuple[bool, frozenset[Any]]:
+        if op.f == "add":
+            return True, state | {op.value}
+        if op.f == "read":
+            if op.outcome == "info":
+                return True, state
+            return frozenset(op.output or ()) == state, state
+        raise _reject(self.name, op, "add, read")
+
+
+class CounterModel(KeyedModel[int]):
+    """A counter per key: ``add``/``incr`` by the value (1 if none); ``read`` outputs it."""
+
+    name = "counter"
+
+    def init(self) -> int:
+        return 0
+
+    def step(self, state: int, op: Operation) -> tuple[bool, int]:
+        if op.f in ("add", "incr"):
+            return True, state + (1 if op.value is None else int(op.value))
+        if op.f == "read":
+            return op.outcome == "info" or op.output == state, state
+        raise _reject(self.name, op, "add, incr, read")
+
+
+class QueueModel(KeyedModel[tuple[Any, ...]]):
+    """A FIFO queue per key: ``enqueue`` a value; ``dequeue`` outputs the head (nil: empty)."""
+
+    name = "queue"
+
+    def init(self) -> tuple[Any, ...]:
+        return ()
+
+    def step(self, state: tuple[Any, ...], op: Operation) -> tuple[bool, tuple[Any, ...]]:
+        if op.f == "enqueue":
+            return True, (*state, op.value)
+        if op.f == "dequeue":
+            if op.outcome == "info":
+                return bool(state), state[1:]
+            if not state:
+                return op.output is None, state
+            return op.output == state[0], state[1:]
+        raise _reject(self.name, op, "enqueue, dequeue")
+
+
+MODELS: dict[str, Callable[[], Model[Any]]] = {
+    "register": RegisterModel,
+    "cas-register": CASRegisterModel,
+    "kv": KVModel,
+    "set": SetModel,
+    "counter": CounterModel,
+    "queue": QueueModel,
+}
+
+
+def get_model(name: str) -> Model[Any]:
+    """A built-in model by name; raises ``KeyError`` naming the valid choices."""
+    try:
+        return MODELS[name]()
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None

@@ -1,0 +1,285 @@
+"""The Wing-Gong/Lowe search: hand-written cases, every model, budgets, and a brute-force oracle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pnyx.check import (
+    CASRegisterModel,
+    CounterModel,
+    History,
+    KVModel,
+    Model,
+    Operation,
+    QueueModel,
+    RegisterModel,
+    SetModel,
+    check_linearizable,
+    get_model,
+    read_history,
+)
+from pnyx.core.history import HistoryEvent
+from tests.check.helpers import SHARED_HISTORIES, hist
+
+
+def verdict(history: History, model: Model[Any], **kw: Any) -> str:
+    return check_linearizable(history, model, **kw).verdict
+
+
+def test_sequential_register() -> None:
+    h = hist((0, "invoke", "write", 1), (0, "ok", "write", 1),
+             (1, "invoke", "read", None), (1, "ok", "read", 1))
+    assert verdict(h, RegisterModel()) == "linearizable"
+
+
+def test_stale_read_is_not_linearizable() -> None:
+    h = hist((0, "invoke", "write", 1), (0, "ok", "write", 1),
+             (0, "invoke", "write", 2), (0, "ok", "write", 2),
+             (1, "invoke", "read", None), (1, "ok", "read", 1))
+    result = check_linearizable(h, RegisterModel())
+    assert result.verdict == "not-linearizable"
+    (part,) = result.failures
+    assert [op.f for op in part.prefix] == ["write", "write"]
+    assert [op.output for op in part.unplaced] == [1]
+    assert part.final_state == "2"
+    assert "could" not in result.explain() or "none of these can take effect" in result.explain()
+
+
+def test_concurrent_write_may_be_read_either_way() -> None:
+    h = hist((0, "invoke", "write", 1), (1, "invoke", "read", None), (1, "ok", "read", 1),
+             (2, "invoke", "read", None), (2, "ok", "read", None), (0, "ok", "write", 1))
+    assert verdict(h, RegisterModel()) == "not-linearizable", "read 1 then nil is impossible"
+    h2 = hist((0, "invoke", "write", 1), (2, "invoke", "read", None), (2, "ok", "read", None),
+              (1, "invoke", "read", None), (1, "ok", "read", 1), (0, "ok", "write", 1))
+    assert verdict(h2, RegisterModel()) == "linearizable"
+
+
+def test_info_write_may_take_effect_much_later() -> None:
+    h = hist((0, "invoke", "write", 1), (0, "info", "write", None),
+             (1, "invoke", "read", None), (1, "ok", "read", None),
+             (1, "invoke", "read", None), (1, "ok", "read", 1))
+    assert verdict(h, RegisterModel()) == "linearizable"
+
+
+def test_info_write_may_never_take_effect() -> None:
+    h = hist((0, "invoke", "write", 1), (1, "invoke", "read", None), (1, "ok", "read", None))
+    assert verdict(h, RegisterModel()) == "linearizable"
+
+
+def test_info_write_cannot_take_effect_before_its_invocation() -> None:
+    h = hist((1, "invoke", "read", None), (1, "ok", "read", 1), (0, "invoke", "write", 1))
+    assert verdict(h, RegisterModel()) == "not-linearizable"
+
+
+def test_info_write_takes_effect_at_most_once() -> None:
+    h = hist((0, "invoke", "write", 1), (0, "info", "write", None),
+             (1, "invoke", "write", 2), (1, "ok", "write", 2),
+             (1, "invoke", "read", None), (1, "ok", "read", 1),
+             (1, "invoke", "write", 3), (1, "ok", "write", 3),
+             (1, "invoke", "read", None), (1, "ok", "read", 1))
+    assert verdict(h, RegisterModel()) == "not-linearizable"
+
+
+def test_failed_cas_did_not_happen() -> None:
+    h = hist((0, "invoke", "cas", [None, 5]), (0, "fail", "cas", [None, 5]),
+             (1, "invoke", "read", None), (1, "ok", "read", None))
+    assert verdict(h, CASRegisterModel()) == "linearizable"
+    h2 = hist((0, "invoke", "cas", [None, 5]), (0, "ok", "cas", [None, 5]),
+              (1, "invoke", "read", None), (1, "ok", "read", None))
+    assert verdict(h2, CASRegisterModel()) == "not-linearizable"
+
+
+def test_cas_acknowledged_false_means_compare_did_not_match() -> None:
+    h = hist((0, "invoke", "cas", [None, 5]), (0, "ok", "cas", False))
+    assert verdict(h, CASRegisterModel()) == "not-linearizable", "nil == nil must swap"
+    h2 = hist((0, "invoke", "cas", [3, 5]), (0, "ok", "cas", False),
+              (1, "invoke", "read", None), (1, "ok", "read", None))
+    assert verdict(h2, CASRegisterModel()) == "linearizable"
+
+
+def _kv(*events: tuple[int, str, str, Any, Any]) -> History:
+    return History.from_events([HistoryEvent(p, t, f, v, k) for p, t, f, v, k in events])
+
+
+def test_kv_model_for_the_simulator() -> None:
+    model = KVModel(initial=None)
+    ok = _kv((0, "invoke", "get", None, "x"), (0, "ok", "get", None, "x"),
+             (0, "invoke", "put", "a", "x"), (0, "ok", "put", None, "x"),
+             (0, "invoke", "append", "b", "x"), (0, "ok", "append", None, "x"),
+             (0, "invoke", "cas", ["ab", "c"], "x"), (0, "ok", "cas", True, "x"),
+             (1, "invoke", "get", None, "y"), (1, "ok", "get", None, "y"),
+             (0, "invoke", "get", None, "x"), (0, "ok", "get", "c", "x"),
+             (0, "invoke", "delete", None, "x"), (0, "ok", "delete", None, "x"),
+             (0, "invoke", "get", None, "x"), (0, "ok", "get", None, "x"))
+    assert verdict(ok, model) == "linearizable"
+    assert verdict(ok, model, partition=False) == "linearizable"
+    bad = _kv((0, "invoke", "put", "a", "x"), (0, "ok", "put", None, "x"),
+              (0, "invoke", "delete", None, "x"), (0, "ok", "delete", None, "x"),
+              (0, "invoke", "get", None, "x"), (0, "ok", "get", "a", "x"))
+    result = check_linearizable(bad, model)
+    assert result.verdict == "not-linearizable" and result.failures[0].key == "x"
+
+
+@pytest.mark.parametrize(("model", "good", "bad"), [
+    (SetModel(), [("add", 1, None), ("add", 2, None), ("read", None, [2, 1])],
+     [("add", 1, None), ("read", None, [])]),
+    (CounterModel(), [("incr", None, None), ("add", 5, None), ("read", None, 6)],
+     [("add", 2, None), ("read", None, 3)]),
+    (QueueModel(), [("enqueue", 1, None), ("enqueue", 2, None), ("dequeue", None, 1),
+                    ("dequeue", None, 2), ("dequeue", None, None)],
+     [("enqueue", 1, None), ("enqueue", 2, None), ("dequeue", None, 2)]),
+    (CASRegisterModel(), [("write", 1, None), ("cas", [1, 2], None), ("read", None, 2)],
+     [("write", 1, None), ("cas", [2, 3], None)]),
+])
+def test_each_model_accepts_and_rejects(model: Model[Any], good: list[Any],
+                                        bad: list[Any]) -> None:
+    def sequential(ops: list[Any]) -> History:
+        events = []
+        for f, arg, out in ops:
+            events += [(0, "invoke", f, arg), (0, "ok", f, out if out is not None else arg)]
+        return hist(*events)
+
+    assert verdict(sequential(good), model) == "linearizable"
+    assert verdict(sequential(bad), model) == "not-linearizable"
+
+
+def test_unsupported_operation_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="use one of read, write"):
+        check_linearizable(hist((0, "invoke", "cas", [1, 2]), (0, "ok", "cas", [1, 2])),
+                           RegisterModel())
+    with pytest.raises(KeyError, match="choose one of"):
+        get_model("btree")
+
+
+class Mutex(Model[int | None]):
+    """A user-defined model: acquire/release by the owning process."""
+
+    name = "mutex"
+
+    def init(self) -> int | None:
+        return None
+
+    def step(self, state: int | None, op: Operation) -> tuple[bool, int | None]:
+        if op.f == "acquire":
+            return state is None, op.process
+        return state == op.process, None
+
+
+def test_user_defined_model() -> None:
+    good = hist((0, "invoke", "acquire"), (1, "invoke", "acquire"), (0, "ok", "acquire"),
+                (0, "invoke", "release"), (0, "ok", "release"), (1, "ok", "acquire"))
+    bad = hist((0, "invoke", "acquire"), (0, "ok", "acquire"),
+               (1, "invoke", "acquire"), (1, "ok", "acquire"))
+    assert verdict(good, Mutex()) == "linearizable"
+    assert verdict(bad, Mutex()) == "not-linearizable"
+
+
+class ListLog(Model[list[Any]]):
+    """A model with unhashable (list) states: ``equal`` is used instead of hashing."""
+
+    name = "log"
+
+    def init(self) -> list[Any]:
+        return []
+
+    def step(self, state: list[Any], op: Operation) -> tuple[bool, list[Any]]:
+        if op.f == "append":
+            return True, [*state, op.value]
+        return list(op.output) == state, state
+
+    def equal(self, a: list[Any], b: list[Any]) -> bool:
+        return a == b
+
+
+def test_custom_equal_allows_unhashable_states() -> None:
+    good = hist((0, "invoke", "append", 1), (1, "invoke", "append", 2), (0, "ok", "append", 1),
+                (1, "ok", "append", 2), (0, "invoke", "read", None), (0, "ok", "read", [2, 1]))
+    bad = hist((0, "invoke", "append", 1), (0, "ok", "append", 1), (1, "invoke", "append", 2),
+               (1, "ok", "append", 2), (0, "invoke", "read", None), (0, "ok", "read", [2, 1]))
+    assert verdict(good, ListLog()) == "linearizable"
+    assert verdict(bad, ListLog()) == "not-linearizable"
+
+
+def test_budget_gives_unknown_never_a_wrong_answer() -> None:
+    history = read_history(SHARED_HISTORIES / "kv" / "c10-bad.txt", "edn")
+    result = check_linearizable(history, get_model("kv"), partition=False, max_steps=5000)
+    assert result.verdict == "unknown"
+    assert "budget" in result.explain()
+    timed = check_linearizable(history, get_model("kv"), partition=False, timeout_s=0.0)
+    assert timed.verdict == "unknown"
+
+
+def test_parallel_partitions_agree_with_sequential() -> None:
+    history = read_history(SHARED_HISTORIES / "kv" / "c10-bad.txt", "edn")
+    model = get_model("kv")
+    one = check_linearizable(history, model)
+    import pnyx.check.linearizability as lin
+
+    old = lin._PARALLEL_MIN_OPS
+    lin._PARALLEL_MIN_OPS = 0
+    try:
+        two = check_linearizable(history, model, workers=2)
+    finally:
+        lin._PARALLEL_MIN_OPS = old
+    assert two.verdict == one.verdict == "not-linearizable"
+    assert [p.key for p in two.failures] == [p.key for p in one.failures]
+
+
+# -- a brute-force oracle on small random histories ------------------------------------
+
+def brute_force(ops: Sequence[Operation], model: Model[Any]) -> bool:
+    """Try every order: ok ops between call and return, info ops after call or never."""
+    live = [op for op in ops if op.outcome != "fail"]
+
+    def search(state: Any, done: frozenset[int]) -> bool:
+        todo = [op for op in live if op.outcome == "ok" and op.index not in done]
+        if not todo:
+            return True
+        bound = min(op.ret for op in todo if op.ret is not None)
+        for op in live:
+            if op.index not in done and op.call < bound:
+                allowed, new = model.step(state, op)
+                if allowed and search(new, done | {op.index}):
+                    return True
+        return False
+
+    return search(model.init(), frozenset())
+
+
+@st.composite
+def small_histories(draw: st.DrawFn) -> History:
+    events: list[HistoryEvent] = []
+    open_procs: set[int] = set()
+    next_proc = 3
+    procs = [0, 1, 2]
+    for _ in range(draw(st.integers(1, 14))):
+        proc = draw(st.sampled_from(procs))
+        if proc not in open_procs:
+            f = draw(st.sampled_from(["read", "write", "cas"]))
+            arg = {"read": None, "write": draw(st.integers(0, 2)),
+                   "cas": [draw(st.sampled_from([None, 0, 1])), draw(st.integers(0, 2))]}[f]
+            events.append(HistoryEvent(proc, "invoke", f, arg))
+            open_procs.add(proc)
+            continue
+        inv = next(e for e in reversed(events) if e.process == proc and e.type == "invoke")
+        kind = draw(st.sampled_from(["ok", "ok", "ok", "fail", "info"]))
+        value = draw(st.sampled_from([None, 0, 1, 2])) if inv.f == "read" else inv.value
+        events.append(HistoryEvent(proc, kind, inv.f, value))
+        open_procs.discard(proc)
+        if kind == "info":
+            procs[procs.index(proc)] = next_proc
+            next_proc += 1
+    return History.from_events(events)
+
+
+@settings(max_examples=400, deadline=None)
+@given(small_histories())
+def test_agrees_with_brute_force(history: History) -> None:
+    model = CASRegisterModel()
+    expected = "linearizable" if brute_force(history.operations, model) else "not-linearizable"
+    assert verdict(history, model) == expected
