@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -273,9 +274,58 @@ def _find_node(data_dir: Path, node_id: int) -> tuple[dict[str, Any], dict[str, 
     _fail(f"no node {node_id} in the cluster in {data_dir}; nodes are {ids}")
 
 
+def signal_node(data_dir: Path, node_id: int, sig: str) -> int:
+    """Send SIG``sig`` to node ``node_id`` of the cluster in ``data_dir``; returns its pid."""
+    _, node = _find_node(data_dir, node_id)
+    pid = int(node["pid"])
+    if not (pid_alive(pid) and is_our_process(pid, data_dir)):
+        _fail(f"node {node_id} (pid {pid}) is not running")
+    os.kill(pid, getattr(signal, f"SIG{sig}"))
+    return pid
+
+
+def start_node(data_dir: Path, node_id: int) -> int:
+    """Restart a stopped node with its original arguments; returns the new pid."""
+    state, node = _find_node(data_dir, node_id)
+    if pid_alive(node["pid"]) and is_our_process(node["pid"], data_dir):
+        _fail(f"node {node_id} already runs (pid {node['pid']})")
+    node["pid"] = _launch(node["argv"], Path(node["dir"])).pid
+    _save_state(data_dir, state)
+    return int(node["pid"])
+
+
+def members_of(data_dir: Path) -> dict[int, tuple[str, int]]:
+    """Node id → (host, port) of the cluster in ``data_dir``."""
+    state = load_state(data_dir)
+    if state is None:
+        _fail(f"no cluster in {data_dir} (no {STATE_FILE}); start one with `pnyx cluster up`")
+    members = {}
+    for node in state["nodes"]:
+        host, port = node["address"].rsplit(":", 1)
+        members[int(node["id"])] = (host, int(port))
+    return members
+
+
+class KillRestartNemesis:
+    """Workload nemesis: ``kill -9`` a random node, wait, restart it from its data dir."""
+
+    def __init__(self, data_dir: Path, down_s: float = 0.3) -> None:
+        self.data_dir = data_dir.resolve()
+        self.down_s = down_s
+        self.kills = 0
+
+    def __call__(self, rng: random.Random) -> str:
+        victim = rng.choice(sorted(members_of(self.data_dir)))
+        signal_node(self.data_dir, victim, "KILL")
+        self.kills += 1
+        time.sleep(self.down_s)
+        start_node(self.data_dir, victim)
+        return f"kill -9 node {victim}, restart after {self.down_s:.1f} s"
+
+
 @cluster.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True)
-@click.option("--id", "node_id", type=int, required=True, help="The node to kill.")
+@click.option("--id", "node_id", type=int, required=True, help="The node to signal.")
 @click.option(
     "--signal",
     "sig",
@@ -285,12 +335,7 @@ def _find_node(data_dir: Path, node_id: int) -> tuple[dict[str, Any], dict[str, 
 )
 def kill(data_dir: Path, node_id: int, sig: str) -> None:
     """Send a signal to one node of the cluster (KILL: crash it; STOP/CONT: pause it)."""
-    data_dir = data_dir.resolve()
-    _, node = _find_node(data_dir, node_id)
-    pid = node["pid"]
-    if not (pid_alive(pid) and is_our_process(pid, data_dir)):
-        _fail(f"node {node_id} (pid {pid}) is not running")
-    os.kill(pid, getattr(signal, f"SIG{sig}"))
+    pid = signal_node(data_dir.resolve(), node_id, sig)
     click.echo(f"sent SIG{sig} to node {node_id} (pid {pid})")
 
 
@@ -299,13 +344,8 @@ def kill(data_dir: Path, node_id: int, sig: str) -> None:
 @click.option("--id", "node_id", type=int, required=True, help="The node to (re)start.")
 def start(data_dir: Path, node_id: int) -> None:
     """Restart a stopped node with its original arguments and data directory."""
-    data_dir = data_dir.resolve()
-    state, node = _find_node(data_dir, node_id)
-    if pid_alive(node["pid"]) and is_our_process(node["pid"], data_dir):
-        _fail(f"node {node_id} already runs (pid {node['pid']})")
-    node["pid"] = _launch(node["argv"], Path(node["dir"])).pid
-    _save_state(data_dir, state)
-    click.echo(f"started node {node_id} (pid {node['pid']})")
+    pid = start_node(data_dir.resolve(), node_id)
+    click.echo(f"started node {node_id} (pid {pid})")
 
 
 def _stop_all(data_dir: Path, state: dict[str, Any]) -> int:
