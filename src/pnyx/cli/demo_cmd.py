@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,22 +38,35 @@ TRACE_TAIL_LINES = 25
     default=None,
     help="Also write the report to this file (plain text).",
 )
-def demo(seeds: int, nodes: int, report: Path | None) -> None:
-    """Simulate a 5-node protocol under every fault, catch a broken variant, replay it."""
+@click.option("--raft-seeds", type=click.IntRange(0, 10_000), default=50, show_default=True)
+@click.option(
+    "--kills",
+    type=click.IntRange(0, 1_000),
+    default=8,
+    show_default=True,
+    help="kill -9 faults injected into the real cluster.",
+)
+def demo(seeds: int, nodes: int, report: Path | None, raft_seeds: int, kills: int) -> None:
+    """Simulate protocols under every fault, catch and shrink a bug, attack a real cluster."""
     console = Console(record=True, highlight=False, soft_wrap=True)
     faults = parse_faults("all")
     console.rule("[bold]pnyx demo: deterministic simulation under faults")
-    ok = _run_correct(console, seeds, nodes, faults)
+    ok = _run_correct(console, "broadcast", seeds, nodes, faults)
     caught = _catch_broken(console, nodes, faults)
+    raft_ok = raft_seeds == 0 or _run_correct(console, "raft", raft_seeds, nodes, faults)
+    console.rule("[bold]a real 3-process Raft cluster under kill -9")
+    real_ok = _attack_real_cluster(console, kills)
     if report is not None:
         report.write_text(console.export_text(), encoding="utf-8")
         click.echo(f"report written to {report}")
-    sys.exit(0 if ok and caught else 1)
+    sys.exit(0 if ok and caught and raft_ok and real_ok else 1)
 
 
-def _run_correct(console: Console, seeds: int, nodes: int, faults: frozenset[str]) -> bool:
-    spec = get_spec("broadcast")
-    console.print(f"\n[bold]1. {spec.name}[/bold] — {spec.summary}")
+def _run_correct(
+    console: Console, name: str, seeds: int, nodes: int, faults: frozenset[str]
+) -> bool:
+    spec = get_spec(name)
+    console.print(f"\n[bold]{spec.name}[/bold] — {spec.summary}")
     console.print(f"   {nodes} nodes, faults: {', '.join(sorted(faults))}; seeds 1..{seeds}")
     results = [
         run_sim(spec, SimConfig(seed=s, nodes=nodes, faults=faults)) for s in range(1, seeds + 1)
@@ -77,7 +93,7 @@ def _run_correct(console: Console, seeds: int, nodes: int, faults: frozenset[str
 
 def _catch_broken(console: Console, nodes: int, faults: frozenset[str]) -> bool:
     spec = get_spec("broadcast-broken")
-    console.print(f"\n[bold]2. {spec.name}[/bold] — {spec.summary}")
+    console.print(f"\n[bold]{spec.name}[/bold] — {spec.summary}")
     found: tuple[SimConfig, SimResult] | None = None
     for seed in range(1, 51):
         config = SimConfig(seed=seed, nodes=nodes, faults=faults)
@@ -95,14 +111,14 @@ def _catch_broken(console: Console, nodes: int, faults: frozenset[str]) -> bool:
     path = Path(f"pnyx-{spec.name}-seed{config.seed}.schedule.json")
     outcome.schedule.save(path)
     console.print(
-        f"\n[bold]3. shrunk[/bold] in {outcome.runs} runs: "
+        f"\n[bold]shrunk[/bold] in {outcome.runs} runs: "
         f"{result.schedule.fault_count()} faults → {outcome.schedule.fault_count()}"
     )
     for line in outcome.schedule.describe():
         console.print(f"   {line}")
     replay = run_sim(spec, replace(config, schedule=outcome.schedule, trace=True))
     console.print(
-        f"\n[bold]4. replay of the minimal schedule[/bold] "
+        f"\n[bold]replay of the minimal schedule[/bold] "
         f"({replay_command(spec.name, config, path)} --replay), last events:"
     )
     interesting = [r for r in replay.trace if r[1] != "tick"]
@@ -110,3 +126,64 @@ def _catch_broken(console: Console, nodes: int, faults: frozenset[str]) -> bool:
         shown = "  ".join(str(f) for f in fields)
         console.print(f"   {t_us / 1000:9.3f} ms  {kind:<10} {shown}")
     return replay.violation is not None
+
+
+def _attack_real_cluster(console: Console, kills: int) -> bool:
+    """Start 3 `pnyx serve` processes, run a KV workload while killing them, check it."""
+    from pnyx.check import History, KVModel, check_linearizable
+    from pnyx.cli.cluster_cmd import KillRestartNemesis, members_of
+    from pnyx.services.workload import run_kv_workload
+
+    with tempfile.TemporaryDirectory(prefix="pnyx-demo-") as tmp:
+        data_dir = Path(tmp) / "cluster"
+        pnyx = [sys.executable, "-m", "pnyx", "cluster"]
+        up = subprocess.run(
+            [
+                *pnyx,
+                "up",
+                "--nodes",
+                "3",
+                "--protocol",
+                "raft",
+                "--data-dir",
+                str(data_dir),
+                "--detach",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if up.returncode != 0:
+            console.print(f"[red]cluster did not start:[/red] {up.stderr.strip()}")
+            return False
+        try:
+            nemesis = KillRestartNemesis(data_dir)
+            result = run_kv_workload(
+                members_of(data_dir),
+                workers=3,
+                nemesis=nemesis,
+                nemesis_interval_s=0.8,
+                nemesis_rounds=kills,
+            )
+        finally:
+            subprocess.run(
+                [*pnyx, "down", "--data-dir", str(data_dir)],
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+    for fault in result.faults:
+        console.print(f"   nemesis: {fault}")
+    ops = sum(1 for e in result.history if e.type == "invoke")
+    started = time.perf_counter()
+    verdict = check_linearizable(History.from_events(result.history), KVModel(), timeout_s=120)
+    check_s = time.perf_counter() - started
+    lost = result.lost_writes()
+    console.print(
+        f"   {ops} operations in {result.duration_s:.1f} s, {len(result.acked)} acknowledged "
+        f"appends, {len(lost)} lost; history {verdict.verdict} (checked in {check_s:.2f} s)"
+    )
+    if verdict.verdict == "not-linearizable":
+        console.print(verdict.explain())
+    return not lost and verdict.verdict == "linearizable"
