@@ -68,6 +68,10 @@ class ProbeNode:
     def advance(self, ready: Ready) -> None:
         pass
 
+    def status(self) -> dict[str, Any]:
+        """Every probe node names node 2 as the leader (for leader-targeted faults)."""
+        return {"leader": 2}
+
 
 class IdleClient:
     def __init__(self, client_id: int, node_ids: tuple[int, ...], rng: Rng) -> None:

@@ -97,7 +97,8 @@ def test_partition_shapes() -> None:
     for seed in range(60):
         for e in generate(seed, 5, 1, 3000, frozenset({"partition"})).events:
             shapes.setdefault(e.shape, []).append(e.links)
-    assert set(shapes) == {"halves", "isolate", "bridge", "one-way"}
+    assert set(shapes) == {"halves", "isolate", "bridge", "one-way", "isolate-leader"}
+    assert all(links == () for links in shapes["isolate-leader"])  # resolved when it starts
     for links in shapes["one-way"]:
         assert not any((b, a) in links for a, b in links)
     for links in shapes["halves"] + shapes["isolate"]:
@@ -112,7 +113,7 @@ def test_partition_shapes() -> None:
 
 def test_pause_stops_ticks_and_processing() -> None:
     sim = _run("pause", trace=True)
-    pauses = [e for e in sim.schedule.events if e.kind == "pause"]
+    pauses = [e for e in sim.injected if e.kind == "pause"]
     assert pauses
     for record in sim.last_result.trace:  # type: ignore[attr-defined]
         t_us, kind = record[0], record[1]
@@ -178,3 +179,35 @@ def test_no_fault_kind_without_its_switch() -> None:
     for kind in FAULT_KINDS:
         schedule = generate(4, 5, 2, 3000, frozenset(FAULT_KINDS) - {kind})
         assert kind not in schedule.kinds_used()
+
+
+def test_leader_targeted_faults_hit_the_reported_leader() -> None:
+    targeted = 0
+    for seed in range(1, 8):
+        sim = _run("pause,crash,partition", seed=seed)
+        planned = {i: e for i, e in enumerate(sim.schedule.events)}
+        assert len(sim.injected) <= len(planned)
+        for event in sim.injected:
+            assert event.target == "", "injected faults are pinned to a node"
+        leader_events = [e for e in sim.schedule.events if e.target == "leader"]
+        targeted += len(leader_events)
+        hits = [e for e in sim.injected if e.node == 2 or (2, 1) in e.links]
+        # ProbeNode reports node 2 as leader: every targeted fault lands on it
+        assert len(hits) >= len(leader_events)
+    assert targeted > 0
+
+
+def test_exceptions_in_protocol_code_become_violations() -> None:
+    from pnyx.sim.runner import run_sim
+    from pnyx.sim.spec import ProtocolSpec
+
+    class Exploding(ProbeNode):
+        def tick(self) -> None:
+            super().tick()
+            assert self.ticks < 50, "planted invariant failure"
+
+    spec = ProtocolSpec("boom", "test", Exploding, PROBE.make_client, PROBE.make_monitor)
+    result = run_sim(spec, SimConfig(seed=1))
+    assert result.violation is not None and result.violation.prop == "exception"
+    assert "planted invariant failure" in result.violation.detail
+    assert "test_faults.py" in result.violation.detail

@@ -119,7 +119,7 @@ class AsyncKvClient:
         raise KvError(f"{op.kind} {op.key!r}: the service keeps expiring this client's session")
 
     async def _open_session(self) -> None:
-        opener = Command(0, 0, KvOp(OPEN_SESSION))
+        opener = Command(0, 0, OPEN_SESSION)
         session = _result(await self._client.call(lambda rid: ClientRequest(rid, opener)))
         if not isinstance(session, int) or session <= 0:
             raise KvError(f"open_session answered {session!r}")

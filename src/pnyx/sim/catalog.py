@@ -10,6 +10,7 @@ from pnyx.sim.spec import ProtocolSpec
 _SPECS: dict[str, str] = {
     "broadcast": "pnyx.sim.specs.broadcast:BROADCAST",
     "broadcast-broken": "pnyx.sim.specs.broadcast:BROADCAST_BROKEN",
+    "raft": "pnyx.sim.specs.raft:RAFT",
 }
 
 

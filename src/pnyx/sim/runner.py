@@ -12,8 +12,10 @@ import hashlib
 import heapq
 import random
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -32,7 +34,7 @@ from pnyx.core import (
     encode,
 )
 from pnyx.core.node import StateMachine
-from pnyx.sim.schedule import FaultEvent, Schedule, generate
+from pnyx.sim.schedule import FaultEvent, Schedule, generate, isolate
 from pnyx.sim.spec import Monitor, ProtocolSpec, Violation
 
 # Event kinds in the queue (small ints: compared only for ordering ties, never)
@@ -98,6 +100,8 @@ class SimResult:
     history: list[HistoryEvent]
     trace_hash: str = ""
     trace: list[tuple[Any, ...]] = field(default_factory=list)
+    injected: list[FaultEvent] = field(default_factory=list)
+    """Discrete faults as injected (leader-targeted ones pinned to the leader of the time)."""
 
     @property
     def ok(self) -> bool:
@@ -164,6 +168,9 @@ class Simulation:
         self._procs: dict[int, _Proc] = {}
         self._blocked: dict[tuple[int, int], int] = {}
         self._link_clock: dict[tuple[int, int], int] = {}
+        self._active: dict[int, FaultEvent] = {}
+        self.injected: list[FaultEvent] = []
+        """Discrete faults as they were injected (leader-targeted ones resolved)."""
         self._healing = False
         self._history: list[HistoryEvent] = []
         self.stats = SimStats()
@@ -220,6 +227,8 @@ class Simulation:
             violation = self.monitor.at_end(self)
         except _Stop as stop:
             violation = stop.violation
+        except Exception as exc:  # a node's own assertion or a crash of protocol code
+            violation = Violation("exception", _describe_exception(exc))
         self.stats.virtual_us = self._now_us
         self.stats.wall_s = time.perf_counter() - started
         if violation is not None:
@@ -232,6 +241,7 @@ class Simulation:
             history=self._history,
             trace_hash=self._hasher.hexdigest() if self._tracing else "",
             trace=self._trace if self.config.trace else [],
+            injected=self.injected,
         )
 
     def _boot(self) -> None:
@@ -347,9 +357,11 @@ class Simulation:
         self._drain(proc)
 
     def _on_fault_on(self, index: int, _b: Any, _c: Any) -> None:
-        event = self.schedule.events[index]
         if self._healing:
             return
+        event = self._resolve(self.schedule.events[index])
+        self._active[index] = event
+        self.injected.append(event)
         if self._tracing:
             self._trace_event("fault", event.describe())
         if event.kind == "partition":
@@ -362,12 +374,37 @@ class Simulation:
             proc.paused = proc.alive
 
     def _on_fault_off(self, index: int, _b: Any, _c: Any) -> None:
-        if self._healing:
+        event = self._active.pop(index, None)
+        if self._healing or event is None:
             return
-        event = self.schedule.events[index]
         if self._tracing:
             self._trace_event("heal", event.describe())
         self._end_fault(event)
+
+    def _resolve(self, event: FaultEvent) -> FaultEvent:
+        """Pin a leader-targeted fault to the node that leads now (else its fallback)."""
+        if event.target != "leader":
+            return event
+        node = self._current_leader() or event.node
+        if event.kind == "partition":
+            return replace(
+                event, node=node, target="", shape="isolate", links=isolate(node, self._node_ids)
+            )
+        return replace(event, node=node, target="")
+
+    def _current_leader(self) -> int | None:
+        """The leader most live nodes report through their optional ``status()``."""
+        votes: dict[int, int] = {}
+        for nid in self._node_ids:
+            proc = self._procs[nid]
+            status = getattr(proc.node, "status", None) if proc.alive else None
+            if status is not None:
+                leader = status().get("leader")
+                if isinstance(leader, int) and leader in self._procs:
+                    votes[leader] = votes.get(leader, 0) + 1
+        if not votes:
+            return None
+        return max(sorted(votes), key=lambda n: votes[n])
 
     def _end_fault(self, event: FaultEvent) -> None:
         if event.kind == "partition":
@@ -540,6 +577,13 @@ class Simulation:
         self._hasher.update(encode(record))
         if self.config.trace:
             self._trace.append(record)
+
+
+def _describe_exception(exc: Exception) -> str:
+    """``Type: message (file:line)`` of where protocol code raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def run_sim(spec: ProtocolSpec, config: SimConfig) -> SimResult:

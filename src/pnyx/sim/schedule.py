@@ -38,7 +38,10 @@ FAULT_HELP: dict[str, str] = {
     "skew": "per-node clock drift: tick rates differ by up to MAX_DRIFT",
 }
 
-PARTITION_SHAPES: tuple[str, ...] = ("halves", "isolate", "bridge", "one-way")
+PARTITION_SHAPES: tuple[str, ...] = ("halves", "isolate", "bridge", "one-way", "isolate-leader")
+LEADER_TARGET_P = 0.5
+"""Share of crashes and pauses aimed at whichever node leads when the fault starts
+(Jepsen-style targeting; protocols report their leader through an optional ``status()``)."""
 DISCRETE_KINDS: tuple[str, ...] = ("partition", "crash", "pause")
 MAX_DRIFT = 0.05
 """Bound on per-node clock drift: a node's tick period is within ±5% of nominal."""
@@ -89,7 +92,9 @@ class FaultEvent:
     """A discrete fault over ``[start_us, end_us)``: a partition, a crash or a pause.
 
     For partitions ``links`` lists the blocked directed (from, to) pairs and ``shape``
-    says how they were chosen; crashes and pauses name their ``node``.
+    says how they were chosen; crashes and pauses name their ``node``.  ``target="leader"``
+    (and the ``isolate-leader`` shape) means: the node that leads when the fault starts,
+    with ``node`` as the fallback when no leader is known.
     """
 
     kind: str
@@ -98,14 +103,18 @@ class FaultEvent:
     node: int = 0
     shape: str = ""
     links: tuple[tuple[int, int], ...] = ()
+    target: str = ""
 
     def describe(self) -> str:
         """One line for humans."""
         span = f"{self.start_us / 1000:.0f}-{self.end_us / 1000:.0f} ms"
+        if self.shape == "isolate-leader":
+            return f"partition isolate-leader at {span} (fallback node {self.node})"
         if self.kind == "partition":
             cut = " ".join(f"{a}->{b}" for a, b in self.links)
             return f"partition {self.shape} at {span}: blocks {cut}"
-        return f"{self.kind} node {self.node} at {span}"
+        who = f"leader (fallback {self.node})" if self.target == "leader" else str(self.node)
+        return f"{self.kind} node {who} at {span}"
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,7 @@ class Schedule:
                     node=int(e.get("node", 0)),
                     shape=str(e.get("shape", "")),
                     links=tuple((int(a), int(b)) for a, b in e.get("links", ())),
+                    target=str(e.get("target", "")),
                 )
                 for e in data["events"]
             )
@@ -242,13 +252,25 @@ def generate(
 
 def _draw_event(rng: random.Random, kind: str, node_ids: list[int], fault_us: int) -> FaultEvent:
     start_us = rng.randrange(0, max(1, fault_us * 9 // 10))
-    length_us = rng.randrange(fault_us // 20 + 1, fault_us // 3 + 2)
+    # Log-uniform length: many short faults (a crash and a quick restart inside one
+    # election) as well as long ones.
+    shortest_us, longest_us = 1_000, max(2_000, fault_us // 3)
+    length_us = int(shortest_us * (longest_us / shortest_us) ** rng.random())
     end_us = min(start_us + length_us, fault_us)
+    node = node_ids[rng.randrange(0, len(node_ids))]
     if kind == "partition":
         shape = PARTITION_SHAPES[rng.randrange(0, len(PARTITION_SHAPES))]
+        if shape == "isolate-leader":
+            return FaultEvent(kind, start_us, end_us, node=node, shape=shape, target="leader")
         return FaultEvent(kind, start_us, end_us, shape=shape, links=_cut(rng, shape, node_ids))
-    node = node_ids[rng.randrange(0, len(node_ids))]
-    return FaultEvent(kind, start_us, end_us, node=node)
+    target = "leader" if rng.random() < LEADER_TARGET_P else ""
+    return FaultEvent(kind, start_us, end_us, node=node, target=target)
+
+
+def isolate(node: int, node_ids: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """Links that cut ``node`` from every other node, both ways."""
+    others = [n for n in node_ids if n != node]
+    return tuple(sorted({(node, o) for o in others} | {(o, node) for o in others}))
 
 
 def _cut(rng: random.Random, shape: str, node_ids: list[int]) -> tuple[tuple[int, int], ...]:
@@ -258,11 +280,9 @@ def _cut(rng: random.Random, shape: str, node_ids: list[int]) -> tuple[tuple[int
     if len(order) < 2:
         return ()
     if shape == "isolate":
-        side_a, side_b = order[:1], order[1:]
-    else:
-        split = rng.randrange(1, len(order))
-        side_a, side_b = order[:split], order[split:]
-    bridge: int | None = None
+        return isolate(order[0], tuple(order))
+    split = rng.randrange(1, len(order))
+    side_a, side_b = order[:split], order[split:]
     if shape == "bridge" and len(order) >= 3:
         # One node keeps talking to both sides; the sides cannot talk directly.
         bridge = order[-1]

@@ -80,7 +80,9 @@ def _candidates(s: Schedule) -> Iterator[Schedule]:
 def _with_nodes(s: Schedule, nodes: int) -> Schedule:
     events: list[FaultEvent] = []
     for e in s.events:
-        if e.kind == "partition":
+        if e.target == "leader":
+            events.append(replace(e, node=min(e.node, nodes)))
+        elif e.kind == "partition":
             links = tuple((a, b) for a, b in e.links if a <= nodes and b <= nodes)
             if links:
                 events.append(replace(e, links=links))

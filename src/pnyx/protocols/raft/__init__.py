@@ -1,0 +1,63 @@
+"""Raft (Ongaro & Ousterhout 2014, Ongaro's thesis 2014) as a pure state machine.
+
+See README.md beside this file for guarantees, assumptions and the bug catalogue.
+Runtime hooks beyond the node contract: answer ``TakeSnapshot(index)`` found in
+``Ready.services`` with ``node.snapshot_taken(index, state_machine.snapshot())``.
+"""
+
+from pnyx.protocols.raft.config import MUTANTS, RaftConfig
+from pnyx.protocols.raft.kv import Command, KvOp, KvStateMachine
+from pnyx.protocols.raft.membership import Membership
+from pnyx.protocols.raft.messages import (
+    PEER_MESSAGES,
+    AdminRequest,
+    AppendEntries,
+    AppendResponse,
+    ClientRequest,
+    ConfigData,
+    Entry,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    ReadRequest,
+    RequestVote,
+    SnapshotMeta,
+    SnapshotResponse,
+    TakeSnapshot,
+    TimeoutNow,
+    VoteResponse,
+)
+from pnyx.protocols.raft.node import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, RaftNode
+
+__all__ = [
+    "CANDIDATE",
+    "FOLLOWER",
+    "LEADER",
+    "MUTANTS",
+    "PEER_MESSAGES",
+    "PRE_CANDIDATE",
+    "AdminRequest",
+    "AppendEntries",
+    "AppendResponse",
+    "ClientRequest",
+    "Command",
+    "ConfigData",
+    "Entry",
+    "HardState",
+    "Heartbeat",
+    "HeartbeatResponse",
+    "InstallSnapshot",
+    "KvOp",
+    "KvStateMachine",
+    "Membership",
+    "RaftConfig",
+    "RaftNode",
+    "ReadRequest",
+    "RequestVote",
+    "SnapshotMeta",
+    "SnapshotResponse",
+    "TakeSnapshot",
+    "TimeoutNow",
+    "VoteResponse",
+]

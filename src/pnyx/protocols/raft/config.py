@@ -1,0 +1,78 @@
+"""Tuning knobs of a Raft node, and the names of the deliberately broken variants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Mutants: deliberately broken variants, selectable by name in tests only (bug catalogue).
+VOTE_NOT_PERSISTED = "vote_not_persisted"
+COMMIT_PREVIOUS_TERM = "commit_previous_term"
+READ_INDEX_NO_HEARTBEAT = "read_index_no_heartbeat"
+SNAPSHOT_DROPS_TERM = "snapshot_drops_term"
+TRUNCATE_MATCHING_SUFFIX = "truncate_matching_suffix"
+LEADER_APPLY_BEFORE_QUORUM = "leader_apply_before_quorum"
+JOINT_COUNTS_NEW_ONLY = "joint_counts_new_only"
+SESSION_NO_DEDUP = "session_no_dedup"
+LEARNER_IN_QUORUM = "learner_in_quorum"
+VOTE_IGNORES_LOG = "vote_ignores_log"
+HEARTBEAT_COMMIT_UNCLAMPED = "heartbeat_commit_unclamped"
+STALE_TERM_ACCEPTED = "stale_term_accepted"
+
+MUTANTS: frozenset[str] = frozenset(
+    {
+        VOTE_NOT_PERSISTED,
+        COMMIT_PREVIOUS_TERM,
+        READ_INDEX_NO_HEARTBEAT,
+        SNAPSHOT_DROPS_TERM,
+        TRUNCATE_MATCHING_SUFFIX,
+        LEADER_APPLY_BEFORE_QUORUM,
+        JOINT_COUNTS_NEW_ONLY,
+        SESSION_NO_DEDUP,
+        LEARNER_IN_QUORUM,
+        VOTE_IGNORES_LOG,
+        HEARTBEAT_COMMIT_UNCLAMPED,
+        STALE_TERM_ACCEPTED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class RaftConfig:
+    """Timeouts are in ticks; sizes carry their unit.  Defaults suit the simulator (10 ms ticks).
+
+    ``initial_voters``: the configuration a node with an empty disk starts from (None: every
+    node of the run is a voter).  ``mutants`` breaks the protocol on purpose (tests only).
+    """
+
+    election_timeout_ticks: int = 10
+    """Minimum; each election timer is drawn from [this, this + election_jitter_ticks)."""
+    election_jitter_ticks: int = 10
+    heartbeat_interval_ticks: int = 2
+    max_entries_per_msg: int = 64
+    max_inflight_msgs: int = 8
+    snapshot_threshold_entries: int = 200
+    snapshot_chunk_bytes: int = 2048
+    pre_vote: bool = True
+    check_quorum: bool = True
+    lease_reads: bool = False
+    """Serve linearizable reads from a check-quorum lease (unsafe under process pauses)."""
+    lease_drift_ticks: int = 2
+    """How much shorter than the election timeout the leader's lease is (clock drift bound)."""
+    learner_catch_up_entries: int = 16
+    """A learner is promotable once it is within this many entries of the commit index."""
+    max_pending_proposals: int = 4096
+    max_pending_reads: int = 1024
+    initial_voters: tuple[int, ...] | None = None
+    """Voters of a fresh group; the other nodes of the run start as learners."""
+    mutants: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        assert self.heartbeat_interval_ticks < self.election_timeout_ticks, (
+            f"heartbeat interval {self.heartbeat_interval_ticks} must be below the election "
+            f"timeout {self.election_timeout_ticks}"
+        )
+        assert self.lease_drift_ticks < self.election_timeout_ticks
+        assert self.election_jitter_ticks >= 1
+        unknown = self.mutants - MUTANTS
+        assert not unknown, f"unknown mutants {sorted(unknown)}; valid: {sorted(MUTANTS)}"
+        assert not self.lease_reads or self.check_quorum, "lease reads require check-quorum"
