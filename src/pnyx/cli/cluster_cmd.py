@@ -234,7 +234,8 @@ def _status_rows(data_dir: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
                 "leader": health.get("leader"),
                 "term": health.get("term"),
                 "commit_index": health.get("commit_index"),
-                "applied_index": health.get("last_applied"),
+                "applied_index": health.get("applied_index", health.get("last_applied")),
+                "role": health.get("role"),
                 "members": health.get("members"),
             }
         )
@@ -243,12 +244,22 @@ def _status_rows(data_dir: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _print_status(data_dir: Path, state: dict[str, Any]) -> None:
     table = Table(title=f"pnyx cluster ({state['protocol']}) in {data_dir}")
-    columns = ("id", "pid", "address", "state", "leader", "term", "commit_index", "applied_index")
+    columns = (
+        "id",
+        "pid",
+        "address",
+        "state",
+        "role",
+        "leader",
+        "term",
+        "commit_index",
+        "applied_index",
+    )
     for column in columns:
         table.add_column(column, justify="right")
     for row in _status_rows(data_dir, state):
         table.add_row(*("-" if row[c] is None else str(row[c]) for c in columns))
-    Console(soft_wrap=True).print(table)
+    Console(width=140).print(table)
 
 
 @cluster.command()

@@ -60,7 +60,7 @@ def _run(ctx: click.Context, op: str, *args: Any) -> None:
     except (ClientError, KvError) as exc:
         click.echo(f"pnyx kv: {op} failed: {exc}", err=True)
         sys.exit(1)
-    click.echo(json.dumps(result))
+    click.echo("OK" if op in ("put", "append") else json.dumps(result))
 
 
 @kv.command()
