@@ -25,6 +25,7 @@ from pnyx.runtime.node_runner import (
 from pnyx.runtime.snapshots import SnapshotCorruptError, SnapshotRef, SnapshotStore
 from pnyx.runtime.transport import Hello, Transport, TransportConfig, Welcome
 from pnyx.runtime.wal import (
+    MemoryLog,
     OpCodec,
     PersistCodec,
     WalConfig,
@@ -39,6 +40,7 @@ __all__ = [
     "FrameDecoder",
     "FramedClient",
     "Hello",
+    "MemoryLog",
     "MetricsServer",
     "NodeFailed",
     "NodeMetrics",

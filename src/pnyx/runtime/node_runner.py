@@ -50,7 +50,7 @@ from pnyx.core import (
 )
 from pnyx.runtime.metrics import MetricsServer, NodeMetrics
 from pnyx.runtime.transport import Address, Transport, TransportConfig, make_wire_codec
-from pnyx.runtime.wal import OpCodec, WalConfig, WriteAheadLog
+from pnyx.runtime.wal import MemoryLog, OpCodec, WalConfig, WriteAheadLog
 
 log = logging.getLogger("pnyx.runtime.runner")
 
@@ -69,7 +69,8 @@ class RunnerConfig:
     """
 
     node_id: int
-    data_dir: Path
+    data_dir: Path | None
+    """Where the WAL lives; None runs the node in memory (nothing durable, see ``MemoryLog``)."""
     peers: Mapping[int, Address] = field(default_factory=dict)
     listen_host: str = "127.0.0.1"
     listen_port: int = 0
@@ -139,7 +140,7 @@ class NodeRunner:
         self.last_applied = 0
         self.failure: BaseException | None = None
         self._node: Node | None = None
-        self._wal: WriteAheadLog | None = None
+        self._wal: WriteAheadLog | MemoryLog | None = None
         self._transport: Transport | None = None
         self._metrics_server: MetricsServer | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -160,8 +161,8 @@ class NodeRunner:
         return self._node
 
     @property
-    def wal(self) -> WriteAheadLog:
-        """The node's write-ahead log (after :meth:`start`)."""
+    def wal(self) -> WriteAheadLog | MemoryLog:
+        """The node's write-ahead log, or its ``MemoryLog`` when in memory (after :meth:`start`)."""
         assert self._wal is not None, "runner not started"
         return self._wal
 
@@ -208,8 +209,11 @@ class NodeRunner:
         self._inbox = asyncio.Queue(maxsize=cfg.inbox_messages)
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"pnyx-wal-{cfg.node_id}")
-        _stamp_data_dir(cfg.data_dir, cfg.node_id)
-        self._wal = await loop.run_in_executor(self._executor, self._open_wal)
+        if cfg.data_dir is None:
+            self._wal = MemoryLog()
+        else:
+            _stamp_data_dir(cfg.data_dir, cfg.node_id)
+            self._wal = await loop.run_in_executor(self._executor, self._open_wal)
         durable = self._wal.recovered()
         rng = random.Random(self.seed)
         self._node = self._make_node(cfg.node_id, self.group, rng, durable)
@@ -304,6 +308,7 @@ class NodeRunner:
         return report
 
     def _open_wal(self) -> WriteAheadLog:
+        assert self.config.data_dir is not None
         return WriteAheadLog(
             self.config.data_dir / "wal",
             self._op_codec,
@@ -374,8 +379,12 @@ class NodeRunner:
     async def _carry_out(self, ready: Ready) -> None:
         node = self.node
         if ready.persist:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, self.wal.write, ready.persist)
+            wal = self.wal
+            if isinstance(wal, MemoryLog):
+                wal.write(ready.persist)  # nothing to wait for: skip the thread hop
+            else:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._executor, wal.write, ready.persist)
             self.metrics.persist_ops.inc(len(ready.persist))
         for send in ready.send:
             self._send(send.to, send.msg)

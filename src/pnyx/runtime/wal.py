@@ -541,6 +541,48 @@ class WriteAheadLog:
         self.stats.torn_tail_repairs += 1
 
 
+class MemoryLog:
+    """A ``WriteAheadLog`` stand-in that keeps nothing: in-memory nodes (no durability).
+
+    Every write is accepted and forgotten, so a restarted node starts empty and must catch
+    up from its peers (in Raft: log entries or a snapshot from the leader).  Like wiping a
+    node's data directory, this is safe only while a majority of the group keeps its state;
+    restart in-memory members one at a time.
+    """
+
+    def __init__(self) -> None:
+        self.stats = WalStats()
+        self._state = DurableState()
+
+    @property
+    def state(self) -> DurableState:
+        """Always empty: nothing is kept."""
+        return self._state
+
+    def recovered(self) -> DurableState:
+        """An empty durable state (there is nothing to recover)."""
+        return DurableState()
+
+    @property
+    def segment_count(self) -> int:
+        """No segments: nothing is written."""
+        return 0
+
+    def append(self, ops: Sequence[PersistOp]) -> None:
+        """Count ``ops`` and drop them."""
+        self.stats.records += len(ops)
+
+    def sync(self) -> None:
+        """Nothing to make durable."""
+
+    def write(self, ops: Sequence[PersistOp]) -> None:
+        """Count ``ops`` and drop them."""
+        self.stats.records += len(ops)
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
 def _winning_ref(refs: list[tuple[Path, int, SnapshotRef]]) -> tuple[Path, int] | None:
     """Where the ref the fold keeps is: highest index, the later one on ties (``>=``).
 
