@@ -9,6 +9,7 @@ from pnyx.core import (
     DurableState,
     LogAppend,
     Message,
+    Outbox,
     PutRecord,
     Ready,
     Restore,
@@ -25,7 +26,7 @@ class Seq(Message, frozen=True):
     sent_tick: int
 
 
-class ProbeNode:
+class ProbeNode(Outbox):
     """Each tick: write a two-entry batch (plus a record) and send ``Seq`` to every peer."""
 
     def __init__(self, node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState):
@@ -38,7 +39,7 @@ class ProbeNode:
         self.lags: list[int] = []
         self.recovered_log_len = len(durable.log)
         self.recovered_record = durable.records.get("last")
-        self._ready = Ready()
+        super().__init__()
 
     def step(self, msg: Message, from_id: int) -> None:
         assert isinstance(msg, Seq)
@@ -57,16 +58,6 @@ class ProbeNode:
         self.sent += 1
         for peer in self.peers:
             self._ready.send.append(Send(peer, Seq(self.sent, self.ticks)))
-
-    def has_ready(self) -> bool:
-        return not self._ready.is_empty()
-
-    def ready(self) -> Ready:
-        batch, self._ready = self._ready, Ready()
-        return batch
-
-    def advance(self, ready: Ready) -> None:
-        pass
 
     def status(self) -> dict[str, Any]:
         """Every probe node names node 2 as the leader (for leader-targeted faults)."""

@@ -7,7 +7,7 @@ from pnyx.core.effects import Apply, ClientReply, Ready, Record, Restore, Send
 from pnyx.core.history import EventType, HistoryEvent
 from pnyx.core.ids import CLIENT_ID_BASE, NodeId, Ticks, is_client
 from pnyx.core.messages import Codec, Message, Quiesce, encode
-from pnyx.core.node import Node, NodeFactory, StateMachine
+from pnyx.core.node import Node, NodeFactory, Outbox, StateMachine
 from pnyx.core.rng import Rng, SplitMix64
 from pnyx.core.storage import (
     DurableState,
@@ -32,6 +32,7 @@ __all__ = [
     "Node",
     "NodeFactory",
     "NodeId",
+    "Outbox",
     "PersistOp",
     "PutRecord",
     "Quiesce",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pnyx.core.effects import Ready
+from pnyx.core.effects import Ready, Send
 from pnyx.core.messages import Message
 from pnyx.core.rng import Rng
 from pnyx.core.storage import DurableState
@@ -66,3 +66,28 @@ class StateMachine(Protocol):
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot produced by :meth:`snapshot`."""
         ...
+
+
+class Outbox:
+    """Base for nodes whose effects are complete when handed out (most clients, simple
+    protocols): effects accumulate in ``self._ready``; :meth:`ready` hands them over as
+    one batch and there is nothing to acknowledge in :meth:`advance`."""
+
+    def __init__(self) -> None:
+        self._ready = Ready()
+
+    def has_ready(self) -> bool:
+        """True when effects are pending."""
+        return not self._ready.is_empty()
+
+    def ready(self) -> Ready:
+        """Hand over the pending effects."""
+        batch, self._ready = self._ready, Ready()
+        return batch
+
+    def advance(self, ready: Ready) -> None:
+        """Nothing to acknowledge: the batch was complete when handed out."""
+
+    def _send(self, to: int, msg: Message) -> None:
+        """Queue ``msg`` for ``to``."""
+        self._ready.send.append(Send(to, msg))

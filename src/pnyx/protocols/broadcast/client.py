@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pnyx.core import ClientReply, HistoryEvent, Message, Quiesce, Ready, Record, Rng, Send
+from pnyx.core import ClientReply, HistoryEvent, Message, Outbox, Quiesce, Record, Rng, Send
 from pnyx.protocols.broadcast.messages import Broadcast
 
 TIMEOUT_TICKS = 30
@@ -12,7 +12,7 @@ MAX_THINK_TICKS = 8
 """Upper bound on idle ticks between two operations."""
 
 
-class BroadcastClient:
+class BroadcastClient(Outbox):
     """Sends one broadcast at a time to a random node (implements :class:`pnyx.core.Node`)."""
 
     def __init__(self, client_id: int, node_ids: tuple[int, ...], rng: Rng) -> None:
@@ -25,7 +25,7 @@ class BroadcastClient:
         self._waited_ticks = 0
         self._think_ticks = rng.randrange(0, MAX_THINK_TICKS)
         self._stopped = False
-        self._ready = Ready()
+        super().__init__()
 
     def step(self, msg: Message, from_id: int) -> None:
         if isinstance(msg, Quiesce):
@@ -48,16 +48,6 @@ class BroadcastClient:
             self._think_ticks -= 1
             return
         self._start()
-
-    def has_ready(self) -> bool:
-        return not self._ready.is_empty()
-
-    def ready(self) -> Ready:
-        batch, self._ready = self._ready, Ready()
-        return batch
-
-    def advance(self, ready: Ready) -> None:
-        """Nothing to acknowledge."""
 
     def _start(self) -> None:
         self._seq += 1

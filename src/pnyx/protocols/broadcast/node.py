@@ -18,9 +18,8 @@ from pnyx.core import (
     DurableState,
     LogAppend,
     Message,
-    Ready,
+    Outbox,
     Rng,
-    Send,
     is_client,
 )
 from pnyx.protocols.broadcast.messages import Broadcast, Delivery, Gossip, GossipAck
@@ -32,7 +31,7 @@ MAX_RETRANSMIT_PER_ROUND = 256
 """Bound on messages re-sent per retransmission round (oldest first)."""
 
 
-class BroadcastNode:
+class BroadcastNode(Outbox):
     """One member of a reliable-broadcast group (implements :class:`pnyx.core.Node`).
 
     ``retransmit=False`` gives the deliberately broken variant that relays only once.
@@ -56,7 +55,7 @@ class BroadcastNode:
         self.delivered: dict[str, Any] = {}
         self._unacked: dict[str, set[int]] = {}
         self._next_index = durable.last_index + 1
-        self._ready = Ready()
+        super().__init__()
         self._recover(durable)
 
     # -- node contract -------------------------------------------------------------------
@@ -84,16 +83,6 @@ class BroadcastNode:
         self._ticks += 1
         if self.retransmit and self._ticks % RETRANSMIT_TICKS == 0:
             self._retransmit()
-
-    def has_ready(self) -> bool:
-        return not self._ready.is_empty()
-
-    def ready(self) -> Ready:
-        batch, self._ready = self._ready, Ready()
-        return batch
-
-    def advance(self, ready: Ready) -> None:
-        """Nothing to acknowledge: effects were handed over in ``ready``."""
 
     # -- internals -----------------------------------------------------------------------
 
@@ -127,9 +116,6 @@ class BroadcastNode:
             payload = self.delivered[msg_id]
             for peer in sorted(waiting):
                 self._send(peer, Gossip(msg_id, payload))
-
-    def _send(self, to: int, msg: Message) -> None:
-        self._ready.send.append(Send(to, msg))
 
 
 def make_node(

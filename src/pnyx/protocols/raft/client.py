@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pnyx.core import ClientReply, HistoryEvent, Message, Quiesce, Ready, Record, Rng, Send
+from pnyx.core import ClientReply, HistoryEvent, Message, Outbox, Quiesce, Record, Rng, Send
 from pnyx.protocols.raft.kv import (
     APPEND,
     CAS,
@@ -60,7 +60,7 @@ class _Op:
         self.silent_ticks = 0
 
 
-class KvClient:
+class KvClient(Outbox):
     """Implements :class:`pnyx.core.Node` as a client process (id >= CLIENT_ID_BASE)."""
 
     def __init__(
@@ -95,7 +95,7 @@ class KvClient:
         self._stopped = False
         self._last_seen: dict[str, Any] = {}
         self._config: ConfigData | None = None
-        self._ready = Ready()
+        super().__init__()
 
     # -- node contract --------------------------------------------------------------------
 
@@ -123,16 +123,6 @@ class KvClient:
             self._think_ticks -= 1
             return
         self._start()
-
-    def has_ready(self) -> bool:
-        return not self._ready.is_empty()
-
-    def ready(self) -> Ready:
-        batch, self._ready = self._ready, Ready()
-        return batch
-
-    def advance(self, ready: Ready) -> None:
-        """Nothing to acknowledge."""
 
     # -- operations -------------------------------------------------------------------------
 
