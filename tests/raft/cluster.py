@@ -32,8 +32,13 @@ def describe(msg: Message) -> str:
     """``RequestVote term=1 last_index=0 ...`` — one message as one trace line."""
     parts = [type(msg).__name__]
     fields = msg.__struct_fields__
-    defaults = dict(zip(fields[len(fields) - len(msg.__struct_defaults__) :],
-                        msg.__struct_defaults__, strict=True))
+    defaults = dict(
+        zip(
+            fields[len(fields) - len(msg.__struct_defaults__) :],
+            msg.__struct_defaults__,
+            strict=True,
+        )
+    )
     for name in fields:
         value = getattr(msg, name)
         if name in defaults and defaults[name] == value:

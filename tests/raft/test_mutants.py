@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from pnyx.protocols.raft import LEADER, KvOp, RaftConfig, ReadRequest, RequestVote, VoteResponse
+from pnyx.protocols.raft import (
+    LEADER,
+    AdminRequest,
+    KvOp,
+    RaftConfig,
+    ReadRequest,
+    RequestVote,
+    VoteResponse,
+)
 
 from .cluster import Cluster
 
@@ -51,3 +59,30 @@ def test_read_index_round_refuses_a_stale_read() -> None:
 
 def test_mutant_read_without_heartbeat_round_returns_stale_data() -> None:
     assert _stale_read(frozenset({"read_index_no_heartbeat"})) == ["old"]
+
+
+def _joint_commit(mutants: frozenset[str]) -> tuple[int, int]:
+    """Voters {1,2,3} replace 3 by 4 (C_new = {1,2,4}); then 2 and 3 are cut off, so only
+    C_new has a majority ({1,4}) for the joint entry.  Returns (commit before, after)."""
+    c = Cluster(5, RaftConfig(initial_voters=(1, 2, 3), mutants=mutants))
+    c.elect(1)
+    c.settle(2)
+    before = c.node(1).commit
+    c.isolate(2)
+    c.isolate(3)
+    c.blocked -= {(1, 4), (4, 1)}
+    c.node(1).step(AdminRequest(9, "replace", 3, other=4), 1000)
+    c.flush(1)
+    assert c.node(1).config.joint, "the leader entered C_old,new"
+    c.settle(3)
+    return before, c.node(1).commit
+
+
+def test_joint_consensus_needs_both_majorities() -> None:
+    before, after = _joint_commit(frozenset())
+    assert after == before, "C_old has no majority: nothing may commit"
+
+
+def test_mutant_joint_counting_only_c_new_commits_without_c_old() -> None:
+    before, after = _joint_commit(frozenset({"joint_counts_new_only"}))
+    assert after > before

@@ -39,6 +39,9 @@ FAULT_HELP: dict[str, str] = {
 }
 
 PARTITION_SHAPES: tuple[str, ...] = ("halves", "isolate", "bridge", "one-way", "isolate-leader")
+SHORT_FAULT_P = 0.3
+"""Share of discrete faults that are short (log-uniform from 1 ms), the rest span 5-33%
+of the fault phase."""
 LEADER_TARGET_P = 0.5
 """Share of crashes and pauses aimed at whichever node leads when the fault starts
 (Jepsen-style targeting; protocols report their leader through an optional ``status()``)."""
@@ -252,10 +255,12 @@ def generate(
 
 def _draw_event(rng: random.Random, kind: str, node_ids: list[int], fault_us: int) -> FaultEvent:
     start_us = rng.randrange(0, max(1, fault_us * 9 // 10))
-    # Log-uniform length: many short faults (a crash and a quick restart inside one
-    # election) as well as long ones.
-    shortest_us, longest_us = 1_000, max(2_000, fault_us // 3)
-    length_us = int(shortest_us * (longest_us / shortest_us) ** rng.random())
+    long_min_us = fault_us // 20 + 1
+    if rng.random() < SHORT_FAULT_P:
+        # Short: log-uniform from 1 ms (a crash and restart inside one election).
+        length_us = int(1_000 * (max(1_001, long_min_us) / 1_000) ** rng.random())
+    else:
+        length_us = rng.randrange(long_min_us, fault_us // 3 + 2)
     end_us = min(start_us + length_us, fault_us)
     node = node_ids[rng.randrange(0, len(node_ids))]
     if kind == "partition":

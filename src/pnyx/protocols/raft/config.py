@@ -17,6 +17,7 @@ LEARNER_IN_QUORUM = "learner_in_quorum"
 VOTE_IGNORES_LOG = "vote_ignores_log"
 HEARTBEAT_COMMIT_UNCLAMPED = "heartbeat_commit_unclamped"
 STALE_TERM_ACCEPTED = "stale_term_accepted"
+APPEND_SKIPS_TERM_CHECK = "append_skips_term_check"
 
 MUTANTS: frozenset[str] = frozenset(
     {
@@ -32,6 +33,7 @@ MUTANTS: frozenset[str] = frozenset(
         VOTE_IGNORES_LOG,
         HEARTBEAT_COMMIT_UNCLAMPED,
         STALE_TERM_ACCEPTED,
+        APPEND_SKIPS_TERM_CHECK,
     }
 )
 

@@ -517,13 +517,19 @@ class RaftNode:
         if m.prev_index < self.commit:
             self._send(from_id, AppendResponse(self.term, self.commit))
             return
-        if self.log.term(m.prev_index) != m.prev_term:
+        if self.log.term(m.prev_index) != m.prev_term and not self._skips_term_check(m):
             self._reject_append(m, from_id)
             return
         self._accept_entries(m)
         last_new = m.prev_index + len(m.entries)
         self._advance_commit_to(min(m.commit, last_new))
         self._send(from_id, AppendResponse(self.term, last_new))
+
+    def _skips_term_check(self, m: AppendEntries) -> bool:
+        """Mutant: accept an append whose previous entry exists but has another term."""
+        return (
+            mut.APPEND_SKIPS_TERM_CHECK in self._mutants and self.log.term(m.prev_index) is not None
+        )
 
     def _reject_append(self, m: AppendEntries, from_id: int) -> None:
         log = self.log
