@@ -33,8 +33,10 @@ RequestBuilder = Callable[[int], Message]
 READ_IDLE_S = 3600.0
 """The reply reader re-arms its wait this often when the connection is idle."""
 
-RETRYABLE_ERRORS = frozenset({"not_leader", "no_leader", "leader_unknown", "retry"})
-"""``ClientReply.error`` values that mean: try again (elsewhere), nothing happened."""
+RETRYABLE_ERRORS = frozenset({"not_leader", "no_leader", "leader_unknown", "retry", "busy"})
+"""``ClientReply.error`` values that mean: nothing happened, try again (``busy``: on the
+same member after a pause; the others: elsewhere)."""
+RETRY_BACKOFF_S = 0.05
 
 
 class ClientError(Exception):
@@ -66,33 +68,47 @@ class AsyncClient:
         self._conn: FramedClient | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._waiting: dict[int, asyncio.Future[ClientReply]] = {}
+        self._connecting = asyncio.Lock()
+        self._epoch = 0
+        """Bumped whenever the client moves to another member."""
         self.redirects = 0
         self.retries = 0
+
+    @property
+    def target(self) -> int:
+        """The member requests go to now (the leader, once a redirect was followed)."""
+        return self._target
 
     async def close(self) -> None:
         """Close the connection (pending calls fail)."""
         await self._disconnect()
 
     async def call(self, build: RequestBuilder) -> ClientReply:
-        """Send one request, following redirects and retrying until a reply or the deadline."""
+        """Send one request, following redirects and retrying until a reply or the deadline.
+
+        Safe to await concurrently: calls share the connection, and only the first call to
+        see a connection fail (or a redirect) moves everyone to another member.
+        """
         request_id = next(self._seq)
         msg = build(request_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s
         while loop.time() < deadline:
+            epoch = self._epoch
             reply = await self._attempt(request_id, msg)
             if reply is None:
                 self.retries += 1
-                await self._next_member(None)
+                await self._switch(epoch, None)
                 continue
             if not reply.ok and reply.leader_hint is not None and reply.leader_hint != self._target:
                 self.redirects += 1
-                await self._next_member(reply.leader_hint)
+                await self._switch(epoch, reply.leader_hint)
                 continue
             if not reply.ok and reply.error in RETRYABLE_ERRORS:
                 self.retries += 1
-                await asyncio.sleep(0.05)
-                await self._next_member(None)
+                await asyncio.sleep(RETRY_BACKOFF_S)
+                if reply.error != "busy":
+                    await self._switch(epoch, None)
                 continue
             return reply
         raise ClientError(
@@ -102,39 +118,42 @@ class AsyncClient:
 
     async def _attempt(self, request_id: int, msg: Message) -> ClientReply | None:
         try:
-            await self._ensure_connected()
-            assert self._conn is not None
+            conn = await self._ensure_connected()
             future: asyncio.Future[ClientReply] = asyncio.get_running_loop().create_future()
             self._waiting[request_id] = future
-            await self._conn.send(msg)
+            await conn.send(msg)
             return await asyncio.wait_for(future, self.request_timeout_s)
         except (OSError, TimeoutError, RemoteProtocolError, ConnectionError) as exc:
             log.info(
                 "request_retry client=%d target=%d error=%r", self.client_id, self._target, exc
             )
-            await self._disconnect()
             return None
         finally:
             self._waiting.pop(request_id, None)
 
-    async def _next_member(self, hint: int | None) -> None:
-        await self._disconnect()
+    async def _switch(self, epoch: int, hint: int | None) -> None:
+        """Move to ``hint`` (or the next member) unless another call already moved on."""
+        if epoch != self._epoch:
+            return
+        self._epoch += 1
         if hint is not None and hint in self.members:
             self._target = hint
         else:
             position = self._order.index(self._target)
             self._target = self._order[(position + 1) % len(self._order)]
+        await self._disconnect()
 
-    async def _ensure_connected(self) -> None:
-        if self._conn is not None:
-            return
-        self._conn = await FramedClient.connect(
-            self.members[self._target],
-            self._message_types,
-            client_id=self.client_id,
-            timeout_s=self.request_timeout_s,
-        )
-        self._reader_task = asyncio.ensure_future(self._read_replies(self._conn))
+    async def _ensure_connected(self) -> FramedClient:
+        async with self._connecting:
+            if self._conn is None:
+                self._conn = await FramedClient.connect(
+                    self.members[self._target],
+                    self._message_types,
+                    client_id=self.client_id,
+                    timeout_s=self.request_timeout_s,
+                )
+                self._reader_task = asyncio.ensure_future(self._read_replies(self._conn))
+            return self._conn
 
     async def _read_replies(self, conn: FramedClient) -> None:
         try:
