@@ -67,7 +67,8 @@ class AsyncClient:
         self._seq = itertools.count(1)
         self._conn: FramedClient | None = None
         self._reader_task: asyncio.Task[None] | None = None
-        self._waiting: dict[int, asyncio.Future[ClientReply]] = {}
+        self._waiting: dict[int, tuple[FramedClient, asyncio.Future[ClientReply]]] = {}
+        """Request id → (the connection it was sent on, its reply)."""
         self._connecting = asyncio.Lock()
         self._epoch = 0
         """Bumped whenever the client moves to another member."""
@@ -120,7 +121,7 @@ class AsyncClient:
         try:
             conn = await self._ensure_connected()
             future: asyncio.Future[ClientReply] = asyncio.get_running_loop().create_future()
-            self._waiting[request_id] = future
+            self._waiting[request_id] = (conn, future)
             await conn.send(msg)
             return await asyncio.wait_for(future, self.request_timeout_s)
         except (OSError, TimeoutError, RemoteProtocolError, ConnectionError) as exc:
@@ -163,14 +164,16 @@ class AsyncClient:
                 except TimeoutError:
                     continue
                 if isinstance(reply, ClientReply):
-                    future = self._waiting.get(reply.request_id)
-                    if future is not None and not future.done():
-                        future.set_result(reply)
+                    waiting = self._waiting.get(reply.request_id)
+                    if waiting is not None and not waiting[1].done():
+                        waiting[1].set_result(reply)
         except (OSError, RemoteProtocolError, ValueError, ConnectionError) as exc:
             log.info("reply_stream_closed client=%d error=%r", self.client_id, exc)
-        for future in self._waiting.values():
-            if not future.done():
-                future.set_exception(ConnectionError("connection closed"))
+        finally:
+            # Only the calls sent on this connection lost their reply path.
+            for sent_on, future in self._waiting.values():
+                if sent_on is conn and not future.done():
+                    future.set_exception(ConnectionError("connection closed"))
 
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
