@@ -45,44 +45,90 @@ class FileOutcome:
 
 
 @click.command("check")
-@click.argument("files", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, readable=True))
-@click.option("--model", "model_name", required=True,
-              type=click.Choice([*MODELS, *TXN_MODELS]),
-              help="Sequential model (linearizability) or transaction kind (serializability).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="jsonl", show_default=True,
-              help="History file format.")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, readable=True)
+)
+@click.option(
+    "--model",
+    "model_name",
+    required=True,
+    type=click.Choice([*MODELS, *TXN_MODELS]),
+    help="Sequential model (linearizability) or transaction kind (serializability).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="jsonl",
+    show_default=True,
+    help="History file format.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file per line.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False),
-              help="Write an HTML timeline (FILE-<name>.html for several inputs).")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.0), default=None,
-              help="Seconds per file; when exceeded the verdict is 'unknown'.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    help="Write an HTML timeline (FILE-<name>.html for several inputs).",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Seconds per file; when exceeded the verdict is 'unknown'.",
+)
 @click.option("--no-split", is_flag=True, help="Check all keys together (no partitioning).")
 @click.option("--realtime", is_flag=True, help="Serializability: add real-time order edges.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes for checking files (and large partitions) in parallel.")
-def check(files: tuple[str, ...], model_name: str, fmt: str, as_json: bool,
-          html_path: str | None, timeout_s: float | None, no_split: bool, realtime: bool,
-          workers: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes for checking files (and large partitions) in parallel.",
+)
+def check(
+    files: tuple[str, ...],
+    model_name: str,
+    fmt: str,
+    as_json: bool,
+    html_path: str | None,
+    timeout_s: float | None,
+    no_split: bool,
+    realtime: bool,
+    workers: int,
+) -> None:
     """Check history FILEs: linearizable / not-linearizable / unknown, or serializable /
     the anomalies found. Exit 0 all good, 1 any violation, 2 bad input, 3 undecided."""
-    options = dict(model_name=model_name, fmt=fmt, timeout_s=timeout_s, split=not no_split,
-                   realtime=realtime, want_html=html_path is not None,
-                   workers=workers if len(files) == 1 else 1)
+    options = dict(
+        model_name=model_name,
+        fmt=fmt,
+        timeout_s=timeout_s,
+        split=not no_split,
+        realtime=realtime,
+        want_html=html_path is not None,
+        workers=workers if len(files) == 1 else 1,
+    )
     outcomes = _run_all(list(files), options, workers)
     for outcome in outcomes:
         _print(outcome, as_json)
         if html_path and outcome.html:
-            _html_target(html_path, outcome.file, len(files)).write_text(outcome.html,
-                                                                        encoding="utf-8")
+            _html_target(html_path, outcome.file, len(files)).write_text(
+                outcome.html, encoding="utf-8"
+            )
     sys.exit(_exit_code(outcomes))
 
 
 def _run_all(files: list[str], options: dict[str, Any], workers: int) -> list[FileOutcome]:
     console = Console(stderr=True)
-    progress = Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=True,
-                        disable=len(files) < 4 or not console.is_terminal)
+    progress = Progress(
+        TextColumn("checking"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=len(files) < 4 or not console.is_terminal,
+    )
     outcomes: list[FileOutcome] = []
     with progress:
         task = progress.add_task("check", total=len(files))
@@ -112,21 +158,32 @@ def _check_file(path: str, options: dict[str, Any]) -> FileOutcome:
     except ValueError as exc:
         return FileOutcome(path, "error", error=f"{path}: {exc}")
     outcome.elapsed_s = time.monotonic() - started
-    outcome.record.update(file=path, verdict=outcome.verdict,
-                          elapsed_s=round(outcome.elapsed_s, 6))
+    outcome.record.update(file=path, verdict=outcome.verdict, elapsed_s=round(outcome.elapsed_s, 6))
     return outcome
 
 
 def _linearizability(path: str, history: Any, options: dict[str, Any]) -> FileOutcome:
     result: LinearizabilityResult = check_linearizable(
-        history, get_model(options["model_name"]), partition=options["split"],
-        timeout_s=options["timeout_s"], workers=options["workers"])
+        history,
+        get_model(options["model_name"]),
+        partition=options["split"],
+        timeout_s=options["timeout_s"],
+        workers=options["workers"],
+    )
     record: dict[str, Any] = {
-        "model": options["model_name"], "operations": len(history),
-        "partitions": len(result.partitions), "steps": result.steps,
-        "failures": [{"key": _jsonable(p.key), "prefix": [op.index for op in p.prefix],
-                      "unplaced": [op.index for op in p.unplaced]}
-                     for p in result.failures]}
+        "model": options["model_name"],
+        "operations": len(history),
+        "partitions": len(result.partitions),
+        "steps": result.steps,
+        "failures": [
+            {
+                "key": _jsonable(p.key),
+                "prefix": [op.index for op in p.prefix],
+                "unplaced": [op.index for op in p.unplaced],
+            }
+            for p in result.failures
+        ],
+    }
     html = ""
     if options["want_html"]:
         from pnyx.check.report import render_html
@@ -137,11 +194,13 @@ def _linearizability(path: str, history: Any, options: dict[str, Any]) -> FileOu
 
 def _serializability(path: str, history: Any, options: dict[str, Any]) -> FileOutcome:
     result: SerializabilityResult = check_serializable(
-        history, kind=options["model_name"], realtime=options["realtime"])
+        history, kind=options["model_name"], realtime=options["realtime"]
+    )
     record: dict[str, Any] = {
-        "model": options["model_name"], "transactions": result.transactions,
-        "anomalies": [{"name": a.name, "explanation": a.explanation}
-                      for a in result.anomalies]}
+        "model": options["model_name"],
+        "transactions": result.transactions,
+        "anomalies": [{"name": a.name, "explanation": a.explanation} for a in result.anomalies],
+    }
     return FileOutcome(path, result.verdict, text=result.explain(), record=record)
 
 

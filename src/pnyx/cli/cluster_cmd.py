@@ -17,23 +17,19 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from pnyx.cli.errors import fail
 from pnyx.services.catalog import service_names
 
 STATE_FILE = "cluster.json"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.1
-
-
-def _fail(message: str, status: int = 2) -> NoReturn:
-    click.echo(f"pnyx: error: {message}", err=True)
-    sys.exit(status)
 
 
 def free_ports(count: int) -> list[int]:
@@ -86,7 +82,7 @@ def load_state(data_dir: Path) -> dict[str, Any] | None:
     try:
         state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        _fail(f"{path} is unreadable ({exc}); remove it after checking no node runs")
+        fail(f"{path} is unreadable ({exc}); remove it after checking no node runs")
     return state
 
 
@@ -104,11 +100,11 @@ def cluster() -> None:
 def up(nodes: str, data_dir: Path, protocol: str, tick_ms: int, detach: bool) -> None:
     """Start a local cluster; without --detach, run until Ctrl-C and then stop it."""
     if protocol not in service_names():
-        _fail(f"unknown protocol {protocol!r}; valid: {', '.join(service_names())}")
+        fail(f"unknown protocol {protocol!r}; valid: {', '.join(service_names())}")
     data_dir = data_dir.resolve()
     existing = load_state(data_dir)
     if existing and any(pid_alive(n["pid"]) for n in existing["nodes"]):
-        _fail(
+        fail(
             f"a cluster already runs in {data_dir}; run `pnyx cluster down --data-dir "
             f"{data_dir}` first"
         )
@@ -123,7 +119,7 @@ def up(nodes: str, data_dir: Path, protocol: str, tick_ms: int, detach: bool) ->
         _save_state(data_dir, state)
     if not _wait_healthy(state):
         _stop_all(data_dir, state)
-        _fail("cluster did not become healthy; see node.log in each node directory", 1)
+        fail("cluster did not become healthy; see node.log in each node directory", 1)
     _print_status(data_dir, state)
     if detach:
         return
@@ -211,7 +207,7 @@ def status(data_dir: Path, as_json: bool) -> None:
     data_dir = data_dir.resolve()
     state = load_state(data_dir)
     if state is None:
-        _fail(f"no cluster in {data_dir} (no {STATE_FILE}); start one with `pnyx cluster up`")
+        fail(f"no cluster in {data_dir} (no {STATE_FILE}); start one with `pnyx cluster up`")
     if as_json:
         for row in _status_rows(data_dir, state):
             click.echo(json.dumps(row, sort_keys=True))
@@ -269,7 +265,7 @@ def down(data_dir: Path) -> None:
     data_dir = data_dir.resolve()
     state = load_state(data_dir)
     if state is None:
-        _fail(f"no cluster in {data_dir} (no {STATE_FILE}); nothing to stop")
+        fail(f"no cluster in {data_dir} (no {STATE_FILE}); nothing to stop")
     stopped = _stop_all(data_dir, state)
     click.echo(f"stopped {stopped} process(es) of the cluster in {data_dir}")
 
@@ -277,12 +273,12 @@ def down(data_dir: Path) -> None:
 def _find_node(data_dir: Path, node_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
     state = load_state(data_dir)
     if state is None:
-        _fail(f"no cluster in {data_dir} (no {STATE_FILE}); start one with `pnyx cluster up`")
+        fail(f"no cluster in {data_dir} (no {STATE_FILE}); start one with `pnyx cluster up`")
     for node in state["nodes"]:
         if node["id"] == node_id:
             return state, node
     ids = ", ".join(str(n["id"]) for n in state["nodes"])
-    _fail(f"no node {node_id} in the cluster in {data_dir}; nodes are {ids}")
+    fail(f"no node {node_id} in the cluster in {data_dir}; nodes are {ids}")
 
 
 def signal_node(data_dir: Path, node_id: int, sig: str) -> int:
@@ -290,7 +286,7 @@ def signal_node(data_dir: Path, node_id: int, sig: str) -> int:
     _, node = _find_node(data_dir, node_id)
     pid = int(node["pid"])
     if not (pid_alive(pid) and is_our_process(pid, data_dir)):
-        _fail(f"node {node_id} (pid {pid}) is not running")
+        fail(f"node {node_id} (pid {pid}) is not running")
     os.kill(pid, getattr(signal, f"SIG{sig}"))
     return pid
 
@@ -299,7 +295,7 @@ def start_node(data_dir: Path, node_id: int) -> int:
     """Restart a stopped node with its original arguments; returns the new pid."""
     state, node = _find_node(data_dir, node_id)
     if pid_alive(node["pid"]) and is_our_process(node["pid"], data_dir):
-        _fail(f"node {node_id} already runs (pid {node['pid']})")
+        fail(f"node {node_id} already runs (pid {node['pid']})")
     node["pid"] = _launch(node["argv"], Path(node["dir"])).pid
     _save_state(data_dir, state)
     return int(node["pid"])
@@ -309,7 +305,7 @@ def members_of(data_dir: Path) -> dict[int, tuple[str, int]]:
     """Node id → (host, port) of the cluster in ``data_dir``."""
     state = load_state(data_dir)
     if state is None:
-        _fail(f"no cluster in {data_dir} (no {STATE_FILE}); start one with `pnyx cluster up`")
+        fail(f"no cluster in {data_dir} (no {STATE_FILE}); start one with `pnyx cluster up`")
     members = {}
     for node in state["nodes"]:
         host, port = node["address"].rsplit(":", 1)

@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from pnyx.cli.cluster_cmd import load_state
+from pnyx.cli.errors import fail
 from pnyx.cli.serve_cmd import parse_peers
 from pnyx.runtime.transport import Address
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"pnyx: error: {message}", err=True)
-    sys.exit(2)
 
 
 def _members(data_dir: Path | None, endpoints: str | None) -> dict[int, Address]:
@@ -24,14 +20,14 @@ def _members(data_dir: Path | None, endpoints: str | None) -> dict[int, Address]
         try:
             return parse_peers(endpoints)
         except ValueError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     if data_dir is None:
-        _fail("give --data-dir of a `pnyx cluster` or --endpoints ID=HOST:PORT,...")
+        fail("give --data-dir of a `pnyx cluster` or --endpoints ID=HOST:PORT,...")
     state = load_state(data_dir.resolve())
     if state is None:
-        _fail(f"no cluster in {data_dir}; start one with `pnyx cluster up --protocol raft`")
+        fail(f"no cluster in {data_dir}; start one with `pnyx cluster up --protocol raft`")
     if state.get("protocol") != "raft":
-        _fail(f"the cluster in {data_dir} runs {state.get('protocol')!r}, not the raft KV")
+        fail(f"the cluster in {data_dir} runs {state.get('protocol')!r}, not the raft KV")
     return parse_peers(state["peers"])
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from pnyx.cli.errors import fail
 from pnyx.runtime.logs import configure_logging
 from pnyx.runtime.node_runner import NodeFailed, NodeRunner, RunnerConfig, run_event_loop
 from pnyx.runtime.transport import Address
@@ -70,13 +71,13 @@ def serve(
     try:
         service = get_service(protocol)
     except KeyError:
-        _fail(f"unknown protocol {protocol!r}; valid: {', '.join(service_names())}")
+        fail(f"unknown protocol {protocol!r}; valid: {', '.join(service_names())}")
     try:
         peers = parse_peers(peers_text)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if node_id not in peers:
-        _fail(f"--id {node_id} is not listed in --peers ({', '.join(map(str, sorted(peers)))})")
+        fail(f"--id {node_id} is not listed in --peers ({', '.join(map(str, sorted(peers)))})")
     configure_logging(getattr(logging, log_level.upper()), json_lines=log_json, node_id=node_id)
     host, port = peers[node_id]
     config = RunnerConfig(
@@ -97,11 +98,6 @@ def serve(
     except OSError as exc:
         click.echo(f"pnyx serve: node {node_id} cannot start: {exc}", err=True)
         sys.exit(1)
-
-
-def _fail(message: str) -> None:
-    click.echo(f"pnyx: error: {message}", err=True)
-    sys.exit(2)
 
 
 async def _serve(service: ServiceDef, config: RunnerConfig) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import msgspec
@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pnyx.cli.errors import fail
 from pnyx.sim.catalog import get_spec, protocol_names
 from pnyx.sim.runner import SimConfig, SimResult, run_sim
 from pnyx.sim.schedule import FaultSpecError, Schedule, format_faults, parse_faults
@@ -21,12 +22,6 @@ from pnyx.sim.spec import ProtocolSpec
 
 DEFAULT_FAULT_MS = SimConfig(seed=0).fault_ms
 DEFAULT_HEAL_MS = SimConfig(seed=0).heal_ms
-
-
-def fail_usage(message: str) -> NoReturn:
-    """Print a one-line error and exit with status 2 (bad usage)."""
-    click.echo(f"pnyx: error: {message}", err=True)
-    sys.exit(2)
 
 
 def parse_seed_range(text: str) -> range:
@@ -128,13 +123,11 @@ def sim(
     )
     if seed_range is not None:
         if seed is not None or replay:
-            fail_usage(
-                "--seeds cannot be combined with --seed or --replay; pick one seed to replay"
-            )
+            fail("--seeds cannot be combined with --seed or --replay; pick one seed to replay")
         try:
             seeds = parse_seed_range(seed_range)
         except ValueError as exc:
-            fail_usage(str(exc))
+            fail(str(exc))
         sys.exit(_run_many(spec, base, seeds, as_json, no_shrink, schedule_path))
     config = replace(
         base, seed=seed if seed is not None else 1, trace=replay, hash_trace=trace_hash or replay
@@ -146,14 +139,14 @@ def _resolve_spec(name: str) -> ProtocolSpec:
     try:
         return get_spec(name)
     except KeyError:
-        fail_usage(f"unknown protocol {name!r}; valid: {', '.join(protocol_names())}")
+        fail(f"unknown protocol {name!r}; valid: {', '.join(protocol_names())}")
 
 
 def _resolve_faults(text: str) -> frozenset[str]:
     try:
         return parse_faults(text)
     except FaultSpecError as exc:
-        fail_usage(str(exc))
+        fail(str(exc))
 
 
 def _load_schedule(path: Path | None) -> Schedule | None:
@@ -162,7 +155,7 @@ def _load_schedule(path: Path | None) -> Schedule | None:
     try:
         return Schedule.load(path)
     except ValueError as exc:
-        fail_usage(str(exc))
+        fail(str(exc))
 
 
 def _run_one(
