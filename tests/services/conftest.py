@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -31,7 +32,5 @@ def processes_under(directory: Path) -> list[int]:
 def _reap_started_processes(tmp_path: Path) -> Iterator[None]:
     yield
     for pid in processes_under(tmp_path):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
