@@ -109,3 +109,21 @@ def test_queue_is_fifo_across_replicas_and_bounded() -> None:
             await wait_until(lambda: all(len(q) == 0 for q in queues), what="drained")
 
     run_async(main())
+
+
+def test_calls_continue_exactly_once_when_the_leader_replica_stops() -> None:
+    members, socks = bind_group()
+    counters = [ReplicatedCounter() for _ in members]
+    replicas = make_replicas(counters, members, socks)
+    with sync_group(replicas):
+        for _ in range(20):
+            counters[0].incr()
+        poll(lambda: any(r.is_leader for r in replicas), what="a leader")
+        leader = next(i for i, r in enumerate(replicas) if r.is_leader)
+        replicas[leader].stop()  # the leader replica leaves: the others must elect and go on
+        survivors = [i for i in range(len(replicas)) if i != leader]
+        results = [counters[survivors[n % 2]].incr() for n in range(30)]
+        # every call returned a distinct value, in order: none lost, none applied twice
+        assert results == list(range(21, 51))
+        for i in survivors:
+            poll(lambda i=i: counters[i].value == 50, what=f"replica {i + 1} converged")
