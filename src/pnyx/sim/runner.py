@@ -46,6 +46,9 @@ REORDER_JITTER_US = 30_000
 """Extra latency range when per-link FIFO is off (``reorder``)."""
 FSYNC_LATENCY_US = (200, 3_000)
 """Uniform duration of one durable write batch."""
+MAX_CATCH_UP_TICKS = 16
+"""Ticks a resumed process gets at once for the time it was paused (the real runtime's
+``RunnerConfig.max_ticks_per_round`` bound)."""
 LIVENESS_POLL_TICKS = 5
 """How often (in nominal ticks) liveness is polled during the heal phase."""
 
@@ -120,6 +123,7 @@ class _Proc:
         "is_client",
         "node",
         "paused",
+        "paused_at_us",
         "pending",
         "pid",
         "sm",
@@ -133,6 +137,7 @@ class _Proc:
         self.tick_us = tick_us
         self.alive = True
         self.paused = False
+        self.paused_at_us = 0
         self.incarnation = 0
         self.pending: Ready | None = None
         self.held: list[tuple[int, Any, Any]] = []
@@ -372,6 +377,7 @@ class Simulation:
         elif event.kind == "pause":
             proc = self._procs[event.node]
             proc.paused = proc.alive
+            proc.paused_at_us = self._now_us
 
     def _on_fault_off(self, index: int, _b: Any, _c: Any) -> None:
         event = self._active.pop(index, None)
@@ -494,6 +500,19 @@ class Simulation:
                 self._on_deliver(proc.pid, a, b)
             else:
                 self._on_persisted(proc.pid, a, b)
+        self._catch_up_ticks(proc)
+
+    def _catch_up_ticks(self, proc: _Proc) -> None:
+        """A paused process's clock kept running: like the real runtime, it gets the ticks
+        it missed (at most ``MAX_CATCH_UP_TICKS``) right after its queued messages."""
+        missed = min((self._now_us - proc.paused_at_us) // proc.tick_us, MAX_CATCH_UP_TICKS)
+        for _ in range(missed):
+            if not proc.alive or proc.paused:
+                return
+            if self._tracing:
+                self._trace_event("tick", proc.pid)
+            proc.node.tick()
+            self._drain(proc)
 
     # -- carrying out Ready batches ----------------------------------------------------------
 
