@@ -34,3 +34,15 @@ def _reap_started_processes(tmp_path: Path) -> Iterator[None]:
     for pid in processes_under(tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def raft_cluster(tmp_path: Path) -> Iterator[Path]:
+    """A detached 3-process Raft KV cluster (``pnyx cluster up``); yields its data dir.
+
+    Its processes are killed afterwards by ``_reap_started_processes``."""
+    from pnyx.cli.cluster_cmd import local_cluster_up
+
+    data_dir = tmp_path / "raft"
+    local_cluster_up(data_dir)
+    yield data_dir

@@ -6,11 +6,10 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
-from pnyx.cli.cluster_cmd import members_of, pid_alive
+from pnyx.cli.cluster_cmd import members_of
 from pnyx.core import ClientReply
 from pnyx.protocols.raft import KvOp, ReadRequest
 from pnyx.services.client import AsyncClient
@@ -20,33 +19,9 @@ PNYX = [sys.executable, "-m", "pnyx"]
 CALLS = 200
 
 
-def test_concurrent_calls_follow_one_failover(tmp_path: Path) -> None:
-    data_dir = tmp_path / "raft"
-    up = subprocess.run(
-        [
-            *PNYX,
-            "cluster",
-            "up",
-            "--nodes",
-            "3",
-            "--protocol",
-            "raft",
-            "--data-dir",
-            str(data_dir),
-            "--detach",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert up.returncode == 0, up.stderr
-    state = json.loads((data_dir / "cluster.json").read_text())
-    try:
-        replies, client = asyncio.run(_read_storm(data_dir, state))
-    finally:
-        for node in json.loads((data_dir / "cluster.json").read_text())["nodes"]:
-            if pid_alive(node["pid"]):
-                os.kill(node["pid"], signal.SIGKILL)
+def test_concurrent_calls_follow_one_failover(raft_cluster: Path) -> None:
+    state = json.loads((raft_cluster / "cluster.json").read_text())
+    replies, client = asyncio.run(_read_storm(raft_cluster, state))
     assert len(replies) == CALLS and all(r.ok and r.result == "" for r in replies)
     # one failover moves every call: far fewer switches than calls
     assert client.redirects + client.retries < CALLS

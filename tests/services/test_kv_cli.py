@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-
-from pnyx.cli.cluster_cmd import pid_alive
 
 PNYX = [sys.executable, "-m", "pnyx"]
 
@@ -22,31 +15,8 @@ def _pnyx(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*PNYX, *args], capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture
-def raft_dir(tmp_path: Path) -> Iterator[Path]:
-    data_dir = tmp_path / "raft"
-    up = _pnyx(
-        "cluster",
-        "up",
-        "--nodes",
-        "3",
-        "--protocol",
-        "raft",
-        "--data-dir",
-        str(data_dir),
-        "--detach",
-    )
-    assert up.returncode == 0, up.stderr
-    try:
-        yield data_dir
-    finally:
-        for node in json.loads((data_dir / "cluster.json").read_text())["nodes"]:
-            if pid_alive(node["pid"]):
-                os.kill(node["pid"], signal.SIGKILL)
-
-
-def test_kv_commands_and_status(raft_dir: Path) -> None:
-    kv = ["kv", "--data-dir", str(raft_dir)]
+def test_kv_commands_and_status(raft_cluster: Path) -> None:
+    kv = ["kv", "--data-dir", str(raft_cluster)]
     assert _pnyx(*kv, "put", "k", "v1").stdout.strip() == "OK"
     assert _pnyx(*kv, "append", "k", "+v2").stdout.strip() == "OK"
     assert json.loads(_pnyx(*kv, "get", "k").stdout) == "v1+v2"
@@ -59,7 +29,7 @@ def test_kv_commands_and_status(raft_dir: Path) -> None:
     deadline = time.monotonic() + 10
     rows: list[dict[str, object]] = []
     while time.monotonic() < deadline:
-        status = _pnyx("cluster", "status", "--data-dir", str(raft_dir), "--json")
+        status = _pnyx("cluster", "status", "--data-dir", str(raft_cluster), "--json")
         rows = [json.loads(line) for line in status.stdout.splitlines()]
         if len({r["commit_index"] for r in rows}) == 1:
             break

@@ -313,6 +313,33 @@ def members_of(data_dir: Path) -> dict[int, tuple[str, int]]:
     return members
 
 
+def cluster_command(*args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run ``pnyx cluster ARGS...`` in a child process (for programs and tests)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pnyx", "cluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def local_cluster_up(data_dir: Path, *, nodes: int = 3, protocol: str = "raft") -> None:
+    """Start a detached local cluster in ``data_dir``; RuntimeError with its stderr if not."""
+    up = cluster_command(
+        "up",
+        "--nodes",
+        str(nodes),
+        "--protocol",
+        protocol,
+        "--data-dir",
+        str(data_dir),
+        "--detach",
+    )
+    if up.returncode != 0:
+        raise RuntimeError(f"cluster did not start: {up.stderr.strip()}")
+
+
 class KillRestartNemesis:
     """Workload nemesis: ``kill -9`` a random node, wait, restart it from its data dir."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 import time
@@ -131,31 +130,20 @@ def _catch_broken(console: Console, nodes: int, faults: frozenset[str]) -> bool:
 def _attack_real_cluster(console: Console, kills: int) -> bool:
     """Start 3 `pnyx serve` processes, run a KV workload while killing them, check it."""
     from pnyx.check import History, KVModel, check_linearizable
-    from pnyx.cli.cluster_cmd import KillRestartNemesis, members_of
+    from pnyx.cli.cluster_cmd import (
+        KillRestartNemesis,
+        cluster_command,
+        local_cluster_up,
+        members_of,
+    )
     from pnyx.services.workload import run_kv_workload
 
     with tempfile.TemporaryDirectory(prefix="pnyx-demo-") as tmp:
         data_dir = Path(tmp) / "cluster"
-        pnyx = [sys.executable, "-m", "pnyx", "cluster"]
-        up = subprocess.run(
-            [
-                *pnyx,
-                "up",
-                "--nodes",
-                "3",
-                "--protocol",
-                "raft",
-                "--data-dir",
-                str(data_dir),
-                "--detach",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if up.returncode != 0:
-            console.print(f"[red]cluster did not start:[/red] {up.stderr.strip()}")
+        try:
+            local_cluster_up(data_dir)
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/red]")
             return False
         try:
             nemesis = KillRestartNemesis(data_dir)
@@ -167,12 +155,7 @@ def _attack_real_cluster(console: Console, kills: int) -> bool:
                 nemesis_rounds=kills,
             )
         finally:
-            subprocess.run(
-                [*pnyx, "down", "--data-dir", str(data_dir)],
-                capture_output=True,
-                timeout=120,
-                check=False,
-            )
+            cluster_command("down", "--data-dir", str(data_dir))
     for fault in result.faults:
         console.print(f"   nemesis: {fault}")
     ops = sum(1 for e in result.history if e.type == "invoke")
