@@ -23,9 +23,8 @@ from pnyx.core import (
     LogAppend,
     Message,
     NodeFactory,
-    Ready,
+    Outbox,
     Rng,
-    Send,
     is_client,
 )
 from pnyx.runtime import FramedClient, NodeRunner, RunnerConfig, bind_listen_socket
@@ -68,7 +67,7 @@ WIRE_TYPES: tuple[type[Message], ...] = (Add, Push, Ack, Ping, Pong)
 OP_CODEC = PersistCodec(entry_type=Entry)
 
 
-class PrimaryBackupNode:
+class PrimaryBackupNode(Outbox):
     """Implements :class:`pnyx.core.Node`."""
 
     def __init__(
@@ -83,7 +82,7 @@ class PrimaryBackupNode:
         self.applied = 0
         self.match = dict.fromkeys(self.others, 0)
         self.pongs: list[tuple[int, int]] = []
-        self._ready = Ready()
+        super().__init__()
 
     def status(self) -> dict[str, object]:
         """Optional runtime hook: what /health and the leader gauge report."""
@@ -113,16 +112,6 @@ class PrimaryBackupNode:
             first = self.match[peer] + 1
             chunk = tuple(self.log[first - 1 : first - 1 + MAX_PUSH_ENTRIES])
             self._send(peer, Push(first, chunk, self.commit))
-
-    def has_ready(self) -> bool:
-        return not self._ready.is_empty()
-
-    def ready(self) -> Ready:
-        batch, self._ready = self._ready, Ready()
-        return batch
-
-    def advance(self, ready: Ready) -> None:
-        """Nothing to acknowledge."""
 
     def _on_add(self, msg: Add, client: int) -> None:
         assert is_client(client)
@@ -164,9 +153,6 @@ class PrimaryBackupNode:
                 )
             else:
                 self._ready.apply.append(Apply(self.applied, entry.value))
-
-    def _send(self, to: int, msg: Message) -> None:
-        self._ready.send.append(Send(to, msg))
 
 
 def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> Any:
