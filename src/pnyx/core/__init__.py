@@ -4,6 +4,7 @@ Nothing here performs I/O, reads a clock or draws global randomness (import-lint
 """
 
 from pnyx.core.effects import Apply, ClientReply, Ready, Record, Restore, Send
+from pnyx.core.errors import InvalidMessage
 from pnyx.core.history import EventType, HistoryEvent
 from pnyx.core.ids import CLIENT_ID_BASE, NodeId, Ticks, is_client
 from pnyx.core.messages import Codec, Message, Quiesce, encode
@@ -26,6 +27,7 @@ __all__ = [
     "DurableState",
     "EventType",
     "HistoryEvent",
+    "InvalidMessage",
     "LogAppend",
     "LogCompact",
     "Message",

@@ -5,6 +5,7 @@ Runtime hooks beyond the node contract: answer ``TakeSnapshot(index)`` found in
 ``Ready.services`` with ``node.snapshot_taken(index, state_machine.snapshot())``.
 """
 
+from pnyx.core import Message
 from pnyx.protocols.raft.config import MUTANTS, RaftConfig
 from pnyx.protocols.raft.kv import Command, KvOp, KvStateMachine
 from pnyx.protocols.raft.membership import Membership
@@ -30,12 +31,20 @@ from pnyx.protocols.raft.messages import (
 )
 from pnyx.protocols.raft.node import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, RaftNode
 
+PEER_MESSAGE_TYPES: tuple[type[Message], ...] = PEER_MESSAGES
+"""Messages a node accepts on a peer connection (node to node)."""
+
+CLIENT_MESSAGE_TYPES: tuple[type[Message], ...] = (ClientRequest, ReadRequest, AdminRequest)
+"""Messages a node accepts on a client connection (answered with ``ClientReply``)."""
+
 __all__ = [
     "CANDIDATE",
+    "CLIENT_MESSAGE_TYPES",
     "FOLLOWER",
     "LEADER",
     "MUTANTS",
     "PEER_MESSAGES",
+    "PEER_MESSAGE_TYPES",
     "PRE_CANDIDATE",
     "AdminRequest",
     "AppendEntries",
