@@ -50,6 +50,8 @@ def replay_command(name: str, config: SimConfig, schedule_file: Path | None = No
             parts += ["--clients", str(config.clients)]
         if config.fault_ms != DEFAULT_FAULT_MS:
             parts += ["--fault-ms", str(config.fault_ms)]
+    if config.swarm:
+        parts.append("--swarm")
     if config.heal_ms != DEFAULT_HEAL_MS:
         parts += ["--heal-ms", str(config.heal_ms)]
     return " ".join(parts)
@@ -93,6 +95,20 @@ def replay_command(name: str, config: SimConfig, schedule_file: Path | None = No
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of rich output.")
 @click.option("--trace-hash", is_flag=True, help="Print the run's trace digest as the last line.")
 @click.option("--no-shrink", is_flag=True, help="Do not shrink a failing schedule.")
+@click.option(
+    "--swarm",
+    is_flag=True,
+    help="Swarm testing: each seed draws its fault mix (within --faults), intensity, cluster "
+    "size, protocol settings and nemesis rules.",
+)
+@click.option(
+    "--max-unknown",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Fail a seed range when more seeds than this end with an undecided check "
+    "(e.g. the linearizability checker timed out).",
+)
 def sim(
     protocol: str,
     seed: int | None,
@@ -107,6 +123,8 @@ def sim(
     as_json: bool,
     trace_hash: bool,
     no_shrink: bool,
+    swarm: bool,
+    max_unknown: int,
 ) -> None:
     """Simulate PROTOCOL deterministically under faults (one seed or a range of seeds)."""
     spec = _resolve_spec(protocol)
@@ -120,6 +138,7 @@ def sim(
         fault_ms=fault_ms,
         heal_ms=heal_ms,
         schedule=schedule,
+        swarm=swarm,
     )
     if seed_range is not None:
         if seed is not None or replay:
@@ -128,7 +147,8 @@ def sim(
             seeds = parse_seed_range(seed_range)
         except ValueError as exc:
             fail(str(exc))
-        sys.exit(_run_many(spec, base, seeds, as_json, no_shrink, schedule_path))
+        code = _run_many(spec, base, seeds, as_json, no_shrink, schedule_path, max_unknown)
+        sys.exit(code)
     config = replace(
         base, seed=seed if seed is not None else 1, trace=replay, hash_trace=trace_hash or replay
     )
@@ -193,6 +213,8 @@ def _summary(spec: ProtocolSpec, config: SimConfig, result: SimResult) -> dict[s
         "crashes": stats.crashes,
         "virtual_ms": stats.virtual_us // 1000,
         "wall_s": round(stats.wall_s, 4),
+        "unknown": result.unknown,
+        "swarm": result.swarm.as_dict() if result.swarm is not None else None,
         "replay": replay_command(spec.name, config),
     }
 
@@ -211,9 +233,19 @@ def _print_result(
         f"{stats.events} events, {stats.crashes} crashes, {stats.virtual_us / 1e6:.2f} s virtual "
         f"in {stats.wall_s:.2f} s"
     )
+    for note in result.unknown:
+        console.print(f"  [yellow]unknown[/yellow]: {note}")
     if result.violation is not None:
         console.print(f"  violated [bold]{result.violation.prop}[/bold]: {result.violation.detail}")
+        _print_swarm(console, result)
         console.print(f"  replay: {replay_command(spec.name, config, schedule_path)} --replay")
+
+
+def _print_swarm(console: Console, result: SimResult, indent: str = "  ") -> None:
+    """What a swarm seed drew (its replay command reproduces the same draw)."""
+    if result.swarm is not None:
+        for line in result.swarm.describe():
+            console.print(f"{indent}{line}")
 
 
 def _shrink_and_report(
@@ -272,9 +304,11 @@ def _run_many(
     as_json: bool,
     no_shrink: bool,
     schedule_path: Path | None,
+    max_unknown: int = 0,
 ) -> int:
     console = Console(stderr=as_json, highlight=False, soft_wrap=True)
     failures: list[tuple[SimConfig, SimResult]] = []
+    unknown: list[tuple[int, str]] = []
     deliveries = events = 0
     wall_s = 0.0
     with Progress(
@@ -298,13 +332,31 @@ def _run_many(
                 click.echo(msgspec.json.encode(_summary(spec, config, result)).decode())
             if not result.ok:
                 failures.append((config, result))
+            unknown.extend((seed, note) for note in result.unknown)
             progress.update(task, advance=1, failed=len(failures))
     if not as_json:
         _print_table(console, spec, seeds, failures, deliveries, events, wall_s, schedule_path)
+    too_many_unknown = _report_unknown(console, unknown, max_unknown)
     if failures and not no_shrink and schedule_path is None:
         config, result = failures[0]
         _shrink_and_report(console, spec, config, result, as_json)
-    return 1 if failures else 0
+    return 1 if failures or too_many_unknown else 0
+
+
+def _report_unknown(console: Console, unknown: list[tuple[int, str]], max_unknown: int) -> bool:
+    """Print undecided checks; True when more seeds than ``max_unknown`` had one."""
+    seeds = sorted({seed for seed, _ in unknown})
+    if not seeds:
+        return False
+    over = len(seeds) > max_unknown
+    style = "red" if over else "yellow"
+    console.print(
+        f"[{style}]{len(seeds)} seed(s) with an undecided check[/{style}] "
+        f"(bound --max-unknown {max_unknown}): {' '.join(map(str, seeds[:20]))}"
+    )
+    for seed, note in unknown[:5]:
+        console.print(f"  seed {seed}: {note}")
+    return over
 
 
 def _print_table(
@@ -334,6 +386,7 @@ def _print_table(
         console.print(f"[red]failing seeds:[/red] {' '.join(str(c.seed) for c, _ in failures)}")
         for config, result in failures[:10]:
             console.print(f"  seed {config.seed}: {result.violation}")
+            _print_swarm(console, result, "    ")
             console.print(
                 f"    replay: {replay_command(spec.name, config, schedule_path)} --replay"
             )

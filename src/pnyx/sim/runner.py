@@ -34,11 +34,16 @@ from pnyx.core import (
     encode,
 )
 from pnyx.core.node import StateMachine
-from pnyx.sim.schedule import FaultEvent, Schedule, generate, isolate
+from pnyx.sim.disk import SimDisk
+from pnyx.sim.nemesis import NO_NEMESIS, NemesisPlan, Strike
+from pnyx.sim.schedule import DISK_KINDS, FaultEvent, Schedule, generate, isolate, split
 from pnyx.sim.spec import Monitor, ProtocolSpec, Violation
+from pnyx.sim.swarm import SwarmDraw, draw_swarm
 
 # Event kinds in the queue (small ints: compared only for ordering ties, never)
 _DELIVER, _TICK, _PERSISTED, _FAULT_ON, _FAULT_OFF, _HEAL, _POLL = range(7)
+_CARRY = 7
+"""A held Ready batch (a nemesis paused the node just before carrying it out)."""
 
 BASE_LATENCY_US = (100, 1_500)
 """Uniform one-way latency range on a healthy link."""
@@ -48,7 +53,8 @@ FSYNC_LATENCY_US = (200, 3_000)
 """Uniform duration of one durable write batch."""
 MAX_CATCH_UP_TICKS = 16
 """Ticks a resumed process gets at once for the time it was paused (the real runtime's
-``RunnerConfig.max_ticks_per_round`` bound)."""
+``RunnerConfig.max_ticks_per_round`` bound); the rest are reported to the node's optional
+``clock_stalled(missed_ticks)``.  Swarm seeds draw smaller bounds."""
 LIVENESS_POLL_TICKS = 5
 """How often (in nominal ticks) liveness is polled during the heal phase."""
 
@@ -68,11 +74,24 @@ class SimConfig:
     trace: bool = False
     """Keep every event (for ``--replay``); the trace hash is always computed when set."""
     hash_trace: bool = False
+    swarm: bool = False
+    """Swarm testing: the seed draws its fault mix (within ``faults``), intensity, cluster
+    size, protocol settings and nemesis rules (:mod:`pnyx.sim.swarm`)."""
 
-    def resolve_schedule(self, spec: ProtocolSpec) -> Schedule:
+    def resolve_swarm(self, spec: ProtocolSpec) -> SwarmDraw | None:
+        """The swarm draw of this run's seed (None without ``swarm``)."""
+        if not self.swarm:
+            return None
+        return draw_swarm(self.seed, spec, self.faults, self.nodes, self.clients)
+
+    def resolve_schedule(self, spec: ProtocolSpec, swarm: SwarmDraw | None = None) -> Schedule:
         """The schedule this run uses: the given one, or one drawn from the seed."""
         if self.schedule is not None:
             return self.schedule
+        if swarm is not None:
+            return generate(
+                self.seed, swarm.nodes, swarm.clients, self.fault_ms, swarm.faults, swarm.intensity
+            )
         nodes = self.nodes if self.nodes is not None else spec.default_nodes
         clients = self.clients if self.clients is not None else spec.default_clients
         return generate(self.seed, nodes, clients, self.fault_ms, self.faults)
@@ -88,6 +107,14 @@ class SimStats:
     duplicated: int = 0
     fsyncs: int = 0
     crashes: int = 0
+    strikes: int = 0
+    """Nemesis strikes carried out."""
+    stalls: int = 0
+    """Resumes that dropped ticks beyond the catch-up bound (reported as clock stalls)."""
+    disk_faults: int = 0
+    """Disk faults that took effect (damage, lost or misdirected writes, lying fsyncs)."""
+    fail_stops: int = 0
+    """Restarts refused because recovery detected a damaged disk (the node stays down)."""
     virtual_us: int = 0
     wall_s: float = 0.0
 
@@ -104,7 +131,12 @@ class SimResult:
     trace_hash: str = ""
     trace: list[tuple[Any, ...]] = field(default_factory=list)
     injected: list[FaultEvent] = field(default_factory=list)
-    """Discrete faults as injected (leader-targeted ones pinned to the leader of the time)."""
+    """Discrete faults as injected (leader-targeted ones pinned to the leader of the time;
+    nemesis strikes have the shape ``nemesis:<rule>``)."""
+    unknown: list[str] = field(default_factory=list)
+    """Checks that could not decide (the monitor's ``unknowns()``), e.g. checker time-outs."""
+    swarm: SwarmDraw | None = None
+    """What a swarm seed drew (None without swarm)."""
 
     @property
     def ok(self) -> bool:
@@ -117,9 +149,10 @@ class _Proc:
 
     __slots__ = (
         "alive",
-        "durable",
+        "disk",
         "held",
         "incarnation",
+        "invariants",
         "is_client",
         "node",
         "paused",
@@ -127,6 +160,7 @@ class _Proc:
         "pending",
         "pid",
         "sm",
+        "stopped",
         "tick_us",
     )
 
@@ -141,8 +175,11 @@ class _Proc:
         self.incarnation = 0
         self.pending: Ready | None = None
         self.held: list[tuple[int, Any, Any]] = []
-        self.durable = DurableState()
+        self.disk = SimDisk()
         self.sm: StateMachine | None = None
+        self.stopped = False
+        """Recovery refused a damaged disk: down for the rest of the run."""
+        self.invariants: Callable[[], list[str]] | None = getattr(node, "invariants", None)
 
 
 class _Stop(Exception):
@@ -157,9 +194,12 @@ class Simulation:
     """One run of one protocol under one schedule.  Use :func:`run_sim`."""
 
     def __init__(self, spec: ProtocolSpec, config: SimConfig) -> None:
+        self.swarm = config.resolve_swarm(spec)
+        if self.swarm is not None and self.swarm.settings and spec.configure is not None:
+            spec = spec.configure(dict(self.swarm.settings))
         self.spec = spec
         self.config = config
-        self.schedule = config.resolve_schedule(spec)
+        self.schedule = config.resolve_schedule(spec, self.swarm)
         sched = self.schedule
         assert sched.nodes >= 1, "a run needs at least one node"
         self.seed = config.seed
@@ -191,6 +231,18 @@ class Simulation:
         self._delay_max_us = net.delay_max_us
         self._reorder = net.reorder
         self._torn = "torn" in sched.faults
+        self._catch_up_ticks_max = (
+            self.swarm.catch_up_ticks if self.swarm is not None else MAX_CATCH_UP_TICKS
+        )
+        plan = self.swarm.nemesis if self.swarm is not None else NO_NEMESIS
+        self._plan: NemesisPlan = plan
+        self._nemesis: Any = None
+        if plan.rules and spec.make_nemesis is not None:
+            self._nemesis = spec.make_nemesis(plan.rules)
+        self._nemesis_rng = random.Random(f"pnyx-nemesis:{config.seed}")
+        self._strikes = 0
+        self._dynamic = 0
+        """Dynamic fault events (nemesis strikes) get negative indices -1, -2, ..."""
 
     # -- World view (read by monitors) ---------------------------------------------------
 
@@ -215,7 +267,10 @@ class Simulation:
         return proc.node if proc.alive else None
 
     def durable(self, node_id: int) -> DurableState:
-        return self._procs[node_id].durable
+        return self._procs[node_id].disk.state
+
+    def stopped(self, node_id: int) -> bool:
+        return self._procs[node_id].stopped
 
     def state_machine(self, node_id: int) -> StateMachine | None:
         return self._procs[node_id].sm
@@ -247,6 +302,8 @@ class Simulation:
             trace_hash=self._hasher.hexdigest() if self._tracing else "",
             trace=self._trace if self.config.trace else [],
             injected=self.injected,
+            unknown=self.monitor.unknowns(),
+            swarm=self.swarm,
         )
 
     def _boot(self) -> None:
@@ -256,6 +313,7 @@ class Simulation:
             drift = sched.drift[i] if i < len(sched.drift) else 0.0
             period = max(1, round(tick_us * (1.0 + drift)))
             proc = _Proc(nid, self._build_node(nid, 0, DurableState()), period, False)
+            proc.disk = SimDisk()
             proc.sm = self._build_sm()
             self._procs[nid] = proc
         for cid in self._client_ids:
@@ -331,6 +389,8 @@ class Simulation:
             self._trace_event("deliver", src, dst, msg)
         proc.node.step(msg, src)
         self._drain(proc)
+        if proc.invariants is not None:
+            self._check_invariants(proc)
 
     def _on_tick(self, pid: int, incarnation: int, _: Any) -> None:
         proc = self._procs[pid]
@@ -343,6 +403,8 @@ class Simulation:
             self._trace_event("tick", pid)
         proc.node.tick()
         self._drain(proc)
+        if proc.invariants is not None:
+            self._check_invariants(proc)
 
     def _on_persisted(self, pid: int, incarnation: int, _: Any) -> None:
         proc = self._procs[pid]
@@ -352,32 +414,70 @@ class Simulation:
             proc.held.append((_PERSISTED, incarnation, None))
             return
         ready = proc.pending
-        assert ready is not None, f"fsync completion for {pid} without a pending batch"
+        if ready is None:
+            raise RuntimeError(f"fsync completion for {pid} without a pending batch")
         proc.pending = None
-        proc.durable.apply_all(ready.persist)
         self.stats.fsyncs += 1
+        fault = proc.disk.sync(ready.persist, self._disk_rng.randrange(0, 1 << 16))
         if self._tracing:
             self._trace_event("fsync", pid, len(ready.persist))
+            if fault:
+                self._trace_event("disk", pid, fault)
+        if fault:
+            self.stats.disk_faults += 1
         self._carry_out(proc, ready)
         self._drain(proc)
+        if proc.invariants is not None:
+            self._check_invariants(proc)
 
     def _on_fault_on(self, index: int, _b: Any, _c: Any) -> None:
         if self._healing:
             return
-        event = self._resolve(self.schedule.events[index])
+        self._start_fault(index, self._resolve(self.schedule.events[index]))
+
+    def _start_fault(self, index: int, event: FaultEvent) -> None:
         self._active[index] = event
         self.injected.append(event)
         if self._tracing:
             self._trace_event("fault", event.describe())
-        if event.kind == "partition":
+        kind = event.kind
+        if kind == "partition":
             for link in event.links:
                 self._blocked[link] = self._blocked.get(link, 0) + 1
-        elif event.kind == "crash":
+        elif kind == "crash":
             self._crash(self._procs[event.node])
-        elif event.kind == "pause":
-            proc = self._procs[event.node]
-            proc.paused = proc.alive
+        elif kind == "pause":
+            self._pause(self._procs[event.node])
+        elif kind in DISK_KINDS:
+            self._start_disk_fault(self._procs[event.node], kind)
+
+    def _pause(self, proc: _Proc) -> None:
+        if proc.alive and not proc.paused:
+            proc.paused = True
             proc.paused_at_us = self._now_us
+
+    def _start_disk_fault(self, proc: _Proc, kind: str) -> None:
+        disk = proc.disk
+        if kind == "corrupt":
+            if disk.corrupt_sector():
+                self.stats.disk_faults += 1
+            self._crash(proc)
+        elif kind == "misdirect":
+            disk.misdirect_next = True
+        elif kind == "lost-write":
+            disk.lose_next = True
+        else:
+            disk.lying = True
+
+    def _end_disk_fault(self, proc: _Proc, kind: str) -> None:
+        """The node crashes (corrupt: it already has) and recovery reads the disk back."""
+        disk = proc.disk
+        disk.misdirect_next = disk.lose_next = False
+        if kind == "lying-fsync":
+            disk.lying = False
+        self._crash(proc)
+        if not proc.alive and not proc.stopped:
+            self._restart(proc)
 
     def _on_fault_off(self, index: int, _b: Any, _c: Any) -> None:
         event = self._active.pop(index, None)
@@ -426,6 +526,8 @@ class Simulation:
                 self._restart(proc)
         elif event.kind == "pause":
             self._resume(self._procs[event.node])
+        elif event.kind in DISK_KINDS:
+            self._end_disk_fault(self._procs[event.node], event.kind)
 
     def _on_heal(self, _a: Any, _b: Any, _c: Any) -> None:
         """End of the fault phase: heal everything, quiesce clients, start polling liveness."""
@@ -436,7 +538,8 @@ class Simulation:
         self._reorder = False
         for nid in self._node_ids:
             proc = self._procs[nid]
-            if not proc.alive:
+            proc.disk.lying = proc.disk.lose_next = proc.disk.misdirect_next = False
+            if not proc.alive and not proc.stopped:
                 self._restart(proc)
             elif proc.paused:
                 self._resume(proc)
@@ -465,9 +568,12 @@ class Simulation:
         pending = proc.pending
         if pending is not None and pending.persist and self._torn:
             keep = self._disk_rng.randrange(0, len(pending.persist) + 1)
-            proc.durable.apply_all(pending.persist[:keep])
+            proc.disk.write_torn(pending.persist[:keep])
             if self._tracing:
                 self._trace_event("torn", proc.pid, keep, len(pending.persist))
+        lost = proc.disk.power_loss()
+        if lost and self._tracing:
+            self._trace_event("cache-lost", proc.pid, lost)
         proc.alive = False
         proc.paused = False
         proc.pending = None
@@ -476,9 +582,20 @@ class Simulation:
             self._trace_event("crash", proc.pid)
 
     def _restart(self, proc: _Proc) -> None:
-        assert not proc.alive, f"restart of live process {proc.pid}"
+        if proc.alive:
+            raise RuntimeError(f"restart of live process {proc.pid}")
+        if proc.disk.damage:
+            # Like the real WAL: damage followed by valid data refuses to start.  The node
+            # stays down rather than run with a silently shorter log or an older vote.
+            if not proc.stopped:
+                proc.stopped = True
+                self.stats.fail_stops += 1
+                if self._tracing:
+                    self._trace_event("fail-stop", proc.pid, proc.disk.damage)
+            return
         proc.incarnation += 1
-        proc.node = self._build_node(proc.pid, proc.incarnation, proc.durable.copy())
+        proc.node = self._build_node(proc.pid, proc.incarnation, proc.disk.state.copy())
+        proc.invariants = getattr(proc.node, "invariants", None)
         proc.sm = self._build_sm()
         proc.alive = True
         proc.paused = False
@@ -487,39 +604,97 @@ class Simulation:
         self._push(self._now_us + proc.tick_us, _TICK, proc.pid, proc.incarnation, None)
         self.monitor.on_restart(self, proc.pid)
         self._drain(proc)
+        if proc.invariants is not None:
+            self._check_invariants(proc)
 
     def _resume(self, proc: _Proc) -> None:
+        """Resume a paused process: report a clock stall, replay what it missed, catch up.
+
+        The monitor checks after every replayed step, so a leader that rises and falls
+        inside one resume is seen.
+        """
         if not proc.paused:
             return
         proc.paused = False
         if self._tracing:
             self._trace_event("resume", proc.pid)
+        missed = (self._now_us - proc.paused_at_us) // proc.tick_us
+        given = min(missed, self._catch_up_ticks_max)
+        if missed > given:
+            self._report_stall(proc, missed - given)
         held, proc.held = proc.held, []
         for kind, a, b in held:
             if kind == _DELIVER:
                 self._on_deliver(proc.pid, a, b)
+            elif kind == _CARRY:
+                self._replay_batch(proc, a)
             else:
                 self._on_persisted(proc.pid, a, b)
-        self._catch_up_ticks(proc)
+            self._check_world()
+        self._catch_up_ticks(proc, given)
 
-    def _catch_up_ticks(self, proc: _Proc) -> None:
+    def _report_stall(self, proc: _Proc, dropped: int) -> None:
+        """Ticks beyond the catch-up bound are dropped: tell the node (its optional
+        ``clock_stalled``) so that time-based promises such as a lease end."""
+        self.stats.stalls += 1
+        if self._tracing:
+            self._trace_event("stall", proc.pid, dropped)
+        stalled = getattr(proc.node, "clock_stalled", None)
+        if stalled is not None:
+            stalled(dropped)
+            self._drain(proc)
+            self._check_world()
+
+    def _replay_batch(self, proc: _Proc, ready: Ready) -> None:
+        """Carry out a batch held back by a nemesis pause (no second strike on it)."""
+        if not proc.alive:
+            return
+        if proc.paused:
+            proc.held.append((_CARRY, ready, None))
+            return
+        self._carry_out(proc, ready, strike=False)
+        self._drain(proc)
+        if proc.invariants is not None:
+            self._check_invariants(proc)
+
+    def _catch_up_ticks(self, proc: _Proc, ticks: int) -> None:
         """A paused process's clock kept running: like the real runtime, it gets the ticks
-        it missed (at most ``MAX_CATCH_UP_TICKS``) right after its queued messages."""
-        missed = min((self._now_us - proc.paused_at_us) // proc.tick_us, MAX_CATCH_UP_TICKS)
-        for _ in range(missed):
+        it missed (at most the catch-up bound) right after its queued messages."""
+        for _ in range(ticks):
             if not proc.alive or proc.paused:
                 return
             if self._tracing:
                 self._trace_event("tick", proc.pid)
             proc.node.tick()
             self._drain(proc)
+            if proc.invariants is not None:
+                self._check_invariants(proc)
+            self._check_world()
+
+    # -- checks between steps --------------------------------------------------------------
+
+    def _check_invariants(self, proc: _Proc) -> None:
+        """The node's own ``invariants()`` after each of its steps (independent of assert)."""
+        assert proc.invariants is not None
+        if not proc.alive:
+            return
+        problems = proc.invariants()
+        if problems:
+            raise _Stop(Violation("invariant", f"node {proc.pid}: {'; '.join(problems)}"))
+
+    def _check_world(self) -> None:
+        """The monitor's safety check, between the steps of one event."""
+        if self._check_events:
+            violation = self.monitor.after_event(self)
+            if violation is not None:
+                raise _Stop(violation)
 
     # -- carrying out Ready batches ----------------------------------------------------------
 
     def _drain(self, proc: _Proc) -> None:
         """Take ready batches until one needs a durable write (which completes later)."""
         node = proc.node
-        while proc.pending is None and node.has_ready():
+        while proc.pending is None and proc.alive and not proc.paused and node.has_ready():
             ready = node.ready()
             if ready.persist:
                 proc.pending = ready
@@ -529,10 +704,20 @@ class Simulation:
                 return
             self._carry_out(proc, ready)
 
-    def _carry_out(self, proc: _Proc, ready: Ready) -> None:
+    def _carry_out(self, proc: _Proc, ready: Ready, strike: bool = True) -> None:
         pid = proc.pid
-        for send in ready.send:
-            self._send(pid, send.to, send.msg)
+        hit: Strike | None = None
+        if strike and self._nemesis is not None and not proc.is_client and not self._healing:
+            hit = self._nemesis_strike(proc, ready)
+            if hit is not None and self._strike_before(proc, ready, hit):
+                return
+        if hit is not None and hit.kind == "drop":
+            for send in ready.send:
+                if send.to >= CLIENT_ID_BASE:
+                    self._send(pid, send.to, send.msg)
+        else:
+            for send in ready.send:
+                self._send(pid, send.to, send.msg)
         for item in ready.apply:
             self._apply(proc, item)
         for record in ready.record:
@@ -547,6 +732,62 @@ class Simulation:
             assert serve is not None, f"{self.spec.name} asked for service {request!r}"
             serve(proc.node, proc.sm, request)
         proc.node.advance(ready)
+        if hit is not None:
+            self._strike_after(proc, ready, hit)
+
+    # -- the nemesis -------------------------------------------------------------------------
+
+    def _nemesis_strike(self, proc: _Proc, ready: Ready) -> Strike | None:
+        """The strike the nemesis proposes at this batch, if the run's budget allows it."""
+        plan = self._plan
+        if self._strikes >= plan.max_strikes:
+            return None
+        rng = self._nemesis_rng
+        hit: Strike | None = self._nemesis.on_batch(self, proc.pid, ready, rng)
+        if hit is None or rng.random() >= plan.fire_p:
+            return None
+        self._strikes += 1
+        self.stats.strikes += 1
+        return hit
+
+    def _dynamic_fault(
+        self, hit: Strike, kind: str, links: tuple[tuple[int, int], ...] = ()
+    ) -> None:
+        """Start a fault for a strike now; it ends (heals) after the strike's duration."""
+        self._dynamic += 1
+        index = -self._dynamic
+        end_us = self._now_us + hit.duration_us
+        event = FaultEvent(
+            kind, self._now_us, end_us, node=hit.node, shape=f"nemesis:{hit.rule}", links=links
+        )
+        self._push(end_us, _FAULT_OFF, index, None, None)
+        self._start_fault(index, event)
+
+    def _strike_before(self, proc: _Proc, ready: Ready, hit: Strike) -> bool:
+        """Strikes that act before the batch; True when the batch is held back."""
+        if hit.kind == "pause":
+            if hit.isolate_us:
+                cut = replace(hit, kind="isolate", duration_us=hit.isolate_us)
+                self._dynamic_fault(cut, "partition", isolate(hit.node, self._node_ids))
+            self._dynamic_fault(hit, "pause")
+            proc.held.append((_CARRY, ready, None))
+            return True
+        if hit.kind == "isolate":
+            self._dynamic_fault(hit, "partition", isolate(hit.node, self._node_ids))
+        elif hit.kind == "split":
+            self._dynamic_fault(hit, "partition", split(hit.group, self._node_ids))
+        return False
+
+    def _strike_after(self, proc: _Proc, ready: Ready, hit: Strike) -> None:
+        if hit.kind == "crash":
+            self._dynamic_fault(hit, "crash")
+        elif hit.kind == "echo":
+            if self._tracing:
+                self._trace_event("fault", hit.describe())
+            at_us = self._now_us + hit.duration_us
+            for send in ready.send:
+                if send.to < CLIENT_ID_BASE:
+                    self._push(at_us, _DELIVER, send.to, proc.pid, send.msg)
 
     def _apply(self, proc: _Proc, item: Apply | Restore) -> None:
         sm = proc.sm

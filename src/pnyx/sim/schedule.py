@@ -23,8 +23,21 @@ FAULT_KINDS: tuple[str, ...] = (
     "torn",
     "pause",
     "skew",
+    "corrupt",
+    "misdirect",
+    "lost-write",
+    "lying-fsync",
 )
 """Every fault the simulator can inject, by name (``--faults`` accepts these)."""
+
+LYING_KINDS: frozenset[str] = frozenset({"lost-write", "lying-fsync"})
+"""Disk faults no checksum can detect (a disk that lies): off unless named explicitly,
+since no protocol that trusts fsync survives them."""
+DEFAULT_KINDS: frozenset[str] = frozenset(FAULT_KINDS) - LYING_KINDS
+"""What ``--faults all`` means: every kind except the lying disk ones."""
+DISK_KINDS: tuple[str, ...] = ("corrupt", "misdirect", "lost-write", "lying-fsync")
+"""Disk faults drawn as events (from their own RNG stream: adding them leaves the other
+draws of a seed unchanged)."""
 
 FAULT_HELP: dict[str, str] = {
     "delay": "long-tail message latency spikes",
@@ -36,6 +49,13 @@ FAULT_HELP: dict[str, str] = {
     "torn": "a crash keeps only a random prefix of writes not yet fsynced",
     "pause": "process pause (GC/VM stall) and resume",
     "skew": "per-node clock drift: tick rates differ by up to MAX_DRIFT",
+    "corrupt": "a synced sector is damaged, then the node crashes; recovery detects it and "
+    "the node stays down (fail-stop)",
+    "misdirect": "a synced write lands on another record; the next recovery detects it and "
+    "the node stays down (fail-stop)",
+    "lost-write": "lying disk (off in 'all'): a synced write silently never reaches the disk",
+    "lying-fsync": "lying disk (off in 'all'): fsync succeeds, data stays in a volatile cache "
+    "that a crash loses",
 }
 
 PARTITION_SHAPES: tuple[str, ...] = ("halves", "isolate", "bridge", "one-way", "isolate-leader")
@@ -46,6 +66,9 @@ LEADER_TARGET_P = 0.5
 """Share of crashes and pauses aimed at whichever node leads when the fault starts
 (Jepsen-style targeting; protocols report their leader through an optional ``status()``)."""
 DISCRETE_KINDS: tuple[str, ...] = ("partition", "crash", "pause")
+DISK_FAULT_CRASH_US = (1_000, 200_000)
+"""A disk fault event ends with a crash of its node this long (uniform) after it starts, so
+that recovery reads the damaged disk."""
 MAX_DRIFT = 0.05
 """Bound on per-node clock drift: a node's tick period is within ±5% of nominal."""
 
@@ -58,24 +81,31 @@ def parse_faults(text: str) -> frozenset[str]:
     """Parse ``all``, ``none`` or a comma-separated list of fault kinds."""
     text = text.strip()
     if text == "all":
-        return frozenset(FAULT_KINDS)
+        return DEFAULT_KINDS
     if text in ("none", ""):
         return frozenset()
     names = [part.strip() for part in text.split(",") if part.strip()]
+    kinds: set[str] = set()
     for name in names:
-        if name not in FAULT_KINDS:
+        if name == "all":
+            kinds |= DEFAULT_KINDS
+        elif name in FAULT_KINDS:
+            kinds.add(name)
+        else:
             raise FaultSpecError(
                 f"unknown fault {name!r}; valid: {', '.join(FAULT_KINDS)}, all, none"
             )
-    return frozenset(names)
+    return frozenset(kinds)
 
 
 def format_faults(faults: frozenset[str]) -> str:
     """The ``--faults`` spelling of a fault set (stable order)."""
     if not faults:
         return "none"
-    if faults == frozenset(FAULT_KINDS):
+    if faults == DEFAULT_KINDS:
         return "all"
+    if faults > DEFAULT_KINDS:
+        return ",".join(["all", *(k for k in FAULT_KINDS if k in faults - DEFAULT_KINDS)])
     return ",".join(k for k in FAULT_KINDS if k in faults)
 
 
@@ -111,6 +141,8 @@ class FaultEvent:
     def describe(self) -> str:
         """One line for humans."""
         span = f"{self.start_us / 1000:.0f}-{self.end_us / 1000:.0f} ms"
+        if self.shape.startswith("nemesis:"):
+            return f"{self.shape} {self.kind} node {self.node} at {span}"
         if self.shape == "isolate-leader":
             return f"partition isolate-leader at {span} (fallback node {self.node})"
         if self.kind == "partition":
@@ -148,7 +180,7 @@ class Schedule:
             "delay": net.delay_p > 0,
             "reorder": net.reorder,
             "skew": any(self.drift),
-            "torn": "torn" in self.faults and "crash" in used,
+            "torn": "torn" in self.faults and bool(used & {"crash", *DISK_KINDS}),
         }
         used.update(k for k, on in flags.items() if on)
         return frozenset(used)
@@ -229,15 +261,24 @@ class Schedule:
 
 
 def generate(
-    seed: int, nodes: int, clients: int, fault_ms: int, faults: frozenset[str]
+    seed: int,
+    nodes: int,
+    clients: int,
+    fault_ms: int,
+    faults: frozenset[str],
+    intensity: float = 1.0,
 ) -> Schedule:
-    """Draw a schedule from ``seed`` (its own RNG stream, independent of the run's)."""
+    """Draw a schedule from ``seed`` (its own RNG stream, independent of the run's).
+
+    ``intensity`` scales the network fault probabilities and the number of discrete events
+    (swarm testing); at 1.0 the draws are the classic ones.
+    """
     rng = random.Random(f"pnyx-schedule:{seed}")
     node_ids = list(range(1, nodes + 1))
     net = NetworkFaults(
-        drop_p=rng.uniform(0.02, 0.2) if "drop" in faults else 0.0,
-        duplicate_p=rng.uniform(0.01, 0.08) if "duplicate" in faults else 0.0,
-        delay_p=rng.uniform(0.01, 0.08) if "delay" in faults else 0.0,
+        drop_p=_scaled(rng.uniform(0.02, 0.2), intensity) if "drop" in faults else 0.0,
+        duplicate_p=_scaled(rng.uniform(0.01, 0.08), intensity) if "duplicate" in faults else 0.0,
+        delay_p=_scaled(rng.uniform(0.01, 0.08), intensity) if "delay" in faults else 0.0,
         delay_max_us=rng.randrange(20_000, 300_000) if "delay" in faults else 0,
         reorder="reorder" in faults,
     )
@@ -247,10 +288,38 @@ def generate(
     for kind in DISCRETE_KINDS:
         if kind not in faults:
             continue
-        for _ in range(rng.randrange(1, max(2, fault_ms // 600) + 1)):
+        count = rng.randrange(1, max(2, fault_ms // 600) + 1)
+        for _ in range(max(1, round(count * intensity))):
             events.append(_draw_event(rng, kind, node_ids, fault_us))
+    events += _draw_disk_events(seed, faults, node_ids, fault_us)
     events.sort(key=lambda e: (e.start_us, e.kind, e.node))
     return Schedule(nodes, clients, fault_ms, faults, net, drift, tuple(events))
+
+
+def _scaled(p: float, intensity: float) -> float:
+    return min(0.5, p * intensity)
+
+
+def _draw_disk_events(
+    seed: int, faults: frozenset[str], node_ids: list[int], fault_us: int
+) -> list[FaultEvent]:
+    """At most one disk fault per kind and run, each ending in a crash of its node.
+
+    Detected damage stops a node for good, so ``corrupt`` and ``misdirect`` together hit a
+    single node: a run never loses more than one node to a damaged disk.
+    """
+    rng = random.Random(f"pnyx-disk-schedule:{seed}")
+    damaged = node_ids[rng.randrange(0, len(node_ids))]
+    events: list[FaultEvent] = []
+    for kind in DISK_KINDS:
+        if kind not in faults or rng.random() < 0.5:
+            continue
+        node = damaged if kind in ("corrupt", "misdirect") else rng.choice(node_ids)
+        start_us = rng.randrange(fault_us // 10, max(fault_us // 10 + 1, fault_us * 8 // 10))
+        lo, hi = DISK_FAULT_CRASH_US
+        end_us = min(start_us + rng.randrange(lo, hi), fault_us)
+        events.append(FaultEvent(kind, start_us, end_us, node=node))
+    return events
 
 
 def _draw_event(rng: random.Random, kind: str, node_ids: list[int], fault_us: int) -> FaultEvent:
@@ -274,8 +343,15 @@ def _draw_event(rng: random.Random, kind: str, node_ids: list[int], fault_us: in
 
 def isolate(node: int, node_ids: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
     """Links that cut ``node`` from every other node, both ways."""
-    others = [n for n in node_ids if n != node]
-    return tuple(sorted({(node, o) for o in others} | {(o, node) for o in others}))
+    return split((node,), node_ids)
+
+
+def split(group: tuple[int, ...], node_ids: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """Links that cut the nodes of ``group`` from every node outside it, both ways."""
+    inside = set(group)
+    others = [n for n in node_ids if n not in inside]
+    links = {(a, b) for a in inside for b in others} | {(b, a) for a in inside for b in others}
+    return tuple(sorted(links))
 
 
 def _cut(rng: random.Random, shape: str, node_ids: list[int]) -> tuple[tuple[int, int], ...]:

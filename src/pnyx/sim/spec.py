@@ -8,7 +8,8 @@ every event (safety), during the heal phase (liveness) and at the end (history c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,6 +63,10 @@ class World(Protocol):
         """The node's state machine (rebuilt empty on restart), if the protocol has one."""
         ...
 
+    def stopped(self, node_id: int) -> bool:
+        """True once the node refused to recover from a damaged disk (down for good)."""
+        ...
+
 
 class Monitor:
     """A protocol's invariants and liveness conditions.  Override what applies."""
@@ -86,6 +91,13 @@ class Monitor:
     def at_end(self, world: World) -> Violation | None:
         """Checks over the whole run (e.g. linearizability of the client history)."""
         return None
+
+    def unknowns(self) -> list[str]:
+        """Checks of this run that could not decide (e.g. a checker that timed out).
+
+        Not a violation of the run, but counted: a seed set fails when too many are unknown.
+        """
+        return []
 
 
 ServiceHandler = Callable[[Node, StateMachine | None, Any], None]
@@ -112,3 +124,13 @@ class ProtocolSpec:
     default_clients: int = 3
     broken: bool = False
     """True for deliberately broken variants that the simulator is expected to catch."""
+    draw_settings: Callable[[random.Random], dict[str, Any]] | None = None
+    """Swarm testing: draw protocol settings for one seed (see :mod:`pnyx.sim.swarm`)."""
+    configure: Callable[[Mapping[str, Any]], ProtocolSpec] | None = None
+    """This spec with drawn settings applied (required with ``draw_settings``)."""
+    make_nemesis: Callable[[frozenset[str]], Any] | None = None
+    """Builds the protocol-aware :class:`~pnyx.sim.nemesis.Nemesis` for the given rules."""
+    nemesis_rules: tuple[str, ...] = ()
+    """Names of the nemesis rules ``make_nemesis`` understands."""
+    swarm_nodes: tuple[int, ...] = ()
+    """Cluster sizes a swarm seed draws from (empty: always ``default_nodes``)."""

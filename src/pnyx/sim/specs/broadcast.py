@@ -14,13 +14,16 @@ class BroadcastMonitor(Monitor):
     """Integrity (no duplicate, no invented message) and agreement (all deliver everything).
 
     A restarted node's state machine starts empty and the node replays its log into it,
-    so a node's delivered set is reset on restart: exactly once per incarnation.
+    so a node's delivered set is reset on restart: exactly once per incarnation.  A node
+    that stopped on a damaged disk is faulty and owes no deliveries.
     """
 
     def __init__(self, node_ids: tuple[int, ...]) -> None:
         self.node_ids = node_ids
         self.delivered: dict[int, set[str]] = {n: set() for n in node_ids}
         self.everywhere: set[str] = set()
+        self.ever: dict[int, set[str]] = {n: set() for n in node_ids}
+        """node -> what it delivered in any incarnation."""
         self._invoked: set[str] = set()
         self._seen_history = 0
 
@@ -36,6 +39,7 @@ class BroadcastMonitor(Monitor):
         if not self._was_broadcast(world, entry.msg_id):
             return Violation("no-creation", f"node {node_id} delivered unknown {entry.msg_id}")
         mine.add(entry.msg_id)
+        self.ever[node_id].add(entry.msg_id)
         self.everywhere.add(entry.msg_id)
         return None
 
@@ -44,8 +48,16 @@ class BroadcastMonitor(Monitor):
 
     def liveness(self, world: World) -> str | None:
         acked = {e.value for e in world.history if e.type == "ok"}
-        must = self.everywhere | acked
+        stopped = [n for n in self.node_ids if world.stopped(n)]
+        # A node stopped on a damaged disk is faulty: what only it delivered (and acknowledged)
+        # is owed to no one.
+        only_stopped = set().union(*(self.ever[n] for n in stopped)) - set().union(
+            *(self.ever[n] for n in self.node_ids if n not in stopped)
+        )
+        must = (self.everywhere | acked) - only_stopped
         for node_id in self.node_ids:
+            if world.stopped(node_id):
+                continue  # down for good on a damaged disk: not a correct process
             missing = must - self.delivered[node_id]
             if missing:
                 return f"node {node_id} has not delivered {len(missing)}: {sorted(missing)[:5]}"

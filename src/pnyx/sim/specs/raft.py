@@ -11,16 +11,26 @@ history must be linearizable against the ``kv`` model.
 
 from __future__ import annotations
 
+import dataclasses
+import random
+from collections.abc import Mapping
 from typing import Any
 
-from pnyx.core import CLIENT_ID_BASE, Apply, DurableState, Restore, Rng
+from pnyx.core import CLIENT_ID_BASE, Apply, DurableState, LogAppend, Ready, Restore, Rng
 from pnyx.core.node import StateMachine
 from pnyx.protocols.raft.client import KvClient
 from pnyx.protocols.raft.config import MUTANTS, SESSION_NO_DEDUP, RaftConfig
 from pnyx.protocols.raft.kv import KvStateMachine
-from pnyx.protocols.raft.messages import ENTRY_COMMAND
+from pnyx.protocols.raft.messages import (
+    ENTRY_COMMAND,
+    ENTRY_CONFIG,
+    ConfigData,
+    InstallSnapshot,
+    VoteResponse,
+)
 from pnyx.protocols.raft.node import LEADER, RaftNode
 from pnyx.protocols.raft.services import serve
+from pnyx.sim.nemesis import Strike
 from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
 
 SIM_CONFIG = RaftConfig(
@@ -46,6 +56,14 @@ class RaftMonitor(Monitor):
         self.leader_of_term: dict[int, int] = {}
         self.committed: dict[int, int] = {}
         """index -> term of every entry some node has committed."""
+        self.commit_seen_term: dict[int, int] = {}
+        """index -> the lowest current term of a node seen holding the index committed: the
+        entry was committed in that term or earlier (Leader Completeness binds only the
+        leaders of later terms)."""
+        self.leader_seen: dict[int, tuple[int, int]] = {}
+        """term -> (leader, node that reported it): the leader nodes believe in per term."""
+        self.unknown: list[str] = []
+        """Checks that could not decide (e.g. the linearizability checker timed out)."""
         self.entries: dict[tuple[int, int], tuple[int | None, Any]] = {}
         """(index, term) -> (term of the entry before it, the entry)."""
         self.applied: dict[int, Any] = {}
@@ -125,6 +143,9 @@ class RaftMonitor(Monitor):
             return f"members behind leader commit {leader.commit}: {', '.join(behind)}"
         return None
 
+    def unknowns(self) -> list[str]:
+        return list(self.unknown)
+
     def at_end(self, world: World) -> Violation | None:
         from pnyx.check.history import History
         from pnyx.check.linearizability import check_linearizable
@@ -134,6 +155,8 @@ class RaftMonitor(Monitor):
         result = check_linearizable(history, KVModel(), timeout_s=LINEARIZABILITY_TIMEOUT_S)
         if result.verdict == "not-linearizable":
             return Violation("linearizability", result.explain())
+        if result.verdict != "linearizable":
+            self.unknown.append(f"linearizability {result.verdict}: {result.explain()}")
         return None
 
     # -- invariants ---------------------------------------------------------------------------
@@ -153,6 +176,9 @@ class RaftMonitor(Monitor):
             violation = self._check_leader(node)
             if violation is not None:
                 return violation
+        violation = self._check_leader_seen(node)
+        if violation is not None:
+            return violation
         committed_term = self.committed.get(log.offset)
         if log.offset and committed_term is not None and committed_term != log.offset_term:
             return Violation(
@@ -179,13 +205,33 @@ class RaftMonitor(Monitor):
             return None
         self._leaders_checked.add((node.node_id, node.term))
         log = node.log
+        seen_term = self.commit_seen_term
         for index, term in self.committed.items():
+            # Only entries committed before this leader's term bind it: a paused candidate
+            # may legally win an older term after a later term committed more.
+            if seen_term.get(index, node.term) >= node.term:
+                continue
             if index > log.offset and log.term(index) != term:
                 return Violation(
                     "leader-completeness",
                     f"leader {node.node_id} of term {node.term} has term {log.term(index)} "
-                    f"at {index}, where term {term} was committed",
+                    f"at {index}, where term {term} was committed in term "
+                    f"{seen_term[index]} or earlier",
                 )
+        return None
+
+    def _check_leader_seen(self, node: RaftNode) -> Violation | None:
+        """At most one leader per term, as any node sees it (its ``leader`` in its term)."""
+        leader = node.leader
+        if leader <= 0:
+            return None
+        known = self.leader_seen.setdefault(node.term, (leader, node.node_id))
+        if known[0] != leader:
+            return Violation(
+                "election-safety",
+                f"node {known[1]} saw {known[0]} lead term {node.term}, "
+                f"node {node.node_id} saw {leader}",
+            )
         return None
 
     def _check_entries(self, node: RaftNode, start: int) -> Violation | None:
@@ -213,6 +259,9 @@ class RaftMonitor(Monitor):
                     f"node {node.node_id} commit {node.commit} beyond its log end {log.last_index}",
                 )
             known = self.committed.setdefault(index, term)
+            seen = self.commit_seen_term.get(index)
+            if seen is None or node.term < seen:
+                self.commit_seen_term[index] = node.term
             if known != term:
                 return Violation(
                     "state-machine-safety",
@@ -222,27 +271,161 @@ class RaftMonitor(Monitor):
         return None
 
 
+# -- swarm settings and the protocol-aware nemesis ------------------------------------------
+
+CLIENT_SETTINGS = ("admin_probability", "max_think_ticks", "retry_ticks")
+"""Swarm settings that shape the client mix (``KvClient`` arguments)."""
+
+
+def draw_raft_settings(rng: random.Random) -> dict[str, Any]:
+    """One swarm seed's Raft settings: protocol switches, windows, thresholds, client mix."""
+    check_quorum = rng.random() < 0.8
+    settings: dict[str, Any] = {
+        "pre_vote": rng.random() < 0.7,
+        "check_quorum": check_quorum,
+        "lease_reads": check_quorum and rng.random() < 0.5,
+        "max_inflight_msgs": rng.choice((1, 2, 4, 8)),
+        "max_entries_per_msg": rng.choice((1, 4, 8, 64)),
+        "snapshot_threshold_entries": rng.choice((8, 32, 200)),
+        "election_jitter_ticks": rng.choice((2, 4, 10)),
+        "admin_probability": rng.choice((0.0, 0.1, 0.35, 0.7)),
+        "max_think_ticks": rng.choice((0, 3, 10)),
+        "retry_ticks": rng.choice((4, 8, 16)),
+    }
+    if "buggify" in {f.name for f in dataclasses.fields(RaftConfig)}:
+        settings["buggify"] = rng.random() < 0.3
+    return settings
+
+
+NEMESIS_RULES: tuple[str, ...] = (
+    "vote-crash",
+    "joint-isolate",
+    "joint-split",
+    "read-pause",
+    "read-isolate",
+    "append-crash",
+    "snapshot-echo",
+)
+"""``vote-crash``: crash a node right after it sends a granted vote (it restarts quickly);
+``joint-isolate``: isolate a leader the moment it appends a joint configuration;
+``joint-split``: at that moment, cut the leader and the incoming voters off from the rest;
+``read-pause``: pause a leader just before it answers a read (half the time also cut off
+from its peers, longer than the pause);
+``read-isolate``: cut a leader off from its peers (clients still reach it) as it answers
+a read;
+``append-crash``: crash a leader right after it sends new entries (Figure 8 histories);
+``snapshot-echo``: deliver a snapshot chunk again much later (a stale duplicate)."""
+
+
+class RaftNemesis:
+    """Proposes strikes at the moments Raft is vulnerable (see :data:`NEMESIS_RULES`)."""
+
+    def __init__(self, rules: frozenset[str]) -> None:
+        unknown = rules - set(NEMESIS_RULES)
+        if unknown:
+            raise ValueError(f"unknown raft nemesis rules {sorted(unknown)}")
+        self.rules = rules
+
+    def on_batch(
+        self, world: World, node_id: int, ready: Ready, rng: random.Random
+    ) -> Strike | None:
+        node = world.node(node_id)
+        if not isinstance(node, RaftNode):
+            return None
+        rules = self.rules
+        leading = node.role == LEADER
+        if "vote-crash" in rules and _grants_vote(ready):
+            return Strike("crash", node_id, rng.randrange(1_000, 30_000), "vote-crash")
+        joint = _appended_joint(ready) if leading else None
+        if joint is not None and "joint-split" in rules and rng.random() < 0.5:
+            incoming = tuple(sorted(set(joint.voters) - set(joint.outgoing) - {node_id}))
+            group = (node_id, *incoming)
+            return Strike("split", node_id, rng.randrange(50_000, 300_000), "joint-split", group)
+        if joint is not None and "joint-isolate" in rules:
+            return Strike("isolate", node_id, rng.randrange(30_000, 300_000), "joint-isolate")
+        if leading and _serves_read(ready):
+            if "read-pause" in rules and rng.random() < 0.5:
+                pause_us = rng.randrange(100_000, 400_000)
+                cut_us = pause_us + rng.randrange(0, 300_000) if rng.random() < 0.5 else 0
+                return Strike("pause", node_id, pause_us, "read-pause", isolate_us=cut_us)
+            if "read-isolate" in rules:
+                return Strike("isolate", node_id, rng.randrange(100_000, 500_000), "read-isolate")
+        if leading and "append-crash" in rules and ready.send and _appends_commands(ready):
+            return Strike("crash", node_id, rng.randrange(5_000, 150_000), "append-crash")
+        if "snapshot-echo" in rules and any(type(s.msg) is InstallSnapshot for s in ready.send):
+            return Strike("echo", node_id, rng.randrange(50_000, 500_000), "snapshot-echo")
+        return None
+
+
+def _grants_vote(ready: Ready) -> bool:
+    return any(
+        type(s.msg) is VoteResponse and s.msg.granted and not s.msg.pre_vote for s in ready.send
+    )
+
+
+def _appended_joint(ready: Ready) -> ConfigData | None:
+    """The joint configuration (C_old,new) this batch appends, if any."""
+    for op in ready.persist:
+        if type(op) is LogAppend:
+            for entry in op.entries:
+                data = getattr(entry, "data", None)
+                if entry.kind == ENTRY_CONFIG and isinstance(data, ConfigData) and data.outgoing:
+                    return data
+    return None
+
+
+def _serves_read(ready: Ready) -> bool:
+    return any(
+        isinstance(item, Apply) and item.read_only and item.reply_to is not None
+        for item in ready.apply
+    )
+
+
+def _appends_commands(ready: Ready) -> bool:
+    return any(
+        type(op) is LogAppend and any(e.kind == ENTRY_COMMAND for e in op.entries)
+        for op in ready.persist
+    )
+
+
 def raft_spec(
     mutants: frozenset[str] = frozenset(),
     config: RaftConfig | None = None,
     membership: bool = True,
     name: str = "raft",
+    client_options: Mapping[str, Any] | None = None,
 ) -> ProtocolSpec:
-    """The Raft spec; ``mutants`` (names from ``MUTANTS``) breaks it on purpose (tests only)."""
+    """The Raft spec; ``mutants`` (names from ``MUTANTS``) breaks it on purpose (tests only).
+
+    ``client_options`` are passed to every ``KvClient`` (swarm: the client mix).
+    """
     unknown = mutants - MUTANTS
     assert not unknown, f"unknown mutants {sorted(unknown)}; valid: {sorted(MUTANTS)}"
     base = config or SIM_CONFIG
-    node_config = RaftConfig(**{**base.__dict__, "mutants": mutants})
+    node_config = dataclasses.replace(base, mutants=mutants)
     dedup = SESSION_NO_DEDUP not in mutants
+    client_kwargs = dict(client_options or {})
 
     def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> Any:
         return RaftNode(node_id, peers, rng, durable, node_config)
 
     def make_client(client_id: int, node_ids: tuple[int, ...], rng: Rng) -> Any:
-        return KvClient(client_id, node_ids, rng, admin=membership and client_id == CLIENT_ID_BASE)
+        admin = membership and client_id == CLIENT_ID_BASE
+        return KvClient(client_id, node_ids, rng, admin=admin, **client_kwargs)
 
     def make_sm() -> StateMachine:
         return KvStateMachine(dedup=dedup)
+
+    def configure(settings: Mapping[str, Any]) -> ProtocolSpec:
+        clients = {k: v for k, v in settings.items() if k in CLIENT_SETTINGS}
+        protocol = {k: v for k, v in settings.items() if k not in CLIENT_SETTINGS}
+        return raft_spec(
+            mutants,
+            dataclasses.replace(base, **protocol),
+            membership,
+            name,
+            {**client_kwargs, **clients},
+        )
 
     return ProtocolSpec(
         name=name,
@@ -255,6 +438,11 @@ def raft_spec(
         default_nodes=5,
         default_clients=3,
         broken=bool(mutants),
+        draw_settings=draw_raft_settings,
+        configure=configure,
+        make_nemesis=RaftNemesis,
+        nemesis_rules=NEMESIS_RULES,
+        swarm_nodes=(3, 5, 5, 7),
     )
 
 

@@ -1,0 +1,95 @@
+"""Protocol-aware faults: a nemesis sees each Ready batch as it is carried out and strikes.
+
+Random schedules rarely line a fault up with the moment a protocol is vulnerable (a crash
+right after a vote is granted, a partition the instant a joint configuration is appended,
+a pause just before a leader answers a read).  A :class:`Nemesis` looks at every batch a
+node is about to carry out and may answer with one :class:`Strike`:
+
+- ``crash``: carry the batch out (its messages leave), then crash the node; it restarts
+  from its disk after ``duration_us``;
+- ``pause``: pause the node *before* the batch is carried out (its persist is already
+  durable; sends, applies and replies wait) and resume it after ``duration_us``; with
+  ``isolate_us`` the node is also cut off from its peers (not from clients) that long;
+- ``isolate``: cut the node off from every other node for ``duration_us``, then carry
+  the batch out (its peer messages are lost);
+- ``split``: cut ``group`` (which holds the node) off from the other nodes for
+  ``duration_us``, then carry the batch out;
+- ``drop``: carry the batch out without its peer messages (client replies still go);
+- ``echo``: carry the batch out and deliver its peer messages once more, ``duration_us``
+  later (a very late duplicate).
+
+Which rules run, how often they may fire and how many strikes a run gets are drawn per
+seed (:mod:`pnyx.sim.swarm`); the nemesis's own randomness is a separate RNG stream, so a
+seed replays exactly.  Strikes happen only in the fault phase.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+from pnyx.core import Ready
+from pnyx.sim.spec import World
+
+STRIKE_KINDS: tuple[str, ...] = ("crash", "pause", "isolate", "split", "drop", "echo")
+
+
+@dataclass(frozen=True)
+class Strike:
+    """What the nemesis does to ``node`` at this batch, and for how long."""
+
+    kind: str
+    node: int
+    duration_us: int
+    rule: str
+    group: tuple[int, ...] = ()
+    """``split``: the nodes cut off together (the others form the other side)."""
+    isolate_us: int = 0
+    """``pause``: also cut the node off from its peers for this long (0: not)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in STRIKE_KINDS:
+            raise ValueError(f"unknown strike {self.kind!r}; valid: {', '.join(STRIKE_KINDS)}")
+        if self.duration_us < 0 or self.isolate_us < 0:
+            raise ValueError(f"strike durations must not be negative: {self!r}")
+        if self.kind == "split" and self.node not in self.group:
+            raise ValueError(f"split group {self.group} must hold node {self.node}")
+
+    def describe(self) -> str:
+        """One line for humans."""
+        span = f"{self.duration_us / 1000:.1f} ms"
+        return f"nemesis {self.rule}: {self.kind} node {self.node} for {span}"
+
+
+class Nemesis(Protocol):
+    """Looks at each batch a node is about to carry out and proposes a strike.
+
+    The simulator decides whether a proposed strike happens (the run's firing probability
+    and strike budget); a nemesis proposes only for the rules it was built with.
+    """
+
+    def on_batch(
+        self, world: World, node_id: int, ready: Ready, rng: random.Random
+    ) -> Strike | None:
+        """A strike at this batch of ``node_id``, or None."""
+        ...
+
+
+@dataclass(frozen=True)
+class NemesisPlan:
+    """Which rules run in a run, how likely each fires at a matching batch, and the budget."""
+
+    rules: frozenset[str]
+    fire_p: float = 0.5
+    max_strikes: int = 4
+
+    def describe(self) -> str:
+        """One line for humans."""
+        if not self.rules:
+            return "nemesis: off"
+        names = ", ".join(sorted(self.rules))
+        return f"nemesis: {names} (fire p={self.fire_p:.2f}, at most {self.max_strikes} strikes)"
+
+
+NO_NEMESIS = NemesisPlan(frozenset(), 0.0, 0)
