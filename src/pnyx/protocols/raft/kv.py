@@ -70,8 +70,15 @@ class KvStore:
         self.data: dict[str, Any] = {}
 
     def apply(self, op: Any) -> Any:
+        """Apply one operation.  A malformed one (a client's mistake that reached the log)
+        gets an error result, the same on every replica, instead of raising."""
         if type(op) is not KvOp:
-            op = msgspec.convert(op, KvOp)  # crossed a wire untyped
+            try:
+                op = msgspec.convert(op, KvOp)  # crossed a wire untyped
+            except msgspec.ValidationError as exc:
+                return {"error": f"malformed operation: {exc}"}
+        if type(op.key) is not str:
+            return {"error": f"key {op.key!r} is not a string"}
         data = self.data
         kind = op.kind
         if kind == GET:
@@ -80,7 +87,10 @@ class KvStore:
             data[op.key] = op.value
             return None
         if kind == APPEND:
-            data[op.key] = data.get(op.key, ABSENT) + op.value
+            current = data.get(op.key, ABSENT)
+            if type(current) is not str or type(op.value) is not str:
+                return {"error": f"append needs strings, not {op.value!r} to {current!r}"}
+            data[op.key] = current + op.value
             return None
         if kind == CAS:
             if data.get(op.key, ABSENT) != op.expected:

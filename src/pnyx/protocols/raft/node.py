@@ -17,6 +17,7 @@ from pnyx.core import (
     Apply,
     ClientReply,
     DurableState,
+    InvalidMessage,
     LogAppend,
     LogCompact,
     Message,
@@ -63,6 +64,7 @@ from pnyx.protocols.raft.messages import (
     VoteResponse,
 )
 from pnyx.protocols.raft.progress import PROBE, REPLICATE, SNAPSHOT, Progress
+from pnyx.protocols.raft.validate import check_client_message, check_peer_message
 
 FOLLOWER = "follower"
 PRE_CANDIDATE = "pre-candidate"
@@ -101,6 +103,7 @@ class RaftNode:
     ) -> None:
         assert node_id > 0 and node_id in peers, f"node {node_id} not among peers {peers}"
         self.node_id = node_id
+        self._peer_ids = frozenset(peers)
         self.cfg = config or RaftConfig()
         self._mutants = self.cfg.mutants
         self._rng = rng
@@ -195,10 +198,17 @@ class RaftNode:
     # -- the node contract --------------------------------------------------------------------
 
     def step(self, msg: Message, from_id: int) -> None:
-        """Handle one message from a peer or a client."""
+        """Handle one message from a peer or a client.
+
+        Raises :class:`pnyx.core.InvalidMessage`, before changing any state, for a message
+        no correct sender produces: a client request from a node id, a peer message from a
+        client id or from an unknown node, nonsense fields (see ``validate.py``).
+        """
         if is_client(from_id):
+            check_client_message(msg)
             self._on_client(msg, from_id)
             return
+        msg = self._admit_peer(msg, from_id)
         term: int = msg.term  # type: ignore[attr-defined]
         if term > self.term:
             if not self._accept_higher_term(msg, from_id):
@@ -206,6 +216,24 @@ class RaftNode:
         elif term < self.term and not self._answer_lower_term(msg, from_id):
             return
         self._handlers[type(msg)](msg, from_id)
+
+    def _admit_peer(self, msg: Message, from_id: int) -> Message:
+        """``msg`` checked and normalised, or InvalidMessage (nothing changed yet)."""
+        if from_id == self.node_id or not self._known_node(from_id):
+            raise InvalidMessage(
+                f"{type(msg).__name__} from node {from_id}, which is not a peer of node "
+                f"{self.node_id} (known: {sorted(self._peer_ids)})"
+            )
+        return check_peer_message(msg)
+
+    def _known_node(self, node: int) -> bool:
+        """Among the run's peers or a member of some configuration this node has seen."""
+        if node in self._peer_ids:
+            return True
+        log = self.log
+        if node in log.snapshot_config.members:
+            return True
+        return any(node in conf.members for _, conf in log.configs)
 
     def tick(self) -> None:
         """One logical tick: election timer, or heartbeats and check-quorum when leading."""
