@@ -6,40 +6,32 @@ import os
 
 import pytest
 
+from pnyx.core import DurableState, LogAppend, PutRecord
+from pnyx.protocols.raft import config as raft_config
 from pnyx.protocols.raft.config import MUTANTS
+from pnyx.protocols.raft.messages import HARD_STATE_KEY, Entry, HardState
+from pnyx.protocols.raft.node import LEADER, RaftNode
 from pnyx.sim.catalog import get_spec
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.schedule import parse_faults
-from pnyx.sim.specs.raft import RAFT, raft_spec
+from pnyx.sim.specs.raft import RAFT, SIM_CONFIG, RaftMonitor, raft_spec
 
 ALL = parse_faults("all")
 SOAK = bool(os.environ.get("PNYX_SOAK"))
 SEEDS = 500
 SOAK_SEEDS = 10_000
 MUTANT_SEED_BUDGET = 200
-
-DIRECTED_ONLY = frozenset(
-    {"vote_not_persisted", "read_index_no_heartbeat", "joint_counts_new_only"}
-)
-"""Mutants whose failure needs a coincidence random schedules rarely line up within the
-budget; directed scenarios in test_mutants.py pin them (README: bug catalogue)."""
-SIM_CAUGHT = sorted(MUTANTS - DIRECTED_ONLY)
-"""Mutants the randomized simulator catches within the budget."""
+MUTANT_PROPERTIES: dict[str, str] = getattr(raft_config, "MUTANT_PROPERTIES", {})
+"""mutant -> the violation (monitor property name) it must be caught by."""
 
 
-def test_catalogue_has_at_least_ten_sim_caught_mutants() -> None:
-    assert len(SIM_CAUGHT) >= 10, SIM_CAUGHT
-
-
-def _first_catch(mutant: str, budget: int) -> tuple[int, str] | None:
+def _first_catch(mutant: str, budget: int) -> tuple[int, str, str] | None:
+    """First swarm seed below ``budget`` that the mutant fails: (seed, property, detail)."""
     spec = raft_spec(frozenset({mutant}))
     for seed in range(budget):
-        try:
-            violation = run_sim(spec, SimConfig(seed=seed, faults=ALL)).violation
-        except AssertionError as exc:  # a node's own invariant assertion fired
-            return seed, f"assertion: {exc}"
+        violation = run_sim(spec, SimConfig(seed=seed, faults=ALL, swarm=True)).violation
         if violation is not None:
-            return seed, str(violation)
+            return seed, violation.prop, violation.detail
     return None
 
 
@@ -92,9 +84,91 @@ def test_runs_exercise_snapshots_and_membership_changes() -> None:
     assert ops > 300 and snapshots > 20 and joint > 0, (ops, snapshots, joint)
 
 
+def test_every_mutant_names_the_property_it_violates() -> None:
+    assert set(MUTANT_PROPERTIES) == set(MUTANTS)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mutant", SIM_CAUGHT)
-def test_mutant_is_caught_within_budget(mutant: str) -> None:
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_mutant_is_caught_by_its_property_within_budget(mutant: str) -> None:
+    """Random swarm seeds (no directed scenario) catch the mutant by the right property."""
     caught = _first_catch(mutant, MUTANT_SEED_BUDGET)
-    assert caught is not None, f"{mutant} survived {MUTANT_SEED_BUDGET} seeds"
-    assert raft_spec(frozenset({mutant})).broken
+    assert caught is not None, f"{mutant} survived {MUTANT_SEED_BUDGET} swarm seeds"
+    seed, prop, detail = caught
+    expected = MUTANT_PROPERTIES.get(mutant)
+    assert prop == expected, (
+        f"{mutant} caught at seed {seed} by {prop} (expected {expected}): {detail}; "
+        f"replay: pnyx sim raft --seed {seed} --swarm (with the mutant)"
+    )
+
+
+@pytest.mark.slow
+def test_swarm_seeds_of_the_correct_protocol_are_clean() -> None:
+    bad = []
+    for seed in range(MUTANT_SEED_BUDGET):
+        result = run_sim(RAFT, SimConfig(seed=seed, faults=ALL, swarm=True))
+        if not result.ok:
+            bad.append(f"pnyx sim raft --seed {seed} --swarm: {result.violation}")
+    assert not bad, bad[:5]
+
+
+# -- leader completeness binds only leaders of later terms (issue item 20) ------------------
+
+
+class _Rng:
+    def randrange(self, start: int, stop: int | None = None) -> int:
+        return start
+
+    def random(self) -> float:
+        return 0.0
+
+
+def _node(node_id: int, term: int, entry_terms: list[int], commit: int = 0) -> RaftNode:
+    """A node in ``term`` whose log has entries of ``entry_terms`` and ``commit``."""
+    durable = DurableState()
+    durable.apply(LogAppend(1, tuple(Entry(t) for t in entry_terms)))
+    durable.apply(PutRecord(HARD_STATE_KEY, HardState(term, 0, commit)))
+    node = RaftNode(node_id, (1, 2, 3), _Rng(), durable, SIM_CONFIG)
+    assert node.commit == commit and node.term == term
+    return node
+
+
+def _leader(node_id: int, term: int, entry_terms: list[int]) -> RaftNode:
+    node = _node(node_id, term, entry_terms)
+    node.role = LEADER
+    return node
+
+
+def test_a_stale_lower_term_leader_is_not_a_completeness_violation() -> None:
+    """Seed 20018's shape: term 6 committed index 2, then a paused term-4 candidate wins."""
+    monitor = RaftMonitor((1, 2, 3))
+    assert monitor._check_node(_node(2, 6, [1, 6], commit=2)) is None
+    assert monitor._check_node(_leader(1, 4, [1, 4])) is None
+
+
+def test_a_later_term_leader_missing_a_committed_entry_is_caught() -> None:
+    monitor = RaftMonitor((1, 2, 3))
+    assert monitor._check_node(_node(2, 6, [1, 6], commit=2)) is None
+    violation = monitor._check_node(_leader(1, 7, [1, 4]))
+    assert violation is not None and violation.prop == "leader-completeness"
+    assert "committed in term 6 or earlier" in violation.detail
+
+
+def test_commit_term_is_the_lowest_term_it_was_seen_in() -> None:
+    monitor = RaftMonitor((1, 2, 3))
+    monitor._check_node(_node(2, 6, [1, 6], commit=2))
+    monitor._check_node(_node(3, 5, [1, 6], commit=2))
+    assert monitor.commit_seen_term[2] == 5
+    violation = monitor._check_node(_leader(1, 6, [1, 4]))  # 6 is later than 5: bound
+    assert violation is not None and violation.prop == "leader-completeness"
+
+
+def test_two_leaders_of_one_term_seen_by_followers_are_caught() -> None:
+    monitor = RaftMonitor((1, 2, 3))
+    a = _node(2, 3, [1])
+    a.leader = 1
+    b = _node(3, 3, [1])
+    b.leader = 2
+    assert monitor._check_node(a) is None
+    violation = monitor._check_node(b)
+    assert violation is not None and violation.prop == "election-safety"

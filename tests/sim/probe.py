@@ -39,6 +39,8 @@ class ProbeNode(Outbox):
         self.lags: list[int] = []
         self.recovered_log_len = len(durable.log)
         self.recovered_record = durable.records.get("last")
+        self.synced_index = durable.last_index
+        """Last log index of a batch the runtime reported durable (``advance``)."""
         super().__init__()
 
     def step(self, msg: Message, from_id: int) -> None:
@@ -58,6 +60,11 @@ class ProbeNode(Outbox):
         self.sent += 1
         for peer in self.peers:
             self._ready.send.append(Send(peer, Seq(self.sent, self.ticks)))
+
+    def advance(self, ready: Ready) -> None:
+        for op in ready.persist:
+            if isinstance(op, LogAppend):
+                self.synced_index = max(self.synced_index, op.first_index + len(op.entries) - 1)
 
     def status(self) -> dict[str, Any]:
         """Every probe node names node 2 as the leader (for leader-targeted faults)."""
@@ -85,11 +92,18 @@ class IdleClient:
 
 
 class ProbeMonitor(Monitor):
-    """Records what restarts found on disk and counts invariant checks."""
+    """Records what restarts found on disk and counts invariant checks.
+
+    ``durable-log``: a restarted node recovers every log entry its previous incarnation was
+    told was durable (never a silently shorter log).
+    """
 
     def __init__(self, node_ids: tuple[int, ...]) -> None:
+        self.node_ids = node_ids
         self.recovered: list[tuple[int, Any]] = []
         self.after_event_calls = 0
+        self.synced: dict[int, int] = {}
+        self.shorter: list[str] = []
 
     def on_apply(
         self, world: World, node_id: int, item: Apply | Restore, result: Any
@@ -100,9 +114,19 @@ class ProbeMonitor(Monitor):
         node = world.node(node_id)
         assert isinstance(node, ProbeNode)
         self.recovered.append((node.recovered_log_len, node.recovered_record))
+        acknowledged = self.synced.get(node_id, 0)
+        if node.recovered_log_len < acknowledged:
+            self.shorter.append(
+                f"node {node_id} recovered {node.recovered_log_len} entries, "
+                f"{acknowledged} were acknowledged durable"
+            )
 
     def after_event(self, world: World) -> Violation | None:
         self.after_event_calls += 1
+        for node_id in self.node_ids:
+            node = world.node(node_id)
+            if isinstance(node, ProbeNode):
+                self.synced[node_id] = node.synced_index
         return None
 
 

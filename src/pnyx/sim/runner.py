@@ -77,6 +77,8 @@ class SimConfig:
     swarm: bool = False
     """Swarm testing: the seed draws its fault mix (within ``faults``), intensity, cluster
     size, protocol settings and nemesis rules (:mod:`pnyx.sim.swarm`)."""
+    nemesis: NemesisPlan | None = None
+    """Nemesis rules to run, overriding the swarm draw (directed tests); None: the draw's."""
 
     def resolve_swarm(self, spec: ProtocolSpec) -> SwarmDraw | None:
         """The swarm draw of this run's seed (None without ``swarm``)."""
@@ -235,6 +237,8 @@ class Simulation:
             self.swarm.catch_up_ticks if self.swarm is not None else MAX_CATCH_UP_TICKS
         )
         plan = self.swarm.nemesis if self.swarm is not None else NO_NEMESIS
+        if config.nemesis is not None:
+            plan = config.nemesis
         self._plan: NemesisPlan = plan
         self._nemesis: Any = None
         if plan.rules and spec.make_nemesis is not None:
@@ -748,6 +752,8 @@ class Simulation:
             return None
         self._strikes += 1
         self.stats.strikes += 1
+        if self._tracing:
+            self._trace_event("strike", hit.describe())
         return hit
 
     def _dynamic_fault(
@@ -782,8 +788,6 @@ class Simulation:
         if hit.kind == "crash":
             self._dynamic_fault(hit, "crash")
         elif hit.kind == "echo":
-            if self._tracing:
-                self._trace_event("fault", hit.describe())
             at_us = self._now_us + hit.duration_us
             for send in ready.send:
                 if send.to < CLIENT_ID_BASE:

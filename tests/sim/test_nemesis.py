@@ -1,0 +1,157 @@
+"""The nemesis hook strikes at the batch it names, with the effect each strike kind promises."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from pnyx.core import Ready
+from pnyx.protocols.raft.messages import VoteResponse
+from pnyx.protocols.raft.node import LEADER, RaftNode
+from pnyx.sim.nemesis import NemesisPlan, Strike
+from pnyx.sim.runner import SimConfig, Simulation
+from pnyx.sim.schedule import parse_faults
+from pnyx.sim.spec import World
+from pnyx.sim.specs.raft import RAFT, RaftNemesis
+from tests.sim.probe import PROBE, ProbeNode, Seq
+
+STRIKE_AT = 5
+"""The probe strikes at node 1's batch that sends its fifth ``Seq``."""
+
+
+class ProbeNemesis:
+    """Strikes node 1 at the batch carrying Seq(n=STRIKE_AT)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def on_batch(self, world: World, node_id: int, ready: Ready, rng: random.Random) -> Any:
+        if node_id != 1:
+            return None
+        if any(isinstance(s.msg, Seq) and s.msg.n == STRIKE_AT for s in ready.send):
+            return Strike(
+                self.kind, 1, 100_000, "probe", group=(1,) if self.kind == "split" else ()
+            )
+        return None
+
+
+def _run(kind: str) -> tuple[Simulation, list[tuple[Any, ...]]]:
+    spec = replace(PROBE, make_nemesis=lambda rules: ProbeNemesis(kind), nemesis_rules=("probe",))
+    plan = NemesisPlan(frozenset({"probe"}), fire_p=1.0, max_strikes=1)
+    sim = Simulation(spec, SimConfig(seed=1, trace=True, nemesis=plan, fault_ms=1_000))
+    result = sim.run()
+    assert result.ok, result.violation
+    assert result.stats.strikes == 1
+    return sim, result.trace
+
+
+def _strike_time(trace: list[tuple[Any, ...]]) -> int:
+    [t_us] = [r[0] for r in trace if r[1] == "strike" and "nemesis probe:" in str(r[2])]
+    return t_us
+
+
+def _seqs_from_1(trace: list[tuple[Any, ...]]) -> list[tuple[int, int]]:
+    return [(r[0], r[4].n) for r in trace if r[1] == "deliver" and r[2] == 1]
+
+
+def test_crash_strike_happens_right_after_the_batch_is_sent() -> None:
+    _, trace = _run("crash")
+    at = _strike_time(trace)
+    crashes = [r[0] for r in trace if r[1] == "crash" and r[2] == 1]
+    assert crashes == [at]
+    seqs = _seqs_from_1(trace)
+    assert STRIKE_AT in [n for _, n in seqs]  # the batch left before the crash
+    assert not [n for t, n in seqs if t > at + 2_000 and n > STRIKE_AT and t < at + 100_000]
+    assert [r for r in trace if r[1] == "restart" and r[2] == 1 and r[0] == at + 100_000]
+
+
+def test_pause_strike_holds_the_batch_until_resume() -> None:
+    sim, trace = _run("pause")
+    at = _strike_time(trace)
+    delivered = {n: t for t, n in _seqs_from_1(trace)}
+    assert delivered[STRIKE_AT - 1] < at
+    assert delivered[STRIKE_AT] >= at + 100_000  # sent only once the pause ended
+    node = sim.node(1)
+    assert isinstance(node, ProbeNode)
+
+
+def test_isolate_strike_loses_the_batch_to_peers() -> None:
+    for kind in ("isolate", "split"):
+        _, trace = _run(kind)
+        at = _strike_time(trace)
+        seqs = _seqs_from_1(trace)
+        assert STRIKE_AT not in [n for _, n in seqs]
+        assert not [t for t, _ in seqs if at < t < at + 100_000]
+
+
+def test_drop_strike_loses_only_that_batch() -> None:
+    _, trace = _run("drop")
+    delivered = [n for _, n in _seqs_from_1(trace)]
+    assert STRIKE_AT not in delivered and STRIKE_AT + 1 in delivered
+
+
+def test_echo_strike_delivers_the_batch_again_later() -> None:
+    _, trace = _run("echo")
+    at = _strike_time(trace)
+    times = [t for t, n in _seqs_from_1(trace) if n == STRIKE_AT]
+    assert len(times) == 2 * 2  # to both peers, twice
+    assert max(times) == at + 100_000
+
+
+def test_bad_strikes_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown strike"):
+        Strike("explode", 1, 10, "x")
+    with pytest.raises(ValueError, match="must hold node"):
+        Strike("split", 1, 10, "x", group=(2, 3))
+
+
+class Recording(RaftNemesis):
+    """Records what the node looked like whenever a rule proposed a strike."""
+
+    seen: list[tuple[str, str, bool, bool]] = []
+
+    def on_batch(self, world: World, node_id: int, ready: Ready, rng: random.Random) -> Any:
+        strike = super().on_batch(world, node_id, ready, rng)
+        if strike is not None:
+            node = world.node(node_id)
+            assert isinstance(node, RaftNode)
+            granted = any(
+                isinstance(s.msg, VoteResponse) and s.msg.granted and not s.msg.pre_vote
+                for s in ready.send
+            )
+            reads = any(getattr(a, "read_only", False) for a in ready.apply)
+            Recording.seen.append((strike.rule, node.role, granted, reads))
+            if strike.rule.startswith("joint"):
+                assert node.role == LEADER and node.log.config().joint
+        return strike
+
+
+@pytest.mark.parametrize("rules", [{"vote-crash"}, {"read-pause", "read-isolate"}])
+def test_raft_rules_strike_at_their_moment(rules: set[str]) -> None:
+    Recording.seen = []
+    spec = replace(RAFT, make_nemesis=Recording)
+    plan = NemesisPlan(frozenset(rules), fire_p=1.0, max_strikes=3)
+    for seed in range(3):
+        assert (
+            Simulation(spec, SimConfig(seed=seed, faults=parse_faults("drop"), nemesis=plan))
+            .run()
+            .ok
+        )
+    assert Recording.seen
+    for rule, role, granted, reads in Recording.seen:
+        if rule == "vote-crash":
+            assert granted
+        else:
+            assert role == LEADER and reads
+
+
+def test_joint_rules_strike_when_a_leader_appends_a_joint_configuration() -> None:
+    Recording.seen = []
+    spec = replace(RAFT, make_nemesis=Recording)
+    plan = NemesisPlan(frozenset({"joint-isolate", "joint-split"}), fire_p=1.0, max_strikes=2)
+    for seed in range(6):
+        Simulation(spec, SimConfig(seed=seed, nemesis=plan)).run()
+    assert any(rule.startswith("joint") for rule, *_ in Recording.seen)
