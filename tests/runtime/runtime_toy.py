@@ -64,6 +64,8 @@ class Entry(msgspec.Struct, frozen=True, array_like=True):
 
 
 WIRE_TYPES: tuple[type[Message], ...] = (Add, Push, Ack, Ping, Pong)
+PEER_MESSAGE_TYPES: tuple[type[Message], ...] = (Push, Ack, Ping, Pong)
+CLIENT_MESSAGE_TYPES: tuple[type[Message], ...] = (Add, Ping)
 OP_CODEC = PersistCodec(entry_type=Entry)
 
 
@@ -189,6 +191,9 @@ class Cluster:
         tick_ms: int = 5,
         factory: NodeFactory = make_node,
         wire_types: tuple[type[Message], ...] = WIRE_TYPES,
+        peer_types: tuple[type[Message], ...] = PEER_MESSAGE_TYPES,
+        client_types: tuple[type[Message], ...] = CLIENT_MESSAGE_TYPES,
+        transport: TransportConfig | None = None,
         op_codec: PersistCodec = OP_CODEC,
         machine: Callable[[], Any] = SumMachine,
     ) -> None:
@@ -196,6 +201,9 @@ class Cluster:
         self.tick_ms = tick_ms
         self.factory = factory
         self.wire_types = wire_types
+        self.peer_types = peer_types
+        self.client_types = client_types
+        self.transport = transport or TransportConfig(backoff_initial_ms=5, backoff_max_ms=50)
         self.op_codec = op_codec
         self.machine = machine
         self.socks = {i: bind_listen_socket() for i in range(1, size + 1)}
@@ -204,7 +212,7 @@ class Cluster:
         self.machines: dict[int, Any] = {}
 
     def config(self, node_id: int, **extra: Any) -> RunnerConfig:
-        transport = TransportConfig(backoff_initial_ms=5, backoff_max_ms=50)
+        transport = extra.pop("transport", self.transport)
         return RunnerConfig(
             node_id=node_id,
             data_dir=self.root / f"node{node_id}",
@@ -224,6 +232,8 @@ class Cluster:
             self.config(node_id, **extra),
             self.factory,
             self.wire_types,
+            peer_message_types=self.peer_types,
+            client_message_types=self.client_types,
             state_machine=machine,
             op_codec=self.op_codec,
             listen_sock=sock,
@@ -252,8 +262,8 @@ class Cluster:
             sock.close()
         self.socks.clear()
 
-    async def client(self, node_id: int = 1) -> FramedClient:
-        return await FramedClient.connect(self.addresses[node_id], self.wire_types)
+    async def client(self, node_id: int = 1, **options: Any) -> FramedClient:
+        return await FramedClient.connect(self.addresses[node_id], self.wire_types, **options)
 
     def node(self, node_id: int) -> PrimaryBackupNode:
         node = self.runners[node_id].node

@@ -14,7 +14,16 @@ from pnyx.runtime import FrameDecoder, NodeRunner, RunnerConfig, encode_frame
 from pnyx.runtime.framing import FRAME_VERSION, RemoteProtocolError
 from pnyx.runtime.transport import Hello, TransportConfig, Welcome, make_wire_codec
 from tests.runtime.runtime_helpers import run_async, wait_until
-from tests.runtime.runtime_toy import OP_CODEC, WIRE_TYPES, Ping, Pong, SumMachine, make_node
+from tests.runtime.runtime_toy import (
+    CLIENT_MESSAGE_TYPES,
+    OP_CODEC,
+    PEER_MESSAGE_TYPES,
+    WIRE_TYPES,
+    Ping,
+    Pong,
+    SumMachine,
+    make_node,
+)
 
 MAX_FRAME_BYTES = 4096
 CODEC: Codec[Message] = make_wire_codec(WIRE_TYPES)
@@ -99,7 +108,13 @@ async def start_node(tmp_path: Path, peer: FakePeer) -> NodeRunner:
         ),
     )
     runner = NodeRunner(
-        config, make_node, WIRE_TYPES, state_machine=SumMachine(), op_codec=OP_CODEC
+        config,
+        make_node,
+        WIRE_TYPES,
+        peer_message_types=PEER_MESSAGE_TYPES,
+        client_message_types=CLIENT_MESSAGE_TYPES,
+        state_machine=SumMachine(),
+        op_codec=OP_CODEC,
     )
     await runner.start()
     return runner

@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from pnyx.core import ClientReply
-from pnyx.protocols.broadcast import WIRE_TYPES, Broadcast, BroadcastNode, Delivery, make_node
+from pnyx.protocols.broadcast import (
+    CLIENT_MESSAGE_TYPES,
+    PEER_MESSAGE_TYPES,
+    WIRE_TYPES,
+    Broadcast,
+    BroadcastNode,
+    Delivery,
+    make_node,
+)
 from pnyx.runtime import PersistCodec
 from tests.runtime.runtime_helpers import run_async, wait_until
 from tests.runtime.runtime_toy import Cluster
@@ -37,6 +45,8 @@ def test_broadcast_delivers_everywhere_and_survives_a_restart(tmp_path: Path) ->
             3,
             factory=make_node,
             wire_types=WIRE_TYPES,
+            peer_types=PEER_MESSAGE_TYPES,
+            client_types=CLIENT_MESSAGE_TYPES,
             op_codec=PersistCodec(entry_type=Delivery),
             machine=Deliveries,
         )

@@ -14,6 +14,7 @@ from tests.runtime.runtime_helpers import run_async, wait_until
 from tests.runtime.runtime_toy import Add, Cluster, Ping
 
 CODEC = make_wire_codec((Ping,))
+TYPES = {"peer_message_types": (Ping,), "client_message_types": (Ping,)}
 
 
 def free_port() -> int:
@@ -33,7 +34,13 @@ def test_full_queue_drops_oldest_and_the_link_redials_when_the_peer_appears() ->
 
         config = TransportConfig(send_queue_frames=4, backoff_initial_ms=5, backoff_max_ms=40)
         sender = Transport(
-            1, {2: ("127.0.0.1", port)}, CODEC, deliver, config=config, rng=random.Random(7)
+            1,
+            {2: ("127.0.0.1", port)},
+            CODEC,
+            deliver,
+            config=config,
+            rng=random.Random(7),
+            **TYPES,
         )
         await sender.start()
         received: list[Message] = []
@@ -72,7 +79,7 @@ def test_backoff_is_exponential_jittered_and_capped() -> None:
 
         config = TransportConfig(backoff_initial_ms=10, backoff_max_ms=100)
         transport = Transport(
-            1, {2: ("127.0.0.1", 1)}, CODEC, deliver, config=config, rng=random.Random(3)
+            1, {2: ("127.0.0.1", 1)}, CODEC, deliver, config=config, rng=random.Random(3), **TYPES
         )
         link = transport._links[2]
         delays_ms = [link.backoff_s(attempt) * 1000 for attempt in range(8)]

@@ -18,6 +18,9 @@ LENGTH_BYTES = 4
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 """Default bound on ``length`` (version byte + payload)."""
 
+DEFAULT_MAX_HELLO_FRAME_BYTES = 4096
+"""Default bound on the first frame of a connection (the hello), before the remote is known."""
+
 _LENGTH = struct.Struct(">I")
 
 
@@ -49,10 +52,13 @@ class FrameDecoder:
 
     The buffer never holds more than one frame's worth of bytes beyond what was fed in a
     single call: an oversized length is rejected as soon as its 4 bytes arrive.
+    :attr:`max_frame_bytes` may be changed between calls (the runtime raises it once a
+    connection's hello was accepted).
     """
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
-        assert max_frame_bytes >= 2, f"max_frame_bytes={max_frame_bytes} is too small"
+        if max_frame_bytes < 2:
+            raise ValueError(f"max_frame_bytes={max_frame_bytes} is too small (at least 2)")
         self.max_frame_bytes = max_frame_bytes
         self._buffer = bytearray()
 
@@ -61,11 +67,18 @@ class FrameDecoder:
         """Bytes received that do not yet form a whole frame."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return the payloads of every frame now complete."""
+    def feed(self, data: bytes, *, max_frames: int | None = None) -> list[bytes]:
+        """Add received bytes; return the payloads of every frame now complete.
+
+        With ``max_frames`` at most that many payloads are returned and the bytes after
+        them stay buffered *unchecked* (a later ``feed(b"")`` continues), so that the
+        frames after a hello are judged by the limit that applies after it.
+        """
         self._buffer += data
         payloads: list[bytes] = []
         while len(self._buffer) >= LENGTH_BYTES:
+            if max_frames is not None and len(payloads) >= max_frames:
+                break
             (length,) = _LENGTH.unpack_from(self._buffer, 0)
             self._check_length(length)
             end = LENGTH_BYTES + length

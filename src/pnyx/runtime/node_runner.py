@@ -39,6 +39,7 @@ from pnyx.core import (
     ClientReply,
     Codec,
     HistoryEvent,
+    InvalidMessage,
     Message,
     Node,
     NodeFactory,
@@ -102,8 +103,16 @@ class NodeRunner:
 
     Example::
 
-        runner = NodeRunner(config, make_node, WIRE_TYPES, state_machine=sm,
-                            op_codec=PersistCodec(entry_type=Delivery))
+        runner = NodeRunner(config, make_node, WIRE_TYPES,
+                            peer_message_types=PEER_MESSAGE_TYPES,
+                            client_message_types=CLIENT_MESSAGE_TYPES,
+                            state_machine=sm, op_codec=PersistCodec(entry_type=Delivery))
+
+    ``peer_message_types`` are the messages accepted from peers and
+    ``client_message_types`` those accepted from clients; the transport closes a
+    connection that sends anything else, before it reaches ``step``.  A node that raises
+    ``pnyx.core.InvalidMessage`` from ``step`` for a remote's message gets that sender's
+    connection closed and keeps running; any other exception from the node stops it.
         await runner.start()        # recovers the WAL, listens, dials peers
         ...
         await runner.stop()
@@ -115,6 +124,8 @@ class NodeRunner:
         make_node: NodeFactory,
         message_types: Iterable[type[Any]] | Codec[Any],
         *,
+        peer_message_types: Iterable[type[Message]],
+        client_message_types: Iterable[type[Message]],
         state_machine: StateMachine | None = None,
         op_codec: OpCodec | None = None,
         listen_sock: socket.socket | None = None,
@@ -128,7 +139,11 @@ class NodeRunner:
         self.state_machine = state_machine
         self._make_node = make_node
         types = message_types.types if isinstance(message_types, Codec) else message_types
-        self.codec = make_wire_codec((*tuple(types), ClientReply))
+        self.peer_message_types = tuple(peer_message_types)
+        self.client_message_types = tuple(client_message_types)
+        self.codec = make_wire_codec(
+            (*tuple(types), *self.peer_message_types, *self.client_message_types, ClientReply)
+        )
         self._op_codec = op_codec
         self._listen_sock = listen_sock
         self._metrics_hook = metrics_hook
@@ -148,6 +163,7 @@ class NodeRunner:
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._pending_ticks = 0
+        self._next_tick_at: float | None = None
         self._stopping = False
         self._stopped: asyncio.Event | None = None
         self._stop_task: asyncio.Future[None] | None = None
@@ -222,6 +238,8 @@ class NodeRunner:
             cfg.peers,
             self.codec,
             self._deliver,
+            peer_message_types=self.peer_message_types,
+            client_message_types=self.client_message_types,
             config=cfg.transport,
             rng=random.Random(self.seed ^ 0x5EED),
             on_reject=lambda reason: self.metrics.rejected.labels(reason).inc(),
@@ -326,15 +344,24 @@ class NodeRunner:
     async def _ticker(self) -> None:
         assert self._wake is not None
         loop = asyncio.get_running_loop()
-        period_s = self.config.tick_ms / 1000.0
-        next_at = loop.time() + period_s
+        self._next_tick_at = loop.time() + self.config.tick_ms / 1000.0
         while True:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            now = loop.time()
-            due = int((now - next_at) / period_s) + 1
-            next_at += due * period_s
-            self._pending_ticks += due
+            await asyncio.sleep(max(0.0, self._next_tick_at - loop.time()))
+            self._collect_ticks()
             self._wake.set()
+
+    def _collect_ticks(self) -> None:
+        """Add the ticks that fell due by now to ``_pending_ticks`` (the ticker and each round
+        call it, so a round right after a stall sees the whole stall)."""
+        if self._next_tick_at is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if now < self._next_tick_at:
+            return
+        period_s = self.config.tick_ms / 1000.0
+        due = int((now - self._next_tick_at) / period_s) + 1
+        self._next_tick_at += due * period_s
+        self._pending_ticks += due
 
     # -- the driver ----------------------------------------------------------------------
 
@@ -356,16 +383,20 @@ class NodeRunner:
         assert self._inbox is not None and self._wake is not None
         node = self.node
         cfg = self.config
+        ticks = self._take_ticks(node)  # a stall is reported before any message is stepped
         stepped = 0
         while stepped < cfg.max_step_batch and not self._inbox.empty():
             sender, msg = self._inbox.get_nowait()
             if is_client(sender):
                 self.metrics.proposals.inc()
-            node.step(msg, sender)
+            try:
+                node.step(msg, sender)
+            except InvalidMessage as exc:
+                if sender == cfg.node_id:
+                    raise  # the node refused its own message: a bug, fail-stop
+                self._refuse_remote(sender, msg, exc)
             stepped += 1
         self.metrics.messages_in.inc(stepped)
-        ticks = min(self._pending_ticks, cfg.max_ticks_per_round)
-        self._pending_ticks = 0
         for _ in range(ticks):
             node.tick()
         self.metrics.ticks.inc(ticks)
@@ -375,6 +406,35 @@ class NodeRunner:
                 break  # step what arrived during the fsync first: it joins the next batch
         if not self._inbox.empty() or node.has_ready():
             self._wake.set()
+
+    def _take_ticks(self, node: Node) -> int:
+        """The ticks to deliver this round; beyond ``max_ticks_per_round`` they are dropped
+        and the node's optional ``clock_stalled(missed_ticks)`` is told how many."""
+        self._collect_ticks()
+        pending, self._pending_ticks = self._pending_ticks, 0
+        ticks = min(pending, self.config.max_ticks_per_round)
+        if pending > ticks:
+            log.warning(
+                "clock_stalled node=%d missed_ticks=%d delivered_ticks=%d",
+                self.config.node_id,
+                pending - ticks,
+                ticks,
+            )
+            stalled = getattr(node, "clock_stalled", None)
+            if callable(stalled):
+                stalled(pending - ticks)
+        return ticks
+
+    def _refuse_remote(self, sender: int, msg: Message, exc: InvalidMessage) -> None:
+        """A remote sent a message the node refused: close that sender, keep running."""
+        log.warning(
+            "invalid_message node=%d sender=%d msg=%s error=%s",
+            self.config.node_id,
+            sender,
+            type(msg).__name__,
+            exc,
+        )
+        self.transport.close_sender(sender, "invalid_message", f"{type(msg).__name__}: {exc}")
 
     async def _carry_out(self, ready: Ready) -> None:
         node = self.node

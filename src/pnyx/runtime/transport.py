@@ -9,8 +9,20 @@ frame on every connection is a :class:`Hello` naming the sender.
   retransmit, and the newest message carries the freshest state.
 * Inbound messages go to the runner through an awaited callback; while the runner's
   bounded inbox is full the reader stops reading, so TCP flow control pushes back.
+* A peer connection carries only the protocol's peer message types and a client
+  connection only its client types; anything else closes that connection
+  (``wrong_message_type``) before it reaches the node.
+* Memory a remote can make the node hold is bounded: the hello frame by
+  ``max_hello_frame_bytes``, later frames by ``max_frame_bytes``, and all partly
+  received frames of all connections together by ``max_buffered_bytes`` (when it is
+  exhausted the connection holding the most is shed, clients before peers).  Connections
+  that have not said hello, peer connections and client connections have separate caps,
+  so a flood of one kind cannot lock out another; idle clients are closed after
+  ``client_idle_timeout_s``.
 * Queued frames are written in batches (one ``write`` per batch, up to
   ``write_batch_bytes``).  A lost connection is redialled with jittered exponential backoff.
+* With ``TransportConfig.tls`` the listener speaks TLS and a peer hello is accepted only
+  with a certificate of the cluster CA naming that peer (see :mod:`pnyx.runtime.tls`).
 * A malformed, oversized or truncated frame closes that one connection with a logged
   reason (and a metrics count); it never raises out of the transport.
 """
@@ -22,8 +34,9 @@ import contextlib
 import logging
 import random
 import socket
+import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +45,17 @@ import msgspec
 from pnyx.core import CLIENT_ID_BASE, Codec, Message, is_client
 from pnyx.runtime.framing import (
     DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_HELLO_FRAME_BYTES,
     FrameDecoder,
     RemoteProtocolError,
     encode_frame,
+)
+from pnyx.runtime.tls import (
+    TlsConfig,
+    certificate_names_node,
+    node_dns_name,
+    peer_ssl_context,
+    server_ssl_context,
 )
 
 log = logging.getLogger("pnyx.runtime.transport")
@@ -44,6 +65,9 @@ Address = tuple[str, int]
 
 Deliver = Callable[[int, Message], Awaitable[None]]
 """Hands one inbound message and its sender to the runner; awaiting it is the backpressure."""
+
+TASK_STOP_TIMEOUT_S = 5.0
+"""How long closing waits for cancelled tasks before giving up on them (logged)."""
 
 
 class Hello(Message, frozen=True):
@@ -68,24 +92,69 @@ class Welcome(Message, frozen=True):
 WIRE_CONTROL_TYPES: tuple[type[Message], ...] = (Hello, Welcome)
 """Runtime control messages mixed into every wire codec."""
 
+PEER_ROLE = "peer"
+CLIENT_ROLE = "client"
+_PENDING_ROLE = "pending"
+"""Role of an inbound connection that has not been admitted by its hello yet."""
+
 
 @dataclass(frozen=True)
 class TransportConfig:
     """Bounds and timings of the transport (all names carry their unit)."""
 
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    """Bound on one frame after the hello (both directions)."""
+    max_hello_frame_bytes: int = DEFAULT_MAX_HELLO_FRAME_BYTES
+    """Bound on the first frame of an inbound connection, read before the remote is known."""
+    max_buffered_bytes: int = 64 * 1024 * 1024
+    """Node-wide bound on bytes of partly received (and not yet delivered) inbound frames."""
     send_queue_frames: int = 4096
     """Per peer (and per client connection) outbound queue bound."""
     write_batch_bytes: int = 256 * 1024
     read_chunk_bytes: int = 64 * 1024
+    """Bytes read from a socket at once; also the stream buffer limit of each connection."""
     backoff_initial_ms: int = 20
     backoff_max_ms: int = 2000
     connect_timeout_ms: int = 2000
     hello_timeout_ms: int = 5000
-    max_connections: int = 1024
-    """Inbound connections beyond this are closed on accept."""
+    """An inbound connection must complete TLS (if on) and its hello within this."""
+    max_pending_connections: int = 256
+    """Inbound connections still before their hello; beyond it the oldest is closed."""
+    max_peer_connections: int = 64
+    """Inbound peer connections; a new one beyond it is refused (``too_many_peers``)."""
+    max_client_connections: int = 1024
+    """Client connections; a new one beyond it is refused (``too_many_clients``)."""
+    client_idle_timeout_s: float = 300.0
+    """A client connection that sends nothing for this long is closed (``idle_timeout``)."""
     cluster: str = ""
-    """Cluster name carried in hellos; a peer hello naming another cluster is refused."""
+    """Cluster id carried in hellos; a peer hello naming another cluster is refused."""
+    tls: TlsConfig | None = None
+    """Speak TLS on the listener and to peers, and authenticate peers by certificate."""
+
+    def __post_init__(self) -> None:
+        if self.max_hello_frame_bytes < 64:
+            raise ValueError(f"max_hello_frame_bytes={self.max_hello_frame_bytes} is below 64")
+        if self.max_frame_bytes < self.max_hello_frame_bytes:
+            raise ValueError(
+                f"max_frame_bytes={self.max_frame_bytes} is below "
+                f"max_hello_frame_bytes={self.max_hello_frame_bytes}"
+            )
+        if self.max_buffered_bytes < self.max_frame_bytes + self.read_chunk_bytes:
+            raise ValueError(
+                f"max_buffered_bytes={self.max_buffered_bytes} must hold one whole frame and a "
+                f"read (max_frame_bytes + read_chunk_bytes = "
+                f"{self.max_frame_bytes + self.read_chunk_bytes})"
+            )
+        for name in (
+            "send_queue_frames",
+            "max_pending_connections",
+            "max_peer_connections",
+            "max_client_connections",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.client_idle_timeout_s <= 0:
+            raise ValueError(f"client_idle_timeout_s={self.client_idle_timeout_s} must be > 0")
 
 
 class TransportStats:
@@ -98,6 +167,7 @@ class TransportStats:
         self.write_batches = 0
         self.connects = 0
         self.rejected: dict[str, int] = {}
+        self.peak_buffered_bytes = 0
 
     def reject(self, reason: str) -> None:
         """Count one connection closed for ``reason``."""
@@ -110,11 +180,30 @@ def make_wire_codec(message_types: tuple[type[Any], ...]) -> Codec[Message]:
     return Codec(types)
 
 
+async def cancel_and_wait(tasks: Collection[asyncio.Future[Any]], timeout_s: float) -> None:
+    """Cancel ``tasks`` and wait (at most ``timeout_s``) until they finished.
+
+    Only the tasks' own outcomes (their CancelledError included) are swallowed: if the
+    task calling this is itself cancelled, the CancelledError propagates.
+    """
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("task_failed_on_close error=%r", task.exception())
+    if pending:
+        log.warning("tasks_not_stopped count=%d timeout_s=%.1f", len(pending), timeout_s)
+
+
 class _OutQueue:
     """A bounded FIFO of encoded frames that drops its oldest frame when full."""
 
     def __init__(self, limit_frames: int) -> None:
-        assert limit_frames > 0, f"queue bound {limit_frames} must be positive"
+        if limit_frames <= 0:
+            raise ValueError(f"queue bound {limit_frames} must be positive")
         self.limit_frames = limit_frames
         self.frames: deque[bytes] = deque()
         self.ready = asyncio.Event()
@@ -189,11 +278,20 @@ class _PeerLink:
 
     async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         cfg = self.transport.config
+        ctx = self.transport.peer_ssl
+        timeout_s = cfg.connect_timeout_ms / 1000.0
         try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(*self.address), cfg.connect_timeout_ms / 1000.0
-            )
-        except (OSError, TimeoutError) as exc:
+            if ctx is None:
+                connecting = asyncio.open_connection(*self.address)
+            else:
+                connecting = asyncio.open_connection(
+                    *self.address,
+                    ssl=ctx,
+                    server_hostname=node_dns_name(self.peer_id),
+                    ssl_handshake_timeout=timeout_s,
+                )
+            return await asyncio.wait_for(connecting, timeout_s)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.debug(
                 "peer_dial_failed peer=%d address=%s error=%r", self.peer_id, self.address, exc
             )
@@ -202,7 +300,7 @@ class _PeerLink:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         transport = self.transport
         _set_nodelay(writer)
-        hello = Hello(transport.node_id, "peer", transport.config.cluster)
+        hello = Hello(transport.node_id, PEER_ROLE, transport.config.cluster)
         writer.write(transport.frame(hello))
         self.connected = True
         transport.stats.connects += 1
@@ -213,11 +311,7 @@ class _PeerLink:
             await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.connected = False
-            for task in (pump, watch):
-                task.cancel()
-            for task in (pump, watch):
-                with contextlib.suppress(BaseException):
-                    await task
+            await cancel_and_wait((pump, watch), TASK_STOP_TIMEOUT_S)
             await _close_writer(writer)
         log.info("peer_disconnected peer=%d address=%s", self.peer_id, self.address)
 
@@ -233,8 +327,34 @@ class _ClientConn:
         self.overflowed = False
 
 
+class _Inbound:
+    """One accepted connection: its role, its decoder and the budget bytes it holds."""
+
+    def __init__(self, writer: asyncio.StreamWriter, max_hello_frame_bytes: int, now: float):
+        self.writer = writer
+        self.remote = writer.get_extra_info("peername")
+        self.role = _PENDING_ROLE
+        self.sender: int | None = None
+        self.decoder = FrameDecoder(max_hello_frame_bytes)
+        self.pending: deque[bytes] = deque()
+        """Payloads received whole but not yet delivered."""
+        self.charged_bytes = 0
+        """Bytes of the node-wide buffer budget this connection holds."""
+        self.last_active = now
+        self.task: asyncio.Task[None] | None = None
+        self.closed_reason: str | None = None
+        """Set when the transport closed this connection (it was logged and counted)."""
+
+    def held_bytes(self) -> int:
+        return self.decoder.buffered_bytes + sum(len(p) for p in self.pending)
+
+
 class Transport:
-    """Framed TCP messaging for one node (see the module docstring for the guarantees)."""
+    """Framed TCP messaging for one node (see the module docstring for the guarantees).
+
+    ``peer_message_types`` and ``client_message_types`` are the messages accepted on peer
+    and on client connections; both must be in ``codec``.
+    """
 
     def __init__(
         self,
@@ -243,25 +363,38 @@ class Transport:
         codec: Codec[Message],
         deliver: Deliver,
         *,
+        peer_message_types: Iterable[type[Message]],
+        client_message_types: Iterable[type[Message]],
         config: TransportConfig | None = None,
         rng: random.Random | None = None,
         on_reject: Callable[[str], None] | None = None,
     ) -> None:
-        assert not is_client(node_id), f"node id {node_id} is in the client range"
+        if is_client(node_id):
+            raise ValueError(f"node id {node_id} is in the client range (≥ {CLIENT_ID_BASE})")
         self.node_id = node_id
         self.config = config or TransportConfig()
         self.codec = codec
+        self.peer_types = frozenset(peer_message_types)
+        self.client_types = frozenset(client_message_types)
+        _check_types_in_codec(codec, self.peer_types | self.client_types)
         self.rng = rng or random.Random(node_id)
         self.stats = TransportStats()
         self._deliver = deliver
         self._on_reject = on_reject
+        tls = self.config.tls
+        self.server_ssl: ssl.SSLContext | None = server_ssl_context(tls) if tls else None
+        self.peer_ssl: ssl.SSLContext | None = peer_ssl_context(tls) if tls else None
         self._links = {
             pid: _PeerLink(self, pid, addr) for pid, addr in peers.items() if pid != node_id
         }
         self._clients: dict[int, _ClientConn] = {}
         self._next_client_id = CLIENT_ID_BASE
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._inbound: dict[_Inbound, None] = {}
+        """Every accepted connection, oldest first."""
+        self._role_counts = {_PENDING_ROLE: 0, PEER_ROLE: 0, CLIENT_ROLE: 0}
+        self._buffered_bytes = 0
+        self._sweeper: asyncio.Task[None] | None = None
         self.address: Address | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -270,33 +403,33 @@ class Transport:
         self, *, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None
     ) -> Address:
         """Listen (on ``sock`` when given, else on ``host:port``) and dial every peer."""
+        limit = self.config.read_chunk_bytes
         if sock is not None:
-            self._server = await asyncio.start_server(self._on_connection, sock=sock)
+            self._server = await asyncio.start_server(self._on_connection, sock=sock, limit=limit)
         else:
-            self._server = await asyncio.start_server(self._on_connection, host, port)
+            self._server = await asyncio.start_server(self._on_connection, host, port, limit=limit)
         bound = self._server.sockets[0].getsockname()
         self.address = (str(bound[0]), int(bound[1]))
         for link in self._links.values():
             link.task = asyncio.ensure_future(link.run())
+        self._sweeper = asyncio.ensure_future(self._sweep_idle_clients())
         return self.address
 
     async def close(self) -> None:
-        """Stop listening, drop every connection and cancel every task."""
+        """Stop listening, drop every connection and cancel every task (bounded)."""
         if self._server is not None:
             self._server.close()
         tasks: list[asyncio.Task[None]] = [k.task for k in self._links.values() if k.task]
         tasks += [c.task for c in self._clients.values() if c.task]
-        tasks += list(self._handlers)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        tasks += [conn.task for conn in self._inbound if conn.task]
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
+        await cancel_and_wait(tasks, TASK_STOP_TIMEOUT_S)
         for conn in list(self._clients.values()):
             await _close_writer(conn.writer)
         self._clients.clear()
         if self._server is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
             self._server = None
 
@@ -334,6 +467,34 @@ class Transport:
         """Clients currently connected."""
         return sorted(self._clients)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of inbound frames currently held (bounded by ``max_buffered_bytes``)."""
+        return self._buffered_bytes
+
+    def connection_counts(self) -> dict[str, int]:
+        """Inbound connections by role: ``pending`` (before the hello), ``peer``, ``client``."""
+        return dict(self._role_counts)
+
+    def close_sender(self, sender: int, reason: str, detail: str) -> int:
+        """Close every inbound connection of peer or client ``sender`` (a remote's mistake).
+
+        Logged as ``connection_rejected`` and counted under ``reason``; returns how many
+        connections were closed.
+        """
+        victims = [c for c in self._inbound if c.sender == sender and c.closed_reason is None]
+        self._reject(reason)
+        log.warning(
+            "connection_rejected sender=%d reason=%s connections=%d detail=%s",
+            sender,
+            reason,
+            len(victims),
+            detail,
+        )
+        for conn in victims:
+            self._close_conn(conn, reason)
+        return len(victims)
+
     def _send_client(self, client_id: int, frame: bytes) -> bool:
         conn = self._clients.get(client_id)
         if conn is None:
@@ -354,116 +515,260 @@ class Transport:
             return False
         return True
 
-    # -- receiving -----------------------------------------------------------------------
+    # -- accepting -----------------------------------------------------------------------
 
     def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.ensure_future(self._handle(reader, writer))
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+        if self.server_ssl is not None:
+            # Called from connection_made: nothing was read yet.  Keep it so until
+            # start_tls took over the socket, or the TLS ClientHello would land in `reader`.
+            _pause_reading(writer)
+        loop = asyncio.get_running_loop()
+        conn = _Inbound(writer, self.config.max_hello_frame_bytes, loop.time())
+        self._inbound[conn] = None
+        self._role_counts[_PENDING_ROLE] += 1
+        conn.task = asyncio.ensure_future(self._handle(conn, reader))
+        if self._role_counts[_PENDING_ROLE] > self.config.max_pending_connections:
+            oldest = next(c for c in self._inbound if c.role == _PENDING_ROLE)
+            self._shed(
+                oldest,
+                "too_many_pending",
+                f"more than max_pending_connections={self.config.max_pending_connections} "
+                "connections without a hello: closed the oldest",
+            )
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        sender: int | None = None
+    async def _handle(self, conn: _Inbound, reader: asyncio.StreamReader) -> None:
         try:
-            if len(self._handlers) > self.config.max_connections:
-                raise RemoteProtocolError(
-                    "too_many_connections", f"limit max_connections={self.config.max_connections}"
-                )
-            _set_nodelay(writer)
-            decoder = FrameDecoder(self.config.max_frame_bytes)
-            pending: deque[bytes] = deque()
-            hello = await asyncio.wait_for(
-                self._read_hello(reader, decoder, pending), self.config.hello_timeout_ms / 1000.0
-            )
-            sender = self._admit(hello, writer)
-            await self._read_loop(sender, reader, decoder, pending)
+            await self._run_connection(conn, reader)
         except RemoteProtocolError as exc:
-            self._reject(exc.reason)
-            log.warning(
-                "connection_rejected remote=%s sender=%s reason=%s detail=%s",
-                peer,
-                sender,
-                exc.reason,
-                exc.detail,
-            )
-        except TimeoutError:
-            self._reject("hello_timeout")
-            log.warning("connection_rejected remote=%s reason=hello_timeout", peer)
-        except (ConnectionError, OSError) as exc:
-            log.info("connection_lost remote=%s sender=%s error=%r", peer, sender, exc)
+            self._log_reject(conn, exc.reason, exc.detail)
+        except (ConnectionError, OSError) as exc:  # ssl.SSLError included
+            if conn.role == _PENDING_ROLE and self.server_ssl is not None:
+                self._log_reject(conn, "tls_handshake_failed", repr(exc))
+            else:
+                log.info(
+                    "connection_lost remote=%s sender=%s error=%r", conn.remote, conn.sender, exc
+                )
         except asyncio.CancelledError:
             raise
         except Exception:  # never let one connection take the node down
             self._reject("internal")
-            log.exception("connection_handler_failed remote=%s sender=%s", peer, sender)
+            log.exception("connection_handler_failed remote=%s sender=%s", conn.remote, conn.sender)
         finally:
-            if sender is not None and is_client(sender):
-                self._drop_client(sender, writer)
-            await _close_writer(writer)
+            self._forget(conn)
+            conn.writer.close()
+
+    async def _run_connection(self, conn: _Inbound, reader: asyncio.StreamReader) -> None:
+        hello_timeout_s = self.config.hello_timeout_ms / 1000.0
+        try:
+            async with asyncio.timeout(hello_timeout_s):
+                if self.server_ssl is not None:
+                    await conn.writer.start_tls(self.server_ssl)
+                _set_nodelay(conn.writer)
+                hello = await self._read_hello(conn, reader)
+        except TimeoutError:
+            raise RemoteProtocolError(
+                "hello_timeout", f"no hello within hello_timeout_ms={self.config.hello_timeout_ms}"
+            ) from None
+        self._admit(conn, hello)
+        await self._read_loop(conn, reader)
+
+    def _forget(self, conn: _Inbound) -> None:
+        if conn not in self._inbound:
+            return
+        del self._inbound[conn]
+        self._role_counts[conn.role] -= 1
+        self._settle(conn, 0)
+        if conn.role == CLIENT_ROLE and conn.sender is not None:
+            self._drop_client(conn.sender, conn.writer)
+
+    def _shed(self, conn: _Inbound, reason: str, detail: str) -> None:
+        """Close ``conn`` from outside its handler: log, count, release its budget, cancel."""
+        if conn.closed_reason is not None:
+            return
+        self._log_reject(conn, reason, detail)
+        self._close_conn(conn, reason)
+
+    def _close_conn(self, conn: _Inbound, reason: str) -> None:
+        conn.closed_reason = reason
+        self._settle(conn, 0)
+        if conn.task is not None:
+            conn.task.cancel()
+
+    def _log_reject(self, conn: _Inbound, reason: str, detail: str) -> None:
+        self._reject(reason)
+        log.warning(
+            "connection_rejected remote=%s sender=%s reason=%s detail=%s",
+            conn.remote,
+            conn.sender,
+            reason,
+            detail,
+        )
 
     def _reject(self, reason: str) -> None:
         self.stats.reject(reason)
         if self._on_reject is not None:
             self._on_reject(reason)
 
-    async def _read_hello(
-        self, reader: asyncio.StreamReader, decoder: FrameDecoder, pending: deque[bytes]
-    ) -> Hello:
-        while not pending:
+    async def _read_hello(self, conn: _Inbound, reader: asyncio.StreamReader) -> Hello:
+        while not conn.pending:
             data = await reader.read(self.config.read_chunk_bytes)
             if not data:
-                decoder.close()
+                conn.decoder.close()
                 raise RemoteProtocolError("no_hello", "connection closed before a hello")
-            pending.extend(decoder.feed(data))
-        first = self._decode(pending.popleft())
+            self._receive(conn, data, max_frames=1)
+        first = self._decode(conn.pending.popleft())
+        self._settle(conn, conn.held_bytes())
         if not isinstance(first, Hello):
             raise RemoteProtocolError("no_hello", f"first frame is {type(first).__name__}")
         return first
 
-    def _admit(self, hello: Hello, writer: asyncio.StreamWriter) -> int:
-        if hello.role == "peer":
-            if hello.sender not in self._links:
-                raise RemoteProtocolError(
-                    "unknown_peer",
-                    f"hello from node {hello.sender}, peers are {sorted(self._links)}",
-                )
-            if hello.cluster != self.config.cluster:
-                raise RemoteProtocolError(
-                    "wrong_cluster",
-                    f"cluster {hello.cluster!r}, this node is in {self.config.cluster!r}",
-                )
-            return hello.sender
-        if hello.role == "client":
-            client_id = self._register_client(hello.sender, writer)
-            self._send_client(client_id, self.frame(Welcome(client_id, self.node_id)))
-            return client_id
-        raise RemoteProtocolError("bad_hello", f"unknown role {hello.role!r}")
+    def _admit(self, conn: _Inbound, hello: Hello) -> None:
+        if hello.role == PEER_ROLE:
+            self._admit_peer(conn, hello)
+        elif hello.role == CLIENT_ROLE:
+            self._admit_client(conn, hello)
+        else:
+            raise RemoteProtocolError("bad_hello", f"unknown role {hello.role!r}")
+        conn.decoder.max_frame_bytes = self.config.max_frame_bytes
 
-    async def _read_loop(
-        self,
-        sender: int,
-        reader: asyncio.StreamReader,
-        decoder: FrameDecoder,
-        pending: deque[bytes],
-    ) -> None:
+    def _admit_peer(self, conn: _Inbound, hello: Hello) -> None:
+        if hello.sender not in self._links:
+            raise RemoteProtocolError(
+                "unknown_peer", f"hello from node {hello.sender}, peers are {sorted(self._links)}"
+            )
+        if hello.cluster != self.config.cluster:
+            raise RemoteProtocolError(
+                "wrong_cluster",
+                f"cluster {hello.cluster!r}, this node is in {self.config.cluster!r}",
+            )
+        if self.server_ssl is not None and not certificate_names_node(
+            conn.writer.get_extra_info("peercert"), hello.sender
+        ):
+            raise RemoteProtocolError(
+                "peer_not_authenticated",
+                f"hello from node {hello.sender} without a cluster certificate naming "
+                f"{node_dns_name(hello.sender)}",
+            )
+        self._replace(PEER_ROLE, hello.sender)
+        if self._role_counts[PEER_ROLE] >= self.config.max_peer_connections:
+            raise RemoteProtocolError(
+                "too_many_peers", f"limit max_peer_connections={self.config.max_peer_connections}"
+            )
+        self._set_role(conn, PEER_ROLE, hello.sender)
+
+    def _admit_client(self, conn: _Inbound, hello: Hello) -> None:
+        if self._role_counts[CLIENT_ROLE] >= self.config.max_client_connections:
+            raise RemoteProtocolError(
+                "too_many_clients",
+                f"limit max_client_connections={self.config.max_client_connections}",
+            )
+        if is_client(hello.sender):
+            self._replace(CLIENT_ROLE, hello.sender)
+        client_id = self._register_client(hello.sender, conn.writer)
+        self._set_role(conn, CLIENT_ROLE, client_id)
+        self._send_client(client_id, self.frame(Welcome(client_id, self.node_id)))
+
+    def _replace(self, role: str, sender: int) -> None:
+        """A new hello from ``sender`` replaces its older connections (a reconnect)."""
+        for old in [c for c in self._inbound if c.role == role and c.sender == sender]:
+            if old.closed_reason is None:
+                log.info("connection_replaced %s=%d remote=%s", role, sender, old.remote)
+                self._close_conn(old, "replaced")
+
+    def _set_role(self, conn: _Inbound, role: str, sender: int) -> None:
+        self._role_counts[conn.role] -= 1
+        self._role_counts[role] += 1
+        conn.role = role
+        conn.sender = sender
+
+    # -- receiving -----------------------------------------------------------------------
+
+    async def _read_loop(self, conn: _Inbound, reader: asyncio.StreamReader) -> None:
+        assert conn.sender is not None
+        sender = conn.sender
+        allowed = self.peer_types if conn.role == PEER_ROLE else self.client_types
+        self._receive(conn, b"")  # frames that arrived with the hello, now under the full limit
+        loop = asyncio.get_running_loop()
         while True:
-            while pending:
-                msg = self._decode(pending.popleft())
+            while conn.pending:
+                msg = self._decode(conn.pending[0])
                 if isinstance(msg, (Hello, Welcome)):
                     raise RemoteProtocolError("bad_control", f"{type(msg).__name__} mid-stream")
+                if type(msg) not in allowed:
+                    raise RemoteProtocolError(
+                        "wrong_message_type",
+                        f"{type(msg).__name__} on a {conn.role} connection",
+                    )
                 self.stats.frames_received += 1
                 await self._deliver(sender, msg)
+                conn.pending.popleft()
+                self._settle(conn, conn.held_bytes())
             data = await reader.read(self.config.read_chunk_bytes)
             if not data:
-                decoder.close()
+                conn.decoder.close()
                 return
-            pending.extend(decoder.feed(data))
+            conn.last_active = loop.time()
+            self._receive(conn, data)
+
+    def _receive(self, conn: _Inbound, data: bytes, max_frames: int | None = None) -> None:
+        """Feed ``data`` to the connection's decoder within the node-wide buffer budget."""
+        self._reserve(conn, len(data))
+        conn.pending.extend(conn.decoder.feed(data, max_frames=max_frames))
+        self._settle(conn, conn.held_bytes())
+
+    def _reserve(self, conn: _Inbound, extra_bytes: int) -> None:
+        """Make room for ``extra_bytes`` more held by ``conn``, shedding the biggest holders.
+
+        Clients and connections before their hello are shed before peers, the connection
+        holding the most bytes first.  When ``conn`` itself is that one it is refused.
+        """
+        limit = self.config.max_buffered_bytes
+        while self._buffered_bytes + extra_bytes > limit:
+            holders = [
+                c
+                for c in self._inbound
+                if c.closed_reason is None and (c.charged_bytes > 0 or c is conn)
+            ]
+            victim = max(
+                holders,
+                key=lambda c: (
+                    c.role != PEER_ROLE,
+                    c.charged_bytes + (extra_bytes if c is conn else 0),
+                ),
+            )
+            detail = (
+                f"node-wide max_buffered_bytes={limit} exhausted; this connection held "
+                f"{victim.charged_bytes} bytes"
+            )
+            if victim is conn:
+                raise RemoteProtocolError("memory_budget", detail)
+            self._shed(victim, "memory_budget", detail)
+
+    def _settle(self, conn: _Inbound, held_bytes: int) -> None:
+        """Record that ``conn`` now holds ``held_bytes`` of the budget."""
+        if conn.closed_reason is not None:
+            held_bytes = 0
+        self._buffered_bytes += held_bytes - conn.charged_bytes
+        conn.charged_bytes = held_bytes
+        self.stats.peak_buffered_bytes = max(self.stats.peak_buffered_bytes, self._buffered_bytes)
 
     def _decode(self, payload: bytes) -> Message:
         try:
-            return self.codec.decode(payload)
+            msg = self.codec.decode(payload)
         except (msgspec.MsgspecError, ValueError) as exc:
             raise RemoteProtocolError("undecodable", f"{len(payload)}-byte payload: {exc}") from exc
+        return msg
+
+    async def _sweep_idle_clients(self) -> None:
+        """Close client connections that sent nothing for ``client_idle_timeout_s``."""
+        idle_s = self.config.client_idle_timeout_s
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, idle_s / 4))
+            now = loop.time()
+            for conn in list(self._inbound):
+                if conn.role == CLIENT_ROLE and now - conn.last_active > idle_s:
+                    self._shed(conn, "idle_timeout", f"nothing received for {idle_s:g} s")
 
     # -- clients -------------------------------------------------------------------------
 
@@ -499,6 +804,19 @@ class Transport:
                 conn.task.cancel()
 
 
+def _check_types_in_codec(codec: Codec[Message], types: Iterable[type[Message]]) -> None:
+    known = set(codec.types)
+    missing = sorted(t.__name__ for t in types if t not in known)
+    if missing:
+        raise ValueError(f"message types {missing} are accepted but not in the wire codec")
+
+
+def _pause_reading(writer: asyncio.StreamWriter) -> None:
+    """Stop reading the socket (uvloop's transports are not ``asyncio.ReadTransport``s)."""
+    transport: Any = writer.transport
+    transport.pause_reading()
+
+
 def _set_nodelay(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None:
@@ -507,6 +825,7 @@ def _set_nodelay(writer: asyncio.StreamWriter) -> None:
 
 
 async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close ``writer`` and wait (at most 1 s) for it; the caller's cancellation propagates."""
     writer.close()
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(OSError, TimeoutError):
         await asyncio.wait_for(writer.wait_closed(), 1.0)

@@ -17,7 +17,10 @@ class ServiceDef:
     name: str
     summary: str
     make_node: NodeFactory
-    message_types: tuple[type[Message], ...]
+    peer_message_types: tuple[type[Message], ...]
+    """Accepted on peer connections (node to node); see ``NodeRunner``."""
+    client_message_types: tuple[type[Message], ...]
+    """Accepted on client connections; a client sends these and gets ``ClientReply``."""
     make_state_machine: Callable[[], StateMachine] | None = None
     entry_type: Any = Any
     """Type of log entries, so the WAL decodes them back into protocol structs."""
@@ -25,19 +28,30 @@ class ServiceDef:
     serve: Callable[[Node, StateMachine | None, Any], None] | None = None
     """Carries out protocol-specific ``Ready.services`` requests (see ``pnyx.sim.spec``)."""
 
+    @property
+    def message_types(self) -> tuple[type[Message], ...]:
+        """Every wire message type of the protocol (peer and client), for codecs."""
+        return tuple(dict.fromkeys((*self.peer_message_types, *self.client_message_types)))
+
     def op_codec(self) -> PersistCodec:
         """The WAL codec for this protocol's durable writes."""
         return PersistCodec(entry_type=self.entry_type, record_types=self.record_types)
 
 
 def _broadcast() -> ServiceDef:
-    from pnyx.protocols.broadcast import WIRE_TYPES, Delivery, make_node
+    from pnyx.protocols.broadcast import (
+        CLIENT_MESSAGE_TYPES,
+        PEER_MESSAGE_TYPES,
+        Delivery,
+        make_node,
+    )
 
     return ServiceDef(
         name="broadcast",
         summary="reliable broadcast (every node delivers every message exactly once)",
         make_node=make_node,
-        message_types=WIRE_TYPES,
+        peer_message_types=PEER_MESSAGE_TYPES,
+        client_message_types=CLIENT_MESSAGE_TYPES,
         entry_type=Delivery,
     )
 
@@ -53,14 +67,16 @@ the simulator's deliberately small ones."""
 
 
 def _raft() -> ServiceDef:
-    from pnyx.protocols.raft import Entry, HardState, KvStateMachine, RaftConfig, RaftNode
-    from pnyx.protocols.raft.messages import (
-        HARD_STATE_KEY,
-        PEER_MESSAGES,
-        AdminRequest,
-        ClientRequest,
-        ReadRequest,
+    from pnyx.protocols.raft import (
+        CLIENT_MESSAGE_TYPES,
+        PEER_MESSAGE_TYPES,
+        Entry,
+        HardState,
+        KvStateMachine,
+        RaftConfig,
+        RaftNode,
     )
+    from pnyx.protocols.raft.messages import HARD_STATE_KEY
     from pnyx.protocols.raft.services import serve
 
     config = RaftConfig(**RAFT_RUNTIME_CONFIG_FIELDS)
@@ -74,7 +90,8 @@ def _raft() -> ServiceDef:
         name="raft",
         summary="Raft-replicated key-value store (sessions, ReadIndex reads, snapshots)",
         make_node=make_node,
-        message_types=(*PEER_MESSAGES, ClientRequest, ReadRequest, AdminRequest),
+        peer_message_types=PEER_MESSAGE_TYPES,
+        client_message_types=CLIENT_MESSAGE_TYPES,
         make_state_machine=KvStateMachine,
         entry_type=Entry,
         record_types={HARD_STATE_KEY: HardState},

@@ -448,6 +448,8 @@ class Replica:
             config,
             _raft_factory(opts.snapshot_threshold_entries),
             service.message_types,
+            peer_message_types=service.peer_message_types,
+            client_message_types=service.client_message_types,
             state_machine=self.state_machine,
             op_codec=service.op_codec(),
             listen_sock=self._listen_sock,
