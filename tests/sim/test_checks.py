@@ -118,3 +118,31 @@ def test_raft_counts_a_timed_out_linearizability_check(monkeypatch: Any) -> None
     result = run_sim(raft.RAFT, SimConfig(seed=3))
     assert result.ok
     assert result.unknown and "linearizability" in result.unknown[0]
+
+
+class Stalling(Flicker):
+    """Records clock stalls and when they came relative to the replayed messages."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.stalls: list[tuple[int, int, int]] = []
+        """(dropped ticks, ticks so far, messages received so far)"""
+
+    def clock_stalled(self, missed_ticks: int) -> None:
+        self.stalls.append((missed_ticks, self.ticks, self.stepped))
+
+
+def test_ticks_beyond_the_catch_up_bound_are_reported_as_a_stall_before_replay() -> None:
+    from pnyx.sim.runner import MAX_CATCH_UP_TICKS
+
+    sim = _paused_run(Stalling)
+    node = sim.node(1)
+    assert isinstance(node, Stalling)
+    [(dropped, ticks_then, stepped_then)] = node.stalls
+    missed = (PAUSE_US[1] - PAUSE_US[0]) // sim.config.tick_us
+    assert missed - MAX_CATCH_UP_TICKS - 1 <= dropped <= missed - MAX_CATCH_UP_TICKS
+    before_pause = PAUSE_US[0] // sim.config.tick_us
+    # Reported before the catch-up ticks and before the ~40 held messages were replayed.
+    assert ticks_then <= before_pause + 1
+    assert stepped_then <= before_pause + 2 and node.stepped >= stepped_then + 30
+    assert sim.stats.stalls == 1
