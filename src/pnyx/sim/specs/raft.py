@@ -1,12 +1,20 @@
-"""Raft in the simulator: KV clients, the safety/liveness monitor, and the broken variants.
+"""Raft in the simulator: KV clients, the safety/liveness monitor, swarm settings, nemesis.
 
-Safety, after every event: election safety (one leader per term), log matching (same
-index and term => same entry and same predecessor term), leader completeness (a new
-leader holds every entry committed before it), state-machine safety (one command per
-applied index, across all nodes and restarts) and a monotone commit index per node life.
-Liveness in the heal phase: a leader that has committed in its term, and every live member
-of its configuration has applied through its commit index.  At the end the clients'
-history must be linearizable against the ``kv`` model.
+Safety, after every event and between the steps of one resume: election safety (one leader
+per term, and one leader per term as any node sees it), log matching (same index and term
+=> same entry and same predecessor term), leader completeness (a leader of term T holds
+every entry committed in a term before T), state-machine safety (one command per applied
+index, across all nodes and restarts) and a monotone commit index per node life.  Liveness
+in the heal phase: a leader that has committed in its term, is not stuck in a joint
+configuration, and every live member of its configuration has applied through its commit
+index.  At the end the clients' history must be linearizable against the ``kv`` model (a
+checker time-out is counted as unknown).
+
+Violation names (stable; ``MUTANT_PROPERTIES`` refers to them): ``election-safety``,
+``log-matching``, ``leader-completeness``, ``state-machine-safety``, ``snapshot-term``,
+``monotone-commit``, ``commit-beyond-log``, ``apply-order``, ``read-after-apply``,
+``linearizability``, ``liveness``; the runner adds ``invariant`` (a node's
+``invariants()``) and ``exception``.
 """
 
 from __future__ import annotations
@@ -136,7 +144,10 @@ class RaftMonitor(Monitor):
         leader = max(leaders, key=lambda n: n.term)
         if leader.log.term(leader.commit) != leader.term:
             return f"leader {leader.node_id} has not committed in term {leader.term}"
-        members = leader.log.config().members
+        conf = leader.log.config()
+        if conf.joint:
+            return f"leader {leader.node_id} still in a joint configuration (C_old,new)"
+        members = conf.members
         behind = [
             f"{n.node_id} (applied {n.applied})"
             for n in nodes
