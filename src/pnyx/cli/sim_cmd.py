@@ -68,7 +68,8 @@ def replay_command(name: str, config: SimConfig, schedule_file: Path | None = No
     "faults_text",
     default="all",
     show_default=True,
-    help="Comma-separated fault kinds, or all / none.",
+    help="Comma-separated fault kinds, or all / none; 'all' leaves out the lying disk kinds "
+    "(lost-write, lying-fsync): name them, e.g. all,lying-fsync.",
 )
 @click.option(
     "--fault-ms",
