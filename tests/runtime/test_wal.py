@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,8 @@ from hypothesis import strategies as st
 
 from pnyx.core import DurableState, LogAppend, LogCompact, PersistOp, PutRecord, SnapshotSave
 from pnyx.runtime.wal import (
-    SEGMENT_MAGIC,
+    KIND_OP,
+    RECORD_MAGIC,
     PersistCodec,
     WalConfig,
     WalCorruptError,
@@ -154,57 +158,91 @@ def test_put_record_churn_is_reclaimed_by_checkpoints(tmp_path: Path) -> None:
     assert open_wal(tmp_path).recovered().records == {"hard": HardState(1999, 1999 % 3)}
 
 
-def test_torn_tail_is_truncated_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    wal = open_wal(tmp_path)
-    durable: list[PersistOp] = [LogAppend(1, entries(1, 10)), PutRecord("commit", 10)]
-    wal.write(durable)
-    wal.write([LogAppend(11, entries(11, 5, size=200))])  # the write a crash interrupts
-    wal.close()
-    path = segments(tmp_path)[-1]
-    size = path.stat().st_size
-    os.truncate(path, size - 100)  # cut the last record in the middle
-    with caplog.at_level(logging.WARNING, logger="pnyx.runtime.wal"):
-        wal = open_wal(tmp_path)
-    assert "wal_torn_tail_repaired" in caplog.text and str(path) in caplog.text
-    assert wal.stats.torn_tail_repairs == 1
-    assert_same(wal.recovered(), fold(durable))
-    repaired = path.stat().st_size
-    assert repaired < size - 100, "the torn record must be cut off the file"
-    more: list[PersistOp] = [LogAppend(11, entries(11, 2))]
-    wal.write(more)  # the repaired log keeps working
-    wal.close()
-    assert_same(open_wal(tmp_path).recovered(), fold(durable + more))
+@dataclass(frozen=True)
+class Span:
+    """Where one record is in a segment file, parsed independently of the WAL code."""
+
+    offset: int
+    end: int
+    lsn: int
+    batch_end: bool
 
 
-def test_zero_filled_tail_is_treated_as_torn(tmp_path: Path) -> None:
-    wal = open_wal(tmp_path)
-    ops: list[PersistOp] = [LogAppend(1, entries(1, 3))]
-    wal.write(ops)
-    wal.close()
-    path = segments(tmp_path)[-1]
-    with open(path, "ab") as handle:
-        handle.write(b"\0" * 1500)  # blocks allocated but never written before a crash
-    reopened = open_wal(tmp_path)
-    assert reopened.stats.torn_tail_repairs == 1
-    assert_same(reopened.recovered(), fold(ops))
+SEGMENT_HEADER_BYTES = 40
+RECORD_HEADER_BYTES = 32
+
+
+def record_spans(path: Path) -> list[Span]:
+    """The records of a segment, per the format in docs/RUNTIME.md."""
+    data = path.read_bytes()
+    spans, offset = [], SEGMENT_HEADER_BYTES
+    while data[offset : offset + 4] == RECORD_MAGIC:
+        length = int.from_bytes(data[offset + 4 : offset + 8], "little")
+        lsn = int.from_bytes(data[offset + 8 : offset + 16], "little")
+        flags = int.from_bytes(data[offset + 20 : offset + 22], "little")
+        end = offset + RECORD_HEADER_BYTES + length
+        spans.append(Span(offset, end, lsn, bool(flags & 1)))
+        offset = end
+    return spans
 
 
 def record_offsets(path: Path) -> list[int]:
-    """Byte offsets of the records in a segment (parsed independently of the WAL)."""
-    data = path.read_bytes()
-    offsets, offset = [], len(SEGMENT_MAGIC)
-    while offset < len(data):
-        offsets.append(offset)
-        offset += 12 + int.from_bytes(data[offset : offset + 4], "little")
-    return offsets
+    return [span.offset for span in record_spans(path)]
+
+
+def zero_range(path: Path, start: int, end: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(start)
+        handle.write(bytes(end - start))
 
 
 def flip_byte(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x40
     path.write_bytes(bytes(data))
+
+
+def test_a_torn_last_batch_is_dropped_whole_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wal = open_wal(tmp_path)
+    durable: list[PersistOp] = [LogAppend(1, entries(1, 10)), PutRecord("commit", 10)]
+    wal.write(durable)
+    # The batch a crash interrupts: its first record reached the disk, its second did not.
+    wal.write([LogAppend(11, entries(11, 5, size=200)), PutRecord("hard", HardState(2, 1))])
+    wal.close()
+    path = segments(tmp_path)[-1]
+    size = path.stat().st_size
+    torn = record_spans(path)[-1]
+    zero_range(path, torn.offset + 20, torn.end)
+    with caplog.at_level(logging.WARNING, logger="pnyx.runtime.wal"):
+        wal = open_wal(tmp_path)
+    assert "wal_torn_tail_repaired" in caplog.text and str(path) in caplog.text
+    assert wal.stats.torn_tail_repairs == 1
+    # The whole batch is gone, also its intact first record: batches are atomic.
+    assert_same(wal.recovered(), fold(durable))
+    assert path.stat().st_size == size, "segments keep their size"
+    assert len(record_spans(path)) == 2, "the torn batch is zeroed on disk"
+    more: list[PersistOp] = [LogAppend(11, entries(11, 2))]
+    wal.write(more)  # the repaired log keeps working
+    wal.close()
+    assert_same(open_wal(tmp_path).recovered(), fold(durable + more))
+
+
+def test_a_truncated_or_extended_segment_is_refused(tmp_path: Path) -> None:
+    wal = open_wal(tmp_path, segment_bytes=64 * 1024)
+    for i in range(1, 6):
+        wal.write([LogAppend(i, entries(i, 1))])
+    wal.close()
+    path = segments(tmp_path)[-1]
+    end = record_spans(path)[-1].end
+    os.truncate(path, end)  # cut where the data ends: looks clean, but the size is recorded
+    with pytest.raises(WalCorruptError, match="truncated or extended") as info:
+        open_wal(tmp_path)
+    assert info.value.path == path and info.value.offset == end
+    os.truncate(path, 64 * 1024 + 1500)  # blocks appended after the fact
+    with pytest.raises(WalCorruptError, match="truncated or extended"):
+        open_wal(tmp_path)
 
 
 @pytest.mark.parametrize("where", ["body", "length"])
@@ -215,21 +253,103 @@ def test_flipped_byte_in_the_middle_names_file_and_offset(tmp_path: Path, where:
     wal.close()
     path = segments(tmp_path)[-1]
     victim = record_offsets(path)[5]
-    flip_byte(path, victim + (20 if where == "body" else 1))
+    before = path.read_bytes()
+    flip_byte(path, victim + (RECORD_HEADER_BYTES + 20 if where == "body" else 5))
     with pytest.raises(WalCorruptError) as info:
         open_wal(tmp_path)
     err = info.value
     assert err.path == path and err.offset == victim
     text = str(err)
     assert str(path) in text and f"byte offset {victim}" in text
+    assert "later write follows" in text
     assert "empty data directory" in text and "catches up from its peers" in text
-    assert path.stat().st_size > victim + 100, "a corrupt middle must never be truncated"
+    damaged = path.read_bytes()
+    assert sum(a != b for a, b in zip(before, damaged, strict=True)) == 1, "never repaired"
+
+
+def test_a_zeroed_sector_followed_by_valid_records_is_refused(tmp_path: Path) -> None:
+    """Issue 16 item 2: a zeroed sector in the middle of the last segment, thousands of valid
+    records after it, was repaired as a torn tail (332 -> 171 entries, term 9 -> term 3)."""
+    wal = open_wal(tmp_path)
+    for i in range(1, 2001):
+        batch: list[PersistOp] = [LogAppend(i, entries(i, 1, term=1 + i // 200))]
+        if i % 50 == 0:
+            batch.insert(0, PutRecord("hard", HardState(1 + i // 200, i % 3)))
+        wal.write(batch)
+    wal.close()
+    path = segments(tmp_path)[-1]
+    spans = record_spans(path)
+    middle = spans[len(spans) // 2].offset
+    sector = (middle // 512) * 512
+    zero_range(path, sector, sector + 512)
+    damaged = path.read_bytes()
+    with pytest.raises(WalCorruptError, match="later write follows") as info:
+        open_wal(tmp_path)
+    first_hit = next(span.offset for span in spans if span.end > sector)
+    assert info.value.path == path and info.value.offset == first_hit
+    assert path.read_bytes() == damaged, "a refused WAL is not touched"
+
+
+def test_swapped_adjacent_log_appends_are_a_wal_corrupt_error(tmp_path: Path) -> None:
+    """Issue 16 item 4: CRC-valid records out of order ended in a bare AssertionError."""
+    wal = open_wal(tmp_path)
+    for i in range(1, 11):
+        wal.write([LogAppend(i, entries(i, 1))])
+    wal.close()
+    path = segments(tmp_path)[-1]
+    spans = record_spans(path)
+    first, second = spans[4], spans[5]
+    data = bytearray(path.read_bytes())
+    a, b = bytes(data[first.offset : first.end]), bytes(data[second.offset : second.end])
+    data[first.offset : second.end] = b + a
+    path.write_bytes(bytes(data))
+    with pytest.raises(WalCorruptError, match="expected 5") as info:
+        open_wal(tmp_path)
+    assert info.value.path == path and info.value.offset == first.offset
+
+
+def test_a_gap_between_log_appends_is_a_wal_corrupt_error_not_an_assert(tmp_path: Path) -> None:
+    """The fold check at replay is an ``if`` (also under ``python -O``), naming the record."""
+    wal = open_wal(tmp_path)
+    wal.write([LogAppend(1, entries(1, 3))])
+    with pytest.raises(ValueError, match="leaves a gap"):
+        wal.append([LogAppend(7, entries(7, 1))])
+    # Bypass the write-time check to put a CRC-valid but inconsistent record on disk.
+    wal._pending.append((KIND_OP, CODEC.encode(LogAppend(7, entries(7, 1)))))
+    wal.sync()
+    wal.close()
+    path = segments(tmp_path)[-1]
+    gap = record_spans(path)[-1].offset
+    with pytest.raises(WalCorruptError, match="leaves a gap after the last index 3") as info:
+        open_wal(tmp_path)
+    assert info.value.path == path and info.value.offset == gap
+    script = (
+        "import sys; from pathlib import Path; sys.path.insert(0, '.')\n"
+        "from tests.runtime.test_wal import open_wal\n"
+        "from pnyx.runtime.wal import WalCorruptError\n"
+        "try:\n    open_wal(Path(sys.argv[1]))\n"
+        "except WalCorruptError as exc:\n    print('refused', exc.offset)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-O", "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.stdout.strip() == f"refused {gap}", run.stderr
+
+
+def test_a_format_1_segment_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "0000000000000001.wal").write_bytes(b"PNYXWAL\x01" + bytes(40))
+    with pytest.raises(WalCorruptError, match="WAL format 1"):
+        open_wal(tmp_path)
 
 
 def test_damage_in_an_older_segment_is_corruption_even_at_its_end(tmp_path: Path) -> None:
     wal = open_wal(tmp_path, segment_bytes=1024)
     for i in range(1, 60):
-        wal.write([LogAppend(i, entries(i, 1, size=30))])
+        wal.write([LogAppend(i, entries(i, 1, size=300))])
     wal.close()
     older = segments(tmp_path)[0]
     os.truncate(older, older.stat().st_size - 5)
@@ -345,7 +465,7 @@ def test_any_op_sequence_recovers_to_the_fold(
 
 def test_segments_left_over_from_an_interrupted_cleanup_are_ignored(tmp_path: Path) -> None:
     wal = open_wal(tmp_path, segment_bytes=1024)
-    ops: list[PersistOp] = [LogAppend(i, entries(i, 1, size=30)) for i in range(1, 80)]
+    ops: list[PersistOp] = [LogAppend(i, entries(i, 1, size=300)) for i in range(1, 80)]
     for op in ops:
         wal.write([op])
     saved = {p.name: p.read_bytes() for p in segments(tmp_path)}
@@ -363,7 +483,7 @@ def test_segments_left_over_from_an_interrupted_cleanup_are_ignored(tmp_path: Pa
 def test_a_missing_middle_segment_is_corruption(tmp_path: Path) -> None:
     wal = open_wal(tmp_path, segment_bytes=1024)
     for i in range(1, 80):
-        wal.write([LogAppend(i, entries(i, 1, size=30))])
+        wal.write([LogAppend(i, entries(i, 1, size=300))])
     wal.close()
     middle = segments(tmp_path)[2]
     middle.unlink()

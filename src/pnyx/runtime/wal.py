@@ -1,19 +1,31 @@
 """Segmented write-ahead log of a node's ``PersistOp`` values, with group commit and recovery.
 
-On disk (see ``docs/RUNTIME.md``): ``<dir>/<seq:016d>.wal`` segments, each starting with
-the 8-byte magic ``PNYXWAL\\x01`` followed by records::
+On disk (see ``docs/RUNTIME.md``, "WAL format"): ``<dir>/MANIFEST`` names the newest
+segment; ``<dir>/<seq:016d>.wal`` segments are files of a fixed size (sparse, set when the
+segment is created) that start with a header::
 
-    u32 length | u32 crc32c(body) | u32 crc32c(first 8 header bytes) | body
+    magic "PNYXWAL\\x02" | u64 seq | u64 first_lsn | u64 size_bytes | u32 flags | u32 crc32c
 
-``body`` is one kind byte then the data: an op encoded by the op codec, a
-:class:`~pnyx.runtime.snapshots.SnapshotRef` (snapshot data lives in ``<dir>/snapshots``)
-or a checkpoint marker.  A segment whose first record is a checkpoint marker holds a full
-image of the durable state, so every older segment can be deleted.  Recovery replays from
-the newest checkpoint into a :class:`pnyx.core.DurableState` using the shared fold.
+followed by records, then zeros up to ``size_bytes``::
+
+    magic | u32 length | u64 lsn | u32 lsn - batch_lsn | u16 flags | u16 0 | u32 crc32c(body)
+          | u32 crc32c(the 28 header bytes before it) | body
+
+Every record has the next log sequence number (``lsn``, counted across segments), names the
+first lsn of its sync batch, and the last record of a batch is flagged ``BATCH_END``.  So
+dropped, duplicated or reordered records and segments are detected, a crash can only leave
+an incomplete *last* batch (which recovery drops as a whole), and damage followed by a
+record of a later batch is known to hit data that was already durable.  ``body`` is one kind
+byte then the data: an op encoded by the op codec or a
+:class:`~pnyx.runtime.snapshots.SnapshotRef` (snapshot data lives in ``<dir>/snapshots``).
+A segment flagged as a checkpoint holds a full image of the durable state, so every older
+segment can be deleted.  Recovery replays from the newest checkpoint into a
+:class:`pnyx.core.DurableState` using the shared fold.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import struct
@@ -40,19 +52,35 @@ from pnyx.runtime.snapshots import SnapshotCorruptError, SnapshotRef, SnapshotSt
 
 log = logging.getLogger("pnyx.runtime.wal")
 
-SEGMENT_MAGIC = b"PNYXWAL\x01"
+SEGMENT_MAGIC = b"PNYXWAL\x02"
 """First 8 bytes of every segment file (the last byte is the format version)."""
 
-SECTOR_BYTES = 512
-"""Granularity at which a crash may leave unwritten (zero) blocks in an unsynced tail."""
+RECORD_MAGIC = b"\xc1\xd7\x5a\x02"
+"""First 4 bytes of every record (0xc1 is never a msgpack type byte); lets a scan find
+records after a damaged region."""
+
+MANIFEST_FILE = "MANIFEST"
+"""JSON file in the WAL directory naming the newest segment (rewritten once per segment)."""
+
+WAL_FORMAT = 2
 
 KIND_OP = 1
 KIND_SNAPSHOT = 2
-KIND_CHECKPOINT = 3
 
-_RECORD_HEADER = struct.Struct("<III")
+SEGMENT_CHECKPOINT = 1
+"""Segment header flag: the segment starts with a full image of the durable state."""
+RECORD_BATCH_END = 1
+"""Record flag: the last record of a sync batch."""
+
+_SEGMENT_PREFIX = struct.Struct("<8sQQQI")
+_SEGMENT_HEADER_BYTES = _SEGMENT_PREFIX.size + 4
+_RECORD_PREFIX = struct.Struct("<4sIQIHHI")
+_RECORD_HEADER_BYTES = _RECORD_PREFIX.size + 4
+_CRC = struct.Struct("<I")
+_V1_MAGIC = b"PNYXWAL\x01"
 _SUFFIX = ".wal"
 _SNAPSHOT_DIR = "snapshots"
+_ZERO_CHUNK_BYTES = 64 * 1024
 
 RECOVER_HINT = (
     "stop the node, move its data directory aside (keep it for inspection) and restart the "
@@ -66,7 +94,7 @@ class WalError(Exception):
 
 
 class WalCorruptError(WalError):
-    """A record that is not the torn tail of the last segment failed its checks."""
+    """The WAL is damaged or incomplete in a way recovery must not repair."""
 
     def __init__(self, path: Path, offset: int, reason: str) -> None:
         super().__init__(
@@ -142,7 +170,9 @@ class WalConfig:
     """Bounds and switches of one WAL."""
 
     segment_bytes: int = 64 * 1024 * 1024
-    """Start a new segment once the current one reaches this size (soft bound)."""
+    """Size of each segment file, fixed when it is created (sparse: only written bytes use
+    disk).  A batch that does not fit starts the next segment; a batch bigger than this gets
+    a segment of its own, sized to fit."""
     max_record_bytes: int = 32 * 1024 * 1024
     """Largest record body; bigger ``LogAppend`` ops are split, a bigger entry is an error."""
     fsync: bool = True
@@ -160,6 +190,7 @@ class WalStats:
     segments_deleted: int = 0
     checkpoints: int = 0
     torn_tail_repairs: int = 0
+    manifest_writes: int = 0
     last_sync_s: float = 0.0
     sync_seconds: list[float] = field(default_factory=list)
 
@@ -172,25 +203,37 @@ class WalStats:
             del self.sync_seconds[:2048]
 
 
+@dataclass(frozen=True)
+class _SegmentHeader:
+    seq: int
+    first_lsn: int
+    size_bytes: int
+    checkpoint: bool
+
+
 @dataclass
 class _Record:
     offset: int
+    end: int
+    lsn: int
+    batch_lsn: int
+    batch_end: bool
     kind: int
     body: bytes
 
 
 @dataclass
 class _Scan:
-    path: Path
-    seq: int
-    size_bytes: int
-    records: list[_Record]
-    torn_at: int | None = None
-    error: WalCorruptError | None = None
+    """What recovery keeps of one segment: the records of its complete batches."""
 
-    @property
-    def is_checkpoint(self) -> bool:
-        return bool(self.records) and self.records[0].kind == KIND_CHECKPOINT
+    path: Path
+    header: _SegmentHeader
+    records: list[_Record]
+    used_bytes: int
+    """Where the next batch goes (end of the last complete batch)."""
+    next_lsn: int
+    repair: tuple[int, int] | None = None
+    """Byte range of a torn tail (an incomplete last batch) to zero out."""
 
 
 class WriteAheadLog:
@@ -198,6 +241,8 @@ class WriteAheadLog:
 
     Use: ``wal = WriteAheadLog(path, codec)``; hand ``wal.recovered()`` to the node factory;
     per ``Ready`` batch call ``wal.write(ready.persist)`` (one fsync for the whole batch).
+    ``must_exist=True`` refuses to create a new, empty WAL (the caller knows one existed,
+    e.g. from the data directory's ``node.json``).
     Not thread-safe: one caller at a time (the runner runs it in one worker thread).
     """
 
@@ -208,13 +253,16 @@ class WriteAheadLog:
         config: WalConfig | None = None,
         *,
         on_sync: Callable[[float], None] | None = None,
+        must_exist: bool = False,
     ) -> None:
         self.directory = directory
         self.codec: OpCodec = codec if codec is not None else PersistCodec()
         self.config = config or WalConfig()
-        assert self.config.max_record_bytes < 2**32, "record length is a u32"
+        if not 0 < self.config.max_record_bytes < 2**32:
+            raise ValueError(f"max_record_bytes={self.config.max_record_bytes}: a u32 above 0")
         self.stats = WalStats()
         self._on_sync = on_sync
+        self._must_exist = must_exist
         directory.mkdir(parents=True, exist_ok=True)
         self.snapshots = SnapshotStore(
             directory / _SNAPSHOT_DIR, self.codec.encode, self.codec.decode
@@ -222,10 +270,12 @@ class WriteAheadLog:
         self._state = DurableState()
         self._snapshot_ref: SnapshotRef | None = None
         self._snapshot_changed = False
-        self._pending: list[bytes] = []
-        self._closed_segments: list[tuple[int, int]] = []  # (seq, size_bytes)
+        self._pending: list[tuple[int, bytes]] = []
+        self._closed_segments: list[tuple[int, int]] = []  # (seq, used bytes)
         self._seq = 0
-        self._segment_bytes = 0
+        self._next_lsn = 1
+        self._write_offset = 0
+        self._size_bytes = 0
         self._fd = -1
         self._checkpoint_threshold_bytes = 0
         self._recover()
@@ -246,6 +296,11 @@ class WriteAheadLog:
         """Segments currently on disk."""
         return len(self._closed_segments) + 1
 
+    @property
+    def manifest_path(self) -> Path:
+        """The manifest naming the newest segment."""
+        return self.directory / MANIFEST_FILE
+
     def append(self, ops: Sequence[PersistOp]) -> None:
         """Encode ``ops`` into the pending batch (durable only after :meth:`sync`).
 
@@ -256,20 +311,28 @@ class WriteAheadLog:
             if isinstance(op, SnapshotSave):
                 self._append_snapshot(op)
                 continue
+            if isinstance(op, LogAppend) and op.first_index > self._state.last_index + 1:
+                raise ValueError(
+                    f"LogAppend at index {op.first_index} leaves a gap after the last "
+                    f"index {self._state.last_index}"
+                )
             bodies = self._encode_op(op)
             self._state.apply(op)
-            self._pending.extend(_frame_record(KIND_OP, body) for body in bodies)
+            self._pending.extend((KIND_OP, body) for body in bodies)
             if isinstance(op, LogCompact):
                 self._checkpoint_threshold_bytes = 0  # the image shrank: worth another look
 
     def sync(self) -> None:
         """Write the pending batch and make it durable with one fdatasync (group commit)."""
         if self._pending:
-            data = b"".join(self._pending)
+            data = _frame_batch(self._pending, self._next_lsn)
             records = len(self._pending)
             self._pending.clear()
-            _write_all(self._fd, data)
-            self._segment_bytes += len(data)
+            if self._write_offset + len(data) > self._size_bytes:
+                self._roll(len(data))
+            _pwrite_all(self._fd, data, self._write_offset)
+            self._write_offset += len(data)
+            self._next_lsn += records
             self.stats.records += records
             self.stats.bytes_written += len(data)
             self._datasync(self._fd)
@@ -324,7 +387,7 @@ class WriteAheadLog:
     def _append_snapshot(self, op: SnapshotSave) -> None:
         ref = self.snapshots.save(op)
         self._state.apply(op)
-        self._pending.append(_frame_record(KIND_SNAPSHOT, msgspec.msgpack.encode(ref)))
+        self._pending.append((KIND_SNAPSHOT, msgspec.msgpack.encode(ref)))
         if self._state.snapshot is op:
             self._snapshot_ref = ref
         self._snapshot_changed = True  # either way, some file is now superfluous
@@ -344,41 +407,85 @@ class WriteAheadLog:
             keep = [self._snapshot_ref.file] if self._snapshot_ref else []
             self.snapshots.remove_except(keep)
             self._snapshot_changed = False
-        if self._segment_bytes >= self.config.segment_bytes:
-            self._rotate()
         self._maybe_checkpoint()
 
-    # -- segments ------------------------------------------------------------------------
+    # -- segments and the manifest -------------------------------------------------------
 
     def _segment_path(self, seq: int) -> Path:
         return self.directory / f"{seq:016d}{_SUFFIX}"
 
-    def _create_segment(self, seq: int, records: Sequence[bytes]) -> None:
-        """Atomically create segment ``seq`` holding ``records``, and make it current."""
+    def _create_segment(
+        self, seq: int, items: Sequence[tuple[int, bytes]], *, checkpoint: bool, min_bytes: int = 0
+    ) -> None:
+        """Atomically create segment ``seq`` holding ``items`` (one batch), and make it current.
+
+        Order: the segment file is complete and durable (temp file with its final size,
+        fsync, rename, directory fsync) before the manifest names it, and the manifest
+        names it before anything is appended to it.  A crash before the manifest update
+        leaves a whole segment one past the manifest, which recovery accepts; a crash after
+        it leaves a manifest naming a segment that exists.  (The other order would make a
+        crash look like a deleted segment.)  So the manifest is written once per segment,
+        never per batch.
+        """
+        first_lsn = self._next_lsn
+        data = _frame_batch(items, first_lsn) if items else b""
+        size = max(self.config.segment_bytes, _SEGMENT_HEADER_BYTES + max(len(data), min_bytes))
         final = self._segment_path(seq)
         temp = final.with_name(final.name + ".tmp")
-        data = SEGMENT_MAGIC + b"".join(records)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, data)
+            _pwrite_all(fd, _segment_header(seq, first_lsn, size, checkpoint) + data, 0)
+            os.ftruncate(fd, size)
             self._datasync(fd)
         finally:
             os.close(fd)
         os.replace(temp, final)
         fsync_dir(self.directory)
-        self._open_current(seq, len(data))
+        self._write_manifest(seq)
+        self._next_lsn += len(items)
+        self._open_current(seq, size, _SEGMENT_HEADER_BYTES + len(data))
         self.stats.segments_created += 1
 
-    def _open_current(self, seq: int, size_bytes: int) -> None:
+    def _write_manifest(self, last_segment: int) -> None:
+        temp = self.directory / (MANIFEST_FILE + ".tmp")
+        text = json.dumps({"format": WAL_FORMAT, "last_segment": last_segment}) + "\n"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _pwrite_all(fd, text.encode(), 0)
+            self._datasync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, self.manifest_path)
+        fsync_dir(self.directory)
+        self.stats.manifest_writes += 1
+
+    def _read_manifest(self) -> int | None:
+        path = self.manifest_path
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise WalCorruptError(path, 0, f"unreadable manifest ({exc})") from exc
+        if not isinstance(raw, dict) or raw.get("format") != WAL_FORMAT:
+            raise WalCorruptError(path, 0, f"manifest of an unknown WAL format: {raw!r}")
+        last = raw.get("last_segment")
+        if not isinstance(last, int) or isinstance(last, bool) or last < 1:
+            raise WalCorruptError(path, 0, f"manifest without a valid last_segment: {raw!r}")
+        return last
+
+    def _open_current(self, seq: int, size_bytes: int, write_offset: int) -> None:
         if self._fd >= 0:
             os.close(self._fd)
-        self._fd = os.open(self._segment_path(seq), os.O_WRONLY | os.O_APPEND)
+        self._fd = os.open(self._segment_path(seq), os.O_WRONLY)
         self._seq = seq
-        self._segment_bytes = size_bytes
+        self._size_bytes = size_bytes
+        self._write_offset = write_offset
 
-    def _rotate(self) -> None:
-        self._closed_segments.append((self._seq, self._segment_bytes))
-        self._create_segment(self._seq + 1, [])
+    def _roll(self, min_bytes: int) -> None:
+        """Close the current segment and continue in a new one that fits ``min_bytes``."""
+        self._closed_segments.append((self._seq, self._write_offset))
+        self._create_segment(self._seq + 1, [], checkpoint=False, min_bytes=min_bytes)
         log.info("wal_rotate segment=%s", self._segment_path(self._seq).name)
 
     def _maybe_checkpoint(self) -> None:
@@ -387,15 +494,15 @@ class WriteAheadLog:
         closed_bytes = sum(size for _, size in self._closed_segments)
         if closed_bytes < self._checkpoint_threshold_bytes:
             return
-        records = self._checkpoint_records(self._seq + 1)
-        image_bytes = sum(len(r) for r in records)
-        reclaim_bytes = closed_bytes + self._segment_bytes
+        items = self._checkpoint_items()
+        image_bytes = sum(len(body) + _RECORD_HEADER_BYTES + 1 for _, body in items)
+        reclaim_bytes = closed_bytes + self._write_offset
         if image_bytes * 2 > reclaim_bytes:
             # Not worth it yet (log not compacted); retry once the closed segments doubled.
             self._checkpoint_threshold_bytes = 2 * image_bytes
             return
         old = [seq for seq, _ in self._closed_segments] + [self._seq]
-        self._create_segment(self._seq + 1, records)
+        self._create_segment(self._seq + 1, items, checkpoint=True)
         self._closed_segments.clear()
         self._checkpoint_threshold_bytes = 0
         self._delete_segments(old)
@@ -407,20 +514,17 @@ class WriteAheadLog:
             reclaim_bytes,
         )
 
-    def _checkpoint_records(self, seq: int) -> list[bytes]:
+    def _checkpoint_items(self) -> list[tuple[int, bytes]]:
         """Records that rebuild the current durable state from nothing."""
         state = self._state
-        records = [_frame_record(KIND_CHECKPOINT, msgspec.msgpack.encode(seq))]
-        for key, value in state.records.items():
-            records.append(_frame_record(KIND_OP, self.codec.encode(PutRecord(key, value))))
+        items = [(KIND_OP, self.codec.encode(PutRecord(k, v))) for k, v in state.records.items()]
         if self._snapshot_ref is not None:
-            records.append(_frame_record(KIND_SNAPSHOT, msgspec.msgpack.encode(self._snapshot_ref)))
+            items.append((KIND_SNAPSHOT, msgspec.msgpack.encode(self._snapshot_ref)))
         if state.log_start > 1:
-            compact = LogCompact(state.log_start - 1)
-            records.append(_frame_record(KIND_OP, self.codec.encode(compact)))
+            items.append((KIND_OP, self.codec.encode(LogCompact(state.log_start - 1))))
         for part in self._split_append(state.log_start, state.log):
-            records.append(_frame_record(KIND_OP, self.codec.encode(part)))
-        return records
+            items.append((KIND_OP, self.codec.encode(part)))
+        return items
 
     def _delete_segments(self, seqs: Sequence[int]) -> None:
         for seq in seqs:
@@ -432,36 +536,83 @@ class WriteAheadLog:
     # -- recovery ------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        for temp in self.directory.glob("*" + _SUFFIX + ".tmp"):
+        for temp in self.directory.glob("*.tmp"):
             temp.unlink()
+        manifest = self._read_manifest()
         paths = self._list_segments()
         if not paths:
-            self._create_segment(1, [_frame_record(KIND_CHECKPOINT, msgspec.msgpack.encode(1))])
-            self.snapshots.remove_except([])
+            self._recover_empty(manifest)
             return
-        scans = [
-            _scan_segment(
+        self._check_against_manifest(paths, manifest)
+        start = self._replay_start(paths)
+        scans: list[_Scan] = []
+        expected_lsn: int | None = None
+        for i, (seq, path) in enumerate(paths[start:], start):
+            scan = _scan_segment(
                 path,
                 seq,
                 path.read_bytes(),
+                expected_lsn,
                 is_last=(i == len(paths) - 1),
                 max_record_bytes=self.config.max_record_bytes,
             )
-            for i, (seq, path) in enumerate(paths)
-        ]
-        start = self._replay_start(scans)
-        live = scans[start:]
-        for scan in live:
-            if scan.error is not None:
-                raise scan.error
-        self._replay(live)
-        last = live[-1]
-        if last.torn_at is not None:
-            self._repair_tail(last)
-        self._delete_segments([scan.seq for scan in scans[:start]])
-        self._closed_segments = [(s.seq, s.size_bytes) for s in live[:-1]]
-        self._open_current(last.seq, last.torn_at if last.torn_at is not None else last.size_bytes)
+            scans.append(scan)
+            expected_lsn = scan.next_lsn
+        last = scans[-1]
+        if manifest is None and not _is_fresh(scans):
+            raise WalCorruptError(
+                self.manifest_path,
+                0,
+                "missing: the WAL has segments holding data but no manifest (the manifest was "
+                "deleted, or the WAL was written by an older format)",
+            )
+        self._replay(scans)
+        if last.repair is not None:
+            self._repair_tail(last, *last.repair)
+        self._delete_segments([seq for seq, _ in paths[:start]])
+        self._closed_segments = [(s.header.seq, s.used_bytes) for s in scans[:-1]]
+        self._next_lsn = last.next_lsn
+        self._open_current(last.header.seq, last.header.size_bytes, last.used_bytes)
+        if manifest != last.header.seq:
+            self._write_manifest(last.header.seq)
         self.snapshots.remove_except([self._snapshot_ref.file] if self._snapshot_ref else [])
+
+    def _recover_empty(self, manifest: int | None) -> None:
+        if manifest is not None:
+            raise WalCorruptError(
+                self._segment_path(manifest),
+                0,
+                f"missing: no segment is left, but the manifest {self.manifest_path} names "
+                f"segment {manifest} as the newest",
+            )
+        if self._must_exist:
+            raise WalCorruptError(
+                self.manifest_path,
+                0,
+                "missing: the data directory records that this node had a WAL here, but there "
+                "is neither a manifest nor a segment (was the wal directory deleted?)",
+            )
+        self._create_segment(1, [], checkpoint=True)
+        self.snapshots.remove_except([])
+
+    def _check_against_manifest(self, paths: list[tuple[int, Path]], manifest: int | None) -> None:
+        newest = paths[-1][0]
+        if manifest is None:
+            return  # accepted only for a fresh, empty first segment (checked after the scan)
+        if newest < manifest:
+            raise WalCorruptError(
+                self._segment_path(newest + 1),
+                0,
+                f"missing: the manifest names segment {manifest} as the newest, but the newest "
+                f"on disk is {newest} (segments {newest + 1}..{manifest} were deleted)",
+            )
+        if newest > manifest + 1:
+            raise WalCorruptError(
+                paths[-1][1],
+                0,
+                f"segment {newest} is beyond the manifest's newest segment {manifest}+1, so it "
+                "was not written by this WAL",
+            )
 
     def _list_segments(self) -> list[tuple[int, Path]]:
         found: list[tuple[int, Path]] = []
@@ -472,29 +623,31 @@ class WriteAheadLog:
             found.append((int(stem), path))
         return sorted(found)
 
-    def _replay_start(self, scans: list[_Scan]) -> int:
-        for i in range(len(scans) - 1, -1, -1):
-            if scans[i].is_checkpoint:
-                for prev, nxt in zip(scans[i:], scans[i + 1 :], strict=False):
-                    if nxt.seq != prev.seq + 1:
-                        raise WalCorruptError(
-                            nxt.path, 0, f"segment {prev.seq + 1} is missing before it"
-                        )
+    def _replay_start(self, paths: list[tuple[int, Path]]) -> int:
+        """Index of the newest checkpoint segment; every segment after it must be present."""
+        for i in range(len(paths) - 1, -1, -1):
+            seq, path = paths[i]
+            if i + 1 < len(paths) and paths[i + 1][0] != seq + 1:
+                raise WalCorruptError(paths[i + 1][1], 0, f"segment {seq + 1} is missing before it")
+            with open(path, "rb") as handle:
+                header = _parse_segment_header(path, handle.read(_SEGMENT_HEADER_BYTES))
+            if header.seq != seq:
+                raise WalCorruptError(path, 0, _renamed(header.seq))
+            if header.checkpoint:
                 return i
-        first = scans[0]
         raise WalCorruptError(
-            first.error.path if first.error else first.path,
-            first.error.offset if first.error else 0,
-            "no segment starts with a valid checkpoint, so the log cannot be replayed",
+            paths[0][1],
+            0,
+            "no segment is a checkpoint, so the log cannot be replayed (older segments are "
+            "missing)",
         )
 
     def _replay(self, scans: list[_Scan]) -> None:
-        refs = [
-            (scan.path, rec.offset, msgspec.msgpack.decode(rec.body, type=SnapshotRef))
-            for scan in scans
-            for rec in scan.records
-            if rec.kind == KIND_SNAPSHOT
-        ]
+        refs: list[tuple[Path, int, SnapshotRef]] = []
+        for scan in scans:
+            for rec in scan.records:
+                if rec.kind == KIND_SNAPSHOT:
+                    refs.append((scan.path, rec.offset, _decode_ref(scan.path, rec)))
         winner = _winning_ref(refs)
         for scan in scans:
             for rec in scan.records:
@@ -508,33 +661,40 @@ class WriteAheadLog:
                 raise WalDecodeError(scan.path, rec.offset, str(exc)) from exc
             if not isinstance(op, PersistOp):
                 raise WalDecodeError(scan.path, rec.offset, f"decoded a {type(op).__name__}")
+            if isinstance(op, LogAppend) and op.first_index > self._state.last_index + 1:
+                raise WalCorruptError(
+                    scan.path,
+                    rec.offset,
+                    f"inconsistent records: LogAppend at index {op.first_index} leaves a gap "
+                    f"after the last index {self._state.last_index}",
+                )
             self._state.apply(op)
         elif rec.kind == KIND_SNAPSHOT:
-            ref = msgspec.msgpack.decode(rec.body, type=SnapshotRef)
             if (scan.path, rec.offset) == winner:
+                ref = _decode_ref(scan.path, rec)
                 try:
                     self._state.apply(self.snapshots.load(ref))
                 except SnapshotCorruptError as exc:
                     raise WalCorruptError(scan.path, rec.offset, str(exc)) from exc
                 self._snapshot_ref = ref
-        elif rec.kind == KIND_CHECKPOINT:
-            seq = msgspec.msgpack.decode(rec.body, type=int)
-            if seq != scan.seq or rec.offset != len(SEGMENT_MAGIC):
-                raise WalCorruptError(scan.path, rec.offset, f"misplaced checkpoint marker {seq}")
         else:
             raise WalCorruptError(scan.path, rec.offset, f"unknown record kind {rec.kind}")
 
-    def _repair_tail(self, scan: _Scan) -> None:
-        assert scan.torn_at is not None
+    def _repair_tail(self, scan: _Scan, start: int, end: int) -> None:
+        """Zero the torn tail ``[start, end)`` (the file keeps its size) and make it durable."""
         log.warning(
             "wal_torn_tail_repaired file=%s offset=%d dropped_bytes=%d",
             scan.path,
-            scan.torn_at,
-            scan.size_bytes - scan.torn_at,
+            start,
+            end - start,
         )
         fd = os.open(scan.path, os.O_WRONLY)
         try:
-            os.ftruncate(fd, scan.torn_at)
+            offset = start
+            while offset < end:
+                chunk = min(_ZERO_CHUNK_BYTES, end - offset)
+                _pwrite_all(fd, bytes(chunk), offset)
+                offset += chunk
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -596,90 +756,222 @@ def _winning_ref(refs: list[tuple[Path, int, SnapshotRef]]) -> tuple[Path, int] 
     return winner
 
 
-def _frame_record(kind: int, data: bytes) -> bytes:
-    body = bytes((kind,)) + data
-    head = struct.pack("<II", len(body), crc32c.crc32c(body))
-    return head + struct.pack("<I", crc32c.crc32c(head)) + body
+def _frame_batch(items: Sequence[tuple[int, bytes]], first_lsn: int) -> bytes:
+    """Frame one sync batch: consecutive lsns from ``first_lsn``, the last flagged BATCH_END."""
+    out: list[bytes] = []
+    last = len(items) - 1
+    for i, (kind, data) in enumerate(items):
+        body = bytes((kind,)) + data
+        flags = RECORD_BATCH_END if i == last else 0
+        head = _RECORD_PREFIX.pack(
+            RECORD_MAGIC, len(body), first_lsn + i, i, flags, 0, crc32c.crc32c(body)
+        )
+        out.append(head + _CRC.pack(crc32c.crc32c(head)) + body)
+    return b"".join(out)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _segment_header(seq: int, first_lsn: int, size_bytes: int, checkpoint: bool) -> bytes:
+    flags = SEGMENT_CHECKPOINT if checkpoint else 0
+    head = _SEGMENT_PREFIX.pack(SEGMENT_MAGIC, seq, first_lsn, size_bytes, flags)
+    return head + _CRC.pack(crc32c.crc32c(head))
+
+
+def _parse_segment_header(path: Path, data: bytes) -> _SegmentHeader:
+    if data[: len(_V1_MAGIC)] == _V1_MAGIC:
+        raise WalCorruptError(
+            path,
+            0,
+            "segment of WAL format 1 (written by an older pnyx); this version reads format 2. "
+            "The node cannot be upgraded in place",
+        )
+    if len(data) < _SEGMENT_HEADER_BYTES:
+        raise WalCorruptError(path, 0, f"{len(data)} bytes, shorter than a segment header")
+    magic, seq, first_lsn, size_bytes, flags = _SEGMENT_PREFIX.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC:
+        raise WalCorruptError(path, 0, f"bad segment magic {magic!r}")
+    (crc,) = _CRC.unpack_from(data, _SEGMENT_PREFIX.size)
+    if crc32c.crc32c(data[: _SEGMENT_PREFIX.size]) != crc:
+        raise WalCorruptError(path, 0, "segment header CRC32C mismatch")
+    return _SegmentHeader(seq, first_lsn, size_bytes, bool(flags & SEGMENT_CHECKPOINT))
+
+
+def _renamed(header_seq: int) -> str:
+    return f"the segment header names segment {header_seq}: the file was renamed or copied"
+
+
+def _decode_ref(path: Path, rec: _Record) -> SnapshotRef:
+    try:
+        return msgspec.msgpack.decode(rec.body, type=SnapshotRef)
+    except msgspec.MsgspecError as exc:
+        raise WalDecodeError(path, rec.offset, f"snapshot reference: {exc}") from exc
+
+
+def _is_fresh(scans: list[_Scan]) -> bool:
+    """A first segment created without its manifest yet (a crash at the very first start)."""
+    only = scans[0]
+    return (
+        len(scans) == 1
+        and only.header.seq == 1
+        and only.header.checkpoint
+        and not only.records
+        and only.repair is None
+    )
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        written = os.pwrite(fd, view, offset)
         view = view[written:]
-
-
-def _scan_segment(
-    path: Path, seq: int, data: bytes, *, is_last: bool, max_record_bytes: int
-) -> _Scan:
-    """Split a segment into records; classify the first bad one as torn tail or corruption."""
-    scan = _Scan(path, seq, len(data), [])
-    if data[: len(SEGMENT_MAGIC)] != SEGMENT_MAGIC:
-        scan.error = WalCorruptError(path, 0, f"bad segment magic {data[:8]!r}")
-        return scan
-    offset = len(SEGMENT_MAGIC)
-    while offset < len(data):
-        problem, end = _check_record(data, offset, max_record_bytes)
-        if problem is None:
-            scan.records.append(_Record(offset, data[offset + 12], data[offset + 13 : end]))
-            offset = end
-            continue
-        if is_last and _looks_torn(data, offset, end, header_ok=problem != "header"):
-            scan.torn_at = offset
-        else:
-            scan.error = WalCorruptError(path, offset, _PROBLEMS[problem])
-        break
-    return scan
+        offset += written
 
 
 _PROBLEMS = {
-    "short": "the file ends inside a record header",
-    "header": "record header CRC32C mismatch (length field damaged)",
-    "length": "record length is 0 or above max_record_bytes",
-    "partial": "the file ends inside a record body",
+    "short": "the segment ends inside a record header",
+    "magic": "no record starts here (bad record magic)",
+    "header": "record header CRC32C mismatch (length or sequence fields damaged)",
+    "length": "record length is 0, above max_record_bytes or beyond the segment",
     "body": "record body CRC32C mismatch",
 }
 
 
-def _check_record(data: bytes, offset: int, max_record_bytes: int) -> tuple[str | None, int]:
-    """(problem or None, end offset of the record as far as it can be trusted)."""
-    header_end = offset + _RECORD_HEADER.size
+def _read_record(data: bytes, offset: int, max_record_bytes: int) -> tuple[_Record | None, str]:
+    """The record at ``offset`` if its framing and CRCs are valid, else (None, problem)."""
+    header_end = offset + _RECORD_HEADER_BYTES
     if header_end > len(data):
-        return "short", len(data)
-    length, body_crc, header_crc = _RECORD_HEADER.unpack_from(data, offset)
-    if crc32c.crc32c(data[offset : offset + 8]) != header_crc:
-        return "header", header_end
-    if length == 0 or length > max_record_bytes:
-        return "length", header_end
+        return None, "short"
+    magic, length, lsn, delta, flags, _, body_crc = _RECORD_PREFIX.unpack_from(data, offset)
+    if magic != RECORD_MAGIC:
+        return None, "magic"
+    (header_crc,) = _CRC.unpack_from(data, offset + _RECORD_PREFIX.size)
+    if crc32c.crc32c(data[offset : offset + _RECORD_PREFIX.size]) != header_crc:
+        return None, "header"
     end = header_end + length
-    if end > len(data):
-        return "partial", end
+    if length == 0 or length > max_record_bytes or end > len(data) or delta > lsn:
+        return None, "length"
     if crc32c.crc32c(data[header_end:end]) != body_crc:
-        return "body", end
-    return None, end
+        return None, "body"
+    body = data[header_end + 1 : end]
+    batch_end = bool(flags & RECORD_BATCH_END)
+    return _Record(offset, end, lsn, lsn - delta, batch_end, data[header_end], body), ""
 
 
-def _looks_torn(data: bytes, offset: int, end: int, *, header_ok: bool) -> bool:
-    """Could the bad record at ``offset`` of the last segment be an interrupted write?
+def _order_problem(rec: _Record, lsn: int, batch_lsn: int | None) -> str:
+    """Why a CRC-valid record is out of place ("" when it is the expected next record)."""
+    if rec.lsn != lsn:
+        return (
+            f"record has log sequence number {rec.lsn}, expected {lsn} (records dropped, "
+            "duplicated or reordered)"
+        )
+    want_batch = lsn if batch_lsn is None else batch_lsn
+    if rec.batch_lsn != want_batch:
+        return f"record says its batch starts at {rec.batch_lsn}, expected {want_batch}"
+    return ""
 
-    An unsynced append that a crash interrupts leaves a prefix of what was written,
-    then missing or zero-filled sectors.  Anything else is corruption.
+
+def _scan_segment(
+    path: Path,
+    seq: int,
+    data: bytes,
+    expected_lsn: int | None,
+    *,
+    is_last: bool,
+    max_record_bytes: int,
+) -> _Scan:
+    """The complete batches of one segment; classify what follows them as clean, torn or corrupt.
+
+    Only the last segment may end in a torn tail: an incomplete batch, or damage after which
+    no valid record of a *later* batch follows.  A later batch is written only after the
+    damaged one was fsynced, so damage followed by one is damage to acknowledged data.
     """
-    if len(data) - offset < _RECORD_HEADER.size:
-        return True
-    nonzero_end = len(data.rstrip(b"\0"))
-    if nonzero_end <= offset + _RECORD_HEADER.size:
-        return True
-    if header_ok and end >= nonzero_end:
-        return True
-    return _zero_sector_within(data, offset, min(end, len(data)))
+    header = _check_segment(path, seq, data, expected_lsn)
+    offset = _SEGMENT_HEADER_BYTES
+    lsn = header.first_lsn
+    batch_lsn: int | None = None  # first lsn of the batch being read, None between batches
+    batch_offset = offset
+    complete: list[_Record] = []
+    pending: list[_Record] = []
+    problem = ""
+    while offset < len(data):
+        rec, key = _read_record(data, offset, max_record_bytes)
+        problem = _PROBLEMS[key] if rec is None else _order_problem(rec, lsn, batch_lsn)
+        if rec is None or problem:
+            break
+        if batch_lsn is None:
+            batch_lsn, batch_offset = rec.lsn, offset
+        pending.append(rec)
+        lsn += 1
+        offset = rec.end
+        if rec.batch_end:
+            complete.extend(pending)
+            pending.clear()
+            batch_lsn = None
+    nonzero_end = _nonzero_end(data, offset)
+    if nonzero_end == offset and not pending:
+        return _Scan(path, header, complete, offset, lsn)
+    damaged_lsn = lsn if batch_lsn is None else batch_lsn
+    start = batch_offset if pending else offset
+    if not is_last:
+        if nonzero_end == offset:
+            problem = "the segment ends inside a batch (only the last segment can be torn)"
+            offset = start
+        raise WalCorruptError(path, offset, problem)
+    later = _later_record(data, offset, nonzero_end, damaged_lsn, lsn, max_record_bytes)
+    if later is not None:
+        raise WalCorruptError(
+            path,
+            offset,
+            f"{problem}; a valid record of a later write follows at byte offset {later.offset} "
+            f"(log sequence number {later.lsn}), so this damage hit data that was already "
+            "durable",
+        )
+    return _Scan(path, header, complete, start, damaged_lsn, (start, max(nonzero_end, offset)))
 
 
-def _zero_sector_within(data: bytes, start: int, end: int) -> bool:
-    sector = (start // SECTOR_BYTES) * SECTOR_BYTES
-    while sector < end:
-        chunk = data[sector : sector + SECTOR_BYTES]
-        if chunk and not any(chunk):
-            return True
-        sector += SECTOR_BYTES
-    return False
+def _check_segment(path: Path, seq: int, data: bytes, expected_lsn: int | None) -> _SegmentHeader:
+    header = _parse_segment_header(path, data)
+    if header.seq != seq:
+        raise WalCorruptError(path, 0, _renamed(header.seq))
+    if len(data) != header.size_bytes:
+        raise WalCorruptError(
+            path,
+            min(len(data), header.size_bytes),
+            f"the file is {len(data)} bytes but was created with {header.size_bytes}: it was "
+            "truncated or extended",
+        )
+    if expected_lsn is not None and header.first_lsn != expected_lsn:
+        raise WalCorruptError(
+            path,
+            0,
+            f"the segment starts at log sequence number {header.first_lsn}, but the previous "
+            f"segment ends before {expected_lsn} (records or segments lost, duplicated or "
+            "reordered)",
+        )
+    return header
+
+
+def _later_record(
+    data: bytes, start: int, end: int, damaged_lsn: int, next_lsn: int, max_record_bytes: int
+) -> _Record | None:
+    """The first valid record in ``[start, end)`` that is not part of the damaged batch."""
+    pos = start
+    while True:
+        pos = data.find(RECORD_MAGIC, pos, end)
+        if pos < 0:
+            return None
+        rec, _ = _read_record(data, pos, max_record_bytes)
+        if rec is not None and (rec.batch_lsn != damaged_lsn or rec.lsn < next_lsn):
+            return rec
+        pos += 1
+
+
+def _nonzero_end(data: bytes, start: int) -> int:
+    """One past the last non-zero byte at or after ``start`` (``start`` if all zero)."""
+    end = len(data)
+    while end > start:
+        low = max(start, end - _ZERO_CHUNK_BYTES)
+        kept = len(data[low:end].rstrip(b"\0"))
+        if kept:
+            return low + kept
+        end = low
+    return start
