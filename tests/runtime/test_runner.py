@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 
 from pnyx.core import Message, PersistOp
-from pnyx.runtime import NodeFailed, configure_logging
+from pnyx.runtime import NodeFailed, WalCorruptError, configure_logging
+from pnyx.runtime.datadir import DataDirError, DataDirStamp, claim_data_dir, wal_recorded
 from tests.runtime.runtime_helpers import run_async, wait_until
 from tests.runtime.runtime_toy import Add, Cluster, Push
 
@@ -97,10 +99,103 @@ def test_a_data_dir_of_another_node_is_refused(tmp_path: Path) -> None:
         try:
             await cluster.start_all()
             await cluster.stop(2)
+            await cluster.stop(1)
             (tmp_path / "node2").rename(tmp_path / "moved")
             (tmp_path / "node1").rename(tmp_path / "node2")  # node 1's data under node 2
-            with pytest.raises(NodeFailed, match="belongs to node 1, not node 2"):
+            with pytest.raises(DataDirError, match="belongs to node 1 of cluster"):
                 await cluster.start(2)
+        finally:
+            await cluster.close()
+
+    run_async(scenario())
+
+
+def test_a_data_dir_of_another_membership_is_refused(tmp_path: Path) -> None:
+    """Issue 16 item 6: a 1-node cluster's directory reused by a 3-node cluster."""
+
+    async def scenario() -> None:
+        single = Cluster(tmp_path, 1)
+        try:
+            await single.start_all()
+            client = await single.client(1)
+            try:
+                assert (await client.request(Add(1, 5), 1, 10.0)).ok
+            finally:
+                await client.close()
+        finally:
+            await single.close()
+        triple = Cluster(tmp_path, 3)
+        try:
+            with pytest.raises(DataDirError) as info:
+                await triple.start(1)
+        finally:
+            await triple.close()
+        text = str(info.value)
+        node1 = tmp_path / "node1"
+        assert f"data directory {node1} belongs to node 1 of cluster '' with members [1];" in text
+        assert "this node is 1 of cluster '' with members [1, 2, 3]" in text
+        assert f"rm -r {node1}" in text
+
+    run_async(scenario())
+
+
+def test_two_runners_on_one_data_dir_the_second_is_refused(tmp_path: Path) -> None:
+    """Issue 16 item 8: a second ``pnyx serve`` on a running node's directory ran beside it."""
+
+    async def scenario() -> None:
+        cluster = Cluster(tmp_path, 1)
+        try:
+            first = await cluster.start(1)
+            twin = Cluster(tmp_path, 1)  # its own port, the same data directory
+            try:
+                with pytest.raises(
+                    DataDirError, match=rf"in use by another process \(pid {os.getpid()}\)"
+                ):
+                    await twin.start(1)
+            finally:
+                await twin.close()
+            assert first.health()["status"] == "ok", "the running node is not disturbed"
+            client = await cluster.client(1)
+            try:
+                assert (await client.request(Add(1, 2), 1, 10.0)).ok
+            finally:
+                await client.close()
+            await cluster.stop(1)
+            restarted = await cluster.start(1)  # stop() released the lock
+            assert restarted.wal.state.last_index == 1
+        finally:
+            await cluster.close()
+
+    run_async(scenario())
+
+
+def test_a_deleted_wal_of_a_stamped_data_dir_is_refused(tmp_path: Path) -> None:
+    """Issue 16 item 3: deleting ``wal/`` started an empty node although node.json existed."""
+
+    async def scenario() -> None:
+        cluster = Cluster(tmp_path, 1)
+        try:
+            await cluster.start(1)
+            await cluster.stop(1)
+            shutil.rmtree(tmp_path / "node1" / "wal")
+            with pytest.raises(WalCorruptError, match="missing: the data directory records"):
+                await cluster.start(1)
+        finally:
+            await cluster.close()
+
+    run_async(scenario())
+
+
+def test_a_crash_between_stamp_and_first_segment_still_starts(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        cluster = Cluster(tmp_path, 1)
+        try:
+            # What a crash right after stamping leaves: node.json, no WAL yet.
+            claim_data_dir(tmp_path / "node1", DataDirStamp(1, (1,), ""))
+            assert not wal_recorded(tmp_path / "node1")
+            runner = await cluster.start(1)
+            assert runner.wal.state.last_index == 0
+            assert wal_recorded(tmp_path / "node1"), "the stamp records the WAL once it exists"
         finally:
             await cluster.close()
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
@@ -49,6 +48,14 @@ from pnyx.core import (
     StateMachine,
     is_client,
 )
+from pnyx.runtime.datadir import (
+    STAMP_FILE,
+    DataDirStamp,
+    LockHandle,
+    claim_data_dir,
+    lock_data_dir,
+    record_wal_created,
+)
 from pnyx.runtime.metrics import MetricsServer, NodeMetrics
 from pnyx.runtime.transport import Address, Transport, TransportConfig, make_wire_codec
 from pnyx.runtime.wal import MemoryLog, OpCodec, WalConfig, WriteAheadLog
@@ -57,8 +64,8 @@ log = logging.getLogger("pnyx.runtime.runner")
 
 T = TypeVar("T")
 
-DATA_DIR_STAMP = "node.json"
-"""File in a node's data directory naming the node it belongs to."""
+DATA_DIR_STAMP = STAMP_FILE
+"""File in a node's data directory naming the node it belongs to (see ``datadir``)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,7 @@ class NodeRunner:
         self.failure: BaseException | None = None
         self._node: Node | None = None
         self._wal: WriteAheadLog | MemoryLog | None = None
+        self._data_lock: LockHandle | None = None
         self._transport: Transport | None = None
         self._metrics_server: MetricsServer | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -228,8 +236,11 @@ class NodeRunner:
         if cfg.data_dir is None:
             self._wal = MemoryLog()
         else:
-            _stamp_data_dir(cfg.data_dir, cfg.node_id)
-            self._wal = await loop.run_in_executor(self._executor, self._open_wal)
+            self._data_lock = lock_data_dir(cfg.data_dir)
+            stamp = DataDirStamp(cfg.node_id, self.group, cfg.transport.cluster)
+            had_wal = claim_data_dir(cfg.data_dir, stamp)
+            self._wal = await loop.run_in_executor(self._executor, self._open_wal, had_wal)
+            record_wal_created(cfg.data_dir, stamp)
         durable = self._wal.recovered()
         rng = random.Random(self.seed)
         self._node = self._make_node(cfg.node_id, self.group, rng, durable)
@@ -286,6 +297,8 @@ class NodeRunner:
                 with contextlib.suppress(Exception):
                     await asyncio.get_running_loop().run_in_executor(self._executor, wal.close)
             self._executor.shutdown(wait=True)
+        if self._data_lock is not None:
+            self._data_lock.release()  # after the WAL is closed: the directory is free now
         if self._stopped is not None:
             self._stopped.set()
         log.info("node_stopped node=%d", self.config.node_id)
@@ -325,13 +338,14 @@ class NodeRunner:
         report.update(node_status(self._node))
         return report
 
-    def _open_wal(self) -> WriteAheadLog:
+    def _open_wal(self, must_exist: bool) -> WriteAheadLog:
         assert self.config.data_dir is not None
         return WriteAheadLog(
             self.config.data_dir / "wal",
             self._op_codec,
             self.config.wal,
             on_sync=self.metrics.fsync_seconds.observe,
+            must_exist=must_exist,
         )
 
     # -- inbound -------------------------------------------------------------------------
@@ -516,25 +530,6 @@ class NodeRunner:
         self.history.append(event)
         if self._on_record is not None:
             self._on_record(event)
-
-
-def _stamp_data_dir(data_dir: Path, node_id: int) -> None:
-    """Refuse a data directory that belongs to another node; stamp a new one."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    stamp = data_dir / DATA_DIR_STAMP
-    if stamp.exists():
-        found = json.loads(stamp.read_text()).get("node_id")
-        if found != node_id:
-            raise NodeFailed(
-                f"data directory {data_dir} belongs to node {found}, not node {node_id}; "
-                "pass that node's own --data-dir"
-            )
-        return
-    temp = stamp.with_suffix(".tmp")
-    temp.write_text(json.dumps({"node_id": node_id, "format": 1}) + "\n")
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temp, stamp)
 
 
 def node_status(node: object) -> dict[str, Any]:
