@@ -187,6 +187,17 @@ class Cluster:
                 return
         raise AssertionError(f"{line_prefix!r} never happened")
 
+    def deliver_until_type(self, kind: type[Message], max_steps: int = 10_000) -> None:
+        """Deliver one message at a time (FIFO) until one of type ``kind`` was delivered."""
+        self.flush_all()
+        for _ in range(max_steps):
+            assert self.queue, f"the network went quiet before a {kind.__name__}\n{self.text()}"
+            src, dst, msg = self.queue.pop(0)
+            self.deliver_one(src, dst, msg)
+            if type(msg) is kind:
+                return
+        raise AssertionError(f"no {kind.__name__} within {max_steps} deliveries")
+
     def drop_queued(self) -> None:
         self.queue = []
 

@@ -22,6 +22,8 @@ def _double_vote(mutants: frozenset[str]) -> list[VoteResponse]:
     c.flush(2)
     c.crash(2)
     node = c.restart(2)
+    c.tick(2, c.config.election_timeout_ticks)  # a restarted node sits out one timeout
+    assert node.term == 1 and node.vote_quiet_ticks == 0, node
     node.step(RequestVote(1, 0, 0), 3)
     c.flush(2)
     return [m for s, d, m in c.queue if s == 2 and d == 3 and isinstance(m, VoteResponse)]

@@ -18,6 +18,11 @@ VOTE_IGNORES_LOG = "vote_ignores_log"
 HEARTBEAT_COMMIT_UNCLAMPED = "heartbeat_commit_unclamped"
 STALE_TERM_ACCEPTED = "stale_term_accepted"
 APPEND_SKIPS_TERM_CHECK = "append_skips_term_check"
+RESTART_VOTES_AT_ONCE = "restart_votes_at_once"
+LEASE_IGNORES_STALL = "lease_ignores_stall"
+SNAPSHOT_OFFSET_OF_OTHER = "snapshot_offset_of_other"
+JOINT_LEAVE_DROPPED = "joint_leave_dropped"
+TRANSFER_TO_OUTGOING = "transfer_to_outgoing"
 
 MUTANTS: frozenset[str] = frozenset(
     {
@@ -34,6 +39,11 @@ MUTANTS: frozenset[str] = frozenset(
         HEARTBEAT_COMMIT_UNCLAMPED,
         STALE_TERM_ACCEPTED,
         APPEND_SKIPS_TERM_CHECK,
+        RESTART_VOTES_AT_ONCE,
+        LEASE_IGNORES_STALL,
+        SNAPSHOT_OFFSET_OF_OTHER,
+        JOINT_LEAVE_DROPPED,
+        TRANSFER_TO_OUTGOING,
     }
 )
 

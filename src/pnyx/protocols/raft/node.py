@@ -127,6 +127,10 @@ class RaftNode:
         self.transfer_elapsed_ticks = 0
         self._lease_forbidden = False
         self._ack_ticks: dict[int, int] = {}
+        self._lease_floor_tick = 0
+        """Heartbeats sent before this tick of ours do not count toward the lease (a stall)."""
+        self.vote_quiet_ticks = 0
+        """A restarted node grants no (pre-)vote until this reaches 0 (see ``_restore``)."""
         self._read_acks: dict[int, int] = {}
         self._read_ctx = 0
         self._read_round_due = False
@@ -169,6 +173,11 @@ class RaftNode:
         initial = Membership(voters, (), [p for p in peers if p not in voters])
         hs = msgspec.convert(durable.records.get(HARD_STATE_KEY, HardState()), HardState)
         self.term, self.vote = hs.term, hs.vote
+        if hs.term > 0 and mut.RESTART_VOTES_AT_ONCE not in self._mutants:
+            # A restart, not a fresh boot: before the crash we may have acknowledged a leader
+            # whose lease still counts on us.  Its lease is shorter than an election timeout
+            # from the acknowledgement, so staying out of elections that long keeps it safe.
+            self.vote_quiet_ticks = self.cfg.election_timeout_ticks
         snap = durable.snapshot
         if snap is None:
             log = RaftLog(0, 0, initial)
@@ -238,6 +247,8 @@ class RaftNode:
     def tick(self) -> None:
         """One logical tick: election timer, or heartbeats and check-quorum when leading."""
         self.tick_now += 1
+        if self.vote_quiet_ticks:
+            self.vote_quiet_ticks -= 1
         if self.role == LEADER:
             self._tick_leader()
         else:
@@ -269,6 +280,17 @@ class RaftNode:
             self._maybe_commit()
 
     # -- runtime feedback -------------------------------------------------------------------
+
+    def clock_stalled(self, missed_ticks: int) -> None:
+        """The runtime dropped ``missed_ticks`` ticks after a stall (the process or its event
+        loop was held up): our tick count fell behind real time, so a lease measured in
+        delivered ticks would last too long.  End the lease: only acknowledgements of
+        heartbeats sent from now on count toward a new one."""
+        if missed_ticks <= 0 or mut.LEASE_IGNORES_STALL in self._mutants:
+            return
+        self.tick_now += missed_ticks
+        self._lease_floor_tick = self.tick_now
+        self._ack_ticks = {}
 
     def status(self) -> dict[str, Any]:
         """What runtimes show in health reports and metrics (see :class:`pnyx.core.Node`)."""
@@ -328,8 +350,8 @@ class RaftNode:
         """A message from a later term; False when it must be ignored."""
         term: int = msg.term  # type: ignore[attr-defined]
         if isinstance(msg, RequestVote):
-            if not msg.transfer and self._in_lease():
-                return False  # a live leader exists: do not let this candidate disrupt it
+            if not msg.transfer and (self._in_lease() or self.vote_quiet_ticks):
+                return False  # a live leader (maybe) exists: do not let this candidate disrupt it
             if not msg.pre_vote:
                 self._become_follower(term, NO_NODE)
             return True
@@ -464,6 +486,8 @@ class RaftNode:
                 return
             if self.transfer_target != NO_NODE:
                 self.transfer_target = NO_NODE  # the transfer timed out: lead on
+        if mut.JOINT_LEAVE_DROPPED not in self._mutants:
+            self._maybe_leave_joint()  # deferred while a transfer was pending
         for pr in self.progress.values():
             if pr.state == SNAPSHOT:
                 pr.snapshot_idle_ticks += 1
@@ -482,6 +506,9 @@ class RaftNode:
     # -- elections --------------------------------------------------------------------------
 
     def _on_request_vote(self, m: RequestVote, from_id: int) -> None:
+        if self.vote_quiet_ticks and not m.transfer:
+            self._send(from_id, VoteResponse(self.term, False, pre_vote=m.pre_vote))
+            return
         if m.pre_vote:
             can_vote = m.term > self.term or self.vote == from_id
         else:
@@ -622,11 +649,17 @@ class RaftNode:
             self._incoming = None
             self._send(from_id, AppendResponse(self.term, self.commit))
             return
-        buf = self._take_chunk(m)
-        if buf is None:
-            expected = len(self._incoming[2]) if self._incoming else 0
-            self._send(from_id, SnapshotResponse(self.term, m.index, expected))
-            return
+        if mut.SNAPSHOT_OFFSET_OF_OTHER in self._mutants:
+            buf = self._take_chunk_mutant(m)
+            if buf is None:
+                expected = len(self._incoming[2]) if self._incoming else 0
+                self._send(from_id, SnapshotResponse(self.term, m.index, expected))
+                return
+        else:
+            buf = self._take_chunk(m)
+            if buf is None:
+                self._answer_out_of_order_chunk(m, from_id)
+                return
         if not m.done:
             self._send(from_id, SnapshotResponse(self.term, m.index, len(buf)))
             return
@@ -635,7 +668,35 @@ class RaftNode:
         self._send(from_id, SnapshotResponse(self.term, m.index, len(buf), done=True))
 
     def _take_chunk(self, m: InstallSnapshot) -> bytearray | None:
-        """Add one chunk to the snapshot being received; None when it is out of order."""
+        """Add one chunk to the snapshot being received; None when it is out of order.
+
+        The buffer is keyed by (leader term, snapshot index).  Chunk 0 starts a buffer only
+        for a newer snapshot than the one held (a late duplicate of an older snapshot's
+        first chunk must not throw away the newer one's bytes).
+        """
+        incoming = self._incoming
+        key = (m.term, m.index)
+        if m.offset == 0 and (incoming is None or incoming[:2] < key):
+            self._incoming = incoming = (m.term, m.index, bytearray())
+        if incoming is None or incoming[:2] != key or len(incoming[2]) != m.offset:
+            return None
+        incoming[2].extend(m.data)
+        return incoming[2]
+
+    def _answer_out_of_order_chunk(self, m: InstallSnapshot, from_id: int) -> None:
+        """Tell the leader where to resume *this* snapshot: the buffer's length when it holds
+        this snapshot, else 0 (start over).  A chunk of an older snapshot than the buffer's
+        is stale (its leader has moved on): ignore it."""
+        incoming = self._incoming
+        key = (m.term, m.index)
+        if incoming is not None and incoming[:2] > key:
+            return
+        resume = len(incoming[2]) if incoming is not None and incoming[:2] == key else 0
+        self._send(from_id, SnapshotResponse(self.term, m.index, resume))
+
+    def _take_chunk_mutant(self, m: InstallSnapshot) -> bytearray | None:
+        """Mutant: any chunk 0 restarts the buffer; out-of-order chunks of another snapshot
+        are answered with the other buffer's length (the livelock of issue 16, item 13)."""
         if m.offset == 0:
             self._incoming = (m.term, m.index, bytearray())
         incoming = self._incoming
@@ -751,7 +812,7 @@ class RaftNode:
             return
         pr.recent_active = True
         pr.probe_sent = False
-        if m.sent_tick > self._ack_ticks.get(from_id, -1):
+        if m.sent_tick >= self._lease_floor_tick and m.sent_tick > self._ack_ticks.get(from_id, -1):
             self._ack_ticks[from_id] = m.sent_tick
         if m.ctx > self._read_acks.get(from_id, 0):
             self._read_acks[from_id] = m.ctx
@@ -811,8 +872,13 @@ class RaftNode:
             pr.become_probe()
             self._send_append(from_id, pr, allow_empty=True)
             return
+        if mut.SNAPSHOT_OFFSET_OF_OTHER in self._mutants:
+            pr.snapshot_idle_ticks = 0
+        elif m.next_offset > len(pr.snapshot.data):
+            return  # not an offset of our snapshot
+        elif m.next_offset > pr.snapshot_offset:
+            pr.snapshot_idle_ticks = 0  # only real progress postpones the stall detector
         pr.snapshot_offset = m.next_offset
-        pr.snapshot_idle_ticks = 0
         self._send_snapshot(from_id, pr)
 
     # -- commit and apply --------------------------------------------------------------------
@@ -839,13 +905,27 @@ class RaftNode:
             waiting, self._reads_waiting_commit = self._reads_waiting_commit, []
             for read in waiting:
                 self._start_read(read)
-        conf = self.log.config()
         if self.pending_conf_index > self.commit:
             return
-        if conf.joint:
-            self._propose_config(Membership(conf.voters, (), conf.learners))
-        elif not conf.is_voter(self.node_id):
+        if self.log.config().joint:
+            self._maybe_leave_joint()
+        elif not self.log.config().is_voter(self.node_id):
             self._become_follower(self.term, NO_NODE)  # removed: hand over to the rest
+
+    def _maybe_leave_joint(self) -> None:
+        """Once C_old,new is committed, propose C_new (§4.3).  A pending leadership transfer
+        defers this (no proposals while the target catches up) until it ends: the transfer
+        either hands over (the new leader leaves the joint configuration after its no-op
+        commits) or times out (the next tick proposes)."""
+        conf = self.log.config()
+        if (
+            self.role != LEADER
+            or not conf.joint
+            or self.pending_conf_index > self.commit
+            or self.transfer_target != NO_NODE
+        ):
+            return
+        self._propose_config(Membership(conf.voters, (), conf.learners))
 
     def _emit_applies(self) -> None:
         log = self.log
@@ -1034,7 +1114,15 @@ class RaftNode:
         if target == self.node_id:
             return ""
         pr = self.progress.get(target)
-        if pr is None or not self.log.config().is_voter(target):
+        conf = self.log.config()
+        # Only a voter of the incoming configuration (C_new when joint) may take over: an
+        # outgoing-only voter would lead a configuration it is about to leave.
+        voter = (
+            conf.is_voter(target)
+            if mut.TRANSFER_TO_OUTGOING in self._mutants
+            else (target in conf.voters)
+        )
+        if pr is None or not voter:
             return "not_voter"
         self.transfer_target = target
         self._lease_forbidden = True  # the successor's election ignores our lease
@@ -1051,6 +1139,84 @@ class RaftNode:
         self._sends.append(Send(to, msg))
 
     # -- views for monitors and tests ------------------------------------------------------------
+
+    def invariants(self) -> list[str]:
+        """Broken local invariants, described (empty when all hold).  Cheap: O(members).
+
+        Checked with ``if``, independent of ``assert``; the simulator calls this after every
+        step of the node.  Each description starts with a short tag.
+        """
+        problems: list[str] = []
+        log = self.log
+        last = log.last_index
+        if not self.applied <= self.commit <= last:
+            problems.append(
+                f"commit-order: applied {self.applied} <= commit {self.commit} <= "
+                f"last index {last} broken"
+            )
+        if self.persisted_index > last:
+            problems.append(f"persisted-beyond-log: persisted {self.persisted_index} > last {last}")
+        if log.offset > self.commit:
+            problems.append(f"snapshot-uncommitted: snapshot {log.offset} > commit {self.commit}")
+        if self.snapshot is not None and self.snapshot.index != log.offset:
+            problems.append(
+                f"snapshot-offset: snapshot at {self.snapshot.index}, log offset {log.offset}"
+            )
+        if log.entries and log.entries[-1].term > self.term:
+            problems.append(f"log-term-ahead: last entry term {log.last_term} > term {self.term}")
+        problems += self._role_invariants()
+        return problems
+
+    def _role_invariants(self) -> list[str]:
+        problems: list[str] = []
+        role = self.role
+        if role == LEADER:
+            if self.leader != self.node_id or self.vote != self.node_id:
+                problems.append(
+                    f"leader-fields: leader of term {self.term} with leader={self.leader} "
+                    f"vote={self.vote}"
+                )
+            problems += self._leader_invariants()
+        elif role in (CANDIDATE, PRE_CANDIDATE):
+            if self.leader != NO_NODE:
+                problems.append(f"candidate-knows-leader: {role} with leader {self.leader}")
+            if role == CANDIDATE and self.vote != self.node_id:
+                problems.append(f"candidate-vote: candidate voted for {self.vote}")
+        elif self.leader == self.node_id:
+            problems.append(f"follower-leads: a {role} names itself leader")
+        if role != LEADER and (self.progress or self.transfer_target != NO_NODE):
+            problems.append(f"leader-state: a {role} keeps leader progress or a transfer")
+        return problems
+
+    def _leader_invariants(self) -> list[str]:
+        problems: list[str] = []
+        last = self.log.last_index
+        conf = self.log.config()
+        for peer, pr in self.progress.items():
+            if pr.match > last or pr.next > last + 1:
+                problems.append(
+                    f"progress-beyond-log: {peer} match {pr.match} next {pr.next}, last {last}"
+                )
+        if self.persisted_index > last:
+            problems.append(f"own-match-beyond-log: {self.persisted_index} > {last}")
+        target = self.transfer_target
+        if target != NO_NODE and target not in conf.voters:
+            problems.append(
+                f"transfer-target-not-incoming-voter: transfer to {target}, C_new voters "
+                f"{sorted(conf.voters)}"
+            )
+        committed_in_term = self.log.term(self.commit) == self.term
+        if (
+            conf.joint
+            and committed_in_term
+            and self.pending_conf_index <= self.commit
+            and (target == NO_NODE)
+        ):
+            problems.append(
+                f"joint-config-not-left: C_old,new committed (through {self.commit}) and no "
+                "transfer pending, but C_new was not proposed"
+            )
+        return problems
 
     @property
     def config(self) -> Membership:
