@@ -20,6 +20,7 @@ from pnyx.core import (
     Apply,
     ClientReply,
     DurableState,
+    InvalidMessage,
     LogAppend,
     Message,
     NodeFactory,
@@ -84,7 +85,14 @@ class PrimaryBackupNode(Outbox):
         self.applied = 0
         self.match = dict.fromkeys(self.others, 0)
         self.pongs: list[tuple[int, int]] = []
+        self.ticks = 0
+        self.stalls: list[tuple[int, int]] = []
+        """``(missed_ticks, ticks delivered before)`` of each ``clock_stalled`` call."""
         super().__init__()
+
+    def clock_stalled(self, missed_ticks: int) -> None:
+        """Optional runtime hook: ticks beyond ``max_ticks_per_round`` were dropped."""
+        self.stalls.append((missed_ticks, self.ticks))
 
     def status(self) -> dict[str, object]:
         """Optional runtime hook: what /health and the leader gauge report."""
@@ -103,11 +111,14 @@ class PrimaryBackupNode(Outbox):
             self.match[from_id] = max(self.match.get(from_id, 0), msg.match)
             self._advance_commit()
         elif isinstance(msg, Ping):
+            if msg.n < 0:  # refused before any state changes, like a protocol would
+                raise InvalidMessage(f"ping number {msg.n} is negative")
             self._send(from_id, Pong(msg.n))
         elif isinstance(msg, Pong):
             self.pongs.append((from_id, msg.n))
 
     def tick(self) -> None:
+        self.ticks += 1
         if not self.is_primary:
             return
         for peer in self.others:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as ssl_module
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,7 +28,8 @@ class FramedClient:
     """One framed TCP connection to a node, speaking as a client.
 
     ``await FramedClient.connect(address, WIRE_TYPES)`` sends a :class:`Hello` and waits
-    for the node's :class:`Welcome`, which carries :attr:`client_id`.
+    for the node's :class:`Welcome`, which carries :attr:`client_id`.  For a node with TLS
+    on pass ``ssl=pnyx.runtime.tls.client_ssl_context(ca_file)``.
     """
 
     def __init__(
@@ -55,10 +57,23 @@ class FramedClient:
         client_id: int = 0,
         timeout_s: float = 5.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        ssl: ssl_module.SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> FramedClient:
-        """Connect and say hello; ``client_id`` 0 lets the node assign one."""
+        """Connect (over TLS with ``ssl``) and say hello; ``client_id`` 0 lets the node
+        assign one.  ``server_hostname`` is the name checked in the node's certificate
+        (default: the host dialled)."""
         codec = make_wire_codec((*tuple(message_types), ClientReply))
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout_s)
+        if ssl is None:
+            connecting = asyncio.open_connection(*address)
+        else:
+            connecting = asyncio.open_connection(
+                *address,
+                ssl=ssl,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=timeout_s,
+            )
+        reader, writer = await asyncio.wait_for(connecting, timeout_s)
         client = cls(reader, writer, codec, max_frame_bytes)
         try:
             await client.send(Hello(client_id, "client"))
@@ -96,9 +111,9 @@ class FramedClient:
                 return reply
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (waits at most 1 s; the caller's cancellation propagates)."""
         self._writer.close()
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, TimeoutError):
             await asyncio.wait_for(self._writer.wait_closed(), 1.0)
 
     async def _next(self) -> Message:
