@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from pnyx.core import DurableState, LogAppend, LogCompact, PersistOp, PutRecord, SnapshotSave
 from pnyx.runtime.wal import (
     KIND_OP,
+    MANIFEST_FILE,
     RECORD_MAGIC,
     PersistCodec,
     WalConfig,
@@ -500,3 +502,95 @@ def test_a_superseded_snapshot_file_is_not_kept(tmp_path: Path) -> None:
     wal.close()
     got = open_wal(tmp_path).recovered()
     assert got.snapshot is not None and got.snapshot.data == b"ten"
+
+
+def multi_segment_wal(path: Path) -> list[PersistOp]:
+    """A WAL of several segments (no checkpoint: the log is not compacted)."""
+    wal = open_wal(path, segment_bytes=2048)
+    ops: list[PersistOp] = []
+    for i in range(1, 41):
+        batch: list[PersistOp] = [LogAppend(i, entries(i, 1, size=300))]
+        if i % 7 == 0:
+            batch.append(PutRecord("hard", HardState(i // 7, 1)))
+        ops += batch
+        wal.write(batch)
+    wal.close()
+    assert wal.stats.checkpoints == 0 and len(segments(path)) >= 5
+    return ops
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_deleting_the_last_segments_is_refused(tmp_path: Path, count: int) -> None:
+    """Issue 16 item 3: the node started with fewer entries and an older hard state."""
+    multi_segment_wal(tmp_path)
+    doomed = segments(tmp_path)[-count:]
+    for path in doomed:
+        path.unlink()
+    with pytest.raises(WalCorruptError, match="missing: the manifest names segment") as info:
+        open_wal(tmp_path, segment_bytes=2048)
+    assert info.value.path == doomed[0] and info.value.offset == 0
+
+
+def test_deleting_the_only_segment_or_the_manifest_is_refused(tmp_path: Path) -> None:
+    wal = open_wal(tmp_path)
+    wal.write([LogAppend(1, entries(1, 3)), PutRecord("hard", HardState(2, 1))])
+    wal.close()
+    (only,) = segments(tmp_path)
+    data = only.read_bytes()
+    only.unlink()
+    with pytest.raises(WalCorruptError, match="missing: no segment is left") as info:
+        open_wal(tmp_path)
+    assert info.value.path == only
+    only.write_bytes(data)
+    (tmp_path / MANIFEST_FILE).unlink()
+    with pytest.raises(WalCorruptError, match="segments holding data but no manifest"):
+        open_wal(tmp_path)
+
+
+def test_an_empty_directory_with_must_exist_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(WalCorruptError, match="neither a manifest nor a segment"):
+        WriteAheadLog(tmp_path, CODEC, must_exist=True)
+    assert segments(tmp_path) == [], "nothing is created"
+
+
+def test_crashes_between_segment_and_manifest_writes_recover(tmp_path: Path) -> None:
+    # The very first start: segment 1 is durable, the manifest not yet written.
+    open_wal(tmp_path).close()
+    (tmp_path / MANIFEST_FILE).unlink()
+    wal = open_wal(tmp_path)
+    ops: list[PersistOp] = [LogAppend(1, entries(1, 2))]
+    wal.write(ops)
+    wal.close()
+    assert json.loads((tmp_path / MANIFEST_FILE).read_text())["last_segment"] == 1
+    # A roll: the new segment is durable, the manifest still names the previous one.
+    other = tmp_path / "rolled"
+    ops = multi_segment_wal(other)
+    newest = int(segments(other)[-1].stem)
+    (other / MANIFEST_FILE).write_text(json.dumps({"format": 2, "last_segment": newest - 1}))
+    assert_same(open_wal(other, segment_bytes=2048).recovered(), fold(ops))
+    assert json.loads((other / MANIFEST_FILE).read_text())["last_segment"] == newest
+
+
+def test_the_manifest_is_written_per_segment_not_per_batch(tmp_path: Path) -> None:
+    wal = open_wal(tmp_path, segment_bytes=4096)
+    for i in range(1, 201):
+        wal.write([LogAppend(i, entries(i, 1, size=100))])
+    assert wal.stats.manifest_writes == wal.stats.segments_created
+    assert wal.stats.segments_created < 30 < wal.stats.fsyncs
+    wal.close()
+
+
+def test_renamed_or_copied_segments_are_refused(tmp_path: Path) -> None:
+    multi_segment_wal(tmp_path)
+    paths = segments(tmp_path)
+    last = paths[-1]
+    (tmp_path / f"{int(last.stem) + 1:016d}.wal").write_bytes(last.read_bytes())  # a copy
+    with pytest.raises(WalCorruptError, match="renamed or copied"):
+        open_wal(tmp_path, segment_bytes=2048)
+    (tmp_path / f"{int(last.stem) + 1:016d}.wal").unlink()
+    a, b = paths[-3], paths[-2]
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)  # two segments swapped
+    with pytest.raises(WalCorruptError, match="renamed or copied"):
+        open_wal(tmp_path, segment_bytes=2048)
