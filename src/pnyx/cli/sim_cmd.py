@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from pnyx.cli.errors import fail
 from pnyx.sim.catalog import get_spec, protocol_names
+from pnyx.sim.parallel import MAX_JOBS, PoolError, SeedError, run_seeds, validate_jobs
 from pnyx.sim.runner import SimConfig, SimResult, run_sim
 from pnyx.sim.schedule import FaultSpecError, Schedule, format_faults, parse_faults
 from pnyx.sim.shrink import shrink
@@ -97,6 +99,14 @@ def replay_command(name: str, config: SimConfig, schedule_file: Path | None = No
 @click.option("--trace-hash", is_flag=True, help="Print the run's trace digest as the last line.")
 @click.option("--no-shrink", is_flag=True, help="Do not shrink a failing schedule.")
 @click.option(
+    "--jobs",
+    type=int,
+    default=1,
+    show_default=True,
+    help=f"Run the seeds of --seeds in this many worker processes (1..{MAX_JOBS}); "
+    "per-seed results, output order and exit status are those of a serial run.",
+)
+@click.option(
     "--swarm",
     is_flag=True,
     help="Swarm testing: each seed draws its fault mix (within --faults), intensity, cluster "
@@ -124,11 +134,13 @@ def sim(
     as_json: bool,
     trace_hash: bool,
     no_shrink: bool,
+    jobs: int,
     swarm: bool,
     max_unknown: int,
 ) -> None:
     """Simulate PROTOCOL deterministically under faults (one seed or a range of seeds)."""
     spec = _resolve_spec(protocol)
+    _check_jobs(jobs, seed_range)
     faults = _resolve_faults(faults_text)
     schedule = _load_schedule(schedule_path)
     base = SimConfig(
@@ -148,7 +160,16 @@ def sim(
             seeds = parse_seed_range(seed_range)
         except ValueError as exc:
             fail(str(exc))
-        code = _run_many(spec, base, seeds, as_json, no_shrink, schedule_path, max_unknown)
+        code = _run_many(
+            spec,
+            replace(base, hash_trace=trace_hash),
+            seeds,
+            as_json,
+            no_shrink,
+            schedule_path,
+            max_unknown,
+            jobs=jobs,
+        )
         sys.exit(code)
     config = replace(
         base, seed=seed if seed is not None else 1, trace=replay, hash_trace=trace_hash or replay
@@ -161,6 +182,32 @@ def _resolve_spec(name: str) -> ProtocolSpec:
         return get_spec(name)
     except KeyError:
         fail(f"unknown protocol {name!r}; valid: {', '.join(protocol_names())}")
+
+
+def _check_jobs(jobs: int, seed_range: str | None) -> None:
+    try:
+        validate_jobs(jobs)
+    except ValueError as exc:
+        fail(str(exc))
+    if jobs > 1 and seed_range is None:
+        fail("--jobs runs the seeds of --seeds in parallel; give --seeds A..B (or drop --jobs)")
+
+
+def _seed_results(
+    spec: ProtocolSpec, base: SimConfig, seeds: range, jobs: int
+) -> Iterator[SimResult]:
+    """Each seed's result in seed order: in this process, or from ``jobs`` workers."""
+    if jobs == 1:
+        for seed in seeds:
+            yield run_sim(spec, replace(base, seed=seed))
+        return
+    try:
+        yield from run_seeds(spec.name, base, seeds, jobs)
+    except SeedError as exc:
+        click.echo(exc.worker_traceback, err=True, nl=False)
+        fail(str(exc), status=1)
+    except PoolError as exc:
+        fail(str(exc), status=1)
 
 
 def _resolve_faults(text: str) -> frozenset[str]:
@@ -306,10 +353,13 @@ def _run_many(
     no_shrink: bool,
     schedule_path: Path | None,
     max_unknown: int = 0,
+    *,
+    jobs: int = 1,
 ) -> int:
     console = Console(stderr=as_json, highlight=False, soft_wrap=True)
     failures: list[tuple[SimConfig, SimResult]] = []
     unknown: list[tuple[int, str]] = []
+    hashes: list[tuple[int, str]] = []
     deliveries = events = 0
     wall_s = 0.0
     with Progress(
@@ -323,25 +373,37 @@ def _run_many(
         disable=as_json or not console.is_terminal,
     ) as progress:
         task = progress.add_task("seeds", total=len(seeds), failed=0)
-        for seed in seeds:
+        for result in _seed_results(spec, base, seeds, jobs):
+            seed = result.seed
             config = replace(base, seed=seed)
-            result = run_sim(spec, config)
             deliveries += result.stats.deliveries
             events += result.stats.events
             wall_s += result.stats.wall_s
             if as_json:
-                click.echo(msgspec.json.encode(_summary(spec, config, result)).decode())
+                click.echo(msgspec.json.encode(_seed_summary(spec, config, result)).decode())
+            elif base.hash_trace:
+                hashes.append((seed, result.trace_hash))
             if not result.ok:
                 failures.append((config, result))
             unknown.extend((seed, note) for note in result.unknown)
             progress.update(task, advance=1, failed=len(failures))
     if not as_json:
         _print_table(console, spec, seeds, failures, deliveries, events, wall_s, schedule_path)
+        for seed, digest in hashes:
+            console.print(f"seed {seed} trace hash {digest}")
     too_many_unknown = _report_unknown(console, unknown, max_unknown)
     if failures and not no_shrink and schedule_path is None:
         config, result = failures[0]
         _shrink_and_report(console, spec, config, result, as_json)
     return 1 if failures or too_many_unknown else 0
+
+
+def _seed_summary(spec: ProtocolSpec, config: SimConfig, result: SimResult) -> dict[str, Any]:
+    """One JSON line of a seed range (with the trace hash when it was asked for)."""
+    summary = _summary(spec, config, result)
+    if config.hash_trace:
+        summary["trace_hash"] = result.trace_hash
+    return summary
 
 
 def _report_unknown(console: Console, unknown: list[tuple[int, str]], max_unknown: int) -> bool:
