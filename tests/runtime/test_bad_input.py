@@ -19,8 +19,11 @@ from tests.runtime.runtime_toy import (
     OP_CODEC,
     PEER_MESSAGE_TYPES,
     WIRE_TYPES,
+    Cluster,
+    Entry,
     Ping,
     Pong,
+    Push,
     SumMachine,
     make_node,
 )
@@ -201,3 +204,35 @@ def test_frame_decoder_is_incremental_and_bounded() -> None:
         FrameDecoder(max_frame_bytes=16).feed(header(17))
     with pytest.raises(ValueError, match="max_frame_bytes=16"):
         encode_frame(b"x" * 16, max_frame_bytes=16)
+
+
+def test_the_hello_frame_is_bounded_before_the_remote_is_known(tmp_path: Path) -> None:
+    """Before its hello a connection may send a few KiB; after it, whole frames."""
+
+    async def scenario() -> None:
+        cluster = Cluster(
+            tmp_path, 2, transport=TransportConfig(max_frame_bytes=1 << 20, hello_timeout_ms=3000)
+        )
+        try:
+            runner = await cluster.start(2)  # node 1 (the primary) is played by this test
+            limit = runner.transport.config.max_hello_frame_bytes
+            reader, writer = await asyncio.open_connection(*runner.address)
+            writer.write(header(limit + 1))  # within max_frame_bytes, beyond the hello bound
+            await writer.drain()
+            await read_until_closed(reader, 5.0)
+            writer.close()
+            assert runner.transport.stats.rejected == {"oversized": 1}
+            # A hello and a big frame in one write: the big one is judged after the hello.
+            entries = tuple(Entry(1000, i, i) for i in range(3000))
+            push = frame(Push(1, entries, 0))
+            assert limit < len(push) < 1 << 20
+            _reader2, writer2 = await asyncio.open_connection(*runner.address)
+            writer2.write(frame(Hello(1, "peer")) + push)
+            await writer2.drain()
+            await wait_until(lambda: len(cluster.node(2).log) == 3000, what="push applied")
+            writer2.close()
+            assert runner.transport.stats.rejected == {"oversized": 1}
+        finally:
+            await cluster.close()
+
+    run_async(scenario())

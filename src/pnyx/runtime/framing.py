@@ -8,6 +8,7 @@ remote peer can get wrong raises :class:`RemoteProtocolError`, never a crash.
 from __future__ import annotations
 
 import struct
+from collections import deque
 
 FRAME_VERSION = 1
 """Version byte of every frame this runtime writes and accepts."""
@@ -54,18 +55,25 @@ class FrameDecoder:
     single call: an oversized length is rejected as soon as its 4 bytes arrive.
     :attr:`max_frame_bytes` may be changed between calls (the runtime raises it once a
     connection's hello was accepted).
+
+    Received chunks are kept as they came (never copied into a growing buffer), so a
+    large frame costs its own size while it arrives, plus one copy when it completes.
     """
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         if max_frame_bytes < 2:
             raise ValueError(f"max_frame_bytes={max_frame_bytes} is too small (at least 2)")
         self.max_frame_bytes = max_frame_bytes
-        self._buffer = bytearray()
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0
+        """Bytes of ``_chunks[0]`` already consumed."""
+        self._size = 0
+        """Unconsumed bytes in ``_chunks``."""
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes received that do not yet form a whole frame."""
-        return len(self._buffer)
+        return self._size
 
     def feed(self, data: bytes, *, max_frames: int | None = None) -> list[bytes]:
         """Add received bytes; return the payloads of every frame now complete.
@@ -74,31 +82,81 @@ class FrameDecoder:
         them stay buffered *unchecked* (a later ``feed(b"")`` continues), so that the
         frames after a hello are judged by the limit that applies after it.
         """
-        self._buffer += data
+        if data:
+            self._chunks.append(bytes(data))
+            self._size += len(data)
         payloads: list[bytes] = []
-        while len(self._buffer) >= LENGTH_BYTES:
+        while self._size >= LENGTH_BYTES:
             if max_frames is not None and len(payloads) >= max_frames:
                 break
-            (length,) = _LENGTH.unpack_from(self._buffer, 0)
+            head = self._peek_head()
+            (length,) = _LENGTH.unpack_from(head, 0)
             self._check_length(length)
             end = LENGTH_BYTES + length
-            if len(self._buffer) < end:
+            if self._size < end:
                 break
-            version = self._buffer[LENGTH_BYTES]
+            version = head[LENGTH_BYTES]
             if version != FRAME_VERSION:
                 raise RemoteProtocolError(
                     "bad_version", f"frame version {version}, this runtime speaks {FRAME_VERSION}"
                 )
-            payloads.append(bytes(self._buffer[LENGTH_BYTES + 1 : end]))
-            del self._buffer[:end]
+            self._skip(LENGTH_BYTES + 1)
+            payloads.append(self._take(length - 1))
         return payloads
+
+    def _peek_head(self) -> bytes:
+        """The length field and, when buffered, the version byte (merging small chunks)."""
+        want = min(LENGTH_BYTES + 1, self._size)
+        first = self._chunks[0]
+        if len(first) - self._offset < want:
+            parts = [first[self._offset :]]
+            self._chunks.popleft()
+            while sum(len(p) for p in parts) < want:
+                parts.append(self._chunks.popleft())
+            self._chunks.appendleft(b"".join(parts))
+            self._offset = 0
+            first = self._chunks[0]
+        return first[self._offset : self._offset + want]
+
+    def _skip(self, count: int) -> None:
+        """Consume ``count`` bytes that lie in the first chunk."""
+        self._offset += count
+        self._size -= count
+        if self._offset == len(self._chunks[0]):
+            self._chunks.popleft()
+            self._offset = 0
+
+    def _take(self, count: int) -> bytes:
+        """Consume and return the next ``count`` bytes (all buffered)."""
+        self._size -= count
+        parts: list[bytes] = []
+        while count:
+            first = self._chunks[0]
+            available = len(first) - self._offset
+            if available > count:
+                parts.append(first[self._offset : self._offset + count])
+                self._offset += count
+                break
+            parts.append(first[self._offset :] if self._offset else first)
+            count -= available
+            self._chunks.popleft()
+            self._offset = 0
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def clear(self) -> None:
+        """Drop every buffered byte (the connection is being abandoned)."""
+        self._chunks.clear()
+        self._offset = 0
+        self._size = 0
 
     def close(self) -> None:
         """The stream ended: raise if it stopped in the middle of a frame."""
-        if self._buffer:
+        if self._size:
             raise RemoteProtocolError(
                 "truncated",
-                f"connection closed with {len(self._buffer)} bytes of an incomplete frame",
+                f"connection closed with {self._size} bytes of an incomplete frame",
             )
 
     def _check_length(self, length: int) -> None:

@@ -555,6 +555,9 @@ class Transport:
             log.exception("connection_handler_failed remote=%s sender=%s", conn.remote, conn.sender)
         finally:
             self._forget(conn)
+            conn.decoder.clear()
+            conn.pending.clear()
+            conn.task = None  # no conn -> task -> traceback -> conn cycle keeps buffers alive
             conn.writer.close()
 
     async def _run_connection(self, conn: _Inbound, reader: asyncio.StreamReader) -> None:
@@ -591,6 +594,9 @@ class Transport:
     def _close_conn(self, conn: _Inbound, reason: str) -> None:
         conn.closed_reason = reason
         self._settle(conn, 0)
+        # Free the buffered bytes now: the handler only has to notice its cancellation.
+        conn.decoder.clear()
+        conn.pending.clear()
         if conn.task is not None:
             conn.task.cancel()
 
