@@ -1,14 +1,28 @@
-"""``pnyx cluster up|status|down``: a local cluster of ``pnyx serve`` processes.
+"""``pnyx cluster up|status|down|kill|start``: a local cluster of ``pnyx serve`` processes.
 
-``up`` records every process it starts in ``DATA_DIR/cluster.json``; ``down`` stops exactly
-those processes (checking each pid still runs our ``serve`` for this data directory).
+``up`` records the cluster in ``DATA_DIR/cluster.json`` (protocol, members, cluster id, TLS
+CA, and each node's command line and pid) *before* it launches anything, and again after
+each launch; when a record cannot be written (a full disk), the process just launched is
+killed and the command fails with one line.  ``down`` stops every process the record names
+that still runs our ``serve`` for this data directory, plus any ``pnyx serve`` found running
+on a directory inside it (one whose pid was never recorded), so nothing is left behind.
+
+``up`` on a directory left by an earlier cluster reuses its data only when every node
+directory there was stamped for the same membership (``node.json``, see
+:mod:`pnyx.runtime.datadir`); otherwise it refuses before launching anything and says how
+to start fresh (``--fresh`` removes exactly the pnyx cluster files).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import random
+import re
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,20 +30,52 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from pnyx.cli import cluster_state
+from pnyx.cli.cluster_state import (
+    STATE_FILE,
+    StateError,
+    cluster_pids,
+    is_our_process,
+    node_processes,
+    pid_alive,
+)
 from pnyx.cli.errors import fail
 from pnyx.services.catalog import service_names
 
-STATE_FILE = "cluster.json"
+__all__ = [
+    "STATE_FILE",
+    "KillRestartNemesis",
+    "cluster",
+    "cluster_command",
+    "fetch_health",
+    "free_ports",
+    "is_our_process",
+    "load_state",
+    "local_cluster_up",
+    "members_of",
+    "pid_alive",
+    "signal_node",
+    "start_node",
+]
+
+RUNTIME_ERROR = 1
+"""Exit status when the command was right but the world refused (disk full, launch failed)."""
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+KILL_WAIT_S = 5.0
 POLL_S = 0.1
+TLS_DIR = "tls"
+NODE_DIR = re.compile(r"^node-([0-9]+)$")
+_NODE_FILES = {"node.log", "lock", "node.json", "node.json.tmp"}
+"""What a node directory holds before its node ever ran (or after a launch failed)."""
 
 
 def free_ports(count: int) -> list[int]:
@@ -44,26 +90,6 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def pid_alive(pid: int) -> bool:
-    """True when ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def is_our_process(pid: int, data_dir: Path) -> bool:
-    """True when ``pid`` runs ``pnyx serve`` on a node directory under ``data_dir``."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            argv = handle.read().decode(errors="replace").split("\0")
-    except OSError:
-        return False
-    return "serve" in argv and any(a.startswith(str(data_dir.resolve())) for a in argv)
-
-
 def fetch_health(port: int, timeout_s: float = 1.0) -> dict[str, Any] | None:
     """GET /health of a node's metrics server; None when unreachable."""
     try:
@@ -75,15 +101,30 @@ def fetch_health(port: int, timeout_s: float = 1.0) -> dict[str, Any] | None:
 
 
 def load_state(data_dir: Path) -> dict[str, Any] | None:
-    """The cluster record in ``data_dir``, or None when there is none."""
-    path = data_dir / STATE_FILE
-    if not path.exists():
-        return None
+    """The cluster record in ``data_dir``, or None; a bad record is a one-line usage error."""
     try:
-        state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        fail(f"{path} is unreadable ({exc}); remove it after checking no node runs")
+        return cluster_state.load_state(data_dir)
+    except StateError as exc:
+        fail(f"{exc}; remove it after checking no node runs (`pnyx cluster down` stops them)")
+
+
+def _require_state(data_dir: Path) -> dict[str, Any]:
+    state = load_state(data_dir)
+    if state is None:
+        fail(f"no cluster in {data_dir} (no {STATE_FILE}); start one with `pnyx cluster up`")
     return state
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _checked_data_dir(data_dir: Path) -> Path:
+    """``data_dir`` made absolute; a usage error when it exists and is not a directory."""
+    data_dir = data_dir.expanduser().resolve()
+    if data_dir.exists() and not data_dir.is_dir():
+        fail(f"--data-dir {data_dir} is not a directory")
+    return data_dir
 
 
 @click.group()
@@ -96,30 +137,33 @@ def cluster() -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True)
 @click.option("--protocol", default="broadcast", show_default=True)
 @click.option("--tick-ms", type=click.IntRange(1, 10_000), default=10, show_default=True)
+@click.option(
+    "--tls", is_flag=True, help="Mutual TLS between nodes (CA and certs in DATA_DIR/tls)."
+)
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Remove the data an earlier cluster left in DATA_DIR (only pnyx's own files) first.",
+)
 @click.option("--detach", is_flag=True, help="Return once the cluster is up.")
-def up(nodes: str, data_dir: Path, protocol: str, tick_ms: int, detach: bool) -> None:
+def up(
+    nodes: str, data_dir: Path, protocol: str, tick_ms: int, tls: bool, fresh: bool, detach: bool
+) -> None:
     """Start a local cluster; without --detach, run until Ctrl-C and then stop it."""
     if protocol not in service_names():
         fail(f"unknown protocol {protocol!r}; valid: {', '.join(service_names())}")
-    data_dir = data_dir.resolve()
-    existing = load_state(data_dir)
-    if existing and any(pid_alive(n["pid"]) for n in existing["nodes"]):
-        fail(
-            f"a cluster already runs in {data_dir}; run `pnyx cluster down --data-dir "
-            f"{data_dir}` first"
-        )
+    data_dir = _checked_data_dir(data_dir)
     count = int(nodes)
-    ports = free_ports(2 * count)
-    peer_ports, metric_ports = ports[:count], ports[count:]
-    peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(peer_ports))
-    state: dict[str, Any] = {"protocol": protocol, "peers": peers, "nodes": []}
-    data_dir.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        state["nodes"].append(_spawn(i + 1, peers, metric_ports[i], data_dir, protocol, tick_ms))
-        _save_state(data_dir, state)
+    _refuse_running(data_dir)
+    if fresh:
+        _remove_cluster_files(data_dir)
+    cluster_id = _reusable_cluster_id(data_dir, count) or secrets.token_hex(8)
+    _make_data_dir(data_dir)
+    state = _plan(data_dir, count, protocol, tick_ms, cluster_id, tls)
+    _launch_all(data_dir, state)
     if not _wait_healthy(state):
         _stop_all(data_dir, state)
-        fail("cluster did not become healthy; see node.log in each node directory", 1)
+        fail("cluster did not become healthy; see node.log in each node directory", RUNTIME_ERROR)
     _print_status(data_dir, state)
     if detach:
         return
@@ -137,41 +181,209 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _spawn(
-    node_id: int, peers: str, metrics_port: int, data_dir: Path, protocol: str, tick_ms: int
+def _refuse_running(data_dir: Path) -> None:
+    if not data_dir.is_dir():
+        return
+    pids = cluster_pids(data_dir, load_state(data_dir))
+    if pids:
+        fail(
+            f"a cluster already runs in {data_dir} (pids {', '.join(map(str, pids))}); run "
+            f"`pnyx cluster down --data-dir {data_dir}` first"
+        )
+
+
+def _make_data_dir(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        status = RUNTIME_ERROR if exc.errno in (errno.ENOSPC, errno.EIO) else 2
+        fail(f"cannot create --data-dir {data_dir}: {_reason(exc)}", status)
+
+
+def _node_dirs(data_dir: Path) -> Iterator[tuple[int, Path]]:
+    if not data_dir.is_dir():
+        return
+    for entry in sorted(data_dir.iterdir()):
+        match = NODE_DIR.match(entry.name)
+        if match and entry.is_dir():
+            yield int(match.group(1)), entry
+
+
+def _fresh_hint(data_dir: Path, count: int) -> str:
+    return (
+        f"to start fresh: `pnyx cluster up --fresh --nodes {count} --data-dir {data_dir}` "
+        f"(removes the old cluster's data) or `rm -r {data_dir}`"
+    )
+
+
+def _reusable_cluster_id(data_dir: Path, count: int) -> str | None:
+    """The cluster id of an earlier cluster in ``data_dir`` with the same membership.
+
+    A usage error, before anything is launched, when a node directory there belongs to
+    another membership or cluster (reusing it would put old log entries under a new
+    configuration), or when its ``node.json`` is unreadable."""
+    from pnyx.runtime.datadir import DataDirError, read_stamp
+
+    wanted = tuple(range(1, count + 1))
+    clusters: dict[str, Path] = {}
+    for node_id, node_dir in _node_dirs(data_dir):
+        try:
+            stamp = read_stamp(node_dir)
+        except DataDirError as exc:
+            fail(f"{exc}; {_fresh_hint(data_dir, count)}")
+        if stamp is None:
+            continue
+        if stamp.members != wanted or stamp.node_id != node_id:
+            fail(
+                f"{node_dir} holds node {stamp.node_id} of an earlier cluster with members "
+                f"{list(stamp.members)}; `cluster up --nodes {count}` would give it members "
+                f"{list(wanted)}; {_fresh_hint(data_dir, count)}"
+            )
+        clusters.setdefault(stamp.cluster, node_dir)
+    if len(clusters) > 1:
+        shown = ", ".join(f"{d.name}: {c!r}" for c, d in sorted(clusters.items()))
+        fail(
+            f"the node directories in {data_dir} belong to different clusters ({shown}); "
+            f"{_fresh_hint(data_dir, count)}"
+        )
+    return next(iter(clusters), None)
+
+
+def _remove_cluster_files(data_dir: Path) -> None:
+    """``--fresh``: remove an earlier cluster's files; refuse when anything else is there."""
+    if not data_dir.is_dir():
+        return
+    foreign = [entry.name for entry in sorted(data_dir.iterdir()) if not _is_ours(entry)]
+    if foreign:
+        fail(
+            f"--fresh removes only what `pnyx cluster` created, and {data_dir} also holds "
+            f"{', '.join(foreign)}; pick another --data-dir or clean it by hand"
+        )
+    for entry in sorted(data_dir.iterdir()):
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError as exc:
+            fail(f"--fresh could not remove {entry}: {_reason(exc)}", RUNTIME_ERROR)
+    click.echo(f"removed the earlier cluster's data in {data_dir}")
+
+
+def _is_ours(entry: Path) -> bool:
+    if entry.name in (STATE_FILE, STATE_FILE + ".tmp"):
+        return entry.is_file()
+    if entry.is_symlink() or not entry.is_dir():
+        return False
+    if entry.name == TLS_DIR:
+        return all(re.fullmatch(r"(ca|node-[0-9]+)\.(pem|key)", f.name) for f in entry.iterdir())
+    match = NODE_DIR.match(entry.name)
+    return bool(match) and _is_node_dir(entry, int(match.group(1)) if match else 0)
+
+
+def _is_node_dir(node_dir: Path, node_id: int) -> bool:
+    """True when ``node.json`` says it is node ``node_id``'s, or it holds only launch files."""
+    try:
+        raw = json.loads((node_dir / "node.json").read_text())
+    except FileNotFoundError:
+        return {f.name for f in node_dir.iterdir()} <= _NODE_FILES
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(raw, dict) and raw.get("node_id") == node_id
+
+
+def _plan(
+    data_dir: Path, count: int, protocol: str, tick_ms: int, cluster_id: str, tls: bool
 ) -> dict[str, Any]:
-    node_dir = data_dir / f"node-{node_id}"
-    node_dir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "pnyx",
-        "serve",
-        "--id",
-        str(node_id),
-        "--peers",
-        peers,
-        "--data-dir",
-        str(node_dir),
-        "--protocol",
-        protocol,
-        "--metrics-port",
-        str(metrics_port),
-        "--tick-ms",
-        str(tick_ms),
-    ]
-    proc = _launch(argv, node_dir)
-    return {
-        "id": node_id,
-        "pid": proc.pid,
-        "metrics_port": metrics_port,
-        "argv": argv,
-        "address": dict(p.split("=") for p in peers.split(","))[str(node_id)],
-        "dir": str(node_dir),
+    """The cluster record, every node's command line included, before anything runs."""
+    ports = free_ports(2 * count)
+    peer_ports, metric_ports = ports[:count], ports[count:]
+    peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(peer_ports))
+    certs = _make_certs(data_dir, count) if tls else {}
+    state: dict[str, Any] = {
+        "protocol": protocol,
+        "peers": peers,
+        "cluster_id": cluster_id,
+        "tls": {"ca": str(data_dir / TLS_DIR / "ca.pem")} if tls else None,
+        "nodes": [],
     }
+    for i in range(count):
+        node_id = i + 1
+        node_dir = data_dir / f"node-{node_id}"
+        argv = [
+            *_serve_prefix(),
+            "--id", str(node_id),
+            "--peers", peers,
+            "--cluster-id", cluster_id,
+            "--data-dir", str(node_dir),
+            "--protocol", protocol,
+            "--metrics-port", str(metric_ports[i]),
+            "--tick-ms", str(tick_ms),
+            *certs.get(node_id, []),
+        ]  # fmt: skip
+        state["nodes"].append(
+            {
+                "id": node_id,
+                "pid": None,
+                "metrics_port": metric_ports[i],
+                "argv": argv,
+                "address": f"127.0.0.1:{peer_ports[i]}",
+                "dir": str(node_dir),
+            }
+        )
+    return state
 
 
-def _launch(argv: list[str], node_dir: Path) -> subprocess.Popen[bytes]:
+def _serve_prefix() -> list[str]:
+    return [sys.executable, "-m", "pnyx", "serve"]
+
+
+def _make_certs(data_dir: Path, count: int) -> dict[int, list[str]]:
+    from pnyx.runtime.tls import generate_cluster_certs
+
+    try:
+        configs = generate_cluster_certs(data_dir / TLS_DIR, range(1, count + 1))
+    except OSError as exc:
+        fail(
+            f"cannot write TLS certificates in {data_dir / TLS_DIR}: {_reason(exc)}", RUNTIME_ERROR
+        )
+    return {
+        node_id: ["--tls-ca", str(c.ca_file), "--tls-cert", str(c.cert_file),
+                  "--tls-key", str(c.key_file)]
+        for node_id, c in configs.items()
+    }  # fmt: skip
+
+
+def _launch_all(data_dir: Path, state: dict[str, Any]) -> None:
+    """Record the plan, then launch node by node, recording each pid; roll back on failure."""
+    _record_or_fail(data_dir, state, "nothing was started")
+    launched: list[int] = []
+    for node in state["nodes"]:
+        try:
+            node_dir = Path(node["dir"])
+            node_dir.mkdir(parents=True, exist_ok=True)
+            node["pid"] = _launch(node["argv"], node_dir)
+            launched.append(node["pid"])
+            cluster_state.save_state(data_dir, state)
+        except OSError as exc:
+            for pid in launched:
+                _kill_now(pid)
+            fail(
+                f"cannot start node {node['id']} of the cluster in {data_dir}: {_reason(exc)}; "
+                f"stopped the {len(launched)} process(es) already started",
+                RUNTIME_ERROR,
+            )
+
+
+def _record_or_fail(data_dir: Path, state: dict[str, Any], consequence: str) -> None:
+    try:
+        cluster_state.save_state(data_dir, state)
+    except OSError as exc:
+        fail(f"cannot write {data_dir / STATE_FILE}: {_reason(exc)}; {consequence}",
+             RUNTIME_ERROR)  # fmt: skip
+
+
+def _launch(argv: list[str], node_dir: Path) -> int:
     with open(node_dir / "node.log", "ab") as log_file:
         return subprocess.Popen(
             argv,
@@ -179,13 +391,19 @@ def _launch(argv: list[str], node_dir: Path) -> subprocess.Popen[bytes]:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-        )
+        ).pid
 
 
-def _save_state(data_dir: Path, state: dict[str, Any]) -> None:
-    temp = data_dir / (STATE_FILE + ".tmp")
-    temp.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-    os.replace(temp, data_dir / STATE_FILE)
+def _kill_now(pid: int) -> None:
+    """SIGKILL a process we just launched and wait (bounded) until it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_WAIT_S
+    while time.monotonic() < deadline:
+        _reap()
+        if not pid_alive(pid):
+            return
+        time.sleep(POLL_S / 10)
 
 
 def _wait_healthy(state: dict[str, Any]) -> bool:
@@ -204,10 +422,8 @@ def _wait_healthy(state: dict[str, Any]) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per node per line.")
 def status(data_dir: Path, as_json: bool) -> None:
     """Members, leader, term, commit and applied index of each node."""
-    data_dir = data_dir.resolve()
-    state = load_state(data_dir)
-    if state is None:
-        fail(f"no cluster in {data_dir} (no {STATE_FILE}); start one with `pnyx cluster up`")
+    data_dir = _checked_data_dir(data_dir)
+    state = _require_state(data_dir)
     if as_json:
         for row in _status_rows(data_dir, state):
             click.echo(json.dumps(row, sort_keys=True))
@@ -215,18 +431,26 @@ def status(data_dir: Path, as_json: bool) -> None:
     _print_status(data_dir, state)
 
 
+def _node_pid(data_dir: Path, node: dict[str, Any]) -> int | None:
+    """The pid running ``node`` now: the recorded one, else one found on its directory."""
+    pid = node.get("pid")
+    if pid and pid_alive(pid) and is_our_process(pid, Path(node["dir"])):
+        return int(pid)
+    found = node_processes(data_dir, Path(node["dir"]))
+    return found[0] if found else None
+
+
 def _status_rows(data_dir: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for n in state["nodes"]:
-        alive = pid_alive(n["pid"]) and is_our_process(n["pid"], data_dir)
-        health = fetch_health(n["metrics_port"]) if alive else None
-        health = health or {}
+        pid = _node_pid(data_dir, n)
+        health = (fetch_health(n["metrics_port"]) if pid else None) or {}
         rows.append(
             {
                 "id": n["id"],
-                "pid": n["pid"],
+                "pid": pid if pid else n.get("pid"),
                 "address": n["address"],
-                "state": "up" if health else ("starting" if alive else "down"),
+                "state": "up" if health else ("starting" if pid else "down"),
                 "leader": health.get("leader"),
                 "term": health.get("term"),
                 "commit_index": health.get("commit_index"),
@@ -239,7 +463,8 @@ def _status_rows(data_dir: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _print_status(data_dir: Path, state: dict[str, Any]) -> None:
-    table = Table(title=f"pnyx cluster ({state['protocol']}) in {data_dir}")
+    tls = " with TLS" if state.get("tls") else ""
+    table = Table(title=f"pnyx cluster ({state['protocol']}{tls}) in {data_dir}")
     columns = (
         "id",
         "pid",
@@ -261,19 +486,17 @@ def _print_status(data_dir: Path, state: dict[str, Any]) -> None:
 @cluster.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True)
 def down(data_dir: Path) -> None:
-    """Stop exactly the processes `up` started (SIGTERM, then SIGKILL after a timeout)."""
-    data_dir = data_dir.resolve()
-    state = load_state(data_dir)
-    if state is None:
+    """Stop every process of the cluster (SIGTERM, then SIGKILL after a timeout)."""
+    data_dir = _checked_data_dir(data_dir)
+    state = load_state(data_dir) if data_dir.is_dir() else None
+    if state is None and not (data_dir.is_dir() and cluster_pids(data_dir, None)):
         fail(f"no cluster in {data_dir} (no {STATE_FILE}); nothing to stop")
     stopped = _stop_all(data_dir, state)
     click.echo(f"stopped {stopped} process(es) of the cluster in {data_dir}")
 
 
 def _find_node(data_dir: Path, node_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    state = load_state(data_dir)
-    if state is None:
-        fail(f"no cluster in {data_dir} (no {STATE_FILE}); start one with `pnyx cluster up`")
+    state = _require_state(data_dir)
     for node in state["nodes"]:
         if node["id"] == node_id:
             return state, node
@@ -284,28 +507,52 @@ def _find_node(data_dir: Path, node_id: int) -> tuple[dict[str, Any], dict[str, 
 def signal_node(data_dir: Path, node_id: int, sig: str) -> int:
     """Send SIG``sig`` to node ``node_id`` of the cluster in ``data_dir``; returns its pid."""
     _, node = _find_node(data_dir, node_id)
-    pid = int(node["pid"])
-    if not (pid_alive(pid) and is_our_process(pid, data_dir)):
-        fail(f"node {node_id} (pid {pid}) is not running")
+    pid = _node_pid(data_dir, node)
+    if pid is None:
+        fail(f"node {node_id} is not running")
     os.kill(pid, getattr(signal, f"SIG{sig}"))
     return pid
 
 
-def start_node(data_dir: Path, node_id: int) -> int:
-    """Restart a stopped node with its original arguments; returns the new pid."""
+def start_node(data_dir: Path, node_id: int) -> tuple[int, bool]:
+    """(Re)start node ``node_id`` with its recorded arguments: (its pid, whether it started).
+
+    A node that already runs (recorded or not) is left alone and its pid returned with
+    False.  The record is written before the launch (a full disk fails here, nothing
+    started) and after it; when the second write fails, the new process is killed."""
     state, node = _find_node(data_dir, node_id)
-    if pid_alive(node["pid"]) and is_our_process(node["pid"], data_dir):
-        fail(f"node {node_id} already runs (pid {node['pid']})")
-    node["pid"] = _launch(node["argv"], Path(node["dir"])).pid
-    _save_state(data_dir, state)
-    return int(node["pid"])
+    running = _node_pid(data_dir, node)
+    if running is not None:
+        if node.get("pid") != running:
+            node["pid"] = running
+            with contextlib.suppress(OSError):  # adopting is best effort; it runs either way
+                cluster_state.save_state(data_dir, state)
+        return running, False
+    _record_or_fail(data_dir, state, f"node {node_id} was not started")
+    try:
+        pid = _launch(node["argv"], Path(node["dir"]))
+    except OSError as exc:
+        fail(f"cannot start node {node_id}: {_reason(exc)}", RUNTIME_ERROR)
+    node["pid"] = pid
+    try:
+        cluster_state.save_state(data_dir, state)
+    except OSError as exc:
+        _kill_now(pid)
+        _roll_back_failed(data_dir, node_id, pid, exc)
+    return pid, True
+
+
+def _roll_back_failed(data_dir: Path, node_id: int, pid: int, exc: OSError) -> NoReturn:
+    fail(
+        f"cannot write {data_dir / STATE_FILE}: {_reason(exc)}; stopped node {node_id} "
+        f"again (pid {pid}) so that no process runs untracked",
+        RUNTIME_ERROR,
+    )
 
 
 def members_of(data_dir: Path) -> dict[int, tuple[str, int]]:
     """Node id → (host, port) of the cluster in ``data_dir``."""
-    state = load_state(data_dir)
-    if state is None:
-        fail(f"no cluster in {data_dir} (no {STATE_FILE}); start one with `pnyx cluster up`")
+    state = _require_state(data_dir)
     members = {}
     for node in state["nodes"]:
         host, port = node["address"].rsplit(":", 1)
@@ -326,7 +573,7 @@ def cluster_command(*args: str, timeout_s: float = 120.0) -> subprocess.Complete
 
 def local_cluster_up(data_dir: Path, *, nodes: int = 3, protocol: str = "raft") -> None:
     """Start a detached local cluster in ``data_dir``; RuntimeError with its stderr if not."""
-    up = cluster_command(
+    result = cluster_command(
         "up",
         "--nodes",
         str(nodes),
@@ -336,8 +583,8 @@ def local_cluster_up(data_dir: Path, *, nodes: int = 3, protocol: str = "raft") 
         str(data_dir),
         "--detach",
     )
-    if up.returncode != 0:
-        raise RuntimeError(f"cluster did not start: {up.stderr.strip()}")
+    if result.returncode != 0:
+        raise RuntimeError(f"cluster did not start: {result.stderr.strip()}")
 
 
 class KillRestartNemesis:
@@ -350,16 +597,24 @@ class KillRestartNemesis:
 
     def __call__(self, rng: random.Random) -> str:
         victim = rng.choice(sorted(members_of(self.data_dir)))
-        signal_node(self.data_dir, victim, "KILL")
+        pid = signal_node(self.data_dir, victim, "KILL")
         self.kills += 1
+        _wait_gone(pid)
         time.sleep(self.down_s)
         start_node(self.data_dir, victim)
         return f"kill -9 node {victim}, restart after {self.down_s:.1f} s"
 
 
+def _wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + KILL_WAIT_S
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(POLL_S / 10)
+
+
 @cluster.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True)
-@click.option("--id", "node_id", type=int, required=True, help="The node to signal.")
+@click.option("--id", "node_id", type=click.IntRange(1, 999), required=True,
+              help="The node to signal.")  # fmt: skip
 @click.option(
     "--signal",
     "sig",
@@ -369,36 +624,41 @@ class KillRestartNemesis:
 )
 def kill(data_dir: Path, node_id: int, sig: str) -> None:
     """Send a signal to one node of the cluster (KILL: crash it; STOP/CONT: pause it)."""
-    pid = signal_node(data_dir.resolve(), node_id, sig)
+    pid = signal_node(_checked_data_dir(data_dir), node_id, sig)
     click.echo(f"sent SIG{sig} to node {node_id} (pid {pid})")
 
 
 @cluster.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True)
-@click.option("--id", "node_id", type=int, required=True, help="The node to (re)start.")
+@click.option("--id", "node_id", type=click.IntRange(1, 999), required=True,
+              help="The node to (re)start.")  # fmt: skip
 def start(data_dir: Path, node_id: int) -> None:
-    """Restart a stopped node with its original arguments and data directory."""
-    pid = start_node(data_dir.resolve(), node_id)
-    click.echo(f"started node {node_id} (pid {pid})")
+    """Restart a stopped node with its original arguments; a running node is left alone."""
+    pid, started = start_node(_checked_data_dir(data_dir), node_id)
+    if started:
+        click.echo(f"started node {node_id} (pid {pid})")
+    else:
+        click.echo(f"node {node_id} already runs (pid {pid}); nothing started")
 
 
-def _stop_all(data_dir: Path, state: dict[str, Any]) -> int:
-    ours = [
-        n["pid"]
-        for n in state["nodes"]
-        if pid_alive(n["pid"]) and is_our_process(n["pid"], data_dir)
-    ]
+def _stop_all(data_dir: Path, state: dict[str, Any] | None) -> int:
+    """Stop every process of the cluster, recorded or found; then remove the record."""
+    ours = cluster_pids(data_dir, state)
     for pid in ours:
-        os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)  # a paused node handles SIGTERM only once resumed
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline and any(pid_alive(p) for p in ours):
         _reap()
         time.sleep(POLL_S)
     for pid in ours:
         if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     _reap()
-    (data_dir / STATE_FILE).unlink(missing_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        (data_dir / STATE_FILE).unlink()
     return len(ours)
 
 

@@ -1,39 +1,43 @@
-"""``pnyx serve``: run one node of a protocol as a real process (TCP, WAL, metrics)."""
+"""``pnyx serve``: run one node of a protocol as a real process (TCP, WAL, metrics).
+
+Cluster id (carried in every peer hello; a peer naming another cluster is refused): taken
+from ``--cluster-id``; without it, from the data directory's ``node.json`` when the node ran
+before (it keeps the cluster it was stamped for); without either, a node alone in
+``--peers`` gets a random one (logged), and a node with peers is a usage error — every
+member must be given the same id (``pnyx cluster up`` generates one).
+
+Expected startup failures (bad data directory, port in use, unreadable certificates, a WAL
+that refuses to open) print one line and exit 1; bad arguments exit 2.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
+import ssl
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
+from pnyx.cli.addresses import check_cluster_id, parse_peers
 from pnyx.cli.errors import fail
+from pnyx.runtime.datadir import DataDirError, read_stamp
 from pnyx.runtime.logs import configure_logging
 from pnyx.runtime.node_runner import NodeFailed, NodeRunner, RunnerConfig, run_event_loop
-from pnyx.runtime.transport import Address
+from pnyx.runtime.tls import TlsConfig, peer_ssl_context, server_ssl_context
+from pnyx.runtime.transport import Address, TransportConfig
 from pnyx.runtime.wal import WalConfig, WalError
 from pnyx.services.catalog import ServiceDef, get_service, service_names
 
+__all__ = ["parse_peers", "serve"]
+
 log = logging.getLogger("pnyx.serve")
 
-
-def parse_peers(text: str) -> dict[int, Address]:
-    """``1=127.0.0.1:7001,2=127.0.0.1:7002`` → {1: ("127.0.0.1", 7001), ...}."""
-    peers: dict[int, Address] = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        node, sep, address = item.partition("=")
-        host, colon, port = address.rpartition(":")
-        if not sep or not colon or not node.isdigit() or not port.isdigit() or not host:
-            raise ValueError(f"bad peer {item!r}; expected ID=HOST:PORT, e.g. 1=127.0.0.1:7001")
-        if int(node) in peers:
-            raise ValueError(f"peer id {node} appears twice in --peers")
-        peers[int(node)] = (host, int(port))
-    if not peers:
-        raise ValueError("--peers is empty; list every member as ID=HOST:PORT")
-    return peers
+STARTUP_FAILED = 1
 
 
 @click.command()
@@ -47,12 +51,21 @@ def parse_peers(text: str) -> dict[int, Address]:
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True)
 @click.option("--protocol", default="broadcast", show_default=True)
 @click.option(
+    "--cluster-id",
+    default=None,
+    help="Id shared by every member (default: the one in DATA_DIR/node.json; required "
+    "for a new node with peers).",
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
     help="Serve /metrics and /health on 127.0.0.1:PORT (0 picks one).",
 )
 @click.option("--tick-ms", type=click.IntRange(1, 10_000), default=10, show_default=True)
+@click.option("--tls-ca", type=click.Path(path_type=Path), default=None, help="Cluster CA (PEM).")
+@click.option("--tls-cert", type=click.Path(path_type=Path), default=None, help="Node cert (PEM).")
+@click.option("--tls-key", type=click.Path(path_type=Path), default=None, help="Node key (PEM).")
 @click.option("--no-fsync", is_flag=True, help="Skip fsync (benchmarks only: unsafe).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 @click.option("--log-json", is_flag=True, help="Structured logs as JSON lines.")
@@ -61,8 +74,12 @@ def serve(
     peers_text: str,
     data_dir: Path,
     protocol: str,
+    cluster_id: str | None,
     metrics_port: int | None,
     tick_ms: int,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     no_fsync: bool,
     log_level: str,
     log_json: bool,
@@ -72,13 +89,11 @@ def serve(
         service = get_service(protocol)
     except KeyError:
         fail(f"unknown protocol {protocol!r}; valid: {', '.join(service_names())}")
-    try:
-        peers = parse_peers(peers_text)
-    except ValueError as exc:
-        fail(str(exc))
-    if node_id not in peers:
-        fail(f"--id {node_id} is not listed in --peers ({', '.join(map(str, sorted(peers)))})")
+    peers = _peers(peers_text, node_id)
+    _check_data_dir(data_dir)
+    tls = _tls_config(tls_ca, tls_cert, tls_key)
     configure_logging(getattr(logging, log_level.upper()), json_lines=log_json, node_id=node_id)
+    cluster = _cluster_id(cluster_id, data_dir, node_id, peers)
     host, port = peers[node_id]
     config = RunnerConfig(
         node_id=node_id,
@@ -88,16 +103,83 @@ def serve(
         listen_port=port,
         tick_ms=tick_ms,
         metrics_port=metrics_port,
+        transport=TransportConfig(cluster=cluster, tls=tls),
         wal=WalConfig(fsync=not no_fsync),
     )
     try:
         run_event_loop(_serve(service, config))
     except (NodeFailed, WalError) as exc:
-        click.echo(f"pnyx serve: node {node_id} stopped: {exc}", err=True)
-        sys.exit(1)
-    except OSError as exc:
-        click.echo(f"pnyx serve: node {node_id} cannot start: {exc}", err=True)
-        sys.exit(1)
+        _stopped(node_id, "stopped", exc)
+    except (DataDirError, OSError) as exc:
+        _stopped(node_id, "cannot start", exc)
+
+
+def _stopped(node_id: int, what: str, exc: BaseException) -> NoReturn:
+    text = str(exc) if not isinstance(exc, OSError) or not exc.strerror else _os_error(exc)
+    click.echo(f"pnyx serve: node {node_id} {what}: {' '.join(text.split())}", err=True)
+    sys.exit(STARTUP_FAILED)
+
+
+def _os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror}{where}" if exc.errno is not None else str(exc)
+
+
+def _peers(peers_text: str, node_id: int) -> dict[int, Address]:
+    try:
+        peers = parse_peers(peers_text)
+    except ValueError as exc:
+        fail(f"--peers: {exc}")
+    if node_id not in peers:
+        fail(f"--id {node_id} is not listed in --peers ({', '.join(map(str, sorted(peers)))})")
+    return peers
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    if data_dir.exists() and not data_dir.is_dir():
+        fail(f"--data-dir {data_dir} is not a directory")
+
+
+def _tls_config(ca: Path | None, cert: Path | None, key: Path | None) -> TlsConfig | None:
+    """The node's TLS material, loaded once here so a bad file is a one-line usage error."""
+    given = [p for p in (ca, cert, key) if p is not None]
+    if not given:
+        return None
+    if ca is None or cert is None or key is None:
+        fail("--tls-ca, --tls-cert and --tls-key go together: give all three or none")
+    tls = TlsConfig(ca_file=ca, cert_file=cert, key_file=key)
+    try:
+        server_ssl_context(tls)
+        peer_ssl_context(tls)
+    except ValueError as exc:
+        fail(str(exc))
+    except (ssl.SSLError, OSError) as exc:
+        fail(f"cannot load the TLS files (--tls-ca {ca}, --tls-cert {cert}, --tls-key {key}): "
+             f"{getattr(exc, 'reason', None) or exc}")  # fmt: skip
+    return tls
+
+
+def _cluster_id(given: str | None, data_dir: Path, node_id: int, peers: dict[int, Address]) -> str:
+    if given is not None:
+        try:
+            return check_cluster_id(given)
+        except ValueError as exc:
+            fail(f"--cluster-id: {exc}")
+    try:
+        stamp = read_stamp(data_dir) if data_dir.is_dir() else None
+    except DataDirError as exc:
+        _stopped(node_id, "cannot start", exc)
+    if stamp is not None:
+        log.info("cluster id %r from %s/node.json", stamp.cluster, data_dir)
+        return stamp.cluster
+    if set(peers) != {node_id}:
+        fail(
+            "--cluster-id is required for a new node with peers: give every member the same "
+            "id (`pnyx cluster up` generates one)"
+        )
+    generated = secrets.token_hex(8)
+    log.warning("no --cluster-id: this single node uses the new cluster id %r", generated)
+    return generated
 
 
 async def _serve(service: ServiceDef, config: RunnerConfig) -> None:
@@ -112,6 +194,8 @@ async def _serve(service: ServiceDef, config: RunnerConfig) -> None:
         config,
         service.make_node,
         service.message_types,
+        peer_message_types=service.peer_message_types,
+        client_message_types=service.client_message_types,
         state_machine=sm,
         op_codec=service.op_codec(),
         on_service=on_service,
