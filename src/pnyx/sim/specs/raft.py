@@ -307,6 +307,7 @@ def draw_raft_settings(rng: random.Random) -> dict[str, Any]:
         "max_entries_per_msg": rng.choice((1, 4, 8, 64)),
         "snapshot_threshold_entries": rng.choice((8, 32, 200)),
         "election_jitter_ticks": rng.choice((2, 4, 10)),
+        "initial_voters": None if rng.random() < 0.4 else SIM_CONFIG.initial_voters,
         "admin_probability": rng.choice((0.0, 0.1, 0.35, 0.7)),
         "max_think_ticks": rng.choice((0, 3, 10)),
         "retry_ticks": rng.choice((4, 8, 16)),
@@ -323,6 +324,8 @@ NEMESIS_RULES: tuple[str, ...] = (
     "read-pause",
     "read-isolate",
     "append-crash",
+    "append-isolate",
+    "commit-crash",
     "snapshot-echo",
 )
 """``vote-crash``: crash a node right after it sends a granted vote (it restarts quickly);
@@ -332,7 +335,12 @@ NEMESIS_RULES: tuple[str, ...] = (
 from its peers, longer than the pause);
 ``read-isolate``: cut a leader off from its peers (clients still reach it) as it answers
 a read;
-``append-crash``: crash a leader right after it sends new entries (Figure 8 histories);
+``append-crash``: crash a leader right after it sends new entries (its election no-op
+included), so they reach only the followers the network let through (Figure 8);
+``append-isolate``: isolate a leader as it appends new entries, so they stay only on it
+(the other half of Figure 8: an uncommitted entry of a later term on one node);
+``commit-crash``: crash a leader the moment its commit index moves to an entry of an
+earlier term (a correct leader never does that: it commits its own term's entries);
 ``snapshot-echo``: deliver a snapshot chunk again much later (a stale duplicate)."""
 
 
@@ -344,6 +352,8 @@ class RaftNemesis:
         if unknown:
             raise ValueError(f"unknown raft nemesis rules {sorted(unknown)}")
         self.rules = rules
+        self._commit_seen: dict[int, tuple[int, int]] = {}
+        """node -> (object id, commit index) when last seen."""
 
     def on_batch(
         self, world: World, node_id: int, ready: Ready, rng: random.Random
@@ -353,6 +363,8 @@ class RaftNemesis:
             return None
         rules = self.rules
         leading = node.role == LEADER
+        if "commit-crash" in rules and self._commits_old_term(node):
+            return Strike("crash", node_id, rng.randrange(5_000, 100_000), "commit-crash")
         if "vote-crash" in rules and _grants_vote(ready):
             return Strike("crash", node_id, rng.randrange(1_000, 30_000), "vote-crash")
         joint = _appended_joint(ready) if leading else None
@@ -369,11 +381,23 @@ class RaftNemesis:
                 return Strike("pause", node_id, pause_us, "read-pause", isolate_us=cut_us)
             if "read-isolate" in rules:
                 return Strike("isolate", node_id, rng.randrange(100_000, 500_000), "read-isolate")
-        if leading and "append-crash" in rules and ready.send and _appends_commands(ready):
-            return Strike("crash", node_id, rng.randrange(5_000, 150_000), "append-crash")
+        if leading and ready.send and _appends_entries(ready):
+            if "append-crash" in rules and rng.random() < 0.5:
+                return Strike("crash", node_id, rng.randrange(5_000, 150_000), "append-crash")
+            if "append-isolate" in rules:
+                cut_us = rng.randrange(50_000, 300_000)
+                return Strike("isolate", node_id, cut_us, "append-isolate")
         if "snapshot-echo" in rules and any(type(s.msg) is InstallSnapshot for s in ready.send):
             return Strike("echo", node_id, rng.randrange(50_000, 500_000), "snapshot-echo")
         return None
+
+    def _commits_old_term(self, node: RaftNode) -> bool:
+        """Did this leader's commit index just move to an entry of an earlier term?"""
+        before = self._commit_seen.get(node.node_id)
+        self._commit_seen[node.node_id] = (id(node), node.commit)
+        if before is None or before[0] != id(node) or node.role != LEADER:
+            return False
+        return node.commit > before[1] and node.log.term(node.commit) != node.term
 
 
 def _grants_vote(ready: Ready) -> bool:
@@ -400,11 +424,9 @@ def _serves_read(ready: Ready) -> bool:
     )
 
 
-def _appends_commands(ready: Ready) -> bool:
-    return any(
-        type(op) is LogAppend and any(e.kind == ENTRY_COMMAND for e in op.entries)
-        for op in ready.persist
-    )
+def _appends_entries(ready: Ready) -> bool:
+    """New entries of any kind (commands, the election no-op, configurations)."""
+    return any(type(op) is LogAppend and op.entries for op in ready.persist)
 
 
 def raft_spec(
