@@ -155,3 +155,13 @@ def test_joint_rules_strike_when_a_leader_appends_a_joint_configuration() -> Non
     for seed in range(6):
         Simulation(spec, SimConfig(seed=seed, nemesis=plan)).run()
     assert any(rule.startswith("joint") for rule, *_ in Recording.seen)
+
+
+def test_commit_crash_never_fires_on_a_correct_leader() -> None:
+    """A correct leader commits only entries of its own term (Figure 8 rule)."""
+    plan = NemesisPlan(frozenset({"commit-crash"}), fire_p=1.0, max_strikes=6)
+    for seed in range(4):
+        result = Simulation(
+            RAFT, SimConfig(seed=seed, faults=parse_faults("crash,drop"), nemesis=plan)
+        ).run()
+        assert result.ok and result.stats.strikes == 0
