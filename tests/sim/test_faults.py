@@ -140,16 +140,20 @@ def test_crash_loses_unsynced_batch_whole_without_torn() -> None:
         assert last == (log_len or None)
 
 
-def test_torn_crash_keeps_a_prefix_of_the_unsynced_batch() -> None:
-    torn = 0
+def test_torn_crash_keeps_the_unsynced_batch_whole_or_not_at_all() -> None:
+    kept = 0
     for seed in range(1, 40):
-        sim = _run("crash,torn", seed=seed)
+        sim = _run("crash,torn", seed=seed, trace=True)
         assert isinstance(sim.monitor, ProbeMonitor)
         for log_len, last in sim.monitor.recovered:
-            # a prefix: the record (written last) never survives without both entries
-            assert last is None or last <= log_len
-            torn += log_len % 2 == 1 or (log_len > 0 and last != log_len)
-    assert torn > 0
+            # atomic batches (as in the WAL): never one entry of a pair, never entries
+            # without the record written after them
+            assert log_len % 2 == 0 and last == (log_len or None)
+        trace = sim.last_result.trace  # type: ignore[attr-defined]
+        torn = [r for r in trace if r[1] == "torn"]
+        assert all(r[3] in (0, r[4]) for r in torn)
+        kept += sum(r[3] == r[4] for r in torn)
+    assert kept > 0
 
 
 def test_skew_changes_tick_rates() -> None:

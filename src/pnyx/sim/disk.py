@@ -4,7 +4,8 @@ The real runtime writes ``Ready.persist`` to a checksummed write-ahead log and f
 before sending.  This model keeps the outcome of that log as a :class:`DurableState` fold
 (the same fold both runtimes use) and adds the ways a disk goes wrong:
 
-- ``torn`` (in the runner): a crash keeps a prefix of the writes not yet fsynced;
+- ``torn`` (in the runner): a crash during an fsync keeps the unsynced batch whole or loses
+  it whole (the real WAL's sync batches are atomic: recovery drops an incomplete last batch);
 - ``corrupt``: a synced sector is damaged; the next recovery finds the checksum mismatch
   with valid records after it (not a torn tail) and refuses to start;
 - ``misdirect``: a write lands on another record's place; the record it should have been

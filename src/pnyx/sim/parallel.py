@@ -242,8 +242,10 @@ class SeedPool:
         if kind == "error":
             raise SeedError(seed, payload)
         if seed != worker.seed or not isinstance(payload, SimResult):
-            raise PoolError(f"worker pid {worker.process.pid} sent a result for seed {seed} "
-                            f"while running {worker.seed}")
+            raise PoolError(
+                f"worker pid {worker.process.pid} sent a result for seed {seed} "
+                f"while running {worker.seed}"
+            )
         done[seed] = payload
         self._hand_out(worker, todo)
 

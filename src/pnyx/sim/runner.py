@@ -571,7 +571,10 @@ class Simulation:
         self.stats.crashes += 1
         pending = proc.pending
         if pending is not None and pending.persist and self._torn:
-            keep = self._disk_rng.randrange(0, len(pending.persist) + 1)
+            # The batch was written but its fsync had not returned.  Like the real WAL
+            # (sync batches are atomic: recovery drops an incomplete last batch whole), the
+            # crash keeps all of it or none of it, never a prefix.
+            keep = len(pending.persist) if self._disk_rng.random() < 0.5 else 0
             proc.disk.write_torn(pending.persist[:keep])
             if self._tracing:
                 self._trace_event("torn", proc.pid, keep, len(pending.persist))

@@ -46,7 +46,8 @@ FAULT_HELP: dict[str, str] = {
     "reorder": "no per-link FIFO: wide latency jitter lets messages overtake",
     "partition": "network partitions (halves, isolate one, bridge, one-way) that heal",
     "crash": "process crash (loses all volatile state) and restart from disk",
-    "torn": "a crash keeps only a random prefix of writes not yet fsynced",
+    "torn": "a crash mid-fsync: the unsynced batch survives whole or is lost whole (the WAL's "
+    "sync batches are atomic)",
     "pause": "process pause (GC/VM stall) and resume",
     "skew": "per-node clock drift: tick rates differ by up to MAX_DRIFT",
     "corrupt": "a synced sector is damaged, then the node crashes; recovery detects it and "
