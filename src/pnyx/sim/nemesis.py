@@ -78,7 +78,8 @@ class Nemesis(Protocol):
 
 @dataclass(frozen=True)
 class NemesisPlan:
-    """Which rules run in a run, how likely each fires at a matching batch, and the budget."""
+    """Which rules run in a run, how likely each fires at a matching batch, and each rule's
+    budget of strikes (spread over the fault phase)."""
 
     rules: frozenset[str]
     fire_p: float = 0.5
@@ -89,7 +90,8 @@ class NemesisPlan:
         if not self.rules:
             return "nemesis: off"
         names = ", ".join(sorted(self.rules))
-        return f"nemesis: {names} (fire p={self.fire_p:.2f}, at most {self.max_strikes} strikes)"
+        budget = f"at most {self.max_strikes} strikes per rule"
+        return f"nemesis: {names} (fire p={self.fire_p:.2f}, {budget})"
 
 
 NO_NEMESIS = NemesisPlan(frozenset(), 0.0, 0)

@@ -244,7 +244,9 @@ class Simulation:
         if plan.rules and spec.make_nemesis is not None:
             self._nemesis = spec.make_nemesis(plan.rules)
         self._nemesis_rng = random.Random(f"pnyx-nemesis:{config.seed}")
-        self._strikes = 0
+        self._rule_strikes: dict[str, int] = {}
+        self._rule_ready_us: dict[str, int] = {}
+        """rule -> earliest time it may strike again (strikes spread over the fault phase)."""
         self._dynamic = 0
         """Dynamic fault events (nemesis strikes) get negative indices -1, -2, ..."""
 
@@ -745,15 +747,26 @@ class Simulation:
     # -- the nemesis -------------------------------------------------------------------------
 
     def _nemesis_strike(self, proc: _Proc, ready: Ready) -> Strike | None:
-        """The strike the nemesis proposes at this batch, if the run's budget allows it."""
+        """The strike the nemesis proposes at this batch, if the rule's budget allows it.
+
+        Each rule gets ``max_strikes`` and, after each strike, waits a random share of the
+        fault phase: a rule whose moment comes at every batch does not spend its strikes
+        (or starve the others) in the first milliseconds.
+        """
         plan = self._plan
-        if self._strikes >= plan.max_strikes:
-            return None
         rng = self._nemesis_rng
         hit: Strike | None = self._nemesis.on_batch(self, proc.pid, ready, rng)
-        if hit is None or rng.random() >= plan.fire_p:
+        if hit is None:
             return None
-        self._strikes += 1
+        rule = hit.rule
+        done = self._rule_strikes.get(rule, 0)
+        if done >= plan.max_strikes or self._now_us < self._rule_ready_us.get(rule, 0):
+            return None
+        if rng.random() >= plan.fire_p:
+            return None
+        self._rule_strikes[rule] = done + 1
+        spread_us = self.schedule.fault_ms * 1000 // max(1, plan.max_strikes)
+        self._rule_ready_us[rule] = self._now_us + rng.randrange(0, spread_us + 1)
         self.stats.strikes += 1
         if self._tracing:
             self._trace_event("strike", hit.describe())

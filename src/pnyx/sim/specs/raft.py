@@ -32,7 +32,9 @@ from pnyx.protocols.raft.kv import KvStateMachine
 from pnyx.protocols.raft.messages import (
     ENTRY_COMMAND,
     ENTRY_CONFIG,
+    AppendResponse,
     ConfigData,
+    HeartbeatResponse,
     InstallSnapshot,
     VoteResponse,
 )
@@ -326,13 +328,14 @@ NEMESIS_RULES: tuple[str, ...] = (
     "append-crash",
     "append-isolate",
     "commit-crash",
+    "ack-crash",
     "snapshot-echo",
 )
 """``vote-crash``: crash a node right after it sends a granted vote (it restarts quickly);
 ``joint-isolate``: isolate a leader the moment it appends a joint configuration;
 ``joint-split``: at that moment, cut the leader and the incoming voters off from the rest;
-``read-pause``: pause a leader just before it answers a read (half the time also cut off
-from its peers, longer than the pause);
+``read-pause``: pause a leader just before it answers a read (mostly also cut off from its
+peers for longer than the pause, so a successor's messages are not waiting for it);
 ``read-isolate``: cut a leader off from its peers (clients still reach it) as it answers
 a read;
 ``append-crash``: crash a leader right after it sends new entries (its election no-op
@@ -341,6 +344,8 @@ included), so they reach only the followers the network let through (Figure 8);
 (the other half of Figure 8: an uncommitted entry of a later term on one node);
 ``commit-crash``: crash a leader the moment its commit index moves to an entry of an
 earlier term (a correct leader never does that: it commits its own term's entries);
+``ack-crash``: crash a follower right after it acknowledges its leader, and restart it at
+once (its acknowledgement still counts toward the leader's lease);
 ``snapshot-echo``: deliver a snapshot chunk again much later (a stale duplicate)."""
 
 
@@ -377,7 +382,7 @@ class RaftNemesis:
         if leading and _serves_read(ready):
             if "read-pause" in rules and rng.random() < 0.5:
                 pause_us = rng.randrange(100_000, 400_000)
-                cut_us = pause_us + rng.randrange(0, 300_000) if rng.random() < 0.5 else 0
+                cut_us = pause_us + rng.randrange(0, 300_000) if rng.random() < 0.75 else 0
                 return Strike("pause", node_id, pause_us, "read-pause", isolate_us=cut_us)
             if "read-isolate" in rules:
                 return Strike("isolate", node_id, rng.randrange(100_000, 500_000), "read-isolate")
@@ -387,6 +392,8 @@ class RaftNemesis:
             if "append-isolate" in rules:
                 cut_us = rng.randrange(50_000, 300_000)
                 return Strike("isolate", node_id, cut_us, "append-isolate")
+        if "ack-crash" in rules and not leading and _acks_leader(ready):
+            return Strike("crash", node_id, rng.randrange(1_000, 20_000), "ack-crash")
         if "snapshot-echo" in rules and any(type(s.msg) is InstallSnapshot for s in ready.send):
             return Strike("echo", node_id, rng.randrange(50_000, 500_000), "snapshot-echo")
         return None
@@ -398,6 +405,10 @@ class RaftNemesis:
         if before is None or before[0] != id(node) or node.role != LEADER:
             return False
         return node.commit > before[1] and node.log.term(node.commit) != node.term
+
+
+def _acks_leader(ready: Ready) -> bool:
+    return any(type(s.msg) in (AppendResponse, HeartbeatResponse) for s in ready.send)
 
 
 def _grants_vote(ready: Ready) -> bool:
