@@ -8,6 +8,7 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -189,7 +190,14 @@ def test_bad_pid_in_cluster_record(tmp_path: Path) -> None:
 
 
 def test_cluster_node_ids_checked(tmp_path: Path) -> None:
-    node = {"id": 1, "pid": None, "metrics_port": 1, "argv": [], "address": "a:1", "dir": "d"}
+    node: dict[str, Any] = {
+        "id": 1,
+        "pid": None,
+        "metrics_port": 1,
+        "argv": [],
+        "address": "a:1",
+        "dir": "d",
+    }
     state = {"protocol": "raft", "peers": "1=127.0.0.1:1", "nodes": [node]}
     (tmp_path / "cluster.json").write_text(json.dumps(state))
     for command in ("kill", "start"):
@@ -217,7 +225,14 @@ def test_kv_bad_endpoints_and_ca(tmp_path: Path) -> None:
 
 
 def test_kv_against_a_broadcast_cluster_record(tmp_path: Path) -> None:
-    node = {"id": 1, "pid": None, "metrics_port": 1, "argv": [], "address": "a:1", "dir": "d"}
+    node: dict[str, Any] = {
+        "id": 1,
+        "pid": None,
+        "metrics_port": 1,
+        "argv": [],
+        "address": "a:1",
+        "dir": "d",
+    }
     state = {"protocol": "broadcast", "peers": "1=127.0.0.1:1", "nodes": [node]}
     (tmp_path / "cluster.json").write_text(json.dumps(state))
     result = pnyx("kv", "--data-dir", str(tmp_path), "get", "k")

@@ -19,6 +19,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -78,7 +79,7 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-def _up_one_node(data_dir: Path) -> dict[str, object]:
+def _up_one_node(data_dir: Path) -> dict[str, Any]:
     args = ["--nodes", "1", "--protocol", "broadcast", "--data-dir", str(data_dir)]
     up = pnyx("cluster", "up", *args, "--detach")
     assert up.returncode == 0, up.stderr
@@ -160,7 +161,7 @@ def test_unrecorded_node_is_found_by_start_and_stopped_by_down(tmp_path: Path) -
     """The pid in the record is lost (as when writing it failed): nothing runs twice."""
     data_dir = tmp_path / "cluster"
     state = _up_one_node(data_dir)
-    [node] = state["nodes"]  # type: ignore[misc]
+    [node] = state["nodes"]
     running = node["pid"]
     node["pid"] = None
     (data_dir / "cluster.json").write_text(json.dumps(state))
@@ -184,7 +185,7 @@ def test_unrecorded_node_is_found_by_start_and_stopped_by_down(tmp_path: Path) -
 def test_down_resumes_and_stops_a_paused_node(tmp_path: Path) -> None:
     data_dir = tmp_path / "cluster"
     state = _up_one_node(data_dir)
-    pid = state["nodes"][0]["pid"]  # type: ignore[index]
+    pid = state["nodes"][0]["pid"]
     paused = pnyx("cluster", "kill", "--data-dir", str(data_dir), "--id", "1", "--signal", "STOP")
     assert paused.returncode == 0
     down = pnyx("cluster", "down", "--data-dir", str(data_dir))
