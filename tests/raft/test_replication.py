@@ -13,6 +13,7 @@ from pnyx.protocols.raft import (
     Entry,
     KvOp,
     RaftConfig,
+    ReadRequest,
 )
 from pnyx.protocols.raft.progress import PROBE, REPLICATE
 
@@ -108,8 +109,22 @@ def test_figure_8_previous_term_entries_are_not_committed_by_counting() -> None:
 
 
 def test_figure_8_mutant_commits_a_previous_term_entry_by_counting() -> None:
-    _, old, commit = _figure_8(frozenset({"commit_previous_term"}))
-    assert commit == old == 1  # (this variant also skips the no-op, so the entry is index 1)
+    _, old, commit = _figure_8(frozenset({"count_previous_term_entries"}))
+    assert commit == old == 2
+
+
+def test_mutant_no_noop_on_election_leaves_previous_term_entries_uncommitted() -> None:
+    """Without its no-op a new leader commits nothing until a client writes: the entry of
+    term 1 stays uncommitted and a linearizable read waits for ever (liveness)."""
+    c, old, commit = _figure_8(frozenset({"no_noop_on_election"}))
+    assert (old, commit) == (1, 0)  # no no-op in term 1 either: the command is entry 1
+    c.deliver()
+    c.settle(3)
+    node = c.node(1)
+    assert node.role == LEADER and node.log.last_index == old and node.commit == 0
+    node.step(ReadRequest(9, KvOp("get", "x")), 1000)
+    c.settle(3)
+    assert all(r.request_id != 9 for _, r in c.replies), "the read never gets an answer"
 
 
 def test_a_late_duplicate_append_does_not_truncate_a_matching_suffix() -> None:

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 # Mutants: deliberately broken variants, selectable by name in tests only (bug catalogue).
 VOTE_NOT_PERSISTED = "vote_not_persisted"
-COMMIT_PREVIOUS_TERM = "commit_previous_term"
+NO_NOOP_ON_ELECTION = "no_noop_on_election"
+COUNT_PREVIOUS_TERM_ENTRIES = "count_previous_term_entries"
 READ_INDEX_NO_HEARTBEAT = "read_index_no_heartbeat"
 SNAPSHOT_DROPS_TERM = "snapshot_drops_term"
 TRUNCATE_MATCHING_SUFFIX = "truncate_matching_suffix"
@@ -27,7 +28,8 @@ TRANSFER_TO_OUTGOING = "transfer_to_outgoing"
 MUTANTS: frozenset[str] = frozenset(
     {
         VOTE_NOT_PERSISTED,
-        COMMIT_PREVIOUS_TERM,
+        NO_NOOP_ON_ELECTION,
+        COUNT_PREVIOUS_TERM_ENTRIES,
         READ_INDEX_NO_HEARTBEAT,
         SNAPSHOT_DROPS_TERM,
         TRUNCATE_MATCHING_SUFFIX,

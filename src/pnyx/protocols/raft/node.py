@@ -427,7 +427,7 @@ class RaftNode:
         self.progress = {}
         self._sync_progress()
         self.pending_conf_index = self.log.last_index
-        if mut.COMMIT_PREVIOUS_TERM not in self._mutants:
+        if mut.NO_NOOP_ON_ELECTION not in self._mutants:
             self._append_as_leader([Entry(self.term, ENTRY_NOOP)])
         self._broadcast_due = True
         self._maybe_commit()
@@ -893,8 +893,10 @@ class RaftNode:
         index = conf.committed_index(match, mut.JOINT_COUNTS_NEW_ONLY in self._mutants)
         if index <= self.commit:
             return
-        if self.log.term(index) != self.term and mut.COMMIT_PREVIOUS_TERM not in self._mutants:
-            return
+        if self.log.term(index) != self.term and (
+            mut.COUNT_PREVIOUS_TERM_ENTRIES not in self._mutants
+        ):
+            return  # counting replicas commits only entries of our own term (§5.4.2)
         self.commit = index
         self._after_commit()
 
