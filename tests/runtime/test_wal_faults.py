@@ -41,6 +41,9 @@ from tests.runtime.test_wal import (
 SEGMENT_BYTES = 4096
 SECTOR = 512
 
+Case = tuple[str, Callable[[Path], None], bool]
+"""(label, damage applied to a copy of the WAL directory, damage only a crash could do)"""
+
 
 @dataclass(frozen=True)
 class Template:
@@ -195,7 +198,7 @@ def refusal_problem(
 def run_cases(
     template: Template,
     work: Path,
-    cases: list[tuple[str, Callable[[Path], None], bool]],
+    cases: list[Case],
     **options: bool,
 ) -> Outcome:
     outcome = Outcome()
@@ -252,6 +255,14 @@ def zero(start: int, end: int) -> Callable[[bytearray], None]:
     return change
 
 
+def truncate(name: str, size: int) -> Callable[[Path], None]:
+    def damage(case: Path) -> None:
+        with open(case / name, "r+b") as handle:
+            handle.truncate(size)
+
+    return damage
+
+
 def same_size(data: bytearray, new: bytes) -> None:
     """Replace ``data`` by ``new``, padded or cut to the old size (the size is checked)."""
     size = len(data)
@@ -266,7 +277,7 @@ def spans_of(template: Template) -> dict[str, list[Span]]:
 
 
 def test_bit_flips_everywhere(template: Template, tmp_path: Path) -> None:
-    cases = []
+    cases: list[Case] = []
     for name, spans in spans_of(template).items():
         size = (template.directory / name).stat().st_size
         positions = {0, 9, 17, 25, 33, 38}  # segment header: magic, seq, lsn, size, flags, crc
@@ -282,7 +293,7 @@ def test_bit_flips_everywhere(template: Template, tmp_path: Path) -> None:
 
 
 def test_zeroed_sectors_everywhere(template: Template, tmp_path: Path) -> None:
-    cases = []
+    cases: list[Case] = []
     for name in segment_names(template):
         size = (template.directory / name).stat().st_size
         for start in range(0, size, SECTOR):
@@ -298,25 +309,20 @@ def test_zeroed_sectors_everywhere(template: Template, tmp_path: Path) -> None:
 
 
 def test_truncations(template: Template, tmp_path: Path) -> None:
-    cases = []
+    cases: list[Case] = []
     for name, spans in spans_of(template).items():
         cuts = {0, 7, 40} | {s.offset for s in spans} | {s.offset + 15 for s in spans}
         if spans:
             cuts.add(spans[-1].end)
         for cut in sorted(cuts):
-
-            def damage(case: Path, name: str = name, cut: int = cut) -> None:
-                with open(case / name, "r+b") as handle:
-                    handle.truncate(cut)
-
-            cases.append((f"truncate {name} to {cut}", damage, False))
+            cases.append((f"truncate {name} to {cut}", truncate(name, cut), False))
     outcome = run_cases(template, tmp_path, cases)
     assert outcome.refused == len(cases), outcome
 
 
 def test_deleted_duplicated_and_reordered_segments(template: Template, tmp_path: Path) -> None:
     names = segment_names(template)
-    cases: list[tuple[str, Callable[[Path], None], bool]] = []
+    cases: list[Case] = []
 
     def delete(*doomed: str) -> Callable[[Path], None]:
         def damage(case: Path) -> None:
@@ -364,13 +370,13 @@ def test_deleted_wal_directory_of_a_known_wal(template: Template, tmp_path: Path
         for path in case.iterdir():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
-    cases = [("rm -r wal", wipe, False), ("empty wal dir", wipe_contents, False)]
+    cases: list[Case] = [("rm -r wal", wipe, False), ("empty wal dir", wipe_contents, False)]
     outcome = run_cases(template, tmp_path, cases, must_exist=True)
     assert outcome.refused == 2, outcome
 
 
 def test_duplicated_reordered_and_dropped_records(template: Template, tmp_path: Path) -> None:
-    cases = []
+    cases: list[Case] = []
     for name, spans in spans_of(template).items():
         for i, span in enumerate(spans):
             crash = False  # not what a crash does, so either outcome is allowed
