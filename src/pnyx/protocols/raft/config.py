@@ -78,6 +78,11 @@ class RaftConfig:
     max_pending_reads: int = 1024
     initial_voters: tuple[int, ...] | None = None
     """Voters of a fresh group; the other nodes of the run start as learners."""
+    buggify: bool = False
+    """Deterministic fault points (FoundationDB's BUGGIFY): driven by the node's injected
+    Rng, they pick legal but unusual behaviour (README: BUGGIFY).  For testing only."""
+    buggify_probability: float = 0.05
+    """Chance that an enabled fault point fires each time it is reached."""
     mutants: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
@@ -90,3 +95,4 @@ class RaftConfig:
         unknown = self.mutants - MUTANTS
         assert not unknown, f"unknown mutants {sorted(unknown)}; valid: {sorted(MUTANTS)}"
         assert not self.lease_reads or self.check_quorum, "lease reads require check-quorum"
+        assert 0.0 <= self.buggify_probability <= 1.0

@@ -74,6 +74,34 @@ LEADER = "leader"
 NO_NODE = 0
 """Node ids are positive; 0 means "nobody" (no vote, no known leader)."""
 
+# BUGGIFY fault points (RaftConfig.buggify; README: BUGGIFY).  Each picks a behaviour that
+# Raft allows but that a calm run rarely shows.
+BUGGIFY_EARLY_ELECTION = "early-election"
+"""An election timer set to the minimum of its range (split votes, duelling candidates)."""
+BUGGIFY_STEP_DOWN = "step-down"
+"""A leader steps down voluntarily (keeps its term and vote; someone else must take over)."""
+BUGGIFY_LATE_HEARTBEAT = "late-heartbeat"
+"""A heartbeat round goes out one tick late (still well within the election timeout)."""
+BUGGIFY_NO_HINT = "no-hint"
+"""A follower rejects an append without the skip-a-term hint (the leader backs off by one)."""
+BUGGIFY_SMALL_BATCH = "small-batch"
+"""An append carries fewer entries than allowed (previous-term entries travel separately)."""
+BUGGIFY_TINY_CHUNK = "tiny-chunk"
+"""A snapshot chunk of 1-16 bytes (long streams, many offsets, late duplicates)."""
+BUGGIFY_EARLY_SNAPSHOT = "early-snapshot"
+"""A snapshot as soon as one entry is applied past the last one (compaction races)."""
+BUGGIFY_POINTS = (
+    BUGGIFY_EARLY_ELECTION,
+    BUGGIFY_STEP_DOWN,
+    BUGGIFY_LATE_HEARTBEAT,
+    BUGGIFY_NO_HINT,
+    BUGGIFY_SMALL_BATCH,
+    BUGGIFY_TINY_CHUNK,
+    BUGGIFY_EARLY_SNAPSHOT,
+)
+STEP_DOWN_SCALE = 0.02
+"""Step-down is drawn every leader tick: scaled down so leaders still get work done."""
+
 
 class ReadWaiter(msgspec.Struct, array_like=True):
     """A linearizable read between its arrival and its answer."""
@@ -107,6 +135,9 @@ class RaftNode:
         self.cfg = config or RaftConfig()
         self._mutants = self.cfg.mutants
         self._rng = rng
+        self._buggify_probability = self.cfg.buggify_probability if self.cfg.buggify else 0.0
+        self.buggify_fired: dict[str, int] = {}
+        """How often each BUGGIFY point fired (README: BUGGIFY)."""
         self.role = FOLLOWER
         self.elections_started = 0
         self.term = 0
@@ -453,6 +484,17 @@ class RaftNode:
         timeout = self.cfg.election_timeout_ticks
         jitter = self.cfg.election_jitter_ticks
         self.randomized_timeout_ticks = self._rng.randrange(timeout, timeout + jitter)
+        if self._buggify(BUGGIFY_EARLY_ELECTION):
+            self.randomized_timeout_ticks = timeout  # the earliest time the range allows
+
+    def _buggify(self, point: str, scale: float = 1.0) -> bool:
+        """Does fault point ``point`` fire now?  Never draws from the Rng when BUGGIFY is off
+        (same seed, same trace as without the feature)."""
+        p = self._buggify_probability
+        if not p or self._rng.random() >= p * scale:
+            return False
+        self.buggify_fired[point] = self.buggify_fired.get(point, 0) + 1
+        return True
 
     def _promotable(self) -> bool:
         return self.log.config().is_voter(self.node_id)
@@ -493,8 +535,15 @@ class RaftNode:
                 pr.snapshot_idle_ticks += 1
                 if pr.snapshot_idle_ticks > self.cfg.election_timeout_ticks:
                     pr.become_probe()  # the stream stalled: start over
-        if self.heartbeat_elapsed_ticks >= self.cfg.heartbeat_interval_ticks:
-            self._read_round_due = True
+        if self._buggify(BUGGIFY_STEP_DOWN, STEP_DOWN_SCALE):
+            self._become_follower(self.term, NO_NODE)
+            return
+        interval = self.cfg.heartbeat_interval_ticks
+        if self.heartbeat_elapsed_ticks >= interval:
+            late_ok = self.heartbeat_elapsed_ticks == interval
+            late_ok = late_ok and interval + 1 < self.cfg.election_timeout_ticks
+            if not (late_ok and self._buggify(BUGGIFY_LATE_HEARTBEAT)):
+                self._read_round_due = True
 
     def _quorum_active(self) -> bool:
         active = {p: pr.recent_active for p, pr in self.progress.items()}
@@ -598,6 +647,8 @@ class RaftNode:
             ):
                 hint_index -= 1
             hint_term = conflict_term
+        if self._buggify(BUGGIFY_NO_HINT):
+            hint_index, hint_term = m.prev_index, 0  # back off one entry (basic Raft)
         reply = AppendResponse(self.term, m.prev_index, True, hint_index, hint_term)
         self._send(from_id, reply)
 
@@ -755,6 +806,8 @@ class RaftNode:
     def _send_append(self, peer: int, pr: Progress, allow_empty: bool) -> None:
         log = self.log
         max_entries = self.cfg.max_entries_per_msg
+        if max_entries > 1 and self._buggify(BUGGIFY_SMALL_BATCH):
+            max_entries = self._rng.randrange(1, max_entries)
         while pr.can_send():
             prev = pr.next - 1
             prev_term = log.term(prev)
@@ -853,6 +906,8 @@ class RaftNode:
         snap = pr.snapshot
         assert snap is not None
         size = self.cfg.snapshot_chunk_bytes
+        if self._buggify(BUGGIFY_TINY_CHUNK):
+            size = self._rng.randrange(1, 17)
         offset = pr.snapshot_offset
         chunk = snap.data[offset : offset + size]
         done = offset + len(chunk) >= len(snap.data)
@@ -953,7 +1008,10 @@ class RaftNode:
     def _maybe_request_snapshot(self) -> None:
         if self._snapshot_requested or self.applied <= self.log.offset:
             return
-        if self.applied - self.log.offset >= self.cfg.snapshot_threshold_entries:
+        threshold = self.cfg.snapshot_threshold_entries
+        if self._buggify(BUGGIFY_EARLY_SNAPSHOT):
+            threshold = 1
+        if self.applied - self.log.offset >= threshold:
             self._snapshot_requested = self.applied
             self._services.append(TakeSnapshot(self.applied))
 
