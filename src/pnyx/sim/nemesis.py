@@ -16,7 +16,10 @@ node is about to carry out and may answer with one :class:`Strike`:
   ``duration_us``, then carry the batch out;
 - ``drop``: carry the batch out without its peer messages (client replies still go);
 - ``echo``: carry the batch out and deliver its peer messages once more, ``duration_us``
-  later (a very late duplicate).
+  later (a very late duplicate);
+- ``inject``: carry the batch out, then deliver ``message`` from ``source`` (a client)
+  ``duration_us`` later: the nemesis acting as a client at the vulnerable moment (e.g. a
+  leadership transfer just as a joint configuration is appended).
 
 Which rules run, how often they may fire and how many strikes a run gets are drawn per
 seed (:mod:`pnyx.sim.swarm`); the nemesis's own randomness is a separate RNG stream, so a
@@ -27,12 +30,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from pnyx.core import Ready
 from pnyx.sim.spec import World
 
-STRIKE_KINDS: tuple[str, ...] = ("crash", "pause", "isolate", "split", "drop", "echo")
+STRIKE_KINDS: tuple[str, ...] = ("crash", "pause", "isolate", "split", "drop", "echo", "inject")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class Strike:
     """``split``: the nodes cut off together (the others form the other side)."""
     isolate_us: int = 0
     """``pause``: also cut the node off from its peers for this long (0: not)."""
+    message: Any = None
+    """``inject``: the message to deliver to the node."""
+    source: int = 0
+    """``inject``: who the message comes from (a client id)."""
 
     def __post_init__(self) -> None:
         if self.kind not in STRIKE_KINDS:
@@ -55,6 +62,8 @@ class Strike:
             raise ValueError(f"strike durations must not be negative: {self!r}")
         if self.kind == "split" and self.node not in self.group:
             raise ValueError(f"split group {self.group} must hold node {self.node}")
+        if self.kind == "inject" and (self.message is None or self.source <= 0):
+            raise ValueError("an inject strike needs a message and a source")
 
     def describe(self) -> str:
         """One line for humans."""

@@ -803,6 +803,8 @@ class Simulation:
     def _strike_after(self, proc: _Proc, ready: Ready, hit: Strike) -> None:
         if hit.kind == "crash":
             self._dynamic_fault(hit, "crash")
+        elif hit.kind == "inject":
+            self._push(self._now_us + hit.duration_us, _DELIVER, hit.node, hit.source, hit.message)
         elif hit.kind == "echo":
             at_us = self._now_us + hit.duration_us
             for send in ready.send:

@@ -32,6 +32,8 @@ from pnyx.protocols.raft.kv import KvStateMachine
 from pnyx.protocols.raft.messages import (
     ENTRY_COMMAND,
     ENTRY_CONFIG,
+    TRANSFER,
+    AdminRequest,
     AppendResponse,
     ConfigData,
     HeartbeatResponse,
@@ -329,6 +331,7 @@ NEMESIS_RULES: tuple[str, ...] = (
     "append-isolate",
     "commit-crash",
     "ack-crash",
+    "joint-transfer",
     "snapshot-echo",
 )
 """``vote-crash``: crash a node right after it sends a granted vote (it restarts quickly);
@@ -346,7 +349,13 @@ included), so they reach only the followers the network let through (Figure 8);
 earlier term (a correct leader never does that: it commits its own term's entries);
 ``ack-crash``: crash a follower right after it acknowledges its leader, and restart it at
 once (its acknowledgement still counts toward the leader's lease);
+``joint-transfer``: as a leader appends a joint configuration, an admin asks it to hand
+leadership to a voter of either half (the transfer overlaps the joint phase);
 ``snapshot-echo``: deliver a snapshot chunk again much later (a stale duplicate)."""
+
+
+NEMESIS_REQUEST_ID = 1 << 40
+"""Request id of admin requests the nemesis sends (no client ever waits on it)."""
 
 
 class RaftNemesis:
@@ -377,6 +386,20 @@ class RaftNemesis:
             incoming = tuple(sorted(set(joint.voters) - set(joint.outgoing) - {node_id}))
             group = (node_id, *incoming)
             return Strike("split", node_id, rng.randrange(50_000, 300_000), "joint-split", group)
+        if joint is not None and "joint-transfer" in rules and rng.random() < 0.5:
+            targets = sorted((set(joint.voters) | set(joint.outgoing)) - {node_id})
+            if targets:
+                target = targets[rng.randrange(0, len(targets))]
+                request = AdminRequest(NEMESIS_REQUEST_ID, TRANSFER, target, 1, 0)
+                delay_us = rng.randrange(0, 30_000)
+                return Strike(
+                    "inject",
+                    node_id,
+                    delay_us,
+                    "joint-transfer",
+                    message=request,
+                    source=CLIENT_ID_BASE,
+                )
         if joint is not None and "joint-isolate" in rules:
             return Strike("isolate", node_id, rng.randrange(30_000, 300_000), "joint-isolate")
         if leading and _serves_read(ready):
