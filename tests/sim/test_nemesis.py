@@ -151,7 +151,8 @@ def test_raft_rules_strike_at_their_moment(rules: set[str]) -> None:
 def test_joint_rules_strike_when_a_leader_appends_a_joint_configuration() -> None:
     Recording.seen = []
     spec = replace(RAFT, make_nemesis=Recording)
-    plan = NemesisPlan(frozenset({"joint-isolate", "joint-split"}), fire_p=1.0, max_strikes=2)
+    rules = frozenset({"joint-isolate", "joint-split", "joint-transfer"})
+    plan = NemesisPlan(rules, fire_p=1.0, max_strikes=2)
     for seed in range(6):
         Simulation(spec, SimConfig(seed=seed, nemesis=plan)).run()
     assert any(rule.startswith("joint") for rule, *_ in Recording.seen)
@@ -165,3 +166,8 @@ def test_commit_crash_never_fires_on_a_correct_leader() -> None:
             RAFT, SimConfig(seed=seed, faults=parse_faults("crash,drop"), nemesis=plan)
         ).run()
         assert result.ok and result.stats.strikes == 0
+
+
+def test_inject_strike_needs_a_message_and_a_source() -> None:
+    with pytest.raises(ValueError, match="inject"):
+        Strike("inject", 1, 0, "x")
