@@ -88,3 +88,23 @@ def test_joint_consensus_needs_both_majorities() -> None:
 def test_mutant_joint_counting_only_c_new_commits_without_c_old() -> None:
     before, after = _joint_commit(frozenset({"joint_counts_new_only"}))
     assert after > before
+
+
+def test_every_mutant_names_the_violation_it_must_cause() -> None:
+    from pnyx.protocols.raft.config import MUTANT_INVARIANTS, MUTANT_PROPERTIES, MUTANTS
+
+    known = {
+        "state-machine-safety",
+        "leader-completeness",
+        "log-matching",
+        "election-safety",
+        "snapshot-term",
+        "linearizability",
+        "liveness",
+        "exception",
+        "invariant",
+    }
+    assert set(MUTANT_PROPERTIES) == MUTANTS
+    assert set(MUTANT_PROPERTIES.values()) <= known
+    invariant_caught = {m for m, p in MUTANT_PROPERTIES.items() if p == "invariant"}
+    assert invariant_caught == set(MUTANT_INVARIANTS)

@@ -157,8 +157,11 @@ class KvClient(Outbox):
         conf = self._config
         voters = list(conf.voters) if conf else list(self._nodes)
         learners = list(conf.learners) if conf else []
-        others = [n for n in self._nodes if n not in voters and n not in learners]
-        choices: list[tuple[str, int, int]] = [(TRANSFER, _pick(rng, voters), 0)]
+        outgoing = [n for n in conf.outgoing if n not in voters] if conf else []
+        others = [n for n in self._nodes if n not in voters + outgoing and n not in learners]
+        # Transfers may name any voter, an outgoing-only one of a joint configuration too
+        # (the leader must refuse that one): admins make mistakes.
+        choices: list[tuple[str, int, int]] = [(TRANSFER, _pick(rng, voters + outgoing), 0)]
         if others:
             choices.append((ADD_LEARNER, _pick(rng, others), 0))
         if learners:

@@ -49,6 +49,44 @@ MUTANTS: frozenset[str] = frozenset(
     }
 )
 
+MUTANT_PROPERTIES: dict[str, str] = {
+    LEADER_APPLY_BEFORE_QUORUM: "leader-completeness",
+    SNAPSHOT_DROPS_TERM: "snapshot-term",
+    SESSION_NO_DEDUP: "linearizability",
+    HEARTBEAT_COMMIT_UNCLAMPED: "state-machine-safety",
+    STALE_TERM_ACCEPTED: "exception",
+    TRUNCATE_MATCHING_SUFFIX: "liveness",
+    LEARNER_IN_QUORUM: "leader-completeness",
+    VOTE_IGNORES_LOG: "leader-completeness",
+    APPEND_SKIPS_TERM_CHECK: "log-matching",
+    NO_NOOP_ON_ELECTION: "liveness",
+    COUNT_PREVIOUS_TERM_ENTRIES: "state-machine-safety",
+    JOINT_COUNTS_NEW_ONLY: "leader-completeness",
+    VOTE_NOT_PERSISTED: "election-safety",
+    READ_INDEX_NO_HEARTBEAT: "linearizability",
+    RESTART_VOTES_AT_ONCE: "linearizability",
+    LEASE_IGNORES_STALL: "linearizability",
+    SNAPSHOT_OFFSET_OF_OTHER: "liveness",
+    JOINT_LEAVE_DROPPED: "invariant",
+    TRANSFER_TO_OUTGOING: "invariant",
+}
+"""Mutant -> the violation name the simulator reports when it catches it (the names of
+``pnyx.sim.specs.raft.RaftMonitor``, plus the runner's ``liveness``, ``exception`` and
+``invariant``).  README's bug catalogue explains each.  ``stale_term_accepted`` is caught
+by the follower's own guard against truncating a committed entry (``exception``); the two
+``invariant`` ones by :meth:`RaftNode.invariants` (see :data:`MUTANT_INVARIANTS`)."""
+
+MUTANT_INVARIANTS: dict[str, str] = {
+    JOINT_LEAVE_DROPPED: "joint-config-not-left",
+    TRANSFER_TO_OUTGOING: "transfer-target-not-incoming-voter",
+}
+"""For mutants caught as ``invariant``: the tag that starts the invariant's description."""
+
+if set(MUTANT_PROPERTIES) != MUTANTS:  # a new mutant needs its property
+    raise RuntimeError(
+        f"MUTANT_PROPERTIES does not cover {sorted(MUTANTS ^ set(MUTANT_PROPERTIES))}"
+    )
+
 
 @dataclass(frozen=True)
 class RaftConfig:

@@ -351,13 +351,13 @@ class RaftNode:
         assert index <= self.applied, f"snapshot at {index} beyond applied {self.applied}"
         term = log.term(index)
         assert term is not None
-        if mut.SNAPSHOT_DROPS_TERM in self._mutants:
-            term = 0
         conf = log.config_at(index)
-        snap = SnapshotSave(index, term, data, SnapshotMeta(conf.to_data()))
+        recorded = 0 if mut.SNAPSHOT_DROPS_TERM in self._mutants else term
+        snap = SnapshotSave(index, recorded, data, SnapshotMeta(conf.to_data()))
         self._persist.append(snap)
         self._persist.append(LogCompact(index))
         log.compact_through(index, term, conf)
+        log.offset_term = recorded
         self.snapshot = snap
 
     def propose(self, commands: Sequence[Any]) -> int:
