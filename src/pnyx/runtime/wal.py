@@ -25,6 +25,7 @@ segment can be deleted.  Recovery replays from the newest checkpoint into a
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -548,10 +549,12 @@ class WriteAheadLog:
         scans: list[_Scan] = []
         expected_lsn: int | None = None
         for i, (seq, path) in enumerate(paths[start:], start):
+            data, size_bytes = _read_segment(path)
             scan = _scan_segment(
                 path,
                 seq,
-                path.read_bytes(),
+                data,
+                size_bytes,
                 expected_lsn,
                 is_last=(i == len(paths) - 1),
                 max_record_bytes=self.config.max_record_bytes,
@@ -873,6 +876,7 @@ def _scan_segment(
     path: Path,
     seq: int,
     data: bytes,
+    size_bytes: int,
     expected_lsn: int | None,
     *,
     is_last: bool,
@@ -884,7 +888,7 @@ def _scan_segment(
     no valid record of a *later* batch follows.  A later batch is written only after the
     damaged one was fsynced, so damage followed by one is damage to acknowledged data.
     """
-    header = _check_segment(path, seq, data, expected_lsn)
+    header = _check_segment(path, seq, data, size_bytes, expected_lsn)
     offset = _SEGMENT_HEADER_BYTES
     lsn = header.first_lsn
     batch_lsn: int | None = None  # first lsn of the batch being read, None between batches
@@ -928,15 +932,17 @@ def _scan_segment(
     return _Scan(path, header, complete, start, damaged_lsn, (start, max(nonzero_end, offset)))
 
 
-def _check_segment(path: Path, seq: int, data: bytes, expected_lsn: int | None) -> _SegmentHeader:
+def _check_segment(
+    path: Path, seq: int, data: bytes, size_bytes: int, expected_lsn: int | None
+) -> _SegmentHeader:
     header = _parse_segment_header(path, data)
     if header.seq != seq:
         raise WalCorruptError(path, 0, _renamed(header.seq))
-    if len(data) != header.size_bytes:
+    if size_bytes != header.size_bytes:
         raise WalCorruptError(
             path,
-            min(len(data), header.size_bytes),
-            f"the file is {len(data)} bytes but was created with {header.size_bytes}: it was "
+            min(size_bytes, header.size_bytes),
+            f"the file is {size_bytes} bytes but was created with {header.size_bytes}: it was "
             "truncated or extended",
         )
     if expected_lsn is not None and header.first_lsn != expected_lsn:
@@ -963,6 +969,45 @@ def _later_record(
         if rec is not None and (rec.batch_lsn != damaged_lsn or rec.lsn < next_lsn):
             return rec
         pos += 1
+
+
+def _read_segment(path: Path) -> tuple[bytes, int]:
+    """(the bytes up to the end of the file's last data extent, the file size).
+
+    Segments are sparse: what lies past the last data extent is a hole, which reads as
+    zeros, so it is not read (a fresh 64 MiB segment costs a few KiB, not 64 MiB).
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size_bytes = os.fstat(fd).st_size
+        end = _data_end(fd, size_bytes)
+        chunks: list[bytes] = []
+        offset = 0
+        while offset < end:
+            chunk = os.pread(fd, end - offset, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+        return b"".join(chunks), size_bytes
+    finally:
+        os.close(fd)
+
+
+def _data_end(fd: int, size_bytes: int) -> int:
+    """End of the last data extent (``size_bytes`` when holes cannot be asked for)."""
+    seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
+    if seek_data is None or seek_hole is None:
+        return size_bytes
+    end = pos = 0
+    try:
+        while pos < size_bytes:
+            pos = os.lseek(fd, os.lseek(fd, pos, seek_data), seek_hole)
+            end = pos
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:  # ENXIO: no data after pos; anything else: read all
+            return size_bytes
+    return min(end, size_bytes)
 
 
 def _nonzero_end(data: bytes, start: int) -> int:
