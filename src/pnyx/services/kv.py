@@ -10,6 +10,7 @@ for :mod:`pnyx.check`.
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 import time
 from collections.abc import Mapping
 from functools import partial
@@ -19,7 +20,7 @@ from pnyx.core import ClientReply, HistoryEvent, Message
 from pnyx.protocols.raft import PEER_MESSAGES, AdminRequest, ClientRequest, ReadRequest
 from pnyx.protocols.raft.kv import APPEND, CAS, DELETE, GET, OPEN_SESSION, PUT, Command, KvOp
 from pnyx.runtime.transport import Address
-from pnyx.services.client import AsyncClient, ClientError, LoopThread
+from pnyx.services.client import TASK_END_BOUND_S, AsyncClient, ClientError, LoopThread
 
 KV_MESSAGES: tuple[type[Message], ...] = (*PEER_MESSAGES, ClientRequest, ReadRequest, AdminRequest)
 """Everything a Raft KV node may send or receive."""
@@ -34,7 +35,9 @@ class AsyncKvClient:
 
     For concurrency, use one client per concurrent worker.  ``history`` (when given)
     receives an invoke/complete :class:`HistoryEvent` pair per operation, process
-    ``process``; an operation that failed with an exception is recorded ``info``.
+    ``process``; an operation that failed with an exception (or was cancelled) is recorded
+    ``info``.  ``ssl`` and the other options are those of
+    :class:`~pnyx.services.client.AsyncClient`.
     """
 
     def __init__(
@@ -43,9 +46,10 @@ class AsyncKvClient:
         *,
         history: list[HistoryEvent] | None = None,
         process: int = 0,
+        ssl: ssl_module.SSLContext | None = None,
         **client_options: Any,
     ) -> None:
-        self._client = AsyncClient(members, KV_MESSAGES, **client_options)
+        self._client = AsyncClient(members, KV_MESSAGES, ssl=ssl, **client_options)
         self._session = 0
         self._seq = 0
         self._lock = asyncio.Lock()
@@ -88,8 +92,8 @@ class AsyncKvClient:
             self._note("invoke", f, key, value)
             try:
                 result = await action
-            except (ClientError, KvError):
-                self._note("info", f, key, value)
+            except (ClientError, KvError, asyncio.CancelledError):
+                self._note("info", f, key, value)  # it may or may not have happened
                 raise
             self._note("ok", f, key, result if f in ("get", "cas", "delete") else value)
             return result
@@ -135,9 +139,15 @@ def _result(reply: ClientReply) -> Any:
 class KvClient:
     """Synchronous :class:`AsyncKvClient` (its event loop runs in a background thread)."""
 
-    def __init__(self, members: Mapping[int, Address], **options: Any) -> None:
+    def __init__(
+        self,
+        members: Mapping[int, Address],
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        **options: Any,
+    ) -> None:
+        self._kv = AsyncKvClient(members, ssl=ssl, **options)
         self._runner = LoopThread("pnyx-kv")
-        self._kv = AsyncKvClient(members, **options)
 
     def get(self, key: str, consistency: str = "linearizable") -> Any:
         """See :meth:`AsyncKvClient.get`."""
@@ -161,8 +171,10 @@ class KvClient:
 
     def close(self) -> None:
         """Close the connection and stop the background loop."""
-        self._runner.run(self._kv.close())
-        self._runner.close()
+        try:
+            self._runner.run(self._kv.close(), TASK_END_BOUND_S + 5.0)
+        finally:
+            self._runner.close()
 
     def __enter__(self) -> KvClient:
         return self

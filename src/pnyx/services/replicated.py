@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import pickle
 import time
 from collections import deque
@@ -38,7 +39,15 @@ from pnyx.protocols.raft.sessions import (
 from pnyx.runtime import NodeRunner, RunnerConfig, WalConfig
 from pnyx.runtime.transport import Address
 from pnyx.services.catalog import RAFT_RUNTIME_CONFIG_FIELDS, ServiceDef, get_service
-from pnyx.services.client import AsyncClient, ClientError, LoopThread
+from pnyx.services.client import (
+    AsyncClient,
+    ClientError,
+    LoopThread,
+    run_bounded,
+    wait_cancelled,
+)
+
+log = logging.getLogger("pnyx.replica")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,6 +62,9 @@ BUSY_ERRORS = frozenset({"busy", "transferring"})
 """Leader replies that mean: nothing happened, send the same command again shortly."""
 BUSY_BACKOFF_S = 0.005
 SESSION_REOPENS = 3
+STOP_STEPS = 6
+"""``Replica.stop`` waits at most this many ``stop_timeout_s`` (lanes, clients, node: two
+each at most, when a step must be cancelled)."""
 
 
 class ReplicaError(Exception):
@@ -365,6 +377,11 @@ class ReplicaOptions:
     request_timeout_s: float = 2.0
     deadline_s: float = 30.0
     """How long a call keeps retrying (leader changes, busy leader) before ReplicaError."""
+    stop_timeout_s: float = 5.0
+    """Bound of each step of :meth:`Replica.stop` (proposer, connections, node): a step
+    still running after it is cancelled, and one still running after as long again makes
+    ``stop`` raise ReplicaError.  Whatever the peers do, ``stop`` returns within about five
+    times this."""
 
 
 class _Lane:
@@ -463,24 +480,37 @@ class Replica:
         ]
 
     async def stop_async(self) -> None:
-        """Stop proposing (pending calls fail with ReplicaError) and stop the node."""
+        """Stop proposing (pending calls fail with ReplicaError) and stop the node.
+
+        Bounded whatever the peers do (see :attr:`ReplicaOptions.stop_timeout_s`); raises
+        ReplicaError if a step would not end.  The caller's cancellation propagates.
+        """
         if self._closed:
             return
         self._closed = True
-        for task in self._lanes:
-            task.cancel()
-        for task in self._lanes:
-            with contextlib.suppress(BaseException):
-                await task
+        bound_s = self.options.stop_timeout_s
+        try:
+            lanes, self._lanes = self._lanes, []
+            stuck = await wait_cancelled(lanes, bound_s, "proposer lane")
+            self._fail_pending()
+            problems = [f"{len(stuck)} proposer lane(s) ignored cancellation"] if stuck else []
+            if self._clients is not None:
+                problems += await _bounded_step(self._clients.close(), bound_s, "closing clients")
+            if self._runner is not None:
+                problems += await _bounded_step(self._runner.stop(), bound_s, "stopping the node")
+        finally:
+            self.obj._pnyx_replica = None
+        if problems:
+            raise ReplicaError(f"replica {self.self_id} stopped uncleanly: {'; '.join(problems)}")
+
+    def _fail_pending(self) -> None:
+        """Queued calls never sent, and callers waiting for queue space, fail now."""
         while self._pending:
             _, future = self._pending.popleft()
             if not future.done():
                 future.set_exception(ReplicaError("the replica stopped before the call was sent"))
-        if self._clients is not None:
-            await self._clients.close()
-        if self._runner is not None:
-            await self._runner.stop()
-        self.obj._pnyx_replica = None
+        if self._space is not None:
+            self._space.set()  # wakes propose() callers, who see the replica closed
 
     def start(self) -> None:
         """Start the node in a background thread (for synchronous callers)."""
@@ -493,14 +523,17 @@ class Replica:
             raise
 
     def stop(self) -> None:
-        """Stop a replica started with :meth:`start`."""
+        """Stop a replica started with :meth:`start` (bounded, like :meth:`stop_async`)."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
+        bound_s = self.options.stop_timeout_s
         try:
-            thread.run(self.stop_async())
+            thread.run(self.stop_async(), timeout_s=STOP_STEPS * bound_s)
+        except TimeoutError as exc:
+            raise ReplicaError(f"replica {self.self_id} did not stop within the bound") from exc
         finally:
-            thread.close()
+            thread.close(timeout_s=bound_s)
 
     def __enter__(self) -> Replica:
         self.start()
@@ -612,7 +645,7 @@ class Replica:
                 future = self.submit(call)
             except Overloaded:
                 await self._space.wait()
-                continue
+                continue  # submit raises ReplicaError once the replica stopped
             return await future
 
     async def read(self, query_: list[Any]) -> Any:
@@ -647,10 +680,11 @@ class Replica:
             try:
                 values, errors = await self._send_batch(lane, [call for call, _ in batch])
             except ReplicaError as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(ReplicaError(str(exc)))
+                _fail(batch, str(exc))
                 continue
+            except asyncio.CancelledError:
+                _fail(batch, "the replica stopped with the call in flight (applied or not)")
+                raise
             _resolve(batch, values, errors)
 
     async def _send_batch(self, lane: _Lane, calls: list[bytes]) -> tuple[list[Any], list[Any]]:
@@ -713,6 +747,25 @@ def _raft_factory(snapshot_threshold_entries: int) -> NodeFactory:
         return RaftNode(node_id, peers, rng, durable, config)
 
     return make_node
+
+
+def _fail(batch: list[_Pending], message: str) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(ReplicaError(message))
+
+
+async def _bounded_step(coro: Coroutine[Any, Any, None], bound_s: float, what: str) -> list[str]:
+    """Run one step of a stop within its bound; what went wrong (empty when nothing did)."""
+    try:
+        await run_bounded(coro, bound_s, what)
+    except TimeoutError as exc:
+        log.error("replica_stop_step_stuck %s", exc)
+        return [str(exc)]
+    except Exception as exc:  # report and go on: the next steps must still run
+        log.exception("replica_stop_step_failed %s", what)
+        return [f"{what} failed: {exc!r}"]
+    return []
 
 
 def _resolve(batch: list[_Pending], values: list[Any], errors: list[Any]) -> None:
@@ -787,11 +840,13 @@ class _ClientPool:
                 await client.close()
 
     async def close(self) -> None:
-        """Close every connection."""
-        for client in self._all:
-            await client.close()
-        self._all.clear()
+        """Close every connection (all at once: each close is bounded on its own)."""
+        clients, self._all = self._all, []
         self._idle.clear()
+        results = await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("client_close_failed error=%r", result)
 
 
 __all__ = [
