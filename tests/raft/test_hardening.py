@@ -307,3 +307,31 @@ def test_mutant_transfer_to_outgoing_accepts_it() -> None:
     error, problems = _transfer_to_outgoing(frozenset({TRANSFER_TO_OUTGOING}))
     assert error == ""
     assert any("transfer" in problem for problem in problems), problems
+
+
+# -- found by swarm seed 147: a learner must not hold on to a dead leader ---------------------
+
+
+def test_a_stale_learner_votes_once_its_leader_is_gone() -> None:
+    """Learner 4 misses its own promotion (C_old,new and C_new = {1,2,3,4} commit through
+    1, 2, 3); then leader 1 dies.  2 and 3 need 4's vote for a C_new majority; 4 still
+    sees itself as a learner following 1 and must not ignore them for ever."""
+    # No jitter: the learner's timer fires exactly when its lease view would run out.
+    c = Cluster(4, RaftConfig(initial_voters=(1, 2, 3), election_jitter_ticks=1))
+    c.elect(1)
+    c.settle(2)
+    c.blocked |= {(1, 4)}
+    c.node(1).step(AdminRequest(5, "promote", 4), 1000)
+    c.deliver()
+    assert c.node(1).config.is_voter(4) and c.node(1).commit == c.node(1).log.last_index
+    assert not c.node(4).config.is_voter(4), "4 has not heard of its promotion"
+    c.crash(1)
+    c.heal()
+    c.tick(2, 3)  # 2's clock runs a little ahead of 3's (no split votes for ever)
+    for _ in range(8 * c.config.election_timeout_ticks):
+        c.tick_all()
+        c.deliver()
+        if c.leader() is not None:
+            break
+    leader = c.leader()
+    assert leader is not None and leader.node_id in (2, 3), "no leader: 4 ignored the candidates"

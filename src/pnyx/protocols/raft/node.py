@@ -516,6 +516,11 @@ class RaftNode:
         if self.election_elapsed_ticks >= self.randomized_timeout_ticks:
             self.election_elapsed_ticks = 0
             self._reset_election_timer()
+            if not self._promotable():
+                # A learner (in its own, maybe stale, view) cannot campaign, but it has not
+                # heard from its leader for a timeout: forget it, or the lease check would
+                # make it ignore every candidate for ever — and C_new may need its vote.
+                self.leader = NO_NODE
             self._campaign(transfer=False)
 
     def _tick_leader(self) -> None:
