@@ -154,7 +154,7 @@ class AsyncClient:
             if reply.ok:
                 return reply
             outcomes[member] = self._describe_refusal(member, reply)
-            hint = reply.leader_hint
+            hint = _known_leader(reply)
             if hint is not None and hint != member and hint in self.members:
                 self.redirects += 1
                 await self._switch(epoch, hint)
@@ -164,17 +164,19 @@ class AsyncClient:
             if hint is not None and hint not in self.members:
                 elsewhere.add(member)
                 if elsewhere >= set(self._order):
-                    raise ClientError(self._failure(request_id, outcomes, "answered at once"))
+                    headline = f"request {request_id} cannot reach the leader"
+                    raise ClientError(self._failure(headline, outcomes))
             else:
                 elsewhere.discard(member)
             self.retries += 1
             await asyncio.sleep(RETRY_BACKOFF_S)
             if reply.error != "busy":
                 await self._switch(epoch, None)
-        raise ClientError(self._failure(request_id, outcomes, f"within {self.deadline_s} s"))
+        headline = f"request {request_id} got no usable reply within {self.deadline_s} s"
+        raise ClientError(self._failure(headline, outcomes))
 
     def _describe_refusal(self, member: int, reply: ClientReply) -> str:
-        hint = reply.leader_hint
+        hint = _known_leader(reply)
         if reply.error != "not_leader":
             return f"member {member} answered {reply.error or 'an unnamed error'}"
         if hint is None or hint == member:
@@ -186,12 +188,12 @@ class AsyncClient:
             f"this client's members {self._order}: add its address)"
         )
 
-    def _failure(self, request_id: int, outcomes: Mapping[int, str], when: str) -> str:
-        silent = [m for m in self._order if m not in outcomes]
+    def _failure(self, headline: str, outcomes: Mapping[int, str]) -> str:
+        untried = [m for m in self._order if m not in outcomes]
         said = [outcomes[m] for m in self._order if m in outcomes]
-        if silent:
-            said.append(f"member(s) {silent} not tried")
-        return f"request {request_id} got no usable reply {when}: " + "; ".join(said)
+        if untried:
+            said.append(f"member(s) {untried} not tried")
+        return f"{headline}: " + "; ".join(said)
 
     async def _attempt(
         self, request_id: int, msg: Message, timeout_s: float
@@ -409,6 +411,12 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _known_leader(reply: ClientReply) -> int | None:
+    """The leader a refusal names, None when the member does not know one (hint 0/None)."""
+    hint = reply.leader_hint
+    return hint if hint is not None and hint > 0 else None
 
 
 def _random_client_id() -> int:
