@@ -335,3 +335,32 @@ def test_a_stale_learner_votes_once_its_leader_is_gone() -> None:
             break
     leader = c.leader()
     assert leader is not None and leader.node_id in (2, 3), "no leader: 4 ignored the candidates"
+
+
+def _restarted_answers(config: RaftConfig, ticks: int) -> list[bool]:
+    """Node 2 voted in term 1, restarts, ticks ``ticks`` times, then 3 asks for term 2."""
+    from pnyx.protocols.raft import RequestVote, VoteResponse
+
+    c = Cluster(3, config)
+    c.node(2).step(RequestVote(1, 0, 0), 1)
+    c.flush(2)
+    c.crash(2)
+    node = c.restart(2)
+    for _ in range(ticks):
+        node.election_elapsed_ticks = 0  # (its own election timer is not the point here)
+        c.tick(2)
+    c.queue.clear()
+    node.step(RequestVote(2, 0, 0, pre_vote=True), 3)
+    node.step(RequestVote(2, 0, 0), 3)
+    c.flush(2)
+    return [m.granted for s, d, m in c.queue if s == 2 and isinstance(m, VoteResponse)]
+
+
+def test_a_restarted_node_refuses_votes_for_an_election_timeout_then_votes() -> None:
+    config = RaftConfig(election_jitter_ticks=1)
+    timeout = config.election_timeout_ticks
+    assert _restarted_answers(config, timeout - 1) == [], "ignored, like inside a lease"
+    assert _restarted_answers(config, timeout) == [True, True]
+    assert _restarted_answers(RaftConfig(check_quorum=False), 0) == [True, True], (
+        "without check-quorum there is no lease to protect"
+    )

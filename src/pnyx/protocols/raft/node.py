@@ -204,10 +204,11 @@ class RaftNode:
         initial = Membership(voters, (), [p for p in peers if p not in voters])
         hs = msgspec.convert(durable.records.get(HARD_STATE_KEY, HardState()), HardState)
         self.term, self.vote = hs.term, hs.vote
-        if hs.term > 0 and mut.RESTART_VOTES_AT_ONCE not in self._mutants:
+        if hs.term > 0 and self.cfg.check_quorum and mut.RESTART_VOTES_AT_ONCE not in self._mutants:
             # A restart, not a fresh boot: before the crash we may have acknowledged a leader
             # whose lease still counts on us.  Its lease is shorter than an election timeout
             # from the acknowledgement, so staying out of elections that long keeps it safe.
+            # (Leases and leader stickiness exist only with check-quorum.)
             self.vote_quiet_ticks = self.cfg.election_timeout_ticks
         snap = durable.snapshot
         if snap is None:
