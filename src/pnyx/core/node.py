@@ -17,8 +17,21 @@ class Node(Protocol):
     drains a :class:`Ready` batch, carries it out in order and acknowledges it with
     :meth:`advance`.  ``ready()`` must not be called again before ``advance()``.
 
-    Optionally a node may offer ``status() -> dict`` (keys such as ``leader``, ``term``,
-    ``commit_index``, ``members``); runtimes show it in health reports and metrics.
+    Optional methods a runtime calls when the node has them (``getattr``):
+
+    - ``status() -> dict`` (keys such as ``leader``, ``term``, ``commit_index``,
+      ``members``): shown in health reports and metrics.
+    - ``clock_stalled(missed_ticks: int) -> None``: the runtime fell behind (a stalled
+      process or event loop) and dropped ``missed_ticks`` ticks beyond its catch-up bound.
+      Both runtimes call it right after such a drop, so that promises measured in ticks
+      (e.g. a leader lease) end instead of outliving real time.
+    - ``invariants() -> list[str]``: descriptions of broken local invariants, empty when
+      all hold; cheap enough for the simulator to call after every step.  Checked with
+      ``if``, independent of ``assert``.
+
+    ``step`` may raise :class:`pnyx.core.InvalidMessage`, before changing any state, for a
+    message no correct sender produces; the runtime then closes that sender's connection
+    and the node keeps running.  Any other exception is a bug in the node (fail-stop).
     """
 
     node_id: int
