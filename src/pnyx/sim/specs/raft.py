@@ -86,6 +86,8 @@ class RaftMonitor(Monitor):
         """node -> (object id, log generation, entries checked through, commit seen)."""
         self._last_apply: dict[int, int] = {}
         self._leaders_checked: set[tuple[int, int]] = set()
+        self._fingerprint: dict[int, tuple[int, ...]] = {}
+        """node -> what its checked state looked like (unchanged nodes are not re-checked)."""
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -185,6 +187,28 @@ class RaftMonitor(Monitor):
     # -- invariants ---------------------------------------------------------------------------
 
     def _check_node(self, node: RaftNode) -> Violation | None:
+        node_id = node.node_id
+        log = node.log
+        # Every check below is a function of these (the log changes only by appending,
+        # which moves last_index, or by truncation/snapshots, which bump the generation).
+        fingerprint = (
+            id(node),
+            node.term,
+            node.leader,
+            node.commit,
+            log.last_index,
+            log.generation,
+            log.offset,
+            node.role == LEADER,
+        )
+        if self._fingerprint.get(node_id) == fingerprint:
+            return None
+        violation = self._check_changed_node(node)
+        if violation is None:
+            self._fingerprint[node_id] = fingerprint
+        return violation
+
+    def _check_changed_node(self, node: RaftNode) -> Violation | None:
         node_id = node.node_id
         log = node.log
         seen = self._seen.get(node_id)
