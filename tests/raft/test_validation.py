@@ -200,3 +200,16 @@ def test_a_client_request_with_a_junk_command_does_not_stop_the_cluster() -> Non
     c.settle(2)
     assert "error" in c.reply(6).result
     assert all(n.applied == c.node(1).applied for n in c.live())
+
+
+def test_a_node_restarts_from_a_wal_holding_a_config_entry_as_msgpack() -> None:
+    """The real WAL gives entries back as decoded msgpack arrays; a membership change in
+    the log must not stop the node from starting."""
+    from pnyx.core import DurableState, LogAppend, SplitMix64
+
+    entries = [Entry(1), Entry(1, ENTRY_CONFIG, ConfigData((1, 2, 3), (), (4,)))]
+    raw = msgspec.msgpack.decode(msgspec.msgpack.encode(entries))
+    durable = DurableState()
+    durable.apply_all([LogAppend(1, tuple(raw))])
+    node = RaftNode(1, (1, 2, 3, 4), SplitMix64(1), durable)
+    assert node.config.learners == frozenset({4}) and node.log.last_index == 2

@@ -1294,8 +1294,12 @@ class RaftNode:
 
 
 def _convert_entry(raw: Any) -> Entry:
-    """Entries come back from disk as Structs (simulator) or decoded msgpack (real runtime)."""
-    return raw if type(raw) is Entry else msgspec.convert(raw, Entry)
+    """Entries come back from disk as Structs (simulator) or decoded msgpack (real runtime);
+    a configuration entry's data then is an array too and becomes a ConfigData again."""
+    entry = raw if type(raw) is Entry else msgspec.convert(raw, Entry)
+    if entry.kind == ENTRY_CONFIG and type(entry.data) is not ConfigData:
+        entry = Entry(entry.term, ENTRY_CONFIG, msgspec.convert(entry.data, ConfigData))
+    return entry
 
 
 NodeBuilder = Callable[[int, tuple[int, ...], Rng, DurableState], "RaftNode"]
