@@ -90,6 +90,8 @@ BUGGIFY_TINY_CHUNK = "tiny-chunk"
 """A snapshot chunk of 1-16 bytes (long streams, many offsets, late duplicates)."""
 BUGGIFY_EARLY_SNAPSHOT = "early-snapshot"
 """A snapshot as soon as one entry is applied past the last one (compaction races)."""
+BUGGIFY_SNAPSHOT_RESTART = "snapshot-restart"
+"""A leader gives up a snapshot stream and starts over (with its latest snapshot)."""
 BUGGIFY_POINTS = (
     BUGGIFY_EARLY_ELECTION,
     BUGGIFY_STEP_DOWN,
@@ -98,6 +100,7 @@ BUGGIFY_POINTS = (
     BUGGIFY_SMALL_BATCH,
     BUGGIFY_TINY_CHUNK,
     BUGGIFY_EARLY_SNAPSHOT,
+    BUGGIFY_SNAPSHOT_RESTART,
 )
 STEP_DOWN_SCALE = 0.02
 """Step-down is drawn every leader tick: scaled down so leaders still get work done."""
@@ -539,7 +542,9 @@ class RaftNode:
         for pr in self.progress.values():
             if pr.state == SNAPSHOT:
                 pr.snapshot_idle_ticks += 1
-                if pr.snapshot_idle_ticks > self.cfg.election_timeout_ticks:
+                if pr.snapshot_idle_ticks > self.cfg.election_timeout_ticks or self._buggify(
+                    BUGGIFY_SNAPSHOT_RESTART
+                ):
                     pr.become_probe()  # the stream stalled: start over
         if self._buggify(BUGGIFY_STEP_DOWN, STEP_DOWN_SCALE):
             self._become_follower(self.term, NO_NODE)
