@@ -382,3 +382,29 @@ def test_close_is_bounded_when_a_task_ignores_cancellation(
             writer.close()
 
     run_async(scenario())
+
+
+def test_close_stops_a_link_that_is_redialling() -> None:
+    """A cancellation that arrives as a dial fails must not be lost (asyncio.wait_for on
+    3.11 loses it: the link went on redialling after close())."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(30):
+            config = TransportConfig(backoff_initial_ms=1, backoff_max_ms=2)
+            transport = Transport(
+                1, {2: ("127.0.0.1", free_port())}, CODEC, noop_deliver, config=config, **TYPES
+            )
+            await transport.start()
+            link = transport._links[2]
+            await asyncio.sleep(0.01)  # a few refused dials
+            started = loop.time()
+            await transport.close()
+            assert link.task is not None and link.task.done(), "the link survived close()"
+            assert loop.time() - started < 1.0
+
+    run_async(scenario(), 60.0)
+
+
+async def noop_deliver(sender: int, msg: Message) -> None:
+    return None

@@ -73,7 +73,8 @@ class FramedClient:
                 server_hostname=server_hostname,
                 ssl_handshake_timeout=timeout_s,
             )
-        reader, writer = await asyncio.wait_for(connecting, timeout_s)
+        async with asyncio.timeout(timeout_s):  # not wait_for: it can lose a cancellation
+            reader, writer = await connecting
         client = cls(reader, writer, codec, max_frame_bytes)
         try:
             await client.send(Hello(client_id, "client"))
@@ -95,7 +96,8 @@ class FramedClient:
 
     async def recv(self, timeout_s: float) -> Message:
         """The next message from the node; TimeoutError after ``timeout_s``."""
-        return await asyncio.wait_for(self._next(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await self._next()
 
     async def request(self, msg: Message, request_id: int, timeout_s: float) -> ClientReply:
         """Send ``msg`` and wait for the ``ClientReply`` carrying ``request_id``.
@@ -114,7 +116,8 @@ class FramedClient:
         """Close the connection (waits at most 1 s; the caller's cancellation propagates)."""
         self._writer.close()
         with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await self._writer.wait_closed()
 
     async def _next(self) -> Message:
         while not self._ready:

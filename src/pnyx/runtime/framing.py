@@ -89,34 +89,46 @@ class FrameDecoder:
         while self._size >= LENGTH_BYTES:
             if max_frames is not None and len(payloads) >= max_frames:
                 break
-            head = self._peek_head()
-            (length,) = _LENGTH.unpack_from(head, 0)
+            first = self._chunks[0]
+            offset = self._offset
+            if len(first) - offset <= LENGTH_BYTES:  # the head spans chunks: merge them
+                first = self._merge_head()
+                offset = 0
+            (length,) = _LENGTH.unpack_from(first, offset)
             self._check_length(length)
             end = LENGTH_BYTES + length
             if self._size < end:
                 break
-            version = head[LENGTH_BYTES]
+            version = first[offset + LENGTH_BYTES]
             if version != FRAME_VERSION:
                 raise RemoteProtocolError(
                     "bad_version", f"frame version {version}, this runtime speaks {FRAME_VERSION}"
                 )
-            self._skip(LENGTH_BYTES + 1)
-            payloads.append(self._take(length - 1))
+            if len(first) - offset >= end:  # the whole frame is in the first chunk
+                payloads.append(first[offset + LENGTH_BYTES + 1 : offset + end])
+                self._size -= end
+                if len(first) - offset == end:
+                    self._chunks.popleft()
+                    self._offset = 0
+                else:
+                    self._offset = offset + end
+            else:
+                self._skip(LENGTH_BYTES + 1)
+                payloads.append(self._take(length - 1))
         return payloads
 
-    def _peek_head(self) -> bytes:
-        """The length field and, when buffered, the version byte (merging small chunks)."""
+    def _merge_head(self) -> bytes:
+        """Join leading chunks until the first holds the length and version (if buffered)."""
         want = min(LENGTH_BYTES + 1, self._size)
-        first = self._chunks[0]
-        if len(first) - self._offset < want:
-            parts = [first[self._offset :]]
-            self._chunks.popleft()
-            while sum(len(p) for p in parts) < want:
-                parts.append(self._chunks.popleft())
-            self._chunks.appendleft(b"".join(parts))
-            self._offset = 0
-            first = self._chunks[0]
-        return first[self._offset : self._offset + want]
+        parts = [self._chunks.popleft()[self._offset :]]
+        have = len(parts[0])
+        while have < want:
+            parts.append(self._chunks.popleft())
+            have += len(parts[-1])
+        merged = b"".join(parts)
+        self._chunks.appendleft(merged)
+        self._offset = 0
+        return merged
 
     def _skip(self, count: int) -> None:
         """Consume ``count`` bytes that lie in the first chunk."""

@@ -290,7 +290,10 @@ class _PeerLink:
                     server_hostname=node_dns_name(self.peer_id),
                     ssl_handshake_timeout=timeout_s,
                 )
-            return await asyncio.wait_for(connecting, timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation that
+            # arrives as the dial fails, and the link would keep redialling after close().
+            async with asyncio.timeout(timeout_s):
+                return await connecting
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             log.debug(
                 "peer_dial_failed peer=%d address=%s error=%r", self.peer_id, self.address, exc
@@ -338,6 +341,7 @@ class _Inbound:
         self.decoder = FrameDecoder(max_hello_frame_bytes)
         self.pending: deque[bytes] = deque()
         """Payloads received whole but not yet delivered."""
+        self.pending_bytes = 0
         self.charged_bytes = 0
         """Bytes of the node-wide buffer budget this connection holds."""
         self.last_active = now
@@ -346,7 +350,10 @@ class _Inbound:
         """Set when the transport closed this connection (it was logged and counted)."""
 
     def held_bytes(self) -> int:
-        return self.decoder.buffered_bytes + sum(len(p) for p in self.pending)
+        return self.decoder.buffered_bytes + self.pending_bytes
+
+    def pop_pending(self) -> None:
+        self.pending_bytes -= len(self.pending.popleft())
 
 
 class Transport:
@@ -430,7 +437,8 @@ class Transport:
         self._clients.clear()
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._server.wait_closed()
             self._server = None
 
     # -- sending -------------------------------------------------------------------------
@@ -557,6 +565,7 @@ class Transport:
             self._forget(conn)
             conn.decoder.clear()
             conn.pending.clear()
+            conn.pending_bytes = 0
             conn.task = None  # no conn -> task -> traceback -> conn cycle keeps buffers alive
             conn.writer.close()
 
@@ -597,6 +606,7 @@ class Transport:
         # Free the buffered bytes now: the handler only has to notice its cancellation.
         conn.decoder.clear()
         conn.pending.clear()
+        conn.pending_bytes = 0
         if conn.task is not None:
             conn.task.cancel()
 
@@ -622,7 +632,8 @@ class Transport:
                 conn.decoder.close()
                 raise RemoteProtocolError("no_hello", "connection closed before a hello")
             self._receive(conn, data, max_frames=1)
-        first = self._decode(conn.pending.popleft())
+        first = self._decode(conn.pending[0])
+        conn.pop_pending()
         self._settle(conn, conn.held_bytes())
         if not isinstance(first, Hello):
             raise RemoteProtocolError("no_hello", f"first frame is {type(first).__name__}")
@@ -656,20 +667,20 @@ class Transport:
                 f"{node_dns_name(hello.sender)}",
             )
         self._replace(PEER_ROLE, hello.sender)
-        if self._role_counts[PEER_ROLE] >= self.config.max_peer_connections:
+        if self._open_count(PEER_ROLE) >= self.config.max_peer_connections:
             raise RemoteProtocolError(
                 "too_many_peers", f"limit max_peer_connections={self.config.max_peer_connections}"
             )
         self._set_role(conn, PEER_ROLE, hello.sender)
 
     def _admit_client(self, conn: _Inbound, hello: Hello) -> None:
-        if self._role_counts[CLIENT_ROLE] >= self.config.max_client_connections:
+        if is_client(hello.sender):
+            self._replace(CLIENT_ROLE, hello.sender)
+        if self._open_count(CLIENT_ROLE) >= self.config.max_client_connections:
             raise RemoteProtocolError(
                 "too_many_clients",
                 f"limit max_client_connections={self.config.max_client_connections}",
             )
-        if is_client(hello.sender):
-            self._replace(CLIENT_ROLE, hello.sender)
         client_id = self._register_client(hello.sender, conn.writer)
         self._set_role(conn, CLIENT_ROLE, client_id)
         self._send_client(client_id, self.frame(Welcome(client_id, self.node_id)))
@@ -680,6 +691,10 @@ class Transport:
             if old.closed_reason is None:
                 log.info("connection_replaced %s=%d remote=%s", role, sender, old.remote)
                 self._close_conn(old, "replaced")
+
+    def _open_count(self, role: str) -> int:
+        """Connections of ``role`` not being closed (replaced ones are on their way out)."""
+        return sum(1 for c in self._inbound if c.role == role and c.closed_reason is None)
 
     def _set_role(self, conn: _Inbound, role: str, sender: int) -> None:
         self._role_counts[conn.role] -= 1
@@ -695,20 +710,24 @@ class Transport:
         allowed = self.peer_types if conn.role == PEER_ROLE else self.client_types
         self._receive(conn, b"")  # frames that arrived with the hello, now under the full limit
         loop = asyncio.get_running_loop()
+        decode = self.codec.decode
+        deliver = self._deliver
+        stats = self.stats
+        pending = conn.pending
         while True:
-            while conn.pending:
-                msg = self._decode(conn.pending[0])
-                if isinstance(msg, (Hello, Welcome)):
-                    raise RemoteProtocolError("bad_control", f"{type(msg).__name__} mid-stream")
+            while pending:  # its bytes stay charged until the whole batch is delivered
+                payload = pending.popleft()
+                try:
+                    msg = decode(payload)
+                except (msgspec.MsgspecError, ValueError) as exc:
+                    detail = f"{len(payload)}-byte payload: {exc}"
+                    raise RemoteProtocolError("undecodable", detail) from exc
                 if type(msg) not in allowed:
-                    raise RemoteProtocolError(
-                        "wrong_message_type",
-                        f"{type(msg).__name__} on a {conn.role} connection",
-                    )
-                self.stats.frames_received += 1
-                await self._deliver(sender, msg)
-                conn.pending.popleft()
-                self._settle(conn, conn.held_bytes())
+                    raise self._not_allowed(conn, msg)
+                stats.frames_received += 1
+                await deliver(sender, msg)
+            conn.pending_bytes = 0
+            self._settle(conn, conn.decoder.buffered_bytes)
             data = await reader.read(self.config.read_chunk_bytes)
             if not data:
                 conn.decoder.close()
@@ -716,10 +735,20 @@ class Transport:
             conn.last_active = loop.time()
             self._receive(conn, data)
 
+    @staticmethod
+    def _not_allowed(conn: _Inbound, msg: Message) -> RemoteProtocolError:
+        if isinstance(msg, (Hello, Welcome)):
+            return RemoteProtocolError("bad_control", f"{type(msg).__name__} mid-stream")
+        return RemoteProtocolError(
+            "wrong_message_type", f"{type(msg).__name__} on a {conn.role} connection"
+        )
+
     def _receive(self, conn: _Inbound, data: bytes, max_frames: int | None = None) -> None:
         """Feed ``data`` to the connection's decoder within the node-wide buffer budget."""
         self._reserve(conn, len(data))
-        conn.pending.extend(conn.decoder.feed(data, max_frames=max_frames))
+        payloads = conn.decoder.feed(data, max_frames=max_frames)
+        conn.pending.extend(payloads)
+        conn.pending_bytes += sum(map(len, payloads))
         self._settle(conn, conn.held_bytes())
 
     def _reserve(self, conn: _Inbound, extra_bytes: int) -> None:
@@ -834,4 +863,5 @@ async def _close_writer(writer: asyncio.StreamWriter) -> None:
     """Close ``writer`` and wait (at most 1 s) for it; the caller's cancellation propagates."""
     writer.close()
     with contextlib.suppress(OSError, TimeoutError):
-        await asyncio.wait_for(writer.wait_closed(), 1.0)
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
