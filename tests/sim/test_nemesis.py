@@ -171,3 +171,11 @@ def test_commit_crash_never_fires_on_a_correct_leader() -> None:
 def test_inject_strike_needs_a_message_and_a_source() -> None:
     with pytest.raises(ValueError, match="inject"):
         Strike("inject", 1, 0, "x")
+
+
+def test_halt_strike_crashes_before_the_batch_is_sent() -> None:
+    _, trace = _run("halt")
+    at = _strike_time(trace)
+    assert [r[0] for r in trace if r[1] == "crash" and r[2] == 1] == [at]
+    before_restart = [n for t, n in _seqs_from_1(trace) if t < at + 100_000]
+    assert STRIKE_AT not in before_restart and STRIKE_AT - 1 in before_restart  # never left

@@ -7,6 +7,8 @@ node is about to carry out and may answer with one :class:`Strike`:
 
 - ``crash``: carry the batch out (its messages leave), then crash the node; it restarts
   from its disk after ``duration_us``;
+- ``halt``: crash the node between the batch's fsync and its sends (the persist is
+  durable, nothing else of the batch happens); it restarts after ``duration_us``;
 - ``pause``: pause the node *before* the batch is carried out (its persist is already
   durable; sends, applies and replies wait) and resume it after ``duration_us``; with
   ``isolate_us`` the node is also cut off from its peers (not from clients) that long;
@@ -35,7 +37,16 @@ from typing import Any, Protocol
 from pnyx.core import Ready
 from pnyx.sim.spec import World
 
-STRIKE_KINDS: tuple[str, ...] = ("crash", "pause", "isolate", "split", "drop", "echo", "inject")
+STRIKE_KINDS: tuple[str, ...] = (
+    "crash",
+    "halt",
+    "pause",
+    "isolate",
+    "split",
+    "drop",
+    "echo",
+    "inject",
+)
 
 
 @dataclass(frozen=True)

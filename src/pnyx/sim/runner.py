@@ -787,6 +787,9 @@ class Simulation:
 
     def _strike_before(self, proc: _Proc, ready: Ready, hit: Strike) -> bool:
         """Strikes that act before the batch; True when the batch is held back."""
+        if hit.kind == "halt":
+            self._dynamic_fault(hit, "crash")
+            return True
         if hit.kind == "pause":
             if hit.isolate_us:
                 cut = replace(hit, kind="isolate", duration_us=hit.isolate_us)

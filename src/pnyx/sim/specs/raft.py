@@ -370,7 +370,8 @@ included), so they reach only the followers the network let through (Figure 8);
 ``append-isolate``: isolate a leader as it appends new entries, so they stay only on it
 (the other half of Figure 8: an uncommitted entry of a later term on one node);
 ``commit-crash``: crash a leader the moment its commit index moves to an entry of an
-earlier term (a correct leader never does that: it commits its own term's entries);
+earlier term, before that batch's messages leave (a correct leader never does that: it
+commits only its own term's entries);
 ``ack-crash``: crash a follower right after it acknowledges its leader, and restart it at
 once (its acknowledgement still counts toward the leader's lease);
 ``joint-transfer``: as a leader appends a joint configuration, an admin asks it to hand
@@ -402,7 +403,7 @@ class RaftNemesis:
         rules = self.rules
         leading = node.role == LEADER
         if "commit-crash" in rules and self._commits_old_term(node):
-            return Strike("crash", node_id, rng.randrange(5_000, 100_000), "commit-crash")
+            return Strike("halt", node_id, rng.randrange(5_000, 100_000), "commit-crash")
         if "vote-crash" in rules and _grants_vote(ready):
             return Strike("crash", node_id, rng.randrange(1_000, 30_000), "vote-crash")
         joint = _appended_joint(ready) if leading else None
