@@ -216,3 +216,37 @@ def test_json_log_lines_carry_event_and_fields() -> None:
     line = json.loads(stream.getvalue())
     assert line["event"] == "wal_torn_tail_repaired" and line["offset"] == "77"
     assert line["file"] == "/d/1.wal" and line["node"] == 3 and line["level"] == "warning"
+
+
+def test_stop_is_bounded_when_the_wal_thread_hangs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WAL close stuck (as in a hung fsync) does not hang ``stop()``; the directory stays
+    locked, so no second process writes to it while the stuck thread still might."""
+    import threading
+
+    from pnyx.runtime import node_runner
+
+    monkeypatch.setattr(node_runner, "WAL_CLOSE_TIMEOUT_S", 0.5)
+    release = threading.Event()
+
+    async def scenario() -> None:
+        import asyncio
+
+        cluster = Cluster(tmp_path, 1)
+        try:
+            runner = await cluster.start(1)
+            runner.wal.close = lambda: release.wait(60.0)  # type: ignore[method-assign]
+            async with asyncio.timeout(30.0):
+                await runner.stop()
+            twin = Cluster(tmp_path, 1)
+            try:
+                with pytest.raises(DataDirError, match="in use by another process"):
+                    await twin.start(1)
+            finally:
+                await twin.close()
+        finally:
+            release.set()
+            await cluster.close()
+
+    run_async(scenario())

@@ -18,7 +18,6 @@ then ``advance``.  Nothing from a batch is sent before its persist ops are durab
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -57,10 +56,20 @@ from pnyx.runtime.datadir import (
     record_wal_created,
 )
 from pnyx.runtime.metrics import MetricsServer, NodeMetrics
-from pnyx.runtime.transport import Address, Transport, TransportConfig, make_wire_codec
+from pnyx.runtime.transport import (
+    TASK_STOP_TIMEOUT_S,
+    Address,
+    Transport,
+    TransportConfig,
+    cancel_and_wait,
+    make_wire_codec,
+)
 from pnyx.runtime.wal import MemoryLog, OpCodec, WalConfig, WriteAheadLog
 
 log = logging.getLogger("pnyx.runtime.runner")
+
+WAL_CLOSE_TIMEOUT_S = 10.0
+"""How long ``stop()`` waits for the WAL thread to finish closing the log."""
 
 T = TypeVar("T")
 
@@ -282,26 +291,46 @@ class NodeRunner:
         self._stopping = True
         if self._wake is not None:
             self._wake.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await cancel_and_wait(self._tasks, TASK_STOP_TIMEOUT_S)
         if self._transport is not None:
             await self._transport.close()
         if self._metrics_server is not None:
             await self._metrics_server.close()
-        if self._executor is not None:
-            if self._wal is not None:
-                wal = self._wal
-                with contextlib.suppress(Exception):
-                    await asyncio.get_running_loop().run_in_executor(self._executor, wal.close)
-            self._executor.shutdown(wait=True)
-        if self._data_lock is not None:
+        wal_closed = await self._close_wal()
+        if self._data_lock is not None and wal_closed:
             self._data_lock.release()  # after the WAL is closed: the directory is free now
         if self._stopped is not None:
             self._stopped.set()
         log.info("node_stopped node=%d", self.config.node_id)
+
+    async def _close_wal(self) -> bool:
+        """Close the WAL in its thread, waiting at most ``WAL_CLOSE_TIMEOUT_S``.
+
+        False when the WAL thread did not finish in time (e.g. stuck in fsync): the data
+        directory then stays locked until the process exits, so nobody else writes to it
+        while this thread still might.
+        """
+        executor = self._executor
+        if executor is None:
+            return True
+        closed = True
+        if self._wal is not None:
+            future = asyncio.get_running_loop().run_in_executor(executor, self._wal.close)
+            done, _ = await asyncio.wait({future}, timeout=WAL_CLOSE_TIMEOUT_S)
+            if not done:
+                closed = False
+                log.error(
+                    "wal_close_timeout node=%d timeout_s=%.1f: the data directory stays "
+                    "locked until the process exits",
+                    self.config.node_id,
+                    WAL_CLOSE_TIMEOUT_S,
+                )
+            elif future.exception() is not None:
+                log.warning(
+                    "wal_close_failed node=%d error=%r", self.config.node_id, future.exception()
+                )
+        executor.shutdown(wait=closed)
+        return closed
 
     async def wait_stopped(self) -> None:
         """Return once the runner stopped; raise :class:`NodeFailed` if it failed."""
