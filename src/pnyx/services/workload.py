@@ -81,12 +81,25 @@ def run_kv_workload(
         _drive_nemesis(result, nemesis, nemesis_interval_s, nemesis_rounds, duration_s, seed)
     finally:
         stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
+        _join_workers(threads)
     result.duration_s = time.monotonic() - started
     with KvClient(members, history=result.history, process=FINAL_READER, deadline_s=30.0) as kv:
         result.final = {key: kv.get(key) for key in KEYS}
     return result
+
+
+WORKER_JOIN_S = 60.0
+"""How long the end of a run waits for the workers (each operation is bounded by its
+client's 15 s deadline, so a worker ends within about that after the stop signal)."""
+
+
+def _join_workers(threads: list[threading.Thread]) -> None:
+    deadline = time.monotonic() + WORKER_JOIN_S
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    running = [t.name for t in threads if t.is_alive()]
+    if running:  # their operations would land in the history after the final reads
+        raise RuntimeError(f"workload workers {running} still run {WORKER_JOIN_S} s after stop")
 
 
 def _drive_nemesis(
