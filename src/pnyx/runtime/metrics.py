@@ -117,13 +117,15 @@ class MetricsServer:
         """Stop serving."""
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            with contextlib.suppress(Exception):  # not CancelledError: the caller's own
+                async with asyncio.timeout(1.0):
+                    await self._server.wait_closed()
             self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.REQUEST_TIMEOUT_S)
+            async with asyncio.timeout(self.REQUEST_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
             if len(head) > self.MAX_REQUEST_BYTES:
                 raise ValueError("request head too large")
             status, ctype, body = self._route(head.split(b"\r\n", 1)[0])
@@ -144,7 +146,8 @@ class MetricsServer:
         finally:
             writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
 
     def _route(self, request_line: bytes) -> tuple[str, str, bytes]:
         parts = request_line.decode("latin-1").split()

@@ -123,15 +123,15 @@ class NodeRunner:
                             peer_message_types=PEER_MESSAGE_TYPES,
                             client_message_types=CLIENT_MESSAGE_TYPES,
                             state_machine=sm, op_codec=PersistCodec(entry_type=Delivery))
+        await runner.start()        # recovers the WAL, listens, dials peers
+        ...
+        await runner.stop()
 
     ``peer_message_types`` are the messages accepted from peers and
     ``client_message_types`` those accepted from clients; the transport closes a
     connection that sends anything else, before it reaches ``step``.  A node that raises
     ``pnyx.core.InvalidMessage`` from ``step`` for a remote's message gets that sender's
     connection closed and keeps running; any other exception from the node stops it.
-        await runner.start()        # recovers the WAL, listens, dials peers
-        ...
-        await runner.stop()
     """
 
     def __init__(
