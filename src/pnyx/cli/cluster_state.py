@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pnyx.runtime.snapshots import fsync_dir
+
 STATE_FILE = "cluster.json"
 _NODE_FIELDS: dict[str, tuple[type, ...]] = {
     "id": (int,),
@@ -84,15 +86,6 @@ def save_state(data_dir: Path, state: dict[str, Any]) -> None:
         temp.unlink(missing_ok=True)
         raise
     fsync_dir(data_dir)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _reason(exc: BaseException) -> str:
