@@ -501,7 +501,20 @@ class RaftNode:
         return True
 
     def _promotable(self) -> bool:
-        return self.log.config().is_voter(self.node_id)
+        """May this node campaign?  A voter of its latest configuration may; so may a voter
+        of a configuration that is not yet committed in its view (the one in force at its
+        commit index, or a later one): a change that removes it may still be undone or
+        need it (thesis §4.2.2).  Votes are still counted by the latest configuration, so
+        a removed candidate needs a quorum of C_new (not counting itself); as leader it
+        steps down once C_new commits (``_after_commit``)."""
+        log = self.log
+        if log.config().is_voter(self.node_id):
+            return True
+        if not log.configs or log.configs[-1][0] <= self.commit:
+            return False  # the latest configuration is committed: we are out for good
+        if log.config_at(self.commit).is_voter(self.node_id):
+            return True
+        return any(conf.is_voter(self.node_id) for at, conf in log.configs if at > self.commit)
 
     def _campaign(self, transfer: bool) -> None:
         if not self._promotable():
