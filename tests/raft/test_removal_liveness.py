@@ -90,3 +90,39 @@ def test_the_same_without_pre_vote_and_check_quorum() -> None:
     c, conf_index = _stalemate(config)
     _run_until_leader(c, 20 * config.election_timeout_ticks)
     _check_recovered(c, conf_index)
+
+
+def test_a_removed_node_that_missed_the_commit_does_not_disrupt_the_cluster() -> None:
+    """3 appended the C_new removing it, sent it to 2 only and lost its leadership; 2 then
+    commits C_new, and nobody tells 3 (it is no member).  3 keeps campaigning (C_new is
+    uncommitted in its view); with neither pre-vote nor check-quorum its higher terms would
+    depose every leader.  Its log is behind, so the members drop its requests."""
+    config = RaftConfig(pre_vote=False, check_quorum=False)
+    c = Cluster(4, config)
+    c.elect(3)
+    c.settle(2)
+    c.node(3).step(AdminRequest(1, "remove", 3, min_voters=3), 1000)
+    c.flush(3)
+    for _ in range(1000):
+        if not c.node(3).config.joint:
+            break
+        assert c.queue, "the network went quiet before C_new was appended\n" + c.text()
+        c.deliver_one(*c.queue.pop(0))
+    conf_index = c.node(3).log.configs[-1][0]
+    c.queue = [q for q in c.queue if q[1] == 2]  # C_new reaches node 2 only
+    c.deliver()
+    c.crash(3)
+    c.restart(3)
+    c.isolate(3)
+    _run_until_leader(c, 20 * config.election_timeout_ticks)
+    c.settle(3)
+    leader = c.leader()
+    assert leader is not None and leader.config.voters == C_NEW and leader.commit >= conf_index
+    assert c.node(3).commit < conf_index and c.node(3)._promotable()
+    c.heal()
+    term, started = leader.term, c.node(3).elections_started
+    for _ in range(10 * config.election_timeout_ticks):
+        c.tick_all()
+        c.deliver()
+    assert c.node(3).elections_started > started, "3 did campaign"
+    assert c.leader() is leader and leader.term == term, "and nobody adopted its term"

@@ -387,6 +387,8 @@ class RaftNode:
         if isinstance(msg, RequestVote):
             if not msg.transfer and (self._in_lease() or self.vote_quiet_ticks):
                 return False  # a live leader (maybe) exists: do not let this candidate disrupt it
+            if self._removed_and_behind(msg, from_id):
+                return False  # it could not get our vote; its term would only disrupt us
             if not msg.pre_vote:
                 self._become_follower(term, NO_NODE)
             return True
@@ -395,6 +397,18 @@ class RaftNode:
         leader = from_id if isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot) else 0
         self._become_follower(term, leader)
         return True
+
+    def _removed_and_behind(self, m: RequestVote, from_id: int) -> bool:
+        """A candidate that is no voter of our latest configuration, which is committed in
+        our view (so it was removed for good), with a log behind ours.  Such a node (an
+        ex-leader that appended the C_new removing it and never learnt it committed) keeps
+        campaigning; dropping its request is like losing the message, and saves the
+        cluster from adopting its term over and over when pre-vote and check-quorum are off.
+        """
+        log = self.log
+        if log.config().is_voter(from_id) or (log.configs and log.configs[-1][0] > self.commit):
+            return False
+        return not log.is_up_to_date(m.last_index, m.last_term)
 
     def _answer_lower_term(self, msg: Message, from_id: int) -> bool:
         """A message from an earlier term; True only under the stale-term mutant."""
