@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -m "not soak"
+	$(BIN)/python -m pytest -m "not soak" -n 2
 
 # Long runs: never part of `make test`.
 # Soak: 10,000 Raft seeds, 1,000 broadcast seeds, 200 kill -9 on a real cluster.
