@@ -60,7 +60,7 @@ MUTANT_PROPERTIES: dict[str, str] = {
     VOTE_IGNORES_LOG: "leader-completeness",
     APPEND_SKIPS_TERM_CHECK: "log-matching",
     NO_NOOP_ON_ELECTION: "liveness",
-    COUNT_PREVIOUS_TERM_ENTRIES: "state-machine-safety",
+    COUNT_PREVIOUS_TERM_ENTRIES: "leader-completeness",
     JOINT_COUNTS_NEW_ONLY: "leader-completeness",
     VOTE_NOT_PERSISTED: "election-safety",
     READ_INDEX_NO_HEARTBEAT: "linearizability",
