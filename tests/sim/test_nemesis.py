@@ -179,3 +179,26 @@ def test_halt_strike_crashes_before_the_batch_is_sent() -> None:
     assert [r[0] for r in trace if r[1] == "crash" and r[2] == 1] == [at]
     before_restart = [n for t, n in _seqs_from_1(trace) if t < at + 100_000]
     assert STRIKE_AT not in before_restart and STRIKE_AT - 1 in before_restart  # never left
+
+
+class PauseForeverNemesis:
+    """Pauses a Raft node at each of its batches for longer than the whole run."""
+
+    def on_batch(self, world: World, node_id: int, ready: Ready, rng: random.Random) -> Any:
+        return Strike("pause", node_id, 60_000_000, "probe")
+
+
+def test_no_strike_at_the_batches_the_heal_itself_carries_out() -> None:
+    """The heal resumes a paused node, whose held batch runs at once: no strike may hit it
+    (a pause struck there would never end, and the heal phase would fail on liveness)."""
+    spec = replace(
+        RAFT, make_nemesis=lambda rules: PauseForeverNemesis(), nemesis_rules=("probe",)
+    )
+    plan = NemesisPlan(frozenset({"probe"}), fire_p=1.0, max_strikes=20)
+    fault_ms = 1_000
+    sim = Simulation(spec, SimConfig(seed=1, trace=True, nemesis=plan, fault_ms=fault_ms))
+    result = sim.run()
+    assert result.ok, result.violation
+    strikes = [r[0] for r in result.trace if r[1] == "strike"]
+    assert strikes, "the probe nemesis never struck"
+    assert all(t_us < fault_ms * 1000 for t_us in strikes), strikes

@@ -542,6 +542,9 @@ class Simulation:
         self._blocked.clear()
         self._drop_p = self._dup_p = self._delay_p = 0.0
         self._reorder = False
+        # Healing first: a node resumed or restarted here carries out batches at once, and a
+        # nemesis strike at one of them (a pause, a crash, an isolation) would never end.
+        self._healing = True
         for nid in self._node_ids:
             proc = self._procs[nid]
             proc.disk.lying = proc.disk.lose_next = proc.disk.misdirect_next = False
@@ -549,7 +552,6 @@ class Simulation:
                 self._restart(proc)
             elif proc.paused:
                 self._resume(proc)
-        self._healing = True
         for cid in self._client_ids:
             self._send(0, cid, Quiesce())
         self._push(

@@ -358,7 +358,8 @@ NEMESIS_RULES: tuple[str, ...] = (
     "joint-transfer",
     "snapshot-echo",
 )
-"""``vote-crash``: crash a node right after it sends a granted vote (it restarts quickly);
+"""``vote-crash``: crash a node right after it sends a granted vote (it restarts quickly,
+half the time at once);
 ``joint-isolate``: isolate a leader the moment it appends a joint configuration;
 ``joint-split``: at that moment, cut the leader and the incoming voters off from the rest;
 ``read-pause``: pause a leader just before it answers a read (mostly also cut off from its
@@ -405,7 +406,11 @@ class RaftNemesis:
         if "commit-crash" in rules and self._commits_old_term(node):
             return Strike("halt", node_id, rng.randrange(5_000, 100_000), "commit-crash")
         if "vote-crash" in rules and _grants_vote(ready):
-            return Strike("crash", node_id, rng.randrange(1_000, 30_000), "vote-crash")
+            # Half the time the node is back at once, before a competing candidate's request
+            # of the same term reaches it (a forgotten vote is granted twice).
+            quick = rng.random() < 0.5
+            down_us = rng.randrange(0, 2_000) if quick else rng.randrange(1_000, 30_000)
+            return Strike("crash", node_id, down_us, "vote-crash")
         joint = _appended_joint(ready) if leading else None
         if joint is not None and "joint-split" in rules and rng.random() < 0.5:
             incoming = tuple(sorted(set(joint.voters) - set(joint.outgoing) - {node_id}))
