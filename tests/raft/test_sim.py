@@ -90,8 +90,38 @@ def test_every_mutant_names_the_property_it_violates() -> None:
     assert set(MUTANT_PROPERTIES) == set(MUTANTS)
 
 
+def test_a_mutant_seed_replays_with_one_command_name() -> None:
+    from pnyx.sim.catalog import get_spec
+
+    spec = get_spec("raft+vote_not_persisted,session_no_dedup")
+    assert spec.name == "raft+vote_not_persisted,session_no_dedup" and spec.broken
+    with pytest.raises(KeyError, match="unknown mutants"):
+        get_spec("raft+no_such_mutant")
+    with pytest.raises(KeyError, match="raft only"):
+        get_spec("broadcast+vote_not_persisted")
+
+
+NOT_YET_CAUGHT_BY_SWARM = {
+    "restart_votes_at_once": "needs a lease-holding leader, a cut-off follower whose timer "
+    "runs out and an ack-crash of another follower at that moment (no nemesis rule yet); "
+    "caught by the directed tests in tests/raft/test_hardening.py",
+    "snapshot_offset_of_other": "simulated snapshots rarely span several chunks and an "
+    "older snapshot's chunk 0 never arrives during a newer stream; caught by the directed "
+    "livelock test in tests/raft/test_hardening.py",
+}
+"""Open gaps of issue 16 item 16: strict xfail, so catching them turns the test red until
+they are moved out of this list."""
+
+
+def _mutant_param(mutant: str) -> object:
+    reason = NOT_YET_CAUGHT_BY_SWARM.get(mutant)
+    if reason is None:
+        return mutant
+    return pytest.param(mutant, marks=pytest.mark.xfail(strict=True, reason=reason))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+@pytest.mark.parametrize("mutant", [_mutant_param(m) for m in sorted(MUTANTS)])
 def test_mutant_is_caught_by_its_property_within_budget(mutant: str) -> None:
     """Random swarm seeds (no directed scenario) catch the mutant by the right property."""
     caught = _first_catch(mutant, MUTANT_SEED_BUDGET)
@@ -100,7 +130,7 @@ def test_mutant_is_caught_by_its_property_within_budget(mutant: str) -> None:
     expected = MUTANT_PROPERTIES.get(mutant)
     assert prop == expected, (
         f"{mutant} caught at seed {seed} by {prop} (expected {expected}): {detail}; "
-        f"replay: pnyx sim raft --seed {seed} --swarm (with the mutant)"
+        f"replay: pnyx sim raft+{mutant} --seed {seed} --swarm --faults all"
     )
 
 

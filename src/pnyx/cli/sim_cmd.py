@@ -180,7 +180,9 @@ def sim(
 def _resolve_spec(name: str) -> ProtocolSpec:
     try:
         return get_spec(name)
-    except KeyError:
+    except KeyError as exc:
+        if "+" in name:
+            fail(str(exc.args[0]))
         fail(f"unknown protocol {name!r}; valid: {', '.join(protocol_names())}")
 
 

@@ -19,8 +19,18 @@ def protocol_names() -> list[str]:
     return sorted(_SPECS)
 
 
+MUTANT_SEPARATOR = "+"
+"""``raft+vote_not_persisted`` (or ``raft+a,b``): Raft with those mutants (bug catalogue)."""
+
+
 def get_spec(name: str) -> ProtocolSpec:
-    """The spec registered as ``name``; raises KeyError listing valid names otherwise."""
+    """The spec registered as ``name``; raises KeyError listing valid names otherwise.
+
+    ``raft+MUTANT[,MUTANT...]`` is Raft broken on purpose by the named mutants, so a seed
+    that a mutant test reports replays with one ``pnyx sim`` command.
+    """
+    if MUTANT_SEPARATOR in name:
+        return _mutant_spec(name)
     try:
         target = _SPECS[name]
     except KeyError:
@@ -29,3 +39,18 @@ def get_spec(name: str) -> ProtocolSpec:
     spec = getattr(importlib.import_module(module_name), attr)
     assert isinstance(spec, ProtocolSpec)
     return spec
+
+
+def _mutant_spec(name: str) -> ProtocolSpec:
+    base, _, listed = name.partition(MUTANT_SEPARATOR)
+    from pnyx.protocols.raft.config import MUTANTS
+    from pnyx.sim.specs.raft import raft_spec
+
+    mutants = frozenset(m for m in listed.split(",") if m)
+    unknown = sorted(mutants - MUTANTS)
+    if base != "raft" or not mutants or unknown:
+        raise KeyError(
+            f"unknown protocol {name!r}: mutants exist for raft only "
+            f"(raft+NAME[,NAME]); unknown mutants {unknown}; valid: {', '.join(sorted(MUTANTS))}"
+        )
+    return raft_spec(mutants=mutants, name=name)

@@ -85,7 +85,8 @@ def draw_swarm(
     clients: int | None = None,
 ) -> SwarmDraw:
     """The swarm draw of ``seed``: a pure function of its arguments."""
-    rng = random.Random(f"pnyx-swarm:{seed}:{spec.name}")
+    base_name = spec.name.partition("+")[0]  # raft+MUTANT draws what raft draws
+    rng = random.Random(f"pnyx-swarm:{seed}:{base_name}")
     ordered = [k for k in FAULT_KINDS if k in allowed]
     kept = [k for k in ordered if rng.random() < KEEP_KIND_P]
     if ordered and not kept:
