@@ -28,7 +28,7 @@ def test_append_truncates_conflicting_suffix() -> None:
 def test_append_with_gap_is_refused() -> None:
     state = DurableState()
     state.apply(LogAppend(1, ("a",)))
-    with pytest.raises(AssertionError, match="gap"):
+    with pytest.raises(ValueError, match="gap"):
         state.apply(LogAppend(3, ("c",)))
 
 

@@ -67,9 +67,8 @@ class DurableState:
 
     def entry(self, index: int) -> Any:
         """The log entry at ``index``; it must be present."""
-        assert self.log_start <= index <= self.last_index, (
-            f"log index {index} outside [{self.log_start}, {self.last_index}]"
-        )
+        if not self.log_start <= index <= self.last_index:
+            raise IndexError(f"log index {index} outside [{self.log_start}, {self.last_index}]")
         return self.log[index - self.log_start]
 
     def apply(self, op: PersistOp) -> None:
@@ -102,9 +101,10 @@ class DurableState:
 
     def _append(self, op: LogAppend) -> None:
         first = op.first_index
-        assert first <= self.last_index + 1, (
-            f"log append at {first} leaves a gap after last index {self.last_index}"
-        )
+        if first > self.last_index + 1:  # guards the log: checked under python -O too
+            raise ValueError(
+                f"log append at {first} leaves a gap after last index {self.last_index}"
+            )
         if first < self.log_start:
             # The head of this append is already covered by a snapshot: skip it.
             skip = self.log_start - first
