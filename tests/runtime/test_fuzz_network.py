@@ -186,23 +186,7 @@ class FuzzTarget:
                 backoff_max_ms=1000,
             ),
         )
-        sm = SERVICE.make_state_machine() if SERVICE.make_state_machine else None
-        runner: NodeRunner
-
-        def on_service(request: object) -> None:
-            assert SERVICE.serve is not None
-            SERVICE.serve(runner.node, sm, request)
-
-        runner = NodeRunner(
-            config,
-            SERVICE.make_node,
-            SERVICE.message_types,
-            peer_message_types=SERVICE.peer_message_types,
-            client_message_types=SERVICE.client_message_types,
-            state_machine=sm,
-            op_codec=SERVICE.op_codec(),
-            on_service=on_service,
-        )
+        runner = SERVICE.runner(config)
         await runner.start()
         self.runner = runner
 

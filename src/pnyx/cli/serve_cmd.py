@@ -27,7 +27,7 @@ from pnyx.cli.addresses import check_cluster_id, parse_peers
 from pnyx.cli.errors import fail
 from pnyx.runtime.datadir import DataDirError, read_stamp
 from pnyx.runtime.logs import configure_logging
-from pnyx.runtime.node_runner import NodeFailed, NodeRunner, RunnerConfig, run_event_loop
+from pnyx.runtime.node_runner import NodeFailed, RunnerConfig, run_event_loop
 from pnyx.runtime.tls import TlsConfig, peer_ssl_context, server_ssl_context
 from pnyx.runtime.transport import Address, TransportConfig
 from pnyx.runtime.wal import WalConfig, WalError
@@ -183,23 +183,7 @@ def _cluster_id(given: str | None, data_dir: Path, node_id: int, peers: dict[int
 
 
 async def _serve(service: ServiceDef, config: RunnerConfig) -> None:
-    sm = service.make_state_machine() if service.make_state_machine else None
-    runner: NodeRunner
-
-    def on_service(request: object) -> None:
-        assert service.serve is not None, f"{service.name} asked for service {request!r}"
-        service.serve(runner.node, sm, request)
-
-    runner = NodeRunner(
-        config,
-        service.make_node,
-        service.message_types,
-        peer_message_types=service.peer_message_types,
-        client_message_types=service.client_message_types,
-        state_machine=sm,
-        op_codec=service.op_codec(),
-        on_service=on_service,
-    )
+    runner = service.runner(config)
     await runner.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

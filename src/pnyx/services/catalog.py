@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pnyx.core import DurableState, Message, Node, NodeFactory, Rng, StateMachine
+from pnyx.runtime.node_runner import NodeRunner, RunnerConfig
 from pnyx.runtime.wal import PersistCodec
 
 
@@ -36,6 +37,31 @@ class ServiceDef:
     def op_codec(self) -> PersistCodec:
         """The WAL codec for this protocol's durable writes."""
         return PersistCodec(entry_type=self.entry_type, record_types=self.record_types)
+
+    def runner(self, config: RunnerConfig, **options: Any) -> NodeRunner:
+        """A ``NodeRunner`` of this protocol: its message types by role, its WAL codec, a
+        fresh state machine, and its ``serve`` hook for ``Ready.services`` requests.
+        ``options`` go to ``NodeRunner`` (e.g. ``listen_sock``)."""
+        sm = self.make_state_machine() if self.make_state_machine else None
+        runner: NodeRunner
+
+        def on_service(request: object) -> None:
+            if self.serve is None:
+                raise RuntimeError(f"{self.name} asked for service {request!r}")
+            self.serve(runner.node, sm, request)
+
+        runner = NodeRunner(
+            config,
+            self.make_node,
+            self.message_types,
+            peer_message_types=self.peer_message_types,
+            client_message_types=self.client_message_types,
+            state_machine=sm,
+            op_codec=self.op_codec(),
+            on_service=on_service,
+            **options,
+        )
+        return runner
 
 
 def _broadcast() -> ServiceDef:

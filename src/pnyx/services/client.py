@@ -290,7 +290,7 @@ async def wait_cancelled(
 ) -> list[asyncio.Task[Any]]:
     """Cancel ``tasks`` and wait up to ``bound_s`` for them to end; returns those still running.
 
-    The caller's own cancellation propagates (unlike ``suppress(BaseException)`` around an
+    The caller's own cancellation propagates (nothing here catches BaseException around an
     ``await``); the tasks' exceptions are retrieved and logged.
     """
     pending = [task for task in tasks if not task.done()]
