@@ -1,17 +1,22 @@
-"""Wing-Gong linearizability search with Lowe's memoisation, per partition, with a budget.
+"""Linearizability of a history: partitions checked interleaved, within time and memory bounds.
 
-The search keeps ``ok`` operations in a time-ordered linked list of call/return entries
-(Wing & Gong); a call entry before the first return entry may be linearized next. Visited
-configurations ``(linearized set, state)`` are memoised (Lowe) with the linearized set as an
-int bitset and states interned to ints. ``info`` operations have no return entry: they may be
-linearized at any point after their invocation or never, and are tried only after the
-``ok`` candidates. A configuration that has linearized a *superset* of optional ``info``
-operations of an already visited one (same ``ok`` set, same state) is pruned: it can do
-nothing the visited one could not.
+The history is split into independent partitions (P-compositionality, ``model.partition``)
+and each is searched by :class:`pnyx.check.search.Search` (Wing-Gong with Lowe's memo). The
+searches are *interleaved by budget*: smallest partition first, every unfinished partition
+gets a slice of :data:`~pnyx.check.search.STEPS_PER_YIELD` steps per round, so an easy
+illegal partition is found while a hard one is still searching, and the check stops at the
+first violation. Between slices the scheduler enforces the bounds: the deadline
+(``timeout_s``), the steps per partition (``max_steps``) and the estimated memory of all
+live searches (``max_memory_bytes``; past it the partition holding the most is given up as
+``unknown`` and the others go on). An ``unknown`` verdict always says why, for which
+partition and how far it got. With ``workers > 1`` the partitions are dealt to worker
+processes, each interleaving its share, and the first violation stops them all.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -20,10 +25,22 @@ from typing import Any, Literal
 
 from pnyx.check.history import History, Operation
 from pnyx.check.models import Model
+from pnyx.check.search import Search, SearchVerdict
 
 Verdict = Literal["linearizable", "not-linearizable", "unknown"]
-_CHECK_EVERY_STEPS = 2048
 _PARALLEL_MIN_OPS = 2000
+_MEMORY_CAP_BYTES = 2 << 30
+_GIB = float(1 << 30)
+_MIB = float(1 << 20)
+
+
+def default_max_memory_bytes() -> int:
+    """The default memory bound of one check: an eighth of physical memory, at most 2 GiB."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return _MEMORY_CAP_BYTES
+    return max(64 << 20, min(_MEMORY_CAP_BYTES, physical // 8))
 
 
 @dataclass
@@ -33,6 +50,8 @@ class PartitionResult:
     ``prefix`` is the longest linearization found (in linearization order) and
     ``prefix_states`` the described state after each of its operations; ``unplaced`` are the
     operations that had to take effect next but could not, in the state after ``prefix``.
+    ``reason`` says why an ``unknown`` partition is undecided (time-out, memory or step
+    bound, or not searched because another partition failed first) and how far it got.
     """
 
     key: Any
@@ -44,6 +63,8 @@ class PartitionResult:
     unplaced: list[Operation] = field(default_factory=list)
     final_state: str = ""
     fail_time: int | None = None
+    reason: str = ""
+    memory_bytes: int = 0
 
 
 @dataclass
@@ -70,11 +91,38 @@ class LinearizabilityResult:
         """The partitions that are not linearizable."""
         return [p for p in self.partitions if p.verdict == "not-linearizable"]
 
+    @property
+    def undecided(self) -> list[PartitionResult]:
+        """The partitions whose verdict is ``unknown``."""
+        return [p for p in self.partitions if p.verdict == "unknown"]
+
+    @property
+    def reason(self) -> str:
+        """Why the verdict is ``unknown`` (empty otherwise): the first undecided partition's
+        reason, and how many others are undecided."""
+        if self.verdict != "unknown":
+            return ""
+        undecided = self.undecided
+        more = len(undecided) - 1
+        tail = f" (and {more} more undecided partitions)" if more > 0 else ""
+        return undecided[0].reason + tail
+
     def explain(self) -> str:
-        """A text counterexample (empty when linearizable)."""
+        """A text counterexample (empty when linearizable), or why the verdict is unknown."""
         from pnyx.check.report import explain_text
 
         return explain_text(self)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds of one check: a ``time.monotonic()`` deadline, search steps per partition and
+    estimated bytes of all live searches; ``stop_at_first``: stop at the first violation."""
+
+    deadline: float | None = None
+    max_steps: int | None = None
+    max_memory_bytes: int | None = None
+    stop_at_first: bool = True
 
 
 def check_linearizable(
@@ -84,14 +132,20 @@ def check_linearizable(
     partition: bool = True,
     timeout_s: float | None = None,
     max_steps: int | None = None,
+    max_memory_bytes: int | None = None,
     workers: int = 1,
+    stop_at_first: bool = True,
 ) -> LinearizabilityResult:
     """Check ``history`` against ``model``.
 
-    ``partition`` splits the history with ``model.partition`` (P-compositionality) and checks
-    the parts independently, in ``workers`` processes when there is enough work; without it,
-    ``model.unpartitioned()`` checks everything at once. After ``timeout_s`` seconds or
-    ``max_steps`` search steps per partition the verdict is ``unknown``, never a guess.
+    ``partition`` splits the history with ``model.partition`` (P-compositionality); without
+    it, ``model.unpartitioned()`` checks everything at once. Partitions are searched
+    interleaved, smallest first, and the check stops at the first violation (the partitions
+    not finished then are ``unknown``, "not searched"), unless ``stop_at_first`` is false.
+    After ``timeout_s`` seconds, ``max_steps`` search steps in one partition, or when the
+    searches' estimated memory passes ``max_memory_bytes`` (default
+    :func:`default_max_memory_bytes`), the undecided partitions are ``unknown`` with the
+    reason, never a guess. ``workers`` > 1 deals large histories' partitions to processes.
     """
     started = time.monotonic()
     ops = [op for op in history if op.outcome != "fail"]
@@ -100,11 +154,13 @@ def check_linearizable(
     else:
         parts, part_model = [ops], model.unpartitioned()
     parts = [p for p in parts if p]
-    deadline = None if timeout_s is None else started + timeout_s
+    memory = default_max_memory_bytes() if max_memory_bytes is None else max_memory_bytes
+    limits = Limits(None if timeout_s is None else started + timeout_s, max_steps, memory,
+                    stop_at_first)
     if workers > 1 and len(parts) > 1 and len(ops) >= _PARALLEL_MIN_OPS:
-        results = _check_parallel(parts, part_model, deadline, max_steps, workers)
+        results = _check_parallel(parts, part_model, limits, workers)
     else:
-        results = [check_partition(p, part_model, deadline, max_steps) for p in parts]
+        results = check_partitions(parts, part_model, limits)
     return LinearizabilityResult(_combine(results), results, time.monotonic() - started,
                                  model.name)
 
@@ -116,330 +172,184 @@ def _combine(results: Sequence[PartitionResult]) -> Verdict:
     return "unknown" if "unknown" in verdicts else "linearizable"
 
 
-def _check_parallel(parts: list[list[Operation]], model: Model[Any], deadline: float | None,
-                    max_steps: int | None, workers: int) -> list[PartitionResult]:
-    order = sorted(range(len(parts)), key=lambda i: -len(parts[i]))
-    out: list[PartitionResult | None] = [None] * len(parts)
-    with ProcessPoolExecutor(max_workers=min(workers, len(parts))) as pool:
-        futures = {i: pool.submit(check_partition, parts[i], model, deadline, max_steps)
-                   for i in order}
-        for i, fut in futures.items():
-            out[i] = fut.result()
-    return [r for r in out if r is not None]
-
-
 def check_partition(ops: Sequence[Operation], model: Model[Any], deadline: float | None = None,
-                    max_steps: int | None = None) -> PartitionResult:
+                    max_steps: int | None = None,
+                    max_memory_bytes: int | None = None) -> PartitionResult:
     """Check one sub-history (no ``fail`` operations) against ``model`` without splitting."""
-    keys = {op.key for op in ops}
-    key = next(iter(keys)) if len(keys) == 1 else None
-    search = _Search(list(ops), model)
-    verdict = search.run(deadline, max_steps)
-    result = PartitionResult(key, verdict, list(ops), search.steps)
-    if verdict == "not-linearizable":
-        search.fill_counterexample(result)
-    return result
+    limits = Limits(deadline, max_steps, max_memory_bytes)
+    return check_partitions([list(ops)], model, limits)[0]
 
 
-class _States:
-    """Interns model states to small ints (by hash, or by ``model.equal`` if overridden)."""
+def check_partitions(parts: Sequence[list[Operation]], model: Model[Any], limits: Limits,
+                     stop: Any = None) -> list[PartitionResult]:
+    """Check ``parts`` interleaved by budget, in this process; results in ``parts`` order.
 
-    def __init__(self, model: Model[Any]) -> None:
-        self.model = model
-        self.by_value: dict[Any, int] = {}
-        self.values: list[Any] = []
-        self.custom_equal = type(model).equal is not Model.equal
-
-    def intern(self, state: Any) -> int:
-        if self.custom_equal:
-            for sid, other in enumerate(self.values):
-                if self.model.equal(other, state):
-                    return sid
-        else:
-            known = self.by_value.get(state)
-            if known is not None:
-                return known
-            self.by_value[state] = len(self.values)
-        self.values.append(state)
-        return len(self.values) - 1
+    ``stop`` is an optional ``multiprocessing.Event``: set by whoever finds a violation,
+    it ends the other searches (used by parallel workers).
+    """
+    scheduler = _Scheduler(parts, model, limits, stop)
+    scheduler.run()
+    return scheduler.results()
 
 
-class _Search:
-    """One Wing-Gong/Lowe search over the ``ok`` and ``info`` operations of a partition."""
+class _Task:
+    """One partition's search and its generator, advanced slice by slice."""
 
-    def __init__(self, ops: list[Operation], model: Model[Any]) -> None:
-        self.model = model
-        self.oks = sorted((op for op in ops if op.outcome == "ok"), key=lambda o: o.call)
-        self.infos = sorted((op for op in ops if op.outcome == "info"), key=lambda o: o.call)
-        self.states = _States(model)
-        self.init_sid = self.states.intern(model.init())
-        self.steps = 0
-        self.best: list[int] = []  # longest linearization: i (ok op) or ~j (info op)
+    def __init__(self, index: int, ops: list[Operation], model: Model[Any]) -> None:
+        self.index = index
+        self.ops = ops
+        keys = {op.key for op in ops}
+        self.key = next(iter(keys)) if len(keys) == 1 else None
+        self.search = Search(ops, model)
+        self.gen = self.search.steps_iter()
+        self.memory_bytes = 0
 
-    def _entries(self) -> tuple[list[int], list[int], list[int]]:
-        """Linked list over entries 2i (call of ok op i) and 2i+1 (its return); head = 2n."""
-        n = len(self.oks)
-        events = []
-        for i, op in enumerate(self.oks):
-            assert op.ret is not None and op.ret > op.call, op
-            events.append((op.call, 2 * i))
-            events.append((op.ret, 2 * i + 1))
-        events.sort()
-        nxt, prv, when = [-1] * (2 * n + 1), [-1] * (2 * n + 1), [0] * (2 * n + 1)
-        last = 2 * n
-        for t, e in events:
-            nxt[last], prv[e], when[e] = e, last, t
-            last = e
-        return nxt, prv, when
+    def advance(self) -> SearchVerdict | None:
+        """Run one slice; the verdict when the search ended, else None."""
+        try:
+            next(self.gen)
+        except StopIteration as stop:
+            verdict: SearchVerdict = stop.value
+            return verdict
+        return None
 
-    def _step(self, op: Operation, sid: int) -> int:
-        ok, new = self.model.step(self.states.values[sid], op)
-        return self.states.intern(new) if ok else -1
+    def result(self, verdict: Verdict, reason: str = "") -> PartitionResult:
+        search = self.search
+        out = PartitionResult(self.key, verdict, self.ops, search.steps, reason=reason,
+                              memory_bytes=self.memory_bytes)
+        if verdict == "not-linearizable":
+            (out.prefix, out.prefix_states, out.final_state, out.unplaced,
+             out.fail_time) = search.counterexample()
+        return out
 
-    def run(self, deadline: float | None, max_steps: int | None) -> Verdict:
-        """Depth-first search; returns the verdict and leaves ``best`` set."""
-        limit = max_steps if max_steps is not None else -1
-        if self.infos:
-            return self._run_info(deadline, limit)
-        return self._run_plain(deadline, limit)
+    def progress(self) -> str:
+        """How far the search got: partition, steps, longest linearized prefix, memory."""
+        label = "the history" if self.key is None else f"partition key {self.key!r}"
+        return (f"{label} ({len(self.ops)} operations) after {self.search.steps:,} steps, "
+                f"longest linearized prefix {self.search.linearized_count()} of "
+                f"{len(self.ops)}, about {self.memory_bytes / _MIB:.0f} MiB of search state")
 
-    def _out_of_budget(self, deadline: float | None, limit: int, steps: int) -> bool:
-        self.steps = steps
-        return (deadline is not None and time.monotonic() > deadline) or 0 <= limit <= steps
+    def give_up(self) -> None:
+        self.gen.close()
+        self.search.release()
 
-    def _run_plain(self, deadline: float | None, limit: int) -> Verdict:
-        """The search without ``info`` operations: memo is a set of bitsets per state.
 
-        One long function on purpose: this is the hot loop, written for CPython speed.
-        """
-        oks = self.oks
-        n = len(oks)
-        nxt, prv, _ = self._entries()
-        head = 2 * n
-        trans: list[dict[int, int]] = [{} for _ in range(n)]
-        step = self._step
-        sid = self.init_sid
-        lin = 0
-        memo: list[set[int]] = [{0}]
-        stack: list[tuple[int, int]] = []
-        depth = best_len = 0
-        remaining = n
-        entry = nxt[head]
-        steps = 0
-        next_check = _CHECK_EVERY_STEPS
-        while remaining:
-            steps += 1
-            if steps >= next_check:
-                next_check += _CHECK_EVERY_STEPS
-                if self._out_of_budget(deadline, limit, steps):
-                    return "unknown"
-            if not entry & 1:
-                t = trans[entry >> 1]
-                ns = t.get(sid)
-                if ns is None:
-                    ns = t[sid] = step(oks[entry >> 1], sid)
-                    while len(memo) <= ns:
-                        memo.append(set())
-                if ns >= 0:
-                    nl = lin | (1 << (entry >> 1))
-                    seen = memo[ns]
-                    if nl not in seen:
-                        seen.add(nl)
-                        stack.append((entry, sid))
-                        depth += 1
-                        if depth > best_len:
-                            best_len = depth
-                            self.best = [e >> 1 for e, _ in stack]
-                        lin, sid = nl, ns
-                        a, b = prv[entry], nxt[entry]
-                        nxt[a] = b
-                        if b >= 0:
-                            prv[b] = a
-                        entry += 1
-                        a, b = prv[entry], nxt[entry]
-                        nxt[a] = b
-                        if b >= 0:
-                            prv[b] = a
-                        remaining -= 1
-                        entry = nxt[head]
-                        continue
-                entry = nxt[entry]
-                continue
-            if not stack:
-                self.steps = steps
-                return "not-linearizable"
-            entry, sid = stack.pop()
-            depth -= 1
-            lin &= ~(1 << (entry >> 1))
-            r = entry + 1
-            a, b = prv[r], nxt[r]
-            nxt[a] = r
-            if b >= 0:
-                prv[b] = r
-            a, b = prv[entry], nxt[entry]
-            nxt[a] = entry
-            if b >= 0:
-                prv[b] = entry
-            remaining += 1
-            entry = nxt[entry]
-        self.steps = steps
-        return "linearizable"
+class _Scheduler:
+    """Round-robin over unfinished partitions, smallest first, one slice each per round."""
 
-    def _run_info(self, deadline: float | None, limit: int) -> Verdict:
-        """The search with optional ``info`` operations (see the module docstring).
+    def __init__(self, parts: Sequence[list[Operation]], model: Model[Any], limits: Limits,
+                 stop: Any) -> None:
+        self.limits = limits
+        self.stop = stop
+        self.tasks = [_Task(i, list(p), model) for i, p in enumerate(parts)]
+        self.done: dict[int, PartitionResult] = {}
+        self.total_memory_bytes = 0
 
-        The memo maps, per state, an ok-bitset to the info-bitsets visited with it; a new
-        configuration is pruned when a visited one used a subset of its info operations.
-        One long function on purpose: this is the hot loop, written for CPython speed.
-        """
-        oks, infos = self.oks, self.infos
-        n, ni = len(oks), len(infos)
-        nxt, prv, when = self._entries()
-        head = 2 * n
-        icall = [op.call for op in infos]
-        trans: list[dict[int, int]] = [{} for _ in range(n)]
-        itrans: list[dict[int, int]] = [{} for _ in range(ni)]
-        step = self._step
-        sid = self.init_sid
-        lin = opt = 0  # bitsets of linearized ok ops / info ops
-        memo: list[dict[int, list[int]]] = [{0: [0]}]
-        stack: list[tuple[int, int, int]] = []  # (call entry or ~info, previous sid, resume)
-        depth = best_len = 0
-        remaining = n
-        entry = nxt[head]
-        j = -1  # position in the info scan, while entry is a return
-        steps = 0
-        next_check = _CHECK_EVERY_STEPS
-        while remaining:
-            steps += 1
-            if steps >= next_check:
-                next_check += _CHECK_EVERY_STEPS
-                if self._out_of_budget(deadline, limit, steps):
-                    return "unknown"
-            if not entry & 1:  # a call entry: try ok op entry>>1 next
-                t = trans[entry >> 1]
-                ns = t.get(sid)
-                if ns is None:
-                    ns = t[sid] = step(oks[entry >> 1], sid)
-                    while len(memo) <= ns:
-                        memo.append({})
-                if ns >= 0:
-                    nl = lin | (1 << (entry >> 1))
-                    by_lin = memo[ns]
-                    seen = by_lin.get(nl)
-                    if seen is None:
-                        by_lin[nl] = [opt]
-                    else:
-                        for x in seen:
-                            if not x & ~opt:
-                                break
-                        else:
-                            seen.append(opt)
-                            x = -1
-                        if x >= 0:  # dominated by a visited configuration
-                            entry = nxt[entry]
-                            continue
-                    stack.append((entry, sid, 0))
-                    depth += 1
-                    if depth > best_len:
-                        best_len = depth
-                        self.best = [e >> 1 if e >= 0 else e for e, _, _ in stack]
-                    lin, sid = nl, ns
-                    a, b = prv[entry], nxt[entry]
-                    nxt[a] = b
-                    if b >= 0:
-                        prv[b] = a
-                    entry += 1
-                    a, b = prv[entry], nxt[entry]
-                    nxt[a] = b
-                    if b >= 0:
-                        prv[b] = a
-                    remaining -= 1
-                    entry = nxt[head]
-                    continue
-                entry = nxt[entry]
-                continue
-            # a return entry: the ok candidates are exhausted; try optional info ops
-            bound = when[entry]
-            j += 1
-            while j < ni and icall[j] < bound:
-                if not (opt >> j) & 1:
-                    t = itrans[j]
-                    ns = t.get(sid)
-                    if ns is None:
-                        ns = t[sid] = step(infos[j], sid)
-                        while len(memo) <= ns:
-                            memo.append({})
-                    if ns >= 0:
-                        no = opt | (1 << j)
-                        by_lin = memo[ns]
-                        seen = by_lin.get(lin)
-                        if seen is None:
-                            by_lin[lin] = [no]
-                            break
-                        for x in seen:
-                            if not x & ~no:
-                                break
-                        else:
-                            seen.append(no)
-                            break
-                j += 1
-            if j < ni and icall[j] < bound:  # info op j taken
-                stack.append((~j, sid, entry))
-                depth += 1
-                if depth > best_len:
-                    best_len = depth
-                    self.best = [e >> 1 if e >= 0 else e for e, _, _ in stack]
-                opt |= 1 << j
-                sid = itrans[j][sid]
-                entry = nxt[head]
-                j = -1
-                continue
-            if not stack:
-                self.steps = steps
-                return "not-linearizable"
-            e, sid, resume = stack.pop()
-            depth -= 1
-            if e < 0:  # undo an info op; resume the info scan after it
-                j = ~e
-                opt &= ~(1 << j)
-                entry = resume
-                continue
-            lin &= ~(1 << (e >> 1))
-            r = e + 1
-            a, b = prv[r], nxt[r]
-            nxt[a] = r
-            if b >= 0:
-                prv[b] = r
-            a, b = prv[e], nxt[e]
-            nxt[a] = e
-            if b >= 0:
-                prv[b] = e
-            remaining += 1
-            entry = nxt[e]
-            j = -1
-        self.steps = steps
-        return "linearizable"
+    def results(self) -> list[PartitionResult]:
+        return [self.done[t.index] for t in self.tasks]
 
-    def fill_counterexample(self, result: PartitionResult) -> None:
-        """Replay the longest linearization; find the operations that could not come next."""
-        model, sid = self.model, self.init_sid
-        prefix: list[Operation] = []
-        for k in self.best:
-            op = self.oks[k] if k >= 0 else self.infos[~k]
-            sid = self._step(op, sid)
-            assert sid >= 0, "a recorded linearization must replay"
-            prefix.append(op)
-            result.prefix_states.append(model.describe_state(self.states.values[sid]))
-        result.prefix = prefix
-        result.final_state = model.describe_state(self.states.values[sid])
-        done = {op.index for op in prefix}
-        pending = [op for op in self.oks if op.index not in done]
-        if not pending:
-            return
-        blocking = min(pending, key=lambda o: o.ret if o.ret is not None else 0)
-        result.fail_time = blocking.ret
-        bound = blocking.ret if blocking.ret is not None else 0
-        candidates = [op for op in pending if op.call < bound]
-        stuck = [op for op in candidates if self._step(op, sid) < 0]
-        result.unplaced = [blocking] + [op for op in stuck if op is not blocking]
+    def run(self) -> None:
+        active = sorted(self.tasks, key=lambda t: len(t.ops))
+        while active:
+            for task in list(active):
+                if self._turn(task, active):
+                    return
+
+    def _turn(self, task: _Task, active: list[_Task]) -> bool:
+        """One slice of ``task``; True when the whole check is over."""
+        verdict = task.advance()
+        self._account(task)
+        if verdict is not None:
+            self._finish(task, active, verdict)
+            if verdict == "not-linearizable" and self.limits.stop_at_first:
+                self._abandon(active, f"not searched: {_label(task)} is not linearizable")
+                if self.stop is not None:
+                    self.stop.set()
+                return True
+            return False
+        return self._check_bounds(task, active)
+
+    def _check_bounds(self, task: _Task, active: list[_Task]) -> bool:
+        limits = self.limits
+        if limits.deadline is not None and time.monotonic() > limits.deadline:
+            for other in active:
+                if other is not task:
+                    self._finish(other, active, "unknown", f"time-out; {other.progress()}")
+            self._finish(task, active, "unknown", f"time-out: {task.progress()}")
+            return True
+        if self.stop is not None and self.stop.is_set():
+            self._abandon(active, "not searched: another worker found a violation")
+            return True
+        if limits.max_steps is not None and task.search.steps >= limits.max_steps:
+            self._finish(task, active, "unknown",
+                         f"step bound {limits.max_steps:,} reached: {task.progress()}")
+            return False
+        bound = limits.max_memory_bytes
+        if bound is not None and self.total_memory_bytes > bound:
+            victim = max(active, key=lambda t: t.memory_bytes)
+            self._finish(victim, active, "unknown",
+                         f"memory bound {bound / _MIB:.0f} MiB reached: {victim.progress()}")
+        return False
+
+    def _account(self, task: _Task) -> None:
+        now = task.search.memory_bytes()
+        self.total_memory_bytes += now - task.memory_bytes
+        task.memory_bytes = now
+
+    def _finish(self, task: _Task, active: list[_Task], verdict: Verdict,
+                reason: str = "") -> None:
+        self.done[task.index] = task.result(verdict, reason)
+        self.total_memory_bytes -= task.memory_bytes
+        if verdict == "unknown":
+            task.give_up()
+        active.remove(task)
+
+    def _abandon(self, active: list[_Task], reason: str) -> None:
+        for other in list(active):
+            self._finish(other, active, "unknown", f"{reason}; {other.progress()}")
+
+
+def _label(task: _Task) -> str:
+    return "the history" if task.key is None else f"partition key {task.key!r}"
+
+
+def _deal(parts: list[list[Operation]], workers: int) -> list[list[int]]:
+    """Partition indexes dealt to ``workers`` groups, largest first, to the lightest group."""
+    groups: list[list[int]] = [[] for _ in range(workers)]
+    loads = [0] * workers
+    for i in sorted(range(len(parts)), key=lambda k: -len(parts[k])):
+        g = loads.index(min(loads))
+        groups[g].append(i)
+        loads[g] += len(parts[i])
+    return [g for g in groups if g]
+
+
+_WORKER_STOP: Any = None
+
+
+def _init_worker(stop: Any) -> None:
+    global _WORKER_STOP
+    _WORKER_STOP = stop
+
+
+def _check_group(parts: list[list[Operation]], model: Model[Any],
+                 limits: Limits) -> list[PartitionResult]:
+    return check_partitions(parts, model, limits, _WORKER_STOP)
+
+
+def _check_parallel(parts: list[list[Operation]], model: Model[Any], limits: Limits,
+                    workers: int) -> list[PartitionResult]:
+    groups = _deal(parts, min(workers, len(parts)))
+    share = None if limits.max_memory_bytes is None else limits.max_memory_bytes // len(groups)
+    worker_limits = Limits(limits.deadline, limits.max_steps, share, limits.stop_at_first)
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    out: list[PartitionResult | None] = [None] * len(parts)
+    with ProcessPoolExecutor(max_workers=len(groups), mp_context=ctx,
+                             initializer=_init_worker, initargs=(stop,)) as pool:
+        futures = [(g, pool.submit(_check_group, [parts[i] for i in g], model, worker_limits))
+                   for g in groups]
+        for group, fut in futures:
+            for i, result in zip(group, fut.result(), strict=True):
+                out[i] = result
+    return [r for r in out if r is not None]

@@ -24,12 +24,20 @@ def explain_text(result: LinearizabilityResult, prefix_shown: int = _PREFIX_SHOW
     if result.verdict == "linearizable":
         return ""
     if result.verdict == "unknown":
-        undecided = [p for p in result.partitions if p.verdict == "unknown"]
-        return (f"unknown: the search budget ran out on {len(undecided)} of "
-                f"{len(result.partitions)} partitions; no violation was found before that.")
+        undecided = result.undecided
+        lines = [f"unknown: undecided on {len(undecided)} of {len(result.partitions)} "
+                 f"partitions; no violation was found before that."]
+        lines.extend(f"  {p.reason}" for p in undecided[:prefix_shown])
+        if len(undecided) > prefix_shown:
+            lines.append(f"  ... and {len(undecided) - prefix_shown} more")
+        return "\n".join(lines)
     failures = result.failures
     lines = [f"not linearizable ({result.model}): {len(failures)} of "
              f"{len(result.partitions)} partitions fail"]
+    skipped = len(result.undecided)
+    if skipped:
+        lines.append(f"(the check stopped at the first violation: {skipped} partitions "
+                     f"were not searched to the end)")
     for part in failures:
         lines.extend(_explain_partition(part, prefix_shown))
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +30,25 @@ from pnyx.check import (
 TXN_MODELS = ("list-append", "rw-register")
 EXIT_OK, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 _GOOD = ("linearizable", "serializable")
+_POOL_MIN_BYTES = 4 << 20  # below this much input, starting worker processes costs more
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A byte count with an optional K/M/G/T suffix (powers of 1024): ``512M``, ``2G``."""
+    if value is None:
+        return None
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    unit = text[-1:] if text[-1:] in _SIZE_UNITS else ""
+    try:
+        size = float(text[: len(text) - len(unit)]) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size such as 512M or 2G") from None
+    if size < 1 << 20:
+        raise click.BadParameter(f"{value!r} is below 1M: too small to search anything")
+    return int(size)
 
 
 @dataclass
@@ -77,14 +97,35 @@ class FileOutcome:
     default=None,
     help="Seconds per file; when exceeded the verdict is 'unknown'.",
 )
+@click.option(
+    "--total-timeout",
+    "total_timeout_s",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Seconds for all files together; files not finished by then are 'unknown'.",
+)
+@click.option(
+    "--max-memory",
+    "max_memory",
+    callback=parse_size,
+    default=None,
+    help="Bound on the search's estimated memory per file, e.g. 512M or 2G (default: an "
+    "eighth of physical memory, at most 2G); past it the verdict is 'unknown'.",
+)
+@click.option(
+    "--all-failures",
+    is_flag=True,
+    help="Search every partition to the end instead of stopping at the first violation.",
+)
 @click.option("--no-split", is_flag=True, help="Check all keys together (no partitioning).")
 @click.option("--realtime", is_flag=True, help="Serializability: add real-time order edges.")
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Processes for checking files (and large partitions) in parallel.",
+    default=None,
+    help="Processes for checking files (and the partitions of a large history) in "
+    "parallel [default: the available cores; used only when the work is large enough to "
+    "pay for starting processes].",
 )
 def check(
     files: tuple[str, ...],
@@ -93,9 +134,12 @@ def check(
     as_json: bool,
     html_path: str | None,
     timeout_s: float | None,
+    total_timeout_s: float | None,
+    max_memory: int | None,
+    all_failures: bool,
     no_split: bool,
     realtime: bool,
-    workers: int,
+    workers: int | None,
 ) -> None:
     """Check history FILEs: linearizable / not-linearizable / unknown, or serializable /
     the anomalies found. Exit 0 all good, 1 any violation, 2 bad input, 3 undecided."""
@@ -103,12 +147,17 @@ def check(
         model_name=model_name,
         fmt=fmt,
         timeout_s=timeout_s,
+        total_deadline=None if total_timeout_s is None else time.time() + total_timeout_s,
+        max_memory=max_memory,
+        stop_at_first=not all_failures,
         split=not no_split,
         realtime=realtime,
         want_html=html_path is not None,
-        workers=workers if len(files) == 1 else 1,
     )
-    outcomes = _run_all(list(files), options, workers)
+    cores = workers or _available_cores()
+    pool_files = len(files) > 1 and (workers is not None or _total_bytes(files) > _POOL_MIN_BYTES)
+    options["workers"] = 1 if pool_files and cores > 1 else cores
+    outcomes = _run_all(list(files), options, cores if pool_files else 1)
     for outcome in outcomes:
         _print(outcome, as_json)
         if html_path and outcome.html:
@@ -116,6 +165,17 @@ def check(
                 outcome.html, encoding="utf-8"
             )
     sys.exit(_exit_code(outcomes))
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _total_bytes(files: list[str] | tuple[str, ...]) -> int:
+    return sum(Path(f).stat().st_size for f in files)
 
 
 def _run_all(files: list[str], options: dict[str, Any], workers: int) -> list[FileOutcome]:
@@ -167,14 +227,20 @@ def _linearizability(path: str, history: Any, options: dict[str, Any]) -> FileOu
         history,
         get_model(options["model_name"]),
         partition=options["split"],
-        timeout_s=options["timeout_s"],
+        timeout_s=_file_timeout_s(options),
+        max_memory_bytes=options["max_memory"],
         workers=options["workers"],
+        stop_at_first=options["stop_at_first"],
     )
     record: dict[str, Any] = {
         "model": options["model_name"],
         "operations": len(history),
         "partitions": len(result.partitions),
         "steps": result.steps,
+        "reason": result.reason,
+        "undecided": [
+            {"key": _jsonable(p.key), "reason": p.reason} for p in result.undecided
+        ],
         "failures": [
             {
                 "key": _jsonable(p.key),
@@ -202,6 +268,16 @@ def _serializability(path: str, history: Any, options: dict[str, Any]) -> FileOu
         "anomalies": [{"name": a.name, "explanation": a.explanation} for a in result.anomalies],
     }
     return FileOutcome(path, result.verdict, text=result.explain(), record=record)
+
+
+def _file_timeout_s(options: dict[str, Any]) -> float | None:
+    """The per-file time-out, cut short by what is left of ``--total-timeout``."""
+    timeout_s: float | None = options["timeout_s"]
+    total_deadline: float | None = options["total_deadline"]
+    if total_deadline is None:
+        return timeout_s
+    left_s = max(0.0, total_deadline - time.time())
+    return left_s if timeout_s is None else min(timeout_s, left_s)
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,0 +1,403 @@
+"""The Wing-Gong/Lowe search over one partition, resumable and with a memory estimate.
+
+The search keeps ``ok`` operations in a time-ordered linked list of call/return entries
+(Wing & Gong); a call entry before the first return entry may be linearized next. Visited
+configurations ``(linearized set, state)`` are memoised (Lowe) with the linearized set as an
+int bitset and states interned to ints. ``info`` operations have no return entry: they may be
+linearized at any point after their invocation or never, and are tried only after the
+``ok`` candidates. A configuration that has linearized a *superset* of optional ``info``
+operations of an already visited one (same ``ok`` set, same state) is pruned: it can do
+nothing the visited one could not.
+
+:meth:`Search.steps_iter` is a generator that yields every :data:`STEPS_PER_YIELD` search
+steps, so a scheduler can interleave many partitions, stop at the first violation and
+enforce time and memory bounds between slices; :meth:`Search.memory_bytes` estimates what
+the memo, the transition caches and the interned states hold.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Generator
+from typing import Any, Literal
+
+from pnyx.check.history import Operation
+from pnyx.check.models import Model
+
+SearchVerdict = Literal["linearizable", "not-linearizable"]
+STEPS_PER_YIELD = 2048
+_INT_BYTES = 28  # an int object's header; its digits are counted from its bits
+_BITS_PER_4_BYTES = 30  # CPython ints store 30 bits in 4 bytes
+_SET_SLOT_BYTES = 40  # one memo bitset in a set: hash + pointer, at a set's load factor
+_INFO_ENTRY_BYTES = 100  # dict slot + a one-element list of info bitsets
+_TRANSITION_BYTES = 75  # one cached (operation, state) -> state dict entry
+_STACK_ENTRY_BYTES = 72  # one tuple on the search stack
+
+
+def _state_bytes(state: Any) -> int:
+    size = sys.getsizeof(state)
+    if isinstance(state, tuple | frozenset):
+        size += sum(sys.getsizeof(s) for s in state)
+    return size
+
+
+class States:
+    """Interns model states to small ints (by hash, or by ``model.equal`` if overridden)."""
+
+    def __init__(self, model: Model[Any]) -> None:
+        self.model = model
+        self.by_value: dict[Any, int] = {}
+        self.values: list[Any] = []
+        self.custom_equal = type(model).equal is not Model.equal
+        self.bytes = 0
+
+    def intern(self, state: Any) -> int:
+        """The id of ``state``, adding it if it is new."""
+        if self.custom_equal:
+            for sid, other in enumerate(self.values):
+                if self.model.equal(other, state):
+                    return sid
+        else:
+            known = self.by_value.get(state)
+            if known is not None:
+                return known
+            self.by_value[state] = len(self.values)
+        self.values.append(state)
+        self.bytes += _state_bytes(state)
+        return len(self.values) - 1
+
+
+def _entries(oks: list[Operation]) -> tuple[list[int], list[int], list[int]]:
+    """Linked list over entries 2i (call of ok op i) and 2i+1 (its return); head = 2n."""
+    n = len(oks)
+    events = []
+    for i, op in enumerate(oks):
+        if op.ret is None or op.ret <= op.call:
+            raise ValueError(f"ok operation {op.index} has no return after its call")
+        events.append((op.call, 2 * i))
+        events.append((op.ret, 2 * i + 1))
+    events.sort()
+    nxt, prv, when = [-1] * (2 * n + 1), [-1] * (2 * n + 1), [0] * (2 * n + 1)
+    last = 2 * n
+    for t, e in events:
+        nxt[last], prv[e], when[e] = e, last, t
+        last = e
+    return nxt, prv, when
+
+
+class Search:
+    """One Wing-Gong/Lowe search over the ``ok`` and ``info`` operations of a partition.
+
+    Progress counters (``steps``, ``configurations``, ``transitions``, ``best``) are updated
+    at every yield of :meth:`steps_iter` and when it finishes.
+    """
+
+    def __init__(self, ops: list[Operation], model: Model[Any]) -> None:
+        self.model = model
+        self.oks = sorted((op for op in ops if op.outcome == "ok"), key=lambda o: o.call)
+        self.infos = sorted((op for op in ops if op.outcome == "info"), key=lambda o: o.call)
+        self.states = States(model)
+        self.init_sid = self.states.intern(model.init())
+        self.steps = 0
+        self.configurations = 0  # memo entries added
+        self.transitions = 0  # (operation, state) results cached
+        self.bitset_bits = 0  # bits of the memo's bitsets
+        self.best: list[int] = []  # longest linearization: i (ok op) or ~j (info op)
+        self.released = False
+        n, ni = len(self.oks), len(self.infos)
+        self._config_bytes = _INT_BYTES + (_SET_SLOT_BYTES if not ni else _INFO_ENTRY_BYTES)
+        self._fixed_bytes = (2 * n + 1) * 3 * 8 + (n + ni) * (64 + _STACK_ENTRY_BYTES)
+
+    def memory_bytes(self) -> int:
+        """Estimated bytes held by this search (memo, caches, states, lists), 0 once released."""
+        if self.released:
+            return 0
+        return (self.configurations * self._config_bytes + self.bitset_bits // _BITS_PER_4_BYTES * 4
+                + self.transitions * _TRANSITION_BYTES
+                + self.states.bytes + self._fixed_bytes)
+
+    def release(self) -> None:
+        """Forget the interned states (the generator's memo goes with the generator)."""
+        self.released = True
+        self.states = States(self.model)
+
+    def _progress(self, steps: int, configurations: int, transitions: int,
+                  bitset_bits: int) -> None:
+        self.steps, self.configurations, self.transitions = steps, configurations, transitions
+        self.bitset_bits = bitset_bits
+
+    def _step(self, op: Operation, sid: int) -> int:
+        ok, new = self.model.step(self.states.values[sid], op)
+        return self.states.intern(new) if ok else -1
+
+    def steps_iter(self) -> Generator[None, None, SearchVerdict]:
+        """Run the depth-first search, yielding every :data:`STEPS_PER_YIELD` steps."""
+        if self.infos:
+            return (yield from self._run_info())
+        return (yield from self._run_plain())
+
+    def run(self) -> SearchVerdict:
+        """Run the search to its end, without bounds."""
+        gen = self.steps_iter()
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                verdict: SearchVerdict = stop.value
+                return verdict
+
+    def _run_plain(self) -> Generator[None, None, SearchVerdict]:
+        """The search without ``info`` operations: memo is a set of bitsets per state.
+
+        One long function on purpose: this is the hot loop, written for CPython speed.
+        """
+        oks = self.oks
+        n = len(oks)
+        nxt, prv, _ = _entries(oks)
+        head = 2 * n
+        trans: list[dict[int, int]] = [{} for _ in range(n)]
+        step = self._step
+        sid = self.init_sid
+        lin = 0
+        memo: list[set[int]] = [{0}]
+        stack: list[tuple[int, int]] = []
+        depth = best_len = pushes = new_trans = bits = 0
+        remaining = n
+        entry = nxt[head]
+        steps = 0
+        next_yield = STEPS_PER_YIELD
+        while remaining:
+            steps += 1
+            if steps >= next_yield:
+                next_yield += STEPS_PER_YIELD
+                self._progress(steps, pushes, new_trans, bits)
+                yield
+            if not entry & 1:
+                t = trans[entry >> 1]
+                ns = t.get(sid)
+                if ns is None:
+                    ns = t[sid] = step(oks[entry >> 1], sid)
+                    new_trans += 1
+                    while len(memo) <= ns:
+                        memo.append(set())
+                if ns >= 0:
+                    nl = lin | (1 << (entry >> 1))
+                    seen = memo[ns]
+                    if nl not in seen:
+                        seen.add(nl)
+                        pushes += 1
+                        bits += nl.bit_length()
+                        stack.append((entry, sid))
+                        depth += 1
+                        if depth > best_len:
+                            best_len = depth
+                            self.best = [e >> 1 for e, _ in stack]
+                        lin, sid = nl, ns
+                        a, b = prv[entry], nxt[entry]
+                        nxt[a] = b
+                        if b >= 0:
+                            prv[b] = a
+                        entry += 1
+                        a, b = prv[entry], nxt[entry]
+                        nxt[a] = b
+                        if b >= 0:
+                            prv[b] = a
+                        remaining -= 1
+                        entry = nxt[head]
+                        continue
+                entry = nxt[entry]
+                continue
+            if not stack:
+                self._progress(steps, pushes, new_trans, bits)
+                return "not-linearizable"
+            entry, sid = stack.pop()
+            depth -= 1
+            lin &= ~(1 << (entry >> 1))
+            r = entry + 1
+            a, b = prv[r], nxt[r]
+            nxt[a] = r
+            if b >= 0:
+                prv[b] = r
+            a, b = prv[entry], nxt[entry]
+            nxt[a] = entry
+            if b >= 0:
+                prv[b] = entry
+            remaining += 1
+            entry = nxt[entry]
+        self._progress(steps, pushes, new_trans, bits)
+        return "linearizable"
+
+    def _run_info(self) -> Generator[None, None, SearchVerdict]:
+        """The search with optional ``info`` operations (see the module docstring).
+
+        The memo maps, per state, an ok-bitset to the info-bitsets visited with it; a new
+        configuration is pruned when a visited one used a subset of its info operations.
+        One long function on purpose: this is the hot loop, written for CPython speed.
+        """
+        oks, infos = self.oks, self.infos
+        n, ni = len(oks), len(infos)
+        nxt, prv, when = _entries(oks)
+        head = 2 * n
+        icall = [op.call for op in infos]
+        trans: list[dict[int, int]] = [{} for _ in range(n)]
+        itrans: list[dict[int, int]] = [{} for _ in range(ni)]
+        step = self._step
+        sid = self.init_sid
+        lin = opt = 0  # bitsets of linearized ok ops / info ops
+        memo: list[dict[int, list[int]]] = [{0: [0]}]
+        stack: list[tuple[int, int, int]] = []  # (call entry or ~info, previous sid, resume)
+        depth = best_len = pushes = new_trans = bits = 0
+        remaining = n
+        entry = nxt[head]
+        j = -1  # position in the info scan, while entry is a return
+        steps = 0
+        next_yield = STEPS_PER_YIELD
+        while remaining:
+            steps += 1
+            if steps >= next_yield:
+                next_yield += STEPS_PER_YIELD
+                self._progress(steps, pushes, new_trans, bits)
+                yield
+            if not entry & 1:  # a call entry: try ok op entry>>1 next
+                t = trans[entry >> 1]
+                ns = t.get(sid)
+                if ns is None:
+                    ns = t[sid] = step(oks[entry >> 1], sid)
+                    new_trans += 1
+                    while len(memo) <= ns:
+                        memo.append({})
+                if ns >= 0:
+                    nl = lin | (1 << (entry >> 1))
+                    by_lin = memo[ns]
+                    seen = by_lin.get(nl)
+                    if seen is None:
+                        by_lin[nl] = [opt]
+                    else:
+                        for x in seen:
+                            if not x & ~opt:
+                                break
+                        else:
+                            seen.append(opt)
+                            x = -1
+                        if x >= 0:  # dominated by a visited configuration
+                            entry = nxt[entry]
+                            continue
+                    pushes += 1
+                    bits += nl.bit_length()
+                    stack.append((entry, sid, 0))
+                    depth += 1
+                    if depth > best_len:
+                        best_len = depth
+                        self.best = [e >> 1 if e >= 0 else e for e, _, _ in stack]
+                    lin, sid = nl, ns
+                    a, b = prv[entry], nxt[entry]
+                    nxt[a] = b
+                    if b >= 0:
+                        prv[b] = a
+                    entry += 1
+                    a, b = prv[entry], nxt[entry]
+                    nxt[a] = b
+                    if b >= 0:
+                        prv[b] = a
+                    remaining -= 1
+                    entry = nxt[head]
+                    continue
+                entry = nxt[entry]
+                continue
+            # a return entry: the ok candidates are exhausted; try optional info ops
+            bound = when[entry]
+            j += 1
+            while j < ni and icall[j] < bound:
+                if not (opt >> j) & 1:
+                    t = itrans[j]
+                    ns = t.get(sid)
+                    if ns is None:
+                        ns = t[sid] = step(infos[j], sid)
+                        new_trans += 1
+                        while len(memo) <= ns:
+                            memo.append({})
+                    if ns >= 0:
+                        no = opt | (1 << j)
+                        by_lin = memo[ns]
+                        seen = by_lin.get(lin)
+                        if seen is None:
+                            by_lin[lin] = [no]
+                            break
+                        for x in seen:
+                            if not x & ~no:
+                                break
+                        else:
+                            seen.append(no)
+                            break
+                j += 1
+            if j < ni and icall[j] < bound:  # info op j taken
+                pushes += 1
+                bits += (opt | (1 << j)).bit_length()
+                stack.append((~j, sid, entry))
+                depth += 1
+                if depth > best_len:
+                    best_len = depth
+                    self.best = [e >> 1 if e >= 0 else e for e, _, _ in stack]
+                opt |= 1 << j
+                sid = itrans[j][sid]
+                entry = nxt[head]
+                j = -1
+                continue
+            if not stack:
+                self._progress(steps, pushes, new_trans, bits)
+                return "not-linearizable"
+            e, sid, resume = stack.pop()
+            depth -= 1
+            if e < 0:  # undo an info op; resume the info scan after it
+                j = ~e
+                opt &= ~(1 << j)
+                entry = resume
+                continue
+            lin &= ~(1 << (e >> 1))
+            r = e + 1
+            a, b = prv[r], nxt[r]
+            nxt[a] = r
+            if b >= 0:
+                prv[b] = r
+            a, b = prv[e], nxt[e]
+            nxt[a] = e
+            if b >= 0:
+                prv[b] = e
+            remaining += 1
+            entry = nxt[e]
+            j = -1
+        self._progress(steps, pushes, new_trans, bits)
+        return "linearizable"
+
+    def linearized_count(self) -> int:
+        """Operations in the longest linearization found so far."""
+        return len(self.best)
+
+    def counterexample(self) -> tuple[list[Operation], list[str], str, list[Operation],
+                                      int | None]:
+        """Replay the longest linearization; find the operations that could not come next.
+
+        Returns ``(prefix, states after each, final state, unplaced, fail time)``.
+        """
+        model, states = self.model, States(self.model)
+        sid = states.intern(model.init())
+        prefix: list[Operation] = []
+        described: list[str] = []
+        for k in self.best:
+            op = self.oks[k] if k >= 0 else self.infos[~k]
+            ok, new = model.step(states.values[sid], op)
+            if not ok:
+                raise RuntimeError(f"the recorded linearization does not replay at {op}")
+            sid = states.intern(new)
+            prefix.append(op)
+            described.append(model.describe_state(states.values[sid]))
+        final = states.values[sid]
+        done = {op.index for op in prefix}
+        pending = [op for op in self.oks if op.index not in done]
+        if not pending:
+            return prefix, described, model.describe_state(final), [], None
+        blocking = min(pending, key=lambda o: o.ret if o.ret is not None else 0)
+        bound = blocking.ret if blocking.ret is not None else 0
+        stuck = [op for op in pending
+                 if op.call < bound and op is not blocking and not model.step(final, op)[0]]
+        return prefix, described, model.describe_state(final), [blocking, *stuck], blocking.ret
