@@ -288,3 +288,23 @@ def test_agrees_with_brute_force(history: History) -> None:
     model = CASRegisterModel()
     expected = "linearizable" if brute_force(history.operations, model) else "not-linearizable"
     assert verdict(history, model) == expected
+
+
+def test_counterexample_path_is_the_one_furthest_in_ok_operations() -> None:
+    """Found by hypothesis: two search paths of equal length, one with more ``info``
+    operations stuck at an earlier read; the explanation must show the path that reached
+    the impossible read (``corrupt``), not the one stuck earlier."""
+    h = hist((0, "invoke", "get", None, "a"), (3, "invoke", "cas", ["", "v1"], "a"),
+             (1, "invoke", "get", None, "a"), (0, "ok", "get", "", "a"),
+             (0, "invoke", "get", None, "a"), (3, "info", "cas", ["", "v1"], "a"),
+             (2, "invoke", "append", "+7", "a"), (0, "info", "get", None, "a"),
+             (101, "invoke", "get", None, "a"), (100, "invoke", "get", None, "a"),
+             (101, "ok", "get", "", "a"), (1, "info", "get", None, "a"),
+             (2, "info", "append", "+7", "a"), (100, "ok", "get", "+7", "a"),
+             (999, "invoke", "get", None, "a"), (999, "ok", "get", "corrupt", "a"))
+    result = check_linearizable(h, KVModel())
+    (part,) = result.failures
+    assert [op.output for op in part.unplaced] == ["corrupt"]
+    assert [(op.f, op.outcome) for op in part.prefix if op.outcome == "ok"] == [
+        ("get", "ok"), ("get", "ok"), ("get", "ok")]
+    assert part.final_state == "'+7'"

@@ -258,8 +258,9 @@ class _Scheduler:
     def _turn(self, task: _Task, active: list[_Task]) -> bool:
         """One slice of ``task``; True when the whole check is over."""
         verdict = task.advance()
-        self._account(task)
-        if verdict is not None:
+        if verdict is None:
+            self._account(task)
+        else:
             self._finish(task, active, verdict)
             if verdict == "not-linearizable" and self.limits.stop_at_first:
                 self._abandon(active, f"not searched: {_label(task)} is not linearizable")

@@ -18,7 +18,7 @@ the memo, the transition caches and the interned states hold.
 from __future__ import annotations
 
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, Literal
 
 from pnyx.check.history import Operation
@@ -49,7 +49,8 @@ class States:
         self.by_value: dict[Any, int] = {}
         self.values: list[Any] = []
         self.custom_equal = type(model).equal is not Model.equal
-        self.bytes = 0
+        self._bytes = 0
+        self._sized = 0
 
     def intern(self, state: Any) -> int:
         """The id of ``state``, adding it if it is new."""
@@ -63,8 +64,34 @@ class States:
                 return known
             self.by_value[state] = len(self.values)
         self.values.append(state)
-        self.bytes += _state_bytes(state)
         return len(self.values) - 1
+
+    def bytes_used(self) -> int:
+        """Estimated bytes of the interned states (sized lazily, when asked)."""
+        values = self.values
+        self._bytes += sum(_state_bytes(v) for v in values[self._sized:])
+        self._sized = len(values)
+        return self._bytes
+
+    def stepper(self) -> Callable[[Operation, int], int]:
+        """``step(op, sid)`` -> the id of the state after ``op``, or -1 if not allowed."""
+        values, by_value, model_step = self.values, self.by_value, self.model.step
+        if self.custom_equal:
+            def step_custom(op: Operation, sid: int) -> int:
+                ok, new = model_step(values[sid], op)
+                return self.intern(new) if ok else -1
+            return step_custom
+
+        def step(op: Operation, sid: int) -> int:
+            ok, new = model_step(values[sid], op)
+            if not ok:
+                return -1
+            known = by_value.get(new)
+            if known is None:
+                known = by_value[new] = len(values)
+                values.append(new)
+            return known
+        return step
 
 
 def _entries(oks: list[Operation]) -> tuple[list[int], list[int], list[int]]:
@@ -114,7 +141,7 @@ class Search:
             return 0
         return (self.configurations * self._config_bytes + self.bitset_bits // _BITS_PER_4_BYTES * 4
                 + self.transitions * _TRANSITION_BYTES
-                + self.states.bytes + self._fixed_bytes)
+                + self.states.bytes_used() + self._fixed_bytes)
 
     def release(self) -> None:
         """Forget the interned states (the generator's memo goes with the generator)."""
@@ -125,10 +152,6 @@ class Search:
                   bitset_bits: int) -> None:
         self.steps, self.configurations, self.transitions = steps, configurations, transitions
         self.bitset_bits = bitset_bits
-
-    def _step(self, op: Operation, sid: int) -> int:
-        ok, new = self.model.step(self.states.values[sid], op)
-        return self.states.intern(new) if ok else -1
 
     def steps_iter(self) -> Generator[None, None, SearchVerdict]:
         """Run the depth-first search, yielding every :data:`STEPS_PER_YIELD` steps."""
@@ -156,12 +179,13 @@ class Search:
         nxt, prv, _ = _entries(oks)
         head = 2 * n
         trans: list[dict[int, int]] = [{} for _ in range(n)]
-        step = self._step
+        step = self.states.stepper()
         sid = self.init_sid
         lin = 0
         memo: list[set[int]] = [{0}]
         stack: list[tuple[int, int]] = []
         depth = best_len = pushes = new_trans = bits = 0
+        dirty = False
         remaining = n
         entry = nxt[head]
         steps = 0
@@ -171,6 +195,8 @@ class Search:
             if steps >= next_yield:
                 next_yield += STEPS_PER_YIELD
                 self._progress(steps, pushes, new_trans, bits)
+                if dirty:
+                    self.best, dirty = [e >> 1 for e, _ in stack], False
                 yield
             if not entry & 1:
                 t = trans[entry >> 1]
@@ -190,8 +216,7 @@ class Search:
                         stack.append((entry, sid))
                         depth += 1
                         if depth > best_len:
-                            best_len = depth
-                            self.best = [e >> 1 for e, _ in stack]
+                            best_len, dirty = depth, True
                         lin, sid = nl, ns
                         a, b = prv[entry], nxt[entry]
                         nxt[a] = b
@@ -210,6 +235,8 @@ class Search:
             if not stack:
                 self._progress(steps, pushes, new_trans, bits)
                 return "not-linearizable"
+            if dirty:  # leaving the longest path found so far: keep it
+                self.best, dirty = [e >> 1 for e, _ in stack], False
             entry, sid = stack.pop()
             depth -= 1
             lin &= ~(1 << (entry >> 1))
@@ -232,6 +259,9 @@ class Search:
 
         The memo maps, per state, an ok-bitset to the info-bitsets visited with it; a new
         configuration is pruned when a visited one used a subset of its info operations.
+        ``depth`` counts the ``ok`` operations on the stack: the longest path kept for the
+        counterexample is the one that linearized the most ``ok`` operations (a path with
+        more ``info`` operations is not further along in time).
         One long function on purpose: this is the hot loop, written for CPython speed.
         """
         oks, infos = self.oks, self.infos
@@ -241,12 +271,13 @@ class Search:
         icall = [op.call for op in infos]
         trans: list[dict[int, int]] = [{} for _ in range(n)]
         itrans: list[dict[int, int]] = [{} for _ in range(ni)]
-        step = self._step
+        step = self.states.stepper()
         sid = self.init_sid
         lin = opt = 0  # bitsets of linearized ok ops / info ops
         memo: list[dict[int, list[int]]] = [{0: [0]}]
         stack: list[tuple[int, int, int]] = []  # (call entry or ~info, previous sid, resume)
         depth = best_len = pushes = new_trans = bits = 0
+        dirty = False
         remaining = n
         entry = nxt[head]
         j = -1  # position in the info scan, while entry is a return
@@ -257,6 +288,9 @@ class Search:
             if steps >= next_yield:
                 next_yield += STEPS_PER_YIELD
                 self._progress(steps, pushes, new_trans, bits)
+                if dirty:
+                    self.best = [e >> 1 if e >= 0 else e for e, _, _ in stack]
+                    dirty = False
                 yield
             if not entry & 1:  # a call entry: try ok op entry>>1 next
                 t = trans[entry >> 1]
@@ -287,8 +321,7 @@ class Search:
                     stack.append((entry, sid, 0))
                     depth += 1
                     if depth > best_len:
-                        best_len = depth
-                        self.best = [e >> 1 if e >= 0 else e for e, _, _ in stack]
+                        best_len, dirty = depth, True
                     lin, sid = nl, ns
                     a, b = prv[entry], nxt[entry]
                     nxt[a] = b
@@ -334,10 +367,6 @@ class Search:
                 pushes += 1
                 bits += (opt | (1 << j)).bit_length()
                 stack.append((~j, sid, entry))
-                depth += 1
-                if depth > best_len:
-                    best_len = depth
-                    self.best = [e >> 1 if e >= 0 else e for e, _, _ in stack]
                 opt |= 1 << j
                 sid = itrans[j][sid]
                 entry = nxt[head]
@@ -346,13 +375,15 @@ class Search:
             if not stack:
                 self._progress(steps, pushes, new_trans, bits)
                 return "not-linearizable"
+            if dirty:  # leaving the longest path found so far: keep it
+                self.best, dirty = [e >> 1 if e >= 0 else e for e, _, _ in stack], False
             e, sid, resume = stack.pop()
-            depth -= 1
             if e < 0:  # undo an info op; resume the info scan after it
                 j = ~e
                 opt &= ~(1 << j)
                 entry = resume
                 continue
+            depth -= 1
             lin &= ~(1 << (e >> 1))
             r = e + 1
             a, b = prv[r], nxt[r]
