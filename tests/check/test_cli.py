@@ -110,3 +110,17 @@ def test_workers_across_files_give_the_same_verdicts() -> None:
                     "--workers", "2")
     verdicts = [[json.loads(line)["verdict"] for line in out.splitlines()] for out in (one, two)]
     assert verdicts[0] == verdicts[1]
+
+
+def test_rw_register_and_process_order() -> None:
+    session = str(LOCAL_HISTORIES / "rw-session.edn")
+    code, out, _ = run(session, "--model", "rw-register", "--format", "edn")
+    assert code == 0 and "rw-session.edn: serializable" in out
+    code, out, _ = run(session, "--model", "rw-register", "--format", "edn", "--process-order",
+                       "--json")
+    record = json.loads(out)
+    assert (code, record["verdict"], record["process_order"]) == (1, "G-single-process", True)
+    assert "T2 (p0) -process-> T3 (p0)" in record["anomalies"][0]["explanation"]
+    code, out, _ = run(str(LOCAL_HISTORIES / "rw-gsingle.edn"), "--model", "rw-register",
+                       "--format", "edn")
+    assert code == 1 and "G-single" in out and "-rw->" in out and "-wr->" in out

@@ -2,11 +2,13 @@
 
 A transaction is an operation with ``f == "txn"`` whose value is a list of micro-operations
 ``[f, key, value]``: ``["append", k, v]`` / ``["r", k, [v1 v2 ...]]`` (list-append) or
-``["w", k, v]`` / ``["r", k, v]`` (rw-register). From the values reads observe we infer
-version orders, build the dependency graph (ww, wr, rw; optionally real-time and process
-order), find its strongly connected components (Tarjan) and name the cycle in each:
-G0 (ww only), G1c (ww+wr), G-single (exactly one rw), G2-item (several rw). Aborted reads
-(G1a), intermediate reads (G1b) and inconsistent reads are found directly.
+``["w", k, v]`` / ``["r", k, v]`` (rw-register, inferred in ``pnyx.check.rw_register``).
+From the values reads observe we infer version orders, build the dependency graph (ww, wr,
+rw; optionally real-time and process order), find its strongly connected components
+(Tarjan) and name the cycle in each: G0 (ww only), G1c (ww+wr), G-single (exactly one rw),
+G2-item (several rw), suffixed ``-realtime`` / ``-process`` when the cycle needs those
+orders (as Elle names them). Aborted reads (G1a), intermediate reads (G1b) and
+inconsistent reads are found directly.
 """
 
 from __future__ import annotations
@@ -14,24 +16,19 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pnyx.check.graph import DepGraph, Edge
 from pnyx.check.history import History, Operation
+from pnyx.check.rw_register import RwRegister
+from pnyx.check.txn_common import Anomaly, mops, process_pairs, realtime_pairs
+from pnyx.check.txn_common import tname as _t
+
+__all__ = ["Anomaly", "SerializabilityResult", "TxnKind", "check_serializable"]
 
 TxnKind = Literal["list-append", "rw-register"]
-_DATA = ("ww", "wr", "rw")
 _MAX_RW_TRIES = 256  # rw edges tried per component when looking for a G-single cycle
-
-
-@dataclass
-class Anomaly:
-    """One anomaly: its class name, a text explanation and the cycle (if it is one)."""
-
-    name: str
-    explanation: str
-    cycle: list[Edge] = field(default_factory=list)
 
 
 @dataclass
@@ -66,10 +63,13 @@ def check_serializable(
     realtime: bool = False,
     process: bool = False,
 ) -> SerializabilityResult:
-    """Check transactions for serializability (strict serializability with ``realtime``).
+    """Check transactions for serializability (Elle-style dependency graph).
 
     ``kind`` is guessed from the micro-operations when not given (``append`` present:
-    list-append). ``process`` adds per-process order edges (strong session serializability).
+    list-append). ``realtime`` adds real-time order (strict serializability); ``process``
+    orders each process's transactions (strong session serializability). Anomalies whose
+    cycle needs those orders are named with a ``-realtime`` / ``-process`` suffix (Elle's
+    ``G-single-process`` etc.); the others hold for plain serializability.
     """
     started = time.monotonic()
     txns = [op for op in history]
@@ -77,36 +77,26 @@ def check_serializable(
         _validate(op)
     if kind is None:
         kind = _guess_kind(txns)
+    extra = tuple(k for k, on in (("realtime", realtime), ("process", process)) if on)
     graph = DepGraph()
     anomalies: list[Anomaly] = []
     if kind == "list-append":
         _ListAppend(txns, graph, anomalies).build()
     else:
-        _RwRegister(txns, graph, anomalies).build()
-    extra: list[str] = []
-    if realtime:
-        _realtime_edges(txns, graph)
-        extra.append("realtime")
-    if process:
-        _process_edges(txns, graph)
-        extra.append("process")
+        RwRegister(txns, graph, anomalies).build(order_kinds=extra)
+    for order in extra:
+        _order_edges(txns, graph, order)
     names = {op.index: f"T{op.index} (p{op.process})" for op in txns}
-    anomalies.extend(_cycles(graph, tuple(extra), names))
+    anomalies.extend(_cycles(graph, extra, names))
     verdict = ",".join(sorted({a.name for a in anomalies})) or "serializable"
     return SerializabilityResult(verdict, anomalies, time.monotonic() - started, len(txns),
                                  kind)
 
 
-def _mops(op: Operation) -> tuple[tuple[Any, Any, Any], ...]:
-    """The micro-operations: with read results for ``ok``, as invoked otherwise."""
-    value = op.output if op.outcome == "ok" and op.output is not None else op.value
-    return value or ()
-
-
 def _guess_kind(txns: Sequence[Operation]) -> TxnKind:
     """list-append when anything is appended or any read returned a list."""
     for op in txns:
-        for f, _, v in _mops(op):
+        for f, _, v in mops(op):
             if f == "append" or (f == "r" and isinstance(v, tuple)):
                 return "list-append"
     return "rw-register"
@@ -116,14 +106,10 @@ def _validate(op: Operation) -> None:
     if op.f != "txn":
         raise ValueError(f"operation {op.index} (process {op.process}) has f={op.f!r}; the "
                          "serializability checker reads only 'txn' operations")
-    for mop in _mops(op):
+    for mop in mops(op):
         if not (isinstance(mop, tuple) and len(mop) == 3 and mop[0] in ("r", "w", "append")):
             raise ValueError(f"transaction {op.index} (process {op.process}) has micro-op "
                              f"{mop!r}; expected [f key value] with f one of r, w, append")
-
-
-def _t(op: Operation) -> str:
-    return f"T{op.index}"
 
 
 class _ListAppend:
@@ -144,7 +130,7 @@ class _ListAppend:
 
     def _collect(self, op: Operation) -> None:
         own: dict[Any, list[Any]] = {}
-        for f, k, v in _mops(op):
+        for f, k, v in mops(op):
             if f == "append":
                 if (k, v) in self.writer and self.writer[(k, v)] is not op:
                     self.anomalies.append(Anomaly("duplicate-appends", (
@@ -226,143 +212,82 @@ class _ListAppend:
                                f"appended the next value {nxt!r}")
 
 
-class _RwRegister:
-    """Read-write registers (unique values per key): versions follow reads-then-writes."""
-
-    def __init__(self, txns: list[Operation], graph: DepGraph, anomalies: list[Anomaly]):
-        self.txns, self.graph, self.anomalies = txns, graph, anomalies
-        self.writer: dict[tuple[Any, Any], Operation] = {}
-        self.final: dict[tuple[int, Any], Any] = {}  # (txn, key) -> last value it wrote
-        self.reads: list[tuple[Operation, Any, Any]] = []
-        self.succ: dict[tuple[Any, Any], set[Any]] = {}  # (key, version) -> next versions
-
-    def build(self) -> None:
-        for op in self.txns:
-            self._collect(op)
-        for (k, v), nexts in self.succ.items():
-            for nv in nexts:
-                wa, wb = self.writer.get((k, v)), self.writer.get((k, nv))
-                if wa is not None and wb is not None and "fail" not in (wa.outcome, wb.outcome):
-                    self.graph.add(wa.index, wb.index, "ww",
-                                   f"{_t(wb)} read key {k!r} = {v!r} (written by {_t(wa)}) "
-                                   f"and then wrote {nv!r}")
-        for op, k, v in self.reads:
-            self._read_edges(op, k, v)
-
-    def _collect(self, op: Operation) -> None:
-        own: dict[Any, Any] = {}
-        first_read: dict[Any, Any] = {}
-        for f, k, v in _mops(op):
-            if f == "w":
-                self.writer[(k, v)] = op
-                self.final[(op.index, k)] = v
-                if k in first_read and k not in own:
-                    self.succ.setdefault((k, first_read[k]), set()).add(v)
-                own[k] = v
-            elif f == "r" and op.outcome == "ok":
-                if k in own:
-                    if own[k] != v:
-                        self.anomalies.append(Anomaly("internal", (
-                            f"{_t(op)} wrote {own[k]!r} to key {k!r} but then read {v!r}")))
-                    continue
-                first_read.setdefault(k, v)
-                self.reads.append((op, k, v))
-
-    def _read_edges(self, op: Operation, k: Any, v: Any) -> None:
-        if v is not None:
-            w = self.writer.get((k, v))
-            if w is None:
-                self.anomalies.append(Anomaly("garbage-read", (
-                    f"{_t(op)} read {v!r} from key {k!r}, which no transaction wrote")))
-            elif w.outcome == "fail":
-                self.anomalies.append(Anomaly("G1a", (
-                    f"aborted read: {_t(op)} read key {k!r} = {v!r}, written by {_t(w)}, "
-                    "which failed (aborted)")))
-            elif w is not op:
-                self.graph.add(w.index, op.index, "wr",
-                               f"{_t(op)} read key {k!r} = {v!r}, written by {_t(w)}")
-                if self.final[(w.index, k)] != v:
-                    self.anomalies.append(Anomaly("G1b", (
-                        f"intermediate read: {_t(op)} read key {k!r} = {v!r}, but {_t(w)} "
-                        f"later overwrote it with {self.final[(w.index, k)]!r}")))
-        for nv in self.succ.get((k, v), ()):
-            w = self.writer.get((k, nv))
-            if w is not None and w.outcome != "fail" and w is not op:
-                self.graph.add(op.index, w.index, "rw",
-                               f"{_t(op)} read key {k!r} = {v!r}, and {_t(w)} wrote the "
-                               f"next version {nv!r}")
-
-
-def _realtime_edges(txns: list[Operation], graph: DepGraph) -> None:
-    """T1 -> T2 when T1 completed before T2 was invoked (a transitive reduction frontier)."""
-    events: list[tuple[int, int, Operation]] = []
-    for op in txns:
-        if op.outcome == "fail":
-            continue
-        events.append((op.call, 1, op))
-        if op.outcome == "ok" and op.ret is not None:
-            events.append((op.ret, 0, op))
-    events.sort(key=lambda e: (e[0], e[1]))
-    frontier: list[Operation] = []
-    for _, is_call, op in events:
-        if is_call:
-            for done in frontier:
-                graph.add(done.index, op.index, "realtime",
-                          f"{_t(done)} completed (at {done.ret}) before {_t(op)} began "
-                          f"(at {op.call})")
-        else:
-            frontier = [d for d in frontier if not (d.ret is not None and d.ret < op.call)]
-            frontier.append(op)
-
-
-def _process_edges(txns: list[Operation], graph: DepGraph) -> None:
-    """T1 -> T2 when both ran on one process and T1 completed ok before T2."""
-    last: dict[int, Operation] = {}
-    for op in sorted(txns, key=lambda o: o.call):
-        prev = last.get(op.process)
-        if prev is not None and prev.outcome == "ok" and op.outcome != "fail":
-            graph.add(prev.index, op.index, "process",
-                      f"{_t(prev)} then {_t(op)} on process {op.process}")
-        last[op.process] = op
+def _order_edges(txns: list[Operation], graph: DepGraph, kind: str) -> None:
+    """Add ``process`` or ``realtime`` order edges between transactions."""
+    pairs = process_pairs(txns) if kind == "process" else realtime_pairs(txns)
+    for t1, t2 in pairs:
+        why = (f"{_t(t1)} then {_t(t2)} on process {t2.process}" if kind == "process" else
+               f"{_t(t1)} completed (at {t1.ret}) before {_t(t2)} began (at {t2.call})")
+        graph.add(t1.index, t2.index, kind, why)
 
 
 def _cycles(graph: DepGraph, extra: tuple[str, ...], names: dict[int, str]) -> list[Anomaly]:
+    """Name one cycle per strongly connected component, most certain evidence first.
+
+    Three passes, each skipping components met before: data edges only (plain names),
+    then with the ``extra`` order edges (``-process``/``-realtime``), then also with the
+    rw-register rw edges whose version order was inferred from those orders
+    (``rw+process``): such a cycle has at least one of them, hence at least one rw edge.
+    """
     found: list[Anomaly] = []
     covered: set[int] = set()
-    for comp in graph.sccs(_DATA):
-        covered.update(comp)
-        found.append(_classify(graph, comp, (), names))
-    if extra:
-        for comp in graph.sccs(_DATA + extra):
+    passes = [((), False)] + ([(extra, False), (extra, True)] if extra else [])
+    for orders, inferred in passes:
+        comps = graph.sccs(_kinds(orders, inferred))
+        for comp in comps:
             if not covered.intersection(comp):
-                found.append(_classify(graph, comp, extra, names))
+                found.append(_classify(graph, comp, orders, inferred, names))
+        for comp in comps:
+            covered.update(comp)
     return found
 
 
-def _classify(graph: DepGraph, comp: list[int], extra: tuple[str, ...],
+def _kinds(orders: tuple[str, ...], inferred: bool) -> tuple[str, ...]:
+    return ("ww", "wr", *_rw_family(orders, inferred), *orders)
+
+
+def _rw_family(orders: tuple[str, ...], inferred: bool) -> tuple[str, ...]:
+    """rw edges, plus those whose version order came from an order (``rw+process``)."""
+    return ("rw", *(f"rw+{x}" for x in orders)) if inferred else ("rw",)
+
+
+def _classify(graph: DepGraph, comp: list[int], orders: tuple[str, ...], inferred: bool,
               names: dict[int, str]) -> Anomaly:
-    order = ("ww", *extra)
-    cycle = graph.cycle_in(comp, order)
-    name = "G0"
+    g0 = ("ww", *orders)
+    g1 = (*g0, "wr")
+    rw = _rw_family(orders, inferred)
+    cycle, name = graph.cycle_in(comp, g0), "G0"
     if cycle is None:
-        cycle, name = graph.cycle_in(comp, (*order, "wr")), "G1c"
+        cycle, name = graph.cycle_in(comp, g1), "G1c"
     if cycle is None:
-        cycle, name = _single_rw_cycle(graph, comp, (*order, "wr")), "G-single"
+        cycle, name = _single_rw_cycle(graph, comp, rw, g1), "G-single"
     if cycle is None:
-        cycle, name = graph.cycle_in(comp, (*order, "wr", "rw")), "G2-item"
+        cycle, name = graph.cycle_in(comp, (*g1, *rw)), "G2-item"
     assert cycle is not None, "a strongly connected component has a cycle"
-    if extra:
-        kinds = {e.kind for e in cycle}
-        name += "-realtime" if "realtime" in kinds else "-process" if "process" in kinds else ""
-    return Anomaly(name, _describe_cycle(cycle, names), cycle)
+    text = _describe_cycle(cycle, names)
+    if inferred:
+        text += ("\n  (rw+process/rw+realtime edges order versions by that order; had "
+                 "those versions been ordered otherwise, another cycle through the order's "
+                 "own edges would exist instead)")
+    return Anomaly(name + _suffix(cycle, orders), text, cycle)
 
 
-def _single_rw_cycle(graph: DepGraph, comp: list[int],
+def _suffix(cycle: list[Edge], extra: tuple[str, ...]) -> str:
+    """``-realtime`` / ``-process`` when the cycle relies on that order (Elle's naming)."""
+    used = {kind.rpartition("+")[2] for kind in (e.kind for e in cycle)}
+    for order in ("realtime", "process"):
+        if order in extra and order in used:
+            return f"-{order}"
+    return ""
+
+
+def _single_rw_cycle(graph: DepGraph, comp: list[int], rw: tuple[str, ...],
                      kinds: tuple[str, ...]) -> list[Edge] | None:
+    """A cycle of one rw edge and a path back without rw edges (bounded search)."""
     members = set(comp)
     tries = 0
     for node in comp:
-        for edge in graph.edges(node, ("rw",)):
+        for edge in graph.edges(node, rw):
             if edge.dst not in members:
                 continue
             tries += 1

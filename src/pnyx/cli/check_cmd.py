@@ -118,7 +118,18 @@ class FileOutcome:
     help="Search every partition to the end instead of stopping at the first violation.",
 )
 @click.option("--no-split", is_flag=True, help="Check all keys together (no partitioning).")
-@click.option("--realtime", is_flag=True, help="Serializability: add real-time order edges.")
+@click.option(
+    "--realtime",
+    is_flag=True,
+    help="Serializability: add real-time order edges (strict serializability; cycles that "
+    "need them are named G0-realtime ... G2-item-realtime).",
+)
+@click.option(
+    "--process-order",
+    is_flag=True,
+    help="Serializability: order each process's transactions (strong session "
+    "serializability; cycles that need it are named G0-process ... G2-item-process).",
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -139,6 +150,7 @@ def check(
     all_failures: bool,
     no_split: bool,
     realtime: bool,
+    process_order: bool,
     workers: int | None,
 ) -> None:
     """Check history FILEs: linearizable / not-linearizable / unknown, or serializable /
@@ -152,6 +164,7 @@ def check(
         stop_at_first=not all_failures,
         split=not no_split,
         realtime=realtime,
+        process=process_order,
         want_html=html_path is not None,
     )
     cores = workers or _available_cores()
@@ -260,10 +273,15 @@ def _linearizability(path: str, history: Any, options: dict[str, Any]) -> FileOu
 
 def _serializability(path: str, history: Any, options: dict[str, Any]) -> FileOutcome:
     result: SerializabilityResult = check_serializable(
-        history, kind=options["model_name"], realtime=options["realtime"]
+        history,
+        kind=options["model_name"],
+        realtime=options["realtime"],
+        process=options["process"],
     )
     record: dict[str, Any] = {
         "model": options["model_name"],
+        "realtime": options["realtime"],
+        "process_order": options["process"],
         "transactions": result.transactions,
         "anomalies": [{"name": a.name, "explanation": a.explanation} for a in result.anomalies],
     }
