@@ -222,13 +222,13 @@ def test_parallel_partitions_agree_with_sequential() -> None:
     one = check_linearizable(history, model, stop_at_first=False)
     import pnyx.check.linearizability as lin
 
-    old = lin._PARALLEL_MIN_OPS
-    lin._PARALLEL_MIN_OPS = 0
+    old = lin._SOLO_S
+    lin._SOLO_S = -1.0  # hand every partition to the workers at once
     try:
         two = check_linearizable(history, model, workers=2, stop_at_first=False)
         first = check_linearizable(history, model, workers=2)
     finally:
-        lin._PARALLEL_MIN_OPS = old
+        lin._SOLO_S = old
     assert two.verdict == one.verdict == first.verdict == "not-linearizable"
     assert [p.key for p in two.failures] == [p.key for p in one.failures]
     assert len(one.failures) > 1, "the comparison needs several failing keys"
@@ -308,3 +308,38 @@ def test_counterexample_path_is_the_one_furthest_in_ok_operations() -> None:
     assert [(op.f, op.outcome) for op in part.prefix if op.outcome == "ok"] == [
         ("get", "ok"), ("get", "ok"), ("get", "ok")]
     assert part.final_state == "'+7'"
+
+
+def test_workers_stop_each_other_at_the_first_violation() -> None:
+    """A hard partition and an illegal one, each in its own worker: the illegal one is
+    found there and stops the hard one's worker."""
+    import pnyx.check.linearizability as lin
+    from tests.check.test_bounds import hard_kv_events, sequential_kv_events
+
+    events = hard_kv_events(1, 110) + sequential_kv_events(4000, "bad", 999, bad_last=True)
+    old = lin._SOLO_S
+    lin._SOLO_S = -1.0
+    try:
+        result = check_linearizable(History.from_events(events), get_model("kv"), workers=2,
+                                    timeout_s=120)
+    finally:
+        lin._SOLO_S = old
+    assert result.verdict == "not-linearizable"
+    assert [p.key for p in result.failures] == ["bad"]
+    (hard,) = result.undecided
+    assert hard.reason.startswith("not searched: another worker found a violation")
+
+
+def test_a_paused_scheduler_hands_back_only_undecided_partitions() -> None:
+    import time
+
+    from pnyx.check.linearizability import Limits, _Scheduler
+    from tests.check.test_bounds import hard_kv_events, sequential_kv_events
+
+    events = hard_kv_events(1, 110) + sequential_kv_events(40, "easy", 999, bad_last=False)
+    parts = get_model("kv").partition(History.from_events(events).operations)
+    scheduler = _Scheduler(parts, get_model("kv"), Limits(), None)
+    left = scheduler.run(pause_at=time.monotonic() + 0.2)
+    assert [t.key for t in left] == ["hard"]
+    assert [r.verdict for r in scheduler.done.values()] == ["linearizable"]
+    assert left[0].search.steps > 0, "the paused search is resumable, not restarted"

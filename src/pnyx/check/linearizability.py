@@ -9,8 +9,9 @@ first violation. Between slices the scheduler enforces the bounds: the deadline
 (``timeout_s``), the steps per partition (``max_steps``) and the estimated memory of all
 live searches (``max_memory_bytes``; past it the partition holding the most is given up as
 ``unknown`` and the others go on). An ``unknown`` verdict always says why, for which
-partition and how far it got. With ``workers > 1`` the partitions are dealt to worker
-processes, each interleaving its share, and the first violation stops them all.
+partition and how far it got. With ``workers > 1``, partitions still undecided after half a
+second are dealt to worker processes, each interleaving its share, and the first violation
+stops them all.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from pnyx.check.models import Model
 from pnyx.check.search import Search, SearchVerdict
 
 Verdict = Literal["linearizable", "not-linearizable", "unknown"]
-_PARALLEL_MIN_OPS = 2000
+_SOLO_S = 0.5  # with workers, search this long in-process before handing off the rest
+# fork: workers start in milliseconds and need no ``if __name__ == "__main__"`` guard in the
+# caller's script (spawn and forkserver re-import the main module); they run only the search.
+_START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 _MEMORY_CAP_BYTES = 2 << 30
 _GIB = float(1 << 30)
 _MIB = float(1 << 20)
@@ -157,8 +161,8 @@ def check_linearizable(
     memory = default_max_memory_bytes() if max_memory_bytes is None else max_memory_bytes
     limits = Limits(None if timeout_s is None else started + timeout_s, max_steps, memory,
                     stop_at_first)
-    if workers > 1 and len(parts) > 1 and len(ops) >= _PARALLEL_MIN_OPS:
-        results = _check_parallel(parts, part_model, limits, workers)
+    if workers > 1 and len(parts) > 1:
+        results = _check_adaptive(parts, part_model, limits, workers, started + _SOLO_S)
     else:
         results = check_partitions(parts, part_model, limits)
     return LinearizabilityResult(_combine(results), results, time.monotonic() - started,
@@ -248,12 +252,19 @@ class _Scheduler:
     def results(self) -> list[PartitionResult]:
         return [self.done[t.index] for t in self.tasks]
 
-    def run(self) -> None:
-        active = sorted(self.tasks, key=lambda t: len(t.ops))
+    def run(self, pause_at: float | None = None) -> list[_Task]:
+        """Search until every partition is decided (or the check is over), or until the
+        ``time.monotonic()`` instant ``pause_at``: then the undecided tasks are returned
+        (still resumable by another ``run``)."""
+        active = sorted((t for t in self.tasks if t.index not in self.done),
+                        key=lambda t: len(t.ops))
         while active:
+            if pause_at is not None and time.monotonic() > pause_at:
+                return active
             for task in list(active):
                 if self._turn(task, active):
-                    return
+                    return []
+        return []
 
     def _turn(self, task: _Task, active: list[_Task]) -> bool:
         """One slice of ``task``; True when the whole check is over."""
@@ -338,12 +349,29 @@ def _check_group(parts: list[list[Operation]], model: Model[Any],
     return check_partitions(parts, model, limits, _WORKER_STOP)
 
 
+def _check_adaptive(parts: list[list[Operation]], model: Model[Any], limits: Limits,
+                    workers: int, solo_until: float) -> list[PartitionResult]:
+    """In this process until ``solo_until``; then, if several partitions are undecided, they
+    start over in ``workers`` processes (most histories finish before it pays to start any)."""
+    scheduler = _Scheduler(parts, model, limits, None)
+    left = scheduler.run(pause_at=solo_until)
+    if len(left) > 1:
+        for task in left:
+            task.give_up()
+        rest = _check_parallel([t.ops for t in left], model, limits, workers)
+        for task, result in zip(left, rest, strict=True):
+            scheduler.done[task.index] = result
+    elif left:
+        scheduler.run()
+    return scheduler.results()
+
+
 def _check_parallel(parts: list[list[Operation]], model: Model[Any], limits: Limits,
                     workers: int) -> list[PartitionResult]:
     groups = _deal(parts, min(workers, len(parts)))
     share = None if limits.max_memory_bytes is None else limits.max_memory_bytes // len(groups)
     worker_limits = Limits(limits.deadline, limits.max_steps, share, limits.stop_at_first)
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context(_START_METHOD)
     stop = ctx.Event()
     out: list[PartitionResult | None] = [None] * len(parts)
     with ProcessPoolExecutor(max_workers=len(groups), mp_context=ctx,
