@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any, Literal
 
 import msgspec
@@ -49,8 +50,16 @@ class Operation(msgspec.Struct, frozen=True):
     ret_time: int | None = None
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def freeze(value: Any) -> Any:
     """Turn lists into tuples, sets into frozensets, dicts into sorted item tuples (hashable)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is tuple and all(type(v) in _SCALARS for v in value):
+        return value
     if isinstance(value, list | tuple):
         return tuple(freeze(v) for v in value)
     if isinstance(value, set | frozenset):
@@ -94,16 +103,16 @@ class History:
         is the real-time order. An invocation never completed becomes an ``info`` operation.
         ``lines`` gives, per event, the line number used in error messages.
         """
-        evs = list(events)
-        order = sorted(range(len(evs)), key=lambda i: (evs[i].time, i))
-        rank = [0] * len(evs)
-        for r, i in enumerate(order):
-            rank[i] = r
-        pairer = _Pairer(source)
-        for i, ev in enumerate(evs):
-            line = lines[i] if lines is not None else i + 1
-            pairer.add(ev, rank[i], line)
-        return cls(pairer.finish(), source)
+        evs = events if isinstance(events, list) else list(events)
+        times = [ev.time for ev in evs]
+        rank: Sequence[int] = range(len(evs))
+        if times != sorted(times):
+            order = sorted(rank, key=times.__getitem__)  # stable: ties keep file order
+            ranks = [0] * len(evs)
+            for r, i in enumerate(order):
+                ranks[i] = r
+            rank = ranks
+        return cls(_pair(evs, rank, lines, source), source)
 
     def to_events(self) -> list[HistoryEvent]:
         """The raw events again (invocations and completions in rank order)."""
@@ -118,45 +127,51 @@ class History:
         return [ev for _, ev in sorted(out, key=lambda p: p[0])]
 
 
-class _Pairer:
-    """Joins invocations to completions per process, enforcing one operation in flight."""
+def _pair(evs: list[HistoryEvent], rank: Sequence[int], lines: Sequence[int] | None,
+          source: str) -> list[Operation]:
+    """Join invocations to completions per process, enforcing one operation in flight."""
+    def where(i: int) -> int:
+        return lines[i] if lines is not None else i + 1
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.open: dict[int, tuple[HistoryEvent, int, int]] = {}
-        self.done: list[tuple[Any, ...]] = []  # Operation fields, without the index
-
-    def add(self, ev: HistoryEvent, rank: int, line: int) -> None:
-        if ev.type == "invoke":
-            if ev.process in self.open:
+    open_: dict[int, tuple[HistoryEvent, int]] = {}
+    done: list[tuple[Any, ...]] = []  # Operation fields after the index
+    for i, ev in enumerate(evs):
+        kind, proc = ev.type, ev.process
+        if kind == "invoke":
+            if proc in open_:
                 raise HistoryError(
-                    f"process {ev.process} invokes {ev.f!r} while its previous operation is "
+                    f"process {proc} invokes {ev.f!r} while its previous operation is "
                     "still open; one process has at most one operation in flight",
-                    source=self.source, line=line)
-            self.open[ev.process] = (ev, rank, line)
-            return
-        if ev.type not in ("ok", "fail", "info"):
-            raise HistoryError(f"event type {ev.type!r} is not invoke/ok/fail/info",
-                               source=self.source, line=line)
-        started = self.open.pop(ev.process, None)
-        if started is None:
-            raise HistoryError(
-                f"process {ev.process} completes {ev.f!r} ({ev.type}) without an invocation",
-                source=self.source, line=line)
-        inv, call, _ = started
-        if inv.f != ev.f:
-            raise HistoryError(
-                f"process {ev.process} completes {ev.f!r} but invoked {inv.f!r}",
-                source=self.source, line=line)
-        output = freeze(ev.value) if ev.type == "ok" else None
-        self.done.append((call, ev.process, ev.f, freeze(inv.value), output, ev.type, rank,
-                          freeze(inv.key), inv.time, ev.time))
+                    source=source, line=where(i))
+            open_[proc] = (ev, rank[i])
+            continue
+        started = open_.pop(proc, None)
+        if started is None or kind not in _COMPLETIONS or started[0].f != ev.f:
+            raise _completion_error(ev, started, source, where(i))
+        inv, call = started
+        value, key, output = inv.value, inv.key, ev.value if kind == "ok" else None
+        done.append((proc, ev.f, value if type(value) in _SCALARS else freeze(value),
+                     output if type(output) in _SCALARS else freeze(output), kind, call,
+                     rank[i], key if type(key) in _SCALARS else freeze(key), inv.time,
+                     ev.time))
+    for inv, call in open_.values():
+        done.append((inv.process, inv.f, freeze(inv.value), None, "info", call, None,
+                     freeze(inv.key), inv.time, None))
+    done.sort(key=itemgetter(5))  # by call rank
+    return [Operation(i, *fields) for i, fields in enumerate(done)]
 
-    def finish(self) -> list[Operation]:
-        for inv, call, _ in self.open.values():
-            self.done.append((call, inv.process, inv.f, freeze(inv.value), None, "info", None,
-                              freeze(inv.key), inv.time, None))
-        self.done.sort(key=lambda p: p[0])
-        return [Operation(i, proc, f, value, output, outcome, call, ret, key, call_time, ret_time)
-                for i, (call, proc, f, value, output, outcome, ret, key, call_time, ret_time)
-                in enumerate(self.done)]
+
+_COMPLETIONS = frozenset(("ok", "fail", "info"))
+
+
+def _completion_error(ev: HistoryEvent, started: tuple[HistoryEvent, int] | None, source: str,
+                      line: int) -> HistoryError:
+    if ev.type not in _COMPLETIONS:
+        return HistoryError(f"event type {ev.type!r} is not invoke/ok/fail/info",
+                            source=source, line=line)
+    if started is None:
+        return HistoryError(
+            f"process {ev.process} completes {ev.f!r} ({ev.type}) without an invocation",
+            source=source, line=line)
+    return HistoryError(f"process {ev.process} completes {ev.f!r} but invoked "
+                        f"{started[0].f!r}", source=source, line=line)
