@@ -150,16 +150,31 @@ _CACHE_LIMIT = 1 << 16
 class _ValueCache(dict[str, Any]):
     """EDN text of a value -> the value as an event holds it (keywords as str, frozen)."""
 
+    def __init__(self) -> None:
+        super().__init__(_COMMON_VALUES)
+
     def __missing__(self, text: str) -> Any:
         if text[0] == '"':
             value: Any = text[1:-1]
-        elif text.isdigit() and text.isascii():
+        elif _INT.fullmatch(text):
             value = int(text)
+        elif _PLAIN_KEYWORD.fullmatch(text):
+            value = text[1:]
+        elif _INT_VECTOR.fullmatch(text):
+            value = tuple(map(int, _INTS.findall(text)))
         else:
             value = freeze(_unkeyword(edn_loads(text)))
         if len(self) < _CACHE_LIMIT:
             self[text] = value
         return value
+
+
+_COMMON_VALUES: dict[str, Any] = {"nil": None, "true": True, "false": False, ":invoke": "invoke",
+                                  ":ok": "ok", ":fail": "fail", ":info": "info"}
+_INT = re.compile(r"-?[0-9]{1,18}")
+_INT_VECTOR = re.compile(r"\[[ ,]*(?:-?[0-9]{1,18}(?:[ ,]+-?[0-9]{1,18})*[ ,]*)?\]")
+_INTS = re.compile(r"-?[0-9]+")
+_PLAIN_KEYWORD = re.compile(r":[A-Za-z_*!?<>=+\-.][\w*!?<>=+\-./]*")
 
 
 class _LinePattern:
