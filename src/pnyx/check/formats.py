@@ -142,7 +142,8 @@ def _vector(inner: str) -> str:
     return r'\[(?:[^\[\](){}"#;\\\n]++|' + _STR + "|" + inner + r")*+\]"
 
 
-_VALUE = f"({_STR}|{_ATOM}|{_vector(_vector(_vector('(?!)')))})"
+# Vectors nested two deep: deeper ones take the general reader (a deeper regex compiles slower).
+_VALUE = f"({_STR}|{_ATOM}|{_vector(_vector('(?!)'))})"
 _FIELDS = ("process", "type", "f", "value", "key", "time")
 _CACHE_LIMIT = 1 << 16
 
@@ -418,9 +419,17 @@ def _edn_line_pattern(text: str) -> _LinePattern | None:
     groups = [keys.index(name) if name in keys else -1 for name in _FIELDS]
     if min(groups[:3]) < 0:
         return None
-    pairs = r"[ \t,]*".join(rf":{re.escape(k)}[ \t,]+{_VALUE}" for k in keys)
+    pairs = r"[ \t,]*".join(rf":{re.escape(k)}[ \t,]+{_value_pattern(k)}" for k in keys)
     pattern = re.compile(rf"^[ \t]*\{{[ \t,]*{pairs}[ \t,]*\}}[ \t,]*$", re.MULTILINE)
     return _LinePattern(pattern, groups)
+
+
+def _value_pattern(key: str) -> str:
+    """Values of keys that hold atoms are matched by a smaller (faster to compile) regex."""
+    return f"({_STR}|{_ATOM})" if key in _ATOM_KEYS else _VALUE
+
+
+_ATOM_KEYS = frozenset(("process", "type", "f", "time", "index"))
 
 
 class _EdnReader:
