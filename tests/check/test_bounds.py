@@ -21,33 +21,36 @@ MIB = 1 << 20
 def hard_kv_events(seed: int, ops: int, clients: int = 50, key: str = "hard",
                    info_p: float = 0.2) -> list[HistoryEvent]:
     """A linearizable KV history that is hard to search: ``clients`` processes keep
-    appending unique strings and reading, every operation takes effect at its completion
-    (so the history is linearizable by construction); many appends overlap, some are
-    ``info`` (taking effect or not)."""
+    appending unique strings, sometimes putting one, and reading; every operation takes
+    effect at its completion (so the history is linearizable by construction); many appends
+    overlap, some are ``info`` (taking effect or not). The puts keep the search from
+    pruning by prefix (an append-only key is easy: every read fixes the order before it)."""
     rng = random.Random(seed)
     events: list[HistoryEvent] = []
-    pending: dict[int, str | None] = {}
+    pending: dict[int, tuple[str, str | None]] = {}
     procs = list(range(clients))
     next_proc, value, written = clients, "", 0
     for _ in range(2 * ops):
         proc = rng.choice(procs)
         if proc not in pending:
             written += 1
-            arg = f"{written} " if rng.random() < 0.5 else None
-            pending[proc] = arg
-            events.append(HistoryEvent(proc, "invoke", "append" if arg else "get", arg, key))
+            f = rng.choices(("append", "get", "put"), (0.45, 0.5, 0.05))[0]
+            pending[proc] = (f, {"append": f"{written} ", "put": f"{written}|"}.get(f))
+            events.append(HistoryEvent(proc, "invoke", f, pending[proc][1], key))
             continue
-        arg = pending.pop(proc)
+        f, arg = pending.pop(proc)
         if arg is None:
             events.append(HistoryEvent(proc, "ok", "get", value, key))
-        elif rng.random() < info_p:
-            events.append(HistoryEvent(proc, "info", "append", arg, key))
+            continue
+        after = value + arg if f == "append" else arg
+        if rng.random() < info_p:
+            events.append(HistoryEvent(proc, "info", f, arg, key))
             procs[procs.index(proc)] = next_proc
             next_proc += 1
-            value += arg if rng.random() < 0.5 else ""
+            value = after if rng.random() < 0.5 else value
         else:
-            value += arg
-            events.append(HistoryEvent(proc, "ok", "append", arg, key))
+            value = after
+            events.append(HistoryEvent(proc, "ok", f, arg, key))
     return events
 
 

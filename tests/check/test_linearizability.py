@@ -343,3 +343,82 @@ def test_a_paused_scheduler_hands_back_only_undecided_partitions() -> None:
     assert [t.key for t in left] == ["hard"]
     assert [r.verdict for r in scheduler.done.values()] == ["linearizable"]
     assert left[0].search.steps > 0, "the paused search is resumable, not restarted"
+
+
+# -- reads first, and dead ends a model can see (search.py module doc) ---------------------
+
+def _appends_then_reads(writers: int, bad: bool) -> History:
+    """``writers`` appends all overlapping, each read back by a get that pins the order of
+    every append before it; with ``bad`` the last get misses one append."""
+    events: list[tuple[Any, ...]] = [(p, "invoke", "append", f"{p} ", "k")
+                                     for p in range(writers)]
+    value = ""
+    for p in range(writers):
+        value += f"{p} "
+        events.append((p, "ok", "append", f"{p} ", "k"))
+        seen = value.replace("0 ", "", 1) if bad and p == writers - 1 else value
+        events += [(100 + p, "invoke", "get", None, "k"), (100 + p, "ok", "get", seen, "k")]
+    return hist(*events)
+
+
+def test_reads_pin_the_order_of_many_concurrent_appends() -> None:
+    """40 concurrent appends: 40! orders, but each get fixes a prefix, so the search is
+    linear (forced reads, and the append-only dead-end test of the KV model)."""
+    good = check_linearizable(_appends_then_reads(40, bad=False), KVModel(), max_steps=50_000)
+    assert good.verdict == "linearizable" and good.steps < 5_000
+    bad = check_linearizable(_appends_then_reads(40, bad=True), KVModel(), max_steps=50_000)
+    assert bad.verdict == "not-linearizable" and bad.steps < 5_000
+    assert bad.failures[0].unplaced[0].output.startswith("1 2 ")
+
+
+def test_puts_turn_the_prefix_pruning_off() -> None:
+    history = hist((0, "invoke", "append", "a", "k"), (0, "ok", "append", "a", "k"),
+                   (1, "invoke", "put", "b", "k"), (1, "ok", "put", "b", "k"),
+                   (2, "invoke", "get", None, "k"), (2, "ok", "get", "b", "k"))
+    assert KVModel().pruner(history.operations) is None
+    assert verdict(history, KVModel()) == "linearizable"
+    appends = [op for op in history.operations if op.f != "put"]
+    assert KVModel().pruner(appends) is not None
+
+
+@st.composite
+def grow_only_histories(draw: st.DrawFn, kind: str) -> History:
+    """Small concurrent histories of a grow-only object with random (often wrong) reads."""
+    events: list[HistoryEvent] = []
+    pending: dict[int, str] = {}
+    next_proc, procs = 4, [0, 1, 2, 3]
+    for _ in range(draw(st.integers(1, 16))):
+        proc = draw(st.sampled_from(procs))
+        if proc not in pending:
+            f = draw(st.sampled_from(["read", "write"]))
+            pending[proc] = f
+            arg = None if f == "read" else draw(st.sampled_from(["a", "b", "c"]))
+            name = {"kv": {"read": "get", "write": "append"}, "set": {"read": "read",
+                    "write": "add"}, "counter": {"read": "read", "write": "add"}}[kind][f]
+            value = draw(st.integers(0, 2)) if kind == "counter" and f == "write" else arg
+            events.append(HistoryEvent(proc, "invoke", name, value, "k"))
+            continue
+        inv = next(e for e in reversed(events) if e.process == proc and e.type == "invoke")
+        outcome = draw(st.sampled_from(["ok", "ok", "ok", "info"]))
+        output = inv.value
+        if pending.pop(proc) == "read":
+            output = draw({"kv": st.sampled_from(["", "a", "ab", "ba", "abc", "b", "ca"]),
+                           "set": st.lists(st.sampled_from("abc"), max_size=3),
+                           "counter": st.integers(0, 5)}[kind])
+        events.append(HistoryEvent(proc, outcome, inv.f, output, "k"))
+        if outcome == "info":
+            procs[procs.index(proc)] = next_proc
+            next_proc += 1
+    return History.from_events(events)
+
+
+@pytest.mark.parametrize("kind", ["kv", "set", "counter"])
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_forced_reads_and_pruning_agree_with_brute_force(kind: str,
+                                                         data: st.DataObject) -> None:
+    history = data.draw(grow_only_histories(kind))
+    model = get_model(kind)
+    assert model.pruner(history.operations) is not None or kind != "kv"
+    expected = "linearizable" if brute_force(history.operations, model) else "not-linearizable"
+    assert verdict(history, model) == expected

@@ -29,6 +29,7 @@ from pnyx.check.models import Model
 from pnyx.check.search import Search, SearchVerdict
 
 Verdict = Literal["linearizable", "not-linearizable", "unknown"]
+_EXPLAIN_SLICES = 50  # budget (x 2,048 steps) of the unpruned search behind a counterexample
 _SOLO_S = 0.5  # with workers, search this long in-process before handing off the rest
 # fork: workers start in milliseconds and need no ``if __name__ == "__main__"`` guard in the
 # caller's script (spawn and forkserver re-import the main module); they run only the search.
@@ -223,8 +224,21 @@ class _Task:
                               memory_bytes=self.memory_bytes)
         if verdict == "not-linearizable":
             (out.prefix, out.prefix_states, out.final_state, out.unplaced,
-             out.fail_time) = search.counterexample()
+             out.fail_time) = self._explainer().counterexample()
         return out
+
+    def _explainer(self) -> Search:
+        """The search whose longest path explains the failure best: the pruned search stops
+        paths early at dead ends, so an unpruned one is tried, within a step budget."""
+        plain = Search(self.ops, self.search.model, prune=False)
+        gen = plain.steps_iter()
+        for _ in range(_EXPLAIN_SLICES):
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return plain if stop.value == "not-linearizable" else self.search
+        gen.close()
+        return self.search
 
     def progress(self) -> str:
         """How far the search got: partition, steps, longest linearized prefix, memory."""

@@ -8,6 +8,12 @@ A model is a pure state machine over *hashable, immutable* states:
   output is unknown: accept any output (``fail`` operations never reach a model);
 * ``partition(ops)`` -> independent sub-histories (default: none); ``unpartitioned()`` ->
   the model to use when checking the whole history at once;
+* ``read_only(op)`` -> True only if ``op`` never changes any state (a read, a failed
+  compare): the search then linearizes such an operation as soon as it is valid, without
+  trying other orders (default False, always safe);
+* ``pruner(ops)`` -> optionally ``hopeless(state, op)``: True only if the read ``op`` can
+  never become valid from ``state`` by any operations of ``ops`` (e.g. a key that is only
+  appended to never loses a prefix); the search backtracks from such a state at once;
 * ``equal(a, b)`` -> state equality (default ``==``; states are also hashed, so keep
   ``hash`` consistent with it);
 * ``describe_op(op)`` / ``describe_state(state)`` -> short text for reports.
@@ -21,6 +27,7 @@ from typing import Any, Generic, TypeVar
 from pnyx.check.history import Operation
 
 S = TypeVar("S")
+Hopeless = Callable[[S, Operation], bool]
 
 
 class Model(Generic[S]):
@@ -39,6 +46,19 @@ class Model(Generic[S]):
     def partition(self, ops: Sequence[Operation]) -> list[list[Operation]]:
         """Split into independently checkable sub-histories (P-compositionality)."""
         return [list(ops)]
+
+    def read_only(self, op: Operation) -> bool:
+        """True only if ``op`` leaves every state unchanged (``step`` returns it as is).
+
+        Such an operation, when valid in the current state, can always go first: moving it
+        to the front of any linearization changes no state. Answer False when unsure."""
+        return False
+
+    def pruner(self, ops: Sequence[Operation]) -> Hopeless[S] | None:
+        """Optionally, for the sub-history ``ops``, a test ``hopeless(state, op)`` that is
+        True only if the read-only ``op`` can never become valid from ``state`` whatever
+        operations of ``ops`` follow. None (the default): no such knowledge."""
+        return None
 
     def unpartitioned(self) -> Model[Any]:
         """The model for checking all operations together (without ``partition``)."""
@@ -119,6 +139,20 @@ class MapModel(Model[tuple[Any, ...]]):
     def describe_op(self, op: Operation) -> str:
         return self.inner.describe_op(op)
 
+    def read_only(self, op: Operation) -> bool:
+        return self.inner.read_only(op)
+
+    def pruner(self, ops: Sequence[Operation]) -> Hopeless[tuple[Any, ...]] | None:
+        inner = self.inner.pruner(ops)
+        if inner is None:
+            return None
+
+        def hopeless(state: tuple[Any, ...], op: Operation) -> bool:
+            slot = self.slots.get(op.key)
+            sub = state[slot] if slot is not None and slot < len(state) else self.empty
+            return inner(sub, op)
+        return hopeless
+
     def describe_state(self, state: tuple[Any, ...]) -> str:
         inner = ", ".join(f"{self.keys[i]!r}: {self.inner.describe_state(v)}"
                           for i, v in enumerate(state))
@@ -149,6 +183,9 @@ class RegisterModel(KeyedModel[Any]):
             return True, op.value
         raise _reject(self.name, op, "read, write")
 
+    def read_only(self, op: Operation) -> bool:
+        return op.f in ("read", "get", "r") or _failed_compare(op)
+
 
 class CASRegisterModel(RegisterModel):
     """A register with ``cas``: value ``[expected, new]``; an ``ok`` output of ``false``
@@ -163,6 +200,11 @@ class CASRegisterModel(RegisterModel):
         if op.outcome == "ok" and op.output is False:
             return state != expected, state
         return state == expected, new
+
+
+def _failed_compare(op: Operation) -> bool:
+    """An ``ok`` cas whose output says the compare did not match: it changed nothing."""
+    return op.f == "cas" and op.outcome == "ok" and op.output is False
 
 
 def _pair(op: Operation) -> tuple[Any, Any]:
@@ -207,6 +249,30 @@ class KVModel(KeyedModel[Any]):
             return True, self.initial
         raise _reject(self.name, op, "get, put, append, cas, delete")
 
+    def read_only(self, op: Operation) -> bool:
+        return op.f in ("get", "read") or _failed_compare(op)
+
+    def pruner(self, ops: Sequence[Operation]) -> Hopeless[Any] | None:
+        """When every write is a string ``append`` (and reads see strings or nil), a value
+        only grows: a read whose output does not start with the state is hopeless."""
+        if not (self.initial is None or isinstance(self.initial, str)):
+            return None
+        for op in ops:
+            if op.f in ("get", "read"):
+                if op.outcome == "ok" and not (op.output is None or isinstance(op.output, str)):
+                    return None
+            elif not _failed_compare(op) and not (op.f == "append"
+                                                   and isinstance(op.value, str)):
+                return None
+        return _hopeless_prefix
+
+
+def _hopeless_prefix(state: Any, op: Operation) -> bool:
+    if op.f not in ("get", "read") or state is None:
+        return False
+    output = op.output
+    return output is None or not output.startswith(state)
+
 
 def _append(state: Any, value: Any) -> Any:
     if state is None:
@@ -233,6 +299,34 @@ class SetModel(KeyedModel[frozenset[Any]]):
             return frozenset(op.output or ()) == state, state
         raise _reject(self.name, op, "add, read")
 
+    def read_only(self, op: Operation) -> bool:
+        return op.f == "read"
+
+    def pruner(self, ops: Sequence[Operation]) -> Hopeless[frozenset[Any]] | None:
+        """Grow-only: a read that misses an element already in the state is hopeless."""
+        return _hopeless_subset if all(op.f in ("add", "read") for op in ops) else None
+
+
+def _hopeless_subset(state: frozenset[Any], op: Operation) -> bool:
+    return op.f == "read" and not state <= frozenset(op.output or ())
+
+
+def _counter_pruner(ops: Sequence[Operation]) -> Hopeless[int] | None:
+    """With no negative increments, a read below the current count is hopeless."""
+    for op in ops:
+        if op.f not in ("add", "incr", "read"):
+            return None
+        if op.f != "read" and not (op.value is None or
+                                   (isinstance(op.value, int) and op.value >= 0)):
+            return None
+        if op.f == "read" and op.outcome == "ok" and not isinstance(op.output, int):
+            return None
+    return _hopeless_below
+
+
+def _hopeless_below(state: int, op: Operation) -> bool:
+    return op.f == "read" and op.output < state
+
 
 class CounterModel(KeyedModel[int]):
     """A counter per key: ``add``/``incr`` by the value (1 if none); ``read`` outputs it."""
@@ -248,6 +342,13 @@ class CounterModel(KeyedModel[int]):
         if op.f == "read":
             return op.outcome == "info" or op.output == state, state
         raise _reject(self.name, op, "add, incr, read")
+
+    def read_only(self, op: Operation) -> bool:
+        return op.f == "read"
+
+    def pruner(self, ops: Sequence[Operation]) -> Hopeless[int] | None:
+        """With no negative increments, a read below the current count is hopeless."""
+        return _counter_pruner(ops)
 
 
 class QueueModel(KeyedModel[tuple[Any, ...]]):

@@ -9,6 +9,17 @@ linearized at any point after their invocation or never, and are tried only afte
 operations of an already visited one (same ``ok`` set, same state) is pruned: it can do
 nothing the visited one could not.
 
+Reads go first. An operation the model calls ``read_only`` (it changes no state) that is
+valid in the current state is linearized at once and *alone*: no other candidate is tried in
+that configuration, because any linearization from it can be rearranged to start with the
+read (the read changes no state, and it may precede every pending operation). When the
+search backtracks over such a forced read it backtracks further. ``info`` reads are dropped
+before the search (they constrain nothing). This turns histories where a read pins down
+the order of many concurrent writes from exponential into near-linear searches.
+A model may also say when a read can never become valid from a state (``Model.pruner``:
+e.g. a KV key that is only appended to can never drop a prefix); such a configuration is
+a dead end and the search backtracks at once.
+
 :meth:`Search.steps_iter` is a generator that yields every :data:`STEPS_PER_YIELD` search
 steps, so a scheduler can interleave many partitions, stop at the first violation and
 enforce time and memory bounds between slices; :meth:`Search.memory_bytes` estimates what
@@ -22,7 +33,7 @@ from collections.abc import Callable, Generator
 from typing import Any, Literal
 
 from pnyx.check.history import Operation
-from pnyx.check.models import Model
+from pnyx.check.models import Hopeless, Model
 
 SearchVerdict = Literal["linearizable", "not-linearizable"]
 STEPS_PER_YIELD = 2048
@@ -32,6 +43,7 @@ _SET_SLOT_BYTES = 40  # one memo bitset in a set: hash + pointer, at a set's loa
 _INFO_ENTRY_BYTES = 100  # dict slot + a one-element list of info bitsets
 _TRANSITION_BYTES = 75  # one cached (operation, state) -> state dict entry
 _STACK_ENTRY_BYTES = 72  # one tuple on the search stack
+_LOOKAHEAD_ENTRIES = 16  # entries after the first return scanned for a hopeless read
 
 
 def _state_bytes(state: Any) -> int:
@@ -115,20 +127,27 @@ def _entries(oks: list[Operation]) -> tuple[list[int], list[int], list[int]]:
 class Search:
     """One Wing-Gong/Lowe search over the ``ok`` and ``info`` operations of a partition.
 
+    ``prune=False`` turns off the forced reads and the model's dead-end test: slower, but its
+    longest path reaches as far as any order can, which makes the clearer counterexample.
+
     Progress counters (``steps``, ``configurations``, ``transitions``, ``best``) are updated
     at every yield of :meth:`steps_iter` and when it finishes.
     """
 
-    def __init__(self, ops: list[Operation], model: Model[Any]) -> None:
+    def __init__(self, ops: list[Operation], model: Model[Any], *, prune: bool = True) -> None:
         self.model = model
         self.oks = sorted((op for op in ops if op.outcome == "ok"), key=lambda o: o.call)
-        self.infos = sorted((op for op in ops if op.outcome == "info"), key=lambda o: o.call)
+        self.infos = sorted((op for op in ops if op.outcome == "info"
+                             and not (prune and model.read_only(op))), key=lambda o: o.call)
+        self.read_only = [prune and model.read_only(op) for op in self.oks]
+        self.hopeless = model.pruner(ops) if prune else None
         self.states = States(model)
         self.init_sid = self.states.intern(model.init())
         self.steps = 0
         self.configurations = 0  # memo entries added
         self.transitions = 0  # (operation, state) results cached
         self.bitset_bits = 0  # bits of the memo's bitsets
+        self._forced_transitions = 0
         self.best: list[int] = []  # longest linearization: i (ok op) or ~j (info op)
         self.released = False
         n, ni = len(self.oks), len(self.infos)
@@ -150,7 +169,8 @@ class Search:
 
     def _progress(self, steps: int, configurations: int, transitions: int,
                   bitset_bits: int) -> None:
-        self.steps, self.configurations, self.transitions = steps, configurations, transitions
+        self.steps, self.configurations = steps, configurations
+        self.transitions = transitions + self._forced_transitions
         self.bitset_bits = bitset_bits
 
     def steps_iter(self) -> Generator[None, None, SearchVerdict]:
@@ -169,6 +189,46 @@ class Search:
                 verdict: SearchVerdict = stop.value
                 return verdict
 
+    def _first_forced(self, entry: int, nxt: list[int], trans: list[dict[int, int]],
+                      step: Callable[[Operation, int], int], sid: int,
+                      memo: list[Any]) -> tuple[int, bool]:
+        """Scan the candidates for reads: ``(e, True)`` for the first read valid in state
+        ``sid`` (forced), ``(1, False)`` when a read can never become valid from ``sid``
+        (the model's ``hopeless``: a dead end, backtrack), else ``(entry, False)``.
+
+        Called after every push while the partition has read-only operations."""
+        e = entry
+        hopeless = self.hopeless
+        while not e & 1:
+            i = e >> 1
+            if self.read_only[i]:
+                ns = trans[i].get(sid)
+                if ns is None:
+                    ns = trans[i][sid] = step(self.oks[i], sid)
+                    self._forced_transitions += 1
+                    while len(memo) <= ns:
+                        memo.append(type(memo[0])())
+                if ns == sid:
+                    return e, True
+                if hopeless is not None and hopeless(self.states.values[sid], self.oks[i]):
+                    return 1, False
+            e = nxt[e]
+        if hopeless is not None and self._dead_ahead(e, nxt, hopeless, sid):
+            return 1, False
+        return entry, False
+
+    def _dead_ahead(self, e: int, nxt: list[int], hopeless: Hopeless[Any], sid: int) -> bool:
+        """Whether a read invoked soon after the candidates (within a few entries of the
+        first return) is already hopeless: every ``ok`` read must take effect some time."""
+        state = self.states.values[sid]
+        for _ in range(_LOOKAHEAD_ENTRIES):
+            if e < 0:
+                return False
+            if not e & 1 and self.read_only[e >> 1] and hopeless(state, self.oks[e >> 1]):
+                return True
+            e = nxt[e]
+        return False
+
     def _run_plain(self) -> Generator[None, None, SearchVerdict]:
         """The search without ``info`` operations: memo is a set of bitsets per state.
 
@@ -185,9 +245,13 @@ class Search:
         memo: list[set[int]] = [{0}]
         stack: list[tuple[int, int]] = []
         depth = best_len = pushes = new_trans = bits = 0
-        dirty = False
+        dirty = forced = False
+        ro = self.read_only
+        has_ro = any(ro)
         remaining = n
         entry = nxt[head]
+        if has_ro:
+            entry, forced = self._first_forced(entry, nxt, trans, step, sid, memo)
         steps = 0
         next_yield = STEPS_PER_YIELD
         while remaining:
@@ -213,7 +277,8 @@ class Search:
                         seen.add(nl)
                         pushes += 1
                         bits += nl.bit_length()
-                        stack.append((entry, sid))
+                        stack.append((entry, ~sid if forced else sid))
+                        forced = False
                         depth += 1
                         if depth > best_len:
                             best_len, dirty = depth, True
@@ -229,7 +294,12 @@ class Search:
                             prv[b] = a
                         remaining -= 1
                         entry = nxt[head]
+                        if has_ro:  # a read valid now goes first, alone (see module doc)
+                            entry, forced = self._first_forced(entry, nxt, trans, step, sid, memo)
                         continue
+                if forced:  # the forced read's configuration was explored: unwind
+                    entry, forced = 1, False
+                    continue
                 entry = nxt[entry]
                 continue
             if not stack:
@@ -239,6 +309,9 @@ class Search:
                 self.best, dirty = [e >> 1 for e, _ in stack], False
             entry, sid = stack.pop()
             depth -= 1
+            unwind = sid < 0
+            if unwind:
+                sid = ~sid
             lin &= ~(1 << (entry >> 1))
             r = entry + 1
             a, b = prv[r], nxt[r]
@@ -250,7 +323,7 @@ class Search:
             if b >= 0:
                 prv[b] = entry
             remaining += 1
-            entry = nxt[entry]
+            entry = 1 if unwind else nxt[entry]  # 1: any return entry, i.e. backtrack
         self._progress(steps, pushes, new_trans, bits)
         return "linearizable"
 
@@ -277,10 +350,16 @@ class Search:
         memo: list[dict[int, list[int]]] = [{0: [0]}]
         stack: list[tuple[int, int, int]] = []  # (call entry or ~info, previous sid, resume)
         depth = best_len = pushes = new_trans = bits = 0
-        dirty = False
+        dirty = forced = False
+        ro = self.read_only
+        has_ro = any(ro)
         remaining = n
         entry = nxt[head]
         j = -1  # position in the info scan, while entry is a return
+        if has_ro:
+            entry, forced = self._first_forced(entry, nxt, trans, step, sid, memo)
+            if entry & 1:
+                j = ni - 1
         steps = 0
         next_yield = STEPS_PER_YIELD
         while remaining:
@@ -314,11 +393,15 @@ class Search:
                             seen.append(opt)
                             x = -1
                         if x >= 0:  # dominated by a visited configuration
-                            entry = nxt[entry]
+                            if forced:
+                                entry, forced, j = 1, False, ni - 1
+                            else:
+                                entry = nxt[entry]
                             continue
                     pushes += 1
                     bits += nl.bit_length()
-                    stack.append((entry, sid, 0))
+                    stack.append((entry, sid, -1 if forced else 0))
+                    forced = False
                     depth += 1
                     if depth > best_len:
                         best_len, dirty = depth, True
@@ -334,6 +417,13 @@ class Search:
                         prv[b] = a
                     remaining -= 1
                     entry = nxt[head]
+                    if has_ro:  # a read valid now goes first, alone (see module doc)
+                        entry, forced = self._first_forced(entry, nxt, trans, step, sid, memo)
+                        if entry & 1:  # a dead end: no info operation can help either
+                            j = ni - 1
+                    continue
+                if forced:  # the forced read's configuration was explored: unwind
+                    entry, forced, j = 1, False, ni - 1
                     continue
                 entry = nxt[entry]
                 continue
@@ -371,6 +461,10 @@ class Search:
                 sid = itrans[j][sid]
                 entry = nxt[head]
                 j = -1
+                if has_ro:
+                    entry, forced = self._first_forced(entry, nxt, trans, step, sid, memo)
+                    if entry & 1:  # a dead end: no info operation can help either
+                        j = ni - 1
                 continue
             if not stack:
                 self._progress(steps, pushes, new_trans, bits)
@@ -395,8 +489,10 @@ class Search:
             if b >= 0:
                 prv[b] = e
             remaining += 1
-            entry = nxt[e]
-            j = -1
+            if resume < 0:  # a forced read: its configuration has no other choice
+                entry, j = 1, ni - 1
+            else:
+                entry, j = nxt[e], -1
         self._progress(steps, pushes, new_trans, bits)
         return "linearizable"
 
@@ -431,4 +527,10 @@ class Search:
         bound = blocking.ret if blocking.ret is not None else 0
         stuck = [op for op in pending
                  if op.call < bound and op is not blocking and not model.step(final, op)[0]]
+        hopeless = self.hopeless
+        doomed = [] if hopeless is None else [
+            op for op in pending if model.read_only(op) and hopeless(final, op)]
+        if doomed:  # reads no later operation can satisfy: the real obstacle
+            return (prefix, described, model.describe_state(final), doomed[:1],
+                    doomed[0].ret)
         return prefix, described, model.describe_state(final), [blocking, *stuck], blocking.ret
