@@ -371,14 +371,26 @@ def test_reads_pin_the_order_of_many_concurrent_appends() -> None:
     assert bad.failures[0].unplaced[0].output.startswith("1 2 ")
 
 
-def test_puts_turn_the_prefix_pruning_off() -> None:
+def test_a_pending_put_keeps_a_read_reachable() -> None:
+    """From state 'a', a read of 'bc' is reachable while the put of 'b' is pending (put,
+    then append 'c'); once the put is linearized it is hopeless."""
     history = hist((0, "invoke", "append", "a", "k"), (0, "ok", "append", "a", "k"),
                    (1, "invoke", "put", "b", "k"), (1, "ok", "put", "b", "k"),
-                   (2, "invoke", "get", None, "k"), (2, "ok", "get", "b", "k"))
-    assert KVModel().pruner(history.operations) is None
+                   (0, "invoke", "append", "c", "k"), (0, "ok", "append", "c", "k"),
+                   (2, "invoke", "get", None, "k"), (2, "ok", "get", "bc", "k"))
+    ops = history.operations
+    hopeless = KVModel().pruner(ops)
+    assert hopeless is not None
+    put, read = ops[1], ops[3]
+    assert not hopeless("a", read, lambda op: op is put)
+    assert hopeless("a", read, lambda op: False)
+    assert not hopeless("b", read, lambda op: False)
     assert verdict(history, KVModel()) == "linearizable"
-    appends = [op for op in history.operations if op.f != "put"]
-    assert KVModel().pruner(appends) is not None
+    assert KVModel().pruner([*ops, ops[0].__class__(**{**_fields(ops[0]), "value": 3})]) is None
+
+
+def _fields(op: Operation) -> dict[str, Any]:
+    return {f: getattr(op, f) for f in op.__struct_fields__}
 
 
 @st.composite
@@ -390,11 +402,13 @@ def grow_only_histories(draw: st.DrawFn, kind: str) -> History:
     for _ in range(draw(st.integers(1, 16))):
         proc = draw(st.sampled_from(procs))
         if proc not in pending:
-            f = draw(st.sampled_from(["read", "write"]))
+            f = draw(st.sampled_from(["read", "write", "write", "put"] if kind == "kv"
+                                     else ["read", "write"]))
             pending[proc] = f
-            arg = None if f == "read" else draw(st.sampled_from(["a", "b", "c"]))
-            name = {"kv": {"read": "get", "write": "append"}, "set": {"read": "read",
-                    "write": "add"}, "counter": {"read": "read", "write": "add"}}[kind][f]
+            arg = None if f == "read" else draw(st.sampled_from(["a", "b", "c", "ab"]))
+            name = {"kv": {"read": "get", "write": "append", "put": "put"},
+                    "set": {"read": "read", "write": "add"},
+                    "counter": {"read": "read", "write": "add"}}[kind][f]
             value = draw(st.integers(0, 2)) if kind == "counter" and f == "write" else arg
             events.append(HistoryEvent(proc, "invoke", name, value, "k"))
             continue
@@ -419,6 +433,6 @@ def test_forced_reads_and_pruning_agree_with_brute_force(kind: str,
                                                          data: st.DataObject) -> None:
     history = data.draw(grow_only_histories(kind))
     model = get_model(kind)
-    assert model.pruner(history.operations) is not None or kind != "kv"
+    assert model.pruner(history.operations) is not None
     expected = "linearizable" if brute_force(history.operations, model) else "not-linearizable"
     assert verdict(history, model) == expected

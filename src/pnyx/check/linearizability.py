@@ -276,7 +276,7 @@ class _Scheduler:
             if pause_at is not None and time.monotonic() > pause_at:
                 return active
             for task in list(active):
-                if self._turn(task, active):
+                if task.index not in self.done and self._turn(task, active):
                     return []
         return []
 
@@ -298,7 +298,7 @@ class _Scheduler:
     def _check_bounds(self, task: _Task, active: list[_Task]) -> bool:
         limits = self.limits
         if limits.deadline is not None and time.monotonic() > limits.deadline:
-            for other in active:
+            for other in list(active):
                 if other is not task:
                     self._finish(other, active, "unknown", f"time-out; {other.progress()}")
             self._finish(task, active, "unknown", f"time-out: {task.progress()}")

@@ -11,9 +11,10 @@ A model is a pure state machine over *hashable, immutable* states:
 * ``read_only(op)`` -> True only if ``op`` never changes any state (a read, a failed
   compare): the search then linearizes such an operation as soon as it is valid, without
   trying other orders (default False, always safe);
-* ``pruner(ops)`` -> optionally ``hopeless(state, op)``: True only if the read ``op`` can
-  never become valid from ``state`` by any operations of ``ops`` (e.g. a key that is only
-  appended to never loses a prefix); the search backtracks from such a state at once;
+* ``pruner(ops)`` -> optionally ``hopeless(state, op, pending)``: True only if the read
+  ``op`` can never become valid from ``state`` by the operations of ``ops`` still
+  ``pending`` (e.g. a KV value only grows by appends unless a put resets it); the search
+  backtracks from such a state at once;
 * ``equal(a, b)`` -> state equality (default ``==``; states are also hashed, so keep
   ``hash`` consistent with it);
 * ``describe_op(op)`` / ``describe_state(state)`` -> short text for reports.
@@ -27,7 +28,9 @@ from typing import Any, Generic, TypeVar
 from pnyx.check.history import Operation
 
 S = TypeVar("S")
-Hopeless = Callable[[S, Operation], bool]
+Hopeless = Callable[[S, Operation, Callable[[Operation], bool]], bool]
+"""``hopeless(state, read, pending)``: True only if ``read`` can never become valid from
+``state`` by the operations still ``pending`` (``pending(op)``: not yet linearized)."""
 
 
 class Model(Generic[S]):
@@ -55,9 +58,10 @@ class Model(Generic[S]):
         return False
 
     def pruner(self, ops: Sequence[Operation]) -> Hopeless[S] | None:
-        """Optionally, for the sub-history ``ops``, a test ``hopeless(state, op)`` that is
-        True only if the read-only ``op`` can never become valid from ``state`` whatever
-        operations of ``ops`` follow. None (the default): no such knowledge."""
+        """Optionally, for the sub-history ``ops``, a test ``hopeless(state, op, pending)``
+        that is True only if the read-only ``op`` can never become valid from ``state``
+        whatever operations of ``ops`` still ``pending`` follow. None (the default): no such
+        knowledge."""
         return None
 
     def unpartitioned(self) -> Model[Any]:
@@ -147,10 +151,11 @@ class MapModel(Model[tuple[Any, ...]]):
         if inner is None:
             return None
 
-        def hopeless(state: tuple[Any, ...], op: Operation) -> bool:
+        def hopeless(state: tuple[Any, ...], op: Operation,
+                     pending: Callable[[Operation], bool]) -> bool:
             slot = self.slots.get(op.key)
             sub = state[slot] if slot is not None and slot < len(state) else self.empty
-            return inner(sub, op)
+            return inner(sub, op, pending)
         return hopeless
 
     def describe_state(self, state: tuple[Any, ...]) -> str:
@@ -253,25 +258,67 @@ class KVModel(KeyedModel[Any]):
         return op.f in ("get", "read") or _failed_compare(op)
 
     def pruner(self, ops: Sequence[Operation]) -> Hopeless[Any] | None:
-        """When every write is a string ``append`` (and reads see strings or nil), a value
-        only grows: a read whose output does not start with the state is hopeless."""
-        if not (self.initial is None or isinstance(self.initial, str)):
+        """Values are strings (or nil): an ``append`` only lengthens one, so a read whose
+        output does not start with the state is hopeless unless a pending ``put``, ``cas``
+        or ``delete`` could set a value its output starts with."""
+        if not _str_or_none(self.initial):
             return None
+        setters: list[tuple[Operation, Any]] = []
         for op in ops:
-            if op.f in ("get", "read"):
-                if op.outcome == "ok" and not (op.output is None or isinstance(op.output, str)):
-                    return None
-            elif not _failed_compare(op) and not (op.f == "append"
-                                                   and isinstance(op.value, str)):
+            kind = _kv_kind(op, self.initial)
+            if kind is None:
                 return None
-        return _hopeless_prefix
+            if kind != "keep":
+                setters.append((op, kind[1]))
+        enablers = _enablers(ops, setters)
+        return lambda state, op, pending: _hopeless_kv(state, op, pending, enablers)
 
 
-def _hopeless_prefix(state: Any, op: Operation) -> bool:
-    if op.f not in ("get", "read") or state is None:
+def _str_or_none(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _kv_kind(op: Operation, initial: Any) -> str | tuple[str, Any] | None:
+    """``"keep"`` (a read, an append or a failed compare), ``("set", value)`` for an
+    operation that may set the value, None for anything the prefix rule cannot reason on."""
+    f = op.f
+    if f in ("get", "read"):
+        return "keep" if op.outcome != "ok" or _str_or_none(op.output) else None
+    if f == "append":
+        return "keep" if isinstance(op.value, str) else None
+    if _failed_compare(op):
+        return "keep"
+    if f in ("put", "write"):
+        return ("set", op.value) if _str_or_none(op.value) else None
+    if f == "cas" and isinstance(op.value, tuple) and len(op.value) == 2:
+        return ("set", op.value[1]) if _str_or_none(op.value[1]) else None
+    if f == "delete":
+        return ("set", initial)
+    return None
+
+
+def _grows_into(start: Any, output: Any) -> bool:
+    """Whether appends alone can take the value ``start`` to ``output``."""
+    if start is None:
+        return True
+    return output is not None and output.startswith(start)
+
+
+def _enablers(ops: Sequence[Operation],
+              setters: list[tuple[Operation, Any]]) -> dict[int, list[Operation]]:
+    """For each ``ok`` read, the operations that may set a value it can grow from."""
+    out: dict[int, list[Operation]] = {}
+    for op in ops:
+        if op.f in ("get", "read") and op.outcome == "ok":
+            out[op.index] = [s for s, value in setters if _grows_into(value, op.output)]
+    return out
+
+
+def _hopeless_kv(state: Any, op: Operation, pending: Callable[[Operation], bool],
+                 enablers: dict[int, list[Operation]]) -> bool:
+    if op.f not in ("get", "read") or _grows_into(state, op.output):
         return False
-    output = op.output
-    return output is None or not output.startswith(state)
+    return not any(pending(s) for s in enablers.get(op.index, ()))
 
 
 def _append(state: Any, value: Any) -> Any:
@@ -307,7 +354,8 @@ class SetModel(KeyedModel[frozenset[Any]]):
         return _hopeless_subset if all(op.f in ("add", "read") for op in ops) else None
 
 
-def _hopeless_subset(state: frozenset[Any], op: Operation) -> bool:
+def _hopeless_subset(state: frozenset[Any], op: Operation,
+                     pending: Callable[[Operation], bool]) -> bool:
     return op.f == "read" and not state <= frozenset(op.output or ())
 
 
@@ -324,7 +372,7 @@ def _counter_pruner(ops: Sequence[Operation]) -> Hopeless[int] | None:
     return _hopeless_below
 
 
-def _hopeless_below(state: int, op: Operation) -> bool:
+def _hopeless_below(state: int, op: Operation, pending: Callable[[Operation], bool]) -> bool:
     return op.f == "read" and op.output < state
 
 

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Generator
+from functools import partial
 from typing import Any, Literal
 
 from pnyx.check.history import Operation
-from pnyx.check.models import Hopeless, Model
+from pnyx.check.models import Model
 
 SearchVerdict = Literal["linearizable", "not-linearizable"]
 STEPS_PER_YIELD = 2048
@@ -141,6 +142,8 @@ class Search:
                              and not (prune and model.read_only(op))), key=lambda o: o.call)
         self.read_only = [prune and model.read_only(op) for op in self.oks]
         self.hopeless = model.pruner(ops) if prune else None
+        self._bit_of = {op.index: (i, False) for i, op in enumerate(self.oks)}
+        self._bit_of.update({op.index: (j, True) for j, op in enumerate(self.infos)})
         self.states = States(model)
         self.init_sid = self.states.intern(model.init())
         self.steps = 0
@@ -189,16 +192,18 @@ class Search:
                 verdict: SearchVerdict = stop.value
                 return verdict
 
-    def _first_forced(self, entry: int, nxt: list[int], trans: list[dict[int, int]],
-                      step: Callable[[Operation, int], int], sid: int,
-                      memo: list[Any]) -> tuple[int, bool]:
+    def _first_forced(self, nxt: list[int], trans: list[dict[int, int]],
+                      step: Callable[[Operation, int], int], memo: list[Any], entry: int,
+                      sid: int, lin: int, opt: int) -> tuple[int, bool]:
         """Scan the candidates for reads: ``(e, True)`` for the first read valid in state
         ``sid`` (forced), ``(1, False)`` when a read can never become valid from ``sid``
         (the model's ``hopeless``: a dead end, backtrack), else ``(entry, False)``.
 
-        Called after every push while the partition has read-only operations."""
+        ``lin`` / ``opt`` are the linearized ok / info bitsets. Called after every push
+        while the partition has read-only operations."""
         e = entry
         hopeless = self.hopeless
+        pending = None if hopeless is None else self._pending(lin, opt)
         while not e & 1:
             i = e >> 1
             if self.read_only[i]:
@@ -210,21 +215,36 @@ class Search:
                         memo.append(type(memo[0])())
                 if ns == sid:
                     return e, True
-                if hopeless is not None and hopeless(self.states.values[sid], self.oks[i]):
+                if pending is not None and hopeless is not None and hopeless(
+                        self.states.values[sid], self.oks[i], pending):
                     return 1, False
             e = nxt[e]
-        if hopeless is not None and self._dead_ahead(e, nxt, hopeless, sid):
+        if pending is not None and self._dead_ahead(e, nxt, sid, pending):
             return 1, False
         return entry, False
 
-    def _dead_ahead(self, e: int, nxt: list[int], hopeless: Hopeless[Any], sid: int) -> bool:
+    def _pending(self, lin: int, opt: int) -> Callable[[Operation], bool]:
+        """``pending(op)``: whether ``op`` of this partition is not yet linearized."""
+        bit_of = self._bit_of
+
+        def pending(op: Operation) -> bool:
+            bit, info = bit_of[op.index]
+            return not ((opt if info else lin) >> bit) & 1
+        return pending
+
+    def _dead_ahead(self, e: int, nxt: list[int], sid: int,
+                    pending: Callable[[Operation], bool]) -> bool:
         """Whether a read invoked soon after the candidates (within a few entries of the
         first return) is already hopeless: every ``ok`` read must take effect some time."""
+        hopeless = self.hopeless
+        if hopeless is None:
+            return False
         state = self.states.values[sid]
         for _ in range(_LOOKAHEAD_ENTRIES):
             if e < 0:
                 return False
-            if not e & 1 and self.read_only[e >> 1] and hopeless(state, self.oks[e >> 1]):
+            if not e & 1 and self.read_only[e >> 1] and hopeless(state, self.oks[e >> 1],
+                                                                  pending):
                 return True
             e = nxt[e]
         return False
@@ -248,10 +268,11 @@ class Search:
         dirty = forced = False
         ro = self.read_only
         has_ro = any(ro)
+        scan = partial(self._first_forced, nxt, trans, step, memo)
         remaining = n
         entry = nxt[head]
         if has_ro:
-            entry, forced = self._first_forced(entry, nxt, trans, step, sid, memo)
+            entry, forced = scan(entry, sid, lin, 0)
         steps = 0
         next_yield = STEPS_PER_YIELD
         while remaining:
@@ -295,7 +316,7 @@ class Search:
                         remaining -= 1
                         entry = nxt[head]
                         if has_ro:  # a read valid now goes first, alone (see module doc)
-                            entry, forced = self._first_forced(entry, nxt, trans, step, sid, memo)
+                            entry, forced = scan(entry, sid, lin, 0)
                         continue
                 if forced:  # the forced read's configuration was explored: unwind
                     entry, forced = 1, False
@@ -353,11 +374,12 @@ class Search:
         dirty = forced = False
         ro = self.read_only
         has_ro = any(ro)
+        scan = partial(self._first_forced, nxt, trans, step, memo)
         remaining = n
         entry = nxt[head]
         j = -1  # position in the info scan, while entry is a return
         if has_ro:
-            entry, forced = self._first_forced(entry, nxt, trans, step, sid, memo)
+            entry, forced = scan(entry, sid, lin, opt)
             if entry & 1:
                 j = ni - 1
         steps = 0
@@ -418,7 +440,7 @@ class Search:
                     remaining -= 1
                     entry = nxt[head]
                     if has_ro:  # a read valid now goes first, alone (see module doc)
-                        entry, forced = self._first_forced(entry, nxt, trans, step, sid, memo)
+                        entry, forced = scan(entry, sid, lin, opt)
                         if entry & 1:  # a dead end: no info operation can help either
                             j = ni - 1
                     continue
@@ -462,7 +484,7 @@ class Search:
                 entry = nxt[head]
                 j = -1
                 if has_ro:
-                    entry, forced = self._first_forced(entry, nxt, trans, step, sid, memo)
+                    entry, forced = scan(entry, sid, lin, opt)
                     if entry & 1:  # a dead end: no info operation can help either
                         j = ni - 1
                 continue
@@ -528,8 +550,12 @@ class Search:
         stuck = [op for op in pending
                  if op.call < bound and op is not blocking and not model.step(final, op)[0]]
         hopeless = self.hopeless
+        placed = {op.index for op in prefix}
+
+        def unplaced(op: Operation) -> bool:
+            return op.index not in placed
         doomed = [] if hopeless is None else [
-            op for op in pending if model.read_only(op) and hopeless(final, op)]
+            op for op in pending if model.read_only(op) and hopeless(final, op, unplaced)]
         if doomed:  # reads no later operation can satisfy: the real obstacle
             return (prefix, described, model.describe_state(final), doomed[:1],
                     doomed[0].ret)
