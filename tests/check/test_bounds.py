@@ -192,3 +192,16 @@ def test_cli_refuses_a_bad_memory_size(tmp_path: Path, size: str) -> None:
     proc = _pnyx_check(str(path), "--model", "kv", "--max-memory", size)
     assert proc.returncode == 2
     assert "--max-memory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_timeout_with_several_hard_partitions_reports_each() -> None:
+    """Regression: the time-out used to leave one of several undecided partitions without a
+    result (KeyError) because the active list changed while it was iterated."""
+    events: list[HistoryEvent] = []
+    for number, key in enumerate(("h1", "h2", "h3", "h4")):
+        events += [HistoryEvent(e.process + 1000 * number, e.type, e.f, e.value, key)
+                   for e in hard_kv_events(1, 110)]
+    result = check_linearizable(History.from_events(events), get_model("kv"), timeout_s=0.5)
+    assert result.verdict == "unknown"
+    assert sorted(p.key for p in result.undecided) == ["h1", "h2", "h3", "h4"]
+    assert all("time-out" in p.reason for p in result.undecided)
