@@ -91,7 +91,12 @@ def test_mutant_joint_counting_only_c_new_commits_without_c_old() -> None:
 
 
 def test_every_mutant_names_the_violation_it_must_cause() -> None:
-    from pnyx.protocols.raft.config import MUTANT_INVARIANTS, MUTANT_PROPERTIES, MUTANTS
+    from pnyx.protocols.raft.config import (
+        MUTANT_ALSO_CAUGHT_AS,
+        MUTANT_INVARIANTS,
+        MUTANT_PROPERTIES,
+        MUTANTS,
+    )
 
     known = {
         "state-machine-safety",
@@ -106,5 +111,7 @@ def test_every_mutant_names_the_violation_it_must_cause() -> None:
     }
     assert set(MUTANT_PROPERTIES) == MUTANTS
     assert set(MUTANT_PROPERTIES.values()) <= known
+    assert set(MUTANT_ALSO_CAUGHT_AS) <= MUTANTS
+    assert all(props <= known - {"invariant"} for props in MUTANT_ALSO_CAUGHT_AS.values())
     invariant_caught = {m for m, p in MUTANT_PROPERTIES.items() if p == "invariant"}
     assert invariant_caught == set(MUTANT_INVARIANTS)

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from pnyx.core import Ready
+from pnyx.core import PutRecord, Ready
 from pnyx.protocols.raft.messages import VoteResponse
 from pnyx.protocols.raft.node import LEADER, RaftNode
 from pnyx.sim.nemesis import NemesisPlan, Strike
-from pnyx.sim.runner import SimConfig, Simulation
+from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import parse_faults
 from pnyx.sim.spec import World
 from pnyx.sim.specs.raft import RAFT, RaftNemesis
@@ -202,3 +202,55 @@ def test_no_strike_at_the_batches_the_heal_itself_carries_out() -> None:
     strikes = [r[0] for r in result.trace if r[1] == "strike"]
     assert strikes, "the probe nemesis never struck"
     assert all(t_us < fault_ms * 1000 for t_us in strikes), strikes
+
+
+class StallProbe(ProbeNode):
+    """Counts batches taken while another is still out, and asks for one at each stall."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.outstanding = False
+        self.overlaps = 0
+        self.stalls = 0
+
+    def ready(self) -> Ready:
+        self.overlaps += self.outstanding
+        self.outstanding = True
+        return super().ready()
+
+    def advance(self, ready: Ready) -> None:
+        super().advance(ready)
+        self.outstanding = False
+
+    def clock_stalled(self, missed_ticks: int) -> None:
+        self.stalls += 1
+        self._ready.persist.append(PutRecord("stall", missed_ticks))
+
+
+class LongPause(ProbeNemesis):
+    def on_batch(self, world: World, node_id: int, ready: Ready, rng: random.Random) -> Any:
+        hit = super().on_batch(world, node_id, ready, rng)
+        return None if hit is None else replace(hit, duration_us=1_000_000)
+
+
+def test_a_stalled_node_gets_no_new_batch_before_its_held_one_is_carried_out() -> None:
+    """Seed 61130: a leader paused before carrying out a batch (its apply of index 81) was
+    told of the clock stall and its next batch (a read at 81) was carried out first."""
+    spec = replace(
+        PROBE,
+        make_node=StallProbe,
+        make_nemesis=lambda rules: LongPause("pause"),
+        nemesis_rules=("probe",),
+    )
+    plan = NemesisPlan(frozenset({"probe"}), fire_p=1.0, max_strikes=1)
+    sim = Simulation(spec, SimConfig(seed=1, nemesis=plan, fault_ms=3_000))
+    result = sim.run()
+    assert result.ok, result.violation
+    node = sim.node(1)
+    assert isinstance(node, StallProbe)
+    assert node.stalls == 1 and node.overlaps == 0
+
+
+def test_seed_61130_serves_no_read_before_the_apply_it_follows() -> None:
+    result = run_sim(RAFT, SimConfig(seed=61130, faults=parse_faults("all"), swarm=True))
+    assert result.ok, result.violation

@@ -30,7 +30,8 @@ def test_same_seed_same_draw_and_different_seeds_vary() -> None:
     assert len({s["snapshot_threshold_entries"] for s in settings}) > 2
     assert all(s["check_quorum"] for s in settings if s["lease_reads"])
     assert all(d.faults <= DEFAULT_KINDS for d in draws)
-    assert {r for d in draws for r in d.nemesis.rules} == set(RAFT.nemesis_rules)
+    rules = set(RAFT.nemesis_rules) | set(RAFT.stream_nemesis_rules)
+    assert {r for d in draws for r in d.nemesis.rules} == rules
 
 
 def test_draws_respect_explicit_sizes_and_allowed_faults() -> None:

@@ -23,14 +23,27 @@ node is about to carry out and may answer with one :class:`Strike`:
   ``duration_us`` later: the nemesis acting as a client at the vulnerable moment (e.g. a
   leadership transfer just as a joint configuration is appended).
 
+An ``inject`` may also be a stale copy of a peer's earlier message that the network held
+back (``source`` is then that peer).
+
 Which rules run, how often they may fire and how many strikes a run gets are drawn per
 seed (:mod:`pnyx.sim.swarm`); the nemesis's own randomness is a separate RNG stream, so a
 seed replays exactly.  Strikes happen only in the fault phase.
+
+*Stream rules* (``ProtocolSpec.stream_nemesis_rules``) were added after the seed tables
+were measured and must not reshuffle them: each has an RNG stream of its own
+(:func:`rule_stream`) for being drawn into a run, for its strikes' parameters and for
+firing, and the simulator asks a :class:`StreamNemesis` for them only at a batch where no
+other rule proposed a strike.  A run in which no stream rule fires is therefore the same,
+byte for byte, as one without them.  Stream rules may also strike in the heal phase, but
+only with kinds that start no fault (:data:`LATE_KINDS`): a late copy of a message, which
+a correct protocol ignores and must still reach liveness after.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +60,15 @@ STRIKE_KINDS: tuple[str, ...] = (
     "echo",
     "inject",
 )
+
+LATE_KINDS: tuple[str, ...] = ("echo", "inject")
+"""Strike kinds that only deliver messages (no fault): stream rules may use them after the
+heal too."""
+
+
+def rule_stream(seed: int, rule: str) -> random.Random:
+    """The RNG stream of stream rule ``rule`` in the run of ``seed``."""
+    return random.Random(f"pnyx-nemesis:{seed}:rule:{rule}")
 
 
 @dataclass(frozen=True)
@@ -93,6 +115,18 @@ class Nemesis(Protocol):
         self, world: World, node_id: int, ready: Ready, rng: random.Random
     ) -> Strike | None:
         """A strike at this batch of ``node_id``, or None."""
+        ...
+
+
+class StreamNemesis(Protocol):
+    """A nemesis with stream rules: asked only where no other rule proposed a strike."""
+
+    def stream_strike(
+        self, world: World, node_id: int, ready: Ready, rngs: Mapping[str, random.Random]
+    ) -> Strike | None:
+        """A strike of a stream rule at this batch (``rngs``: each active stream rule's
+        stream; a rule draws only from its own), or None.  In the heal phase only kinds of
+        :data:`LATE_KINDS` are carried out."""
         ...
 
 

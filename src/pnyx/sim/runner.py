@@ -35,7 +35,7 @@ from pnyx.core import (
 )
 from pnyx.core.node import StateMachine
 from pnyx.sim.disk import SimDisk
-from pnyx.sim.nemesis import NO_NEMESIS, NemesisPlan, Strike
+from pnyx.sim.nemesis import LATE_KINDS, NO_NEMESIS, NemesisPlan, Strike, rule_stream
 from pnyx.sim.schedule import DISK_KINDS, FaultEvent, Schedule, generate, isolate, split
 from pnyx.sim.spec import Monitor, ProtocolSpec, Violation
 from pnyx.sim.swarm import SwarmDraw, draw_swarm
@@ -244,6 +244,12 @@ class Simulation:
         if plan.rules and spec.make_nemesis is not None:
             self._nemesis = spec.make_nemesis(plan.rules)
         self._nemesis_rng = random.Random(f"pnyx-nemesis:{config.seed}")
+        self._rule_rngs = {
+            rule: rule_stream(config.seed, rule)
+            for rule in sorted(plan.rules)
+            if rule in spec.stream_nemesis_rules
+        }
+        """Each active stream rule's own RNG stream (:mod:`pnyx.sim.nemesis`)."""
         self._rule_strikes: dict[str, int] = {}
         self._rule_ready_us: dict[str, int] = {}
         """rule -> earliest time it may strike again (strikes spread over the fault phase)."""
@@ -545,6 +551,9 @@ class Simulation:
         # Healing first: a node resumed or restarted here carries out batches at once, and a
         # nemesis strike at one of them (a pause, a crash, an isolation) would never end.
         self._healing = True
+        for rule in self._rule_rngs:  # stream rules' late copies get a budget of their own
+            self._rule_strikes.pop(rule, None)
+            self._rule_ready_us.pop(rule, None)
         for nid in self._node_ids:
             proc = self._procs[nid]
             proc.disk.lying = proc.disk.lose_next = proc.disk.misdirect_next = False
@@ -631,9 +640,13 @@ class Simulation:
             self._trace_event("resume", proc.pid)
         missed = (self._now_us - proc.paused_at_us) // proc.tick_us
         given = min(missed, self._catch_up_ticks_max)
-        if missed > given:
-            self._report_stall(proc, missed - given)
         held, proc.held = proc.held, []
+        if missed > given:
+            # A batch the pause held back is still out (taken, not advanced): the node's
+            # next batch must wait until it is carried out (seed 61130 served a read
+            # before applying the command that the held batch applied).
+            carrying = any(kind == _CARRY for kind, _, _ in held)
+            self._report_stall(proc, missed - given, drain=not carrying)
         for kind, a, b in held:
             if kind == _DELIVER:
                 self._on_deliver(proc.pid, a, b)
@@ -644,16 +657,18 @@ class Simulation:
             self._check_world()
         self._catch_up_ticks(proc, given)
 
-    def _report_stall(self, proc: _Proc, dropped: int) -> None:
+    def _report_stall(self, proc: _Proc, dropped: int, drain: bool = True) -> None:
         """Ticks beyond the catch-up bound are dropped: tell the node (its optional
-        ``clock_stalled``) so that time-based promises such as a lease end."""
+        ``clock_stalled``) so that time-based promises such as a lease end.  Its next batch
+        is taken at once unless ``drain`` is off (a held batch goes first)."""
         self.stats.stalls += 1
         if self._tracing:
             self._trace_event("stall", proc.pid, dropped)
         stalled = getattr(proc.node, "clock_stalled", None)
         if stalled is not None:
             stalled(dropped)
-            self._drain(proc)
+            if drain:
+                self._drain(proc)
             self._check_world()
 
     def _replay_batch(self, proc: _Proc, ready: Ready) -> None:
@@ -718,7 +733,7 @@ class Simulation:
     def _carry_out(self, proc: _Proc, ready: Ready, strike: bool = True) -> None:
         pid = proc.pid
         hit: Strike | None = None
-        if strike and self._nemesis is not None and not proc.is_client and not self._healing:
+        if strike and self._nemesis is not None and not proc.is_client:
             hit = self._nemesis_strike(proc, ready)
             if hit is not None and self._strike_before(proc, ready, hit):
                 return
@@ -751,15 +766,39 @@ class Simulation:
     def _nemesis_strike(self, proc: _Proc, ready: Ready) -> Strike | None:
         """The strike the nemesis proposes at this batch, if the rule's budget allows it.
 
+        The main rules first (fault phase only, drawing from the nemesis stream); where
+        none strikes, the stream rules, each drawing from its own stream (in the heal phase
+        too, but only strikes that start no fault).
+        """
+        hit: Strike | None = None
+        if not self._healing:
+            rng = self._nemesis_rng
+            hit = self._allowed(self._nemesis.on_batch(self, proc.pid, ready, rng), rng)
+        if hit is None and self._rule_rngs:
+            hit = self._stream_strike(proc, ready)
+        if hit is not None:
+            self.stats.strikes += 1
+            if self._tracing:
+                self._trace_event("strike", hit.describe())
+        return hit
+
+    def _stream_strike(self, proc: _Proc, ready: Ready) -> Strike | None:
+        rngs = self._rule_rngs
+        hit: Strike | None = self._nemesis.stream_strike(self, proc.pid, ready, rngs)
+        if hit is None or (self._healing and hit.kind not in LATE_KINDS):
+            return None
+        return self._allowed(hit, rngs[hit.rule])
+
+    def _allowed(self, hit: Strike | None, rng: random.Random) -> Strike | None:
+        """``hit`` if its rule's budget and the firing draw (from ``rng``) let it happen.
+
         Each rule gets ``max_strikes`` and, after each strike, waits a random share of the
         fault phase: a rule whose moment comes at every batch does not spend its strikes
         (or starve the others) in the first milliseconds.
         """
-        plan = self._plan
-        rng = self._nemesis_rng
-        hit: Strike | None = self._nemesis.on_batch(self, proc.pid, ready, rng)
         if hit is None:
             return None
+        plan = self._plan
         rule = hit.rule
         done = self._rule_strikes.get(rule, 0)
         if done >= plan.max_strikes or self._now_us < self._rule_ready_us.get(rule, 0):
@@ -769,9 +808,6 @@ class Simulation:
         self._rule_strikes[rule] = done + 1
         spread_us = self.schedule.fault_ms * 1000 // max(1, plan.max_strikes)
         self._rule_ready_us[rule] = self._now_us + rng.randrange(0, spread_us + 1)
-        self.stats.strikes += 1
-        if self._tracing:
-            self._trace_event("strike", hit.describe())
         return hit
 
     def _dynamic_fault(

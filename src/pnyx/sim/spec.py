@@ -132,5 +132,14 @@ class ProtocolSpec:
     """Builds the protocol-aware :class:`~pnyx.sim.nemesis.Nemesis` for the given rules."""
     nemesis_rules: tuple[str, ...] = ()
     """Names of the nemesis rules ``make_nemesis`` understands."""
+    draw_stream_settings: Callable[[random.Random], dict[str, Any]] | None = None
+    """Swarm testing: further settings, drawn from a stream of their own after
+    ``draw_settings`` (they override its values).  Settings added after a seed table was
+    measured go here, so that a seed that does not draw them replays as before."""
+    stream_nemesis_rules: tuple[str, ...] = ()
+    """Nemesis rules with RNG streams of their own (see :mod:`pnyx.sim.nemesis`): each is
+    drawn by a swarm seed from its own stream, and proposes, fires and draws its strikes'
+    parameters from its own stream, asked only when no rule of ``nemesis_rules`` proposed a
+    strike.  A seed in which such a rule never fires replays byte for byte as without it."""
     swarm_nodes: tuple[int, ...] = ()
     """Cluster sizes a swarm seed draws from (empty: always ``default_nodes``)."""

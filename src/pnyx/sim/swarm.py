@@ -13,13 +13,17 @@ happen), some need a setting switched on (lease reads, no pre-vote) or off.  Wit
 - which protocol-aware nemesis rules run, how often they fire and their strike budget;
 - how many missed ticks a resumed process gets at once (the runtime's catch-up bound).
 
+Settings and nemesis rules added after the mutant table was measured are drawn from
+streams of their own (``draw_stream_settings``, ``stream_nemesis_rules``), after the main
+stream's draws, which stay as they were: a seed that draws none of them runs as before.
+
 Same seed ⇒ same draw, so ``pnyx sim P --seed N --swarm`` replays a swarm run exactly.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pnyx.sim.nemesis import NemesisPlan
@@ -36,6 +40,8 @@ FIRE_P: tuple[float, ...] = (0.2, 0.5, 1.0)
 MAX_STRIKES = 6
 RULE_P = 0.6
 """Chance that each nemesis rule of the protocol runs in a seed."""
+STREAM_RULE_P = 0.6
+"""Chance that each stream nemesis rule of the protocol runs in a seed (its own stream)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,8 @@ def draw_swarm(
         max_strikes=rng.randrange(1, MAX_STRIKES + 1),
     )
     catch_up = CATCH_UP_TICKS[rng.randrange(0, len(CATCH_UP_TICKS))]
+    settings.update(_stream_settings(seed, spec, base_name))
+    plan = replace(plan, rules=rules | _stream_rules(seed, spec, base_name))
     return SwarmDraw(
         seed=seed,
         faults=frozenset(kept),
@@ -112,4 +120,20 @@ def draw_swarm(
         settings=tuple(sorted(settings.items())),
         nemesis=plan,
         catch_up_ticks=catch_up,
+    )
+
+
+def _stream_settings(seed: int, spec: ProtocolSpec, base_name: str) -> dict[str, Any]:
+    """Settings drawn from their own stream (they override the main stream's)."""
+    if spec.draw_stream_settings is None:
+        return {}
+    return spec.draw_stream_settings(random.Random(f"pnyx-swarm:{seed}:{base_name}:settings"))
+
+
+def _stream_rules(seed: int, spec: ProtocolSpec, base_name: str) -> frozenset[str]:
+    """The stream nemesis rules that run in the seed, each drawn from its own stream."""
+    return frozenset(
+        rule
+        for rule in spec.stream_nemesis_rules
+        if random.Random(f"pnyx-swarm:{seed}:{base_name}:rule:{rule}").random() < STREAM_RULE_P
     )

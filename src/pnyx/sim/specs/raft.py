@@ -345,6 +345,26 @@ def draw_raft_settings(rng: random.Random) -> dict[str, Any]:
     return settings
 
 
+SNAPSHOT_STRESS_P = 0.35
+"""Chance that a swarm seed streams snapshots in small chunks (several chunks per stream)."""
+LOW_THRESHOLD_P = 0.7
+"""Chance that such a seed also takes snapshots every few entries."""
+
+
+def draw_raft_stream_settings(rng: random.Random) -> dict[str, Any]:
+    """Settings added after the mutant table was measured (their own stream, see
+    ``ProtocolSpec.draw_stream_settings``): simulated snapshots are under ~200 bytes, so
+    only small chunks make a stream of several chunks; low thresholds then make a newer
+    snapshot while an older one is still streaming likely.  Drawn together, so that the
+    seeds they change are few."""
+    if rng.random() >= SNAPSHOT_STRESS_P:
+        return {}
+    settings: dict[str, Any] = {"snapshot_chunk_bytes": rng.choice((8, 16, 32))}
+    if rng.random() < LOW_THRESHOLD_P:
+        settings["snapshot_threshold_entries"] = rng.choice((2, 4, 8))
+    return settings
+
+
 NEMESIS_RULES: tuple[str, ...] = (
     "vote-crash",
     "joint-isolate",
@@ -379,6 +399,15 @@ once (its acknowledgement still counts toward the leader's lease);
 leadership to a voter of either half (the transfer overlaps the joint phase);
 ``snapshot-echo``: deliver a snapshot chunk again much later (a stale duplicate)."""
 
+STREAM_NEMESIS_RULES: tuple[str, ...] = ("snapshot-stale",)
+"""Rules with RNG streams of their own (added after the mutant table was measured; see
+:mod:`pnyx.sim.nemesis`).
+``snapshot-stale``: cut a follower off as its leader starts streaming it a snapshot of
+several chunks (the stream stalls while the leader compacts further); once the leader
+streams it a newer snapshot in the same term, deliver the first chunk of the older one
+again in the middle of that stream (a copy the network held back; also after the heal,
+where no lost message makes the stall detector restart the stream)."""
+
 
 NEMESIS_REQUEST_ID = 1 << 40
 """Request id of admin requests the nemesis sends (no client ever waits on it)."""
@@ -388,12 +417,14 @@ class RaftNemesis:
     """Proposes strikes at the moments Raft is vulnerable (see :data:`NEMESIS_RULES`)."""
 
     def __init__(self, rules: frozenset[str]) -> None:
-        unknown = rules - set(NEMESIS_RULES)
+        unknown = rules - set(NEMESIS_RULES) - set(STREAM_NEMESIS_RULES)
         if unknown:
             raise ValueError(f"unknown raft nemesis rules {sorted(unknown)}")
         self.rules = rules
         self._commit_seen: dict[int, tuple[int, int]] = {}
         """node -> (object id, commit index) when last seen."""
+        self._first_chunks: dict[tuple[int, int, int], dict[int, InstallSnapshot]] = {}
+        """(leader, term, follower) -> snapshot index -> the first chunk streamed of it."""
 
     def on_batch(
         self, world: World, node_id: int, ready: Ready, rng: random.Random
@@ -403,6 +434,8 @@ class RaftNemesis:
             return None
         rules = self.rules
         leading = node.role == LEADER
+        if leading and "snapshot-stale" in rules:
+            self._record_first_chunks(node, ready)  # also where another rule strikes
         if "commit-crash" in rules and self._commits_old_term(node):
             return Strike("halt", node_id, rng.randrange(5_000, 100_000), "commit-crash")
         if "vote-crash" in rules and _grants_vote(ready):
@@ -449,6 +482,61 @@ class RaftNemesis:
             return Strike("crash", node_id, rng.randrange(1_000, 20_000), "ack-crash")
         if "snapshot-echo" in rules and any(type(s.msg) is InstallSnapshot for s in ready.send):
             return Strike("echo", node_id, rng.randrange(50_000, 500_000), "snapshot-echo")
+        return None
+
+    def stream_strike(
+        self, world: World, node_id: int, ready: Ready, rngs: Mapping[str, random.Random]
+    ) -> Strike | None:
+        """Strikes of :data:`STREAM_NEMESIS_RULES` (each draws from its own stream)."""
+        node = world.node(node_id)
+        if not isinstance(node, RaftNode) or node.role != LEADER:
+            return None
+        rng = rngs.get("snapshot-stale")
+        if rng is None or not any(type(s.msg) is InstallSnapshot for s in ready.send):
+            return None
+        stale = self._stale_chunk(world, node, ready)
+        if stale is not None:
+            follower, chunk = stale
+            delay_us = rng.randrange(0, 3_000)
+            return Strike(
+                "inject", follower, delay_us, "snapshot-stale", message=chunk, source=node_id
+            )
+        first = [
+            s.to
+            for s in ready.send
+            if type(s.msg) is InstallSnapshot and s.msg.offset == 0 and not s.msg.done
+        ]
+        if first and not world.healing:
+            cut_us = rng.randrange(200_000, 3_000_000)
+            return Strike("isolate", first[0], cut_us, "snapshot-stale")
+        return None
+
+    def _record_first_chunks(self, node: RaftNode, ready: Ready) -> None:
+        """Remember the first chunks (of snapshots of several chunks) this leader streams,
+        per term and follower (``snapshot-stale``; no randomness)."""
+        for send in ready.send:
+            msg = send.msg
+            if type(msg) is InstallSnapshot and msg.offset == 0 and not msg.done:
+                firsts = self._first_chunks.setdefault((node.node_id, msg.term, send.to), {})
+                firsts[msg.index] = msg
+
+    def _stale_chunk(
+        self, world: World, node: RaftNode, ready: Ready
+    ) -> tuple[int, InstallSnapshot] | None:
+        """At a chunk (not the last) of a newer snapshot, the first chunk of the latest older
+        one this leader streamed to that follower in its term, which the follower still
+        lacks (beyond its commit index): (follower, chunk), if any."""
+        self._record_first_chunks(node, ready)
+        for send in ready.send:
+            msg = send.msg
+            if type(msg) is not InstallSnapshot or msg.done:
+                continue
+            firsts = self._first_chunks.get((node.node_id, msg.term, send.to), {})
+            follower = world.node(send.to)
+            commit = follower.commit if isinstance(follower, RaftNode) else 0
+            older = [i for i in firsts if commit < i < msg.index]
+            if older:
+                return send.to, firsts[max(older)]
         return None
 
     def _commits_old_term(self, node: RaftNode) -> bool:
@@ -544,9 +632,11 @@ def raft_spec(
         default_clients=3,
         broken=bool(mutants),
         draw_settings=draw_raft_settings,
+        draw_stream_settings=draw_raft_stream_settings,
         configure=configure,
         make_nemesis=RaftNemesis,
         nemesis_rules=NEMESIS_RULES,
+        stream_nemesis_rules=STREAM_NEMESIS_RULES,
         swarm_nodes=(3, 5, 5, 7),
     )
 
