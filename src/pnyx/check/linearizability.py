@@ -16,11 +16,9 @@ stops them all.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,9 +29,6 @@ from pnyx.check.search import Search, SearchVerdict
 Verdict = Literal["linearizable", "not-linearizable", "unknown"]
 _EXPLAIN_SLICES = 50  # budget (x 2,048 steps) of the unpruned search behind a counterexample
 _SOLO_S = 0.5  # with workers, search this long in-process before handing off the rest
-# fork: workers start in milliseconds and need no ``if __name__ == "__main__"`` guard in the
-# caller's script (spawn and forkserver re-import the main module); they run only the search.
-_START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 _MEMORY_CAP_BYTES = 2 << 30
 _GIB = float(1 << 30)
 _MIB = float(1 << 20)
@@ -385,7 +380,13 @@ def _check_parallel(parts: list[list[Operation]], model: Model[Any], limits: Lim
     groups = _deal(parts, min(workers, len(parts)))
     share = None if limits.max_memory_bytes is None else limits.max_memory_bytes // len(groups)
     worker_limits = Limits(limits.deadline, limits.max_steps, share, limits.stop_at_first)
-    ctx = multiprocessing.get_context(_START_METHOD)
+    import multiprocessing  # here: a check without workers starts faster
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: workers start in milliseconds and need no ``if __name__ == "__main__"`` guard in
+    # the caller's script (spawn and forkserver re-import the main module)
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
     stop = ctx.Event()
     out: list[PartitionResult | None] = [None] * len(parts)
     with ProcessPoolExecutor(max_workers=len(groups), mp_context=ctx,

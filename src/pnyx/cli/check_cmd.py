@@ -6,30 +6,22 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pnyx.check import (
-    FORMATS,
-    MODELS,
-    HistoryError,
-    LinearizabilityResult,
-    SerializabilityResult,
-    check_linearizable,
-    check_serializable,
-    get_model,
-    read_history,
-)
+from pnyx.check.formats import FORMATS, read_history
+from pnyx.check.history import HistoryError
+from pnyx.check.linearizability import LinearizabilityResult, check_linearizable
+from pnyx.check.models import MODELS, get_model
 
 TXN_MODELS = ("list-append", "rw-register")
 EXIT_OK, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
 _GOOD = ("linearizable", "serializable")
+_PROGRESS_MIN_FILES = 4  # a progress bar (on a terminal) from this many files
 _POOL_MIN_BYTES = 4 << 20  # below this much input, starting worker processes costs more
 
 
@@ -192,29 +184,32 @@ def _total_bytes(files: list[str] | tuple[str, ...]) -> int:
 
 
 def _run_all(files: list[str], options: dict[str, Any], workers: int) -> list[FileOutcome]:
-    console = Console(stderr=True)
-    progress = Progress(
-        TextColumn("checking"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=len(files) < 4 or not console.is_terminal,
-    )
+    if len(files) < _PROGRESS_MIN_FILES or not sys.stderr.isatty():
+        return list(_outcomes(files, options, workers))
+    from rich.console import Console  # here: one file checks without importing rich
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
     outcomes: list[FileOutcome] = []
     with progress:
         task = progress.add_task("check", total=len(files))
-        if workers > 1 and len(files) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for outcome in pool.map(_check_file, files, [options] * len(files)):
-                    outcomes.append(outcome)
-                    progress.advance(task)
-        else:
-            for path in files:
-                outcomes.append(_check_file(path, options))
-                progress.advance(task)
+        for outcome in _outcomes(files, options, workers):
+            outcomes.append(outcome)
+            progress.advance(task)
     return outcomes
+
+
+def _outcomes(files: list[str], options: dict[str, Any], workers: int) -> Iterator[FileOutcome]:
+    """Each file's outcome, in file order: in this process, or in ``workers`` processes."""
+    if workers > 1 and len(files) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            yield from pool.map(_check_file, files, [options] * len(files))
+        return
+    for path in files:
+        yield _check_file(path, options)
 
 
 def _check_file(path: str, options: dict[str, Any]) -> FileOutcome:
@@ -272,6 +267,8 @@ def _linearizability(path: str, history: Any, options: dict[str, Any]) -> FileOu
 
 
 def _serializability(path: str, history: Any, options: dict[str, Any]) -> FileOutcome:
+    from pnyx.check.serializability import SerializabilityResult, check_serializable
+
     result: SerializabilityResult = check_serializable(
         history,
         kind=options["model_name"],
