@@ -342,7 +342,7 @@ def test_a_paused_scheduler_hands_back_only_undecided_partitions() -> None:
     left = scheduler.run(pause_at=time.monotonic() + 0.2)
     assert [t.key for t in left] == ["hard"]
     assert [r.verdict for r in scheduler.done.values()] == ["linearizable"]
-    assert left[0].search.steps > 0, "the paused search is resumable, not restarted"
+    assert left[0].steps > 0 and left[0].pruned, "the paused search is resumable"
 
 
 # -- reads first, and dead ends a model can see (search.py module doc) ---------------------
@@ -436,3 +436,25 @@ def test_forced_reads_and_pruning_agree_with_brute_force(kind: str,
     assert model.pruner(history.operations) is not None
     expected = "linearizable" if brute_force(history.operations, model) else "not-linearizable"
     assert verdict(history, model) == expected
+
+
+def test_the_plain_search_decides_easy_partitions_and_hands_over_hard_ones() -> None:
+    """Easy partitions end in the first slice of the plain search (no cost for the
+    reductions); a partition still open after it starts over pruned, and its step count
+    includes the plain search's."""
+    from pnyx.check.linearizability import _Task
+    from pnyx.check.search import STEPS_PER_YIELD
+
+    easy = _Task(0, list(_appends_then_reads(5, bad=False).operations), KVModel())
+    assert easy.advance() == "linearizable" and not easy.pruned
+    hard = _Task(1, list(_appends_then_reads(40, bad=True).operations), KVModel())
+    assert hard.advance() is None, "40 concurrent appends: the plain search needs longer"
+    assert hard.pruned and hard.abandoned_steps >= STEPS_PER_YIELD
+    verdict_now = None
+    for _ in range(100):
+        verdict_now = hard.advance()
+        if verdict_now is not None:
+            break
+    assert verdict_now == "not-linearizable"
+    result = hard.result(verdict_now)
+    assert result.steps == hard.abandoned_steps + hard.search.steps

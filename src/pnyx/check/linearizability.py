@@ -193,16 +193,27 @@ def check_partitions(parts: Sequence[list[Operation]], model: Model[Any], limits
 
 
 class _Task:
-    """One partition's search and its generator, advanced slice by slice."""
+    """One partition's search and its generator, advanced slice by slice.
+
+    The first slice runs the plain search: most partitions end within it, and the plain
+    search has no per-step cost for the reductions. A partition still open after it starts
+    over with the pruned search (forced reads, the model's dead ends)."""
 
     def __init__(self, index: int, ops: list[Operation], model: Model[Any]) -> None:
         self.index = index
         self.ops = ops
         keys = {op.key for op in ops}
         self.key = next(iter(keys)) if len(keys) == 1 else None
-        self.search = Search(ops, model)
+        self.search = Search(ops, model, prune=False)
         self.gen = self.search.steps_iter()
+        self.pruned = False
+        self.abandoned_steps = 0  # steps of the plain search, once replaced
         self.memory_bytes = 0
+
+    @property
+    def steps(self) -> int:
+        """Search steps so far, over both searches."""
+        return self.abandoned_steps + self.search.steps
 
     def advance(self) -> SearchVerdict | None:
         """Run one slice; the verdict when the search ended, else None."""
@@ -211,11 +222,20 @@ class _Task:
         except StopIteration as stop:
             verdict: SearchVerdict = stop.value
             return verdict
+        if not self.pruned:
+            self._start_pruned()
         return None
 
+    def _start_pruned(self) -> None:
+        plain = self.search
+        self.gen.close()
+        self.abandoned_steps = plain.steps
+        self.search = Search(self.ops, plain.model, prune=True)
+        self.gen = self.search.steps_iter()
+        self.pruned = True
+
     def result(self, verdict: Verdict, reason: str = "") -> PartitionResult:
-        search = self.search
-        out = PartitionResult(self.key, verdict, self.ops, search.steps, reason=reason,
+        out = PartitionResult(self.key, verdict, self.ops, self.steps, reason=reason,
                               memory_bytes=self.memory_bytes)
         if verdict == "not-linearizable":
             (out.prefix, out.prefix_states, out.final_state, out.unplaced,
@@ -225,6 +245,8 @@ class _Task:
     def _explainer(self) -> Search:
         """The search whose longest path explains the failure best: the pruned search stops
         paths early at dead ends, so an unpruned one is tried, within a step budget."""
+        if not self.pruned:
+            return self.search
         plain = Search(self.ops, self.search.model, prune=False)
         gen = plain.steps_iter()
         for _ in range(_EXPLAIN_SLICES):
@@ -238,7 +260,7 @@ class _Task:
     def progress(self) -> str:
         """How far the search got: partition, steps, longest linearized prefix, memory."""
         label = "the history" if self.key is None else f"partition key {self.key!r}"
-        return (f"{label} ({len(self.ops)} operations) after {self.search.steps:,} steps, "
+        return (f"{label} ({len(self.ops)} operations) after {self.steps:,} steps, "
                 f"longest linearized prefix {self.search.linearized_count()} of "
                 f"{len(self.ops)}, about {self.memory_bytes / _MIB:.0f} MiB of search state")
 
@@ -301,7 +323,7 @@ class _Scheduler:
         if self.stop is not None and self.stop.is_set():
             self._abandon(active, "not searched: another worker found a violation")
             return True
-        if limits.max_steps is not None and task.search.steps >= limits.max_steps:
+        if limits.max_steps is not None and task.steps >= limits.max_steps:
             self._finish(task, active, "unknown",
                          f"step bound {limits.max_steps:,} reached: {task.progress()}")
             return False

@@ -271,7 +271,15 @@ class KVModel(KeyedModel[Any]):
             if kind != "keep":
                 setters.append((op, kind[1]))
         enablers = _enablers(ops, setters)
-        return lambda state, op, pending: _hopeless_kv(state, op, pending, enablers)
+
+        def hopeless(state: Any, op: Operation, pending: Callable[[Operation], bool]) -> bool:
+            if state is None or op.f not in ("get", "read"):
+                return False
+            output = op.output
+            if output is not None and output.startswith(state):
+                return False  # appends can still grow the state into the output
+            return not any(pending(s) for s in enablers.get(op.index, ()))
+        return hopeless
 
 
 def _str_or_none(value: Any) -> bool:
@@ -312,13 +320,6 @@ def _enablers(ops: Sequence[Operation],
         if op.f in ("get", "read") and op.outcome == "ok":
             out[op.index] = [s for s, value in setters if _grows_into(value, op.output)]
     return out
-
-
-def _hopeless_kv(state: Any, op: Operation, pending: Callable[[Operation], bool],
-                 enablers: dict[int, list[Operation]]) -> bool:
-    if op.f not in ("get", "read") or _grows_into(state, op.output):
-        return False
-    return not any(pending(s) for s in enablers.get(op.index, ()))
 
 
 def _append(state: Any, value: Any) -> Any:
