@@ -339,10 +339,12 @@ def test_a_paused_scheduler_hands_back_only_undecided_partitions() -> None:
     events = hard_kv_events(1, 110) + sequential_kv_events(40, "easy", 999, bad_last=False)
     parts = get_model("kv").partition(History.from_events(events).operations)
     scheduler = _Scheduler(parts, get_model("kv"), Limits(), None)
-    left = scheduler.run(pause_at=time.monotonic() + 0.2)
+    left = scheduler.run(pause_at=time.monotonic())  # one round, then pause
     assert [t.key for t in left] == ["hard"]
     assert [r.verdict for r in scheduler.done.values()] == ["linearizable"]
     assert left[0].steps > 0 and left[0].pruned, "the paused search is resumable"
+    steps = left[0].steps
+    assert scheduler.run(pause_at=time.monotonic()) == left and left[0].steps > steps
 
 
 # -- reads first, and dead ends a model can see (search.py module doc) ---------------------

@@ -284,17 +284,17 @@ class _Scheduler:
         return [self.done[t.index] for t in self.tasks]
 
     def run(self, pause_at: float | None = None) -> list[_Task]:
-        """Search until every partition is decided (or the check is over), or until the
-        ``time.monotonic()`` instant ``pause_at``: then the undecided tasks are returned
-        (still resumable by another ``run``)."""
+        """Search until every partition is decided (or the check is over), or until a round
+        ends after the ``time.monotonic()`` instant ``pause_at`` (at least one round runs):
+        then the undecided tasks are returned (still resumable by another ``run``)."""
         active = sorted((t for t in self.tasks if t.index not in self.done),
                         key=lambda t: len(t.ops))
         while active:
-            if pause_at is not None and time.monotonic() > pause_at:
-                return active
             for task in list(active):
                 if task.index not in self.done and self._turn(task, active):
                     return []
+            if pause_at is not None and time.monotonic() > pause_at:
+                return active
         return []
 
     def _turn(self, task: _Task, active: list[_Task]) -> bool:
