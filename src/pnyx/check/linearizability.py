@@ -145,7 +145,8 @@ def check_linearizable(
     After ``timeout_s`` seconds, ``max_steps`` search steps in one partition, or when the
     searches' estimated memory passes ``max_memory_bytes`` (default
     :func:`default_max_memory_bytes`), the undecided partitions are ``unknown`` with the
-    reason, never a guess. ``workers`` > 1 deals large histories' partitions to processes.
+    reason, never a guess. With ``workers`` > 1, partitions still undecided after half a
+    second start over in that many forked processes (the first violation stops them all).
     """
     started = time.monotonic()
     ops = [op for op in history if op.outcome != "fail"]
@@ -175,8 +176,11 @@ def _combine(results: Sequence[PartitionResult]) -> Verdict:
 def check_partition(ops: Sequence[Operation], model: Model[Any], deadline: float | None = None,
                     max_steps: int | None = None,
                     max_memory_bytes: int | None = None) -> PartitionResult:
-    """Check one sub-history (no ``fail`` operations) against ``model`` without splitting."""
-    limits = Limits(deadline, max_steps, max_memory_bytes)
+    """Check one sub-history (no ``fail`` operations) against ``model`` without splitting;
+    ``deadline`` is a ``time.monotonic()`` instant, the memory bound defaults as in
+    :func:`check_linearizable`."""
+    memory = default_max_memory_bytes() if max_memory_bytes is None else max_memory_bytes
+    limits = Limits(deadline, max_steps, memory)
     return check_partitions([list(ops)], model, limits)[0]
 
 
