@@ -1,0 +1,213 @@
+"""etcd v3 KV requests and responses as msgspec structs.
+
+Field names, order and defaults mirror etcd's ``api/etcdserverpb/rpc.proto`` (``RangeRequest``,
+``PutRequest``, ``DeleteRangeRequest``, ``TxnRequest``, ``Compare``, ``RequestOp``,
+``CompactionRequest``, ``HashKVRequest`` and their responses) and ``api/mvccpb/kv.proto``
+(``KeyValue``).  Proto3 defaults become struct defaults (empty bytes, 0, False, empty list).
+A proto ``oneof`` (``RequestOp.request``, ``ResponseOp.response``, ``Compare.target_union``)
+becomes one optional field per member, of which at most one is set.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import msgspec
+
+
+class SortOrder(IntEnum):
+    """``RangeRequest.SortOrder``."""
+
+    NONE = 0
+    ASCEND = 1
+    DESCEND = 2
+
+
+class SortTarget(IntEnum):
+    """``RangeRequest.SortTarget``."""
+
+    KEY = 0
+    VERSION = 1
+    CREATE = 2
+    MOD = 3
+    VALUE = 4
+
+
+class CompareResult(IntEnum):
+    """``Compare.CompareResult``."""
+
+    EQUAL = 0
+    GREATER = 1
+    LESS = 2
+    NOT_EQUAL = 3
+
+
+class CompareTarget(IntEnum):
+    """``Compare.CompareTarget``."""
+
+    VERSION = 0
+    CREATE = 1
+    MOD = 2
+    VALUE = 3
+    LEASE = 4
+
+
+class ResponseHeader(msgspec.Struct, frozen=True, kw_only=True):
+    """``ResponseHeader``: the state machine fills ``revision``; the server the rest."""
+
+    cluster_id: int = 0
+    member_id: int = 0
+    revision: int = 0
+    raft_term: int = 0
+
+
+class KeyValue(msgspec.Struct, frozen=True, kw_only=True):
+    """``mvccpb.KeyValue``: one version of a key."""
+
+    key: bytes = b""
+    create_revision: int = 0
+    mod_revision: int = 0
+    version: int = 0
+    value: bytes = b""
+    lease: int = 0
+
+
+class RangeRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``RangeRequest``: read one key, ``[key, range_end)``, or all keys ``>= key``."""
+
+    key: bytes = b""
+    range_end: bytes = b""
+    limit: int = 0
+    revision: int = 0
+    sort_order: int = SortOrder.NONE
+    sort_target: int = SortTarget.KEY
+    serializable: bool = False
+    keys_only: bool = False
+    count_only: bool = False
+    min_mod_revision: int = 0
+    max_mod_revision: int = 0
+    min_create_revision: int = 0
+    max_create_revision: int = 0
+
+
+class RangeResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """``RangeResponse``: ``count`` is every key in the range, whatever ``limit`` says."""
+
+    header: ResponseHeader = ResponseHeader()
+    kvs: list[KeyValue] = []
+    more: bool = False
+    count: int = 0
+
+
+class PutRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``PutRequest``."""
+
+    key: bytes = b""
+    value: bytes = b""
+    lease: int = 0
+    prev_kv: bool = False
+    ignore_value: bool = False
+    ignore_lease: bool = False
+
+
+class PutResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """``PutResponse``: ``prev_kv`` when asked for and the key existed."""
+
+    header: ResponseHeader = ResponseHeader()
+    prev_kv: KeyValue | None = None
+
+
+class DeleteRangeRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``DeleteRangeRequest`` (range rules as :class:`RangeRequest`)."""
+
+    key: bytes = b""
+    range_end: bytes = b""
+    prev_kv: bool = False
+
+
+class DeleteRangeResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """``DeleteRangeResponse``."""
+
+    header: ResponseHeader = ResponseHeader()
+    deleted: int = 0
+    prev_kvs: list[KeyValue] = []
+
+
+class Compare(msgspec.Struct, frozen=True, kw_only=True):
+    """``Compare``: ``target_union`` is ``version`` / ``create_revision`` /
+    ``mod_revision`` / ``value`` / ``lease`` (the one matching ``target`` is read)."""
+
+    result: int = CompareResult.EQUAL
+    target: int = CompareTarget.VERSION
+    key: bytes = b""
+    version: int = 0
+    create_revision: int = 0
+    mod_revision: int = 0
+    value: bytes = b""
+    lease: int = 0
+    range_end: bytes = b""
+
+
+class RequestOp(msgspec.Struct, frozen=True, kw_only=True):
+    """``RequestOp``: exactly one of the fields set (none set = an empty op, ignored)."""
+
+    request_range: RangeRequest | None = None
+    request_put: PutRequest | None = None
+    request_delete_range: DeleteRangeRequest | None = None
+    request_txn: TxnRequest | None = None
+
+
+class ResponseOp(msgspec.Struct, frozen=True, kw_only=True):
+    """``ResponseOp``: the response to the :class:`RequestOp` at the same position."""
+
+    response_range: RangeResponse | None = None
+    response_put: PutResponse | None = None
+    response_delete_range: DeleteRangeResponse | None = None
+    response_txn: TxnResponse | None = None
+
+
+class TxnRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``TxnRequest``: if every ``compare`` holds run ``success`` else ``failure``."""
+
+    compare: list[Compare] = []
+    success: list[RequestOp] = []
+    failure: list[RequestOp] = []
+
+
+class TxnResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """``TxnResponse``."""
+
+    header: ResponseHeader = ResponseHeader()
+    succeeded: bool = False
+    responses: list[ResponseOp] = []
+
+
+class CompactionRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``CompactionRequest``: forget history before ``revision``."""
+
+    revision: int = 0
+    physical: bool = False
+
+
+class CompactionResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """``CompactionResponse``."""
+
+    header: ResponseHeader = ResponseHeader()
+
+
+class HashKVRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``HashKVRequest`` (Maintenance service): hash the KV history up to ``revision``."""
+
+    revision: int = 0
+
+
+class HashKVResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """``HashKVResponse``."""
+
+    header: ResponseHeader = ResponseHeader()
+    hash: int = 0
+    compact_revision: int = 0
+
+
+KvRequest = RangeRequest | PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest
+"""The commands the MVCC state machine applies (plus :class:`HashKVRequest` queries)."""
