@@ -101,7 +101,7 @@ def _probe(store: MvccStore, model: Model) -> None:
         assert store.apply(r) == model.apply(r)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(requests, min_size=20, max_size=80))
 def test_store_matches_model(reqs: list[Any]) -> None:
     store = MvccStore()

@@ -242,3 +242,17 @@ def test_txn_range_revision_checks() -> None:
     assert txn(s, success=[op_get(b"a", revision=2)]).message == MSG_COMPACTED
     r = txn(s, success=[op_get(b"a", revision=3)])
     assert r.responses[0].response_range.kvs[0].version == 2
+
+
+def test_duplicate_key_else_branch_rule() -> None:
+    s = MvccStore()
+    # then/else of one nested txn may share a key, but another nested txn's else may not
+    # reuse a key an earlier sibling puts (etcd's checkIntervals putsElse rule)
+    assert txn(s, success=[op_txn(success=[op_put(b"a")]), op_txn(failure=[op_put(b"a")])]) == DUP
+    assert txn(s, success=[op_txn(failure=[op_del(b"a")]), op_txn(failure=[op_put(b"b")]),
+                           op_put(b"a")]) == DUP
+    never = [cmp(b"missing", EQ, CompareTarget.VALUE, value=b"")]  # a missing value fails
+    r = txn(s, never, failure=[op_txn(success=[op_put(b"a")], failure=[op_put(b"a")]),
+                               op_put(b"b")])
+    assert r.succeeded is False and r.responses[0].response_txn.succeeded is True
+    assert s.current_revision == 2 and get(s, b"a").count == get(s, b"b").count == 1
