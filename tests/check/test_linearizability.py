@@ -23,6 +23,7 @@ from pnyx.check import (
     get_model,
     read_history,
 )
+from pnyx.check.search import Search
 from pnyx.core.history import HistoryEvent
 from tests.check.helpers import SHARED_HISTORIES, hist
 
@@ -428,6 +429,12 @@ def grow_only_histories(draw: st.DrawFn, kind: str) -> History:
     return History.from_events(events)
 
 
+def pruned_verdict(history: History, model: Model[Any]) -> str:
+    """The pruned search alone (check_linearizable runs the plain one first and switches
+    only after 2,048 steps, which small histories never reach)."""
+    return Search([op for op in history if op.outcome != "fail"], model, prune=True).run()
+
+
 @pytest.mark.parametrize("kind", ["kv", "set", "counter"])
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
@@ -437,7 +444,31 @@ def test_forced_reads_and_pruning_agree_with_brute_force(kind: str,
     model = get_model(kind)
     assert model.pruner(history.operations) is not None
     expected = "linearizable" if brute_force(history.operations, model) else "not-linearizable"
+    assert pruned_verdict(history, model) == expected
     assert verdict(history, model) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(small_histories())
+def test_pruned_register_search_agrees_with_brute_force(history: History) -> None:
+    model = CASRegisterModel()
+    assert model.pruner(history.operations) is not None
+    expected = "linearizable" if brute_force(history.operations, model) else "not-linearizable"
+    assert pruned_verdict(history, model) == expected
+
+
+def test_register_dead_end_needs_a_pending_writer_of_the_value() -> None:
+    h = hist((0, "invoke", "write", 1), (0, "ok", "write", 1),
+             (1, "invoke", "write", 2), (1, "ok", "write", 2),
+             (2, "invoke", "read", None), (2, "ok", "read", 1))
+    write1, _, read = h.operations
+    hopeless = CASRegisterModel().pruner(h.operations)
+    assert hopeless is not None
+    assert not hopeless(2, read, lambda op: op is write1), "write 1 may still come"
+    assert hopeless(2, read, lambda op: False)
+    assert not hopeless(1, read, lambda op: False), "valid now"
+    assert RegisterModel().pruner([*h.operations, Operation(9, 3, "cas", (1, 2), None,
+                                                             "info", 7, None)]) is None
 
 
 def test_the_plain_search_decides_easy_partitions_and_hands_over_hard_ones() -> None:

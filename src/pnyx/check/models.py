@@ -191,6 +191,40 @@ class RegisterModel(KeyedModel[Any]):
     def read_only(self, op: Operation) -> bool:
         return op.f in ("read", "get", "r") or _failed_compare(op)
 
+    def setter_value(self, op: Operation) -> tuple[bool, Any]:
+        """``(True, v)`` if ``op`` may set the value to ``v``; ``(False, None)`` if it is
+        not an operation this model knows (no pruning then)."""
+        if op.f in ("write", "put", "w"):
+            return True, op.value
+        return False, None
+
+    def pruner(self, ops: Sequence[Operation]) -> Hopeless[Any] | None:
+        """A read of ``v`` in a state other than ``v`` is hopeless when no pending
+        operation may set ``v``."""
+        by_value: dict[Any, list[Operation]] = {}
+        for op in ops:
+            if self.read_only(op):
+                continue
+            known, value = self.setter_value(op)
+            if not known or not _hashable(value):
+                return None
+            by_value.setdefault(value, []).append(op)
+
+        def hopeless(state: Any, op: Operation, pending: Callable[[Operation], bool]) -> bool:
+            output = op.output
+            if op.f not in ("read", "get", "r") or output == state or not _hashable(output):
+                return False
+            return not any(pending(s) for s in by_value.get(output, ()))
+        return hopeless
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
 
 class CASRegisterModel(RegisterModel):
     """A register with ``cas``: value ``[expected, new]``; an ``ok`` output of ``false``
@@ -205,6 +239,11 @@ class CASRegisterModel(RegisterModel):
         if op.outcome == "ok" and op.output is False:
             return state != expected, state
         return state == expected, new
+
+    def setter_value(self, op: Operation) -> tuple[bool, Any]:
+        if op.f == "cas" and isinstance(op.value, tuple) and len(op.value) == 2:
+            return True, op.value[1]
+        return super().setter_value(op)
 
 
 def _failed_compare(op: Operation) -> bool:
