@@ -294,21 +294,29 @@ def _jepsen_read(text: str, source: str) -> Events:
     return reader.events, reader.numbers
 
 
-class _JepsenReader:
-    """Reads Jepsen log lines one at a time (the lines the fast pattern leaves)."""
+class _TextReader:
+    """What both slow-path readers keep: the text, the events read so far with their line
+    numbers, and how far the text has been read."""
 
     def __init__(self, text: str, source: str) -> None:
         self.text, self.source = text, source
         self.events: list[HistoryEvent] = []
         self.numbers: list[int] = []
         self.pos = 0  # everything before has been read
-        self.cache: dict[str, HistoryEvent | None] = {}
         self.counter = _LineCounter(text)
 
     def add(self, event: HistoryEvent, number: int) -> None:
         """Record one event and its line."""
         self.events.append(event)
         self.numbers.append(number)
+
+
+class _JepsenReader(_TextReader):
+    """Reads Jepsen log lines one at a time (the lines the fast pattern leaves)."""
+
+    def __init__(self, text: str, source: str) -> None:
+        super().__init__(text, source)
+        self.cache: dict[str, HistoryEvent | None] = {}
 
     def read_lines(self, stop: int) -> None:
         """Read the lines from ``pos`` up to ``stop``, if any of them names the logger.
@@ -432,15 +440,8 @@ def _value_pattern(key: str) -> str:
 _ATOM_KEYS = frozenset(("process", "type", "f", "time", "index"))
 
 
-class _EdnReader:
+class _EdnReader(_TextReader):
     """Reads Jepsen EDN ops from a text: fast-pattern lines, and general forms between."""
-
-    def __init__(self, text: str, source: str) -> None:
-        self.text, self.source = text, source
-        self.events: list[HistoryEvent] = []
-        self.numbers: list[int] = []
-        self.pos = 0  # everything before has been read
-        self.counter = _LineCounter(text)
 
     def read_fast(self, fast: _LinePattern) -> None:
         """Read every line ``fast`` matches; whatever lies between goes to read_forms."""
@@ -455,8 +456,7 @@ class _EdnReader:
             if event is None:
                 self.read_form(start)  # a nemesis op, or an error to report in full
                 continue
-            self.events.append(event)
-            self.numbers.append(self.counter.line_at(start))
+            self.add(event, self.counter.line_at(start))
             self.pos = match.end()
 
     def read_forms(self, stop: int) -> None:
@@ -496,8 +496,7 @@ class _EdnReader:
                                f"got {_short(obj)}", source=self.source, line=number)
         event = _edn_event(obj, self.source, number)
         if event is not None:
-            self.events.append(event)
-            self.numbers.append(number)
+            self.add(event, number)
 
     def edn_error(self, exc: EdnError) -> HistoryError:
         """The HistoryError for an EDN error at a position of the whole text."""

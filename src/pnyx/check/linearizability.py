@@ -261,10 +261,14 @@ class _Task:
         gen.close()
         return self.search
 
+    @property
+    def label(self) -> str:
+        """``partition key 'k'``, or ``the history`` when it is not split by key."""
+        return "the history" if self.key is None else f"partition key {self.key!r}"
+
     def progress(self) -> str:
         """How far the search got: partition, steps, longest linearized prefix, memory."""
-        label = "the history" if self.key is None else f"partition key {self.key!r}"
-        return (f"{label} ({len(self.ops)} operations) after {self.steps:,} steps, "
+        return (f"{self.label} ({len(self.ops)} operations) after {self.steps:,} steps, "
                 f"longest linearized prefix {self.search.linearized_count()} of "
                 f"{len(self.ops)}, about {self.memory_bytes / _MIB:.0f} MiB of search state")
 
@@ -309,7 +313,7 @@ class _Scheduler:
         else:
             self._finish(task, active, verdict)
             if verdict == "not-linearizable" and self.limits.stop_at_first:
-                self._abandon(active, f"not searched: {_label(task)} is not linearizable")
+                self._abandon(active, f"not searched: {task.label} is not linearizable")
                 if self.stop is not None:
                     self.stop.set()
                 return True
@@ -354,10 +358,6 @@ class _Scheduler:
     def _abandon(self, active: list[_Task], reason: str) -> None:
         for other in list(active):
             self._finish(other, active, "unknown", f"{reason}; {other.progress()}")
-
-
-def _label(task: _Task) -> str:
-    return "the history" if task.key is None else f"partition key {task.key!r}"
 
 
 def _deal(parts: list[list[Operation]], workers: int) -> list[list[int]]:

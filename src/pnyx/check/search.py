@@ -144,6 +144,8 @@ class Search:
         self.hopeless = model.pruner(ops) if prune else None
         self._bit_of = {op.index: (i, False) for i, op in enumerate(self.oks)}
         self._bit_of.update({op.index: (j, True) for j, op in enumerate(self.infos)})
+        self._lin = self._opt = 0  # the configuration _first_forced is looking at
+        self._pending = self._is_pending  # bound once: no allocation per push
         self.states = States(model)
         self.init_sid = self.states.intern(model.init())
         self.steps = 0
@@ -203,7 +205,7 @@ class Search:
         while the partition has read-only operations."""
         e = entry
         hopeless = self.hopeless
-        pending = None if hopeless is None else self._pending(lin, opt)
+        self._lin, self._opt = lin, opt  # what self._is_pending answers for
         while not e & 1:
             i = e >> 1
             if self.read_only[i]:
@@ -215,25 +217,21 @@ class Search:
                         memo.append(type(memo[0])())
                 if ns == sid:
                     return e, True
-                if pending is not None and hopeless is not None and hopeless(
-                        self.states.values[sid], self.oks[i], pending):
+                if hopeless is not None and hopeless(self.states.values[sid], self.oks[i],
+                                                     self._pending):
                     return 1, False
             e = nxt[e]
-        if pending is not None and self._dead_ahead(e, nxt, sid, pending):
+        if hopeless is not None and self._dead_ahead(e, nxt, sid):
             return 1, False
         return entry, False
 
-    def _pending(self, lin: int, opt: int) -> Callable[[Operation], bool]:
-        """``pending(op)``: whether ``op`` of this partition is not yet linearized."""
-        bit_of = self._bit_of
+    def _is_pending(self, op: Operation) -> bool:
+        """Whether ``op`` of this partition is not linearized in the configuration that
+        :meth:`_first_forced` is looking at."""
+        bit, info = self._bit_of[op.index]
+        return not ((self._opt if info else self._lin) >> bit) & 1
 
-        def pending(op: Operation) -> bool:
-            bit, info = bit_of[op.index]
-            return not ((opt if info else lin) >> bit) & 1
-        return pending
-
-    def _dead_ahead(self, e: int, nxt: list[int], sid: int,
-                    pending: Callable[[Operation], bool]) -> bool:
+    def _dead_ahead(self, e: int, nxt: list[int], sid: int) -> bool:
         """Whether a read invoked soon after the candidates (within a few entries of the
         first return) is already hopeless: every ``ok`` read must take effect some time."""
         hopeless = self.hopeless
@@ -244,7 +242,7 @@ class Search:
             if e < 0:
                 return False
             if not e & 1 and self.read_only[e >> 1] and hopeless(state, self.oks[e >> 1],
-                                                                  pending):
+                                                                  self._pending):
                 return True
             e = nxt[e]
         return False
