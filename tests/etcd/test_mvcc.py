@@ -315,3 +315,17 @@ def test_range_does_not_scan_outside_the_prefix() -> None:
     s.kv_at = spy  # type: ignore[method-assign,assignment]
     r = s.range(RangeRequest(key=b"k0012", range_end=b"k0013"))
     assert r.count == 10 and len(seen) == 10
+
+
+def test_sort_target_without_order_sorts_only_the_first_limit_plus_one_keys() -> None:
+    """etcd 3.4 fetches limit + 1 keys in key order when sort_order is NONE (whatever the
+    target), then sorts those by the target: found by the differential test."""
+    from pnyx.protocols.etcd import SortTarget
+
+    store = MvccStore()
+    for key, value in ((b"a", b"9"), (b"b", b"1"), (b"c", b"2"), (b"d", b"0")):
+        put(store, key, value)
+    resp = get(store, b"a", range_end=b"z", limit=2, sort_target=SortTarget.VALUE)
+    assert keys(resp) == [b"b", b"c"] and resp.more and resp.count == 4
+    everything = get(store, b"a", range_end=b"z", sort_target=SortTarget.VALUE)
+    assert keys(everything) == [b"d", b"b", b"c", b"a"]

@@ -2,11 +2,30 @@
 
 :class:`MvccStore` applies etcd's Range / Put / DeleteRange / Txn / Compaction requests
 (:mod:`pnyx.protocols.etcd.requests`) with etcd's revisions, errors and edge cases.
+:class:`EtcdStateMachine` is what a Raft node applies: the MVCC store plus the replicated
+lease table (:mod:`pnyx.protocols.etcd.lease`), with client sessions for exactly-once
+writes.  :class:`Lessor` is the leader's lease clock.
 """
 
 from pnyx.protocols.etcd.errors import ErrorResult, EtcdError, GrpcCode
+from pnyx.protocols.etcd.lease import (
+    DEFAULT_MIN_LEASE_TTL_S,
+    NO_LEASE,
+    LeaseTable,
+    Lessor,
+    min_lease_ttl_s,
+)
+from pnyx.protocols.etcd.machine import (
+    RESPONSE_TYPES,
+    EtcdCommand,
+    EtcdStateMachine,
+    EtcdStore,
+    decode_command,
+    decode_result,
+)
 from pnyx.protocols.etcd.mvcc import SNAPSHOT_FORMAT, MvccCorrupted, MvccStore, Revision
 from pnyx.protocols.etcd.requests import (
+    MAX_LEASE_TTL_S,
     CompactionRequest,
     CompactionResponse,
     Compare,
@@ -14,10 +33,24 @@ from pnyx.protocols.etcd.requests import (
     CompareTarget,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    Event,
+    EventType,
+    FilterType,
     HashKVRequest,
     HashKVResponse,
     KeyValue,
     KvRequest,
+    LeaseGrantRequest,
+    LeaseGrantResponse,
+    LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse,
+    LeaseLeasesRequest,
+    LeaseLeasesResponse,
+    LeaseRevokeRequest,
+    LeaseRevokeResponse,
+    LeaseStatus,
+    LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
     PutRequest,
     PutResponse,
     RangeRequest,
@@ -29,6 +62,11 @@ from pnyx.protocols.etcd.requests import (
     SortTarget,
     TxnRequest,
     TxnResponse,
+    WatchCancelRequest,
+    WatchCreateRequest,
+    WatchProgressRequest,
+    WatchRequest,
+    WatchResponse,
 )
 from pnyx.protocols.etcd.validate import (
     DEFAULT_MAX_REQUEST_BYTES,
@@ -41,6 +79,10 @@ from pnyx.protocols.etcd.validate import (
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
     "DEFAULT_MAX_TXN_OPS",
+    "DEFAULT_MIN_LEASE_TTL_S",
+    "MAX_LEASE_TTL_S",
+    "NO_LEASE",
+    "RESPONSE_TYPES",
     "SNAPSHOT_FORMAT",
     "CompactionRequest",
     "CompactionResponse",
@@ -50,12 +92,31 @@ __all__ = [
     "DeleteRangeRequest",
     "DeleteRangeResponse",
     "ErrorResult",
+    "EtcdCommand",
     "EtcdError",
+    "EtcdStateMachine",
+    "EtcdStore",
+    "Event",
+    "EventType",
+    "FilterType",
     "GrpcCode",
     "HashKVRequest",
     "HashKVResponse",
     "KeyValue",
     "KvRequest",
+    "LeaseGrantRequest",
+    "LeaseGrantResponse",
+    "LeaseKeepAliveRequest",
+    "LeaseKeepAliveResponse",
+    "LeaseLeasesRequest",
+    "LeaseLeasesResponse",
+    "LeaseRevokeRequest",
+    "LeaseRevokeResponse",
+    "LeaseStatus",
+    "LeaseTable",
+    "LeaseTimeToLiveRequest",
+    "LeaseTimeToLiveResponse",
+    "Lessor",
     "MvccCorrupted",
     "MvccStore",
     "PutRequest",
@@ -70,7 +131,15 @@ __all__ = [
     "SortTarget",
     "TxnRequest",
     "TxnResponse",
+    "WatchCancelRequest",
+    "WatchCreateRequest",
+    "WatchProgressRequest",
+    "WatchRequest",
+    "WatchResponse",
     "check_request_size",
+    "decode_command",
+    "decode_result",
     "encoded_size",
+    "min_lease_ttl_s",
     "validate",
 ]

@@ -17,11 +17,13 @@ class GrpcCode(IntEnum):
     """The gRPC status codes etcd's KV errors use (numbers from grpc/codes)."""
 
     OK = 0
+    CANCELED = 1
     INVALID_ARGUMENT = 3
     NOT_FOUND = 5
     RESOURCE_EXHAUSTED = 8
     FAILED_PRECONDITION = 9
     OUT_OF_RANGE = 11
+    UNAVAILABLE = 14
 
 
 class ErrorResult(msgspec.Struct, frozen=True, array_like=True):
@@ -73,6 +75,10 @@ MSG_COMPACTED = "etcdserver: mvcc: required revision has been compacted"
 MSG_FUTURE_REV = "etcdserver: mvcc: required revision is a future revision"
 MSG_REQUEST_TOO_LARGE = "etcdserver: request is too large"
 MSG_LEASE_NOT_FOUND = "etcdserver: requested lease not found"
+MSG_LEASE_EXIST = "etcdserver: lease already exists"
+MSG_LEASE_TTL_TOO_LARGE = "etcdserver: too large lease TTL"
+MSG_NOT_LEADER = "etcdserver: not leader"
+MSG_WATCH_CANCELED = "etcdserver: watch canceled"
 
 ERR_EMPTY_KEY = EtcdError(GrpcCode.INVALID_ARGUMENT, MSG_EMPTY_KEY)
 ERR_KEY_NOT_FOUND = EtcdError(GrpcCode.INVALID_ARGUMENT, MSG_KEY_NOT_FOUND)
@@ -85,3 +91,8 @@ ERR_COMPACTED = EtcdError(GrpcCode.OUT_OF_RANGE, MSG_COMPACTED)
 ERR_FUTURE_REV = EtcdError(GrpcCode.OUT_OF_RANGE, MSG_FUTURE_REV)
 ERR_REQUEST_TOO_LARGE = EtcdError(GrpcCode.INVALID_ARGUMENT, MSG_REQUEST_TOO_LARGE)
 ERR_LEASE_NOT_FOUND = EtcdError(GrpcCode.NOT_FOUND, MSG_LEASE_NOT_FOUND)
+ERR_LEASE_EXIST = EtcdError(GrpcCode.FAILED_PRECONDITION, MSG_LEASE_EXIST)
+ERR_LEASE_TTL_TOO_LARGE = EtcdError(GrpcCode.OUT_OF_RANGE, MSG_LEASE_TTL_TOO_LARGE)
+ERR_NOT_LEADER = EtcdError(GrpcCode.UNAVAILABLE, MSG_NOT_LEADER)
+"""A leader-only lease call (keep-alive, time-to-live) on a node that is not the leader:
+the server forwards it to the leader (etcd's ``ErrNotPrimary`` path)."""

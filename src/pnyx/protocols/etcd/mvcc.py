@@ -13,7 +13,8 @@ package for the rules followed one by one.  No I/O, no clock, no randomness.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from itertools import pairwise
 from operator import attrgetter
 from typing import Any, TypeVar
@@ -37,6 +38,8 @@ from pnyx.protocols.etcd.requests import (
     CompareTarget,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    Event,
+    EventType,
     HashKVRequest,
     HashKVResponse,
     KeyValue,
@@ -58,6 +61,12 @@ _T = TypeVar("_T")
 
 SNAPSHOT_FORMAT = 1
 """Version of the :meth:`MvccStore.snapshot` encoding."""
+
+DEFAULT_RECENT_REVISIONS = 1024
+"""How many of the latest write revisions :attr:`MvccStore.recent` keeps (with events)."""
+
+CommitHook = Callable[[int, list[Event]], None]
+"""Called after each write revision commits: ``(revision, events of that revision)``."""
 
 
 class MvccCorrupted(RuntimeError):
@@ -100,12 +109,13 @@ _SORT_KEYS: dict[int, Callable[[KeyValue], Any]] = {
 class _Write:
     """An open write transaction: its changes share revision ``begin + 1``."""
 
-    __slots__ = ("begin", "changes", "touched")
+    __slots__ = ("begin", "changes", "events", "touched")
 
     def __init__(self, begin: int) -> None:
         self.begin = begin
         self.changes = 0
         self.touched: list[bytes] = []
+        self.events: list[Event] = []
 
     @property
     def view(self) -> int:
@@ -120,15 +130,26 @@ class MvccStore:
     its response struct, or an :class:`ErrorResult` (code + etcd's message) when etcd would
     refuse it.  ``lease_exists`` lets a lease layer answer "is this lease live"; without it
     the store's own ``leases`` set (part of the snapshot) is consulted.
+
+    Each write revision's changes are also kept as watch :class:`Event` lists: the last
+    ``recent_revisions`` of them in :attr:`recent` (not part of the snapshot), and handed
+    to ``on_commit(revision, events)`` as the revision commits.
     """
 
     def __init__(
         self,
         max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
         lease_exists: Callable[[int], bool] | None = None,
+        on_commit: CommitHook | None = None,
+        recent_revisions: int = DEFAULT_RECENT_REVISIONS,
     ) -> None:
+        if recent_revisions < 1:
+            raise ValueError(f"recent_revisions={recent_revisions}: at least 1")
         self.max_txn_ops = max_txn_ops
         self.lease_exists = lease_exists
+        self.on_commit = on_commit
+        self.recent: deque[tuple[int, list[Event]]] = deque(maxlen=recent_revisions)
+        """``(revision, events)`` of the latest write revisions, oldest first."""
         self.leases: set[int] = set()
         self.current_revision = 1
         self.compact_revision = -1
@@ -211,8 +232,12 @@ class MvccStore:
             raise ERR_COMPACTED.fresh()
         rev = revision if revision > 0 else self.current_revision
         changes = sorted(
-            ((e.main, e.sub, key, e) for key, es in self._history.items() for e in es
-             if e.main <= rev),
+            (
+                (e.main, e.sub, key, e)
+                for key, es in self._history.items()
+                for e in es
+                if e.main <= rev
+            ),
             key=lambda t: (t[0], t[1]),
         )
         h = 0
@@ -223,6 +248,56 @@ class MvccStore:
             hash=int(h),
             compact_revision=self.compact_revision,
         )
+
+    def delete_keys(self, keys: Iterable[bytes]) -> int:
+        """Delete ``keys`` (those that exist) in one write revision, in the order given
+        (a lease revoke, as etcd's lessor deletes a lease's keys); returns how many."""
+        w = _Write(self.current_revision)
+
+        def body() -> int:
+            for key in keys:
+                prev = self.kv_at(key, w.view)
+                if prev is not None:
+                    self._append(w, key, None, prev)
+            return w.changes
+
+        return self._finish(w, body)
+
+    # ----------------------------------------------------------------- watch history
+
+    def live_kvs(self) -> Iterator[KeyValue]:
+        """Every key's current version, in key order."""
+        for key in self._keys:
+            kv = self._history[key][-1].kv
+            if kv is not None:
+                yield kv
+
+    def events_between(self, key: bytes, range_end: bytes, after: int, upto: int) -> list[Event]:
+        """The watch events of the keys in etcd's range ``(key, range_end)`` with revision
+        in ``(after, upto]``, in revision then sub-revision order, read from the retained
+        history (complete for ``after >= compact_revision``).  ``prev_kv`` is the version
+        before each change when history still holds it."""
+        found: list[tuple[int, int, Event]] = []
+        for k in self._keys_in(key, range_end):
+            es = self._history[k]
+            lo = bisect_right(es, after, key=_MAIN)
+            hi = bisect_right(es, upto, key=_MAIN)
+            for i in range(lo, hi):
+                e = es[i]
+                prev = es[i - 1].kv if i > 0 else None
+                found.append((e.main, e.sub, _event(k, e.main, e.kv, prev)))
+        found.sort(key=lambda t: (t[0], t[1]))
+        return [ev for _, _, ev in found]
+
+    def revisions_between(self, after: int, upto: int) -> list[int]:
+        """The write revisions in ``(after, upto]`` that changed a retained key (for
+        batching a replay), ascending."""
+        revs = {
+            e.main
+            for es in self._history.values()
+            for e in es[bisect_right(es, after, key=_MAIN) : bisect_right(es, upto, key=_MAIN)]
+        }
+        return sorted(revs)
 
     # ----------------------------------------------------------------- leases
 
@@ -284,6 +359,11 @@ class MvccStore:
         if r.count_only:
             return RangeResponse(header=header, count=len(kvs))
         count = len(kvs)
+        if r.limit > 0 and r.sort_order == SortOrder.NONE and not _has_revision_filter(r):
+            # etcd fetches only limit + 1 keys (in key order) unless it must sort or
+            # filter everything; a non-KEY sort target with order NONE then sorts just
+            # those (apply.go: the fetch limit looks at sort_order, not the target).
+            kvs = kvs[: r.limit + 1]
         kvs = _sorted(_filtered(kvs, r), r)
         more = False
         if r.limit > 0 and len(kvs) > r.limit:
@@ -303,6 +383,9 @@ class MvccStore:
             raise
         if w.changes:
             self._set_revision(w.begin + 1)
+            self.recent.append((w.begin + 1, w.events))
+            if self.on_commit is not None:
+                self.on_commit(w.begin + 1, w.events)
         return result
 
     def _set_revision(self, rev: int) -> None:
@@ -319,8 +402,9 @@ class MvccStore:
                 del self._keys[bisect_left(self._keys, key)]
         w.changes = 0
         w.touched.clear()
+        w.events = []
 
-    def _append(self, w: _Write, key: bytes, kv: KeyValue | None) -> None:
+    def _append(self, w: _Write, key: bytes, kv: KeyValue | None, prev: KeyValue | None) -> None:
         entry = Revision(w.begin + 1, w.changes, kv)
         es = self._history.get(key)
         if es is None:
@@ -331,6 +415,7 @@ class MvccStore:
         es.append(entry)
         w.changes += 1
         w.touched.append(key)
+        w.events.append(_event(key, entry.main, kv, prev))
 
     def _put(self, r: PutRequest, w: _Write) -> PutResponse:
         """etcd's ``Put`` inside write txn ``w``."""
@@ -348,7 +433,7 @@ class MvccStore:
             value=value,
             lease=lease,
         )
-        self._append(w, r.key, kv)
+        self._append(w, r.key, kv, prev)
         return PutResponse(
             header=ResponseHeader(revision=main),
             prev_kv=prev if r.prev_kv else None,
@@ -358,7 +443,7 @@ class MvccStore:
         """etcd's ``DeleteRange`` inside write txn ``w``."""
         doomed = self._visible(r.key, r.range_end, w.view)
         for kv in doomed:
-            self._append(w, kv.key, None)
+            self._append(w, kv.key, None, kv)
         rev = w.begin + 1 if w.changes else w.begin
         return DeleteRangeResponse(
             header=ResponseHeader(revision=rev),
@@ -396,9 +481,7 @@ class MvccStore:
             return c.target != CompareTarget.VALUE and _compare_kv(c, KeyValue())
         return all(_compare_kv(c, kv) for kv in kvs)
 
-    def _check_ops(
-        self, r: TxnRequest, path: _Path, check: Callable[[RequestOp], None]
-    ) -> None:
+    def _check_ops(self, r: TxnRequest, path: _Path, check: Callable[[RequestOp], None]) -> None:
         kids = iter(path.children)
         for op in r.success if path.succeeded else r.failure:
             if op.request_txn is not None:
@@ -412,9 +495,7 @@ class MvccStore:
         p = op.request_put
         if p is None:
             return
-        if (p.ignore_value or p.ignore_lease) and self.kv_at(
-            p.key, self.current_revision
-        ) is None:
+        if (p.ignore_value or p.ignore_lease) and self.kv_at(p.key, self.current_revision) is None:
             raise ERR_KEY_NOT_FOUND.fresh()
         if p.lease != 0 and not self._lease_live(p.lease):
             raise ERR_LEASE_NOT_FOUND.fresh()
@@ -480,6 +561,7 @@ class MvccStore:
         self.leases, self.current_revision = fresh.leases, fresh.current_revision
         self.compact_revision, self._keys = fresh.compact_revision, fresh._keys
         self._history = fresh._history
+        self.recent.clear()
 
     def invariants(self) -> None:
         """Check the data: raise :class:`MvccCorrupted` on the first broken invariant."""
@@ -512,6 +594,13 @@ def _check_history(key: bytes, es: list[Revision], current: int) -> None:
             or not 0 < kv.create_revision <= kv.mod_revision
         ):
             raise MvccCorrupted(f"{key!r}: inconsistent version {e}")
+
+
+def _event(key: bytes, main: int, kv: KeyValue | None, prev: KeyValue | None) -> Event:
+    """The watch event of one change (a DELETE's kv carries just the key and revision)."""
+    if kv is None:
+        return Event(type=EventType.DELETE, kv=KeyValue(key=key, mod_revision=main), prev_kv=prev)
+    return Event(type=EventType.PUT, kv=kv, prev_kv=prev)
 
 
 def _read_only(r: TxnRequest) -> bool:
@@ -555,6 +644,12 @@ def _compare_operands(c: Compare, kv: KeyValue) -> tuple[Any, Any]:
 
 def _cmp(a: Any, b: Any) -> int:
     return int((a > b) - (a < b))
+
+
+def _has_revision_filter(r: RangeRequest) -> bool:
+    return bool(
+        r.min_mod_revision or r.max_mod_revision or r.min_create_revision or r.max_create_revision
+    )
 
 
 def _filtered(kvs: list[KeyValue], r: RangeRequest) -> list[KeyValue]:

@@ -6,6 +6,11 @@ Field names, order and defaults mirror etcd's ``api/etcdserverpb/rpc.proto`` (``
 (``KeyValue``).  Proto3 defaults become struct defaults (empty bytes, 0, False, empty list).
 A proto ``oneof`` (``RequestOp.request``, ``ResponseOp.response``, ``Compare.target_union``)
 becomes one optional field per member, of which at most one is set.
+
+Requests are *tagged* structs (msgpack/JSON carry ``"type": "put"`` etc.), so a request
+that crossed the Raft log or a wire untyped is decoded back to its struct by
+:func:`pnyx.protocols.etcd.machine.decode_command`.  Lease fields keep the proto's names
+(``ID``, ``TTL``, ``grantedTTL``) so the gRPC layer maps them one to one.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ class KeyValue(msgspec.Struct, frozen=True, kw_only=True):
     lease: int = 0
 
 
-class RangeRequest(msgspec.Struct, frozen=True, kw_only=True):
+class RangeRequest(msgspec.Struct, frozen=True, kw_only=True, tag="range"):
     """``RangeRequest``: read one key, ``[key, range_end)``, or all keys ``>= key``."""
 
     key: bytes = b""
@@ -99,7 +104,7 @@ class RangeResponse(msgspec.Struct, frozen=True, kw_only=True):
     count: int = 0
 
 
-class PutRequest(msgspec.Struct, frozen=True, kw_only=True):
+class PutRequest(msgspec.Struct, frozen=True, kw_only=True, tag="put"):
     """``PutRequest``."""
 
     key: bytes = b""
@@ -117,7 +122,7 @@ class PutResponse(msgspec.Struct, frozen=True, kw_only=True):
     prev_kv: KeyValue | None = None
 
 
-class DeleteRangeRequest(msgspec.Struct, frozen=True, kw_only=True):
+class DeleteRangeRequest(msgspec.Struct, frozen=True, kw_only=True, tag="delete_range"):
     """``DeleteRangeRequest`` (range rules as :class:`RangeRequest`)."""
 
     key: bytes = b""
@@ -166,7 +171,7 @@ class ResponseOp(msgspec.Struct, frozen=True, kw_only=True):
     response_txn: TxnResponse | None = None
 
 
-class TxnRequest(msgspec.Struct, frozen=True, kw_only=True):
+class TxnRequest(msgspec.Struct, frozen=True, kw_only=True, tag="txn"):
     """``TxnRequest``: if every ``compare`` holds run ``success`` else ``failure``."""
 
     compare: list[Compare] = []
@@ -182,7 +187,7 @@ class TxnResponse(msgspec.Struct, frozen=True, kw_only=True):
     responses: list[ResponseOp] = []
 
 
-class CompactionRequest(msgspec.Struct, frozen=True, kw_only=True):
+class CompactionRequest(msgspec.Struct, frozen=True, kw_only=True, tag="compaction"):
     """``CompactionRequest``: forget history before ``revision``."""
 
     revision: int = 0
@@ -195,7 +200,7 @@ class CompactionResponse(msgspec.Struct, frozen=True, kw_only=True):
     header: ResponseHeader = ResponseHeader()
 
 
-class HashKVRequest(msgspec.Struct, frozen=True, kw_only=True):
+class HashKVRequest(msgspec.Struct, frozen=True, kw_only=True, tag="hash_kv"):
     """``HashKVRequest`` (Maintenance service): hash the KV history up to ``revision``."""
 
     revision: int = 0
@@ -207,6 +212,160 @@ class HashKVResponse(msgspec.Struct, frozen=True, kw_only=True):
     header: ResponseHeader = ResponseHeader()
     hash: int = 0
     compact_revision: int = 0
+
+
+# --------------------------------------------------------------------------- leases
+
+
+MAX_LEASE_TTL_S = 9_000_000_000
+"""etcd's ``lease.MaxLeaseTTL``: a larger requested TTL gets *too large lease TTL*."""
+
+
+class LeaseGrantRequest(msgspec.Struct, frozen=True, kw_only=True, tag="lease_grant"):
+    """``LeaseGrantRequest``: ``TTL`` seconds; ``ID`` 0 lets the state machine choose."""
+
+    TTL: int = 0
+    ID: int = 0
+
+
+class LeaseGrantResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """``LeaseGrantResponse``: ``TTL`` is the granted TTL (raised to the minimum)."""
+
+    header: ResponseHeader = ResponseHeader()
+    ID: int = 0
+    TTL: int = 0
+    error: str = ""
+
+
+class LeaseRevokeRequest(msgspec.Struct, frozen=True, kw_only=True, tag="lease_revoke"):
+    """``LeaseRevokeRequest``: revoke lease ``ID`` and delete the keys attached to it."""
+
+    ID: int = 0
+
+
+class LeaseRevokeResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """``LeaseRevokeResponse``."""
+
+    header: ResponseHeader = ResponseHeader()
+
+
+class LeaseKeepAliveRequest(msgspec.Struct, frozen=True, kw_only=True, tag="lease_keep_alive"):
+    """``LeaseKeepAliveRequest`` (one message of the keep-alive stream)."""
+
+    ID: int = 0
+
+
+class LeaseKeepAliveResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """``LeaseKeepAliveResponse``: ``TTL`` = the granted TTL, 0 when the lease is gone."""
+
+    header: ResponseHeader = ResponseHeader()
+    ID: int = 0
+    TTL: int = 0
+
+
+class LeaseTimeToLiveRequest(msgspec.Struct, frozen=True, kw_only=True, tag="lease_time_to_live"):
+    """``LeaseTimeToLiveRequest``: ``keys`` asks for the attached keys too."""
+
+    ID: int = 0
+    keys: bool = False
+
+
+class LeaseTimeToLiveResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """``LeaseTimeToLiveResponse``: ``TTL`` remaining seconds (-1: no such lease),
+    ``grantedTTL`` the granted one, ``keys`` when asked."""
+
+    header: ResponseHeader = ResponseHeader()
+    ID: int = 0
+    TTL: int = 0
+    grantedTTL: int = 0
+    keys: list[bytes] = []
+
+
+class LeaseLeasesRequest(msgspec.Struct, frozen=True, kw_only=True, tag="lease_leases"):
+    """``LeaseLeasesRequest``: list every lease."""
+
+
+class LeaseStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """``LeaseStatus``."""
+
+    ID: int = 0
+
+
+class LeaseLeasesResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """``LeaseLeasesResponse``."""
+
+    header: ResponseHeader = ResponseHeader()
+    leases: list[LeaseStatus] = []
+
+
+# --------------------------------------------------------------------------- watch
+
+
+class EventType(IntEnum):
+    """``mvccpb.Event.EventType``."""
+
+    PUT = 0
+    DELETE = 1
+
+
+class FilterType(IntEnum):
+    """``WatchCreateRequest.FilterType``."""
+
+    NOPUT = 0
+    NODELETE = 1
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """``mvccpb.Event``: a DELETE's ``kv`` has only ``key`` and ``mod_revision`` set."""
+
+    type: int = EventType.PUT
+    kv: KeyValue | None = None
+    prev_kv: KeyValue | None = None
+
+
+class WatchCreateRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``WatchCreateRequest`` (range rules as :class:`RangeRequest`)."""
+
+    key: bytes = b""
+    range_end: bytes = b""
+    start_revision: int = 0
+    progress_notify: bool = False
+    filters: list[int] = []
+    prev_kv: bool = False
+    watch_id: int = 0
+    fragment: bool = False
+
+
+class WatchCancelRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``WatchCancelRequest``."""
+
+    watch_id: int = 0
+
+
+class WatchProgressRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``WatchProgressRequest``: ask for a progress notification now."""
+
+
+class WatchRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """``WatchRequest``: one of ``create_request`` / ``cancel_request`` /
+    ``progress_request``."""
+
+    create_request: WatchCreateRequest | None = None
+    cancel_request: WatchCancelRequest | None = None
+    progress_request: WatchProgressRequest | None = None
+
+
+class WatchResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """``WatchResponse``."""
+
+    header: ResponseHeader = ResponseHeader()
+    watch_id: int = 0
+    created: bool = False
+    canceled: bool = False
+    compact_revision: int = 0
+    cancel_reason: str = ""
+    fragment: bool = False
+    events: list[Event] = []
 
 
 KvRequest = RangeRequest | PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest
