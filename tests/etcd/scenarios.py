@@ -1,0 +1,606 @@
+"""Scripted etcd v3 KV scenarios and an endpoint-agnostic runner for differential tests.
+
+A scenario is a list of operations: pnyx's request structs (``RangeRequest``,
+``PutRequest``, ``DeleteRangeRequest``, ``TxnRequest``, ``CompactionRequest``) plus
+:class:`LeaseGrant`.  :func:`run_scenario` runs one against a :class:`Target` (a gRPC
+endpoint: real etcd or a pnyx node; or, in the tests, the pure ``MvccStore``) and returns
+one normalised record per operation: the response as a dict of its proto fields, or the
+error as ``{"status": gRPC code name, "details": message}``.
+
+**Isolation on a shared endpoint.**  A real etcd keeps its revision growing across
+scenarios, so each run is put in a scope: every key gets a fresh prefix (prefixes grow
+lexicographically, so a ``"\\0"`` from-key range of this scenario sees no other scenario's
+keys: earlier ones sort before, later ones do not exist yet), lease ids are shifted by a
+per-run base, and revisions are written *relative* to the run's start: the target's
+revision after a sentinel write counts as 1, as in a fresh store.  Every revision in a
+request (range/compare/compact revisions, min/max filters) is shifted out and every
+revision in a response shifted back, so records compare exactly across endpoints whose
+absolute revisions differ.  The sentinel write also moves the revision past any earlier
+scenario's compaction, so compacting "revision 1" means the same everywhere.
+
+**Normalisation.** Only what legitimately differs between endpoints is dropped: the
+header's ``cluster_id``, ``member_id`` and ``raft_term``.  Revisions, versions, create/mod
+revisions, counts, ``more``, error codes and messages are kept and compared exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import grpc
+import msgspec
+from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
+
+from pnyx.protocols.etcd import (
+    CompactionRequest,
+    Compare,
+    CompareResult,
+    CompareTarget,
+    DeleteRangeRequest,
+    PutRequest,
+    RangeRequest,
+    RequestOp,
+    SortOrder,
+    SortTarget,
+    TxnRequest,
+)
+
+SENTINEL_KEY = b"!pnyx-scenario-sentinel"
+"""Written at the start of each run (sorts before every scenario prefix)."""
+RPC_TIMEOUT = 30.0
+"""Seconds one RPC may take (generous: the machine may be busy)."""
+MAX_REQUEST_BYTES = 1536 * 1024
+"""etcd's default ``--max-request-bytes``."""
+
+
+class LeaseGrant(msgspec.Struct, frozen=True, kw_only=True):
+    """Grant lease ``id`` (a scenario-local id, shifted by the run's lease base)."""
+
+    id: int
+    ttl: int = 600
+
+
+Op = RangeRequest | PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | LeaseGrant
+Record = dict[str, Any]
+
+
+# ----------------------------------------------------------------- normalisation
+
+
+def pb_to_dict(message: Any) -> dict[str, Any]:
+    """A protobuf message as a dict of every field (unset message fields: None)."""
+    out: dict[str, Any] = {}
+    for f in message.DESCRIPTOR.fields:
+        value = getattr(message, f.name)
+        if f.message_type is not None:
+            if f.is_repeated:
+                out[f.name] = [pb_to_dict(m) for m in value]
+            else:
+                out[f.name] = pb_to_dict(value) if message.HasField(f.name) else None
+        else:
+            out[f.name] = list(value) if f.is_repeated else value
+    return out
+
+
+def struct_to_dict(value: Any) -> Any:
+    """A pnyx struct as nested dicts (bytes stay bytes, enums become ints)."""
+    if isinstance(value, msgspec.Struct):
+        return {f: struct_to_dict(getattr(value, f)) for f in value.__struct_fields__}
+    if isinstance(value, list):
+        return [struct_to_dict(v) for v in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    return value
+
+
+def error_record(code_name: str, message: str) -> Record:
+    return {"status": code_name, "details": message}
+
+
+# ----------------------------------------------------------------- scope
+
+
+class Scope:
+    """Key prefix, revision offset and lease base of one run (see the module doc)."""
+
+    def __init__(self, prefix: bytes, rev_offset: int, lease_base: int) -> None:
+        self.prefix = prefix
+        self.rev_offset = rev_offset
+        self.lease_base = lease_base
+
+    # outbound -------------------------------------------------------------
+    def key(self, k: bytes) -> bytes:
+        return self.prefix + k
+
+    def end(self, e: bytes) -> bytes:
+        return e if e in (b"", b"\0") else self.prefix + e
+
+    def rev(self, r: int) -> int:
+        return r + self.rev_offset if r > 0 else r
+
+    def lease(self, lease: int) -> int:
+        return lease + self.lease_base if lease > 0 else lease
+
+    def request(self, op: Any) -> Any:
+        s = msgspec.structs.replace
+        if isinstance(op, RangeRequest):
+            return s(
+                op,
+                key=self.key(op.key),
+                range_end=self.end(op.range_end),
+                revision=self.rev(op.revision),
+                min_mod_revision=self.rev(op.min_mod_revision),
+                max_mod_revision=self.rev(op.max_mod_revision),
+                min_create_revision=self.rev(op.min_create_revision),
+                max_create_revision=self.rev(op.max_create_revision),
+            )
+        if isinstance(op, PutRequest):
+            return s(op, key=self.key(op.key) if op.key else b"", lease=self.lease(op.lease))
+        if isinstance(op, DeleteRangeRequest):
+            return s(op, key=self.key(op.key) if op.key else b"", range_end=self.end(op.range_end))
+        if isinstance(op, TxnRequest):
+            return TxnRequest(
+                compare=[self.compare(c) for c in op.compare],
+                success=[self.request_op(o) for o in op.success],
+                failure=[self.request_op(o) for o in op.failure],
+            )
+        if isinstance(op, CompactionRequest):
+            return s(op, revision=self.rev(op.revision))
+        if isinstance(op, LeaseGrant):
+            return s(op, id=self.lease(op.id))
+        raise TypeError(f"not a scenario operation: {op!r}")
+
+    def compare(self, c: Compare) -> Compare:
+        return msgspec.structs.replace(
+            c,
+            key=self.key(c.key) if c.key else b"",
+            range_end=self.end(c.range_end),
+            create_revision=self.rev(c.create_revision),
+            mod_revision=self.rev(c.mod_revision),
+            lease=self.lease(c.lease),
+        )
+
+    def request_op(self, o: RequestOp) -> RequestOp:
+        for name in ("request_range", "request_put", "request_delete_range", "request_txn"):
+            inner = getattr(o, name)
+            if inner is not None:
+                return RequestOp(**{name: self.request(inner)})
+        return o
+
+    # inbound --------------------------------------------------------------
+    def back_rev(self, r: int) -> int:
+        return r - self.rev_offset if r > 0 else r
+
+    def back_key(self, k: bytes) -> bytes:
+        if k.startswith(self.prefix):
+            return k[len(self.prefix):]
+        return b"<outside the scenario's prefix>" + k
+
+    def response(self, d: Any) -> Any:
+        """Map a response dict back into scenario terms (in place of a copy)."""
+        if isinstance(d, list):
+            return [self.response(x) for x in d]
+        if not isinstance(d, dict):
+            return d
+        out: dict[str, Any] = {}
+        for name, value in d.items():
+            if name == "header":
+                out[name] = (
+                    None if value is None else {"revision": self.back_rev(value["revision"])}
+                )
+            elif name == "key":
+                out[name] = self.back_key(value)
+            elif name in ("revision", "create_revision", "mod_revision", "compact_revision"):
+                out[name] = self.back_rev(value)
+            elif name in ("lease", "ID"):
+                out[name] = value - self.lease_base if value > 0 else value
+            else:
+                out[name] = self.response(value)
+        return out
+
+
+# ----------------------------------------------------------------- targets
+
+
+class Target(Protocol):
+    """Something that runs etcd requests: a gRPC endpoint, or a pure store in tests."""
+
+    name: str
+
+    def begin(self) -> int:
+        """Prepare a run; return the revision that the run's revision 1 stands for."""
+        ...
+
+    def execute(self, op: Op) -> Record:
+        """Run one (already scoped) operation; its response dict or an error record."""
+        ...
+
+
+def _to_proto(value: Any) -> Any:
+    from pnyx.services.etcd.convert import to_proto
+
+    return to_proto(value)
+
+
+class GrpcTarget:
+    """An etcd v3 gRPC endpoint (real etcd or pnyx)."""
+
+    def __init__(self, endpoint: str, name: str = "") -> None:
+        self.name = name or endpoint
+        self.endpoint = endpoint
+        self.channel = grpc.insecure_channel(
+            endpoint,
+            options=[
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ],
+        )
+        self.kv = rpc_pb2_grpc.KVStub(self.channel)
+        self.lease = rpc_pb2_grpc.LeaseStub(self.channel)
+        self.maintenance = rpc_pb2_grpc.MaintenanceStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def begin(self) -> int:
+        resp = self.kv.Put(rpc_pb2.PutRequest(key=SENTINEL_KEY, value=b"x"), timeout=RPC_TIMEOUT)
+        return int(resp.header.revision)
+
+    def call(self, method: Callable[..., Any], request: Any) -> Record:
+        try:
+            return pb_to_dict(method(request, timeout=RPC_TIMEOUT))
+        except grpc.RpcError as exc:
+            return error_record(exc.code().name, exc.details() or "")
+
+    def execute(self, op: Op) -> Record:
+        if isinstance(op, LeaseGrant):
+            rec = self.call(self.lease.LeaseGrant, rpc_pb2.LeaseGrantRequest(ID=op.id, TTL=op.ttl))
+            return rec
+        method = {
+            RangeRequest: self.kv.Range,
+            PutRequest: self.kv.Put,
+            DeleteRangeRequest: self.kv.DeleteRange,
+            TxnRequest: self.kv.Txn,
+            CompactionRequest: self.kv.Compact,
+        }[type(op)]
+        return self.call(method, _to_proto(op))
+
+
+_PREFIXES = itertools.count()
+_RUN_ID = random.Random().getrandbits(20)
+
+
+def next_scope(base_revision: int) -> Scope:
+    """A fresh scope whose revision 1 is ``base_revision`` on the target."""
+    n = next(_PREFIXES)
+    prefix = f"t{_RUN_ID:07d}-{n:06d}/".encode()
+    lease_base = (_RUN_ID << 24) | (n << 8)
+    return Scope(prefix, base_revision - 1, lease_base)
+
+
+def run_scenario(target: Target, ops: Sequence[Op]) -> list[Record]:
+    """Run ``ops`` against ``target`` in a fresh scope; one normalised record per op."""
+    scope = next_scope(target.begin())
+    return [scope.response(target.execute(scope.request(op))) for op in ops]
+
+
+class Session:
+    """A scope on a target, for step-by-step runs (the hypothesis tests)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.scope = next_scope(target.begin())
+
+    def run(self, op: Op) -> Record:
+        return self.scope.response(self.target.execute(self.scope.request(op)))
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    """Where two records differ first (a readable path), or None when equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{path}.{k}: only in {'first' if k in a else 'second'}"
+            d = first_difference(a[k], b[k], f"{path}.{k}")
+            if d:
+                return d
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} items vs {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            d = first_difference(x, y, f"{path}[{i}]")
+            if d:
+                return d
+        return None
+    return None if a == b else f"{path}: {a!r} vs {b!r}"
+
+
+# ----------------------------------------------------------------- scenario helpers
+
+
+def put(key: bytes, value: bytes = b"v", **kw: Any) -> PutRequest:
+    return PutRequest(key=key, value=value, **kw)
+
+
+def get(key: bytes, **kw: Any) -> RangeRequest:
+    return RangeRequest(key=key, **kw)
+
+
+def delete(key: bytes, **kw: Any) -> DeleteRangeRequest:
+    return DeleteRangeRequest(key=key, **kw)
+
+
+def txn(
+    compare: Sequence[Compare] = (),
+    success: Sequence[RequestOp] = (),
+    failure: Sequence[RequestOp] = (),
+) -> TxnRequest:
+    return TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
+
+
+def op(request: Any) -> RequestOp:
+    """A RequestOp wrapping ``request``."""
+    if isinstance(request, RangeRequest):
+        return RequestOp(request_range=request)
+    if isinstance(request, PutRequest):
+        return RequestOp(request_put=request)
+    if isinstance(request, DeleteRangeRequest):
+        return RequestOp(request_delete_range=request)
+    if isinstance(request, TxnRequest):
+        return RequestOp(request_txn=request)
+    raise TypeError(request)
+
+
+def cmp(key: bytes, target: CompareTarget, result: CompareResult, value: Any, **kw: Any) -> Compare:
+    """A Compare on ``target`` (its union member set to ``value``)."""
+    member = {
+        CompareTarget.VERSION: "version",
+        CompareTarget.CREATE: "create_revision",
+        CompareTarget.MOD: "mod_revision",
+        CompareTarget.VALUE: "value",
+        CompareTarget.LEASE: "lease",
+    }[target]
+    return Compare(key=key, target=target, result=result, **{member: value}, **kw)
+
+
+EQ, GT, LT, NE = CompareResult.EQUAL, CompareResult.GREATER, CompareResult.LESS, (
+    CompareResult.NOT_EQUAL
+)
+VERSION, CREATE, MOD, VALUE, LEASE = (
+    CompareTarget.VERSION,
+    CompareTarget.CREATE,
+    CompareTarget.MOD,
+    CompareTarget.VALUE,
+    CompareTarget.LEASE,
+)
+ASC, DESC, NONE = SortOrder.ASCEND, SortOrder.DESCEND, SortOrder.NONE
+BIG = b"x" * (MAX_REQUEST_BYTES + 64 * 1024)
+"""A value over etcd's default request limit but under its gRPC receive limit."""
+
+
+def _abc() -> list[Op]:
+    return [put(b"a", b"1"), put(b"b", b"22"), put(b"c", b"333")]
+
+
+SCENARIOS: dict[str, list[Op]] = {
+    "put-get-revisions": [
+        put(b"a", b"1"),
+        put(b"a", b"2", prev_kv=True),
+        put(b"a", b"3"),
+        get(b"a"),
+        get(b"a", revision=2),
+        get(b"a", revision=3),
+        get(b"missing"),
+        put(b"b", b"x", prev_kv=True),
+    ],
+    "ranges-prefix-fromkey-limit": [
+        *_abc(),
+        put(b"ab", b"4"),
+        put(b"b/1", b"5"),
+        get(b"a", range_end=b"b"),
+        get(b"a", range_end=b"\0"),
+        get(b"\0", range_end=b"\0"),
+        get(b"a", range_end=b"c", limit=2),
+        get(b"a", range_end=b"\0", limit=5),
+        get(b"a", range_end=b"\0", limit=6),
+        get(b"b", range_end=b"a"),
+        get(b"a", range_end=b"\0", keys_only=True),
+        get(b"a", range_end=b"\0", count_only=True),
+        get(b"a", range_end=b"\0", count_only=True, limit=1),
+        get(b"a", range_end=b"\0", keys_only=True, limit=1),
+    ],
+    "sort": [
+        put(b"a", b"3"),
+        put(b"b", b"1"),
+        put(b"c", b"2"),
+        put(b"b", b"1b"),
+        put(b"a", b"3a"),
+        put(b"a", b"3b"),
+        *(
+            get(b"a", range_end=b"z", sort_order=o, sort_target=t)
+            for t in SortTarget
+            for o in (NONE, ASC, DESC)
+        ),
+        get(b"a", range_end=b"z", sort_order=DESC, limit=2),
+        get(b"a", range_end=b"z", sort_order=ASC, sort_target=SortTarget.VALUE, limit=2),
+        get(b"a", range_end=b"z", sort_order=DESC, sort_target=SortTarget.VERSION, limit=1),
+    ],
+    "sort-target-without-order-with-limit": [
+        put(b"a", b"3"),
+        put(b"b", b"1"),
+        put(b"c", b"2"),
+        put(b"d", b"0"),
+        get(b"a", range_end=b"z", sort_target=SortTarget.VALUE, limit=2),
+        get(b"a", range_end=b"z", sort_target=SortTarget.MOD, sort_order=NONE, limit=1),
+    ],
+    "min-max-filters": [
+        put(b"a", b"1"),  # rev 2
+        put(b"b", b"1"),  # rev 3
+        put(b"c", b"1"),  # rev 4
+        put(b"a", b"2"),  # rev 5
+        get(b"a", range_end=b"z", min_mod_revision=4),
+        get(b"a", range_end=b"z", max_mod_revision=4),
+        get(b"a", range_end=b"z", min_create_revision=3),
+        get(b"a", range_end=b"z", max_create_revision=3),
+        get(b"a", range_end=b"z", min_mod_revision=3, max_mod_revision=4, limit=1),
+        get(b"a", range_end=b"z", min_mod_revision=3, limit=1),
+        get(b"a", range_end=b"z", min_mod_revision=3, count_only=True),
+        get(b"a", range_end=b"z", max_create_revision=2, revision=4),
+    ],
+    "delete-prev-kv": [
+        *_abc(),
+        delete(b"a", prev_kv=True),
+        delete(b"a", prev_kv=True),
+        delete(b"b", range_end=b"\0", prev_kv=True),
+        get(b"a", range_end=b"\0"),
+        put(b"a", b"again"),
+        get(b"a"),
+        get(b"a", revision=2),
+        delete(b"zz", range_end=b"zzz"),
+    ],
+    "put-ignore-value-lease": [
+        LeaseGrant(id=1),
+        LeaseGrant(id=2),
+        put(b"a", b"1", lease=1),
+        put(b"a", ignore_value=True, prev_kv=True),
+        get(b"a"),
+        put(b"a", b"2", ignore_lease=True),
+        get(b"a"),
+        put(b"a", b"3"),
+        get(b"a"),
+        put(b"a", b"4", lease=2),
+        put(b"a", ignore_value=True, ignore_lease=True),
+        get(b"a"),
+        put(b"missing", ignore_value=True),
+        put(b"missing", b"x", ignore_lease=True),
+        put(b"a", b"x", ignore_value=True),
+        put(b"a", lease=1, ignore_lease=True),
+        put(b"a", b"5", lease=99),
+        put(b"", b"x"),
+    ],
+    "txn-compares": [
+        LeaseGrant(id=1),
+        put(b"a", b"1"),
+        put(b"b", b"2", lease=1),
+        txn([cmp(b"a", VALUE, EQ, b"1")], [op(put(b"a", b"x"))], [op(get(b"a"))]),
+        txn([cmp(b"a", VALUE, EQ, b"1")], [op(put(b"a", b"y"))], [op(get(b"a"))]),
+        txn([cmp(b"a", VERSION, EQ, 2)], [op(get(b"a"))]),
+        txn([cmp(b"a", VERSION, GT, 1), cmp(b"b", VERSION, LT, 2)], [op(get(b"b"))]),
+        txn([cmp(b"a", CREATE, EQ, 2)], [op(put(b"c", b"3"))], [op(delete(b"c"))]),
+        txn([cmp(b"a", MOD, LT, 4)], [op(get(b"a"))], [op(get(b"b"))]),
+        txn([cmp(b"b", LEASE, EQ, 1)], [op(put(b"b", b"nolease", prev_kv=True))]),
+        txn([cmp(b"b", LEASE, EQ, 0)], [op(get(b"b"))], [op(get(b"a"))]),
+        txn([cmp(b"missing", VERSION, EQ, 0)], [op(put(b"missing", b"now"))]),
+        txn([cmp(b"missing2", VALUE, EQ, b"")], [op(get(b"a"))], [op(get(b"b"))]),
+        txn([cmp(b"missing2", CREATE, EQ, 0), cmp(b"missing2", MOD, EQ, 0)], [op(get(b"a"))]),
+        txn([cmp(b"a", VALUE, NE, b"zz")], [op(put(b"a", b"ne"))]),
+        txn([cmp(b"a", VALUE, GT, b"n")], [op(get(b"a"))], [op(get(b"b"))]),
+        txn([cmp(b"a", VERSION, EQ, 0, range_end=b"c")], [op(get(b"a"))], [op(get(b"b"))]),
+        txn([cmp(b"a", VERSION, GT, 0, range_end=b"c")], [op(get(b"a"))], [op(get(b"b"))]),
+        txn([cmp(b"a", MOD, GT, 0, range_end=b"\0")], [op(get(b"a", range_end=b"\0"))]),
+        txn([], [op(put(b"x", b"1")), op(get(b"x")), op(delete(b"x")), op(get(b"x"))]),
+        txn([], [op(get(b"a")), op(get(b"b", keys_only=True))]),
+        txn([], [op(delete(b"nothing")), op(get(b"a"))]),
+        txn([], [op(put(b"y", b"1")), op(delete(b"nothing"))]),
+        txn([cmp(b"a", VALUE, EQ, b"never")], [], []),
+    ],
+    "txn-nested": [
+        put(b"a", b"1"),
+        put(b"b", b"1"),
+        txn(
+            [cmp(b"a", VALUE, EQ, b"1")],
+            [
+                op(put(b"c", b"1")),
+                op(txn([cmp(b"b", VALUE, EQ, b"1")], [op(put(b"b", b"2"))], [op(put(b"d", b"x"))])),
+                op(get(b"a", range_end=b"\0")),
+            ],
+        ),
+        txn(
+            [],
+            [
+                op(txn([cmp(b"a", VERSION, EQ, 1)], [op(put(b"e", b"1"))], [op(put(b"e", b"2"))])),
+                op(txn([], [op(get(b"e")), op(txn([], [op(get(b"c"))]))])),
+            ],
+        ),
+        txn([], [op(txn([cmp(b"c", VERSION, EQ, 1)], [op(get(b"c"))]))]),
+        # Both branches of one nested txn may put the same key.
+        txn(
+            [],
+            [op(txn([cmp(b"a", VALUE, EQ, b"1")], [op(put(b"f", b"t"))], [op(put(b"f", b"e"))]))],
+        ),
+        # A nested compare is evaluated before the outer ops run.
+        txn(
+            [],
+            [
+                op(put(b"g", b"1")),
+                op(txn([cmp(b"g", VERSION, EQ, 0)], [op(get(b"g"))], [op(delete(b"g"))])),
+            ],
+        ),
+        get(b"a", range_end=b"\0"),
+    ],
+    "errors-txn": [
+        put(b"a", b"1"),
+        txn([], [op(put(b"a", b"1")), op(put(b"a", b"2"))]),
+        txn([], [op(put(b"a", b"1")), op(delete(b"a"))]),
+        txn([], [op(delete(b"a", range_end=b"c")), op(put(b"b", b"1"))]),
+        txn([], [op(put(b"a", b"1")), op(txn([], [op(put(b"a", b"2"))]))]),
+        txn([], [op(put(b"b", b"1")), op(delete(b"a", range_end=b"\0"))]),
+        txn([], [op(put(f"k{i:03d}".encode(), b"v")) for i in range(129)]),
+        txn([cmp(f"k{i:03d}".encode(), VERSION, EQ, 0) for i in range(129)]),
+        txn([], [op(put(f"k{i:03d}".encode(), b"v")) for i in range(128)]),
+        txn([], [], [op(get(f"k{i:03d}".encode())) for i in range(129)]),
+        txn([cmp(b"", VERSION, EQ, 0)]),
+        txn([], [op(put(b"", b"x"))]),
+        txn([], [op(get(b""))]),
+        txn([], [op(delete(b""))]),
+        txn([], [op(put(b"a", b"x", lease=77))]),
+        txn([], [op(put(b"zz", ignore_value=True))]),
+        txn([], [op(get(b"a", revision=1000))]),
+        txn([], [op(put(b"b", b"1")), op(get(b"a", revision=1000))]),
+        get(b"a"),
+    ],
+    "errors-revisions-compaction": [
+        put(b"a", b"1"),  # 2
+        put(b"a", b"2"),  # 3
+        put(b"b", b"1"),  # 4
+        delete(b"b"),  # 5
+        put(b"a", b"3"),  # 6
+        get(b"a", revision=7),
+        get(b"a", revision=6),
+        CompactionRequest(revision=7),
+        CompactionRequest(revision=3),
+        get(b"a", revision=2),
+        get(b"a", revision=3),
+        get(b"a", range_end=b"\0", revision=4),
+        get(b"a", range_end=b"\0", revision=5),
+        CompactionRequest(revision=3),
+        CompactionRequest(revision=2),
+        txn([], [op(get(b"a", revision=2))]),
+        txn([], [op(get(b"a", revision=3))]),
+        CompactionRequest(revision=6, physical=True),
+        get(b"a", revision=5),
+        get(b"a", range_end=b"\0", revision=6),
+        get(b"b", revision=6),
+        get(b"a", range_end=b"\0"),
+    ],
+    "errors-request-checks": [
+        put(b"", b"x"),
+        get(b""),
+        delete(b""),
+        put(b"a", BIG),
+        txn([], [op(put(b"a", BIG))]),
+        put(b"a", b"small"),
+        get(b"a", revision=-5),
+        get(b"a", limit=-3),
+        # Reads are not proposals: etcd serves them whatever their size.
+        get(BIG),
+        txn([], [op(get(BIG))]),
+    ],
+}
+"""Scripted scenarios by name (revisions in comments are the run's relative ones)."""
