@@ -38,11 +38,21 @@ class ServiceDef:
         """The WAL codec for this protocol's durable writes."""
         return PersistCodec(entry_type=self.entry_type, record_types=self.record_types)
 
-    def runner(self, config: RunnerConfig, **options: Any) -> NodeRunner:
+    def runner(
+        self,
+        config: RunnerConfig,
+        *,
+        state_machine: StateMachine | None = None,
+        make_node: NodeFactory | None = None,
+        **options: Any,
+    ) -> NodeRunner:
         """A ``NodeRunner`` of this protocol: its message types by role, its WAL codec, a
-        fresh state machine, and its ``serve`` hook for ``Ready.services`` requests.
-        ``options`` go to ``NodeRunner`` (e.g. ``listen_sock``)."""
-        sm = self.make_state_machine() if self.make_state_machine else None
+        fresh state machine (or ``state_machine``), its node factory (or ``make_node``), and
+        its ``serve`` hook for ``Ready.services`` requests.  ``options`` go to
+        ``NodeRunner`` (e.g. ``listen_sock``)."""
+        sm = state_machine
+        if sm is None and self.make_state_machine is not None:
+            sm = self.make_state_machine()
         runner: NodeRunner
 
         def on_service(request: object) -> None:
@@ -52,7 +62,7 @@ class ServiceDef:
 
         runner = NodeRunner(
             config,
-            self.make_node,
+            make_node or self.make_node,
             self.message_types,
             peer_message_types=self.peer_message_types,
             client_message_types=self.client_message_types,
@@ -92,6 +102,21 @@ RAFT_RUNTIME_CONFIG_FIELDS: dict[str, Any] = {
 the simulator's deliberately small ones."""
 
 
+def raft_node_factory(**overrides: Any) -> NodeFactory:
+    """A factory of Raft nodes with the runtime tuning and ``overrides`` of
+    :class:`~pnyx.protocols.raft.RaftConfig` fields (e.g. ``election_timeout_ticks``)."""
+    from pnyx.protocols.raft import RaftConfig, RaftNode
+
+    config = RaftConfig(**{**RAFT_RUNTIME_CONFIG_FIELDS, **overrides})
+
+    def make_node(
+        node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState
+    ) -> RaftNode:
+        return RaftNode(node_id, peers, rng, durable, config)
+
+    return make_node
+
+
 def _raft() -> ServiceDef:
     from pnyx.protocols.raft import (
         CLIENT_MESSAGE_TYPES,
@@ -125,9 +150,30 @@ def _raft() -> ServiceDef:
     )
 
 
+def _etcd() -> ServiceDef:
+    from pnyx.protocols.etcd import EtcdStateMachine
+    from pnyx.protocols.raft import CLIENT_MESSAGE_TYPES, PEER_MESSAGE_TYPES, Entry, HardState
+    from pnyx.protocols.raft.messages import HARD_STATE_KEY
+    from pnyx.protocols.raft.services import serve
+
+    return ServiceDef(
+        name="etcd",
+        summary="etcd v3 API (KV, txn, watch, leases) on Raft; the gRPC client port is "
+        "served by pnyx.services.etcd",
+        make_node=raft_node_factory(),
+        peer_message_types=PEER_MESSAGE_TYPES,
+        client_message_types=CLIENT_MESSAGE_TYPES,
+        make_state_machine=EtcdStateMachine,
+        entry_type=Entry,
+        record_types={HARD_STATE_KEY: HardState},
+        serve=serve,
+    )
+
+
 # name -> factory of its ServiceDef (protocol modules are imported lazily)
 _SERVICES: dict[str, Callable[[], ServiceDef]] = {
     "broadcast": _broadcast,
+    "etcd": _etcd,
     "raft": _raft,
 }
 

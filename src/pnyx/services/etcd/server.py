@@ -1,0 +1,402 @@
+"""One node of the etcd service: a Raft node (``NodeRunner``) and, in the same process and
+event loop, a ``grpc.aio`` server speaking etcd's v3 API on the node's client port.
+
+::
+
+    server = EtcdServer(RunnerConfig(node_id=1, data_dir=..., peers=...),
+                        EtcdOptions(client_port=2379))
+    await server.start()          # the Raft node first, then the gRPC port
+    ...
+    await server.stop()           # bounded: gRPC, background tasks, gateway, node
+
+Requests reach the group through a :class:`~pnyx.services.etcd.gateway.Gateway` (writes
+with server-side sessions, linearizable reads by ReadIndex, membership changes), so every
+member serves every request; serializable reads and ``HashKV`` are answered from this
+node's own state.  The services live in ``kv_service``, ``lease_service``,
+``watch_service``, ``maintenance`` and ``cluster``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+import msgspec
+from prometheus_client import Counter
+
+from pnyx.protocols.etcd import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_TXN_OPS,
+    ErrorResult,
+    EtcdStateMachine,
+    ResponseHeader,
+    check_request_size,
+)
+from pnyx.protocols.etcd.lease import DEFAULT_MIN_LEASE_TTL_S
+from pnyx.protocols.etcd.machine import decode_result
+from pnyx.protocols.etcd.requests import LeaseRevokeRequest
+from pnyx.protocols.raft import LEADER
+from pnyx.protocols.raft.sessions import OPEN_SESSION, SESSION_EXPIRED, SessionCommand
+from pnyx.runtime.node_runner import NodeRunner, RunnerConfig, node_status
+from pnyx.runtime.transport import Address
+from pnyx.services.catalog import get_service, raft_node_factory
+from pnyx.services.client import run_bounded, wait_cancelled
+from pnyx.services.etcd.gateway import Gateway, GatewayError, GatewayOptions, SessionCodec
+from pnyx.services.etcd.machine import ServedMachine
+from pnyx.services.etcd.members import MemberDirectory
+from pnyx.services.etcd.rpc import MSG_NO_SPACE, RpcFailure, raise_error
+
+log = logging.getLogger("pnyx.etcd.server")
+
+GRPC_OVERHEAD_BYTES = 512 * 1024
+"""etcd accepts gRPC messages up to ``max_request_bytes`` plus this (``grpcOverheadBytes``);
+bigger ones gRPC itself refuses (RESOURCE_EXHAUSTED) before they are decoded."""
+DEFAULT_QUOTA_BACKEND_BYTES = 2 * 1024**3
+"""etcd's default ``--quota-backend-bytes`` (2 GiB)."""
+ETCD_VERSION = "3.4.23"
+"""The etcd version this server reports (``Status.version``): the API it follows."""
+STOP_STEP_S = 5.0
+"""Each step of :meth:`EtcdServer.stop` is bounded by this (twice, when cancelled)."""
+
+SESSIONS = SessionCodec(
+    open_command=SessionCommand(0, 0, OPEN_SESSION),
+    command=SessionCommand,
+    is_expired=lambda result: result == SESSION_EXPIRED,
+)
+"""How :class:`EtcdStateMachine` sessions look on the log (``pnyx.protocols.raft.sessions``)."""
+
+
+@dataclass(frozen=True)
+class EtcdOptions:
+    """The etcd-facing settings of one node (the Raft side is its ``RunnerConfig``)."""
+
+    client_host: str = "127.0.0.1"
+    client_port: int = 2379
+    """The gRPC port (0 picks a free one: see :attr:`EtcdServer.client_address`)."""
+    client_addresses: Mapping[int, Address] = field(default_factory=dict)
+    """Other members' client addresses, for ``MemberList`` (this node's is added)."""
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    """etcd's ``--max-request-bytes``: a larger proposal gets *request is too large*."""
+    quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES
+    """etcd's ``--quota-backend-bytes``: writes beyond it raise the NOSPACE alarm."""
+    max_txn_ops: int = DEFAULT_MAX_TXN_OPS
+    min_lease_ttl_s: int = DEFAULT_MIN_LEASE_TTL_S
+    election_timeout_ms: int | None = None
+    """Raft election timeout; None keeps the runtime default (10 ticks)."""
+    heartbeat_interval_ms: int | None = None
+    """Raft heartbeat interval; None keeps the runtime default (2 ticks)."""
+    lease_check_ms: int = 100
+    """How often the leader looks for expired leases."""
+    db_size_refresh_s: float = 1.0
+    """``dbSize`` (the state machine's snapshot size) is recomputed at most this often."""
+    max_watch_streams: int = 1024
+    """Open watch streams (per node); more are refused with RESOURCE_EXHAUSTED."""
+    watch_queue_events: int = 10_000
+    """Events buffered per watch stream for a client that does not read; beyond it the
+    stream is cancelled (the client re-watches from its last revision)."""
+    gateway: GatewayOptions = field(default_factory=GatewayOptions)
+
+
+class EtcdServer:
+    """A Raft node with the etcd v3 gRPC API on its client port (see the module doc)."""
+
+    def __init__(
+        self, config: RunnerConfig, options: EtcdOptions | None = None, **runner_options: Any
+    ) -> None:
+        self.config = config
+        self.options = options or EtcdOptions()
+        self._runner_options = runner_options
+        self.machine = ServedMachine(
+            EtcdStateMachine(
+                max_txn_ops=self.options.max_txn_ops, min_lease_ttl_s=self.options.min_lease_ttl_s
+            )
+        )
+        self._runner: NodeRunner | None = None
+        self._gateway: Gateway | None = None
+        self._grpc: Any = None
+        self._client_port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._revokes: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.alarms: set[tuple[int, int]] = set()
+        """Active alarms of this member: (member id, ``AlarmType``)."""
+        self._db_size = 0
+        self._db_size_at = float("-inf")
+        self._grpc_requests: Counter | None = None
+        self.services: dict[str, Any] = {}
+        """The gRPC servicers by etcd service name (after :meth:`start`)."""
+        self.directory = MemberDirectory(cluster=config.transport.cluster, peers=config.peers)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the Raft node, then serve gRPC; on failure, stop what started and raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        service = get_service("etcd")
+        runner = service.runner(
+            self.config,
+            state_machine=self.machine,
+            make_node=self._node_factory(),
+            **self._runner_options,
+        )
+        self._runner = runner
+        self.machine.is_leader = lambda: getattr(runner.node, "role", None) == LEADER
+        await runner.start()
+        self._grpc_requests = Counter(
+            "etcd_grpc_requests",
+            "etcd gRPC requests by method and status code",
+            ["method", "code"],
+            registry=runner.metrics.registry,
+        )
+        self._gateway = Gateway(
+            self._group_addresses(), service.message_types, SESSIONS, self.options.gateway
+        )
+        await self._start_grpc()
+        self._tasks = [asyncio.ensure_future(self._lease_clock())]
+        log.info(
+            "etcd_started node=%d client=%s:%d member_id=%x cluster_id=%x",
+            self.config.node_id,
+            self.options.client_host,
+            self._client_port,
+            self.member_id,
+            self.directory.cluster_id,
+        )
+
+    def _node_factory(self) -> Any:
+        tick = self.config.tick_ms
+        overrides: dict[str, int] = {}
+        if self.options.election_timeout_ms is not None:
+            overrides["election_timeout_ticks"] = max(2, self.options.election_timeout_ms // tick)
+        if self.options.heartbeat_interval_ms is not None:
+            overrides["heartbeat_interval_ticks"] = max(
+                1, self.options.heartbeat_interval_ms // tick
+            )
+        return raft_node_factory(**overrides)
+
+    def _group_addresses(self) -> dict[int, Address]:
+        """Every member's pnyx address (this node's real one, even when it picked a port)."""
+        addresses = dict(self.config.peers)
+        addresses[self.config.node_id] = self.runner.address
+        return addresses
+
+    async def _start_grpc(self) -> None:
+        from pnyx.services.etcd.services import add_services
+
+        limit = self.options.max_request_bytes + GRPC_OVERHEAD_BYTES
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", 2**31 - 1),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        self.services = add_services(server, self)
+        address = f"{self.options.client_host}:{self.options.client_port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen for etcd clients on {address}: {exc}") from exc
+        if not port:
+            raise OSError(f"cannot listen for etcd clients on {address}")
+        self._grpc = server
+        await server.start()
+        self._client_port = int(port)
+        clients = dict(self.options.client_addresses)
+        clients[self.config.node_id] = self.client_address
+        self.directory = MemberDirectory(
+            cluster=self.config.transport.cluster,
+            peers=self._group_addresses(),
+            clients=clients,
+        )
+
+    async def stop(self) -> None:
+        """Stop serving, then stop the node; bounded (each step at most ``2 * STOP_STEP_S``).
+        Safe to call twice; the caller's cancellation propagates."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._grpc is not None:
+            await _bounded(self._grpc.stop(STOP_STEP_S / 2), "stopping the gRPC server")
+        cluster = self.services.get("Cluster")
+        tasks = [*self._tasks, *self._revokes, *(cluster.promotions if cluster else ())]
+        await wait_cancelled(tasks, STOP_STEP_S, "etcd background")
+        if self._gateway is not None:
+            await _bounded(self._gateway.close(), "closing the gateway")
+        if self._runner is not None:
+            await _bounded(self._runner.stop(), "stopping the node")
+
+    async def wait_stopped(self) -> None:
+        """Until the node stops; raises ``NodeFailed`` if it failed."""
+        await self.runner.wait_stopped()
+
+    async def __aenter__(self) -> EtcdServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- accessors --------------------------------------------------------------------------
+
+    @property
+    def runner(self) -> NodeRunner:
+        """The Raft node's runner (after :meth:`start`)."""
+        assert self._runner is not None, "server not started"
+        return self._runner
+
+    @property
+    def gateway(self) -> Gateway:
+        """The way into the Raft group (after :meth:`start`)."""
+        assert self._gateway is not None, "server not started"
+        return self._gateway
+
+    @property
+    def client_address(self) -> Address:
+        """Where etcd clients connect (after :meth:`start`)."""
+        return (self.options.client_host, self._client_port)
+
+    @property
+    def member_id(self) -> int:
+        """This node's etcd member id."""
+        return self.directory.member_id(self.config.node_id)
+
+    def status(self) -> dict[str, Any]:
+        """The Raft node's status report (role, leader, term, commit/applied index, members)."""
+        return node_status(self._runner.node) if self._runner is not None else {}
+
+    def header(self, revision: int = 0) -> ResponseHeader:
+        """A response header as this member fills it."""
+        term = self.status().get("term", 0)
+        return ResponseHeader(
+            cluster_id=self.directory.cluster_id,
+            member_id=self.member_id,
+            revision=revision,
+            raft_term=int(term or 0),
+        )
+
+    def on_status(self, method: str, code: Any) -> None:
+        """Count one answered gRPC request (``etcd_grpc_requests_total``)."""
+        if self._grpc_requests is not None:
+            self._grpc_requests.labels(method, code.name).inc()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def write(self, request: Any, size: int, *, needs_space: bool = False) -> Any:
+        """Propose ``request`` (a write) and return its typed response.
+
+        ``size`` is its encoded size (``--max-request-bytes``); ``needs_space`` refuses it
+        while the NOSPACE alarm is raised or when it would exceed the quota.  An
+        ``ErrorResult`` of the state machine is raised as its gRPC status."""
+        check_request_size(proposal_size(size), self.options.max_request_bytes)
+        if needs_space:
+            self._check_space(size)
+        raw = await self.gateway.write(request)
+        return _typed(request, raw)
+
+    async def read(self, request: Any, *, serializable: bool = False) -> Any:
+        """Answer a read-only ``request``: linearizable (ReadIndex on the leader) unless
+        ``serializable`` (this node's applied state, possibly stale)."""
+        if serializable:
+            return _typed(request, self.machine.inner.store.apply(request))
+        raw = await self.gateway.read(request)
+        return _typed(request, raw)
+
+    def read_local(self, request: Any) -> Any:
+        """Answer a read-only ``request`` from this node's state at once."""
+        return _typed(request, self.machine.inner.store.apply(request))
+
+    # -- space --------------------------------------------------------------------------------
+
+    def db_size(self) -> int:
+        """The state machine's size in bytes (its snapshot), recomputed at most every
+        ``db_size_refresh_s``."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._db_size_at >= self.options.db_size_refresh_s:
+            self._db_size = len(self.machine.inner.store.snapshot())
+            self._db_size_at = loop.time()
+        return self._db_size
+
+    def _check_space(self, size: int) -> None:
+        from aetcd.rpc import rpc_pb2  # type: ignore[import-untyped]
+
+        nospace = int(rpc_pb2.NOSPACE)
+        if any(alarm == nospace for _, alarm in self.alarms):
+            raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, MSG_NO_SPACE)
+        if self.db_size() + size > self.options.quota_backend_bytes:
+            self.alarms.add((self.member_id, nospace))
+            log.warning(
+                "alarm_raised alarm=NOSPACE db_size=%d quota=%d",
+                self.db_size(),
+                self.options.quota_backend_bytes,
+            )
+            raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, MSG_NO_SPACE)
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    async def _lease_clock(self) -> None:
+        """On the leader: revoke (through the log) every lease whose TTL ran out."""
+        period_s = self.options.lease_check_ms / 1000
+        while True:
+            await asyncio.sleep(period_s)
+            for lease_id in self.machine.expired_leases():
+                task = asyncio.ensure_future(self._revoke(lease_id))
+                self._revokes.add(task)
+                task.add_done_callback(self._revokes.discard)
+
+    async def _revoke(self, lease_id: int) -> None:
+        request = LeaseRevokeRequest(ID=lease_id)
+        try:
+            result = await self.write(request, len(msgspec.msgpack.encode(request)))
+        except (GatewayError, RpcFailure) as exc:
+            log.info("lease_revoke_failed lease=%x error=%s (offered again later)", lease_id, exc)
+            return
+        log.info("lease_expired lease=%x revision=%d", lease_id, result.header.revision)
+
+
+def proposal_size(request_bytes: int) -> int:
+    """The size etcd checks against ``--max-request-bytes``: the request inside its raft
+    envelope (``InternalRaftRequest``: a header with the request id, the field tag)."""
+    return request_bytes + 14 + _varint_len(request_bytes)
+
+
+def _varint_len(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def _typed(request: Any, raw: Any) -> Any:
+    """The state machine's answer to ``request``, typed; an error is raised as its status."""
+    result = decode_result(request, raw)
+    if isinstance(result, ErrorResult):
+        raise_error(result)
+    if isinstance(result, dict) and "error" in result:
+        raise GatewayError(f"the state machine answered {result!r}")
+    return result
+
+
+async def _bounded(coro: Any, what: str) -> None:
+    try:
+        await run_bounded(coro, STOP_STEP_S, what)
+    except TimeoutError as exc:
+        log.error("etcd_stop_step_stuck %s", exc)
+    except Exception:
+        log.exception("etcd_stop_step_failed %s", what)
+
+
+__all__ = [
+    "DEFAULT_QUOTA_BACKEND_BYTES",
+    "ETCD_VERSION",
+    "GRPC_OVERHEAD_BYTES",
+    "EtcdOptions",
+    "EtcdServer",
+    "proposal_size",
+]

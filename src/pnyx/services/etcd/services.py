@@ -1,0 +1,31 @@
+"""Registers every etcd gRPC service of one member on a ``grpc.aio`` server."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aetcd.rpc import rpc_pb2_grpc  # type: ignore[import-untyped]
+
+from pnyx.services.etcd.cluster import ClusterService
+from pnyx.services.etcd.kv_service import KvService
+from pnyx.services.etcd.lease_service import LeaseService
+from pnyx.services.etcd.maintenance import MaintenanceService
+
+if TYPE_CHECKING:
+    from pnyx.services.etcd.server import EtcdServer
+
+
+def add_services(grpc_server: Any, server: EtcdServer) -> dict[str, Any]:
+    """Add KV, Lease, Cluster and Maintenance (and Watch) for ``server``; name -> servicer."""
+    services: dict[str, Any] = {
+        "KV": KvService(server),
+        "Lease": LeaseService(server),
+        "Cluster": ClusterService(server),
+        "Maintenance": MaintenanceService(server),
+    }
+    for name, servicer in services.items():
+        getattr(rpc_pb2_grpc, f"add_{name}Servicer_to_server")(servicer, grpc_server)
+    return services
+
+
+__all__ = ["add_services"]
