@@ -1,8 +1,9 @@
 """Scripted etcd v3 KV scenarios and an endpoint-agnostic runner for differential tests.
 
 A scenario is a list of operations: pnyx's request structs (``RangeRequest``,
-``PutRequest``, ``DeleteRangeRequest``, ``TxnRequest``, ``CompactionRequest``) plus
-:class:`LeaseGrant`.  :func:`run_scenario` runs one against a :class:`Target` (a gRPC
+``PutRequest``, ``DeleteRangeRequest``, ``TxnRequest``, ``CompactionRequest``) plus the
+lease requests ``LeaseGrantRequest`` (with an explicit ``ID``), ``LeaseRevokeRequest`` and
+``LeaseTimeToLiveRequest``.  :func:`run_scenario` runs one against a :class:`Target` (a gRPC
 endpoint: real etcd or a pnyx node; or, in the tests, the pure ``MvccStore``) and returns
 one normalised record per operation: the response as a dict of its proto fields, or the
 error as ``{"status": gRPC code name, "details": message}``.
@@ -19,7 +20,9 @@ absolute revisions differ.  The sentinel write also moves the revision past any 
 scenario's compaction, so compacting "revision 1" means the same everywhere.
 
 **Normalisation.** Only what legitimately differs between endpoints is dropped: the
-header's ``cluster_id``, ``member_id`` and ``raft_term``.  Revisions, versions, create/mod
+header's ``cluster_id``, ``member_id`` and ``raft_term``; a lease time-to-live's remaining
+``TTL`` (timing: kept as "alive", or its value when not positive) and the order of its
+``keys`` (etcd lists them in Go map order, which is random).  Revisions, versions, create/mod
 revisions, counts, ``more``, error codes and messages are kept and compared exactly.
 """
 
@@ -40,6 +43,9 @@ from pnyx.protocols.etcd import (
     CompareResult,
     CompareTarget,
     DeleteRangeRequest,
+    LeaseGrantRequest,
+    LeaseRevokeRequest,
+    LeaseTimeToLiveRequest,
     PutRequest,
     RangeRequest,
     RequestOp,
@@ -56,14 +62,17 @@ MAX_REQUEST_BYTES = 1536 * 1024
 """etcd's default ``--max-request-bytes``."""
 
 
-class LeaseGrant(msgspec.Struct, frozen=True, kw_only=True):
-    """Grant lease ``id`` (a scenario-local id, shifted by the run's lease base)."""
-
-    id: int
-    ttl: int = 600
-
-
-Op = RangeRequest | PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | LeaseGrant
+Op = (
+    RangeRequest
+    | PutRequest
+    | DeleteRangeRequest
+    | TxnRequest
+    | CompactionRequest
+    | LeaseGrantRequest
+    | LeaseRevokeRequest
+    | LeaseTimeToLiveRequest
+)
+LEASE_OPS = (LeaseGrantRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest)
 Record = dict[str, Any]
 
 
@@ -151,8 +160,8 @@ class Scope:
             )
         if isinstance(op, CompactionRequest):
             return s(op, revision=self.rev(op.revision))
-        if isinstance(op, LeaseGrant):
-            return s(op, id=self.lease(op.id))
+        if isinstance(op, LEASE_OPS):
+            return s(op, ID=self.lease(op.ID))
         raise TypeError(f"not a scenario operation: {op!r}")
 
     def compare(self, c: Compare) -> Compare:
@@ -195,6 +204,12 @@ class Scope:
                 )
             elif name == "key":
                 out[name] = self.back_key(value)
+            elif name == "keys":
+                # LeaseTimeToLive's keys: etcd lists them in Go map order (random).
+                out[name] = sorted(self.back_key(k) for k in value)
+            elif name == "TTL" and "grantedTTL" in d:
+                # LeaseTimeToLive's remaining seconds depend on timing: alive or not.
+                out[name] = "alive" if value > 0 else value
             elif name in ("revision", "create_revision", "mod_revision", "compact_revision"):
                 out[name] = self.back_rev(value)
             elif name in ("lease", "ID"):
@@ -258,15 +273,15 @@ class GrpcTarget:
             return error_record(exc.code().name, exc.details() or "")
 
     def execute(self, op: Op) -> Record:
-        if isinstance(op, LeaseGrant):
-            rec = self.call(self.lease.LeaseGrant, rpc_pb2.LeaseGrantRequest(ID=op.id, TTL=op.ttl))
-            return rec
         method = {
             RangeRequest: self.kv.Range,
             PutRequest: self.kv.Put,
             DeleteRangeRequest: self.kv.DeleteRange,
             TxnRequest: self.kv.Txn,
             CompactionRequest: self.kv.Compact,
+            LeaseGrantRequest: self.lease.LeaseGrant,
+            LeaseRevokeRequest: self.lease.LeaseRevoke,
+            LeaseTimeToLiveRequest: self.lease.LeaseTimeToLive,
         }[type(op)]
         return self.call(method, _to_proto(op))
 
@@ -384,6 +399,18 @@ BIG = b"x" * (MAX_REQUEST_BYTES + 64 * 1024)
 """A value over etcd's default request limit but under its gRPC receive limit."""
 
 
+def grant(lease_id: int, ttl: int = 600) -> LeaseGrantRequest:
+    return LeaseGrantRequest(ID=lease_id, TTL=ttl)
+
+
+def revoke(lease_id: int) -> LeaseRevokeRequest:
+    return LeaseRevokeRequest(ID=lease_id)
+
+
+def ttl(lease_id: int, keys: bool = True) -> LeaseTimeToLiveRequest:
+    return LeaseTimeToLiveRequest(ID=lease_id, keys=keys)
+
+
 def _abc() -> list[Op]:
     return [put(b"a", b"1"), put(b"b", b"22"), put(b"c", b"333")]
 
@@ -465,8 +492,8 @@ SCENARIOS: dict[str, list[Op]] = {
         delete(b"zz", range_end=b"zzz"),
     ],
     "put-ignore-value-lease": [
-        LeaseGrant(id=1),
-        LeaseGrant(id=2),
+        grant(1),
+        grant(2),
         put(b"a", b"1", lease=1),
         put(b"a", ignore_value=True, prev_kv=True),
         get(b"a"),
@@ -485,7 +512,7 @@ SCENARIOS: dict[str, list[Op]] = {
         put(b"", b"x"),
     ],
     "txn-compares": [
-        LeaseGrant(id=1),
+        grant(1),
         put(b"a", b"1"),
         put(b"b", b"2", lease=1),
         txn([cmp(b"a", VALUE, EQ, b"1")], [op(put(b"a", b"x"))], [op(get(b"a"))]),
@@ -509,6 +536,35 @@ SCENARIOS: dict[str, list[Op]] = {
         txn([], [op(delete(b"nothing")), op(get(b"a"))]),
         txn([], [op(put(b"y", b"1")), op(delete(b"nothing"))]),
         txn([cmp(b"a", VALUE, EQ, b"never")], [], []),
+    ],
+    "leases-revoke-timetolive": [
+        grant(1),
+        grant(2),
+        grant(1),
+        put(b"a", b"1", lease=1),
+        put(b"b", b"1", lease=1),
+        put(b"c", b"1", lease=2),
+        put(b"d", b"1"),
+        ttl(1),
+        ttl(2, keys=False),
+        ttl(3),
+        put(b"b", b"2"),
+        ttl(1),
+        revoke(1),
+        get(b"a", range_end=b"\0"),
+        get(b"a", revision=5),
+        revoke(1),
+        ttl(1),
+        put(b"x", b"1", lease=1),
+        txn([cmp(b"c", LEASE, EQ, 2)], [op(put(b"c", b"2", ignore_lease=True))]),
+        revoke(2),
+        get(b"a", range_end=b"\0"),
+        revoke(3),
+        grant(1),
+        put(b"e", b"1", lease=1),
+        txn([], [op(delete(b"e"))]),
+        revoke(1),
+        get(b"a", range_end=b"\0"),
     ],
     "txn-nested": [
         put(b"a", b"1"),

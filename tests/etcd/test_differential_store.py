@@ -1,4 +1,9 @@
-"""Differential tests: pnyx's pure ``MvccStore`` against real etcd 3.4, field by field.
+"""Differential tests: pnyx's pure state machines against real etcd 3.4, field by field.
+
+Two pure targets: ``MvccStore`` (KV only; its ``add_lease`` stands in for leases, so it runs
+the scenarios without lease revoke/time-to-live) and ``EtcdStateMachine`` (what a node
+applies: writes as session commands, leases with revoke deleting keys, time-to-live from
+a leader ``Lessor``), each against a real single-member etcd over gRPC.
 
 The same scripted scenarios (:mod:`tests.etcd.scenarios`) and the same random operation
 sequences (hypothesis) run against a real single-member etcd over gRPC and against the
@@ -8,7 +13,7 @@ values, error codes and messages) must be equal once both are in scenario terms.
 The store is driven as a server would: etcd's pre-consensus checks (``validate``), then
 the request-size limit for requests that are proposals (puts, deletes, compactions and
 txns that write; etcd serves reads and read-only txns without a size check), then
-``apply``.  Leases: the store's own ``add_lease`` stands in for the lease layer.
+``apply``.
 
 **Isolation.** Real etcd's revision grows across scenarios and examples; restarting it per
 hypothesis example (~0.3 s each, more when the machine is busy) would dominate the run, so
@@ -31,7 +36,11 @@ from pnyx.protocols.etcd import (
     DeleteRangeRequest,
     ErrorResult,
     EtcdError,
+    EtcdStateMachine,
     GrpcCode,
+    LeaseGrantRequest,
+    LeaseRevokeRequest,
+    LeaseTimeToLiveRequest,
     MvccStore,
     PutRequest,
     RangeRequest,
@@ -42,12 +51,14 @@ from pnyx.protocols.etcd import (
     encoded_size,
     validate,
 )
+from pnyx.protocols.raft.sessions import OPEN_SESSION, SessionCommand
 from tests.etcd.realetcd import RealEtcd, real_etcd  # noqa: F401 (fixture)
 from tests.etcd.scenarios import (
     CREATE,
     EQ,
     GT,
     LEASE,
+    LEASE_OPS,
     LT,
     MOD,
     NE,
@@ -55,7 +66,6 @@ from tests.etcd.scenarios import (
     VALUE,
     VERSION,
     GrpcTarget,
-    LeaseGrant,
     Op,
     Record,
     Session,
@@ -81,7 +91,29 @@ def _writes(r: TxnRequest) -> bool:
 def _is_proposal(request: Any) -> bool:
     if isinstance(request, TxnRequest):
         return _writes(request)
-    return isinstance(request, PutRequest | DeleteRangeRequest | CompactionRequest)
+    return isinstance(
+        request,
+        PutRequest | DeleteRangeRequest | CompactionRequest | LeaseGrantRequest
+        | LeaseRevokeRequest,
+    )
+
+
+def server_checks(request: Any, max_txn_ops: int) -> Record | None:
+    """What etcd's gRPC layer refuses before consensus (as an error record), else None."""
+    try:
+        if not isinstance(request, (CompactionRequest, *LEASE_OPS)):
+            validate(request, max_txn_ops)
+        if _is_proposal(request):
+            check_request_size(encoded_size(request))
+    except EtcdError as exc:
+        return error_record(exc.code.name, exc.message)
+    return None
+
+
+def result_record(result: Any) -> Record:
+    if isinstance(result, ErrorResult):
+        return error_record(GrpcCode(result.code).name, result.message)
+    return struct_to_dict(result)
 
 
 class StoreTarget:
@@ -96,27 +128,60 @@ class StoreTarget:
         self.store = MvccStore()
         return self.store.current_revision
 
+    @staticmethod
+    def supports(ops: list[Op]) -> bool:
+        """No lease revoke or time-to-live: the bare store has no lease layer."""
+        return not any(isinstance(o, LeaseRevokeRequest | LeaseTimeToLiveRequest) for o in ops)
+
     def execute(self, request: Op) -> Record:
         store = self.store
-        if isinstance(request, LeaseGrant):
-            store.add_lease(request.id)
+        if isinstance(request, LeaseGrantRequest):
+            store.add_lease(request.ID)
             return {
                 "header": {"revision": store.current_revision},
-                "ID": request.id,
-                "TTL": request.ttl,
+                "ID": request.ID,
+                "TTL": request.TTL,
                 "error": "",
             }
-        try:
-            if not isinstance(request, CompactionRequest):
-                validate(request, store.max_txn_ops)
-            if _is_proposal(request):
-                check_request_size(encoded_size(request))
-        except EtcdError as exc:
-            return error_record(exc.code.name, exc.message)
-        result = store.apply(request)
-        if isinstance(result, ErrorResult):
-            return error_record(GrpcCode(result.code).name, result.message)
-        return struct_to_dict(result)
+        refused = server_checks(request, store.max_txn_ops)
+        return refused or result_record(store.apply(request))
+
+
+class MachineTarget:
+    """A fresh ``EtcdStateMachine`` per run, driven as a leader's server drives it: writes
+    (and lease grants/revokes) through a client session as the log carries them, reads
+    bare, lease time-to-live from a promoted ``Lessor`` (clock frozen at 0 ms)."""
+
+    name = "pnyx EtcdStateMachine"
+
+    def __init__(self) -> None:
+        self.begin()
+
+    def begin(self) -> int:
+        self.sm = EtcdStateMachine()
+        self.session = self.sm.apply(SessionCommand(0, 0, OPEN_SESSION))
+        self.seq = 0
+        self.lessor = self.sm.store.new_lessor()
+        self.lessor.promote(0)
+        return self.sm.store.current_revision
+
+    @staticmethod
+    def supports(ops: list[Op]) -> bool:
+        return True
+
+    def execute(self, request: Op) -> Record:
+        refused = server_checks(request, self.sm.store.max_txn_ops)
+        if refused:
+            return refused
+        if isinstance(request, LeaseTimeToLiveRequest):
+            return result_record(self.lessor.time_to_live(request, 0))
+        if _is_proposal(request):
+            self.seq += 1
+            return result_record(self.sm.apply(SessionCommand(self.session, self.seq, request)))
+        return result_record(self.sm.apply(request))
+
+
+PURE_TARGETS: dict[str, Any] = {"mvcc": StoreTarget, "machine": MachineTarget}
 
 
 @pytest.fixture(scope="module")
@@ -142,11 +207,20 @@ def differences(ops: list[Op], ours: list[Record], theirs: list[Record]) -> list
 
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_scenario_matches_real_etcd(name: str, etcd_target: GrpcTarget) -> None:
+@pytest.mark.parametrize(
+    ("name", "pure"),
+    [
+        (name, pure)
+        for name in sorted(SCENARIOS)
+        for pure in sorted(PURE_TARGETS)
+        if PURE_TARGETS[pure].supports(SCENARIOS[name])
+    ],
+)
+def test_scenario_matches_real_etcd(name: str, pure: str, etcd_target: GrpcTarget) -> None:
     ops = SCENARIOS[name]
+    target = PURE_TARGETS[pure]()
     theirs = run_scenario(etcd_target, ops)
-    ours = run_scenario(StoreTarget(), ops)
+    ours = run_scenario(target, ops)
     # The scenario must actually exercise something: not everything an error.
     assert any("status" not in r for r in theirs)
     diffs = differences(ops, ours, theirs)
@@ -231,7 +305,7 @@ def puts(draw: Any) -> PutRequest:
     else:
         kw["value"] = draw(values)
     if choice >= 5:
-        kw["lease"] = draw(st.sampled_from([0, 1, 1, 2]))  # 2 is never granted
+        kw["lease"] = draw(st.sampled_from([0, 1, 1, 2, 3]))  # 3 is never granted
     return PutRequest(key=draw(keys), **kw)
 
 
@@ -265,6 +339,15 @@ def txns(depth: int) -> Any:
 operations = st.one_of(
     puts(), puts(), ranges(), ranges(), deletes(), txns(1),
     st.builds(CompactionRequest, revision=st.integers(1, 8)),
+    st.sampled_from(
+        [
+            LeaseGrantRequest(ID=1, TTL=600),
+            LeaseGrantRequest(ID=2, TTL=600),
+            LeaseRevokeRequest(ID=1),
+            LeaseRevokeRequest(ID=2),
+            LeaseTimeToLiveRequest(ID=1, keys=True),
+        ]
+    ),
 )
 distinct_puts = st.lists(keys, min_size=3, max_size=5, unique=True).flatmap(
     lambda ks: st.tuples(*(st.builds(PutRequest, key=st.just(k), value=values) for k in ks))
@@ -278,8 +361,8 @@ distinct_puts = st.lists(keys, min_size=3, max_size=5, unique=True).flatmap(
 )
 @given(ops=st.lists(operations, min_size=1, max_size=14))
 def test_random_sequences_match_real_etcd(etcd_target: GrpcTarget, ops: list[Op]) -> None:
-    ops = [LeaseGrant(id=1), *ops]
-    ours, theirs = Session(StoreTarget()), Session(etcd_target)
+    ops = [LeaseGrantRequest(ID=1, TTL=600), *ops]
+    ours, theirs = Session(MachineTarget()), Session(etcd_target)
     for i, o in enumerate(ops):
         a, b = ours.run(o), theirs.run(o)
         d = first_difference(a, b)
