@@ -7,6 +7,10 @@ killed and the command fails with one line.  ``down`` stops every process the re
 that still runs our ``serve`` for this data directory, plus any ``pnyx serve`` found running
 on a directory inside it (one whose pid was never recorded), so nothing is left behind.
 
+``up --protocol etcd`` also gives every node an etcd client port (gRPC) and prints an
+``ETCDCTL_ENDPOINTS=...`` line for ``etcdctl``; ``status`` then shows each member's client
+URL and data size.
+
 ``up`` on a directory left by an earlier cluster reuses its data only when every node
 directory there was stamped for the same membership (``node.json``, see
 :mod:`pnyx.runtime.datadir`); otherwise it refuses before launching anything and says how
@@ -165,6 +169,8 @@ def up(
         _stop_all(data_dir, state)
         fail("cluster did not become healthy; see node.log in each node directory", RUNTIME_ERROR)
     _print_status(data_dir, state)
+    if state.get("client_endpoints"):
+        click.echo(f"ETCDCTL_ENDPOINTS={state['client_endpoints']}")
     if detach:
         return
     click.echo("cluster running; Ctrl-C stops it")
@@ -292,13 +298,22 @@ def _is_node_dir(node_dir: Path, node_id: int) -> bool:
     return isinstance(raw, dict) and raw.get("node_id") == node_id
 
 
+ETCD_PROTOCOL = "etcd"
+
+
 def _plan(
     data_dir: Path, count: int, protocol: str, tick_ms: int, cluster_id: str, tls: bool
 ) -> dict[str, Any]:
     """The cluster record, every node's command line included, before anything runs."""
-    ports = free_ports(2 * count)
-    peer_ports, metric_ports = ports[:count], ports[count:]
+    etcd = protocol == ETCD_PROTOCOL
+    ports = free_ports((3 if etcd else 2) * count)
+    peer_ports, metric_ports, client_ports = (
+        ports[:count],
+        ports[count : 2 * count],
+        ports[2 * count :],
+    )
     peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(peer_ports))
+    clients = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(client_ports))
     certs = _make_certs(data_dir, count) if tls else {}
     state: dict[str, Any] = {
         "protocol": protocol,
@@ -307,6 +322,8 @@ def _plan(
         "tls": {"ca": str(data_dir / TLS_DIR / "ca.pem")} if tls else None,
         "nodes": [],
     }
+    if etcd:
+        state["client_endpoints"] = ",".join(f"127.0.0.1:{p}" for p in client_ports)
     for i in range(count):
         node_id = i + 1
         node_dir = data_dir / f"node-{node_id}"
@@ -321,16 +338,18 @@ def _plan(
             "--tick-ms", str(tick_ms),
             *certs.get(node_id, []),
         ]  # fmt: skip
-        state["nodes"].append(
-            {
-                "id": node_id,
-                "pid": None,
-                "metrics_port": metric_ports[i],
-                "argv": argv,
-                "address": f"127.0.0.1:{peer_ports[i]}",
-                "dir": str(node_dir),
-            }
-        )
+        node: dict[str, Any] = {
+            "id": node_id,
+            "pid": None,
+            "metrics_port": metric_ports[i],
+            "argv": argv,
+            "address": f"127.0.0.1:{peer_ports[i]}",
+            "dir": str(node_dir),
+        }
+        if etcd:
+            argv += ["--client-port", str(client_ports[i]), "--client-endpoints", clients]
+            node["client_address"] = f"127.0.0.1:{client_ports[i]}"
+        state["nodes"].append(node)
     return state
 
 
@@ -411,10 +430,36 @@ def _wait_healthy(state: dict[str, Any]) -> bool:
     while time.monotonic() < deadline:
         if not all(pid_alive(n["pid"]) for n in state["nodes"]):
             return False
-        if all(fetch_health(n["metrics_port"]) for n in state["nodes"]):
+        if all(fetch_health(n["metrics_port"]) for n in state["nodes"]) and all(
+            _accepts(n["client_address"]) for n in state["nodes"] if n.get("client_address")
+        ):
             return True
         time.sleep(POLL_S)
     return False
+
+
+def _accepts(address: str, timeout_s: float = 1.0) -> bool:
+    """Whether ``HOST:PORT`` accepts a TCP connection now."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _etcd_status(address: str, timeout_s: float = 1.0) -> dict[str, Any]:
+    """``dbSize`` and alarms of an etcd member (its Maintenance.Status); {} if it fails."""
+    import grpc  # type: ignore[import-untyped]
+    from aetcd.rpc import rpc_pb2, rpc_pb2_grpc  # type: ignore[import-untyped]
+
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = rpc_pb2_grpc.MaintenanceStub(channel)
+            reply = stub.Status(rpc_pb2.StatusRequest(), timeout=timeout_s)
+    except grpc.RpcError:
+        return {}
+    return {"db_size": int(reply.dbSize), "alarms": list(reply.errors)}
 
 
 @cluster.command()
@@ -445,27 +490,34 @@ def _status_rows(data_dir: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
     for n in state["nodes"]:
         pid = _node_pid(data_dir, n)
         health = (fetch_health(n["metrics_port"]) if pid else None) or {}
-        rows.append(
-            {
-                "id": n["id"],
-                "pid": pid if pid else n.get("pid"),
-                "address": n["address"],
-                "state": "up" if health else ("starting" if pid else "down"),
-                "leader": health.get("leader"),
-                "term": health.get("term"),
-                "commit_index": health.get("commit_index"),
-                "applied_index": health.get("applied_index", health.get("last_applied")),
-                "role": health.get("role"),
-                "members": health.get("members"),
-            }
-        )
+        row = {
+            "id": n["id"],
+            "pid": pid if pid else n.get("pid"),
+            "address": n["address"],
+            "state": "up" if health else ("starting" if pid else "down"),
+            "leader": health.get("leader"),
+            "term": health.get("term"),
+            "commit_index": health.get("commit_index"),
+            "applied_index": health.get("applied_index", health.get("last_applied")),
+            "role": health.get("role"),
+            "members": health.get("members"),
+        }
+        client = n.get("client_address")
+        if client:
+            etcd = _etcd_status(client) if health else {}
+            row.update(
+                client_url=f"http://{client}",
+                db_size=etcd.get("db_size"),
+                alarms=etcd.get("alarms"),
+            )
+        rows.append(row)
     return rows
 
 
 def _print_status(data_dir: Path, state: dict[str, Any]) -> None:
     tls = " with TLS" if state.get("tls") else ""
     table = Table(title=f"pnyx cluster ({state['protocol']}{tls}) in {data_dir}")
-    columns = (
+    columns: tuple[str, ...] = (
         "id",
         "pid",
         "address",
@@ -476,10 +528,12 @@ def _print_status(data_dir: Path, state: dict[str, Any]) -> None:
         "commit_index",
         "applied_index",
     )
+    if state.get("client_endpoints"):
+        columns += ("client_url", "db_size")
     for column in columns:
         table.add_column(column, justify="right")
     for row in _status_rows(data_dir, state):
-        table.add_row(*("-" if row[c] is None else str(row[c]) for c in columns))
+        table.add_row(*("-" if row.get(c) is None else str(row[c]) for c in columns))
     Console(width=140).print(table)
 
 

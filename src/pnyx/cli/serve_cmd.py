@@ -8,6 +8,10 @@ member must be given the same id (``pnyx cluster up`` generates one).
 
 Expected startup failures (bad data directory, port in use, unreadable certificates, a WAL
 that refuses to open) print one line and exit 1; bad arguments exit 2.
+
+``--protocol etcd`` also serves etcd's v3 gRPC API on ``--client-port`` (default 2379) in
+the same process (:mod:`pnyx.services.etcd`); the ``--client-*``, ``--max-request-bytes``,
+``--quota-backend-bytes`` and timeout options are for it only.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import secrets
 import signal
 import ssl
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -69,6 +74,46 @@ STARTUP_FAILED = 1
 @click.option("--no-fsync", is_flag=True, help="Skip fsync (benchmarks only: unsafe).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 @click.option("--log-json", is_flag=True, help="Structured logs as JSON lines.")
+@click.option(
+    "--client-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="etcd: the gRPC client port (default 2379).",
+)
+@click.option(
+    "--client-host",
+    default=None,
+    help="etcd: where the client port listens (default: this node's --peers host).",
+)
+@click.option(
+    "--client-endpoints",
+    default=None,
+    help="etcd: other members' client addresses ID=HOST:PORT,... (shown by member list).",
+)
+@click.option(
+    "--max-request-bytes",
+    type=click.IntRange(1, 2**31 - 1),
+    default=None,
+    help="etcd: largest proposal accepted (default 1.5 MiB).",
+)
+@click.option(
+    "--quota-backend-bytes",
+    type=click.IntRange(1),
+    default=None,
+    help="etcd: data size that raises the NOSPACE alarm (default 2 GiB).",
+)
+@click.option(
+    "--election-timeout-ms",
+    type=click.IntRange(1),
+    default=None,
+    help="etcd: Raft election timeout in ms (default 10 ticks).",
+)
+@click.option(
+    "--heartbeat-interval-ms",
+    type=click.IntRange(1),
+    default=None,
+    help="etcd: Raft heartbeat interval in ms (default 2 ticks).",
+)
 def serve(
     node_id: int,
     peers_text: str,
@@ -83,6 +128,7 @@ def serve(
     no_fsync: bool,
     log_level: str,
     log_json: bool,
+    **etcd_flags: Any,
 ) -> None:
     """Run node ID of PROTOCOL until SIGTERM/SIGINT."""
     try:
@@ -90,6 +136,7 @@ def serve(
     except KeyError:
         fail(f"unknown protocol {protocol!r}; valid: {', '.join(service_names())}")
     peers = _peers(peers_text, node_id)
+    etcd_flags = _etcd_flags(protocol, etcd_flags)
     _check_data_dir(data_dir)
     tls = _tls_config(tls_ca, tls_cert, tls_key)
     configure_logging(getattr(logging, log_level.upper()), json_lines=log_json, node_id=node_id)
@@ -107,7 +154,10 @@ def serve(
         wal=WalConfig(fsync=not no_fsync),
     )
     try:
-        run_event_loop(_serve(service, config))
+        if protocol == "etcd":
+            run_event_loop(_serve_etcd(config, _etcd_options(config, etcd_flags)))
+        else:
+            run_event_loop(_serve(service, config))
     except (NodeFailed, WalError) as exc:
         _stopped(node_id, "stopped", exc)
     except (DataDirError, OSError) as exc:
@@ -182,18 +232,67 @@ def _cluster_id(given: str | None, data_dir: Path, node_id: int, peers: dict[int
     return generated
 
 
+def _etcd_flags(protocol: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """The etcd options given; a usage error when they come with another protocol."""
+    given = {name: value for name, value in flags.items() if value is not None}
+    if given and protocol != "etcd":
+        shown = ", ".join("--" + name.replace("_", "-") for name in sorted(given))
+        fail(f"{shown}: only for --protocol etcd")
+    if "client_endpoints" in given:
+        try:
+            given["client_endpoints"] = parse_peers(given["client_endpoints"])
+        except ValueError as exc:
+            fail(f"--client-endpoints: {exc}")
+    return given
+
+
+def _etcd_options(config: RunnerConfig, flags: dict[str, Any]) -> Any:
+    """The ``EtcdOptions`` of ``pnyx serve --protocol etcd``."""
+    from pnyx.services.etcd.server import DEFAULT_CLIENT_PORT, EtcdOptions
+
+    options: dict[str, Any] = {
+        "client_host": flags.get("client_host") or config.listen_host,
+        "client_port": flags.get("client_port", DEFAULT_CLIENT_PORT),
+        "client_addresses": flags.get("client_endpoints", {}),
+    }
+    for name in (
+        "max_request_bytes",
+        "quota_backend_bytes",
+        "election_timeout_ms",
+        "heartbeat_interval_ms",
+    ):
+        if name in flags:
+            options[name] = flags[name]
+    return EtcdOptions(**options)
+
+
+async def _serve_etcd(config: RunnerConfig, options: Any) -> None:
+    from pnyx.services.etcd.server import EtcdServer
+
+    server = EtcdServer(config, options)
+    await server.start()
+    await _run_until_signal(server.stop, server.wait_stopped)
+
+
 async def _serve(service: ServiceDef, config: RunnerConfig) -> None:
     runner = service.runner(config)
     await runner.start()
+    await _run_until_signal(runner.stop, runner.wait_stopped)
+
+
+async def _run_until_signal(
+    stop_server: Callable[[], Awaitable[None]], wait_stopped: Callable[[], Awaitable[None]]
+) -> None:
+    """Until SIGTERM/SIGINT or the node stops by itself; then stop (re-raising a failure)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    waiter = asyncio.ensure_future(runner.wait_stopped())
+    waiter = asyncio.ensure_future(wait_stopped())
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
-    await runner.stop()
+    await stop_server()
     if waiter.done():
         waiter.result()  # re-raise NodeFailed
     else:

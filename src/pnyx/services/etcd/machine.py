@@ -9,7 +9,10 @@ node-local parts etcd keeps outside its replicated state.
   node's lessor, with the node's monotonic clock.  So a follower's server forwards
   keep-alives to the leader over the Raft client path, and a deposed leader cannot answer
   one (its ReadIndex round fails);
-- hooks run after every applied command or restored snapshot (the watch hub).
+- hooks run after every applied command or restored snapshot (the watch hub);
+- an estimate of the data size (``dbSize``, the quota): the exact snapshot size, counted
+  again only after a compaction or a restore, plus the keys and values each new revision
+  wrote (so a write costs O(1) here, not a snapshot).
 
 Lease queries never change replicated state: every replica's ``snapshot`` stays the same.
 """
@@ -27,6 +30,8 @@ from pnyx.protocols.etcd.lease import Lessor
 from pnyx.protocols.etcd.requests import LeaseKeepAliveRequest, LeaseTimeToLiveRequest
 
 LeaseQuery = LeaseKeepAliveRequest | LeaseTimeToLiveRequest
+EVENT_OVERHEAD_BYTES = 64
+"""What one stored change costs beyond its key and value (revisions, version, lease)."""
 _LEASE_QUERY_TAGS = frozenset({"lease_keep_alive", "lease_time_to_live"})
 
 
@@ -49,7 +54,11 @@ class ServedMachine:
         self.lessor: Lessor = inner.store.new_lessor()
         self.is_leader: Callable[[], bool] = lambda: False
         """Set by the server once its node runs: whether the node leads now."""
-        self.after_apply: list[Callable[[], None]] = []
+        self.after_apply: list[Callable[[], None]] = [self._count_size]
+        self._size: int | None = None
+        self._size_mvcc: object = None
+        self._size_revision = 0
+        self._size_compact = 0
 
     # -- StateMachine ------------------------------------------------------------------------
 
@@ -73,6 +82,40 @@ class ServedMachine:
     def _after(self) -> None:
         for hook in self.after_apply:
             hook()
+
+    # -- size ---------------------------------------------------------------------------------
+
+    def db_size(self) -> int:
+        """Estimated bytes of the replicated state (exact after a compaction or restore)."""
+        if self._size is None:
+            store = self.inner.store
+            self._size = len(store.snapshot())
+            self._size_mvcc = store.mvcc
+            self._size_revision = store.mvcc.current_revision
+            self._size_compact = store.mvcc.compact_revision
+        return self._size
+
+    def _count_size(self) -> None:
+        mvcc = self.inner.store.mvcc
+        if self._size is None:
+            return
+        if mvcc is not self._size_mvcc or mvcc.compact_revision != self._size_compact:
+            self._size = None  # compacted or restored: count again when asked
+            return
+        if mvcc.current_revision == self._size_revision:
+            return
+        added = 0
+        for revision, events in reversed(mvcc.recent):
+            if revision <= self._size_revision:
+                break
+            for event in events:
+                kv = event.kv
+                added += EVENT_OVERHEAD_BYTES + (len(kv.key) + len(kv.value) if kv else 0)
+        else:
+            self._size = None  # more revisions than ``recent`` holds: count again
+            return
+        self._size += added
+        self._size_revision = mvcc.current_revision
 
     # -- leases ---------------------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ node's own state.  The services live in ``kv_service``, ``lease_service``,
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,6 +59,8 @@ GRPC_OVERHEAD_BYTES = 512 * 1024
 bigger ones gRPC itself refuses (RESOURCE_EXHAUSTED) before they are decoded."""
 DEFAULT_QUOTA_BACKEND_BYTES = 2 * 1024**3
 """etcd's default ``--quota-backend-bytes`` (2 GiB)."""
+DEFAULT_CLIENT_PORT = 2379
+"""etcd's client port."""
 ETCD_VERSION = "3.4.23"
 """The etcd version this server reports (``Status.version``): the API it follows."""
 STOP_STEP_S = 5.0
@@ -75,7 +79,7 @@ class EtcdOptions:
     """The etcd-facing settings of one node (the Raft side is its ``RunnerConfig``)."""
 
     client_host: str = "127.0.0.1"
-    client_port: int = 2379
+    client_port: int = DEFAULT_CLIENT_PORT
     """The gRPC port (0 picks a free one: see :attr:`EtcdServer.client_address`)."""
     client_addresses: Mapping[int, Address] = field(default_factory=dict)
     """Other members' client addresses, for ``MemberList`` (this node's is added)."""
@@ -91,8 +95,6 @@ class EtcdOptions:
     """Raft heartbeat interval; None keeps the runtime default (2 ticks)."""
     lease_check_ms: int = 100
     """How often the leader looks for expired leases."""
-    db_size_refresh_s: float = 1.0
-    """``dbSize`` (the state machine's snapshot size) is recomputed at most this often."""
     max_watch_streams: int = 1024
     """Open watch streams (per node); more are refused with RESOURCE_EXHAUSTED."""
     watch_queue_events: int = 10_000
@@ -124,9 +126,10 @@ class EtcdServer:
         self._stopping = False
         self.alarms: set[tuple[int, int]] = set()
         """Active alarms of this member: (member id, ``AlarmType``)."""
-        self._db_size = 0
-        self._db_size_at = float("-inf")
         self._grpc_requests: Counter | None = None
+        self._revision_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_seq = itertools.count()
+        self.machine.after_apply.append(self._wake_revision_waiters)
         self.services: dict[str, Any] = {}
         """The gRPC servicers by etcd service name (after :meth:`start`)."""
         self.directory = MemberDirectory(cluster=config.transport.cluster, peers=config.peers)
@@ -301,7 +304,9 @@ class EtcdServer:
         if needs_space:
             self._check_space(size)
         raw = await self.gateway.write(request)
-        return _typed(request, raw)
+        result = _typed(request, raw)
+        await self.wait_revision(result.header.revision)
+        return result
 
     async def read(self, request: Any, *, serializable: bool = False) -> Any:
         """Answer a read-only ``request``: linearizable (ReadIndex on the leader) unless
@@ -311,6 +316,31 @@ class EtcdServer:
         raw = await self.gateway.read(request)
         return _typed(request, raw)
 
+    async def wait_revision(self, revision: int) -> None:
+        """Until this node applied ``revision`` (bounded by the gateway deadline), so that
+        a client reads its own write here, as etcd answers a write only once the member
+        it was sent to applied it.  Returns quietly when the bound passes."""
+        if self.machine.inner.store.current_revision >= revision:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (revision, next(self._waiter_seq), future)
+        heapq.heappush(self._revision_waiters, entry)
+        try:
+            await asyncio.wait([future], timeout=self.options.gateway.deadline_s)
+        finally:
+            if not future.done():
+                future.cancel()  # _wake_revision_waiters drops it
+
+    def _wake_revision_waiters(self) -> None:
+        waiters = self._revision_waiters
+        if not waiters:
+            return
+        current = self.machine.inner.store.current_revision
+        while waiters and (waiters[0][0] <= current or waiters[0][2].done()):
+            _, _, future = heapq.heappop(waiters)
+            if not future.done():
+                future.set_result(None)
+
     def read_local(self, request: Any) -> Any:
         """Answer a read-only ``request`` from this node's state at once."""
         return _typed(request, self.machine.inner.store.apply(request))
@@ -318,13 +348,8 @@ class EtcdServer:
     # -- space --------------------------------------------------------------------------------
 
     def db_size(self) -> int:
-        """The state machine's size in bytes (its snapshot), recomputed at most every
-        ``db_size_refresh_s``."""
-        loop = asyncio.get_running_loop()
-        if loop.time() - self._db_size_at >= self.options.db_size_refresh_s:
-            self._db_size = len(self.machine.inner.store.snapshot())
-            self._db_size_at = loop.time()
-        return self._db_size
+        """The state machine's size in bytes (see :meth:`ServedMachine.db_size`)."""
+        return self.machine.db_size()
 
     def _check_space(self, size: int) -> None:
         from aetcd.rpc import rpc_pb2  # type: ignore[import-untyped]
@@ -393,6 +418,7 @@ async def _bounded(coro: Any, what: str) -> None:
 
 
 __all__ = [
+    "DEFAULT_CLIENT_PORT",
     "DEFAULT_QUOTA_BACKEND_BYTES",
     "ETCD_VERSION",
     "GRPC_OVERHEAD_BYTES",
