@@ -4,7 +4,7 @@
 (:mod:`pnyx.protocols.etcd.requests`) with etcd's revisions, errors and edge cases.
 :class:`EtcdStateMachine` is what a Raft node applies: the MVCC store plus the replicated
 lease table (:mod:`pnyx.protocols.etcd.lease`), with client sessions for exactly-once
-writes.  :class:`Lessor` is the leader's lease clock.
+writes.  :class:`Lessor` is the leader's lease clock; :class:`WatchHub` serves watchers.
 """
 
 from pnyx.protocols.etcd.errors import ErrorResult, EtcdError, GrpcCode
@@ -75,11 +75,13 @@ from pnyx.protocols.etcd.validate import (
     encoded_size,
     validate,
 )
+from pnyx.protocols.etcd.watch import INVALID_WATCH_ID, Watcher, WatchHub
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
     "DEFAULT_MAX_TXN_OPS",
     "DEFAULT_MIN_LEASE_TTL_S",
+    "INVALID_WATCH_ID",
     "MAX_LEASE_TTL_S",
     "NO_LEASE",
     "RESPONSE_TYPES",
@@ -133,9 +135,11 @@ __all__ = [
     "TxnResponse",
     "WatchCancelRequest",
     "WatchCreateRequest",
+    "WatchHub",
     "WatchProgressRequest",
     "WatchRequest",
     "WatchResponse",
+    "Watcher",
     "check_request_size",
     "decode_command",
     "decode_result",
