@@ -1,0 +1,230 @@
+"""The etcd gRPC server in-process: one real node (TCP, WAL with fsync in a temp dir) driven
+with the ``aetcd`` client and raw gRPC stubs.  Errors must be etcd's, and the node must
+keep serving after each bad request."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aetcd
+import aetcd.exceptions
+import grpc
+import pytest
+from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
+
+from pnyx.runtime.node_runner import RunnerConfig
+from pnyx.runtime.transport import TransportConfig
+from pnyx.services.etcd.server import EtcdOptions, EtcdServer
+
+T = TypeVar("T")
+BOUND_S = 30.0
+
+
+def run(test: Callable[[], Awaitable[T]]) -> T:
+    """Run an async test body with an overall bound."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(BOUND_S):
+            return await test()
+
+    return asyncio.run(bounded())
+
+
+@asynccontextmanager
+async def one_node(directory: Path, **options: Any) -> AsyncIterator[EtcdServer]:
+    """A started single-node server (WAL + fsync in ``directory``), removed afterwards."""
+    config = RunnerConfig(
+        node_id=1,
+        data_dir=directory,
+        peers={1: ("127.0.0.1", 0)},
+        transport=TransportConfig(cluster="test-one"),
+    )
+    server = EtcdServer(config, EtcdOptions(client_port=0, **options))
+    try:
+        async with server:
+            await _wait_leader(server)
+            yield server
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _wait_leader(server: EtcdServer) -> None:
+    async with asyncio.timeout(10):
+        while server.status().get("leader") != 1:
+            await asyncio.sleep(0.01)
+
+
+async def rpc_error(call: Awaitable[Any]) -> tuple[Any, str]:
+    """(gRPC status code, message) of a raw stub call that must fail."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details()
+    raise AssertionError("the call succeeded")
+
+
+@asynccontextmanager
+async def client(server: EtcdServer) -> AsyncIterator[aetcd.Client]:
+    host, port = server.client_address
+    async with aetcd.Client(host, port, timeout=10) as c:
+        yield c
+
+
+def test_put_get_range_delete_txn_compact(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with one_node(tmp_path / "n") as server, client(server) as c:
+            put = await c.put(b"a", b"1")
+            assert put.header.revision == 2 and put.header.member_id == server.member_id
+            assert put.header.cluster_id == server.directory.cluster_id
+            assert put.header.raft_term >= 1
+            await c.put(b"a", b"2")
+            await c.put(b"b", b"3")
+            got = await c.get(b"a")
+            assert (got.value, got.version, got.create_revision, got.mod_revision) == (
+                b"2",
+                2,
+                2,
+                3,
+            )
+            old = await c.kvstub.Range(rpc_pb2.RangeRequest(key=b"a", revision=2))
+            assert [kv.value for kv in old.kvs] == [b"1"]
+            prefix = await c.get_all()
+            assert [kv.key for kv in prefix] == [b"a", b"b"]
+            succeeded, responses = await c.transaction(
+                compare=[c.transactions.value(b"a") == b"2"],
+                success=[c.transactions.put(b"c", b"4"), c.transactions.get(b"b")],
+                failure=[],
+            )
+            assert succeeded and responses[0].response_put.header.revision == 5
+            assert [value for value, _ in responses[1]] == [b"3"]
+            deleted = await c.delete(b"b")
+            assert deleted.deleted == 1
+            assert await c.get(b"b") is None
+            await c.compact(4)
+            code, message = await rpc_error(
+                c.kvstub.Range(rpc_pb2.RangeRequest(key=b"a", revision=3))
+            )
+            assert code == grpc.StatusCode.OUT_OF_RANGE
+            assert message == "etcdserver: mvcc: required revision has been compacted"
+            assert (await c.get(b"c")).value == b"4"
+
+    run(body)
+
+
+def test_serializable_reads_and_status(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with one_node(tmp_path / "n") as server, client(server) as c:
+            await c.put(b"k", b"v")
+            host, port = server.client_address
+            async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+                kv = rpc_pb2_grpc.KVStub(channel)
+                reply = await kv.Range(rpc_pb2.RangeRequest(key=b"k", serializable=True))
+                assert [x.value for x in reply.kvs] == [b"v"]
+                maintenance = rpc_pb2_grpc.MaintenanceStub(channel)
+                status = await maintenance.Status(rpc_pb2.StatusRequest())
+                assert status.version == "3.4.23" and status.leader == server.member_id
+                assert status.raftTerm >= 1 and status.raftIndex >= 2 and status.dbSize > 0
+                members = await rpc_pb2_grpc.ClusterStub(channel).MemberList(
+                    rpc_pb2.MemberListRequest()
+                )
+                assert [m.ID for m in members.members] == [server.member_id]
+                assert members.members[0].clientURLs == [f"http://{host}:{port}"]
+                hashed = await maintenance.HashKV(rpc_pb2.HashKVRequest())
+                assert hashed.hash != 0 and hashed.header.revision == 2
+
+    run(body)
+
+
+def test_bad_input_gets_etcds_error_and_the_node_keeps_serving(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with one_node(tmp_path / "n") as server, client(server) as c:
+            await c.put(b"a", b"1")
+            with pytest.raises(aetcd.exceptions.InvalidArgumentError) as too_large:
+                await c.put(b"big", b"x" * (1536 * 1024))
+            assert str(too_large.value) == "etcdserver: request is too large"
+            with pytest.raises(aetcd.exceptions.ClientError) as grpc_limit:
+                await c.put(b"huge", b"x" * (2200 * 1024))
+            assert "larger than max" in str(grpc_limit.value)
+            with pytest.raises(aetcd.exceptions.InvalidArgumentError) as empty:
+                await c.put(b"", b"x")
+            assert str(empty.value) == "etcdserver: key is not provided"
+            future = await rpc_error(c.kvstub.Range(rpc_pb2.RangeRequest(key=b"a", revision=100)))
+            assert future == (
+                grpc.StatusCode.OUT_OF_RANGE,
+                "etcdserver: mvcc: required revision is a future revision",
+            )
+            no_lease = await rpc_error(
+                c.kvstub.Put(rpc_pb2.PutRequest(key=b"l", value=b"v", lease=12345))
+            )
+            assert no_lease == (grpc.StatusCode.NOT_FOUND, "etcdserver: requested lease not found")
+            empty_range = await rpc_error(c.kvstub.Range(rpc_pb2.RangeRequest()))
+            assert empty_range == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "etcdserver: key is not provided",
+            )
+            assert (await c.put(b"a", b"2")).header.revision == 3  # still serving
+            assert (await c.get(b"a")).value == b"2"
+
+    run(body)
+
+
+def test_quota_raises_the_nospace_alarm(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with (
+            one_node(tmp_path / "n", quota_backend_bytes=4096) as server,
+            client(server) as c,
+        ):
+            await c.put(b"a", b"x" * 1000)
+            with pytest.raises(aetcd.exceptions.ClientError) as full:
+                for i in range(10):
+                    await c.put(f"k{i}".encode(), b"x" * 1000)
+            assert str(full.value) == "etcdserver: mvcc: database space exceeded"
+            alarms = [a async for a in c.list_alarms()]
+            assert [(a.alarm_type, a.member_id) for a in alarms] == [
+                (rpc_pb2.NOSPACE, server.member_id)
+            ]
+            await c.delete(b"a")  # deletes still work under the alarm
+            await c.disarm_alarm(server.member_id)
+            assert [a async for a in c.list_alarms()] == []
+
+    run(body)
+
+
+def test_leases_grant_keepalive_ttl_revoke(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with one_node(tmp_path / "n") as server, client(server) as c:
+            lease = await c.lease(30)
+            await c.put(b"held", b"v", lease=lease.id)
+            info = await c.get_lease_info(lease.id)
+            assert info.grantedTTL == 30 and 0 < info.TTL <= 30 and list(info.keys) == [b"held"]
+            refreshed = await c.refresh_lease(lease.id)
+            ttl, lease_id = refreshed.TTL, refreshed.ID
+            assert (ttl, lease_id) == (30, lease.id)
+            leases = await c.leasestub.LeaseLeases(rpc_pb2.LeaseLeasesRequest())
+            assert [x.ID for x in leases.leases] == [lease.id]
+            await lease.revoke()
+            assert await c.get(b"held") is None
+            gone = await c.get_lease_info(lease.id)
+            assert gone.TTL == -1
+
+    run(body)
+
+
+def test_stop_is_bounded_with_clients_connected(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with one_node(tmp_path / "n") as server:
+            host, port = server.client_address
+            channel = grpc.aio.insecure_channel(f"{host}:{port}")
+            await rpc_pb2_grpc.KVStub(channel).Put(rpc_pb2.PutRequest(key=b"a", value=b"b"))
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await server.stop()
+            assert loop.time() - started < 10
+            await channel.close()
+
+    run(body)
