@@ -44,8 +44,6 @@ from pnyx.protocols.etcd import (
     MvccStore,
     PutRequest,
     RangeRequest,
-    SortOrder,
-    SortTarget,
     TxnRequest,
     check_request_size,
     encoded_size,
@@ -54,26 +52,18 @@ from pnyx.protocols.etcd import (
 from pnyx.protocols.raft.sessions import OPEN_SESSION, SessionCommand
 from tests.etcd.realetcd import RealEtcd, real_etcd  # noqa: F401 (fixture)
 from tests.etcd.scenarios import (
-    CREATE,
-    EQ,
-    GT,
-    LEASE,
     LEASE_OPS,
-    LT,
-    MOD,
-    NE,
     SCENARIOS,
-    VALUE,
-    VERSION,
     GrpcTarget,
     Op,
     Record,
     Session,
-    cmp,
+    distinct_puts,
     error_record,
     first_difference,
     get,
-    op,
+    operations,
+    ranges,
     run_scenario,
     struct_to_dict,
 )
@@ -262,97 +252,7 @@ def test_sort_option_deviation(etcd_target: GrpcTarget) -> None:
 
 # ----------------------------------------------------------------- hypothesis
 
-KEYS = [b"a", b"ab", b"b", b"c", b"d"]
-VALUES = [b"", b"0", b"1", b"2", b"10"]
-keys = st.sampled_from(KEYS)
-values = st.sampled_from(VALUES)
-revisions = st.integers(min_value=0, max_value=14)
-range_ends = st.sampled_from([b"\0", b"", b"e", b"c", b"b", b"a", b"\0"])
-
-
-@st.composite
-def ranges(draw: Any) -> RangeRequest:
-    """Every option drawn independently (hypothesis favours the first choice of each)."""
-    kw: dict[str, Any] = {
-        "limit": draw(st.sampled_from([0, 0, 1, 2, 3])),
-        "sort_order": draw(st.sampled_from(list(SortOrder))),
-        "sort_target": draw(st.sampled_from(list(SortTarget))),
-    }
-    if draw(st.integers(0, 3)) == 0:
-        kw["revision"] = draw(revisions)
-    flag = draw(st.sampled_from([None, None, None, "keys_only", "count_only"]))
-    if flag:
-        kw[flag] = True
-    limit_filter = draw(
-        st.sampled_from(
-            [None, None, None, "min_mod_revision", "max_mod_revision", "min_create_revision",
-             "max_create_revision"]
-        )
-    )
-    if limit_filter:
-        kw[limit_filter] = draw(revisions)
-    return RangeRequest(key=draw(keys), range_end=draw(range_ends), **kw)
-
-
-@st.composite
-def puts(draw: Any) -> PutRequest:
-    kw: dict[str, Any] = {"prev_kv": draw(st.booleans())}
-    choice = draw(st.integers(0, 7))
-    if choice == 0:
-        kw["ignore_value"] = True
-    elif choice == 1:
-        kw["ignore_lease"] = True
-    else:
-        kw["value"] = draw(values)
-    if choice >= 5:
-        kw["lease"] = draw(st.sampled_from([0, 1, 1, 2, 3]))  # 3 is never granted
-    return PutRequest(key=draw(keys), **kw)
-
-
-@st.composite
-def deletes(draw: Any) -> DeleteRangeRequest:
-    return DeleteRangeRequest(
-        key=draw(keys), range_end=draw(range_ends), prev_kv=draw(st.booleans())
-    )
-
-
-@st.composite
-def compares(draw: Any) -> Any:
-    target = draw(st.sampled_from([VERSION, CREATE, MOD, VALUE, LEASE]))
-    result = draw(st.sampled_from([EQ, GT, LT, NE]))
-    value = draw(values) if target == VALUE else draw(
-        st.integers(0, 2) if target in (VERSION, LEASE) else revisions
-    )
-    end = draw(st.sampled_from([b"", b"", b"", b"c", b"\0"]))
-    return cmp(draw(keys), target, result, value, range_end=end)
-
-
-def txns(depth: int) -> Any:
-    leaf = st.one_of(ranges(), puts(), deletes())
-    child = leaf if depth == 0 else st.one_of(leaf, leaf, txns(depth - 1))
-    ops = st.lists(child.map(op), max_size=3)
-    return st.builds(
-        TxnRequest, compare=st.lists(compares(), max_size=2), success=ops, failure=ops
-    )
-
-
-operations = st.one_of(
-    puts(), puts(), ranges(), ranges(), deletes(), txns(1),
-    st.builds(CompactionRequest, revision=st.integers(1, 8)),
-    st.sampled_from(
-        [
-            LeaseGrantRequest(ID=1, TTL=600),
-            LeaseGrantRequest(ID=2, TTL=600),
-            LeaseRevokeRequest(ID=1),
-            LeaseRevokeRequest(ID=2),
-            LeaseTimeToLiveRequest(ID=1, keys=True),
-        ]
-    ),
-)
-distinct_puts = st.lists(keys, min_size=3, max_size=5, unique=True).flatmap(
-    lambda ks: st.tuples(*(st.builds(PutRequest, key=st.just(k), value=values) for k in ks))
-)
-
+# Strategies: tests.etcd.scenarios (operations, ranges, distinct_puts).
 
 @settings(
     max_examples=300,
