@@ -103,16 +103,7 @@ def test_a_mutant_seed_replays_with_one_command_name() -> None:
         get_spec("broadcast+vote_not_persisted")
 
 
-NOT_YET_CAUGHT_BY_SWARM = {
-    "restart_votes_at_once": "needs a leader holding a lease, a voter whose timer runs out "
-    "while the voters that renew that lease restart (and, under the mutant, vote at once) "
-    "with logs no longer than its own, and a client write at the new leader followed by a "
-    "read of that key at the old one within the lease (~8 ticks); measured 2026-12-05 with "
-    "stream rules lease-cut + election-restart and hot-key random-node clients: 112 cuts "
-    "and 12 restarts per 200 seeds, 0 catches in 400 seeds (the cut voter had nearly always "
-    "missed entries the leasing leader kept appending, so the others refuse it); see the "
-    "README's last section; caught by the directed tests in tests/raft/test_hardening.py",
-}
+NOT_YET_CAUGHT_BY_SWARM: dict[str, str] = {}
 """Open gaps of issue 16 item 16: strict xfail, so catching them turns the test red until
 they are moved out of this list."""
 

@@ -32,9 +32,8 @@ class ProbeNemesis:
         if node_id != 1:
             return None
         if any(isinstance(s.msg, Seq) and s.msg.n == STRIKE_AT for s in ready.send):
-            return Strike(
-                self.kind, 1, 100_000, "probe", group=(1,) if self.kind == "split" else ()
-            )
+            group = {"split": (1,), "cut": (2,)}.get(self.kind, ())
+            return Strike(self.kind, 1, 100_000, "probe", group=group)
         return None
 
 
@@ -87,6 +86,18 @@ def test_isolate_strike_loses_the_batch_to_peers() -> None:
         assert not [t for t, _ in seqs if at < t < at + 100_000]
 
 
+def test_cut_strike_loses_the_links_to_its_group_only() -> None:
+    _, trace = _run("cut")
+    at = _strike_time(trace)
+    to = {
+        dst: [r[4].n for r in trace if r[1] == "deliver" and r[2] == 1 and r[3] == dst]
+        for dst in (2, 3)
+    }
+    assert STRIKE_AT in to[3] and STRIKE_AT not in to[2]
+    during = [r for r in trace if r[1] == "deliver" and r[2] == 1 and at < r[0] < at + 100_000]
+    assert during and all(r[3] == 3 for r in during)
+
+
 def test_drop_strike_loses_only_that_batch() -> None:
     _, trace = _run("drop")
     delivered = [n for _, n in _seqs_from_1(trace)]
@@ -106,6 +117,10 @@ def test_bad_strikes_are_refused() -> None:
         Strike("explode", 1, 10, "x")
     with pytest.raises(ValueError, match="must hold node"):
         Strike("split", 1, 10, "x", group=(2, 3))
+    with pytest.raises(ValueError, match="must be other nodes"):
+        Strike("cut", 1, 10, "x", group=(1, 2))
+    with pytest.raises(ValueError, match="also-strike"):
+        Strike("crash", 1, 10, "x", also=(Strike("echo", 2, 10, "x"),))
 
 
 class Recording(RaftNemesis):
@@ -191,9 +206,7 @@ class PauseForeverNemesis:
 def test_no_strike_at_the_batches_the_heal_itself_carries_out() -> None:
     """The heal resumes a paused node, whose held batch runs at once: no strike may hit it
     (a pause struck there would never end, and the heal phase would fail on liveness)."""
-    spec = replace(
-        RAFT, make_nemesis=lambda rules: PauseForeverNemesis(), nemesis_rules=("probe",)
-    )
+    spec = replace(RAFT, make_nemesis=lambda rules: PauseForeverNemesis(), nemesis_rules=("probe",))
     plan = NemesisPlan(frozenset({"probe"}), fire_p=1.0, max_strikes=20)
     fault_ms = 1_000
     sim = Simulation(spec, SimConfig(seed=1, trace=True, nemesis=plan, fault_ms=fault_ms))

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from pnyx.core import Ready
+from pnyx.sim.catalog import get_spec
 from pnyx.sim.nemesis import NemesisPlan, Strike, rule_stream
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import parse_faults
@@ -104,3 +105,49 @@ def test_each_stream_rule_has_its_own_stream() -> None:
     assert rule_stream(3, "a").random() == rule_stream(3, "a").random()
     assert rule_stream(3, "a").random() != rule_stream(3, "b").random()
     assert rule_stream(3, "a").random() != random.Random("pnyx-nemesis:3").random()
+
+
+def _steal_strikes(spec: Any, seed: int) -> tuple[Any, list[tuple[int, str]]]:
+    sim = Simulation(spec, SimConfig(seed=seed, faults=ALL, swarm=True, trace=True))
+    result = sim.run()
+    strikes = [(r[0], str(r[2])) for r in result.trace if r[1] == "strike"]
+    return result, [(t, text) for t, text in strikes if "lease-steal" in text]
+
+
+def _step(text: str) -> str:
+    return text.split(": ")[1].split()[0]
+
+
+def test_lease_steal_steps_follow_a_carried_out_cut() -> None:
+    """Step 2 (power-cycle the voters, isolate the old leader) comes only after a step 1
+    that was carried out, against the leader that step cut off (a proposal the firing draw
+    turned down starts nothing)."""
+    seconds = 0
+    for seed in range(30):
+        result, strikes = _steal_strikes(RAFT, seed)
+        assert result.ok, result.violation
+        cut_leader = None
+        for _, text in strikes:
+            if _step(text) == "cut":
+                cut_leader = text.split("cut node ")[1].split()[0]
+            elif _step(text) == "isolate":
+                assert cut_leader == text.split("isolate node ")[1].split()[0], strikes
+                seconds += 1
+                cut_leader = None
+    assert seconds > 0
+
+
+def test_lease_steal_catches_a_restarted_voter_that_votes_at_once() -> None:
+    """Swarm seed 23: the three steps happen, and the stale read is the steered one (a get
+    of the key the steered put wrote at the new leader, served by the old leader)."""
+    result, strikes = _steal_strikes(get_spec("raft+restart_votes_at_once"), 23)
+    assert result.violation is not None and result.violation.prop == "linearizability"
+    assert [_step(text) for _, text in strikes][:3] == ["cut", "isolate", "inject"]
+    steered_at = strikes[2][0]
+    late = [e for e in result.history if e.time >= steered_at * 1000 and e.f in ("put", "get")]
+    put_done = next(e for e in late if e.f == "put" and e.type == "ok")
+    get_done = next(e for e in late if e.f == "get" and e.type == "ok" and e.time > put_done.time)
+    assert get_done.key == put_done.key and get_done.value != put_done.value
+    assert "get" in str(result.violation)
+    ok = run_sim(RAFT, SimConfig(seed=23, faults=ALL, swarm=True))
+    assert ok.ok, ok.violation

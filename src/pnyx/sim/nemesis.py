@@ -21,7 +21,17 @@ node is about to carry out and may answer with one :class:`Strike`:
   later (a very late duplicate);
 - ``inject``: carry the batch out, then deliver ``message`` from ``source`` (a client)
   ``duration_us`` later: the nemesis acting as a client at the vulnerable moment (e.g. a
-  leadership transfer just as a joint configuration is appended).
+  leadership transfer just as a joint configuration is appended), or steering a client
+  (``node`` is then that client);
+- ``cut``: cut the links between ``node`` and each node of ``group``, both ways, for
+  ``duration_us``, then carry the batch out.
+
+A strike may bring ``also`` strikes, carried out right after the batch (``crash``,
+``isolate``, ``cut``, ``inject``; their ``node`` may be any node or client): one moment, several
+faults, as when a rack power-cycles while a switch port fails.  A ``followup`` strike is
+the next step of a sequence a stream rule started (e.g. cut, then restart voters when the
+cut-off node campaigns, then steer a client): it is not subject to the rule's budget or
+firing draw, so a sequence that began is carried to its end.
 
 An ``inject`` may also be a stale copy of a peer's earlier message that the network held
 back (``source`` is then that peer).
@@ -59,7 +69,11 @@ STRIKE_KINDS: tuple[str, ...] = (
     "drop",
     "echo",
     "inject",
+    "cut",
 )
+
+ALSO_KINDS: tuple[str, ...] = ("crash", "isolate", "cut", "inject")
+"""Kinds an ``also`` strike may have (each acts on its own ``node`` after the batch)."""
 
 LATE_KINDS: tuple[str, ...] = ("echo", "inject")
 """Strike kinds that only deliver messages (no fault): stream rules may use them after the
@@ -87,6 +101,10 @@ class Strike:
     """``inject``: the message to deliver to the node."""
     source: int = 0
     """``inject``: who the message comes from (a client id)."""
+    also: tuple[Strike, ...] = ()
+    """Further strikes carried out right after the batch (see the module doc)."""
+    followup: bool = False
+    """The next step of a sequence its rule started: no budget or firing draw."""
 
     def __post_init__(self) -> None:
         if self.kind not in STRIKE_KINDS:
@@ -95,13 +113,21 @@ class Strike:
             raise ValueError(f"strike durations must not be negative: {self!r}")
         if self.kind == "split" and self.node not in self.group:
             raise ValueError(f"split group {self.group} must hold node {self.node}")
+        if self.kind == "cut" and (not self.group or self.node in self.group):
+            raise ValueError(f"cut group {self.group} must be other nodes than {self.node}")
+        for extra in self.also:
+            if extra.kind not in ALSO_KINDS or extra.also:
+                raise ValueError(f"an also-strike is one of {ALSO_KINDS}, not {extra!r}")
         if self.kind == "inject" and (self.message is None or self.source <= 0):
             raise ValueError("an inject strike needs a message and a source")
 
     def describe(self) -> str:
         """One line for humans."""
         span = f"{self.duration_us / 1000:.1f} ms"
-        return f"nemesis {self.rule}: {self.kind} node {self.node} for {span}"
+        line = f"nemesis {self.rule}: {self.kind} node {self.node} for {span}"
+        for extra in self.also:
+            line += f"; {extra.kind} node {extra.node} for {extra.duration_us / 1000:.1f} ms"
+        return line
 
 
 class Nemesis(Protocol):
@@ -127,6 +153,12 @@ class StreamNemesis(Protocol):
         """A strike of a stream rule at this batch (``rngs``: each active stream rule's
         stream; a rule draws only from its own), or None.  In the heal phase only kinds of
         :data:`LATE_KINDS` are carried out."""
+        ...
+
+    def stream_struck(self, hit: Strike) -> None:
+        """``hit`` (proposed by :meth:`stream_strike`) is being carried out: a proposal the
+        run's budget or firing draw turned down is never reported, so a sequence advances
+        only on what happened."""
         ...
 
 

@@ -271,6 +271,14 @@ class Simulation:
         return self._healing
 
     @property
+    def client_ids(self) -> tuple[int, ...]:
+        return self._client_ids
+
+    @property
+    def tick_us(self) -> int:
+        return self.config.tick_us
+
+    @property
     def history(self) -> list[HistoryEvent]:
         return self._history
 
@@ -787,7 +795,11 @@ class Simulation:
         hit: Strike | None = self._nemesis.stream_strike(self, proc.pid, ready, rngs)
         if hit is None or (self._healing and hit.kind not in LATE_KINDS):
             return None
-        return self._allowed(hit, rngs[hit.rule])
+        if not hit.followup:  # a followup is the next step of a sequence its rule started
+            hit = self._allowed(hit, rngs[hit.rule])
+        if hit is not None:
+            self._nemesis.stream_struck(hit)
+        return hit
 
     def _allowed(self, hit: Strike | None, rng: random.Random) -> Strike | None:
         """``hit`` if its rule's budget and the firing draw (from ``rng``) let it happen.
@@ -839,9 +851,22 @@ class Simulation:
             self._dynamic_fault(hit, "partition", isolate(hit.node, self._node_ids))
         elif hit.kind == "split":
             self._dynamic_fault(hit, "partition", split(hit.group, self._node_ids))
+        elif hit.kind == "cut":
+            self._dynamic_fault(hit, "partition", split((hit.node,), (hit.node, *hit.group)))
         return False
 
     def _strike_after(self, proc: _Proc, ready: Ready, hit: Strike) -> None:
+        self._strike_after_batch(proc, ready, hit)
+        for extra in hit.also:
+            if extra.kind == "isolate":
+                self._dynamic_fault(extra, "partition", isolate(extra.node, self._node_ids))
+            elif extra.kind == "cut":
+                links = split((extra.node,), (extra.node, *extra.group))
+                self._dynamic_fault(extra, "partition", links)
+            else:
+                self._strike_after_batch(proc, ready, extra)
+
+    def _strike_after_batch(self, proc: _Proc, ready: Ready, hit: Strike) -> None:
         if hit.kind == "crash":
             self._dynamic_fault(hit, "crash")
         elif hit.kind == "inject":

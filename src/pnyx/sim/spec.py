@@ -47,6 +47,16 @@ class World(Protocol):
         ...
 
     @property
+    def client_ids(self) -> tuple[int, ...]:
+        """Every client process of the run."""
+        ...
+
+    @property
+    def tick_us(self) -> int:
+        """Virtual microseconds per tick (nominal; each process drifts a little)."""
+        ...
+
+    @property
     def history(self) -> list[HistoryEvent]:
         """Client history events so far, stamped with virtual time (ns)."""
         ...

@@ -6,10 +6,15 @@ linearizable ReadIndex reads.  Every KV operation is recorded as a history event
 the linearizability checker; an operation given up on is recorded ``info``.  The admin
 client (``admin=True``) also issues membership changes and leadership transfers now and
 then (not recorded: they are not KV operations).
+
+A test harness may steer a client (:class:`Steer`), as a Jepsen generator binds operations
+to nodes and alternates busy and quiet phases: hold off new operations for a while, or run
+given operations at given nodes next.  Steered operations are recorded like any other.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from pnyx.core import ClientReply, HistoryEvent, Message, Outbox, Quiesce, Record, Rng, Send
@@ -43,6 +48,19 @@ OP_WEIGHTS: tuple[tuple[str, int], ...] = (
     (CAS, 15),
     (DELETE, 10),
 )
+
+
+MAX_STEERED_OPS = 8
+"""Steered operations a client queues at most (later ones are ignored)."""
+
+
+class Steer(Message, frozen=True):
+    """From a test harness to a client: start no new operation for ``idle_ticks``; then run
+    ``ops`` — (node, f, key) with f ``get`` or ``put`` — one after another, each sent first
+    to its node (retries may go elsewhere), before any random operation."""
+
+    idle_ticks: int = 0
+    ops: tuple[tuple[int, str, str], ...] = ()
 
 
 class _Op:
@@ -95,6 +113,8 @@ class KvClient(Outbox):
         self._stopped = False
         self._last_seen: dict[str, Any] = {}
         self._config: ConfigData | None = None
+        self._idle_ticks = 0
+        self._steered: deque[tuple[int, str, str]] = deque()
         super().__init__()
 
     # -- node contract --------------------------------------------------------------------
@@ -102,6 +122,8 @@ class KvClient(Outbox):
     def step(self, msg: Message, from_id: int) -> None:
         if isinstance(msg, Quiesce):
             self._stopped = True
+        elif isinstance(msg, Steer):
+            self._steer(msg)
         elif isinstance(msg, ClientReply):
             op = self._op
             if op is not None and msg.request_id == op.request_id:
@@ -119,10 +141,26 @@ class KvClient(Outbox):
             return
         if self._stopped:
             return
-        if self._think_ticks > 0:
+        if self._idle_ticks > 0:
+            self._idle_ticks -= 1
+            return
+        if self._think_ticks > 0 and not (self._steered and self._session):
             self._think_ticks -= 1
             return
         self._start()
+
+    def _steer(self, msg: Steer) -> None:
+        self._idle_ticks = msg.idle_ticks  # the latest steer decides
+        for node, f, key in msg.ops:
+            if len(self._steered) < MAX_STEERED_OPS and f in (GET, PUT) and node in self._nodes:
+                self._steered.append((node, f, key))
+        self._start_steered()
+
+    def _start_steered(self) -> None:
+        """Start the next steered operation now, if the client is free to."""
+        free = self._op is None and self._session and not self._stopped
+        if self._steered and free and self._idle_ticks == 0:
+            self._start()
 
     # -- operations -------------------------------------------------------------------------
 
@@ -131,11 +169,18 @@ class KvClient(Outbox):
         if self._session == 0:
             self._begin("open_session", None, Command(0, 0, OPEN_SESSION), None)
             return
+        if self._steered:
+            node, f, key = self._steered.popleft()
+            self._target = node
+            self._start_kv(f, key)
+            return
         if self._admin and rng.random() < self._admin_probability:
             self._begin("admin", None, self._pick_admin(), None)
             return
-        kind = self._pick_kind()
-        key = KEYS[rng.randrange(0, len(KEYS))]
+        self._start_kv(self._pick_kind(), KEYS[rng.randrange(0, len(KEYS))])
+
+    def _start_kv(self, kind: str, key: str) -> None:
+        rng = self._rng
         self._counter += 1
         token = f"{self.node_id % 1000}.{self._counter}"
         if kind == GET:
@@ -247,6 +292,7 @@ class KvClient(Outbox):
             self._ready.record.append(Record(event))
         self._op = None
         self._think_ticks = self._rng.randrange(0, self._max_think_ticks + 1)
+        self._start_steered()
 
     def _remember(self, op: _Op, result: Any) -> None:
         key = op.key

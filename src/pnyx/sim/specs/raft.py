@@ -26,9 +26,9 @@ from typing import Any
 
 from pnyx.core import CLIENT_ID_BASE, Apply, DurableState, LogAppend, Ready, Restore, Rng
 from pnyx.core.node import StateMachine
-from pnyx.protocols.raft.client import KvClient
+from pnyx.protocols.raft.client import KEYS, KvClient, Steer
 from pnyx.protocols.raft.config import MUTANTS, SESSION_NO_DEDUP, RaftConfig
-from pnyx.protocols.raft.kv import KvStateMachine
+from pnyx.protocols.raft.kv import GET, PUT, KvStateMachine
 from pnyx.protocols.raft.messages import (
     ENTRY_COMMAND,
     ENTRY_CONFIG,
@@ -36,11 +36,13 @@ from pnyx.protocols.raft.messages import (
     AdminRequest,
     AppendResponse,
     ConfigData,
+    Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
+    RequestVote,
     VoteResponse,
 )
-from pnyx.protocols.raft.node import LEADER, RaftNode
+from pnyx.protocols.raft.node import LEADER, NO_NODE, RaftNode
 from pnyx.protocols.raft.services import serve
 from pnyx.sim.nemesis import Strike
 from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
@@ -399,14 +401,37 @@ once (its acknowledgement still counts toward the leader's lease);
 leadership to a voter of either half (the transfer overlaps the joint phase);
 ``snapshot-echo``: deliver a snapshot chunk again much later (a stale duplicate)."""
 
-STREAM_NEMESIS_RULES: tuple[str, ...] = ("snapshot-stale",)
+STREAM_NEMESIS_RULES: tuple[str, ...] = ("snapshot-stale", "lease-steal")
 """Rules with RNG streams of their own (added after the mutant table was measured; see
 :mod:`pnyx.sim.nemesis`).
+``lease-steal``: a sequence against leases.  (1) As a leader with lease reads sends
+heartbeats while every voter is up to date, cut it off from one voter C and hold the
+clients back (a quiet phase of the workload) for longer than an election timeout: C's
+timer runs out with a log as good as anyone's.  (2) As C asks for votes, power-cycle the
+other voters (back before C's request arrives) and cut the old leader off from its peers:
+its lease still counts their acknowledgements from just before.  (3) Once C leads and has
+committed in its term while the old leader still thinks it leads, steer a client to write
+a key at C and then read it at the old leader.  A restarted voter must sit out an election
+timeout; if it votes at once, the old leader serves that read from its lease, stale.
 ``snapshot-stale``: cut a follower off as its leader starts streaming it a snapshot of
 several chunks (the stream stalls while the leader compacts further); once the leader
 streams it a newer snapshot in the same term, deliver the first chunk of the older one
 again in the middle of that stream (a copy the network held back; also after the heal,
 where no lost message makes the stall detector restart the stream)."""
+
+
+@dataclasses.dataclass
+class _Steal:
+    """A ``lease-steal`` sequence in progress."""
+
+    leader: int
+    candidate: int
+    term: int
+    voters: tuple[int, ...]
+    """The other voters (power-cycled in step 2)."""
+    step: int
+    deadline_us: int
+    """The sequence is given up if its next step has not come by then."""
 
 
 NEMESIS_REQUEST_ID = 1 << 40
@@ -425,6 +450,9 @@ class RaftNemesis:
         """node -> (object id, commit index) when last seen."""
         self._first_chunks: dict[tuple[int, int, int], dict[int, InstallSnapshot]] = {}
         """(leader, term, follower) -> snapshot index -> the first chunk streamed of it."""
+        self._steal: _Steal | None = None
+        self._steal_proposed: _Steal | None = None
+        """Step 1 as proposed; it becomes ``_steal`` once the run carries it out."""
 
     def on_batch(
         self, world: World, node_id: int, ready: Ready, rng: random.Random
@@ -489,7 +517,14 @@ class RaftNemesis:
     ) -> Strike | None:
         """Strikes of :data:`STREAM_NEMESIS_RULES` (each draws from its own stream)."""
         node = world.node(node_id)
-        if not isinstance(node, RaftNode) or node.role != LEADER:
+        if not isinstance(node, RaftNode):
+            return None
+        steal_rng = rngs.get("lease-steal")
+        if steal_rng is not None and not world.healing:
+            hit = self._lease_steal(world, node, ready, steal_rng)
+            if hit is not None:
+                return hit
+        if node.role != LEADER:
             return None
         rng = rngs.get("snapshot-stale")
         if rng is None or not any(type(s.msg) is InstallSnapshot for s in ready.send):
@@ -510,6 +545,103 @@ class RaftNemesis:
             cut_us = rng.randrange(200_000, 3_000_000)
             return Strike("isolate", first[0], cut_us, "snapshot-stale")
         return None
+
+    # -- lease-steal ----------------------------------------------------------------------
+
+    def _lease_steal(
+        self, world: World, node: RaftNode, ready: Ready, rng: random.Random
+    ) -> Strike | None:
+        """The next step of a ``lease-steal`` sequence at this batch, if it is its moment."""
+        steal = self._steal
+        if steal is not None and world.now_us > steal.deadline_us:
+            steal = self._steal = None
+        if steal is None:
+            return self._steal_cut(world, node, ready, rng)
+        old = world.node(steal.leader)
+        if not isinstance(old, RaftNode) or old.role != LEADER or old.term != steal.term:
+            self._steal = None  # the old leader is gone: nothing left to steal
+            return None
+        if node.node_id != steal.candidate:
+            return None
+        if steal.step == 1:
+            return self._steal_reboot(world, node, ready, steal, rng)
+        return self._steal_steer(world, node, steal, rng)
+
+    def stream_struck(self, hit: Strike) -> None:
+        """A ``lease-steal`` sequence starts when its first step is carried out."""
+        if hit.rule == "lease-steal" and hit.kind == "cut":
+            self._steal, self._steal_proposed = self._steal_proposed, None
+
+    def _steal_steer(
+        self, world: World, node: RaftNode, steal: _Steal, rng: random.Random
+    ) -> Strike | None:
+        """Step 3: the candidate leads and has committed in its term; the old leader still
+        thinks it leads.  A client writes a key at the new leader, then reads it at the old."""
+        if node.role != LEADER or node.term <= steal.term:
+            return None
+        if node.log.term(node.commit) != node.term:
+            return None
+        self._steal = None
+        key = KEYS[rng.randrange(0, len(KEYS))]
+        steer = Steer(ops=((node.node_id, PUT, key), (steal.leader, GET, key)))
+        client = world.client_ids[rng.randrange(0, len(world.client_ids))]
+        return Strike(
+            "inject", client, 0, "lease-steal", message=steer, source=node.node_id, followup=True
+        )
+
+    def _steal_cut(
+        self, world: World, node: RaftNode, ready: Ready, rng: random.Random
+    ) -> Strike | None:
+        """Step 1: a leasing, idle leader's heartbeat batch; every voter up to date."""
+        cfg = node.cfg
+        if node.role != LEADER or not cfg.lease_reads or node.transfer_target != NO_NODE:
+            return None
+        conf = node.log.config()
+        last = node.log.last_index
+        if conf.joint or node.commit != last:
+            return None
+        if not any(type(s.msg) is Heartbeat for s in ready.send):
+            return None
+        others = sorted(v for v in conf.voters if v != node.node_id)
+        peers = [world.node(v) for v in others]
+        if not others or not all(
+            isinstance(p, RaftNode) and p.term == node.term and p.log.last_index == last
+            for p in peers
+        ):
+            return None
+        candidate = others[rng.randrange(0, len(others))]
+        timeout_ticks = cfg.election_timeout_ticks + cfg.election_jitter_ticks
+        quiet_ticks = timeout_ticks + rng.randrange(2, timeout_ticks + 1)
+        quiet_us = quiet_ticks * world.tick_us
+        voters = tuple(v for v in others if v != candidate)
+        deadline_us = world.now_us + quiet_us
+        self._steal_proposed = _Steal(node.node_id, candidate, node.term, voters, 1, deadline_us)
+        hold = Steer(idle_ticks=quiet_ticks)
+        also = tuple(
+            Strike("inject", c, 0, "lease-steal", message=hold, source=node.node_id)
+            for c in world.client_ids
+        )
+        return Strike("cut", node.node_id, quiet_us, "lease-steal", (candidate,), also=also)
+
+    def _steal_reboot(
+        self, world: World, node: RaftNode, ready: Ready, steal: _Steal, rng: random.Random
+    ) -> Strike | None:
+        """Step 2: the cut-off voter asks for votes; the others' logs are no better."""
+        if not any(type(s.msg) is RequestVote for s in ready.send):
+            return None
+        mine = (node.log.last_term, node.log.last_index)
+        for v in steal.voters:
+            voter = world.node(v)
+            if not isinstance(voter, RaftNode):
+                return None
+            if (voter.log.last_term, voter.log.last_index) > mine:
+                return None
+        cut_us = rng.randrange(50_000, 300_000)
+        steal.step = 2
+        steal.deadline_us = world.now_us + cut_us
+        # Back before the vote requests arrive (the network takes at least 100 us).
+        cycle = tuple(Strike("crash", v, rng.randrange(0, 80), "lease-steal") for v in steal.voters)
+        return Strike("isolate", steal.leader, cut_us, "lease-steal", also=cycle, followup=True)
 
     def _record_first_chunks(self, node: RaftNode, ready: Ready) -> None:
         """Remember the first chunks (of snapshots of several chunks) this leader streams,
