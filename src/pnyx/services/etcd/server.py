@@ -41,6 +41,7 @@ from pnyx.protocols.etcd import (
 from pnyx.protocols.etcd.lease import DEFAULT_MIN_LEASE_TTL_S
 from pnyx.protocols.etcd.machine import decode_result
 from pnyx.protocols.etcd.requests import LeaseRevokeRequest
+from pnyx.protocols.etcd.watch import DEFAULT_MAX_PENDING_RESPONSES, WatchHub
 from pnyx.protocols.raft import LEADER
 from pnyx.protocols.raft.sessions import OPEN_SESSION, SESSION_EXPIRED, SessionCommand
 from pnyx.runtime.node_runner import NodeRunner, RunnerConfig, node_status
@@ -51,6 +52,7 @@ from pnyx.services.etcd.gateway import Gateway, GatewayError, GatewayOptions, Se
 from pnyx.services.etcd.machine import ServedMachine
 from pnyx.services.etcd.members import MemberDirectory
 from pnyx.services.etcd.rpc import MSG_NO_SPACE, RpcFailure, raise_error
+from pnyx.services.etcd.watch_service import WatchStreams
 
 log = logging.getLogger("pnyx.etcd.server")
 
@@ -97,9 +99,11 @@ class EtcdOptions:
     """How often the leader looks for expired leases."""
     max_watch_streams: int = 1024
     """Open watch streams (per node); more are refused with RESOURCE_EXHAUSTED."""
-    watch_queue_events: int = 10_000
-    """Events buffered per watch stream for a client that does not read; beyond it the
-    stream is cancelled (the client re-watches from its last revision)."""
+    watch_pending_responses: int = DEFAULT_MAX_PENDING_RESPONSES
+    """Responses queued per watch stream for a client that does not read; beyond it its
+    watchers catch up from the history once it reads again."""
+    watch_progress_interval_s: float = 600.0
+    """Progress notifications for ``progress_notify`` watchers (etcd's default: 10 min)."""
     gateway: GatewayOptions = field(default_factory=GatewayOptions)
 
 
@@ -130,6 +134,15 @@ class EtcdServer:
         self._revision_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_seq = itertools.count()
         self.machine.after_apply.append(self._wake_revision_waiters)
+        self.watch_streams = WatchStreams(
+            WatchHub(
+                self.machine.inner.store,
+                max_pending_responses=self.options.watch_pending_responses,
+                max_response_bytes=self.options.max_request_bytes,
+            ),
+            self.options.max_watch_streams,
+        )
+        self.machine.after_apply.append(self.watch_streams.applied)
         self.services: dict[str, Any] = {}
         """The gRPC servicers by etcd service name (after :meth:`start`)."""
         self.directory = MemberDirectory(cluster=config.transport.cluster, peers=config.peers)
@@ -165,7 +178,10 @@ class EtcdServer:
             self._group_addresses(), service.message_types, SESSIONS, self.options.gateway
         )
         await self._start_grpc()
-        self._tasks = [asyncio.ensure_future(self._lease_clock())]
+        self._tasks = [
+            asyncio.ensure_future(self._lease_clock()),
+            asyncio.ensure_future(self._watch_progress()),
+        ]
         log.info(
             "etcd_started node=%d client=%s:%d member_id=%x cluster_id=%x",
             self.config.node_id,
@@ -377,6 +393,11 @@ class EtcdServer:
                 task = asyncio.ensure_future(self._revoke(lease_id))
                 self._revokes.add(task)
                 task.add_done_callback(self._revokes.discard)
+
+    async def _watch_progress(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.watch_progress_interval_s)
+            self.watch_streams.progress_tick()
 
     async def _revoke(self, lease_id: int) -> None:
         request = LeaseRevokeRequest(ID=lease_id)

@@ -10,18 +10,20 @@ from pnyx.services.etcd.cluster import ClusterService
 from pnyx.services.etcd.kv_service import KvService
 from pnyx.services.etcd.lease_service import LeaseService
 from pnyx.services.etcd.maintenance import MaintenanceService
+from pnyx.services.etcd.watch_service import WatchService
 
 if TYPE_CHECKING:
     from pnyx.services.etcd.server import EtcdServer
 
 
 def add_services(grpc_server: Any, server: EtcdServer) -> dict[str, Any]:
-    """Add KV, Lease, Cluster and Maintenance (and Watch) for ``server``; name -> servicer."""
+    """Add KV, Lease, Cluster, Maintenance and Watch for ``server``; name -> servicer."""
     services: dict[str, Any] = {
         "KV": KvService(server),
         "Lease": LeaseService(server),
         "Cluster": ClusterService(server),
         "Maintenance": MaintenanceService(server),
+        "Watch": WatchService(server),
     }
     for name, servicer in services.items():
         getattr(rpc_pb2_grpc, f"add_{name}Servicer_to_server")(servicer, grpc_server)
