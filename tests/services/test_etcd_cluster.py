@@ -127,3 +127,43 @@ def test_status_and_move_leader(etcd_cluster: EtcdCluster) -> None:  # noqa: F81
 
     run(body)
     assert etcd_cluster.leader() == target
+
+
+def test_member_remove_and_add_back(etcd_cluster: EtcdCluster) -> None:  # noqa: F811
+    leader = etcd_cluster.leader()
+    other = next(n for n in etcd_cluster.node_ids if n != leader)
+    member = etcd_cluster._member_id(other)
+
+    async def body() -> None:
+        async with grpc.aio.insecure_channel(etcd_cluster.endpoint(leader)) as channel:
+            cluster = rpc_pb2_grpc.ClusterStub(channel)
+            listed = await cluster.MemberList(rpc_pb2.MemberListRequest())
+            by_id = {m.ID: m for m in listed.members}
+            peer_urls = list(by_id[member].peerURLs)
+            removed = await cluster.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=member))
+            assert member not in [m.ID for m in removed.members] and len(removed.members) == 2
+            kv = rpc_pb2_grpc.KVStub(channel)
+            await kv.Put(rpc_pb2.PutRequest(key=b"while-removed", value=b"1"))
+            again = rpc_pb2.MemberRemoveRequest(ID=member)
+            try:
+                await cluster.MemberRemove(again)
+            except grpc.aio.AioRpcError as exc:
+                assert (exc.code(), exc.details()) == (
+                    grpc.StatusCode.NOT_FOUND,
+                    "etcdserver: member not found",
+                )
+            else:
+                raise AssertionError("removed twice")
+            added = await cluster.MemberAdd(rpc_pb2.MemberAddRequest(peerURLs=peer_urls))
+            assert [m.ID for m in [added.member]] == [member] and len(added.members) == 3
+            async with asyncio.timeout(20):  # a voter add promotes once the learner caught up
+                while True:
+                    listed = await cluster.MemberList(rpc_pb2.MemberListRequest())
+                    if not any(m.isLearner for m in listed.members):
+                        break
+                    await asyncio.sleep(0.1)
+        async with connect(etcd_cluster.endpoint(other)) as c:
+            got = await retrying(lambda: c.get(b"while-removed"))
+            assert got is not None and got.value == b"1"
+
+    run(body)

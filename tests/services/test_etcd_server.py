@@ -228,3 +228,20 @@ def test_stop_is_bounded_with_clients_connected(tmp_path: Path) -> None:
             await channel.close()
 
     run(body)
+
+
+def test_snapshot_streams_the_state_with_its_sha256(tmp_path: Path) -> None:
+    import hashlib
+
+    async def body() -> None:
+        async with one_node(tmp_path / "n") as server, client(server) as c:
+            for i in range(50):
+                await c.put(f"k{i}".encode(), b"v" * 2000)
+            chunks = [r async for r in c.maintenancestub.Snapshot(rpc_pb2.SnapshotRequest())]
+            assert chunks[-1].remaining_bytes == 0 and len(chunks) > 1
+            blob = b"".join(r.blob for r in chunks)
+            data, digest = blob[:-32], blob[-32:]
+            assert hashlib.sha256(data).digest() == digest
+            assert data == server.machine.inner.store.snapshot()
+
+    run(body)

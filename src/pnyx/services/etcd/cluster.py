@@ -95,8 +95,10 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):  # type: ignore[misc]
         )
 
     def _members(self, conf: ConfigData) -> list[Any]:
+        """The members of ``conf`` (of the new configuration while a change is joint: a
+        member being removed is gone from the list at once)."""
         learners = set(conf.learners)
-        nodes = {*conf.voters, *conf.outgoing, *learners}
+        nodes = {*conf.voters, *learners}
         members = [self._member(n, n in learners) for n in nodes]
         return sorted(members, key=lambda m: m.ID)
 

@@ -1,16 +1,19 @@
-"""etcd's ``Maintenance`` service: Status, HashKV, Hash, Alarm, Defragment, MoveLeader.
+"""etcd's ``Maintenance`` service: Status, HashKV, Hash, Alarm, Defragment, MoveLeader,
+Snapshot.
 
 ``Status`` and ``HashKV`` describe this member (as etcd: each member answers for itself).
-``dbSize`` is the size of the state machine's snapshot (pnyx has no bbolt file).  Alarms
+``dbSize`` is the estimated size of the replicated state (pnyx has no bbolt file).  Alarms
 are this member's: NOSPACE is raised when a write would take the state past
 ``--quota-backend-bytes`` (see :meth:`EtcdServer.write`).  ``Defragment`` has nothing to
 do.  ``MoveLeader`` is a Raft leadership transfer; it returns once this member has heard
-from the new leader.
+from the new leader.  ``Snapshot`` streams this member's state in pnyx's format.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc  # type: ignore[import-untyped]
@@ -32,6 +35,8 @@ from pnyx.services.etcd.rpc import (
 if TYPE_CHECKING:
     from pnyx.services.etcd.server import EtcdServer
 
+SNAPSHOT_CHUNK_BYTES = 32 * 1024
+"""Bytes per ``SnapshotResponse`` (etcd sends 32 KiB chunks)."""
 TRANSFER_WAIT_S = 5.0
 """How long ``MoveLeader`` waits for the new leader to be known here."""
 POLL_S = 0.01
@@ -109,8 +114,19 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):  # type: ignore[misc
         await _wait_leader(server, node)
         return rpc_pb2.MoveLeaderResponse(header=self._header())
 
-    async def Snapshot(self, request: Any, context: Any) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, MSG_NOT_CAPABLE)
+    async def Snapshot(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        """This member's state as one consistent image (the replicated store's snapshot,
+        taken at once between two applies) followed by its SHA-256, as etcd appends one
+        to its database; streamed in chunks.  It is pnyx's format, not a bbolt file:
+        ``etcdctl snapshot save`` stores it, ``snapshot status/restore`` cannot read it."""
+        data = self.server.machine.inner.store.snapshot()
+        header = self._header()
+        blob = data + hashlib.sha256(data).digest()
+        self.on_status("Snapshot", grpc.StatusCode.OK)
+        for start in range(0, len(blob), SNAPSHOT_CHUNK_BYTES):
+            chunk = blob[start : start + SNAPSHOT_CHUNK_BYTES]
+            remaining = len(blob) - start - len(chunk)
+            yield rpc_pb2.SnapshotResponse(header=header, remaining_bytes=remaining, blob=chunk)
 
     async def Downgrade(self, request: Any, context: Any) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, MSG_NOT_CAPABLE)
