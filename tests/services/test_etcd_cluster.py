@@ -167,3 +167,42 @@ def test_member_remove_and_add_back(etcd_cluster: EtcdCluster) -> None:  # noqa:
             assert got is not None and got.value == b"1"
 
     run(body)
+
+
+def test_a_watcher_sees_every_write_once_in_order_across_a_leader_kill(
+    etcd_cluster: EtcdCluster,  # noqa: F811
+) -> None:
+    leader = etcd_cluster.leader()
+    watcher_node, writer_node = [n for n in etcd_cluster.node_ids if n != leader]
+
+    async def body() -> None:
+        hold = asyncio.Event()
+
+        async def requests() -> Any:
+            create = rpc_pb2.WatchCreateRequest(key=b"w/", range_end=b"w0")
+            yield rpc_pb2.WatchRequest(create_request=create)
+            await hold.wait()
+
+        async with grpc.aio.insecure_channel(etcd_cluster.endpoint(watcher_node)) as channel:
+            call = rpc_pb2_grpc.WatchStub(channel).Watch(requests())
+            assert (await call.read()).created
+            written: list[int] = []
+            async with connect(etcd_cluster.endpoint(writer_node)) as c:
+                for i in range(20):
+                    if i == 8:
+                        etcd_cluster.kill(leader)
+                    put = await retrying(lambda i=i: c.put(f"w/{i:02}".encode(), b"v"))
+                    written.append(put.header.revision)
+            seen: list[int] = []
+            async with asyncio.timeout(20):
+                while len(seen) < len(set(written)):
+                    response = await call.read()
+                    seen += [e.kv.mod_revision for e in response.events]
+            # in order, no duplicate, none missing (a put retried by the test after a
+            # client time-out may legitimately add a revision of its own)
+            assert seen == sorted(set(seen)) and set(written) <= set(seen)
+            assert seen[0] == written[0]
+            hold.set()
+            call.cancel()
+
+    run(body)
