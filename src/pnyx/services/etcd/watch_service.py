@@ -63,8 +63,9 @@ class WatchStreams:
         self.hub.close_stream(stream_id)
 
     def applied(self) -> None:
-        """After-apply hook: advance the hub once the current batch is done."""
-        if not self._flush_due:
+        """After-apply hook: advance the hub once the current batch is done (not at all
+        while no stream is open: a new stream's first request advances it)."""
+        if not self._flush_due and self._wakers:
             self._flush_due = True
             asyncio.get_running_loop().call_soon(self.flush)
 
