@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from pnyx.protocols.etcd import (
+    CompactionRequest,
     DeleteRangeRequest,
     ErrorResult,
     EtcdStateMachine,
@@ -156,3 +157,21 @@ def test_restore_refuses_a_key_on_an_unknown_lease_and_keeps_state() -> None:
     with pytest.raises(MvccCorrupted):
         store.restore(b"\x01garbage")
     assert store.snapshot() == before
+
+
+def test_snapshot_keeps_the_history_watchers_replay() -> None:
+    store = EtcdStore()
+    store.apply(LeaseGrantRequest(TTL=10, ID=4))
+    for i in range(6):
+        store.apply(PutRequest(key=b"k%d" % (i % 3), value=b"%d" % i, lease=4 if i % 2 else 0))
+    store.apply(DeleteRangeRequest(key=b"k1"))
+    store.apply(CompactionRequest(revision=3))
+    store.apply(LeaseRevokeRequest(ID=4))
+    other = EtcdStore()
+    other.restore(store.snapshot())
+    for after in range(3, store.current_revision + 1):
+        assert other.mvcc.events_between(b"k", b"l", after, 99) == store.mvcc.events_between(
+            b"k", b"l", after, 99
+        )
+    assert other.mvcc.compact_revision == 3
+    assert other.current_revision == store.current_revision

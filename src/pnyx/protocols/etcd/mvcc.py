@@ -289,16 +289,6 @@ class MvccStore:
         found.sort(key=lambda t: (t[0], t[1]))
         return [ev for _, _, ev in found]
 
-    def revisions_between(self, after: int, upto: int) -> list[int]:
-        """The write revisions in ``(after, upto]`` that changed a retained key (for
-        batching a replay), ascending."""
-        revs = {
-            e.main
-            for es in self._history.values()
-            for e in es[bisect_right(es, after, key=_MAIN) : bisect_right(es, upto, key=_MAIN)]
-        }
-        return sorted(revs)
-
     # ----------------------------------------------------------------- leases
 
     def add_lease(self, lease_id: int) -> None:
