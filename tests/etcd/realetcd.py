@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -213,12 +214,16 @@ def real_etcd3() -> Iterator[RealEtcd]:
 
 @dataclass
 class PnyxEtcd:
-    """A local pnyx etcd cluster (``pnyx cluster up --protocol etcd``) started by this
-    process: the same ``endpoints`` / ``urls`` shape as :class:`RealEtcd`."""
+    """A pnyx etcd cluster (``tests.services.etcd_cluster.EtcdCluster``: N real ``pnyx
+    serve --protocol etcd`` processes) with the same ``endpoints`` / ``urls`` shape as
+    :class:`RealEtcd`."""
 
-    data_dir: Path
-    endpoints: list[str]
-    pids: list[int]
+    root: Path
+    cluster: Any
+
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self.cluster.endpoints)
 
     @property
     def endpoint(self) -> str:
@@ -228,64 +233,35 @@ class PnyxEtcd:
     def urls(self) -> str:
         return ",".join(f"http://{e}" for e in self.endpoints)
 
-    def log_tail(self, lines: int = 30) -> str:
-        out = []
-        for log in sorted(self.data_dir.glob("cluster/node-*/node.log")):
-            with contextlib.suppress(OSError):
-                text = log.read_text(errors="replace").splitlines()[-lines:]
-                out.append(f"--- {log.parent.name}\n" + "\n".join(text))
-        return "\n".join(out)
-
     def stop(self) -> None:
-        """SIGTERM the node pids this process started, SIGKILL after a bound, remove the
-        data dir."""
-        from pnyx.cli.cluster_state import pid_alive
-
+        """Stop the processes it started (by pid, bounded) and remove the data dir."""
         try:
-            for pid in self.pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while any(pid_alive(p) for p in self.pids) and time.monotonic() < deadline:
-                time.sleep(0.05)  # poll interval
-            for pid in self.pids:
-                if pid_alive(pid):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+            self.cluster.stop()
         finally:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def start_pnyx_etcd(nodes: int = 3) -> PnyxEtcd:
-    """Start ``nodes`` pnyx etcd members on loopback and wait until each serves a
-    linearizable read and knows a leader."""
-    from pnyx.cli.cluster_cmd import load_state, local_cluster_up
+    """Start ``nodes`` pnyx etcd members on loopback (fsync on; data on tmpfs when there
+    is one) and wait until each serves and a leader is known."""
+    from tests.services.etcd_cluster import EtcdCluster
 
     root = Path(tempfile.mkdtemp(prefix="pnyx-etcd-", dir=_scratch_root()))
-    data_dir = root / "cluster"
-    cluster = PnyxEtcd(data_dir=root, endpoints=[], pids=[])
+    cluster = EtcdCluster(root / "etcd", nodes=nodes, start_timeout_s=START_TIMEOUT)
+    pnyx = PnyxEtcd(root=root, cluster=cluster)
     try:
-        try:
-            local_cluster_up(data_dir, nodes=nodes, protocol="etcd")
-        finally:
-            state = load_state(data_dir) or {}
-            cluster.pids = [int(n["pid"]) for n in state.get("nodes", []) if n.get("pid")]
-        cluster.endpoints = [n["client_address"] for n in state["nodes"]]
-        deadline = time.monotonic() + START_TIMEOUT
-        pending = list(cluster.endpoints)
-        while pending:
-            pending = [e for e in pending if not _member_ready(e, timeout=2.0)]
-            if pending and time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"pnyx etcd members {pending} not ready after {START_TIMEOUT:.0f} s\n"
-                    f"{cluster.log_tail()}"
-                )
-            if pending:
+        cluster.start()
+        for e in cluster.endpoints:  # and a linearizable read goes through everywhere
+            deadline = time.monotonic() + START_TIMEOUT
+            while not _member_ready(e, timeout=2.0):
+                if time.monotonic() > deadline:
+                    logs = "\n".join(cluster.log(i)[-3000:] for i in cluster.node_ids)
+                    raise RuntimeError(f"pnyx etcd member {e} not ready\n{logs}")
                 time.sleep(0.05)  # poll interval
     except BaseException:
-        cluster.stop()
+        pnyx.stop()
         raise
-    return cluster
+    return pnyx
 
 
 @pytest.fixture(scope="module")

@@ -312,13 +312,6 @@ def normalise_json(text: str) -> str:
 # ----------------------------------------------------------------- watch
 
 
-NO_WATCH = (
-    "pnyx's etcd server has no Watch service yet: etcdctl watch gets 'watch was canceled "
-    "(rpc error: code = Unimplemented desc = Method not found!)'"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=NO_WATCH)
 def test_watch_history_and_prefix(ctls: dict[str, Ctl]) -> None:
     def run(c: Ctl) -> list[list[str]]:
         base = c.revision()
