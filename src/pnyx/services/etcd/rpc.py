@@ -7,7 +7,9 @@ so ``etcdctl`` prints what it prints against etcd:
   machine): its code and message as they are;
 - :class:`RpcFailure`: a status of the server itself (e.g. *member not found*);
 - :class:`~pnyx.services.etcd.gateway.GatewayError` (the group did not answer in time):
-  ``UNAVAILABLE`` *etcdserver: request timed out*, as etcd's ``ErrGRPCTimeout``.
+  ``UNAVAILABLE`` *etcdserver: request timed out*, as etcd's ``ErrGRPCTimeout``;
+- :class:`~pnyx.services.etcd.gateway.RefusedError` (Raft refused until the deadline, or
+  applying raised): *no leader*, *too many requests*, or ``UNKNOWN`` with the reason.
 
 Anything else is a bug: gRPC answers ``UNKNOWN`` and the handler's exception is logged.
 Cancellation (the client went away) propagates untouched.
@@ -23,7 +25,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc  # type: ignore[import-untyped]
 
 from pnyx.protocols.etcd import ErrorResult, EtcdError
-from pnyx.services.etcd.gateway import GatewayError
+from pnyx.services.etcd.gateway import GatewayError, RefusedError
 
 log = logging.getLogger("pnyx.etcd.rpc")
 
@@ -40,6 +42,17 @@ MSG_NOT_ENOUGH_STARTED = "etcdserver: re-configuration failed due to not enough 
 MSG_UNHEALTHY = "etcdserver: unhealthy cluster"
 MSG_LEADER_TRANSFER_TIMEOUT = "etcdserver: leader transfer timeout"
 MSG_NOT_CAPABLE = "etcdserver: not capable"
+MSG_NO_LEADER = "etcdserver: no leader"
+MSG_TOO_MANY_REQUESTS = "etcdserver: too many requests"
+
+_REFUSALS: dict[str, tuple[Any, str]] = {
+    "not_leader": (grpc.StatusCode.UNAVAILABLE, MSG_NO_LEADER),
+    "no_leader": (grpc.StatusCode.UNAVAILABLE, MSG_NO_LEADER),
+    "leader_unknown": (grpc.StatusCode.UNAVAILABLE, MSG_NO_LEADER),
+    "busy": (grpc.StatusCode.RESOURCE_EXHAUSTED, MSG_TOO_MANY_REQUESTS),
+    "transferring": (grpc.StatusCode.RESOURCE_EXHAUSTED, MSG_TOO_MANY_REQUESTS),
+}
+"""Raft refusals that outlived the gateway's retries, as etcd's nearest status."""
 
 
 class RpcFailure(Exception):
@@ -65,6 +78,9 @@ def failure_of(exc: Exception) -> tuple[Any, str]:
     if isinstance(exc, GatewayError):
         log.info("request_timed_out %s", exc)
         return grpc.StatusCode.UNAVAILABLE, MSG_TIMEOUT
+    if isinstance(exc, RefusedError):
+        log.warning("request_refused error=%s", exc.error)
+        return _REFUSALS.get(exc.error, (grpc.StatusCode.UNKNOWN, f"etcdserver: {exc.error}"))
     raise exc
 
 
@@ -73,7 +89,7 @@ def raise_error(result: ErrorResult) -> NoReturn:
     raise RpcFailure(status_code(result.code), result.message)
 
 
-HANDLED = (EtcdError, RpcFailure, GatewayError)
+HANDLED = (EtcdError, RpcFailure, GatewayError, RefusedError)
 """Exceptions :func:`unary` turns into an etcd status."""
 
 Handler = Callable[[Any, Any, Any], Awaitable[Any]]
