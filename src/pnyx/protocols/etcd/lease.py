@@ -19,6 +19,7 @@ Pure: no I/O, no clock, no randomness.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable
 
 from pnyx.protocols.etcd.errors import (
@@ -206,17 +207,21 @@ class Lessor:
         """When each lease expires unless renewed (primary only)."""
         self._offered_ms: dict[int, int] = {}
         self._granted_at: dict[int, int] = {}
+        self._due_ms: dict[int, int] = {}
+        """When each lease is next due: its deadline, or a retry after being offered."""
+        self._heap: list[tuple[int, int]] = []
+        """``(due_ms, lease_id)``, lazily cleaned: an entry whose due time is no longer
+        ``_due_ms[lease_id]`` is stale and skipped."""
         self._seen_version = -1
 
     # ----------------------------------------------------------------- leadership
 
     def promote(self, now_ms: int) -> None:
         """This node became leader: every lease gets its full TTL from ``now_ms``."""
+        self.demote()
         self.primary = True
-        self.deadline_ms = {
-            lease_id: now_ms + 1000 * ttl for lease_id, ttl in self.table.ttl_s.items()
-        }
-        self._offered_ms = {}
+        for lease_id, ttl in self.table.ttl_s.items():
+            self._set_deadline(lease_id, now_ms + 1000 * ttl)
         self._granted_at = dict(self.table.granted_at)
         self._seen_version = self.table.version
 
@@ -226,6 +231,8 @@ class Lessor:
         self.deadline_ms = {}
         self._offered_ms = {}
         self._granted_at = {}
+        self._due_ms = {}
+        self._heap = []
         self._seen_version = -1
 
     # ----------------------------------------------------------------- leader calls
@@ -242,7 +249,7 @@ class Lessor:
         if deadline is None or deadline <= now_ms:
             return LeaseKeepAliveResponse(header=header, ID=lease_id, TTL=0)
         ttl_s = self.table.granted_ttl_s(lease_id)
-        self.deadline_ms[lease_id] = now_ms + 1000 * ttl_s
+        self._set_deadline(lease_id, now_ms + 1000 * ttl_s)
         return LeaseKeepAliveResponse(header=header, ID=lease_id, TTL=ttl_s)
 
     def time_to_live(
@@ -283,21 +290,38 @@ class Lessor:
         if not self.primary:
             return []
         self._sync(now_ms)
-        due = sorted(
-            (deadline, lease_id)
-            for lease_id, deadline in self.deadline_ms.items()
-            if deadline <= now_ms
-            and now_ms - self._offered_ms.get(lease_id, now_ms - self.revoke_retry_ms)
-            >= self.revoke_retry_ms
-        )
-        out = [lease_id for _, lease_id in due[: self.max_revokes_per_call]]
-        for lease_id in out:
+        out: list[int] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now_ms and len(out) < self.max_revokes_per_call:
+            due, lease_id = heapq.heappop(heap)
+            if self._due_ms.get(lease_id) != due:
+                continue  # stale: renewed, re-offered or revoked since
+            out.append(lease_id)
             self._offered_ms[lease_id] = now_ms
+            self._push(lease_id, now_ms + self.revoke_retry_ms)
         return out
 
     def next_deadline_ms(self) -> int | None:
-        """The earliest deadline (for a runtime that schedules instead of polling)."""
-        return min(self.deadline_ms.values(), default=None) if self.primary else None
+        """When :meth:`expired` will next have something (None: nothing pending or not
+        leader), for a runtime that schedules instead of polling."""
+        if not self.primary:
+            return None
+        heap = self._heap
+        while heap and self._due_ms.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def _set_deadline(self, lease_id: int, deadline_ms: int) -> None:
+        self.deadline_ms[lease_id] = deadline_ms
+        self._offered_ms.pop(lease_id, None)
+        self._push(lease_id, deadline_ms)
+
+    def _push(self, lease_id: int, due_ms: int) -> None:
+        self._due_ms[lease_id] = due_ms
+        heapq.heappush(self._heap, (due_ms, lease_id))
+        if len(self._heap) > 4 * len(self._due_ms) + 64:  # drop stale entries
+            self._heap = [(d, i) for i, d in self._due_ms.items()]
+            heapq.heapify(self._heap)
 
     def _sync(self, now_ms: int) -> None:
         """Follow the replicated table: a lease granted since the last call (a re-grant
@@ -309,10 +333,10 @@ class Lessor:
             del self.deadline_ms[lease_id]
             self._offered_ms.pop(lease_id, None)
             self._granted_at.pop(lease_id, None)
+            self._due_ms.pop(lease_id, None)
         for lease_id, ttl in table.ttl_s.items():
             granted_at = table.granted_at.get(lease_id, 0)
             if self._granted_at.get(lease_id) != granted_at:
-                self.deadline_ms[lease_id] = now_ms + 1000 * ttl
+                self._set_deadline(lease_id, now_ms + 1000 * ttl)
                 self._granted_at[lease_id] = granted_at
-                self._offered_ms.pop(lease_id, None)
         self._seen_version = table.version
