@@ -179,6 +179,7 @@ def test_watchers_see_exactly_their_history(
             _collect(hub, streams[a], responses, ids, pending[a], b)
         else:
             _apply(store, kind, a, b)
+        hub.invariants()
     hub.advance()
     for idx, s in enumerate(streams):
         while hub.has_output(s):

@@ -97,6 +97,8 @@ class _Stream:
     watchers: dict[int, Watcher] = field(default_factory=dict)
     next_auto_id: int = 0
     progress_pending: bool = False
+    unsynced: set[int] = field(default_factory=set)
+    """Ids of the stream's watchers that are behind (caught up from history)."""
 
 
 class WatchHub:
@@ -164,7 +166,7 @@ class WatchHub:
     def has_output(self, stream_id: int) -> bool:
         """Would :meth:`take` return something (responses queued or a watcher behind)?"""
         stream = self._streams[stream_id]
-        return bool(stream.outbox) or any(not w.synced for w in stream.watchers.values())
+        return bool(stream.outbox) or bool(stream.unsynced)
 
     # ----------------------------------------------------------------- requests
 
@@ -214,6 +216,8 @@ class WatchHub:
             synced=start > self.revision,
         )
         stream.watchers[watch_id] = w
+        if not w.synced:
+            stream.unsynced.add(watch_id)
         self._index(w)
         stream.outbox.append(
             WatchResponse(header=ResponseHeader(revision=current), watch_id=watch_id, created=True)
@@ -234,6 +238,7 @@ class WatchHub:
         w = stream.watchers.pop(watch_id, None)
         if w is None:
             return  # etcd answers nothing for an unknown id
+        stream.unsynced.discard(watch_id)
         self._unindex(w)
         stream.outbox.append(
             WatchResponse(
@@ -260,16 +265,18 @@ class WatchHub:
                 for rev, events in recent:
                     self._deliver(rev, events)
             else:
-                self._desync_all(self.revision + 1)
+                self._desync_all(self.revision + 1, current)
             self.revision = current
         for stream in self._streams.values():
-            self._catch_up_stream(stream)
+            if stream.unsynced or stream.progress_pending:
+                self._catch_up_stream(stream)
 
     def take(self, stream_id: int, max_responses: int | None = None) -> list[WatchResponse]:
         """The responses to send on the stream now, in order (at most ``max_responses``).
         Taking makes room, so lagging watchers of the stream are caught up first."""
         stream = self._streams[stream_id]
-        self._catch_up_stream(stream)
+        if stream.unsynced or stream.progress_pending:
+            self._catch_up_stream(stream)
         out: list[WatchResponse] = []
         while stream.outbox and (max_responses is None or len(out) < max_responses):
             out.append(stream.outbox.popleft())
@@ -302,17 +309,22 @@ class WatchHub:
             stream = self._streams[w.stream]
             if len(stream.outbox) >= self.max_pending_responses:
                 w.synced, w.next_rev = False, rev  # too far behind: catch up from history
+                stream.unsynced.add(w.watch_id)
                 continue
             self._send(stream, w, rev, evs)
 
-    def _desync_all(self, next_rev: int) -> None:
+    def _desync_all(self, first_missed: int, current: int) -> None:
+        """Revisions ``first_missed..current`` cannot be delivered from recent events:
+        every synced watcher that wants any of them catches up from history instead."""
         for stream in self._streams.values():
             for w in stream.watchers.values():
-                if w.synced:
-                    w.synced, w.next_rev = False, max(w.next_rev, next_rev)
+                if w.synced and w.next_rev <= current:
+                    w.synced, w.next_rev = False, max(w.next_rev, first_missed)
+                    stream.unsynced.add(w.watch_id)
 
     def _catch_up_stream(self, stream: _Stream) -> None:
-        for w in list(stream.watchers.values()):
+        for watch_id in sorted(stream.unsynced):
+            w = stream.watchers[watch_id]
             while not w.synced and len(stream.outbox) < self.max_pending_responses:
                 if not self._catch_up(stream, w):
                     break
@@ -328,17 +340,21 @@ class WatchHub:
         w.fresh = False
         if w.next_rev > self.revision:
             w.synced = True
+            stream.unsynced.discard(w.watch_id)
             return True
         upto = min(self.revision, w.next_rev - 1 + self.batch_revisions)
         events = mvcc.events_between(w.key, w.range_end, w.next_rev - 1, upto)
         if events:
             self._send(stream, w, self.revision, events)
         w.next_rev = upto + 1
-        w.synced = w.next_rev > self.revision
+        if w.next_rev > self.revision:
+            w.synced = True
+            stream.unsynced.discard(w.watch_id)
         return True
 
     def _compacted(self, stream: _Stream, w: Watcher, compact: int) -> None:
         del stream.watchers[w.watch_id]
+        stream.unsynced.discard(w.watch_id)
         self._unindex(w)
         stream.outbox.append(
             WatchResponse(watch_id=w.watch_id, canceled=True, compact_revision=compact)
@@ -383,13 +399,30 @@ class WatchHub:
     def _maybe_progress(self, stream: _Stream) -> None:
         """Answer a pending progress request once every watcher of the stream is synced
         (so the revision it reports really is complete for all of them)."""
-        if stream.progress_pending and all(w.synced for w in stream.watchers.values()):
+        if stream.progress_pending and not stream.unsynced:
             stream.progress_pending = False
             stream.outbox.append(
                 WatchResponse(
                     header=ResponseHeader(revision=self.revision), watch_id=INVALID_WATCH_ID
                 )
             )
+
+    def invariants(self) -> None:
+        """Check the bookkeeping; raise :class:`RuntimeError` on the first break."""
+        indexed = 0
+        for stream_id, stream in self._streams.items():
+            behind = {i for i, w in stream.watchers.items() if not w.synced}
+            if behind != stream.unsynced:
+                raise RuntimeError(f"stream {stream_id}: unsynced {stream.unsynced} != {behind}")
+            for watch_id, w in stream.watchers.items():
+                if (w.stream, w.watch_id) != (stream_id, watch_id):
+                    raise RuntimeError(f"watcher {w} filed under {stream_id}/{watch_id}")
+                if not w.synced and w.next_rev > self.revision + 1:
+                    raise RuntimeError(f"unsynced watcher {w} ahead of the hub {self.revision}")
+                indexed += 1
+        refs = len(self._range_watchers) + sum(len(r) for r in self._key_watchers.values())
+        if refs != indexed:
+            raise RuntimeError(f"{refs} index entries for {indexed} watchers")
 
     # ----------------------------------------------------------------- index
 
