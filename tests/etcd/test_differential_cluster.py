@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pnyx.protocols.etcd import LeaseGrantRequest
 from tests.etcd.realetcd import PnyxEtcd, RealEtcd, pnyx_etcd3, real_etcd  # noqa: F401
 from tests.etcd.scenarios import (
+    FROMKEY_GAP,
     SCENARIOS,
     GrpcTarget,
     Op,
@@ -157,3 +158,14 @@ def test_oversized_grpc_message_text(
     etcd_target: GrpcTarget, pnyx_targets: list[GrpcTarget]
 ) -> None:
     assert _oversized(pnyx_targets[1])[:3] == _oversized(etcd_target)[:3]
+
+
+def test_fromkey_gap_refused_and_cluster_serves(pnyx_targets: list[GrpcTarget]) -> None:
+    """The txn that makes real etcd 3.4.23 panic: every pnyx member refuses it alike and
+    goes on serving (not sent to real etcd)."""
+    rec = run_scenario(pnyx_targets[2], FROMKEY_GAP)
+    assert rec[1] == {"status": "INVALID_ARGUMENT", "details": "etcdserver: key not found"}
+    assert rec[2]["header"]["revision"] == 2
+    assert [kv["key"] for kv in rec[2]["kvs"]] == [b"d"]
+    for t in pnyx_targets:
+        assert "status" not in t.execute(put(b"/gap/after", b"ok"))

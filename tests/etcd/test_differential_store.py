@@ -52,6 +52,7 @@ from pnyx.protocols.etcd import (
 from pnyx.protocols.raft.sessions import OPEN_SESSION, SessionCommand
 from tests.etcd.realetcd import RealEtcd, real_etcd  # noqa: F401 (fixture)
 from tests.etcd.scenarios import (
+    FROMKEY_GAP,
     LEASE_OPS,
     SCENARIOS,
     GrpcTarget,
@@ -288,3 +289,12 @@ def test_random_reads_match_real_etcd(
         a, b = ours.run(o), theirs.run(o)
         d = first_difference(a, b)
         assert d is None, f"step {i}: {o!r}\n  pnyx: {a}\n  etcd: {b}\n  at {d}"
+
+
+@pytest.mark.parametrize("pure", sorted(PURE_TARGETS))
+def test_fromkey_gap_refuses_the_whole_txn(pure: str) -> None:
+    """pnyx's deliberate deviation (README): *key not found*, nothing of the txn applied."""
+    rec = run_scenario(PURE_TARGETS[pure](), FROMKEY_GAP)
+    assert rec[1] == {"status": "INVALID_ARGUMENT", "details": "etcdserver: key not found"}
+    assert rec[2]["header"]["revision"] == 2
+    assert [kv["key"] for kv in rec[2]["kvs"]] == [b"d"]
