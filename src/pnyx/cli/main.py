@@ -14,6 +14,11 @@ _COMMANDS: dict[str, str] = {
     "serve": "pnyx.cli.serve_cmd:serve",
     "cluster": "pnyx.cli.cluster_cmd:cluster",
     "kv": "pnyx.cli.kv_cmd:kv",
+    "etcd": "pnyx.cli.etcd_cmd:etcd",
+    "lease": "pnyx.cli.lease_cmd:lease",
+    "lock": "pnyx.cli.lock_cmd:lock",
+    "elect": "pnyx.cli.elect_cmd:elect",
+    "service-demo": "pnyx.cli.service_demo_cmd:service_demo",
 }
 
 
