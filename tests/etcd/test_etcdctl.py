@@ -478,3 +478,96 @@ def test_endpoint_health_status_hashkv(ctls: dict[str, Ctl], pnyx_etcd3: Any) ->
         assert time.monotonic() < deadline, hashes
         time.sleep(0.2)
     assert all(h["HashKV"]["header"]["revision"] >= rev for h in hashes)
+
+
+# ----------------------------------------------------------------- lock / elect
+
+
+class Holder:
+    """A long-running etcdctl (``lock NAME`` or ``elect NAME VALUE``) whose lines are read
+    as they come; stopped with SIGTERM (etcdctl then releases the lock / resigns)."""
+
+    def __init__(self, c: Ctl, *args: str) -> None:
+        self.proc = WatchProc(c.argv(*args), c.env)
+
+    def __enter__(self) -> WatchProc:
+        return self.proc
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.stop()
+
+
+def test_lock_fencing_token_and_contention(ctls: dict[str, Ctl]) -> None:
+    def run(c: Ctl) -> list[Any]:
+        base = c.revision()
+        with Holder(c, "lock", "/locks/L") as first:
+            key1 = first.take(1)[0]
+            waiter = WatchProc(
+                c.argv("lock", "/locks/L", "--", "sh", "-c", "echo $ETCD_LOCK_KEY $ETCD_LOCK_REV"),
+                c.env,
+            )
+            try:
+                # While the first holds the lock the second must not get it.
+                try:
+                    early = waiter.take(1, timeout=1.0)
+                except AssertionError:
+                    early = []
+                first.stop()  # SIGTERM: etcdctl lock releases the lock
+                key2, rev2 = waiter.take(1)[0].split()
+            finally:
+                waiter.stop()
+        return [
+            early,
+            key1.rsplit("/", 1)[0],
+            key2.rsplit("/", 1)[0],
+            key1 != key2,
+            int(rev2) - base,
+        ]
+
+    out = same(both(ctls, run))
+    assert out[0] == []
+    assert out[1] == out[2] == "/locks/L"
+    assert out[3] is True
+    # ETCD_LOCK_REV is the revision at which the waiter got the lock: its key was written
+    # at base+2, the first holder's key deleted (released) at base+3.
+    assert out[4] == 3
+
+
+def test_elect_and_observe(ctls: dict[str, Ctl]) -> None:
+    def run(c: Ctl) -> list[str]:
+        with Holder(c, "elect", "/elect/E", "v1") as leader:
+            won = leader.take(2)
+            with Holder(c, "elect", "-l", "/elect/E") as observer:
+                seen = observer.take(2)
+        return [won[0].rsplit("/", 1)[0], won[1], seen[0] == won[0], seen[1]]
+
+    assert same(both(ctls, run)) == ["/elect/E", "v1", True, "v1"]
+
+
+# ----------------------------------------------------------------- not supported yet
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pnyx's Maintenance.Snapshot stream lacks the sha256 trailer etcdctl checks: "
+    "'Error: sha256 checksum not found [bytes: N]', exit 5",
+)
+def test_snapshot_save(ctls: dict[str, Ctl], tmp_path: Path) -> None:
+    for name, c in ctls.items():
+        one = c.urls.split(",")[0]
+        path = tmp_path / f"{name}.db"
+        out = c.ok("snapshot", "save", str(path), endpoints=one)
+        assert out == f"Snapshot saved at {path}\n"
+        status = json.loads(c.ok("snapshot", "status", str(path), "-w", "json"))
+        assert status["totalKey"] >= 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pnyx's etcd server has no Auth service yet: 'rpc error: code = Unimplemented "
+    "desc = Method not found!'",
+)
+def test_user_role_auth(ctls: dict[str, Ctl]) -> None:
+    c = ctls["pnyx"]
+    assert c.ok("user", "add", "alice:pw") == "User alice created\n"
+    assert c.ok("role", "add", "reader") == "Role reader created\n"
