@@ -74,11 +74,12 @@ class Target:
         return int(response.header.revision)
 
     def keys(self, prefix: bytes) -> list[Any]:
-        """The kvs under ``prefix`` (linearizable), in key order."""
+        """The kvs under ``prefix`` (linearizable), oldest first (create revision order:
+        key order depends on the lease ids, which differ between clusters)."""
         response = self.kv().Range(
             rpc_pb2.RangeRequest(key=prefix, range_end=prefix_end(prefix)), timeout=CALL_S
         )
-        return list(response.kvs)
+        return sorted(response.kvs, key=lambda kv: kv.create_revision)
 
     def close(self) -> None:
         for channel in self._channels:
