@@ -155,6 +155,10 @@ def _etcd() -> ServiceDef:
     from pnyx.protocols.raft import CLIENT_MESSAGE_TYPES, PEER_MESSAGE_TYPES, Entry, HardState
     from pnyx.protocols.raft.messages import HARD_STATE_KEY
     from pnyx.protocols.raft.services import serve
+    from pnyx.services.etcd.machine import ServedMachine
+
+    def make_state_machine() -> StateMachine:
+        return ServedMachine(EtcdStateMachine())
 
     return ServiceDef(
         name="etcd",
@@ -163,7 +167,7 @@ def _etcd() -> ServiceDef:
         make_node=raft_node_factory(),
         peer_message_types=PEER_MESSAGE_TYPES,
         client_message_types=CLIENT_MESSAGE_TYPES,
-        make_state_machine=EtcdStateMachine,
+        make_state_machine=make_state_machine,
         entry_type=Entry,
         record_types={HARD_STATE_KEY: HardState},
         serve=serve,

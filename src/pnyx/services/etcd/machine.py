@@ -9,7 +9,10 @@ node-local parts etcd keeps outside its replicated state.
   node's lessor, with the node's monotonic clock.  So a follower's server forwards
   keep-alives to the leader over the Raft client path, and a deposed leader cannot answer
   one (its ReadIndex round fails);
-- hooks run after every applied command or restored snapshot (the watch hub);
+- write batches: a :class:`WriteBatch` log entry carries several session commands of one
+  server (its gateway batches concurrent writes); they are applied in order, each through
+  the replicated machine, and the entry's result is the list of their results;
+- hooks run after every applied entry or restored snapshot (the watch hub);
 - an estimate of the data size (``dbSize``, the quota): the exact snapshot size, counted
   again only after a compaction or a restore, plus the keys and values each new revision
   wrote (so a write costs O(1) here, not a snapshot).
@@ -33,6 +36,22 @@ LeaseQuery = LeaseKeepAliveRequest | LeaseTimeToLiveRequest
 EVENT_OVERHEAD_BYTES = 64
 """What one stored change costs beyond its key and value (revisions, version, lease)."""
 _LEASE_QUERY_TAGS = frozenset({"lease_keep_alive", "lease_time_to_live"})
+
+
+class WriteBatch(msgspec.Struct, frozen=True, tag="write_batch"):
+    """Several write commands (session commands) as one log entry."""
+
+    commands: list[Any]
+
+
+def write_batch(command: Any) -> list[Any] | None:
+    """The commands of a :class:`WriteBatch` (typed or in its untyped wire form), else None."""
+    if type(command) is WriteBatch:
+        return command.commands
+    if isinstance(command, dict) and command.get("type") == "write_batch":
+        commands = command.get("commands")
+        return commands if isinstance(commands, list) else None
+    return None
 
 
 def monotonic_ms() -> int:
@@ -68,6 +87,11 @@ class ServedMachine:
         query = lease_query(command)
         if query is not None:
             return self.answer_lease_query(query)
+        batch = write_batch(command)
+        if batch is not None:
+            results = [self.inner.apply(item) for item in batch]
+            self._after()
+            return results
         result = self.inner.apply(command)
         self._after()
         return result
@@ -155,4 +179,11 @@ def lease_query(command: Any) -> LeaseQuery | None:
     return None
 
 
-__all__ = ["LeaseQuery", "ServedMachine", "lease_query", "monotonic_ms"]
+__all__ = [
+    "LeaseQuery",
+    "ServedMachine",
+    "WriteBatch",
+    "lease_query",
+    "monotonic_ms",
+    "write_batch",
+]

@@ -49,7 +49,7 @@ from pnyx.runtime.transport import Address
 from pnyx.services.catalog import get_service, raft_node_factory
 from pnyx.services.client import run_bounded, wait_cancelled
 from pnyx.services.etcd.gateway import Gateway, GatewayError, GatewayOptions, SessionCodec
-from pnyx.services.etcd.machine import ServedMachine
+from pnyx.services.etcd.machine import ServedMachine, WriteBatch
 from pnyx.services.etcd.members import MemberDirectory
 from pnyx.services.etcd.rpc import MSG_NO_SPACE, RpcFailure, raise_error
 from pnyx.services.etcd.watch_service import WatchStreams
@@ -72,6 +72,7 @@ SESSIONS = SessionCodec(
     open_command=SessionCommand(0, 0, OPEN_SESSION),
     command=SessionCommand,
     is_expired=lambda result: result == SESSION_EXPIRED,
+    batch=lambda commands: WriteBatch(commands=commands),
 )
 """How :class:`EtcdStateMachine` sessions look on the log (``pnyx.protocols.raft.sessions``)."""
 
@@ -319,7 +320,7 @@ class EtcdServer:
         check_request_size(proposal_size(size), self.options.max_request_bytes)
         if needs_space:
             self._check_space(size)
-        raw = await self.gateway.write(request)
+        raw = await self.gateway.write(request, size)
         result = _typed(request, raw)
         await self.wait_revision(result.header.revision)
         return result
