@@ -76,7 +76,7 @@ class SessionCodec:
 class GatewayOptions:
     """Bounds of a :class:`Gateway`."""
 
-    max_lanes: int = 256
+    max_lanes: int = 128
     """Writes in flight at once (each lane is one session); more wait for a lane."""
     connections: int = 4
     """Connections to the group, shared round-robin by flights, reads and admin."""

@@ -98,6 +98,9 @@ class EtcdOptions:
     """Raft heartbeat interval; None keeps the runtime default (2 ticks)."""
     lease_check_ms: int = 100
     """How often the leader looks for expired leases."""
+    max_concurrent_rpcs: int = 4096
+    """gRPC calls (unary and streams) served at once; more are refused by gRPC
+    (RESOURCE_EXHAUSTED) instead of queueing without bound."""
     max_watch_streams: int = 1024
     """Open watch streams (per node); more are refused with RESOURCE_EXHAUSTED."""
     watch_pending_responses: int = DEFAULT_MAX_PENDING_RESPONSES
@@ -214,11 +217,12 @@ class EtcdServer:
 
         limit = self.options.max_request_bytes + GRPC_OVERHEAD_BYTES
         server = grpc.aio.server(
+            maximum_concurrent_rpcs=self.options.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", 2**31 - 1),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         self.services = add_services(server, self)
         address = f"{self.options.client_host}:{self.options.client_port}"
