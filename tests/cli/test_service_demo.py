@@ -1,0 +1,74 @@
+"""``pnyx service-demo`` (what ``make run`` runs), end to end with a short workload, and
+stopped midway by SIGTERM: either way no process of its cluster is left running."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.cli.cli_helpers import PNYX
+from tests.services.conftest import processes_under
+
+CLUSTER_DIR = re.compile(r"processes in (\S+/cluster)")
+
+
+def _cluster_dir(output: str) -> Path:
+    match = CLUSTER_DIR.search(output)
+    assert match, output
+    return Path(match[1])
+
+
+def test_service_demo_end_to_end(tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    result = subprocess.run(
+        [*PNYX, "service-demo", "--duration", "6", "--report", str(report)],
+        capture_output=True, text=True, timeout=150, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "VERDICT: OK" in output and "SIGKILL the leader" in output, output
+    for check in ("linearizability", "watcher 1", "watcher 2", "watcher 3", "lock"):
+        assert f"ok   {check}:" in output, output
+    page = report.read_text()
+    assert page.startswith("<!doctype html>") and "Verdict: OK" in page
+    assert "SIGKILL the leader" in page and "linearizable" in page
+    data_dir = _cluster_dir(output)
+    assert not data_dir.exists()  # the temporary directory is gone ...
+    assert processes_under(data_dir.parent) == []  # ... and so is every process
+
+
+def test_service_demo_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*PNYX, "service-demo", "--duration", "60", "--report", str(tmp_path / "r.html")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+    )  # fmt: skip
+    output = ""
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "ETCDCTL_ENDPOINTS" not in output:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            output += line
+        assert "ETCDCTL_ENDPOINTS" in output, output
+        data_dir = _cluster_dir(output)
+        assert processes_under(data_dir), "the cluster should run now"
+        time.sleep(1.0)  # mid-workload
+        os.kill(proc.pid, signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+        output += rest
+        assert proc.returncode == 1, output
+        assert "interrupted: stopping the cluster" in output and "VERDICT: FAILED" in output
+        assert processes_under(data_dir.parent) == [], output
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
