@@ -245,3 +245,45 @@ def test_snapshot_streams_the_state_with_its_sha256(tmp_path: Path) -> None:
             assert data == server.machine.inner.store.snapshot()
 
     run(body)
+
+
+def test_tls_client_port_with_and_without_client_certificates(tmp_path: Path) -> None:
+    from pnyx.runtime.tls import generate_cluster_certs
+
+    tls = generate_cluster_certs(tmp_path / "tls", [1])[1]
+    ca = Path(tls.ca_file).read_bytes()
+
+    async def body(cert_auth: bool) -> None:
+        config = RunnerConfig(
+            node_id=1,
+            data_dir=tmp_path / f"n-{cert_auth}",
+            peers={1: ("127.0.0.1", 0)},
+            transport=TransportConfig(cluster="test-tls", tls=tls),
+        )
+        options = EtcdOptions(client_port=0, client_tls=tls, client_cert_auth=cert_auth)
+        async with EtcdServer(config, options) as server:
+            await _wait_leader(server)
+            host, port = server.client_address
+            mine = (Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())
+            credentials = grpc.ssl_channel_credentials(ca, *(mine if cert_auth else ()))
+            async with grpc.aio.secure_channel(f"{host}:{port}", credentials) as channel:
+                kv = rpc_pb2_grpc.KVStub(channel)
+                await kv.Put(rpc_pb2.PutRequest(key=b"a", value=b"1"), timeout=10)
+                got = await kv.Range(rpc_pb2.RangeRequest(key=b"a"), timeout=10)
+                assert [x.value for x in got.kvs] == [b"1"]
+                members = await rpc_pb2_grpc.ClusterStub(channel).MemberList(
+                    rpc_pb2.MemberListRequest()
+                )
+                assert members.members[0].clientURLs == [f"https://{host}:{port}"]
+            if cert_auth:  # a client without a certificate is refused
+                anonymous = grpc.ssl_channel_credentials(ca)
+                async with grpc.aio.secure_channel(f"{host}:{port}", anonymous) as channel:
+                    code, _ = await rpc_error(
+                        rpc_pb2_grpc.KVStub(channel).Range(
+                            rpc_pb2.RangeRequest(key=b"a"), timeout=5
+                        )
+                    )
+                    assert code == grpc.StatusCode.UNAVAILABLE
+
+    run(lambda: body(False))
+    run(lambda: body(True))

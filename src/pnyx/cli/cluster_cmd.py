@@ -171,6 +171,8 @@ def up(
     _print_status(data_dir, state)
     if state.get("client_endpoints"):
         click.echo(f"ETCDCTL_ENDPOINTS={state['client_endpoints']}")
+        if state.get("tls"):
+            click.echo(f"ETCDCTL_CACERT={state['tls']['ca']}")
     if detach:
         return
     click.echo("cluster running; Ctrl-C stops it")
@@ -323,7 +325,8 @@ def _plan(
         "nodes": [],
     }
     if etcd:
-        state["client_endpoints"] = ",".join(f"127.0.0.1:{p}" for p in client_ports)
+        scheme = "https://" if tls else ""
+        state["client_endpoints"] = ",".join(f"{scheme}127.0.0.1:{p}" for p in client_ports)
     for i in range(count):
         node_id = i + 1
         node_dir = data_dir / f"node-{node_id}"
@@ -448,16 +451,21 @@ def _accepts(address: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def _etcd_status(address: str, timeout_s: float = 1.0) -> dict[str, Any]:
+def _etcd_status(address: str, ca: str | None = None, timeout_s: float = 1.0) -> dict[str, Any]:
     """``dbSize`` and alarms of an etcd member (its Maintenance.Status); {} if it fails."""
     import grpc  # type: ignore[import-untyped]
     from aetcd.rpc import rpc_pb2, rpc_pb2_grpc  # type: ignore[import-untyped]
 
     try:
-        with grpc.insecure_channel(address) as channel:
+        if ca is None:
+            channel = grpc.insecure_channel(address)
+        else:
+            credentials = grpc.ssl_channel_credentials(Path(ca).read_bytes())
+            channel = grpc.secure_channel(address, credentials)
+        with channel:
             stub = rpc_pb2_grpc.MaintenanceStub(channel)
             reply = stub.Status(rpc_pb2.StatusRequest(), timeout=timeout_s)
-    except grpc.RpcError:
+    except (grpc.RpcError, OSError):
         return {}
     return {"db_size": int(reply.dbSize), "alarms": list(reply.errors)}
 
@@ -504,9 +512,10 @@ def _status_rows(data_dir: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
         }
         client = n.get("client_address")
         if client:
-            etcd = _etcd_status(client) if health else {}
+            ca = (state.get("tls") or {}).get("ca")
+            etcd = _etcd_status(client, ca) if health else {}
             row.update(
-                client_url=f"http://{client}",
+                client_url=f"{'https' if ca else 'http'}://{client}",
                 db_size=etcd.get("db_size"),
                 alarms=etcd.get("alarms"),
             )

@@ -103,6 +103,12 @@ STARTUP_FAILED = 1
     help="etcd: data size that raises the NOSPACE alarm (default 2 GiB).",
 )
 @click.option(
+    "--client-cert-auth",
+    is_flag=True,
+    default=None,
+    help="etcd: with --tls-*, clients must present a certificate of the CA.",
+)
+@click.option(
     "--election-timeout-ms",
     type=click.IntRange(1),
     default=None,
@@ -155,7 +161,12 @@ def serve(
     )
     try:
         if protocol == "etcd":
-            run_event_loop(_serve_etcd(config, _etcd_options(config, etcd_flags)))
+            # uvloop hangs a TLS handshake between a client and a server of the same
+            # loop, and the etcd server's gateway dials its own node: asyncio's loop then
+            run_event_loop(
+                _serve_etcd(config, _etcd_options(config, tls, etcd_flags)),
+                use_uvloop=tls is None,
+            )
         else:
             run_event_loop(_serve(service, config))
     except (NodeFailed, WalError) as exc:
@@ -246,14 +257,19 @@ def _etcd_flags(protocol: str, flags: dict[str, Any]) -> dict[str, Any]:
     return given
 
 
-def _etcd_options(config: RunnerConfig, flags: dict[str, Any]) -> Any:
-    """The ``EtcdOptions`` of ``pnyx serve --protocol etcd``."""
+def _etcd_options(config: RunnerConfig, tls: TlsConfig | None, flags: dict[str, Any]) -> Any:
+    """The ``EtcdOptions`` of ``pnyx serve --protocol etcd``: the client port speaks TLS
+    with the node's certificate when ``--tls-*`` are given."""
     from pnyx.services.etcd.server import DEFAULT_CLIENT_PORT, EtcdOptions
 
+    if flags.get("client_cert_auth") and tls is None:
+        fail("--client-cert-auth needs --tls-ca, --tls-cert and --tls-key")
     options: dict[str, Any] = {
         "client_host": flags.get("client_host") or config.listen_host,
         "client_port": flags.get("client_port", DEFAULT_CLIENT_PORT),
         "client_addresses": flags.get("client_endpoints", {}),
+        "client_tls": tls,
+        "client_cert_auth": bool(flags.get("client_cert_auth")),
     }
     for name in (
         "max_request_bytes",

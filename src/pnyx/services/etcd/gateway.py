@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl as ssl_module
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -117,7 +118,11 @@ class Gateway:
         message_types: tuple[type[Message], ...],
         sessions: SessionCodec,
         options: GatewayOptions | None = None,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
+        """``ssl`` (e.g. ``pnyx.runtime.tls.client_ssl_context(ca)``) when the group's
+        ports speak TLS."""
         self.options = options or GatewayOptions()
         self._sessions = sessions
         self._clients = [
@@ -126,6 +131,7 @@ class Gateway:
                 message_types,
                 request_timeout_s=self.options.request_timeout_s,
                 deadline_s=self.options.deadline_s,
+                ssl=ssl,
             )
             for _ in range(max(1, self.options.connections))
         ]

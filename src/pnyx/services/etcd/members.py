@@ -43,13 +43,14 @@ class MemberDirectory:
 
     ``peers`` are the pnyx peer addresses (``--peers``); ``clients`` the gRPC client
     addresses known (this node's at least).  ``client_scheme`` is ``https`` when the client
-    port speaks TLS.
+    port speaks TLS, ``peer_scheme`` when the peers do.
     """
 
     cluster: str
     peers: Mapping[int, Address]
     clients: Mapping[int, Address] = field(default_factory=dict)
     client_scheme: str = "http"
+    peer_scheme: str = "http"
 
     @property
     def cluster_id(self) -> int:
@@ -82,7 +83,7 @@ class MemberDirectory:
     def peer_urls(self, node_id: int) -> list[str]:
         """The member's peer URLs (its pnyx peer address)."""
         address = self.peers.get(node_id)
-        return [url(address)] if address is not None else []
+        return [url(address, self.peer_scheme)] if address is not None else []
 
     def client_urls(self, node_id: int) -> list[str]:
         """The member's client URLs, when known."""

@@ -24,6 +24,7 @@ import itertools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -45,6 +46,7 @@ from pnyx.protocols.etcd.watch import DEFAULT_MAX_PENDING_RESPONSES, WatchHub
 from pnyx.protocols.raft import LEADER
 from pnyx.protocols.raft.sessions import OPEN_SESSION, SESSION_EXPIRED, SessionCommand
 from pnyx.runtime.node_runner import NodeRunner, RunnerConfig, node_status
+from pnyx.runtime.tls import TlsConfig, client_ssl_context
 from pnyx.runtime.transport import Address
 from pnyx.services.catalog import get_service, raft_node_factory
 from pnyx.services.client import run_bounded, wait_cancelled
@@ -108,6 +110,12 @@ class EtcdOptions:
     watchers catch up from the history once it reads again."""
     watch_progress_interval_s: float = 600.0
     """Progress notifications for ``progress_notify`` watchers (etcd's default: 10 min)."""
+    client_tls: TlsConfig | None = None
+    """TLS on the client port with this certificate (etcd's ``--cert-file`` /
+    ``--key-file``; the CA is ``--trusted-ca-file``); None: plaintext."""
+    client_cert_auth: bool = False
+    """With ``client_tls``: clients must present a certificate of the CA (etcd's
+    ``--client-cert-auth``)."""
     gateway: GatewayOptions = field(default_factory=GatewayOptions)
 
 
@@ -178,8 +186,13 @@ class EtcdServer:
             ["method", "code"],
             registry=runner.metrics.registry,
         )
+        peer_tls = self.config.transport.tls
         self._gateway = Gateway(
-            self._group_addresses(), service.message_types, SESSIONS, self.options.gateway
+            self._group_addresses(),
+            service.message_types,
+            SESSIONS,
+            self.options.gateway,
+            ssl=client_ssl_context(peer_tls.ca_file) if peer_tls else None,
         )
         await self._start_grpc()
         self._tasks = [
@@ -227,7 +240,7 @@ class EtcdServer:
         self.services = add_services(server, self)
         address = f"{self.options.client_host}:{self.options.client_port}"
         try:
-            port = server.add_insecure_port(address)
+            port = self._listen(server, address)
         except RuntimeError as exc:
             raise OSError(f"cannot listen for etcd clients on {address}: {exc}") from exc
         if not port:
@@ -241,7 +254,21 @@ class EtcdServer:
             cluster=self.config.transport.cluster,
             peers=self._group_addresses(),
             clients=clients,
+            client_scheme="https" if self.options.client_tls else "http",
+            peer_scheme="https" if self.config.transport.tls else "http",
         )
+
+    def _listen(self, server: Any, address: str) -> int:
+        """Bind the client port, with TLS when configured; the port bound."""
+        tls = self.options.client_tls
+        if tls is None:
+            return int(server.add_insecure_port(address))
+        credentials = grpc.ssl_server_credentials(
+            [(Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())],
+            root_certificates=Path(tls.ca_file).read_bytes(),
+            require_client_auth=self.options.client_cert_auth,
+        )
+        return int(server.add_secure_port(address, credentials))
 
     async def stop(self) -> None:
         """Stop serving, then stop the node; bounded (each step at most ``2 * STOP_STEP_S``).
