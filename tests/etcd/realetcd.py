@@ -9,6 +9,11 @@ module-scoped fixtures :func:`real_etcd` and :func:`real_etcd3` do both, also wh
 fails.
 
 Without an ``etcd`` binary the fixture fails (never skips) and says how to install it.
+
+:func:`start_pnyx_etcd` / the fixture :func:`pnyx_etcd3` give a pnyx etcd cluster of the
+same shape (``endpoints``, ``urls``), built on ``tests.services.etcd_cluster.EtcdCluster``
+(real ``pnyx serve --protocol etcd`` processes, also on tmpfs: these are correctness tests,
+not a measure of fsync cost).
 """
 
 from __future__ import annotations
