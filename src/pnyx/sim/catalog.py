@@ -10,6 +10,7 @@ from pnyx.sim.spec import ProtocolSpec
 _SPECS: dict[str, str] = {
     "broadcast": "pnyx.sim.specs.broadcast:BROADCAST",
     "broadcast-broken": "pnyx.sim.specs.broadcast:BROADCAST_BROKEN",
+    "etcd": "pnyx.sim.specs.etcd:ETCD",
     "raft": "pnyx.sim.specs.raft:RAFT",
 }
 
@@ -20,14 +21,16 @@ def protocol_names() -> list[str]:
 
 
 MUTANT_SEPARATOR = "+"
-"""``raft+vote_not_persisted`` (or ``raft+a,b``): Raft with those mutants (bug catalogue)."""
+"""``raft+vote_not_persisted`` (or ``raft+a,b``): Raft with those mutants (bug catalogue);
+``etcd+watch_gap``: etcd over Raft with its own mutants (or Raft's)."""
 
 
 def get_spec(name: str) -> ProtocolSpec:
     """The spec registered as ``name``; raises KeyError listing valid names otherwise.
 
     ``raft+MUTANT[,MUTANT...]`` is Raft broken on purpose by the named mutants, so a seed
-    that a mutant test reports replays with one ``pnyx sim`` command.
+    that a mutant test reports replays with one ``pnyx sim`` command; ``etcd+MUTANT`` the
+    same for etcd (its mutants and Raft's).
     """
     if MUTANT_SEPARATOR in name:
         return _mutant_spec(name)
@@ -43,6 +46,8 @@ def get_spec(name: str) -> ProtocolSpec:
 
 def _mutant_spec(name: str) -> ProtocolSpec:
     base, _, listed = name.partition(MUTANT_SEPARATOR)
+    if base == "etcd":
+        return _etcd_mutant_spec(name, listed)
     from pnyx.protocols.raft.config import MUTANTS
     from pnyx.sim.specs.raft import raft_spec
 
@@ -50,7 +55,21 @@ def _mutant_spec(name: str) -> ProtocolSpec:
     unknown = sorted(mutants - MUTANTS)
     if base != "raft" or not mutants or unknown:
         raise KeyError(
-            f"unknown protocol {name!r}: mutants exist for raft only "
-            f"(raft+NAME[,NAME]); unknown mutants {unknown}; valid: {', '.join(sorted(MUTANTS))}"
+            f"unknown protocol {name!r}: mutants exist for raft only (raft+NAME[,NAME]) "
+            f"and etcd (etcd+NAME); unknown mutants {unknown}; "
+            f"valid: {', '.join(sorted(MUTANTS))}"
         )
     return raft_spec(mutants=mutants, name=name)
+
+
+def _etcd_mutant_spec(name: str, listed: str) -> ProtocolSpec:
+    from pnyx.sim.specs.etcd import MUTANTS, etcd_spec
+
+    mutants = frozenset(m for m in listed.split(",") if m)
+    unknown = sorted(mutants - MUTANTS)
+    if not mutants or unknown:
+        raise KeyError(
+            f"unknown protocol {name!r}: etcd+NAME[,NAME]; unknown mutants {unknown}; "
+            f"valid: {', '.join(sorted(MUTANTS))}"
+        )
+    return etcd_spec(mutants=mutants, name=name)
