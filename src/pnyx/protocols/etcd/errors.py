@@ -18,12 +18,15 @@ class GrpcCode(IntEnum):
 
     OK = 0
     CANCELED = 1
+    UNKNOWN = 2
     INVALID_ARGUMENT = 3
     NOT_FOUND = 5
+    PERMISSION_DENIED = 7
     RESOURCE_EXHAUSTED = 8
     FAILED_PRECONDITION = 9
     OUT_OF_RANGE = 11
     UNAVAILABLE = 14
+    UNAUTHENTICATED = 16
 
 
 class ErrorResult(msgspec.Struct, frozen=True, array_like=True):
@@ -96,3 +99,41 @@ ERR_LEASE_TTL_TOO_LARGE = EtcdError(GrpcCode.OUT_OF_RANGE, MSG_LEASE_TTL_TOO_LAR
 ERR_NOT_LEADER = EtcdError(GrpcCode.UNAVAILABLE, MSG_NOT_LEADER)
 """A leader-only lease call (keep-alive, time-to-live) on a node that is not the leader:
 the server forwards it to the leader (etcd's ``ErrNotPrimary`` path)."""
+
+
+# auth (``rpctypes/error.go``; ``auth/store.go`` for the revision check)
+MSG_ROOT_USER_NOT_EXIST = "etcdserver: root user does not exist"
+MSG_ROOT_ROLE_NOT_EXIST = "etcdserver: root user does not have root role"
+MSG_USER_ALREADY_EXIST = "etcdserver: user name already exists"
+MSG_USER_EMPTY = "etcdserver: user name is empty"
+MSG_USER_NOT_FOUND = "etcdserver: user name not found"
+MSG_ROLE_ALREADY_EXIST = "etcdserver: role name already exists"
+MSG_ROLE_NOT_FOUND = "etcdserver: role name not found"
+MSG_ROLE_EMPTY = "etcdserver: role name is empty"
+MSG_AUTH_FAILED = "etcdserver: authentication failed, invalid user ID or password"
+MSG_PERMISSION_DENIED = "etcdserver: permission denied"
+MSG_ROLE_NOT_GRANTED = "etcdserver: role is not granted to the user"
+MSG_PERMISSION_NOT_GRANTED = "etcdserver: permission is not granted to the role"
+MSG_AUTH_NOT_ENABLED = "etcdserver: authentication is not enabled"
+MSG_INVALID_AUTH_TOKEN = "etcdserver: invalid auth token"
+MSG_INVALID_AUTH_MGMT = "etcdserver: invalid auth management"
+MSG_AUTH_OLD_REVISION = "auth: revision in header is old"
+
+ERR_ROOT_USER_NOT_EXIST = EtcdError(GrpcCode.FAILED_PRECONDITION, MSG_ROOT_USER_NOT_EXIST)
+ERR_ROOT_ROLE_NOT_EXIST = EtcdError(GrpcCode.FAILED_PRECONDITION, MSG_ROOT_ROLE_NOT_EXIST)
+ERR_USER_ALREADY_EXIST = EtcdError(GrpcCode.FAILED_PRECONDITION, MSG_USER_ALREADY_EXIST)
+ERR_USER_EMPTY = EtcdError(GrpcCode.INVALID_ARGUMENT, MSG_USER_EMPTY)
+ERR_USER_NOT_FOUND = EtcdError(GrpcCode.FAILED_PRECONDITION, MSG_USER_NOT_FOUND)
+ERR_ROLE_ALREADY_EXIST = EtcdError(GrpcCode.FAILED_PRECONDITION, MSG_ROLE_ALREADY_EXIST)
+ERR_ROLE_NOT_FOUND = EtcdError(GrpcCode.FAILED_PRECONDITION, MSG_ROLE_NOT_FOUND)
+ERR_ROLE_EMPTY = EtcdError(GrpcCode.INVALID_ARGUMENT, MSG_ROLE_EMPTY)
+ERR_AUTH_FAILED = EtcdError(GrpcCode.INVALID_ARGUMENT, MSG_AUTH_FAILED)
+ERR_PERMISSION_DENIED = EtcdError(GrpcCode.PERMISSION_DENIED, MSG_PERMISSION_DENIED)
+ERR_ROLE_NOT_GRANTED = EtcdError(GrpcCode.FAILED_PRECONDITION, MSG_ROLE_NOT_GRANTED)
+ERR_PERMISSION_NOT_GRANTED = EtcdError(GrpcCode.FAILED_PRECONDITION, MSG_PERMISSION_NOT_GRANTED)
+ERR_AUTH_NOT_ENABLED = EtcdError(GrpcCode.FAILED_PRECONDITION, MSG_AUTH_NOT_ENABLED)
+ERR_INVALID_AUTH_TOKEN = EtcdError(GrpcCode.UNAUTHENTICATED, MSG_INVALID_AUTH_TOKEN)
+ERR_INVALID_AUTH_MGMT = EtcdError(GrpcCode.INVALID_ARGUMENT, MSG_INVALID_AUTH_MGMT)
+ERR_AUTH_OLD_REVISION = EtcdError(GrpcCode.UNKNOWN, MSG_AUTH_OLD_REVISION)
+"""An ``Authenticate`` checked at an older auth revision than the one it is applied at: the
+server checks the password again and retries (never sent to a client)."""

@@ -18,6 +18,15 @@ from typing import Any, cast
 
 import msgspec
 
+from pnyx.protocols.etcd.auth import (
+    AUTH_REQUEST_TYPES,
+    AuthCheckQuery,
+    AuthCheckResult,
+    AuthedRequest,
+    AuthRequest,
+    AuthResponse,
+    AuthStore,
+)
 from pnyx.protocols.etcd.errors import ERR_LEASE_NOT_FOUND, ErrorResult, EtcdError, GrpcCode
 from pnyx.protocols.etcd.lease import DEFAULT_MIN_LEASE_TTL_S, LeaseTable, Lessor
 from pnyx.protocols.etcd.mvcc import (
@@ -69,10 +78,14 @@ EtcdCommand = (
     | LeaseGrantRequest
     | LeaseRevokeRequest
     | LeaseLeasesRequest
+    | AuthRequest
+    | AuthedRequest
 )
 """What :meth:`EtcdStore.apply` takes (a tagged union: ``"type"`` names the request).
 Writes (Put, DeleteRange, a non-read-only Txn, Compaction, LeaseGrant, LeaseRevoke) go
-through the log; Range, HashKV and LeaseLeases are read-only queries."""
+through the log; Range, HashKV and LeaseLeases are read-only queries.  Auth requests
+(:mod:`pnyx.protocols.etcd.auth`) too; :class:`AuthedRequest` wraps a client's request
+with its user (checked at apply while auth is enabled)."""
 
 _COMMAND_TYPES: tuple[type, ...] = (
     RangeRequest,
@@ -84,6 +97,8 @@ _COMMAND_TYPES: tuple[type, ...] = (
     LeaseGrantRequest,
     LeaseRevokeRequest,
     LeaseLeasesRequest,
+    *AUTH_REQUEST_TYPES,
+    AuthedRequest,
 )
 
 RESPONSE_TYPES: dict[type, type] = {
@@ -96,6 +111,8 @@ RESPONSE_TYPES: dict[type, type] = {
     LeaseGrantRequest: LeaseGrantResponse,
     LeaseRevokeRequest: LeaseRevokeResponse,
     LeaseLeasesRequest: LeaseLeasesResponse,
+    **{t: AuthResponse for t in AUTH_REQUEST_TYPES},
+    AuthCheckQuery: AuthCheckResult,
 }
 """The response struct of each command type."""
 
@@ -123,7 +140,10 @@ def decode_result(command: Any, raw: Any) -> Any:
     try:
         if isinstance(raw, list | tuple):
             return msgspec.convert(raw, ErrorResult)
-        response_type = RESPONSE_TYPES[type(decode_command(command))]
+        request = decode_command(command)
+        if isinstance(request, AuthedRequest):
+            request = decode_command(request.request)
+        response_type = RESPONSE_TYPES[type(request)]
         return msgspec.convert(raw, response_type)
     except (EtcdError, msgspec.ValidationError, KeyError):
         return raw
@@ -134,6 +154,7 @@ class _StoreImage(msgspec.Struct, frozen=True, array_like=True):
     mvcc: bytes
     leases: list[tuple[int, int]]
     lease_id_seq: int
+    auth: bytes = b""
 
 
 class EtcdStore:
@@ -154,6 +175,7 @@ class EtcdStore:
         self.max_txn_ops = max_txn_ops
         self.recent_revisions = recent_revisions
         self.leases = LeaseTable(min_lease_ttl_s)
+        self.auth = AuthStore()
         self.mvcc = self._new_mvcc()
 
     def _new_mvcc(self) -> MvccStore:
@@ -187,6 +209,12 @@ class EtcdStore:
 
     def execute(self, request: EtcdCommand) -> Any:
         """Apply one request struct; raises :class:`EtcdError` where etcd refuses."""
+        if isinstance(request, AuthedRequest):
+            return self._execute_as(request.user, decode_command(request.request))
+        if isinstance(request, AuthCheckQuery):
+            return msgspec.structs.replace(self.auth.check_query(request), header=self._header())
+        if isinstance(request, AUTH_REQUEST_TYPES):
+            return self._auth(request, None)
         if isinstance(request, LeaseGrantRequest):
             lease_id, ttl_s = self.leases.grant(request.TTL, request.ID)
             return LeaseGrantResponse(header=self._header(), ID=lease_id, TTL=ttl_s)
@@ -196,6 +224,21 @@ class EtcdStore:
             leases = [LeaseStatus(ID=lease_id) for lease_id in self.leases.ids()]
             return LeaseLeasesResponse(header=self._header(), leases=leases)
         return self.mvcc.execute(request)
+
+    def _execute_as(self, user: str, request: EtcdCommand) -> Any:
+        """``request`` sent by ``user``: etcd's ``authApplierV3`` checks, then apply."""
+        if isinstance(request, AuthedRequest):
+            raise EtcdError(GrpcCode.INVALID_ARGUMENT, "pnyx: nested authed request")
+        if isinstance(request, AUTH_REQUEST_TYPES):
+            return self._auth(request, user)
+        self.auth.check_request(user, request, self.leases.keys_of)
+        if isinstance(request, LeaseRevokeRequest) and self.auth.enabled:
+            self.auth.check_lease(user, self.leases.keys_of(request.ID))
+        return self.execute(request)
+
+    def _auth(self, request: Any, user: str | None) -> AuthResponse:
+        result = self.auth.execute(request, user)
+        return msgspec.structs.replace(result, header=self._header())
 
     def revoke(self, lease_id: int) -> LeaseRevokeResponse:
         """etcd's ``Revoke``: delete the lease's keys (sorted, one revision; none: no new
@@ -218,6 +261,7 @@ class EtcdStore:
             mvcc=self.mvcc.snapshot(),
             leases=sorted(self.leases.ttl_s.items()),
             lease_id_seq=self.leases.id_seq,
+            auth=self.auth.image(),
         )
         return msgspec.msgpack.encode(image)
 
@@ -232,6 +276,12 @@ class EtcdStore:
             raise MvccCorrupted(
                 f"etcd snapshot format {image.format} is not {STORE_SNAPSHOT_FORMAT}"
             )
+        auth = AuthStore()
+        try:
+            if image.auth:
+                auth.load(image.auth)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise MvccCorrupted(f"etcd snapshot: bad auth state: {exc}") from exc
         mvcc = self._new_mvcc()
         mvcc.restore(image.mvcc)
         try:
@@ -239,6 +289,7 @@ class EtcdStore:
         except ValueError as exc:
             raise MvccCorrupted(f"etcd snapshot: {exc}") from exc
         self.mvcc = mvcc
+        self.auth.load(auth.image())  # in place: the member's token listener stays
 
 
 class EtcdStateMachine(SessionStateMachine):
