@@ -499,9 +499,23 @@ class AsyncEtcdClient:
                                interval_s: float | None = None) -> AsyncIterator[int]:  # fmt: skip
         """Refresh the lease every ``interval_s`` (default: a third of its TTL) on one
         keep-alive stream (re-opened on another endpoint if its member goes away), yielding
-        each new TTL; ends with EtcdError NOT_FOUND once the lease is gone."""
+        each new TTL; ends with EtcdError NOT_FOUND once the lease is gone, or with
+        EtcdUnavailable once no member could be reached for as long as the last TTL (the
+        lease may have expired by then)."""
+        loop = asyncio.get_running_loop()
+        expires: float | None = None  # (loop time) after this the lease may be gone
+
+        async def unreachable(error: EtcdUnavailable) -> None:
+            if expires is None or loop.time() >= expires:
+                raise error
+            await asyncio.sleep(0.2)
+
         while True:
-            index, channel = await self._channel()
+            try:
+                index, channel = await self._channel()
+            except EtcdUnavailable as exc:
+                await unreachable(exc)
+                continue
             call = rpc_pb2_grpc.LeaseStub(channel).LeaseKeepAlive()
             try:
                 while True:
@@ -513,6 +527,7 @@ class AsyncEtcdClient:
                     ttl = int(resp.TTL)
                     if ttl <= 0:
                         raise EtcdError("NOT_FOUND", "etcdserver: requested lease not found")
+                    expires = loop.time() + ttl
                     yield ttl
                     await asyncio.sleep(interval_s if interval_s else max(0.5, ttl / 3))
             except grpc.aio.AioRpcError as exc:
@@ -520,8 +535,10 @@ class AsyncEtcdClient:
                 if not isinstance(error, EtcdUnavailable):
                     raise error from None
                 await self._drop(index)
+                await unreachable(error)
             except (TimeoutError, EtcdUnavailable):
                 await self._drop(index)
+                await unreachable(EtcdUnavailable("UNAVAILABLE", "keep-alive timed out"))
             finally:
                 call.cancel()
 
@@ -577,7 +594,14 @@ class Watch:
             self._call = None
 
     async def _open(self) -> None:
+        failures = 0
         while True:
+            if failures >= 3 * len(self._client.endpoints):
+                raise EtcdUnavailable("UNAVAILABLE", f"cannot create the watch: {failures} "
+                                      "attempts failed")  # fmt: skip
+            if failures:
+                await asyncio.sleep(0.2)
+            failures += 1
             index, channel = await self._client._channel()
             call = rpc_pb2_grpc.WatchStub(channel).Watch()
             create = rpc_pb2.WatchCreateRequest(
