@@ -287,3 +287,23 @@ def test_tls_client_port_with_and_without_client_certificates(tmp_path: Path) ->
 
     run(lambda: body(False))
     run(lambda: body(True))
+
+
+def test_metrics_carry_etcd_series(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    async def body() -> None:
+        async with one_node(tmp_path / "n") as server, client(server) as c:
+            await c.put(b"a", b"1")
+            await c.get(b"a")
+            text = generate_latest(server.runner.metrics.registry).decode()
+            registry = server.runner.metrics.registry
+            assert registry.get_sample_value("etcd_server_has_leader") == 1
+            assert registry.get_sample_value("etcd_server_is_leader") == 1
+            assert (registry.get_sample_value("etcd_server_proposals_committed_total") or 0) >= 2
+            handled = {"grpc_method": "Put", "grpc_code": "OK"}
+            assert registry.get_sample_value("grpc_server_handled_total", handled) == 1
+            assert "etcd_disk_wal_fsync_duration_seconds_bucket" in text
+            assert "etcd_server_leader_changes_seen_total" in text
+
+    run(body)

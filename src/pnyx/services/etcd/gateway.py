@@ -157,6 +157,11 @@ class Gateway:
             if isinstance(result, Exception):
                 log.warning("gateway_close_failed error=%r", result)
 
+    @property
+    def pending(self) -> int:
+        """Writes taken a lane and not answered yet."""
+        return self._lanes - len(self._idle)
+
     def _client(self) -> AsyncClient:
         self._next_client = (self._next_client + 1) % len(self._clients)
         return self._clients[self._next_client]

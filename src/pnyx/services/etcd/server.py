@@ -50,9 +50,16 @@ from pnyx.runtime.tls import TlsConfig, client_ssl_context
 from pnyx.runtime.transport import Address
 from pnyx.services.catalog import get_service, raft_node_factory
 from pnyx.services.client import run_bounded, wait_cancelled
-from pnyx.services.etcd.gateway import Gateway, GatewayError, GatewayOptions, SessionCodec
+from pnyx.services.etcd.gateway import (
+    Gateway,
+    GatewayError,
+    GatewayOptions,
+    RefusedError,
+    SessionCodec,
+)
 from pnyx.services.etcd.machine import ServedMachine, WriteBatch
 from pnyx.services.etcd.members import MemberDirectory
+from pnyx.services.etcd.metrics import EtcdCollector
 from pnyx.services.etcd.rpc import MSG_NO_SPACE, RpcFailure, raise_error
 from pnyx.services.etcd.watch_service import WatchStreams
 
@@ -155,6 +162,8 @@ class EtcdServer:
             self.options.max_watch_streams,
         )
         self.machine.after_apply.append(self.watch_streams.applied)
+        self.proposals_failed = 0
+        """Writes of this member that timed out or were refused (a metric)."""
         self.services: dict[str, Any] = {}
         """The gRPC servicers by etcd service name (after :meth:`start`)."""
         self.directory = MemberDirectory(cluster=config.transport.cluster, peers=config.peers)
@@ -181,9 +190,9 @@ class EtcdServer:
         self.machine.is_leader = lambda: getattr(runner.node, "role", None) == LEADER
         await runner.start()
         self._grpc_requests = Counter(
-            "etcd_grpc_requests",
-            "etcd gRPC requests by method and status code",
-            ["method", "code"],
+            "grpc_server_handled",
+            "etcd gRPC requests answered, by method and status code",
+            ["grpc_method", "grpc_code"],
             registry=runner.metrics.registry,
         )
         peer_tls = self.config.transport.tls
@@ -194,6 +203,7 @@ class EtcdServer:
             self.options.gateway,
             ssl=client_ssl_context(peer_tls.ca_file) if peer_tls else None,
         )
+        runner.metrics.registry.register(EtcdCollector(self))
         await self._start_grpc()
         self._tasks = [
             asyncio.ensure_future(self._lease_clock()),
@@ -336,7 +346,7 @@ class EtcdServer:
         )
 
     def on_status(self, method: str, code: Any) -> None:
-        """Count one answered gRPC request (``etcd_grpc_requests_total``)."""
+        """Count one answered gRPC request (``grpc_server_handled_total``)."""
         if self._grpc_requests is not None:
             self._grpc_requests.labels(method, code.name).inc()
 
@@ -351,7 +361,11 @@ class EtcdServer:
         check_request_size(proposal_size(size), self.options.max_request_bytes)
         if needs_space:
             self._check_space(size)
-        raw = await self.gateway.write(request, size)
+        try:
+            raw = await self.gateway.write(request, size)
+        except (GatewayError, RefusedError):
+            self.proposals_failed += 1
+            raise
         result = _typed(request, raw)
         await self.wait_revision(result.header.revision)
         return result
