@@ -307,3 +307,21 @@ def test_metrics_carry_etcd_series(tmp_path: Path) -> None:
             assert "etcd_server_leader_changes_seen_total" in text
 
     run(body)
+
+
+def test_an_expired_lease_is_revoked_by_the_leader_and_its_keys_deleted(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with one_node(tmp_path / "n", lease_check_ms=20) as server, client(server) as c:
+            lease = await c.lease(2)  # etcd's minimum TTL here
+            await c.put(b"ephemeral", b"v", lease=lease.id)
+            await c.put(b"stays", b"v")
+            loop = asyncio.get_running_loop()
+            granted = loop.time()
+            async with asyncio.timeout(10):
+                while await c.get(b"ephemeral") is not None:
+                    await asyncio.sleep(0.05)
+            assert loop.time() - granted >= 1.9  # never before its TTL
+            assert await c.get(b"stays") is not None
+            assert (await c.get_lease_info(lease.id)).TTL == -1
+
+    run(body)
