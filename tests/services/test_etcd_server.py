@@ -325,3 +325,41 @@ def test_an_expired_lease_is_revoked_by_the_leader_and_its_keys_deleted(tmp_path
             assert (await c.get_lease_info(lease.id)).TTL == -1
 
     run(body)
+
+
+def test_restart_recovers_from_snapshot_and_log(tmp_path: Path) -> None:
+    directory = tmp_path / "n"
+
+    def config() -> RunnerConfig:
+        return RunnerConfig(
+            node_id=1,
+            data_dir=directory,
+            peers={1: ("127.0.0.1", 0)},
+            transport=TransportConfig(cluster="test-restart"),
+        )
+
+    options = EtcdOptions(client_port=0, snapshot_threshold_entries=5)
+
+    async def write() -> tuple[int, int]:
+        async with EtcdServer(config(), options) as server, client(server) as c:
+            await _wait_leader(server)
+            await asyncio.gather(*(c.put(f"k{i:03}".encode(), str(i).encode()) for i in range(60)))
+            lease = await c.lease(600)
+            await c.put(b"leased", b"v", lease=lease.id)
+            await c.delete(b"k000")
+            assert server.runner.node.snapshot is not None  # type: ignore[attr-defined]
+            return server.machine.inner.store.current_revision, lease.id
+
+    async def read(revision: int, lease_id: int) -> None:
+        async with EtcdServer(config(), options) as server, client(server) as c:
+            await _wait_leader(server)
+            assert server.machine.inner.store.current_revision == revision
+            assert [kv.key for kv in await c.get_all()][:2] == [b"k001", b"k002"]
+            assert len(await c.get_all()) == 60
+            info = await c.get_lease_info(lease_id)
+            assert list(info.keys) == [b"leased"]
+            assert (await c.put(b"after", b"1")).header.revision == revision + 1
+
+    revision, lease_id = run(write)
+    run(lambda: read(revision, lease_id))
+    shutil.rmtree(directory, ignore_errors=True)

@@ -105,6 +105,8 @@ class EtcdOptions:
     """Raft election timeout; None keeps the runtime default (10 ticks)."""
     heartbeat_interval_ms: int | None = None
     """Raft heartbeat interval; None keeps the runtime default (2 ticks)."""
+    snapshot_threshold_entries: int | None = None
+    """Log entries between snapshots of the state machine; None keeps the runtime's."""
     lease_check_ms: int = 100
     """How often the leader looks for expired leases."""
     max_concurrent_rpcs: int = 4096
@@ -223,6 +225,8 @@ class EtcdServer:
         overrides: dict[str, int] = {}
         if self.options.election_timeout_ms is not None:
             overrides["election_timeout_ticks"] = max(2, self.options.election_timeout_ms // tick)
+        if self.options.snapshot_threshold_entries is not None:
+            overrides["snapshot_threshold_entries"] = self.options.snapshot_threshold_entries
         if self.options.heartbeat_interval_ms is not None:
             overrides["heartbeat_interval_ticks"] = max(
                 1, self.options.heartbeat_interval_ms // tick
