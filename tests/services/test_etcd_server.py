@@ -363,3 +363,32 @@ def test_restart_recovers_from_snapshot_and_log(tmp_path: Path) -> None:
     revision, lease_id = run(write)
     run(lambda: read(revision, lease_id))
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_write_sent_as_a_read_query_is_refused(tmp_path: Path) -> None:
+    from pnyx.protocols.etcd import PutRequest, RangeRequest
+    from pnyx.protocols.raft import ClientRequest, ReadRequest
+    from pnyx.protocols.raft.messages import READ_SERIALIZABLE
+    from pnyx.services.catalog import get_service
+    from pnyx.services.client import AsyncClient
+
+    async def body() -> None:
+        async with one_node(tmp_path / "n") as server:
+            members = {1: server.runner.address}
+            raw = AsyncClient(members, get_service("etcd").message_types, deadline_s=10)
+            try:
+                put = PutRequest(key=b"sneaky", value=b"v")
+                for build in (
+                    lambda rid: ReadRequest(rid, put),
+                    lambda rid: ReadRequest(rid, put, READ_SERIALIZABLE),
+                    lambda rid: ClientRequest(rid, put),
+                ):
+                    reply = await raw.call(build)
+                    assert reply.ok and reply.result[1].startswith("pnyx: a write must be")
+                read = await raw.call(lambda rid: ReadRequest(rid, RangeRequest(key=b"sneaky")))
+                assert read.ok and read.result["count"] == 0
+            finally:
+                await raw.close()
+            assert server.machine.inner.store.current_revision == 1
+
+    run(body)

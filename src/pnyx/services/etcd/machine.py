@@ -18,6 +18,12 @@ node-local parts etcd keeps outside its replicated state.
   wrote (so a write costs O(1) here, not a snapshot).
 
 Lease queries never change replicated state: every replica's ``snapshot`` stays the same.
+
+Writes must come in a session (``SessionCommand``, alone or in a batch).  A bare write
+request is refused with an ``ErrorResult``: reads reach ``apply`` as bare requests too (a
+``ReadRequest`` is answered by the leader alone, a serializable one by any member), so a
+bare Put sent as a "read" by a client of the pnyx port would otherwise change one
+replica's state outside the log.
 """
 
 from __future__ import annotations
@@ -28,9 +34,20 @@ from typing import Any
 
 import msgspec
 
-from pnyx.protocols.etcd import EtcdStateMachine
+from pnyx.protocols.etcd import ErrorResult, EtcdError, EtcdStateMachine, GrpcCode
 from pnyx.protocols.etcd.lease import Lessor
-from pnyx.protocols.etcd.requests import LeaseKeepAliveRequest, LeaseTimeToLiveRequest
+from pnyx.protocols.etcd.machine import decode_command
+from pnyx.protocols.etcd.requests import (
+    CompactionRequest,
+    DeleteRangeRequest,
+    LeaseGrantRequest,
+    LeaseKeepAliveRequest,
+    LeaseRevokeRequest,
+    LeaseTimeToLiveRequest,
+    PutRequest,
+    TxnRequest,
+)
+from pnyx.protocols.raft.sessions import SessionCommand
 
 LeaseQuery = LeaseKeepAliveRequest | LeaseTimeToLiveRequest
 EVENT_OVERHEAD_BYTES = 64
@@ -52,6 +69,46 @@ def write_batch(command: Any) -> list[Any] | None:
         commands = command.get("commands")
         return commands if isinstance(commands, list) else None
     return None
+
+
+ERR_BARE_WRITE = ErrorResult(
+    int(GrpcCode.INVALID_ARGUMENT), "pnyx: a write must be a session command, not a query"
+)
+_WRITES = (PutRequest, DeleteRangeRequest, CompactionRequest, LeaseGrantRequest, LeaseRevokeRequest)
+
+
+def bare_write(command: Any) -> bool:
+    """Whether ``command`` is a write request outside a session (typed or untyped)."""
+    if type(command) is SessionCommand or _is_session_array(command):
+        return False
+    if isinstance(command, dict) and "type" not in command:
+        return False
+    try:
+        request = decode_command(command)
+    except EtcdError:
+        return False  # not a request at all: the machine answers it with its own error
+    if isinstance(request, TxnRequest):
+        return txn_mutates(request)
+    return isinstance(request, _WRITES)
+
+
+def txn_mutates(txn: TxnRequest) -> bool:
+    """Whether any branch of ``txn`` (nested txns too) puts or deletes."""
+    for op in (*txn.success, *txn.failure):
+        if op.request_put is not None or op.request_delete_range is not None:
+            return True
+        if op.request_txn is not None and txn_mutates(op.request_txn):
+            return True
+    return False
+
+
+def _is_session_array(raw: Any) -> bool:
+    return (
+        isinstance(raw, list | tuple)
+        and len(raw) == 3
+        and type(raw[0]) is int
+        and type(raw[1]) is int
+    )
 
 
 def monotonic_ms() -> int:
@@ -89,12 +146,17 @@ class ServedMachine:
             return self.answer_lease_query(query)
         batch = write_batch(command)
         if batch is not None:
-            results = [self.inner.apply(item) for item in batch]
+            results = [self._apply_one(item) for item in batch]
             self._after()
             return results
-        result = self.inner.apply(command)
+        result = self._apply_one(command)
         self._after()
         return result
+
+    def _apply_one(self, command: Any) -> Any:
+        if bare_write(command):
+            return ERR_BARE_WRITE
+        return self.inner.apply(command)
 
     def snapshot(self) -> bytes:
         return self.inner.snapshot()
@@ -180,10 +242,13 @@ def lease_query(command: Any) -> LeaseQuery | None:
 
 
 __all__ = [
+    "ERR_BARE_WRITE",
     "LeaseQuery",
     "ServedMachine",
     "WriteBatch",
+    "bare_write",
     "lease_query",
     "monotonic_ms",
+    "txn_mutates",
     "write_batch",
 ]
