@@ -571,3 +571,39 @@ def test_user_role_auth(ctls: dict[str, Ctl]) -> None:
     c = ctls["pnyx"]
     assert c.ok("user", "add", "alice:pw") == "User alice created\n"
     assert c.ok("role", "add", "reader") == "Role reader created\n"
+
+
+def test_member_remove_add_learner_promote(ctls: dict[str, Ctl], pnyx_etcd3: Any) -> None:  # noqa: F811
+    """Membership through etcdctl on pnyx (a member can only be re-added with the peer URL
+    of a configured node); output formats are etcd 3.4's.  Leaves three voters again."""
+    c = ctls["pnyx"]
+    one = f"http://{pnyx_etcd3.endpoints[0]}"
+    members = json.loads(c.ok("member", "list", "-w", "json", endpoints=one))["members"]
+    victim = next(m for m in members if f"http://{pnyx_etcd3.endpoints[0]}" not in m["clientURLs"])
+    vid, peer = format(victim["ID"], "x"), victim["peerURLs"][0]
+    out = c.ok("member", "remove", vid, endpoints=one)
+    assert re.fullmatch(rf"Member {vid} removed from cluster [0-9a-f]+\n", out), out
+    listed = c.ok("member", "list", endpoints=one)
+    assert vid not in listed and len(listed.strip().split("\n")) == 2
+    out = c.ok("member", "add", victim["name"], "--learner", f"--peer-urls={peer}", endpoints=one)
+    assert re.match(rf"Member {vid} added to cluster [0-9a-f]+\n", out), out
+    assert f'ETCD_INITIAL_ADVERTISE_PEER_URLS="{peer}"' in out
+    assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in out
+    learners = [
+        m for m in json.loads(c.ok("member", "list", "-w", "json", endpoints=one))["members"]
+        if m.get("isLearner")
+    ]
+    assert [format(m["ID"], "x") for m in learners] == [vid]
+    deadline = time.monotonic() + 30
+    while True:  # promotion is refused until the learner has caught up
+        res = c.run("member", "promote", vid, endpoints=one)
+        if res.rc == 0:
+            break
+        assert "learner" in res.error, res.error
+        assert time.monotonic() < deadline, res.error
+        time.sleep(0.2)  # poll interval
+    assert re.fullmatch(rf"Member {vid} promoted in cluster [0-9a-f]+\n", res.stdout)
+    final = json.loads(c.ok("member", "list", "-w", "json", endpoints=one))["members"]
+    assert len(final) == 3 and not any(m.get("isLearner") for m in final)
+    health = json.loads(c.ok("endpoint", "health", "-w", "json"))
+    assert all(h["health"] for h in health), health
