@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import html
 import itertools
-import json
 import random
 import signal
 import sys
@@ -149,15 +148,20 @@ class _LeaderKiller:
         self.data_dir = data_dir
         self.console = console
 
-    def leader(self) -> int | None:
-        from pnyx.cli.cluster_cmd import cluster_command
+    async def leader(self) -> int | None:
+        """The node that reports itself leader (asked over the etcd Maintenance API)."""
+        from pnyx.cli.cluster_cmd import load_state
 
-        result = cluster_command("status", "--data-dir", str(self.data_dir), "--json",
-                                 timeout_s=30)  # fmt: skip
-        for line in result.stdout.splitlines():
-            row = json.loads(line)
-            if row.get("role") == "leader":
-                return int(row["id"])
+        state = load_state(self.data_dir)
+        assert state is not None
+        async with AsyncEtcdClient([n["client_address"] for n in state["nodes"]],
+                                   timeout_s=CALL_TIMEOUT_S) as client:  # fmt: skip
+            for _ in range(50):
+                for node in state["nodes"]:
+                    with contextlib.suppress(EtcdError):
+                        if (await client.status(node["client_address"])).is_leader:
+                            return int(node["id"])
+                await asyncio.sleep(0.1)
         return None
 
     def kill(self, node_id: int) -> int:
@@ -166,13 +170,11 @@ class _LeaderKiller:
         return signal_node(self.data_dir, node_id, "KILL")
 
     def restart(self, node_id: int) -> str:
-        from pnyx.cli.cluster_cmd import cluster_command
+        """Start the node again with its recorded command line (``pnyx cluster start``)."""
+        from pnyx.cli.cluster_cmd import start_node
 
-        result = cluster_command("start", "--data-dir", str(self.data_dir), "--id",
-                                 str(node_id), timeout_s=60)  # fmt: skip
-        if result.returncode != 0:
-            raise RuntimeError(f"restart of node {node_id} failed: {result.stderr.strip()}")
-        return result.stdout.strip()
+        pid, started = start_node(self.data_dir, node_id)
+        return f"started node {node_id} (pid {pid})" if started else f"node {node_id} ran"
 
 
 # -- the workload ----------------------------------------------------------------------------
@@ -251,7 +253,7 @@ async def _drive(run: Run, nemesis: _LeaderKiller | None, duration_s: float,
     began = time.monotonic()
     if nemesis is not None:
         await asyncio.sleep(duration_s / 3)
-        leader = await asyncio.to_thread(nemesis.leader)
+        leader = await nemesis.leader()
         if leader is None:
             run.faults.append("no leader found to kill")
         else:

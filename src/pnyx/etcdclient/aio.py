@@ -141,6 +141,23 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class MemberStatus:
+    """A member's Maintenance.Status: its id, the leader it knows, Raft term and index."""
+
+    endpoint: str
+    member_id: int
+    leader: int
+    raft_term: int
+    raft_index: int
+    db_size: int
+    version: str
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader != 0 and self.leader == self.member_id
+
+
+@dataclass(frozen=True)
 class LeaseInfo:
     id: int
     ttl: int
@@ -454,6 +471,23 @@ class AsyncEtcdClient:
     async def compact(self, revision: int, *, physical: bool = False) -> None:
         request = rpc_pb2.CompactionRequest(revision=revision, physical=physical)
         await self._unary("KV", "Compact", request, retry=False)
+
+    async def status(self, endpoint: str | None = None) -> MemberStatus:
+        """Maintenance.Status of ``endpoint`` (one of any member's; default: the one in use)."""
+        if endpoint is None:
+            index, _ = await self._channel()
+            endpoint = self.endpoints[index]
+        channel = grpc.aio.insecure_channel(endpoint.removeprefix("http://"))
+        try:
+            stub = rpc_pb2_grpc.MaintenanceStub(channel)
+            resp = await stub.Status(rpc_pb2.StatusRequest(), timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc) from None
+        finally:
+            await channel.close()
+        return MemberStatus(endpoint, int(resp.header.member_id), int(resp.leader),
+                            int(resp.raftTerm), int(resp.raftIndex), int(resp.dbSize),
+                            str(resp.version))  # fmt: skip
 
     # -- leases --------------------------------------------------------------------------
 
