@@ -19,10 +19,8 @@ node's own state.  The services live in ``kv_service``, ``lease_service``,
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from prometheus_client import Counter
 from pnyx.protocols.etcd import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_TXN_OPS,
+    CompactionRequest,
     ErrorResult,
     EtcdStateMachine,
     ResponseHeader,
@@ -152,9 +151,8 @@ class EtcdServer:
         self.alarms: set[tuple[int, int]] = set()
         """Active alarms of this member: (member id, ``AlarmType``)."""
         self._grpc_requests: Counter | None = None
-        self._revision_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._waiter_seq = itertools.count()
-        self.machine.after_apply.append(self._wake_revision_waiters)
+        self._apply_waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self.machine.after_apply.append(self._wake_apply_waiters)
         self.watch_streams = WatchStreams(
             WatchHub(
                 self.machine.inner.store,
@@ -371,7 +369,7 @@ class EtcdServer:
             self.proposals_failed += 1
             raise
         result = _typed(request, raw)
-        await self.wait_revision(result.header.revision)
+        await self.wait_applied(request, result)
         return result
 
     async def read(self, request: Any, *, serializable: bool = False) -> Any:
@@ -382,30 +380,44 @@ class EtcdServer:
         raw = await self.gateway.read(request)
         return _typed(request, raw)
 
-    async def wait_revision(self, revision: int) -> None:
-        """Until this node applied ``revision`` (bounded by the gateway deadline), so that
-        a client reads its own write here, as etcd answers a write only once the member
-        it was sent to applied it.  Returns quietly when the bound passes."""
-        if self.machine.inner.store.current_revision >= revision:
+    async def wait_applied(self, request: Any, result: Any) -> None:
+        """Until this node applied the write ``request`` answered with ``result`` (bounded
+        by the gateway deadline), so that a client reads its own write here, as etcd
+        answers a write only once the member it was sent to applied it.  A compaction
+        is waited for by its compact revision (it makes no new revision)."""
+        store = self.machine.inner.store
+        if isinstance(request, CompactionRequest):
+            wanted = request.revision
+            await self._wait_for(lambda: store.mvcc.compact_revision >= wanted)
+        else:
+            revision = result.header.revision
+            await self._wait_for(lambda: store.current_revision >= revision)
+
+    async def _wait_for(self, applied: Callable[[], bool]) -> None:
+        """Until ``applied()`` holds after an apply; returns quietly when the bound passes."""
+        if applied():
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (revision, next(self._waiter_seq), future)
-        heapq.heappush(self._revision_waiters, entry)
+        self._apply_waiters.append((applied, future))
         try:
             await asyncio.wait([future], timeout=self.options.gateway.deadline_s)
         finally:
             if not future.done():
-                future.cancel()  # _wake_revision_waiters drops it
+                future.cancel()  # _wake_apply_waiters drops it
 
-    def _wake_revision_waiters(self) -> None:
-        waiters = self._revision_waiters
-        if not waiters:
+    def _wake_apply_waiters(self) -> None:
+        """After-apply hook: release the writes this node has now applied."""
+        if not self._apply_waiters:
             return
-        current = self.machine.inner.store.current_revision
-        while waiters and (waiters[0][0] <= current or waiters[0][2].done()):
-            _, _, future = heapq.heappop(waiters)
-            if not future.done():
+        waiting = []
+        for applied, future in self._apply_waiters:
+            if future.done():
+                continue
+            if applied():
                 future.set_result(None)
+            else:
+                waiting.append((applied, future))
+        self._apply_waiters = waiting
 
     def read_local(self, request: Any) -> Any:
         """Answer a read-only ``request`` from this node's state at once."""
