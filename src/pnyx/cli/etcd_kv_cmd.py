@@ -424,7 +424,20 @@ def _txn_json(result: TxnResult) -> dict[str, Any]:
 @etcd_options
 def txn(spec_file: str, **common: Any) -> None:
     """Run a transaction: if every compare holds, the success requests, else the failure
-    requests; prints SUCCESS or FAILURE and each response."""
+    requests; prints SUCCESS or FAILURE and each response.
+
+    \b
+    The spec, etcdctl's text (compares, blank line, success, blank line, failure):
+        value("k") = "v1"          (also version, create, mod, lease; = != < >)
+    \b
+        put k v2
+        get k
+    \b
+        get k
+    or JSON:
+        {"compare": [{"key": "k", "target": "value", "op": "=", "value": "v1"}],
+         "success": [{"put": {"key": "k", "value": "v2"}}],
+         "failure": [{"get": {"key": "k", "prefix": true}}]}"""
     conn = conn_of(common)
     if spec_file == "-":
         spec = sys.stdin.read()

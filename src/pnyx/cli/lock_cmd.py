@@ -41,7 +41,16 @@ KILL_AFTER_S = 10.0
 @etcd_options
 def lock(name: str, command: tuple[str, ...], ttl: int, timeout_s: float | None,
          **common: Any) -> None:  # fmt: skip
-    """Acquire lock NAME; run COMMAND holding it (after --), or hold it until Ctrl-C."""
+    """Acquire lock NAME; run COMMAND holding it (after --), or hold it until Ctrl-C.
+
+    \b
+    pnyx lock jobs -- ./job.sh      # exits with the command's status, then releases
+    pnyx lock jobs                  # prints the lock key and the token, holds until Ctrl-C
+
+    The command gets the fencing token (the lock key's create revision: it grows with every
+    holder) in PNYX_LOCK_TOKEN and the key in PNYX_LOCK_KEY (also ETCD_LOCK_REV and
+    ETCD_LOCK_KEY, as etcdctl lock sets them).  If the session lease is lost while the
+    command runs, the command is stopped (SIGTERM) and pnyx lock exits 1."""
     conn = conn_of(common)
     status: list[int] = [0]
 
