@@ -53,6 +53,9 @@ from pnyx.protocols.raft.sessions import OPEN_SESSION, SessionCommand
 from tests.etcd.realetcd import RealEtcd, real_etcd  # noqa: F401 (fixture)
 from tests.etcd.scenarios import (
     FROMKEY_GAP,
+    HASHKV,
+    HASHKV_AT_COMPACT,
+    HASHKV_AT_COMPACT_REVISION,
     LEASE_OPS,
     SCENARIOS,
     GrpcTarget,
@@ -67,6 +70,7 @@ from tests.etcd.scenarios import (
     ranges,
     run_scenario,
     struct_to_dict,
+    without_hash,
 )
 
 
@@ -298,3 +302,22 @@ def test_fromkey_gap_refuses_the_whole_txn(pure: str) -> None:
     assert rec[1] == {"status": "INVALID_ARGUMENT", "details": "etcdserver: key not found"}
     assert rec[2]["header"]["revision"] == 2
     assert [kv["key"] for kv in rec[2]["kvs"]] == [b"d"]
+
+
+@pytest.mark.parametrize("pure", sorted(PURE_TARGETS))
+def test_hashkv_errors_and_revisions(pure: str, etcd_target: GrpcTarget) -> None:
+    """HashKV's errors, header and compact_revision, without the hash (pnyx's own encoding)."""
+    theirs = run_scenario(etcd_target, HASHKV)
+    ours = run_scenario(PURE_TARGETS[pure](), HASHKV)
+    assert theirs[3]["status"] == "OUT_OF_RANGE"
+    assert without_hash(ours) == without_hash(theirs)
+
+
+@pytest.mark.xfail(strict=True, reason=HASHKV_AT_COMPACT_REVISION)
+@pytest.mark.parametrize("pure", sorted(PURE_TARGETS))
+def test_hashkv_at_the_compact_revision(pure: str, etcd_target: GrpcTarget) -> None:
+    theirs = run_scenario(etcd_target, HASHKV_AT_COMPACT)
+    assert theirs[-1]["status"] == "OUT_OF_RANGE"
+    assert without_hash(run_scenario(PURE_TARGETS[pure](), HASHKV_AT_COMPACT)) == without_hash(
+        theirs
+    )
