@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -284,3 +285,38 @@ def test_etcd_errors_exit_1(cluster: EtcdCluster) -> None:
     assert_one_line_error(future, 1, "etcdserver: mvcc: required revision is a future revision")
     nothing = etcd(cluster, "lease", "revoke", "123abc")
     assert_one_line_error(nothing, 1, "etcdserver: requested lease not found")
+
+
+@pytest.mark.skipif(shutil.which("etcdctl") is None, reason="needs etcdctl (Debian etcd-client)")
+def test_lock_and_election_interoperate_with_etcdctl(cluster: EtcdCluster) -> None:
+    """pnyx lock / elect are etcd's concurrency recipes: etcdctl sees the same queue."""
+    env = dict(os.environ, ETCDCTL_API="3", ETCDCTL_ENDPOINTS=cluster.endpoints_csv)
+
+    def etcdctl(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["etcdctl", *args], capture_output=True, text=True, env=env,
+                              timeout=timeout_s, check=False)  # fmt: skip
+
+    holder = spawn(cluster, "lock", "interop-lock")
+    try:
+        key = read_line(holder)
+        read_line(holder)
+        blocked = subprocess.run(
+            ["timeout", "2", "etcdctl", "lock", "interop-lock", "echo", "got-it"],
+            capture_output=True, text=True, env=env, timeout=30, check=False)  # fmt: skip
+        assert "got-it" not in blocked.stdout and blocked.returncode == 124
+        os.kill(holder.pid, signal.SIGTERM)
+        assert holder.wait(WAIT_S) == 0
+        assert "got-it" in etcdctl("lock", "interop-lock", "echo", "got-it").stdout
+        assert key.startswith("interop-lock/")
+    finally:
+        stop(holder)
+    leader = spawn(cluster, "elect", "interop-election", "pnyx-proposal")
+    try:
+        read_line(leader)
+        assert read_line(leader) == "pnyx-proposal"
+        observed = subprocess.run(
+            ["timeout", "3", "etcdctl", "elect", "-l", "interop-election"],
+            capture_output=True, text=True, env=env, timeout=30, check=False)  # fmt: skip
+        assert "pnyx-proposal" in observed.stdout.splitlines()
+    finally:
+        stop(leader)
