@@ -118,7 +118,7 @@ STARTUP_FAILED = 1
     "--heartbeat-interval-ms",
     type=click.IntRange(1),
     default=None,
-    help="etcd: Raft heartbeat interval in ms (default 2 ticks).",
+    help="etcd: Raft heartbeat interval in ms (default 1 tick).",
 )
 def serve(
     node_id: int,

@@ -73,6 +73,8 @@ DEFAULT_CLIENT_PORT = 2379
 """etcd's client port."""
 ETCD_VERSION = "3.4.23"
 """The etcd version this server reports (``Status.version``): the API it follows."""
+DEFAULT_HEARTBEAT_TICKS = 1
+"""The etcd service's Raft heartbeat interval in ticks (the runtime's default is 2)."""
 STOP_STEP_S = 5.0
 """Each step of :meth:`EtcdServer.stop` is bounded by this (twice, when cancelled)."""
 
@@ -103,7 +105,7 @@ class EtcdOptions:
     election_timeout_ms: int | None = None
     """Raft election timeout; None keeps the runtime default (10 ticks)."""
     heartbeat_interval_ms: int | None = None
-    """Raft heartbeat interval; None keeps the runtime default (2 ticks)."""
+    """Raft heartbeat interval; None: every tick (``DEFAULT_HEARTBEAT_TICKS``)."""
     snapshot_threshold_entries: int | None = None
     """Log entries between snapshots of the state machine; None keeps the runtime's."""
     lease_check_ms: int = 100
@@ -219,8 +221,11 @@ class EtcdServer:
         )
 
     def _node_factory(self) -> Any:
+        """Raft nodes with the runtime tuning, a heartbeat every tick unless configured (a
+        follower learns the commit index of a write it forwarded from the next append or
+        heartbeat: every tick halves that wait) and the configured timeouts."""
         tick = self.config.tick_ms
-        overrides: dict[str, int] = {}
+        overrides: dict[str, int] = {"heartbeat_interval_ticks": DEFAULT_HEARTBEAT_TICKS}
         if self.options.election_timeout_ms is not None:
             overrides["election_timeout_ticks"] = max(2, self.options.election_timeout_ms // tick)
         if self.options.snapshot_threshold_entries is not None:
