@@ -45,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -135,6 +136,18 @@ class Cluster:
                         proc.wait(timeout=STOP_TIMEOUT_S)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def cpu_seconds(self) -> list[float]:
+        """User + system CPU seconds each member has used so far (``/proc/PID/stat``)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = []
+        for proc in self.procs:
+            try:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()
+                out.append((int(fields[11]) + int(fields[12])) / tick)
+            except (OSError, IndexError, ValueError):
+                out.append(0.0)
+        return out
 
     def status(self, endpoint: str, timeout_s: float = 2.0) -> Any:
         import grpc
@@ -279,7 +292,8 @@ def compact(cluster: Cluster) -> None:
 
 # ------------------------------------------------------------------------- check perf
 
-_THROUGHPUT = re.compile(r"(PASS|FAIL):\s*Throughput is (\d+) writes/s")
+_THROUGHPUT = re.compile(r"(PASS|FAIL):\s*Throughput (?:is|too low:) (\d+) writes/s")
+_VERDICT_WORDS = ("PASS", "FAIL", "Throughput", "Slowest", "Stddev")
 
 
 def check_perf(cluster: Cluster, load: str) -> dict[str, Any]:
@@ -298,9 +312,9 @@ def check_perf(cluster: Cluster, load: str) -> dict[str, Any]:
         out = f"timed out after {CHECK_PERF_TIMEOUT_S:.0f} s: {exc.stdout!r}"
         code = None
     lines = [ln.strip() for ln in out.replace("\r", "\n").splitlines() if ln.strip()]
-    verdict_lines = [ln for ln in lines if ln.startswith(("PASS", "FAIL"))]
+    verdict_lines = [ln for ln in lines if ln.startswith(_VERDICT_WORDS)]
     match = _THROUGHPUT.search(out)
-    verdict = "PASS" if code == 0 and verdict_lines and verdict_lines[-1] == "PASS" else "FAIL"
+    verdict = "PASS" if code == 0 and lines and lines[-1] == "PASS" else "FAIL"
     return {
         "system": cluster.name,
         "load": load,
@@ -396,34 +410,69 @@ class Workers:
                 proc.wait(timeout=STOP_TIMEOUT_S)
 
 
+def measure_cell(workers: Workers, cluster: Cluster, op: str, clients: int, seconds: float,
+                 warmup: float) -> dict[str, Any]:
+    """One load-generator cell with the load average and the members' CPU use around it
+    (``server_cpu``: cores each member kept busy over the cell, warm-up included)."""
+    before, cpu0, t0 = loadavg(), cluster.cpu_seconds(), time.monotonic()
+    row = workers.run(cluster, op, clients, seconds, warmup)
+    wall = time.monotonic() - t0
+    cpu1 = cluster.cpu_seconds()
+    row.update(load_before=before, load_after=loadavg(),
+               server_cpu=[round((b - a) / wall, 2) for a, b in zip(cpu0, cpu1, strict=True)])
+    row["srv_cpu"] = sum(row["server_cpu"])
+    return row
+
+
 # ------------------------------------------------------------------------- profile
 
 
+SPY_RATE = 100
+"""py-spy samples per second."""
+
+
 def profile_cell(workers: Workers, pnyx: Cluster, out: Path, seconds: float,
-                 clients: int) -> dict[str, Any]:
-    """A ``clients``-put cell on pnyx with py-spy recording the leader (collapsed stacks)."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not os.access(spy, os.X_OK):
+                 clients: int, native: bool = False) -> dict[str, Any]:
+    """A ``clients``-put cell on pnyx with ``py-spy record`` attached to the leader
+    (collapsed stacks per thread, idle samples left out; ``native`` adds C frames)."""
+    spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not os.access(spy_bin, os.X_OK):
         return {"error": "py-spy not installed (pip install py-spy)"}
     pid = pnyx.leader_pid()
     raw = out / "etcd-pnyx-leader.pyspy.txt"
-    duration = int(seconds) + 2
-    spy_proc = subprocess.Popen(
-        [spy, "record", "--pid", str(pid), "--duration", str(duration), "--rate", "100",
-         "--format", "raw", "--output", str(raw), "--nonblocking"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    # the load runs 1 s of warm-up plus ``seconds``; py-spy starts 2 s after the cell
+    # is handed out (channels open, warm-up under way) and records ``seconds - 2``
+    duration = max(1, int(seconds) - 2)
+    argv = [spy_bin, "record", "--pid", str(pid), "--duration", str(duration),
+            "--rate", str(SPY_RATE), "--format", "raw", "--output", str(raw), "--threads",
+            *(["--native"] if native else ["--nonblocking"])]
+    spy: list[subprocess.Popen[str]] = []
+
+    def start_spy() -> None:
+        spy.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True))
+
+    timer = threading.Timer(2.0, start_spy)
+    cpu0, t0 = pnyx.cpu_seconds(), time.monotonic()
+    timer.start()
     try:
-        time.sleep(0.5)
         row = workers.run(pnyx, "put", clients, seconds, 1.0)
-        spy_proc.wait(timeout=duration + 30)
     finally:
-        if spy_proc.poll() is None:
-            spy_proc.kill()
-            spy_proc.wait(timeout=STOP_TIMEOUT_S)
-    summary = summarize_stacks(raw) if raw.exists() else {"error": spy_proc.stderr.read()
-                                                           if spy_proc.stderr else "no output"}
-    return {"row": row, "leader_pid": pid, "raw": str(raw), **summary}
+        timer.cancel()
+        timer.join()
+        for proc in spy:
+            try:
+                proc.wait(timeout=duration + 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=STOP_TIMEOUT_S)
+    wall = time.monotonic() - t0
+    cpu = [round((b - a) / wall, 2) for a, b in zip(cpu0, pnyx.cpu_seconds(), strict=True)]
+    err = spy[0].stderr.read() if spy and spy[0].stderr else "py-spy did not start"
+    summary = (summarize_stacks(raw, SPY_RATE * duration) if raw.exists()
+               else {"error": err or "no output"})
+    return {"row": row, "server_cpu": cpu, "leader_pid": pid, "raw": str(raw),
+            "native": native, **summary}
 
 
 def _frame_name(frame: str) -> str:
@@ -431,32 +480,38 @@ def _frame_name(frame: str) -> str:
     return re.sub(r":\d+\)$", ")", frame.strip())
 
 
-def summarize_stacks(raw: Path, top: int = 25) -> dict[str, Any]:
-    """Top functions by own samples and by total (inclusive) samples from collapsed stacks."""
+def summarize_stacks(raw: Path, wall_samples: int, top: int = 25) -> dict[str, Any]:
+    """Per thread and per function: share of one core's wall time (``wall_samples`` =
+    rate x duration) in non-idle samples; functions by own (leaf) and total samples."""
     own: dict[str, int] = {}
     total: dict[str, int] = {}
+    threads: dict[str, int] = {}
     samples = 0
-    idle = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
         frames = [_frame_name(f) for f in stack.split(";")]
+        thread = frames[0] if frames[0].startswith(("thread", "process")) else "?"
+        if thread != "?":
+            frames = frames[1:] or [thread]
+        # name a thread by its outermost pnyx/asyncio frame, so the table is readable
+        label = next((f for f in frames if "threading.py" not in f and "runpy" not in f),
+                     thread)
+        threads[label] = threads.get(label, 0) + count
         samples += count
-        leaf = frames[-1]
-        if "select (selectors.py)" in leaf or "epoll" in leaf or leaf.startswith("poll ("):
-            idle += count
-        own[leaf] = own.get(leaf, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
         for frame in set(frames):
             total[frame] = total.get(frame, 0) + count
 
     def ranked(table: dict[str, int]) -> list[tuple[str, float]]:
         items = sorted(table.items(), key=lambda kv: -kv[1])[:top]
-        return [(name, round(100 * n / max(samples, 1), 1)) for name, n in items]
+        return [(name, round(100 * n / max(wall_samples, 1), 1)) for name, n in items]
 
-    return {"samples": samples, "idle_pct": round(100 * idle / max(samples, 1), 1),
-            "top_own": ranked(own), "top_total": ranked(total)}
+    return {"samples": samples, "wall_samples": wall_samples,
+            "busy_pct_of_one_core": round(100 * samples / max(wall_samples, 1), 1),
+            "threads": ranked(threads), "top_own": ranked(own), "top_total": ranked(total)}
 
 
 # ------------------------------------------------------------------------- report
@@ -506,7 +561,7 @@ def median_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for runs in groups.values():
         med = dict(runs[0])
         if len(runs) > 1:  # the median of each figure on its own
-            for q in ("ops_per_s", "p50_ms", "p99_ms", "p999_ms", "gen_cpu"):
+            for q in ("ops_per_s", "p50_ms", "p99_ms", "p999_ms", "gen_cpu", "srv_cpu"):
                 med[q] = statistics.median(r[q] for r in runs)
             med["runs"] = [round(r["ops_per_s"]) for r in runs]
             med["runs_p99_ms"] = [round(r["p99_ms"], 1) for r in runs]
@@ -518,7 +573,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     by = {(r["system"], r["op"], r["clients"]): r for r in rows}
     lines = [
         "| workload | clients | etcd req/s | pnyx req/s | pnyx/etcd | etcd p50/p99/p999 ms "
-        "| pnyx p50/p99/p999 ms | gen cpu etcd/pnyx | errors etcd/pnyx |",
+        "| pnyx p50/p99/p999 ms | cores: servers (gen) etcd / pnyx | errors etcd/pnyx |",
         "|---|---:|---:|---:|---:|---|---|---|---|",
     ]
     keys = sorted({(r["op"], r["clients"]) for r in rows},
@@ -538,7 +593,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
         lines.append(
             f"| {OP_NAMES[op]}{runs} | {clients} | {e['ops_per_s']:,.0f} | {p['ops_per_s']:,.0f} "
-            f"| {ratio:.2f}x | {lat(e)} | {lat(p)} | {e['gen_cpu']:.2f} / {p['gen_cpu']:.2f} "
+            f"| {ratio:.2f}x | {lat(e)} | {lat(p)} | {e['srv_cpu']:.2f} ({e['gen_cpu']:.2f}) / "
+            f"{p['srv_cpu']:.2f} ({p['gen_cpu']:.2f}) "
             f"| {e['errors']} / {p['errors']} |"
         )
     return "\n".join(lines)
@@ -595,6 +651,8 @@ def main() -> int:
     parser.add_argument("--tick-ms", type=int, default=10, help="pnyx tick")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the pnyx leader under the 64-client put load")
+    parser.add_argument("--profile-native", action="store_true",
+                        help="with --profile: py-spy --native (C frames too; pauses the node)")
     parser.add_argument("--systems", default="etcd,pnyx")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--pnyx-src", type=Path, default=None,
@@ -645,14 +703,15 @@ def main() -> int:
                 runs = repeat if op == "put" and clients in KEY_CLIENTS else 1
                 for _ in range(runs):
                     for system in systems:
-                        before = loadavg()
-                        row = workers.run(clusters[system], op, clients, seconds, warmup)
-                        row.update(load_before=before, load_after=loadavg())
+                        row = measure_cell(workers, clusters[system], op, clients, seconds,
+                                           warmup)
                         result["cells"].append(row)
                         print(f"  {system:>4} {op:>4} x{clients:<3} {row['ops_per_s']:>9,.0f}"
                               f" req/s  p50 {row['p50_ms']:6.1f}  p99 {row['p99_ms']:6.1f}"
                               f"  p999 {row['p999_ms']:6.1f} ms  errors {row['errors']}"
-                              f"  gen cpu {row['gen_cpu']:.2f}  load {row['load_after']}"
+                              f"  gen cpu {row['gen_cpu']:.2f}  server cpu "
+                              f"{'+'.join(f'{c:.2f}' for c in row['server_cpu'])}"
+                              f"  load {row['load_after']}"
                               + (f"  {row['error_sample']}" if row["errors"] else ""),
                               flush=True)
                         if op == "put":
@@ -660,13 +719,16 @@ def main() -> int:
         result["load"]["loadgen_end"] = loadavg()
 
         if args.profile and "pnyx" in clusters:
-            prof = profile_cell(workers, clusters["pnyx"], args.out, seconds * 2, 64)
+            prof = profile_cell(workers, clusters["pnyx"], args.out, max(seconds * 2, 4.0),
+                                64, native=args.profile_native)
             result["profile"] = prof
-            print("profile (py-spy, pnyx leader, 64-client puts):", flush=True)
-            for name, pct in prof.get("top_total", [])[:20]:
-                print(f"  total {pct:5.1f} %  {name}")
-            for name, pct in prof.get("top_own", [])[:20]:
-                print(f"  own   {pct:5.1f} %  {name}")
+            print(f"profile (py-spy, pnyx leader pid {prof.get('leader_pid')}, 64-client puts"
+                  f", {prof.get('row', {}).get('ops_per_s', 0):,.0f} req/s under the profiler,"
+                  f" members' cores {prof.get('server_cpu')}): % of one core's wall time; "
+                  f"busy {prof.get('busy_pct_of_one_core')} %", flush=True)
+            for kind in ("threads", "top_total", "top_own"):
+                for name, pct in prof.get(kind, [])[:20]:
+                    print(f"  {kind:<9} {pct:5.1f} %  {name}")
             if "error" in prof:
                 print(f"  {prof['error']}")
     finally:
