@@ -621,12 +621,13 @@ class EtcdMonitor(Monitor):
             if not isinstance(client, EtcdClient):
                 continue
             for record in client.watch_log:
-                violation = self._check_watch(client_id, record)
+                violation = self.check_watch(client_id, record)
                 if violation is not None:
                     return violation
         return None
 
-    def _check_watch(self, client_id: int, record: WatchRecord) -> Violation | None:
+    def check_watch(self, client_id: int, record: WatchRecord) -> Violation | None:
+        """The ``watch-order`` property of one logical watch (None: it holds)."""
         got = record.events
         if not got:
             return None
