@@ -23,6 +23,7 @@ from aetcd.rpc import rpc_pb2, rpc_pb2_grpc  # type: ignore[import-untyped]
 
 from pnyx.protocols.raft import ConfigData
 from pnyx.protocols.raft.messages import ADD_LEARNER, PROMOTE, REMOVE
+from pnyx.services.etcd.auth_service import authorize_admin
 from pnyx.services.etcd.convert import to_proto
 from pnyx.services.etcd.gateway import GatewayError, RefusedError
 from pnyx.services.etcd.rpc import (
@@ -121,6 +122,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):  # type: ignore[misc]
 
     @unary
     async def MemberAdd(self, request: Any, context: Any) -> Any:
+        await authorize_admin(self.server, context)
         node = self._node_for_urls(request.peerURLs)
         conf = self._config()
         if node in {*conf.voters, *conf.outgoing, *conf.learners}:
@@ -154,12 +156,14 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):  # type: ignore[misc]
 
     @unary
     async def MemberRemove(self, request: Any, context: Any) -> Any:
+        await authorize_admin(self.server, context)
         node = self._node(request.ID, self._config())
         conf = await self._change(REMOVE, node)
         return rpc_pb2.MemberRemoveResponse(header=self._header(), members=self._members(conf))
 
     @unary
     async def MemberPromote(self, request: Any, context: Any) -> Any:
+        await authorize_admin(self.server, context)
         conf = self._config()
         node = self._node(request.ID, conf)
         if node not in conf.learners:
@@ -169,6 +173,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):  # type: ignore[misc]
 
     @unary
     async def MemberUpdate(self, request: Any, context: Any) -> Any:
+        await authorize_admin(self.server, context)
         conf = self._config()
         node = self._node(request.ID, conf)
         if sorted(request.peerURLs) != self.server.directory.peer_urls(node):

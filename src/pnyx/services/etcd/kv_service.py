@@ -21,6 +21,7 @@ from pnyx.protocols.etcd import (
     TxnRequest,
     validate,
 )
+from pnyx.services.etcd.auth_service import authorize
 from pnyx.services.etcd.convert import from_proto, to_proto
 from pnyx.services.etcd.rpc import unary
 
@@ -69,29 +70,33 @@ class KvService(rpc_pb2_grpc.KVServicer):  # type: ignore[misc]
     async def Range(self, request: Any, context: Any) -> Any:
         r = from_proto(request, RangeRequest)
         validate(r, self.server.options.max_txn_ops)
-        return respond(self.server, await self.server.read(r, serializable=r.serializable))
+        q = await authorize(self.server, context, r)
+        return respond(self.server, await self.server.read(q, serializable=r.serializable))
 
     @unary
     async def Put(self, request: Any, context: Any) -> Any:
         r = from_proto(request, PutRequest)
         validate(r)
-        result = await self.server.write(r, request.ByteSize(), needs_space=True)
+        q = await authorize(self.server, context, r)
+        result = await self.server.write(q, request.ByteSize(), needs_space=True)
         return respond(self.server, result)
 
     @unary
     async def DeleteRange(self, request: Any, context: Any) -> Any:
         r = from_proto(request, DeleteRangeRequest)
         validate(r)
-        return respond(self.server, await self.server.write(r, request.ByteSize()))
+        q = await authorize(self.server, context, r)
+        return respond(self.server, await self.server.write(q, request.ByteSize()))
 
     @unary
     async def Txn(self, request: Any, context: Any) -> Any:
         r = from_proto(request, TxnRequest)
         validate(r, self.server.options.max_txn_ops)
+        q = await authorize(self.server, context, r)
         if txn_read_only(r):
-            result = await self.server.read(r, serializable=txn_serializable(r))
+            result = await self.server.read(q, serializable=txn_serializable(r))
         else:
-            result = await self.server.write(r, request.ByteSize(), needs_space=txn_writes(r))
+            result = await self.server.write(q, request.ByteSize(), needs_space=txn_writes(r))
         return respond(self.server, result)
 
     @unary

@@ -29,6 +29,7 @@ from pnyx.protocols.etcd.requests import (
     LeaseTimeToLiveRequest,
     LeaseTimeToLiveResponse,
 )
+from pnyx.services.etcd.auth_service import authorize
 from pnyx.services.etcd.convert import from_proto
 from pnyx.services.etcd.kv_service import respond
 from pnyx.services.etcd.rpc import HANDLED, failure_of, raise_error, unary
@@ -62,7 +63,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):  # type: ignore[misc]
 
     @unary
     async def LeaseRevoke(self, request: Any, context: Any) -> Any:
-        r = from_proto(request, LeaseRevokeRequest)
+        r = await authorize(self.server, context, from_proto(request, LeaseRevokeRequest))
         return respond(self.server, await self.server.write(r, request.ByteSize()))
 
     @unary

@@ -21,6 +21,7 @@ from aetcd.rpc import rpc_pb2, rpc_pb2_grpc  # type: ignore[import-untyped]
 
 from pnyx.protocols.etcd import HashKVRequest
 from pnyx.protocols.raft.messages import TRANSFER
+from pnyx.services.etcd.auth_service import abort_unless_admin, authorize_admin
 from pnyx.services.etcd.convert import to_proto
 from pnyx.services.etcd.gateway import RefusedError
 from pnyx.services.etcd.kv_service import respond
@@ -75,12 +76,14 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):  # type: ignore[misc
 
     @unary
     async def HashKV(self, request: Any, context: Any) -> Any:
+        await authorize_admin(self.server, context, raw=True)
         return respond(
             self.server, self.server.read_local(HashKVRequest(revision=request.revision))
         )
 
     @unary
     async def Hash(self, request: Any, context: Any) -> Any:
+        await authorize_admin(self.server, context, raw=True)
         result = self.server.read_local(HashKVRequest())
         return rpc_pb2.HashResponse(header=self._header(), hash=result.hash)
 
@@ -99,6 +102,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):  # type: ignore[misc
 
     @unary
     async def Defragment(self, request: Any, context: Any) -> Any:
+        await authorize_admin(self.server, context, raw=True)
         return rpc_pb2.DefragmentResponse(header=self._header())
 
     @unary
@@ -119,6 +123,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):  # type: ignore[misc
         taken at once between two applies) followed by its SHA-256, as etcd appends one
         to its database; streamed in chunks.  It is pnyx's format, not a bbolt file:
         ``etcdctl snapshot save`` stores it, ``snapshot status/restore`` cannot read it."""
+        await abort_unless_admin(self.server, context)
         data = self.server.machine.inner.store.snapshot()
         header = self._header()
         blob = data + hashlib.sha256(data).digest()

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from aetcd.rpc import rpc_pb2_grpc  # type: ignore[import-untyped]
 
+from pnyx.services.etcd.auth_service import AuthService
 from pnyx.services.etcd.cluster import ClusterService
 from pnyx.services.etcd.election_service import ElectionService
 from pnyx.services.etcd.kv_service import KvService
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
 
 
 def add_services(grpc_server: Any, server: EtcdServer) -> dict[str, Any]:
-    """Add KV, Lease, Cluster, Maintenance, Watch, Lock and Election for ``server``; name ->
-    servicer."""
+    """Add KV, Lease, Cluster, Maintenance, Watch, Lock, Election and Auth for ``server``;
+    name -> servicer."""
     services: dict[str, Any] = {
         "KV": KvService(server),
         "Lease": LeaseService(server),
@@ -30,6 +31,7 @@ def add_services(grpc_server: Any, server: EtcdServer) -> dict[str, Any]:
         "Watch": WatchService(server),
         "Lock": LockService(server),
         "Election": ElectionService(server),
+        "Auth": AuthService(server),
     }
     stubs = {"Lock": v3lock_pb2_grpc, "Election": v3election_pb2_grpc}
     for name, servicer in services.items():

@@ -25,6 +25,7 @@ from aetcd.rpc import rpc_pb2_grpc  # type: ignore[import-untyped]
 from pnyx.protocols.etcd.requests import WatchRequest
 from pnyx.protocols.etcd.watch import WatchHub
 from pnyx.services.client import wait_cancelled
+from pnyx.services.etcd.auth_service import watch_permitted
 from pnyx.services.etcd.convert import from_proto
 from pnyx.services.etcd.kv_service import respond
 
@@ -103,7 +104,7 @@ class WatchService(rpc_pb2_grpc.WatchServicer):  # type: ignore[misc]
                 f"pnyx: too many watch streams on this member (max {streams.max_streams})",
             )
         stream_id, waker = streams.open()
-        reader = asyncio.ensure_future(self._read(requests, stream_id, waker))
+        reader = asyncio.ensure_future(self._read(requests, stream_id, waker, context))
         try:
             await self._write(context, stream_id, waker, reader)
         finally:
@@ -111,10 +112,14 @@ class WatchService(rpc_pb2_grpc.WatchServicer):  # type: ignore[misc]
             await wait_cancelled([reader], READER_STOP_S, "watch reader")
         self.server.on_status("Watch", grpc.StatusCode.OK)
 
-    async def _read(self, requests: AsyncIterator[Any], stream_id: int, waker: Any) -> None:
+    async def _read(
+        self, requests: AsyncIterator[Any], stream_id: int, waker: Any, context: Any = None
+    ) -> None:
         try:
             async for message in requests:
-                self.streams.hub.request(stream_id, from_proto(message, WatchRequest))
+                r = from_proto(message, WatchRequest)
+                if await watch_permitted(self.server, context, stream_id, r):
+                    self.streams.hub.request(stream_id, r)
                 waker.set()
         finally:
             waker.set()  # the writer notices the end of the client's side
