@@ -164,8 +164,8 @@ def start_real_etcd(members: int = 1, extra_args: tuple[str, ...] = ()) -> RealE
                 "--initial-cluster", initial,
                 "--initial-cluster-state", "new",
                 "--initial-cluster-token", token,
-                "--heartbeat-interval", "50",
-                "--election-timeout", "500",
+                # etcd's default timing (100 ms heartbeat, 1 s election): its minimum lease
+                # TTL (2 s) is then pnyx's default too.
                 *extra_args,
             ]
             with open(log, "wb") as out:

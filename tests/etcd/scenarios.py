@@ -595,6 +595,15 @@ SCENARIOS: dict[str, list[Op]] = {
         grant(1),
         grant(2),
         grant(1),
+        grant(3, 9_000_000_001),  # too large
+        grant(4, 9_000_000_000),
+        grant(5, 1),  # below the minimum TTL (2 s with etcd's default timing): raised
+        grant(6, 0),
+        grant(7, -5),
+        revoke(4),
+        revoke(5),
+        revoke(6),
+        revoke(7),
         put(b"a", b"1", lease=1),
         put(b"b", b"1", lease=1),
         put(b"c", b"1", lease=2),

@@ -34,7 +34,7 @@ from tests.etcd.scenarios import (
 )
 
 NOPUT, NODELETE = 0, 1
-CANCEL_TIMEOUT = 10.0
+CANCEL_TIMEOUT = 5.0
 """Bound for a compacted watch's cancel (etcd's sync loop sends it within ~100 ms)."""
 
 
