@@ -90,7 +90,8 @@ class Target:
 @pytest.fixture(scope="module")
 def targets() -> Iterator[dict[str, Target]]:
     """A 3-node pnyx etcd cluster (``EtcdCluster``: real processes) and a 1-member real
-    etcd 3.4, both on loopback, for the whole module; stopped (by pid) afterwards."""
+    etcd 3.4, both on loopback, for the whole test module (its tests use distinct key
+    prefixes and leave no keys behind); stopped (by pid) afterwards."""
     pnyx = start_pnyx_etcd(3)
     try:
         real = start_real_etcd(1)
@@ -126,6 +127,12 @@ def rpc_error(call: Callable[[], Any]) -> tuple[str, str]:
     except grpc.RpcError as exc:
         return exc.code().name, exc.details()
     raise AssertionError("the call succeeded")
+
+
+def deadline_passed(outcome: tuple[str, str]) -> bool:
+    """Whether a call's ``rpc_error`` outcome is its deadline passing: gRPC's
+    DEADLINE_EXCEEDED, or etcd's server ending the call first with its context's error."""
+    return outcome[0] == "DEADLINE_EXCEEDED" or outcome == ("UNKNOWN", "context deadline exceeded")
 
 
 class InBackground:
@@ -290,6 +297,7 @@ __all__ = [
     "Labels",
     "Proc",
     "Target",
+    "deadline_passed",
     "etcdctl",
     "etcdctl_env",
     "processes",

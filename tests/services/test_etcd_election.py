@@ -20,6 +20,7 @@ from tests.services.lock_helpers import (  # noqa: F401 (fixture)
     Labels,
     Proc,
     Target,
+    deadline_passed,
     etcdctl,
     etcdctl_env,
     processes,
@@ -144,7 +145,9 @@ def election_scenario(target: Target) -> list[Any]:
     unknown = v3election_pb2.CampaignRequest(name=name, lease=0x5EED, value=b"x")
     out.append(("unknown lease", rpc_error(lambda: election.Campaign(unknown, timeout=CALL_S))))
     late = v3election_pb2.CampaignRequest(name=name, lease=l2, value=b"late")
-    out.append(("deadline", rpc_error(lambda: election.Campaign(late, timeout=2.0))[0]))
+    out.append(
+        ("deadline", deadline_passed(rpc_error(lambda: election.Campaign(late, timeout=2.0))))
+    )
     wait_for("the abandoned candidate to go", lambda: len(target.keys(b"el/")) == 1)
     out.append(("keys", keys()))
 
@@ -198,10 +201,10 @@ def test_campaign_wait_ends_with_the_lease(targets: dict[str, Target]) -> None: 
         target = targets[name]
         election = target.election(2)
         held = election.Campaign(
-            v3election_pb2.CampaignRequest(name=b"ttl", lease=target.grant(30), value=b"a"),
+            v3election_pb2.CampaignRequest(name=b"ttl-el", lease=target.grant(30), value=b"a"),
             timeout=CALL_S,
         )
-        request = v3election_pb2.CampaignRequest(name=b"ttl", lease=target.grant(2), value=b"b")
+        request = v3election_pb2.CampaignRequest(name=b"ttl-el", lease=target.grant(2), value=b"b")
 
         def attempt(election: Any = election, request: Any = request) -> Any:
             try:
@@ -217,11 +220,12 @@ def test_campaign_wait_ends_with_the_lease(targets: dict[str, Target]) -> None: 
             assert time.monotonic() - started < 20.0
             election.Resign(resign, timeout=CALL_S)
         else:
-            wait_for("the short lease to expire", lambda t=target: len(t.keys(b"ttl/")) == 1)
+            wait_for("the waiting key", lambda t=target: len(t.keys(b"ttl-el/")) == 2)
+            wait_for("the short lease to expire", lambda t=target: len(t.keys(b"ttl-el/")) == 1)
             election.Resign(resign, timeout=CALL_S)
             elected, key = waiter.result(timeout_s=45)
-            outcome[name] = (elected, key.startswith(b"ttl/"), target.keys(b"ttl/"))
-        assert target.keys(b"ttl/") == []
+            outcome[name] = (elected, key.startswith(b"ttl-el/"), target.keys(b"ttl-el/"))
+        assert target.keys(b"ttl-el/") == []
     assert outcome == {
         "pnyx": ("UNKNOWN", "election: not leader"),
         "etcd": ("elected", True, []),
