@@ -1,8 +1,10 @@
 """``pnyx etcd kv``, ``pnyx lease``, ``pnyx lock``, ``pnyx elect`` against a real 3-node pnyx
 etcd cluster (one cluster for the module), and their errors.
 
-Every command runs in a child process with a bounded timeout; long-running ones (watch,
-lock holders, campaigns) are stopped by pid in ``finally``."""
+One-shot commands run in this process (click's runner: a busy machine spends seconds
+starting each Python child); exit statuses as a real process sees them are checked in child
+processes too, and long-running commands (watch, lock holders, campaigns) run as children
+with bounded waits, stopped by pid in ``finally``."""
 
 from __future__ import annotations
 
@@ -35,12 +37,28 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
 
 def etcd(cluster: EtcdCluster | None, *args: str, stdin: str | None = None,
          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    """``pnyx ARGS`` with ETCDCTL_ENDPOINTS set to the cluster's (when given)."""
-    environ = dict(os.environ, **(env or {}))
-    if cluster is not None:
-        environ["ETCDCTL_ENDPOINTS"] = cluster.endpoints_csv
-    return subprocess.run([*PNYX, *args], input=stdin or "", capture_output=True, text=True,
-                          timeout=60, env=environ, check=False)  # fmt: skip
+    """``pnyx ARGS`` in this process, ETCDCTL_ENDPOINTS set to the cluster's (when given,
+    else unset); the result as a finished child process's."""
+    from click.testing import CliRunner
+
+    from pnyx.cli.main import cli
+
+    environ: dict[str, str | None] = {
+        "ETCDCTL_ENDPOINTS": cluster.endpoints_csv if cluster is not None else None}
+    environ.update(env or {})
+    result = CliRunner().invoke(cli, list(args), input=stdin or "", env=environ,
+                                catch_exceptions=False)  # fmt: skip
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout,
+                                       result.stderr)  # fmt: skip
+
+
+def etcd_process(*args: str, env: dict[str, str] | None = None,
+                 ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``pnyx ARGS`` as a child process (bounded)."""
+    environ = {k: v for k, v in os.environ.items() if k != "ETCDCTL_ENDPOINTS"}
+    environ.update(env or {})
+    return subprocess.run([*PNYX, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=120, env=environ, check=False)  # fmt: skip
 
 
 def ok(cluster: EtcdCluster, *args: str, stdin: str | None = None) -> list[str]:
@@ -153,9 +171,12 @@ def test_watch_history_live_and_bounds(cluster: EtcdCluster) -> None:
     started = time.monotonic()
     assert ok(cluster, "etcd", "kv", "watch", "w/none", "--timeout", "0.5") == []
     assert time.monotonic() - started < 20
-    live = spawn(cluster, "etcd", "kv", "watch", "w/live", "--count", "2", "-w", "json")
+    now = json.loads(ok(cluster, "etcd", "kv", "get", "w/", "--prefix", "-w", "json")[0])
+    after = str(now["header"]["revision"] + 1)  # however late the child starts, from here
+    live = spawn(cluster, "etcd", "kv", "watch", "w/live", "--rev", after, "--count", "2",
+                 "-w", "json")  # fmt: skip
     try:
-        time.sleep(1.0)  # the watch is created from "now": give the child time to start
+        time.sleep(0.5)
         ok(cluster, "etcd", "kv", "put", "w/live", "x")
         ok(cluster, "etcd", "kv", "put", "w/live", "y")
         events = [json.loads(read_line(live)) for _ in range(2)]
@@ -260,6 +281,11 @@ def test_elect_campaign_and_listen(cluster: EtcdCluster) -> None:
 def test_unreachable_endpoints_and_bad_usage() -> None:
     [port] = free_ports(1)
     dead = f"127.0.0.1:{port}"
+    # as a real process: exit status 1, one line on stderr
+    result = etcd_process("etcd", "kv", "get", "k", "--endpoints", dead, "--dial-timeout", "0.3")
+    assert_one_line_error(result, 1, f"cannot reach any endpoint ({dead})")
+    usage = etcd_process("lease", "grant")
+    assert usage.returncode == 2 and "Missing argument 'TTL'" in usage.stderr
     options = ["--endpoints", dead, "--dial-timeout", "0.3"]
     for args in (["etcd", "kv", "get", "k", *options], ["etcd", "kv", "put", "k", "v", *options],
                  ["lease", "grant", "5", *options], ["lock", *options, "l", "--", "true"]):
