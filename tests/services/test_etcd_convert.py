@@ -13,25 +13,17 @@ from hypothesis import strategies as st
 from pnyx.protocols.etcd import requests as etcd
 from pnyx.services.etcd.convert import from_proto, proto_class, to_proto
 
-STRUCTS: list[type[msgspec.Struct]] = [
-    etcd.ResponseHeader,
-    etcd.KeyValue,
-    etcd.RangeRequest,
-    etcd.RangeResponse,
-    etcd.PutRequest,
-    etcd.PutResponse,
-    etcd.DeleteRangeRequest,
-    etcd.DeleteRangeResponse,
-    etcd.Compare,
-    etcd.RequestOp,
-    etcd.ResponseOp,
-    etcd.TxnRequest,
-    etcd.TxnResponse,
-    etcd.CompactionRequest,
-    etcd.CompactionResponse,
-    etcd.HashKVRequest,
-    etcd.HashKVResponse,
-]
+STRUCTS: list[type[msgspec.Struct]] = sorted(
+    (
+        value
+        for value in vars(etcd).values()
+        if isinstance(value, type)
+        and issubclass(value, msgspec.Struct)
+        and value.__module__ == etcd.__name__
+    ),
+    key=lambda t: t.__name__,
+)
+"""Every etcd request/response struct (KV, txn, lease, watch, ...)."""
 
 _INTS = {
     "TYPE_INT64": (-(2**63), 2**63 - 1),
