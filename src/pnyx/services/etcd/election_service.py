@@ -93,26 +93,28 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
         prefix = name + b"/"
         key = candidate_key(prefix, lease)
         resp = await c.txn(
+            context,
             TxnRequest(
                 compare=[create_revision_is(key, 0)],
                 success=[RequestOp(request_put=PutRequest(key=key, value=value, lease=lease))],
                 failure=[RequestOp(request_range=RangeRequest(key=key))],
-            )
+            ),
         )
         rev = resp.header.revision
         if not resp.succeeded:
             found = resp.responses[0].response_range
             kv = found.kvs[0] if found is not None and found.kvs else KeyValue()
             rev = kv.create_revision
-            if kv.value != value and not await self._proclaim(key, rev, lease, value):
-                await self._resign(key, rev)
+            if kv.value != value and not await self._proclaim(context, key, rev, lease, value):
+                await self._resign(context, key, rev)
                 raise _unknown(MSG_NOT_LEADER)
+        resign = await c.authorized(context, self._resignation(key, rev))
         try:
-            await c.wait_turn(prefix, key, rev, resp.header.revision)
+            await c.wait_turn(context, prefix, key, rev, resp.header.revision)
         except SessionExpired:
             raise _unknown(MSG_NOT_LEADER) from None
         except BaseException:
-            c.abandon(f"election key {key!r}", lambda: self._resign(key, rev))
+            c.abandon(f"election key {key!r}", lambda: c.write(resign))
             raise
         leader = v3election_pb2.LeaderKey(name=name, key=key, rev=rev, lease=lease)
         return v3election_pb2.CampaignResponse(header=c.header(resp.header), leader=leader)
@@ -125,7 +127,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
         leader = request.leader
         lease = await self.concurrency.session_lease(int(leader.lease))
         header = await self._proclaim(
-            bytes(leader.key), int(leader.rev), lease, bytes(request.value)
+            context, bytes(leader.key), int(leader.rev), lease, bytes(request.value)
         )
         if header is None:
             raise _unknown(MSG_NOT_LEADER)
@@ -134,7 +136,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
     @unary
     @as_client_errors
     async def Leader(self, request: Any, context: Any) -> Any:
-        found = await self.concurrency.get(first_created(bytes(request.name) + b"/"))
+        found = await self.concurrency.get(context, first_created(bytes(request.name) + b"/"))
         if not found.kvs:
             raise _unknown(MSG_NO_LEADER)
         return self._leader_response(found.header, found.kvs[0])
@@ -144,30 +146,33 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
     async def Resign(self, request: Any, context: Any) -> Any:
         if not request.HasField("leader"):
             raise _unknown(MSG_MISSING_LEADER_KEY)
-        header = await self._resign(bytes(request.leader.key), int(request.leader.rev))
+        header = await self._resign(context, bytes(request.leader.key), int(request.leader.rev))
         return v3election_pb2.ResignResponse(header=self.concurrency.header(header))
 
     async def _proclaim(
-        self, key: bytes, rev: int, lease: int, value: bytes
+        self, context: Any, key: bytes, rev: int, lease: int, value: bytes
     ) -> ResponseHeader | None:
         """Put ``value`` if ``key`` is still the one created at ``rev``; its header, or None."""
         resp = await self.concurrency.txn(
+            context,
             TxnRequest(
                 compare=[create_revision_is(key, rev)],
                 success=[RequestOp(request_put=PutRequest(key=key, value=value, lease=lease))],
-            )
+            ),
         )
         return resp.header if resp.succeeded else None
 
-    async def _resign(self, key: bytes, rev: int) -> ResponseHeader:
+    async def _resign(self, context: Any, key: bytes, rev: int) -> ResponseHeader:
         """Delete ``key`` if it is still the one created at ``rev``; the txn's header."""
-        resp = await self.concurrency.txn(
-            TxnRequest(
-                compare=[create_revision_is(key, rev)],
-                success=[RequestOp(request_delete_range=DeleteRangeRequest(key=key))],
-            )
-        )
+        resp = await self.concurrency.txn(context, self._resignation(key, rev))
         return resp.header
+
+    @staticmethod
+    def _resignation(key: bytes, rev: int) -> TxnRequest:
+        return TxnRequest(
+            compare=[create_revision_is(key, rev)],
+            success=[RequestOp(request_delete_range=DeleteRangeRequest(key=key))],
+        )
 
     def _leader_response(self, header: ResponseHeader, kv: KeyValue) -> Any:
         return v3election_pb2.LeaderResponse(
@@ -181,7 +186,8 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
         ``Election.Observe``)."""
         try:
             async with LocalWatch.open(self.server) as watch:
-                async for header, kv in self._observe(watch, bytes(request.name) + b"/"):
+                prefix = bytes(request.name) + b"/"
+                async for header, kv in self._observe(context, watch, prefix):
                     yield self._leader_response(header, kv)
         except HANDLED as exc:
             failure = (
@@ -194,11 +200,11 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
             await context.abort(code, message)
 
     async def _observe(
-        self, watch: LocalWatch, prefix: bytes
+        self, context: Any, watch: LocalWatch, prefix: bytes
     ) -> AsyncIterator[tuple[ResponseHeader, KeyValue]]:
         c = self.concurrency
         while True:
-            found = await c.get(first_created(prefix))
+            found = await c.get(context, first_created(prefix))
             if found.kvs:
                 header, kv = found.header, found.kvs[0]
             else:

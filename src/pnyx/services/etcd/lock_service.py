@@ -17,6 +17,11 @@ server's own write/read path (``EtcdServer.write`` / ``read``: the log, ReadInde
 the waits are watchers on this node's :class:`~pnyx.protocols.etcd.watch.WatchHub`
 (:class:`LocalWatch`), woken after each applied batch like a client's watch stream.
 
+Every inner request carries the caller's identity: while auth is enabled it is wrapped
+with the user of the caller's token (``auth_service.authorize``), so the state machine
+checks the caller's permissions on the lock and election keys, as etcd's servers hand the
+caller's context (with its token) to their inner client.
+
 Every wait ends when the caller goes away (its gRPC deadline or cancellation cancels the
 handler; the candidate key is then deleted in the background and the cancellation
 propagates) or when the caller's lease ends: the candidate key is watched too, and its
@@ -58,6 +63,7 @@ from pnyx.protocols.etcd import (
     validate,
 )
 from pnyx.protocols.etcd.requests import WatchCreateRequest, WatchRequest, WatchResponse
+from pnyx.services.etcd.auth_service import authorize
 from pnyx.services.etcd.convert import to_proto
 from pnyx.services.etcd.gateway import GatewayError
 from pnyx.services.etcd.kv_service import txn_writes
@@ -205,23 +211,35 @@ class Concurrency:
 
     # -- the server's own KV path --------------------------------------------------------
 
-    async def txn(self, txn: TxnRequest) -> TxnResponse:
-        """Propose ``txn`` through the log (as the KV service does)."""
+    async def txn(self, context: Any, txn: TxnRequest) -> TxnResponse:
+        """Propose ``txn`` for the caller of ``context`` through the log (as the KV
+        service does)."""
         validate(txn, self.server.options.max_txn_ops)
         size = to_proto(txn).ByteSize()
-        result: TxnResponse = await self.server.write(txn, size, needs_space=txn_writes(txn))
+        authed = await self.authorized(context, txn)
+        result: TxnResponse = await self.server.write(authed, size, needs_space=txn_writes(txn))
         return result
 
-    async def get(self, request: RangeRequest) -> RangeResponse:
-        """A linearizable Range."""
+    async def get(self, context: Any, request: RangeRequest) -> RangeResponse:
+        """A linearizable Range for the caller of ``context``."""
         validate(request, self.server.options.max_txn_ops)
-        result: RangeResponse = await self.server.read(request)
+        result: RangeResponse = await self.server.read(await self.authorized(context, request))
         return result
 
-    async def delete(self, key: bytes) -> DeleteRangeResponse:
+    async def authorized(self, context: Any, request: Any) -> Any:
+        """``request`` as the caller of ``context`` sends it (with its user while auth is
+        enabled: ``auth_service.authorize``)."""
+        return await authorize(self.server, context, request)
+
+    async def write(self, authorized: Any) -> Any:
+        """Propose a request :meth:`authorized` returned (also after the call ended)."""
+        inner = getattr(authorized, "request", authorized)
+        return await self.server.write(authorized, to_proto(inner).ByteSize())
+
+    async def delete(self, context: Any, key: bytes) -> DeleteRangeResponse:
         request = DeleteRangeRequest(key=key)
         validate(request)
-        result: DeleteRangeResponse = await self.server.write(request, to_proto(request).ByteSize())
+        result: DeleteRangeResponse = await self.write(await self.authorized(context, request))
         return result
 
     async def session_lease(self, lease: int) -> int:
@@ -238,7 +256,9 @@ class Concurrency:
 
     # -- candidates ------------------------------------------------------------------------
 
-    async def wait_turn(self, prefix: bytes, key: bytes, rev: int, seen: int) -> ResponseHeader:
+    async def wait_turn(
+        self, context: Any, prefix: bytes, key: bytes, rev: int, seen: int
+    ) -> ResponseHeader:
         """etcd's ``waitDeletes(prefix, rev - 1)``: until no key under ``prefix`` was created
         before ``rev`` (the candidate ``key``'s create revision), then until this is
         confirmed with ``key`` still there (etcd 3.5's ``Mutex.Lock``); the header of that
@@ -246,19 +266,26 @@ class Concurrency:
         after it (lease expiry) raises :class:`SessionExpired`."""
         async with LocalWatch.open(self.server) as watch:
             while True:
-                before = await self.get(created_before(prefix, rev - 1))
+                before = await self.get(context, created_before(prefix, rev - 1))
                 if not before.kvs:
-                    mine = await self.get(RangeRequest(key=key))
+                    mine = await self.get(context, RangeRequest(key=key))
                     if not mine.kvs or mine.kvs[0].create_revision != rev:
                         raise SessionExpired(key)
                     return mine.header
                 predecessor = before.kvs[0].key
                 seen = await self._wait_delete(
-                    watch, predecessor, before.header.revision, key, rev, seen
+                    context, watch, predecessor, before.header.revision, key, rev, seen
                 )
 
     async def _wait_delete(
-        self, watch: LocalWatch, key: bytes, start: int, mine: bytes, rev: int, seen: int
+        self,
+        context: Any,
+        watch: LocalWatch,
+        key: bytes,
+        start: int,
+        mine: bytes,
+        rev: int,
+        seen: int,
     ) -> int:
         """Until ``key`` is deleted at or after ``start`` (etcd's ``waitDelete``), watching
         ``mine`` from ``seen + 1`` too; returns a revision at which ``mine`` still existed."""
@@ -270,7 +297,7 @@ class Concurrency:
                 response = await watch.next()
                 if response.canceled:
                     # a compacted start revision: look again from the present
-                    current = await self.get(RangeRequest(key=mine))
+                    current = await self.get(context, RangeRequest(key=mine))
                     if not current.kvs or current.kvs[0].create_revision != rev:
                         raise SessionExpired(mine)
                     return current.header.revision
@@ -294,18 +321,20 @@ class Concurrency:
 
     # -- the mutex ---------------------------------------------------------------------------
 
-    async def lock(self, name: bytes, lease_id: int) -> tuple[ResponseHeader, bytes]:
-        """etcd's ``Mutex.Lock``: the header at acquisition and the lock key."""
+    async def lock(self, context: Any, name: bytes, lease_id: int) -> tuple[ResponseHeader, bytes]:
+        """etcd's ``Mutex.Lock`` for the caller of ``context``: the header at acquisition
+        and the lock key."""
         lease = await self.session_lease(lease_id)
         prefix = name + b"/"
         key = candidate_key(prefix, lease)
         owner = RequestOp(request_range=first_created(prefix))
         resp = await self.txn(
+            context,
             TxnRequest(
                 compare=[create_revision_is(key, 0)],
                 success=[RequestOp(request_put=PutRequest(key=key, lease=lease)), owner],
                 failure=[RequestOp(request_range=RangeRequest(key=key)), owner],
-            )
+            ),
         )
         rev = resp.header.revision
         if not resp.succeeded:
@@ -313,12 +342,13 @@ class Concurrency:
         holder = _range_kvs(resp, 1)
         if not holder or holder[0].create_revision == rev:
             return resp.header, key
+        unlock = await self.authorized(context, DeleteRangeRequest(key=key))
         try:
-            header = await self.wait_turn(prefix, key, rev, resp.header.revision)
+            header = await self.wait_turn(context, prefix, key, rev, resp.header.revision)
         except SessionExpired:
             raise RpcFailure(grpc.StatusCode.UNKNOWN, MSG_SESSION_EXPIRED) from None
         except BaseException:
-            self.abandon(f"lock key {key!r}", lambda: self.delete(key))
+            self.abandon(f"lock key {key!r}", lambda: self.write(unlock))
             raise
         return header, key
 
@@ -365,13 +395,14 @@ class LockService(v3lock_pb2_grpc.LockServicer):
     @unary
     @as_client_errors
     async def Lock(self, request: Any, context: Any) -> Any:
-        header, key = await self.concurrency.lock(bytes(request.name), int(request.lease))
+        name, lease = bytes(request.name), int(request.lease)
+        header, key = await self.concurrency.lock(context, name, lease)
         return v3lock_pb2.LockResponse(header=self.concurrency.header(header), key=key)
 
     @unary
     @as_client_errors
     async def Unlock(self, request: Any, context: Any) -> Any:
-        deleted = await self.concurrency.delete(bytes(request.key))
+        deleted = await self.concurrency.delete(context, bytes(request.key))
         return v3lock_pb2.UnlockResponse(header=self.concurrency.header(deleted.header))
 
 
