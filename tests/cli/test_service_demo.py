@@ -26,7 +26,7 @@ def _cluster_dir(output: str) -> Path:
 def test_service_demo_end_to_end(tmp_path: Path) -> None:
     report = tmp_path / "report.html"
     result = subprocess.run(
-        [*PNYX, "service-demo", "--duration", "6", "--report", str(report)],
+        [*PNYX, "service-demo", "--duration", "4", "--report", str(report)],
         capture_output=True, text=True, timeout=150, check=False, cwd=tmp_path,
     )  # fmt: skip
     output = result.stdout + result.stderr
