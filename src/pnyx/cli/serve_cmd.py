@@ -264,6 +264,7 @@ def _etcd_options(config: RunnerConfig, tls: TlsConfig | None, flags: dict[str, 
 
     if flags.get("client_cert_auth") and tls is None:
         fail("--client-cert-auth needs --tls-ca, --tls-cert and --tls-key")
+    _check_raft_timeouts(config.tick_ms, flags)
     options: dict[str, Any] = {
         "client_host": flags.get("client_host") or config.listen_host,
         "client_port": flags.get("client_port", DEFAULT_CLIENT_PORT),
@@ -280,6 +281,24 @@ def _etcd_options(config: RunnerConfig, tls: TlsConfig | None, flags: dict[str, 
         if name in flags:
             options[name] = flags[name]
     return EtcdOptions(**options)
+
+
+def _check_raft_timeouts(tick_ms: int, flags: dict[str, Any]) -> None:
+    """A usage error unless the heartbeat, in ticks, is below the election timeout."""
+    from pnyx.protocols.raft import RaftConfig
+    from pnyx.services.etcd.server import DEFAULT_HEARTBEAT_TICKS
+
+    election = flags.get("election_timeout_ms")
+    heartbeat = flags.get("heartbeat_interval_ms")
+    election_ticks = election // tick_ms if election else RaftConfig().election_timeout_ticks
+    heartbeat_ticks = max(1, heartbeat // tick_ms) if heartbeat else DEFAULT_HEARTBEAT_TICKS
+    if election is not None and election_ticks < 2:
+        fail(f"--election-timeout-ms {election} is below two ticks of --tick-ms {tick_ms}")
+    if heartbeat_ticks >= election_ticks:
+        fail(
+            f"the heartbeat interval ({heartbeat_ticks} ticks of {tick_ms} ms) must be below "
+            f"the election timeout ({election_ticks} ticks)"
+        )
 
 
 async def _serve_etcd(config: RunnerConfig, options: Any) -> None:
