@@ -1,8 +1,9 @@
 """etcd locks on a 3-node pnyx etcd cluster (real processes), side by side with real etcd
 3.4: stock ``etcdctl lock`` (mutual exclusion of the commands it runs, release when the
 holder is killed), the ``v3lockpb.Lock`` gRPC service (Lock/Unlock compared field by field
-with etcd's), waits bounded by the caller's deadline and lease, and the fencing-token
-example ``examples/fencing_token.py`` end to end."""
+with etcd's), waits bounded by the caller's deadline and lease, the caller's permissions
+checked with auth enabled (locks and elections), and the fencing-token example
+``examples/fencing_token.py`` end to end."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
-from aetcd.rpc import rpc_pb2
+from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 
 from pnyx.services.etcd.proto import v3lock_pb2
 from tests.services.lock_helpers import (  # noqa: F401 (fixture)
@@ -30,6 +31,7 @@ from tests.services.lock_helpers import (  # noqa: F401 (fixture)
     etcdctl_env,
     processes,
     rpc_error,
+    run_etcdctl,
     targets,
     wait_for,
 )
@@ -258,3 +260,66 @@ def test_etcdctl_lock_prints_key_with_revision(targets: dict[str, Target]) -> No
             assert proc.wait() == 0
         wait_for("the unlock", lambda t=target: t.keys(b"printed/") == [])
     assert tokens["pnyx"] == tokens["etcd"] == (True, 1, 1)
+
+
+AUTH_SETUP = [
+    ("user", "add", "root:rootpw", "--interactive=false"),
+    ("user", "grant-role", "root", "root"),
+    ("user", "add", "bob:bobpw", "--interactive=false"),
+    ("user", "add", "eve:evepw", "--interactive=false"),
+    ("role", "add", "lockers"),
+    ("role", "grant-permission", "lockers", "readwrite", "--prefix=true", "guarded/"),
+    ("role", "grant-permission", "lockers", "readwrite", "--prefix=true", "voted/"),
+    ("user", "grant-role", "bob", "lockers"),
+    ("auth", "enable"),
+]
+
+
+def auth_scenario(target: Target) -> list[Any]:
+    """With auth enabled: a user with readwrite on the lock's prefix locks, unlocks and
+    campaigns; one without gets etcd's permission error; a caller without a token too."""
+    from pnyx.services.etcd.proto import v3election_pb2
+
+    for args in AUTH_SETUP:
+        p = run_etcdctl(target, *args)
+        assert p.returncode == 0, (target.name, args, p.stderr)
+    out: list[Any] = []
+    try:
+        auth = rpc_pb2_grpc.AuthStub(target.connect(1))
+
+        def token(user: str, password: str) -> Any:
+            request = rpc_pb2.AuthenticateRequest(name=user, password=password)
+            return (("token", auth.Authenticate(request, timeout=CALL_S).token),)
+
+        bob, eve = token("bob", "bobpw"), token("eve", "evepw")
+        lease = target.lease(1).LeaseGrant(
+            rpc_pb2.LeaseGrantRequest(TTL=30), metadata=bob, timeout=CALL_S
+        )
+        lock, election = target.lock(2), target.election(2)
+        guarded = v3lock_pb2.LockRequest(name=b"guarded", lease=lease.ID)
+        for who, metadata in (("eve", eve), ("nobody", None)):
+            out.append((who, rpc_error(lambda m=metadata: lock.Lock(guarded, metadata=m))))
+        locked = lock.Lock(guarded, metadata=bob, timeout=CALL_S)
+        out.append(("bob locks", locked.key.startswith(b"guarded/")))
+        unlock = v3lock_pb2.UnlockRequest(key=locked.key)
+        out.append(("eve unlocks", rpc_error(lambda: lock.Unlock(unlock, metadata=eve))))
+        lock.Unlock(unlock, metadata=bob, timeout=CALL_S)
+        campaign = v3election_pb2.CampaignRequest(name=b"voted", lease=lease.ID, value=b"b")
+        out.append(("eve campaigns", rpc_error(lambda: election.Campaign(campaign, metadata=eve))))
+        elected = election.Campaign(campaign, metadata=bob, timeout=CALL_S)
+        leader = election.Leader(v3election_pb2.LeaderRequest(name=b"voted"), metadata=bob)
+        out.append(("bob leads", leader.kv.value, elected.leader.rev == leader.kv.create_revision))
+        resign = v3election_pb2.ResignRequest(leader=elected.leader)
+        election.Resign(resign, metadata=bob, timeout=CALL_S)
+    finally:
+        p = run_etcdctl(target, "--user=root:rootpw", "auth", "disable")
+        assert p.returncode == 0, (target.name, p.stderr)
+    return out
+
+
+def test_lock_and_election_check_the_callers_permissions(
+    targets: dict[str, Target],  # noqa: F811
+) -> None:
+    seen = {name: auth_scenario(targets[name]) for name in NAMES}
+    assert seen["pnyx"] == seen["etcd"]
+    assert seen["pnyx"][0] == ("eve", ("UNKNOWN", "etcdserver: permission denied"))
