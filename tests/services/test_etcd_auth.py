@@ -1,0 +1,363 @@
+"""etcd auth on a 3-node pnyx cluster, side by side with real etcd 3.4 (one member).
+
+- the stock ``etcdctl`` runs the same user / role / auth script against both (pnyx with
+  all three endpoints, so its commands land on any member): stdout, the error lines and
+  the exit code of every command are compared;
+- a token issued by one member is accepted by the others at once; a bad token is etcd's
+  *invalid auth token* on both;
+- the ``aetcd`` client with user and password: allowed and denied calls give the same
+  results and errors on both;
+- the auth state survives a member's restart (log replay, after a Raft snapshot).
+
+Every etcdctl run and wait is bounded; the clusters are stopped by pid (fixtures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aetcd
+import grpc
+import pytest
+from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
+
+from pnyx.protocols.etcd import EtcdStateMachine, RangeRequest
+from pnyx.protocols.etcd.auth import (
+    AuthedRequest,
+    AuthEnableRequest,
+    AuthRoleAddRequest,
+    AuthRoleGrantPermissionRequest,
+    AuthStore,
+    AuthUserAddRequest,
+    AuthUserGrantRoleRequest,
+    Permission,
+    PermType,
+    covers,
+    hash_password,
+    verify_password,
+)
+from pnyx.protocols.etcd.errors import ErrorResult
+from tests.etcd.realetcd import (
+    ETCDCTL_BIN,
+    PnyxEtcd,
+    RealEtcd,
+    require_binaries,
+    start_pnyx_etcd,
+    start_real_etcd,
+)
+
+CTL_TIMEOUT = 60.0
+RPC_TIMEOUT = 20.0
+ENTRIES_FOR_SNAPSHOT = 260
+"""More log entries than ``snapshot_threshold_entries`` (200): a Raft snapshot is taken."""
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def clusters() -> Iterator[dict[str, Any]]:
+    require_binaries()
+    real = start_real_etcd(1)
+    try:
+        pnyx = start_pnyx_etcd(3)
+        try:
+            yield {"etcd": real, "pnyx": pnyx}
+        finally:
+            pnyx.stop()
+    finally:
+        real.stop()
+
+
+def etcdctl(cluster: RealEtcd | PnyxEtcd, *args: str, stdin: str | None = None,
+            endpoints: str | None = None) -> tuple[int, str, str]:  # fmt: skip
+    """(exit code, stdout, stderr without the client's JSON retry logs), endpoints
+    normalised to ``EP``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
+    env["ETCDCTL_API"] = "3"
+    p = subprocess.run(
+        [
+            ETCDCTL_BIN,
+            f"--endpoints={endpoints or cluster.urls}",
+            "--dial-timeout=10s",
+            "--command-timeout=30s",
+            *args,
+        ],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=CTL_TIMEOUT,
+    )
+    err = "\n".join(ln for ln in p.stderr.splitlines() if not ln.startswith('{"level"'))
+    norm = re.compile(r"(http://)?127\.0\.0\.1:\d+")
+    return p.returncode, norm.sub("EP", p.stdout), norm.sub("EP", err)
+
+
+def both(clusters: dict[str, Any], *args: str, stdin: str | None = None,
+         one: bool = False) -> tuple[int, str, str]:  # fmt: skip
+    """Run one etcdctl command on real etcd and on pnyx (all endpoints, or the first with
+    ``one``); assert the same result; return it."""
+    pnyx: PnyxEtcd = clusters["pnyx"]
+    with ThreadPoolExecutor(2) as pool:  # both at once: half the wall time
+        on_etcd = pool.submit(etcdctl, clusters["etcd"], *args, stdin=stdin)
+        on_pnyx = pool.submit(
+            etcdctl, pnyx, *args, stdin=stdin, endpoints=pnyx.endpoint if one else None
+        )
+        results = {"etcd": on_etcd.result(), "pnyx": on_pnyx.result()}
+    assert results["pnyx"] == results["etcd"], f"etcdctl {' '.join(args)}: {results}"
+    return results["etcd"]
+
+
+ALICE = ("--user", "alice:apw")
+ROOT = ("--user", "root:pw")
+
+SCRIPT: list[tuple[tuple[str, ...], str | None, bool]] = [
+    # setup while auth is off (a --user is ignored then)
+    ((*ALICE, "get", "/b"), None, False),
+    (("role", "add", "r"), None, False),
+    (("role", "add", "r"), None, False),
+    (("role", "add", ""), None, False),
+    (("user", "add", "alice:apw"), None, False),
+    (("user", "add", "alice:x"), None, False),
+    (("role", "grant-permission", "r", "readwrite", "/a/", "--prefix"), None, False),
+    (("role", "grant-permission", "r", "read", "/b"), None, False),
+    (("role", "grant-permission", "r", "write", "/c", "/e"), None, False),
+    (("role", "grant-permission", "nope", "read", "/x"), None, False),
+    (("user", "grant-role", "alice", "r"), None, False),
+    (("user", "grant-role", "alice", "nope"), None, False),
+    (("user", "grant-role", "bob", "r"), None, False),
+    (("user", "grant-role", "alice", "root"), None, False),
+    (("user", "revoke-role", "alice", "root"), None, False),
+    (("user", "revoke-role", "alice", "root"), None, False),
+    (("role", "revoke-permission", "r", "/zz"), None, False),
+    (("role", "get", "r"), None, False),
+    (("user", "get", "alice", "--detail"), None, False),
+    (("user", "list"), None, False),
+    (("role", "list"), None, False),
+    (("auth", "enable"), None, False),  # no root user
+    (("user", "add", "root:pw"), None, False),
+    (("auth", "enable"), None, False),  # etcdctl adds the root role and grants it
+    # auth on
+    (("get", "/a/x"), None, False),
+    (("user", "list"), None, False),
+    ((*ALICE, "put", "/a/x", "1"), None, False),
+    ((*ALICE, "put", "/b", "1"), None, False),
+    ((*ALICE, "get", "/b"), None, False),
+    (("--user", "alice:wrong", "get", "/b"), None, False),
+    (("--user", "bob:x", "get", "/b"), None, False),
+    ((*ALICE, "user", "list"), None, False),
+    ((*ROOT, "user", "list"), None, False),
+    ((*ROOT, "role", "get", "root"), None, False),
+    ((*ALICE, "user", "get", "alice"), None, False),
+    ((*ALICE, "user", "get", "root"), None, False),
+    ((*ALICE, "role", "get", "r"), None, False),
+    ((*ALICE, "role", "get", "root"), None, False),
+    ((*ALICE, "get", "/a", "--prefix"), None, False),
+    ((*ALICE, "get", "/a/", "--prefix"), None, False),
+    ((*ALICE, "put", "/c/1", "x"), None, False),
+    ((*ALICE, "get", "/c/1"), None, False),
+    ((*ALICE, "txn"), 'value("/x") = "1"\n\nput /a/t 2\n\n\n', False),
+    ((*ALICE, "del", "/a/x"), None, False),
+    ((*ROOT, "user", "delete", "root"), None, False),
+    ((*ROOT, "role", "delete", "root"), None, False),
+    ((*ROOT, "user", "revoke-role", "root", "root"), None, False),
+    ((*ALICE, "auth", "disable"), None, False),
+    ((*ALICE, "endpoint", "hashkv"), None, True),
+    ((*ALICE, "defrag"), None, True),
+    ((*ALICE, "snapshot", "save", "/dev/null/x"), None, True),
+    ((*ROOT, "user", "passwd", "alice", "--interactive=false"), "newpw\n", False),
+    ((*ALICE, "get", "/b"), None, False),
+    (("--user", "alice:newpw", "get", "/a/", "--prefix", "--keys-only"), None, False),
+    ((*ROOT, "role", "revoke-permission", "r", "/a/", "--prefix"), None, False),
+    (("--user", "alice:newpw", "put", "/a/x", "1"), None, False),
+    ((*ROOT, "user", "revoke-role", "alice", "r"), None, False),
+    ((*ROOT, "user", "get", "alice"), None, False),
+]
+"""(args, stdin, first endpoint only): the state after it is used by later tests
+(auth enabled; users root and alice (password newpw, no roles); role r: read /b, write
+[/c, /e))."""
+
+
+def test_etcdctl_user_role_auth_as_real_etcd(clusters: dict[str, Any]) -> None:
+    for args, stdin, one in SCRIPT:
+        both(clusters, *args, stdin=stdin, one=one)
+    # a user without permission gets etcd's permission-denied error, here and there
+    rc, _, err = both(clusters, "--user", "alice:newpw", "put", "/b", "x")
+    assert (rc, err) == (1, "Error: etcdserver: permission denied")
+    rc, _, err = both(clusters, "--user", "alice:newpw", "watch", "/zz")
+    assert rc == 5
+    assert err.startswith("watch was canceled (rpc error: code = PermissionDenied")
+
+
+def _token_of(endpoint: str, name: str, password: str) -> str:
+    with grpc.insecure_channel(endpoint) as ch:
+        resp = rpc_pb2_grpc.AuthStub(ch).Authenticate(
+            rpc_pb2.AuthenticateRequest(name=name, password=password), timeout=RPC_TIMEOUT
+        )
+    return str(resp.token)
+
+
+def _range(endpoint: str, token: str | None, key: bytes) -> tuple[str, str]:
+    """(status code name, details) of a Range with ``token``."""
+    metadata = [("token", token)] if token is not None else None
+    with grpc.insecure_channel(endpoint) as ch:
+        try:
+            rpc_pb2_grpc.KVStub(ch).Range(
+                rpc_pb2.RangeRequest(key=key), timeout=RPC_TIMEOUT, metadata=metadata
+            )
+        except grpc.RpcError as exc:
+            return exc.code().name, exc.details()
+    return "OK", ""
+
+
+def test_token_from_one_member_works_on_every_member(clusters: dict[str, Any]) -> None:
+    pnyx: PnyxEtcd = clusters["pnyx"]
+    real: RealEtcd = clusters["etcd"]
+    for i, issuer in enumerate(pnyx.endpoints):
+        token = _token_of(issuer, "root", "pw")
+        # used at once on the others (they may not have applied it yet: they wait)
+        for endpoint in pnyx.endpoints[i + 1 :] + pnyx.endpoints[: i + 1]:
+            assert _range(endpoint, token, b"/b") == ("OK", "")
+    # alice (no roles now) is known on a member that did not issue her token: denied
+    alice = _token_of(pnyx.endpoints[1], "alice", "newpw")
+    real_alice = _token_of(real.endpoint, "alice", "newpw")
+    denied = ("PERMISSION_DENIED", "etcdserver: permission denied")
+    assert _range(pnyx.endpoints[2], alice, b"/b") == _range(real.endpoint, real_alice, b"/b")
+    assert _range(pnyx.endpoints[2], alice, b"/b") == denied
+    invalid = ("UNAUTHENTICATED", "etcdserver: invalid auth token")
+    assert _range(pnyx.endpoints[0], "bogus", b"/b") == _range(real.endpoint, "bogus", b"/b")
+    assert _range(pnyx.endpoints[0], "bogus", b"/b") == invalid
+    # a token of an Authenticate not applied (yet): etcd waits for that raft index until
+    # the caller's deadline; pnyx waits APPLY_WAIT_S (5 s), then calls it invalid
+    assert _range(pnyx.endpoints[0], "abcdefghijklmnop.999999", b"/b") == invalid
+    assert _range(pnyx.endpoints[0], None, b"/b") == (
+        "INVALID_ARGUMENT",
+        "etcdserver: user name is empty",
+    )
+
+
+async def _aetcd_session(endpoint: str) -> list[Any]:
+    host, port = endpoint.rsplit(":", 1)
+    out: list[Any] = []
+    async with aetcd.Client(
+        host=host, port=int(port), username="alice", password="newpw", timeout=RPC_TIMEOUT
+    ) as client:
+        for call in (
+            client.put(b"/c/aetcd", b"v"),
+            client.get(b"/b"),
+            client.get(b"/c/aetcd"),
+            client.put(b"/b", b"v"),
+            client.delete(b"/c/aetcd"),
+        ):
+            try:
+                result = await call
+                out.append(("ok", type(result).__name__))
+            except aetcd.exceptions.ClientError as exc:
+                out.append((type(exc).__name__, str(exc)))
+    try:
+        async with aetcd.Client(host=host, port=int(port), username="alice", password="no"):
+            out.append("connected with a wrong password")
+    except aetcd.exceptions.ClientError as exc:
+        out.append((type(exc).__name__, str(exc)))
+    return out
+
+
+def test_aetcd_client_with_user_and_password(clusters: dict[str, Any]) -> None:
+    both(clusters, *ROOT, "user", "grant-role", "alice", "r")
+    real = asyncio.run(asyncio.wait_for(_aetcd_session(clusters["etcd"].endpoint), 120))
+    pnyx = asyncio.run(asyncio.wait_for(_aetcd_session(clusters["pnyx"].endpoint), 120))
+    assert pnyx == real
+    assert real[0] == ("ok", "Put") and real[3][1].endswith("permission denied"), real
+
+
+async def _many_puts(endpoint: str, n: int) -> None:
+    host, port = endpoint.rsplit(":", 1)
+    async with aetcd.Client(
+        host=host, port=int(port), username="root", password="pw", timeout=RPC_TIMEOUT
+    ) as client:
+        for start in range(0, n, 20):
+            await asyncio.gather(
+                *(client.put(b"/fill/%d" % i, b"x") for i in range(start, start + 20))
+            )
+
+
+def test_auth_state_survives_a_restart(clusters: dict[str, Any]) -> None:
+    pnyx: PnyxEtcd = clusters["pnyx"]
+    asyncio.run(asyncio.wait_for(_many_puts(pnyx.endpoint, ENTRIES_FOR_SNAPSHOT), 120))
+    cluster = pnyx.cluster
+    for node in cluster.node_ids[2:]:
+        cluster.kill(node)
+        cluster.restart(node)
+        endpoint = cluster.endpoint(node)
+        rc, out, _ = etcdctl(pnyx, *ROOT, "user", "list", endpoints=endpoint)
+        assert (rc, out) == (0, "alice\nroot\n")
+        rc, out, _ = etcdctl(pnyx, *ROOT, "role", "get", "r", endpoints=endpoint)
+        assert (rc, out) == (0, "Role r\nKV Read:\n\t/b\nKV Write:\n\t[/c, /e)\n")
+        rc, _, err = etcdctl(pnyx, "--user", "alice:newpw", "put", "/b", "x", endpoints=endpoint)
+        assert (rc, err) == (1, "Error: etcdserver: permission denied")
+        rc, _, err = etcdctl(pnyx, "get", "/b", "--consistency=s", endpoints=endpoint)
+        assert (rc, err) == (1, "Error: etcdserver: user name is empty")
+    # and off again, as etcd
+    assert both(clusters, *ROOT, "auth", "disable") == (0, "Authentication Disabled\n", "")
+    assert both(clusters, "get", "/b")[0] == 0
+
+
+# --------------------------------------------------------------------------- pure
+
+
+def test_passwords_are_hashed_and_checked() -> None:
+    stored = hash_password("secret", b"0123456789abcdef")
+    assert b"secret" not in stored
+    assert verify_password(stored, "secret")
+    assert not verify_password(stored, "Secret")
+    assert not verify_password(b"garbage", "secret")
+
+
+def test_permission_intervals_as_etcd() -> None:
+    a = AuthStore()
+    a.execute(AuthRoleAddRequest(name="r"))
+    grants = [
+        (PermType.READ, b"/a/", b"/a0"),
+        (PermType.READ, b"/a0", b"/b"),  # adjacent: [/a/, /b) together
+        (PermType.WRITE, b"/w", b""),
+        (PermType.READWRITE, b"/z", b"\0"),  # from /z on
+    ]
+    for t, key, end in grants:
+        perm = Permission(permType=t, key=key, range_end=end)
+        a.execute(AuthRoleGrantPermissionRequest(name="r", perm=perm))
+    a.execute(AuthUserAddRequest(name="u", password=b"h"))
+    a.execute(AuthUserGrantRoleRequest(user="u", role="r"))
+    assert a.is_permitted("u", b"/a/x", b"", False)
+    assert a.is_permitted("u", b"/a/", b"/b", False)
+    assert not a.is_permitted("u", b"/a/", b"/b\0", False)
+    assert not a.is_permitted("u", b"/a/x", b"", True)
+    assert a.is_permitted("u", b"/w", b"", True) and not a.is_permitted("u", b"/w", b"", False)
+    assert not a.is_permitted("u", b"/w", b"/w\0\0", True)
+    assert a.is_permitted("u", b"/z", b"\0", True) and a.is_permitted("u", b"/zz", b"", False)
+    assert not a.is_permitted("u", b"/y", b"\0", False)
+    assert not a.is_permitted("nobody", b"/a/x", b"", False)
+    a.execute(AuthUserGrantRoleRequest(user="u", role="root"))
+    assert a.is_permitted("u", b"\0", b"\0", True)
+    assert covers([(b"a", b"c"), (b"b", b"d")], b"a", b"d")
+    assert not covers([(b"a", b"b"), (b"c", b"d")], b"a", b"d")
+
+
+def test_auth_state_in_the_store_snapshot() -> None:
+    sm = EtcdStateMachine()
+    store = sm.store
+    store.apply(AuthUserAddRequest(name="root", password=hash_password("pw", b"s" * 16)))
+    store.apply(AuthUserGrantRoleRequest(user="root", role="root"))
+    store.apply(AuthEnableRequest())
+    image = sm.snapshot()
+    other = EtcdStateMachine()
+    other.restore(image)
+    assert other.store.auth.enabled and other.store.auth.has_root_role("root")
+    assert other.snapshot() == image
+    denied = other.store.apply(AuthedRequest(user="", request=RangeRequest(key=b"k")))
+    assert denied == ErrorResult(3, "etcdserver: user name is empty")
