@@ -523,9 +523,12 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharey=True)
+    shown = [op for op in OP_NAMES if any(r["op"] == op for r in rows)]
+    fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4.8), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
     colors = {"etcd": "tab:blue", "pnyx": "tab:red"}
-    for ax, op in zip(axes, ("put", "get", "sget"), strict=True):
+    for ax, op in zip(axes, shown, strict=True):
         for system in ("etcd", "pnyx"):
             cells = sorted((r for r in rows if r["system"] == system and r["op"] == op),
                            key=lambda r: r["clients"])
@@ -541,6 +544,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
                             color=colors[system])
         ax.set_title(OP_NAMES[op])
         ax.set_xlabel("throughput (requests/s)")
+        ax.set_xscale("log")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.axhline(TARGET_P99_MS, color="grey", lw=0.8, ls=":")
