@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,14 @@ def targets() -> Iterator[dict[str, Target]]:
             real.stop()
     finally:
         pnyx.stop()
+
+
+def on_both(targets: dict[str, Target], fn: Callable[[Target], Any]) -> dict[str, Any]:
+    """``fn(target)`` for pnyx and real etcd at the same time (two threads: the wall time
+    of the slower); name -> result.  A failure in either is raised."""
+    with ThreadPoolExecutor(len(targets)) as pool:
+        futures = {name: pool.submit(fn, target) for name, target in targets.items()}
+        return {name: future.result(timeout=300) for name, future in futures.items()}
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout_s: float = WAIT_S) -> Any:
@@ -300,6 +309,7 @@ __all__ = [
     "deadline_passed",
     "etcdctl",
     "etcdctl_env",
+    "on_both",
     "processes",
     "rpc_error",
     "run_etcdctl",

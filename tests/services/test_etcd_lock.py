@@ -17,8 +17,9 @@ from typing import Any
 
 import grpc
 import pytest
-from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
+from aetcd.rpc import auth_pb2, rpc_pb2, rpc_pb2_grpc
 
+from pnyx.services.etcd.lock_service import prefix_end
 from pnyx.services.etcd.proto import v3lock_pb2
 from tests.services.lock_helpers import (  # noqa: F401 (fixture)
     CALL_S,
@@ -29,9 +30,9 @@ from tests.services.lock_helpers import (  # noqa: F401 (fixture)
     deadline_passed,
     etcdctl,
     etcdctl_env,
+    on_both,
     processes,
     rpc_error,
-    run_etcdctl,
     targets,
     wait_for,
 )
@@ -154,7 +155,7 @@ def lock_scenario(target: Target) -> list[Any]:
 
 
 def test_lock_service_answers_as_etcd(targets: dict[str, Target]) -> None:  # noqa: F811
-    seen = {name: lock_scenario(targets[name]) for name in NAMES}
+    seen = on_both(targets, lock_scenario)
     for pnyx, etcd in zip(seen["pnyx"], seen["etcd"], strict=True):
         assert pnyx == etcd, f"{pnyx[0]}: pnyx {pnyx[1:]} != etcd {etcd[1:]}"
     assert ("unknown lease", ("UNKNOWN", "etcdserver: requested lease not found")) in seen["pnyx"]
@@ -164,16 +165,15 @@ def test_lock_wait_ends_with_the_lease(targets: dict[str, Target]) -> None:  # n
     """A Lock waiting behind a holder ends when its own lease expires: pnyx answers etcd
     3.5's 'mutex: session is expired' as soon as the lease is gone; etcd 3.4 goes on
     waiting and, once the holder unlocks, answers with a key that no longer exists."""
-    outcome: dict[str, Any] = {}
-    for name in NAMES:
-        target = targets[name]
+
+    def one(target: Target) -> Any:
         lock = target.lock(2)
         holder = lock.Lock(
             v3lock_pb2.LockRequest(name=b"ttl", lease=target.grant(30)), timeout=CALL_S
         )
         request = v3lock_pb2.LockRequest(name=b"ttl", lease=target.grant(2))
 
-        def attempt(lock: Any = lock, request: Any = request) -> Any:
+        def attempt() -> Any:
             try:
                 return ("granted", lock.Lock(request, timeout=40).key)
             except grpc.RpcError as exc:
@@ -181,18 +181,20 @@ def test_lock_wait_ends_with_the_lease(targets: dict[str, Target]) -> None:  # n
 
         started = time.monotonic()
         waiter = InBackground(attempt)
-        if name == "pnyx":
-            outcome[name] = waiter.result(timeout_s=45)
+        if target.name == "pnyx":
+            outcome = waiter.result(timeout_s=45)
             assert time.monotonic() - started < 20.0
             lock.Unlock(v3lock_pb2.UnlockRequest(key=holder.key), timeout=CALL_S)
         else:
-            wait_for("the waiting key", lambda t=target: len(t.keys(b"ttl/")) == 2)
-            wait_for("the short lease to expire", lambda t=target: len(t.keys(b"ttl/")) == 1)
+            wait_for("the waiting key", lambda: len(target.keys(b"ttl/")) == 2)
+            wait_for("the short lease to expire", lambda: len(target.keys(b"ttl/")) == 1)
             lock.Unlock(v3lock_pb2.UnlockRequest(key=holder.key), timeout=CALL_S)
             granted, key = waiter.result(timeout_s=45)
-            outcome[name] = (granted, key.startswith(b"ttl/"), target.keys(b"ttl/"))
+            outcome = (granted, key.startswith(b"ttl/"), target.keys(b"ttl/"))
         assert target.keys(b"ttl/") == []
-    assert outcome == {
+        return outcome
+
+    assert on_both(targets, one) == {
         "pnyx": ("UNKNOWN", "mutex: session is expired"),
         "etcd": ("granted", True, []),
     }
@@ -225,16 +227,18 @@ def test_fencing_token_example(targets: dict[str, Target], name: str) -> None:  
 def test_grpc_deadline_status(targets: dict[str, Target]) -> None:  # noqa: F811
     """A Lock that cannot be granted before the caller's deadline ends with
     DEADLINE_EXCEEDED on both (and leaves no key behind: see the scenario)."""
-    for name in NAMES:
-        target = targets[name]
+
+    def one(target: Target) -> None:
         lock = target.lock(0)
         holder = lock.Lock(v3lock_pb2.LockRequest(name=b"dl", lease=target.grant(30)))
         request = v3lock_pb2.LockRequest(name=b"dl", lease=target.grant(30))
         started = time.monotonic()
-        assert deadline_passed(rpc_error(lambda r=request, c=lock: c.Lock(r, timeout=1.0)))
+        assert deadline_passed(rpc_error(lambda: lock.Lock(request, timeout=1.0)))
         assert time.monotonic() - started < 10.0
-        wait_for("the abandoned key to go", lambda t=target: len(t.keys(b"dl/")) == 1)
+        wait_for("the abandoned key to go", lambda: len(target.keys(b"dl/")) == 1)
         lock.Unlock(v3lock_pb2.UnlockRequest(key=holder.key))
+
+    on_both(targets, one)
 
 
 def test_etcdctl_lock_prints_key_with_revision(targets: dict[str, Target]) -> None:  # noqa: F811
@@ -262,17 +266,23 @@ def test_etcdctl_lock_prints_key_with_revision(targets: dict[str, Target]) -> No
     assert tokens["pnyx"] == tokens["etcd"] == (True, 1, 1)
 
 
-AUTH_SETUP = [
-    ("user", "add", "root:rootpw", "--interactive=false"),
-    ("user", "grant-role", "root", "root"),
-    ("user", "add", "bob:bobpw", "--interactive=false"),
-    ("user", "add", "eve:evepw", "--interactive=false"),
-    ("role", "add", "lockers"),
-    ("role", "grant-permission", "lockers", "readwrite", "--prefix=true", "guarded/"),
-    ("role", "grant-permission", "lockers", "readwrite", "--prefix=true", "voted/"),
-    ("user", "grant-role", "bob", "lockers"),
-    ("auth", "enable"),
-]
+def enable_auth(auth: Any) -> None:
+    """Users root (root role), bob (readwrite on ``guarded/`` and ``voted/``) and eve (no
+    role); auth enabled."""
+    readwrite = auth_pb2.Permission.READWRITE
+    for name in ("root", "bob", "eve"):
+        auth.UserAdd(rpc_pb2.AuthUserAddRequest(name=name, password=f"{name}pw"), timeout=CALL_S)
+    auth.UserGrantRole(rpc_pb2.AuthUserGrantRoleRequest(user="root", role="root"), timeout=CALL_S)
+    auth.RoleAdd(rpc_pb2.AuthRoleAddRequest(name="lockers"), timeout=CALL_S)
+    for prefix in (b"guarded/", b"voted/"):
+        permission = auth_pb2.Permission(
+            permType=readwrite, key=prefix, range_end=prefix_end(prefix)
+        )
+        auth.RoleGrantPermission(
+            rpc_pb2.AuthRoleGrantPermissionRequest(name="lockers", perm=permission), timeout=CALL_S
+        )
+    auth.UserGrantRole(rpc_pb2.AuthUserGrantRoleRequest(user="bob", role="lockers"), timeout=CALL_S)
+    auth.AuthEnable(rpc_pb2.AuthEnableRequest(), timeout=CALL_S)
 
 
 def auth_scenario(target: Target) -> list[Any]:
@@ -280,17 +290,15 @@ def auth_scenario(target: Target) -> list[Any]:
     campaigns; one without gets etcd's permission error; a caller without a token too."""
     from pnyx.services.etcd.proto import v3election_pb2
 
-    for args in AUTH_SETUP:
-        p = run_etcdctl(target, *args)
-        assert p.returncode == 0, (target.name, args, p.stderr)
+    auth = rpc_pb2_grpc.AuthStub(target.connect(1))
+
+    def token(user: str, password: str) -> Any:
+        request = rpc_pb2.AuthenticateRequest(name=user, password=password)
+        return (("token", auth.Authenticate(request, timeout=CALL_S).token),)
+
+    enable_auth(auth)
     out: list[Any] = []
     try:
-        auth = rpc_pb2_grpc.AuthStub(target.connect(1))
-
-        def token(user: str, password: str) -> Any:
-            request = rpc_pb2.AuthenticateRequest(name=user, password=password)
-            return (("token", auth.Authenticate(request, timeout=CALL_S).token),)
-
         bob, eve = token("bob", "bobpw"), token("eve", "evepw")
         lease = target.lease(1).LeaseGrant(
             rpc_pb2.LeaseGrantRequest(TTL=30), metadata=bob, timeout=CALL_S
@@ -312,14 +320,13 @@ def auth_scenario(target: Target) -> list[Any]:
         resign = v3election_pb2.ResignRequest(leader=elected.leader)
         election.Resign(resign, metadata=bob, timeout=CALL_S)
     finally:
-        p = run_etcdctl(target, "--user=root:rootpw", "auth", "disable")
-        assert p.returncode == 0, (target.name, p.stderr)
+        auth.AuthDisable(rpc_pb2.AuthDisableRequest(), metadata=token("root", "rootpw"))
     return out
 
 
 def test_lock_and_election_check_the_callers_permissions(
     targets: dict[str, Target],  # noqa: F811
 ) -> None:
-    seen = {name: auth_scenario(targets[name]) for name in NAMES}
+    seen = on_both(targets, auth_scenario)
     assert seen["pnyx"] == seen["etcd"]
     assert seen["pnyx"][0] == ("eve", ("UNKNOWN", "etcdserver: permission denied"))
