@@ -396,6 +396,13 @@ class AsyncEtcdClient:
             f"{self.connect_timeout_s:g} s",
         )
 
+    def _avoid(self, index: int) -> None:
+        """A call through endpoint ``index`` failed: the next call tries the next endpoint
+        first.  The channel stays open (other calls and streams may use it); it is closed
+        when it fails to connect (:meth:`_drop`)."""
+        if index == self._current:
+            self._current = (index + 1) % len(self.endpoints)
+
     async def _drop(self, index: int) -> None:
         """Forget endpoint ``index``'s channel (a fresh one reconnects at once) and move on."""
         channel = self._channels.pop(index, None)
@@ -416,7 +423,7 @@ class AsyncEtcdClient:
                 error = _error(exc)
                 if not isinstance(error, EtcdUnavailable):
                     raise error from None
-                await self._drop(index)
+                self._avoid(index)
                 if attempt == attempts - 1:
                     raise error from None
         raise AssertionError("unreachable")
@@ -518,12 +525,12 @@ class AsyncEtcdClient:
         except grpc.aio.AioRpcError as exc:
             error = _error(exc)
             if isinstance(error, EtcdUnavailable):
-                await self._drop(index)
+                self._avoid(index)
             raise error from None
         finally:
             call.cancel()
         if resp is grpc.aio.EOF:
-            await self._drop(index)
+            self._avoid(index)
             raise EtcdUnavailable("UNAVAILABLE", "the keep-alive stream ended")
         if int(resp.TTL) <= 0:
             raise EtcdError("NOT_FOUND", "etcdserver: requested lease not found")
@@ -566,12 +573,12 @@ class AsyncEtcdClient:
                     await asyncio.sleep(interval_s if interval_s else max(0.5, ttl / 3))
             except grpc.aio.AioRpcError as exc:
                 error = _error(exc)
-                if not isinstance(error, EtcdUnavailable):
-                    raise error from None
-                await self._drop(index)
-                await unreachable(error)
+                if not isinstance(error, EtcdUnavailable) and error.code != "CANCELLED":
+                    raise error from None  # (CANCELLED: its channel was closed under it)
+                self._avoid(index)
+                await unreachable(EtcdUnavailable(error.code, error.message))
             except (TimeoutError, EtcdUnavailable):
-                await self._drop(index)
+                self._avoid(index)
                 await unreachable(EtcdUnavailable("UNAVAILABLE", "keep-alive timed out"))
             finally:
                 call.cancel()
@@ -652,12 +659,12 @@ class Watch:
                     error = _error(exc)
                     if not isinstance(error, EtcdUnavailable):
                         raise error from None
-                await self._client._drop(index)
+                self._client._avoid(index)
                 self.reconnects += 1
                 continue
             if resp is grpc.aio.EOF:
                 call.cancel()
-                await self._client._drop(index)
+                self._client._avoid(index)
                 self.reconnects += 1
                 continue
             if resp.compact_revision:
@@ -708,7 +715,7 @@ class Watch:
                 raise
             if resp is grpc.aio.EOF:
                 self._call = None
-                await self._client._drop(self._index)
+                self._client._avoid(self._index)
                 self.reconnects += 1
                 continue
             if resp.compact_revision:
