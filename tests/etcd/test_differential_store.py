@@ -260,7 +260,7 @@ def test_sort_option_deviation(etcd_target: GrpcTarget) -> None:
 # Strategies: tests.etcd.scenarios (operations, ranges, distinct_puts).
 
 @settings(
-    max_examples=300,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -275,7 +275,7 @@ def test_random_sequences_match_real_etcd(etcd_target: GrpcTarget, ops: list[Op]
 
 
 @settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
