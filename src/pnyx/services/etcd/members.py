@@ -8,6 +8,7 @@ maps back to its node by trying the configured nodes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pnyx.runtime.transport import Address
 
 
+@functools.lru_cache(maxsize=4096)
 def _id64(text: str) -> int:
     """A nonzero uint64 from ``text`` (the first 8 bytes of its SHA-256)."""
     value = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")

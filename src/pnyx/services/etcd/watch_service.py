@@ -35,7 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pnyx.etcd.watch")
 
 WRITE_BATCH = 32
-"""Responses taken from the hub per wake-up (then the writer yields to other streams)."""
+"""Responses written per wake-up (then the writer yields to other streams).  They are
+taken from the hub one at a time, as each can be written: a writer blocked by a client
+that does not read holds one response, so the hub's outbox for that stream stays full and
+the hub does no catch-up work for it until the client reads again."""
 READER_STOP_S = 5.0
 
 
@@ -129,8 +132,11 @@ class WatchService(rpc_pb2_grpc.WatchServicer):  # type: ignore[misc]
         while True:
             await waker.wait()
             waker.clear()
-            for response in hub.take(stream_id, WRITE_BATCH):
-                await context.write(respond(self.server, response))
+            for _ in range(WRITE_BATCH):
+                taken = hub.take(stream_id, 1)
+                if not taken:
+                    break
+                await context.write(respond(self.server, taken[0]))
             if hub.has_output(stream_id):
                 waker.set()
                 await asyncio.sleep(0)  # let other streams write too
