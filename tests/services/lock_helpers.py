@@ -42,7 +42,8 @@ class Target:
 
     name: str
     endpoints: list[str]
-    channel: Any = None
+    cluster: Any = None
+    """The pnyx ``EtcdCluster`` (None for real etcd)."""
     _channels: list[Any] = field(default_factory=list)
 
     @property
@@ -97,7 +98,10 @@ def targets() -> Iterator[dict[str, Target]]:
     try:
         real = start_real_etcd(1)
         try:
-            found = {"pnyx": Target("pnyx", pnyx.endpoints), "etcd": Target("etcd", real.endpoints)}
+            found = {
+                "pnyx": Target("pnyx", pnyx.endpoints, pnyx.cluster),
+                "etcd": Target("etcd", real.endpoints),
+            }
             try:
                 yield found
             finally:

@@ -1,7 +1,8 @@
 """etcd elections on a 3-node pnyx etcd cluster (real processes), side by side with real
 etcd 3.4: stock ``etcdctl elect NAME proposal`` / ``etcdctl elect -l NAME``, and the
 ``v3electionpb.Election`` gRPC service (Campaign, Leader, Proclaim, Resign, Observe)
-compared field by field with etcd's, including the waits' deadline and lease bounds."""
+compared field by field with etcd's, including the waits' deadline and lease bounds; and
+a waiting Lock and an Observe stream on followers across a pnyx leader kill."""
 
 from __future__ import annotations
 
@@ -253,3 +254,43 @@ def test_observe_ends_when_the_caller_cancels(targets: dict[str, Target]) -> Non
     assert ended["pnyx"][0] == "DEADLINE_EXCEEDED"
     # etcd's server may end the stream first, with its context's error
     assert deadline_passed(ended["etcd"])
+
+
+def test_waits_survive_a_leader_kill(targets: dict[str, Target]) -> None:  # noqa: F811
+    """pnyx only: a Lock waiting on one follower and an Observe stream on the other go on
+    across the leader's SIGKILL: the waiter gets the lock when the holder unlocks after
+    the failover, and the observer sees the value proclaimed after it.  The killed node
+    is restarted afterwards."""
+    from pnyx.services.etcd.proto import v3lock_pb2
+
+    target = targets["pnyx"]
+    cluster = target.cluster
+    leader = cluster.leader()
+    first, second = (cluster.node_ids.index(i) for i in cluster.node_ids if i != leader)
+    lock, waiting_lock = target.lock(first), target.lock(second)
+    election = target.election(first)
+    holder = lock.Lock(v3lock_pb2.LockRequest(name=b"fo", lease=target.grant(60)), timeout=CALL_S)
+    campaign = v3election_pb2.CampaignRequest(name=b"fo-el", lease=target.grant(60), value=b"one")
+    elected = election.Campaign(campaign, timeout=CALL_S)
+    observer = Observer(target.election(second), b"fo-el")
+    try:
+        observer.wait(1)
+        request = v3lock_pb2.LockRequest(name=b"fo", lease=target.grant(60))
+        waiter = InBackground(lambda: waiting_lock.Lock(request, timeout=60))
+        wait_for("the waiting key", lambda: len(target.keys(b"fo/")) == 2)
+        cluster.kill(leader)
+        try:
+            cluster.leader(timeout_s=30)
+            proclaim = v3election_pb2.ProclaimRequest(leader=elected.leader, value=b"two")
+            election.Proclaim(proclaim, timeout=CALL_S)
+            lock.Unlock(v3lock_pb2.UnlockRequest(key=holder.key), timeout=CALL_S)
+            got = waiter.result(timeout_s=60)
+            observer.wait(2)
+        finally:
+            cluster.restart(leader)
+    finally:
+        observer.stop()
+    assert got.key == request.name + b"/" + format(request.lease, "x").encode()
+    assert [r.kv.value for r in observer.seen] == [b"one", b"two"]
+    waiting_lock.Unlock(v3lock_pb2.UnlockRequest(key=got.key), timeout=CALL_S)
+    election.Resign(v3election_pb2.ResignRequest(leader=elected.leader), timeout=CALL_S)
