@@ -236,6 +236,10 @@ class Gateway:
             except (GatewayError, RefusedError) as exc:
                 _fail(batch, exc)
                 continue
+            except Exception as exc:  # a bug: fail these writes, keep the flight alive
+                log.exception("gateway_flight_failed writes=%d", len(batch))
+                _fail(batch, f"internal error: {exc!r}")
+                continue
             except asyncio.CancelledError:
                 _fail(batch, "the server stopped with the write in flight (applied or not)")
                 raise
