@@ -30,8 +30,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import grpc
-from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
+import grpc  # type: ignore[import-untyped]
+from aetcd.rpc import rpc_pb2, rpc_pb2_grpc  # type: ignore[import-untyped]
 
 from pnyx.services.etcd.proto import v3lock_pb2, v3lock_pb2_grpc
 
@@ -51,7 +51,7 @@ class Client:
         self.channel = grpc.insecure_channel(endpoint)
         self.kv = rpc_pb2_grpc.KVStub(self.channel)
         self.lease = rpc_pb2_grpc.LeaseStub(self.channel)
-        self.lock = v3lock_pb2_grpc.LockStub(self.channel)
+        self.lock = v3lock_pb2_grpc.LockStub(self.channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         self.channel.close()
