@@ -3,10 +3,12 @@
 :class:`MvccStore` applies etcd's Range / Put / DeleteRange / Txn / Compaction requests
 (:mod:`pnyx.protocols.etcd.requests`) with etcd's revisions, errors and edge cases.
 :class:`EtcdStateMachine` is what a Raft node applies: the MVCC store plus the replicated
-lease table (:mod:`pnyx.protocols.etcd.lease`), with client sessions for exactly-once
-writes.  :class:`Lessor` is the leader's lease clock; :class:`WatchHub` serves watchers.
+lease table (:mod:`pnyx.protocols.etcd.lease`) and the auth state
+(:mod:`pnyx.protocols.etcd.auth`), with client sessions for exactly-once writes.
+:class:`Lessor` is the leader's lease clock; :class:`WatchHub` serves watchers.
 """
 
+from pnyx.protocols.etcd.auth import AuthedRequest, AuthStore
 from pnyx.protocols.etcd.errors import ErrorResult, EtcdError, GrpcCode
 from pnyx.protocols.etcd.lease import (
     DEFAULT_MIN_LEASE_TTL_S,
@@ -86,6 +88,8 @@ __all__ = [
     "NO_LEASE",
     "RESPONSE_TYPES",
     "SNAPSHOT_FORMAT",
+    "AuthStore",
+    "AuthedRequest",
     "CompactionRequest",
     "CompactionResponse",
     "Compare",
