@@ -20,6 +20,7 @@ import msgspec
 
 from pnyx.protocols.etcd.auth import (
     AUTH_REQUEST_TYPES,
+    READ_ONLY_AUTH,
     AuthCheckQuery,
     AuthCheckResult,
     AuthedRequest,
@@ -323,6 +324,8 @@ class EtcdStateMachine(SessionStateMachine):
         )
 
     def apply(self, command: Any) -> Any:
+        if _auth_write_query(command):
+            return ERR_AUTH_WRITE_QUERY.result()
         result = super().apply(command)
         if result in (SESSION_EXPIRED, STALE_COMMAND):
             return result  # the session layer's own answer
@@ -330,6 +333,43 @@ class EtcdStateMachine(SessionStateMachine):
             op = _session_op(command)
             return decode_result(op, result)
         return result
+
+
+ERR_AUTH_WRITE_QUERY = EtcdError(
+    GrpcCode.INVALID_ARGUMENT, "pnyx: an auth change or authed write must be a session command"
+)
+_KV_WRITES = (
+    PutRequest,
+    DeleteRangeRequest,
+    CompactionRequest,
+    LeaseGrantRequest,
+    LeaseRevokeRequest,
+)
+
+
+def _auth_write_query(command: Any) -> bool:
+    """Whether ``command`` is an auth change, or a write wrapped in :class:`AuthedRequest`,
+    outside a session (so applied as a query, off the log: refused, as the server refuses
+    bare KV writes there)."""
+    if isinstance(command, dict):
+        if not str(command.get("type", "")).startswith("auth"):
+            return False
+    elif not isinstance(command, (*AUTH_REQUEST_TYPES, AuthedRequest)):
+        return False
+    try:
+        request = decode_command(command)
+        if isinstance(request, AuthedRequest):
+            request = decode_command(request.request)
+    except EtcdError:
+        return False  # answered with the machine's own error
+    if isinstance(request, AUTH_REQUEST_TYPES):
+        return not isinstance(request, READ_ONLY_AUTH)
+    if isinstance(request, TxnRequest):
+        return any(
+            op.request_put or op.request_delete_range or op.request_txn
+            for op in (*request.success, *request.failure)
+        )
+    return isinstance(request, _KV_WRITES)
 
 
 def _session_op(command: Any) -> Any:
