@@ -129,9 +129,13 @@ def service_demo(duration_s: float, workers: int, report: Path, seed: int,
         except (RuntimeError, EtcdError, OSError) as exc:
             console.print(f"[red]demo failed: {exc}[/red]")
         finally:
+            # a second Ctrl-C must not cut the clean-up short (nor reach `down`: inherited)
+            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if (data_dir / "cluster.json").exists():
                 down = cluster_command("down", "--data-dir", str(data_dir))
                 console.print(f"   {down.stdout.strip() or down.stderr.strip()}")
+            signal.signal(signal.SIGINT, interrupt)
             signal.signal(signal.SIGTERM, previous)
     console.print(f"total wall time {time.monotonic() - started:.1f} s")
     console.print("[bold green]VERDICT: OK[/bold green]" if ok
