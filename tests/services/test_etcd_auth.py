@@ -26,10 +26,11 @@ from typing import Any
 
 import aetcd
 import grpc
+import msgspec
 import pytest
 from aetcd.rpc import auth_pb2, rpc_pb2, rpc_pb2_grpc
 
-from pnyx.protocols.etcd import EtcdStateMachine, RangeRequest
+from pnyx.protocols.etcd import EtcdStateMachine, PutRequest, RangeRequest
 from pnyx.protocols.etcd.auth import (
     AuthedRequest,
     AuthEnableRequest,
@@ -464,3 +465,16 @@ def test_auth_state_restored_from_a_raft_snapshot(tmp_path: Path) -> None:
     for path in directory.rglob("*"):
         if path.is_file():
             assert PLAINTEXT.encode() not in path.read_bytes(), path
+
+
+def test_auth_changes_are_refused_off_the_log() -> None:
+    """Applied as a query (not a session command), an auth change or an authed write
+    would change one replica only: refused."""
+    sm = EtcdStateMachine()
+    refused = ErrorResult(3, "pnyx: an auth change or authed write must be a session command")
+    assert sm.apply(AuthUserAddRequest(name="x", password=b"h")) == refused
+    put = AuthedRequest(user="", request=PutRequest(key=b"k", value=b"v"))
+    assert sm.apply(msgspec.msgpack.decode(msgspec.msgpack.encode(put))) == refused
+    assert not sm.store.auth.users and sm.store.current_revision == 1
+    read = sm.apply(AuthedRequest(user="", request=RangeRequest(key=b"k")))
+    assert read.count == 0
