@@ -456,12 +456,6 @@ HASHKV_AT_COMPACT: list[Op] = [
     HashKVRequest(revision=3),
 ]
 """HashKV at exactly the compact revision (etcd 3.4: compacted)."""
-HASHKV_AT_COMPACT_REVISION = (
-    "HashKV at exactly the compact revision: etcd 3.4 refuses it (kvstore.HashByRev: "
-    "rev > 0 && rev <= compactRev -> OUT_OF_RANGE 'etcdserver: mvcc: required revision has "
-    "been compacted'); pnyx's MvccStore.hash_kv only refuses rev < compact revision and "
-    "answers"
-)
 
 
 def without_hash(records: list[Record]) -> list[Record]:

@@ -22,7 +22,6 @@ from tests.etcd.scenarios import (
     FROMKEY_GAP,
     HASHKV,
     HASHKV_AT_COMPACT,
-    HASHKV_AT_COMPACT_REVISION,
     SCENARIOS,
     GrpcTarget,
     Op,
@@ -152,18 +151,6 @@ def test_oversized_grpc_message_code_and_sizes(
     assert ours[4]["kvs"][0]["value"] == b"still served"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the text of gRPC's own size refusal differs: etcd (grpc-go) says 'grpc: received "
-    "message larger than max (N vs. M)', pnyx (grpcio's C core) 'SERVER: Received message "
-    "larger than max (N vs. M)'",
-)
-def test_oversized_grpc_message_text(
-    etcd_target: GrpcTarget, pnyx_targets: list[GrpcTarget]
-) -> None:
-    assert _oversized(pnyx_targets[1])[:3] == _oversized(etcd_target)[:3]
-
-
 def test_fromkey_gap_refused_and_cluster_serves(pnyx_targets: list[GrpcTarget]) -> None:
     """The txn that makes real etcd 3.4.23 panic: every pnyx member refuses it alike and
     goes on serving (not sent to real etcd)."""
@@ -216,7 +203,6 @@ def test_hashkv_errors_and_revisions(
     assert not diffs, "\n".join(diffs)
 
 
-@pytest.mark.xfail(strict=True, reason=HASHKV_AT_COMPACT_REVISION)
 def test_hashkv_at_the_compact_revision(
     etcd_target: GrpcTarget, pnyx_targets: list[GrpcTarget]
 ) -> None:

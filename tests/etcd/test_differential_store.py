@@ -55,7 +55,6 @@ from tests.etcd.scenarios import (
     FROMKEY_GAP,
     HASHKV,
     HASHKV_AT_COMPACT,
-    HASHKV_AT_COMPACT_REVISION,
     LEASE_OPS,
     SCENARIOS,
     GrpcTarget,
@@ -313,7 +312,6 @@ def test_hashkv_errors_and_revisions(pure: str, etcd_target: GrpcTarget) -> None
     assert without_hash(ours) == without_hash(theirs)
 
 
-@pytest.mark.xfail(strict=True, reason=HASHKV_AT_COMPACT_REVISION)
 @pytest.mark.parametrize("pure", sorted(PURE_TARGETS))
 def test_hashkv_at_the_compact_revision(pure: str, etcd_target: GrpcTarget) -> None:
     theirs = run_scenario(etcd_target, HASHKV_AT_COMPACT)

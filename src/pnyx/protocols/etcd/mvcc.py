@@ -226,10 +226,10 @@ class MvccStore:
         """CRC-32C over every stored change with ``main <= revision`` (0: the current
         revision), in revision order: each change's main, sub, key and value-or-tombstone
         record.  Equal states hash equal; see README.md for what it covers."""
+        if 0 < revision <= self.compact_revision:  # etcd's HashByRev: at the compaction too
+            raise ERR_COMPACTED.fresh()
         if revision > self.current_revision:
             raise ERR_FUTURE_REV.fresh()
-        if 0 < revision < self.compact_revision:
-            raise ERR_COMPACTED.fresh()
         rev = revision if revision > 0 else self.current_revision
         changes = sorted(
             (
