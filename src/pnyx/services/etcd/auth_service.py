@@ -94,6 +94,8 @@ APPLY_WAIT_S = 5.0
 """How long a member waits to apply a token's ``Authenticate`` (or an auth change it
 answered) before treating it as unknown."""
 AUTHENTICATE_ATTEMPTS = 5
+MSG_NO_PASSWORD_USER = "auth: authentication failed, password was given for no password user"
+"""etcd 3.4.23's ``ErrNoPasswordUser`` (no gRPC mapping: clients see ``Unknown``)."""
 SALT_BYTES = 16
 _LETTERS = string.ascii_letters
 
@@ -325,8 +327,10 @@ class AuthService(rpc_pb2_grpc.AuthServicer):  # type: ignore[misc]
             check: AuthCheckResult = await self.server.read(AuthCheckQuery(name=request.name))
             if not check.enabled:
                 raise ERR_AUTH_NOT_ENABLED.fresh()
-            if not check.exists or check.no_password:
+            if not check.exists:
                 raise ERR_AUTH_FAILED.fresh()
+            if check.no_password:  # 3.4.23's CheckPassword: untranslated, gRPC Unknown
+                raise RpcFailure(grpc.StatusCode.UNKNOWN, MSG_NO_PASSWORD_USER)
             if not await asyncio.to_thread(verify_password, check.password, request.password):
                 log.info("authentication_failed user=%s (invalid password)", request.name)
                 raise ERR_AUTH_FAILED.fresh()
