@@ -1,0 +1,1 @@
+"""Jepsen-style fault harness: real processes on separate network hosts (``pnyx test``)."""
