@@ -30,15 +30,17 @@ import msgspec
 import pytest
 from aetcd.rpc import auth_pb2, rpc_pb2, rpc_pb2_grpc
 
-from pnyx.protocols.etcd import EtcdStateMachine, PutRequest, RangeRequest
+from pnyx.protocols.etcd import EtcdStateMachine, LeaseGrantRequest, PutRequest, RangeRequest
 from pnyx.protocols.etcd.auth import (
     AuthedRequest,
     AuthEnableRequest,
+    AuthResponse,
     AuthRoleAddRequest,
     AuthRoleGrantPermissionRequest,
     AuthStore,
     AuthUserAddRequest,
     AuthUserGrantRoleRequest,
+    AuthUserListRequest,
     Permission,
     PermType,
     covers,
@@ -487,3 +489,20 @@ def test_auth_changes_are_refused_off_the_log() -> None:
     assert not sm.store.auth.users and sm.store.current_revision == 1
     read = sm.apply(AuthedRequest(user="", request=RangeRequest(key=b"k")))
     assert read.count == 0
+
+
+def test_requests_without_a_user_are_refused_while_auth_is_enabled() -> None:
+    """A member that had not applied ``auth enable`` yet sends a client's request as is:
+    applied, it is one without a user (etcd: a header without auth revision)."""
+    store = EtcdStateMachine().store
+    store.apply(AuthUserAddRequest(name="root", password=b"h"))
+    store.apply(AuthUserGrantRoleRequest(user="root", role="root"))
+    assert isinstance(store.apply(AuthEnableRequest()), AuthResponse)
+    empty = ErrorResult(3, "etcdserver: user name is empty")
+    assert store.apply(PutRequest(key=b"k", value=b"v")) == empty
+    assert store.apply(RangeRequest(key=b"k")) == empty
+    assert store.apply(AuthUserAddRequest(name="x", password=b"h")) == empty
+    assert store.apply(AuthUserListRequest()) == empty
+    assert store.apply(LeaseGrantRequest(TTL=10)).TTL == 10
+    put = AuthedRequest(user="root", request=PutRequest(key=b"k", value=b"v"))
+    assert store.apply(put).header.revision == 2

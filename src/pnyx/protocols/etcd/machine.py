@@ -28,7 +28,13 @@ from pnyx.protocols.etcd.auth import (
     AuthResponse,
     AuthStore,
 )
-from pnyx.protocols.etcd.errors import ERR_LEASE_NOT_FOUND, ErrorResult, EtcdError, GrpcCode
+from pnyx.protocols.etcd.errors import (
+    ERR_LEASE_NOT_FOUND,
+    ERR_USER_EMPTY,
+    ErrorResult,
+    EtcdError,
+    GrpcCode,
+)
 from pnyx.protocols.etcd.lease import DEFAULT_MIN_LEASE_TTL_S, LeaseTable, Lessor
 from pnyx.protocols.etcd.mvcc import (
     DEFAULT_RECENT_REVISIONS,
@@ -150,6 +156,10 @@ def decode_result(command: Any, raw: Any) -> Any:
         return raw
 
 
+_USER_REQUESTS = (RangeRequest, PutRequest, DeleteRangeRequest, TxnRequest)
+"""Client requests that carry their user while auth is enabled."""
+
+
 class _StoreImage(msgspec.Struct, frozen=True, array_like=True):
     format: int
     mvcc: bytes
@@ -209,13 +219,24 @@ class EtcdStore:
             return exc.result()
 
     def execute(self, request: EtcdCommand) -> Any:
-        """Apply one request struct; raises :class:`EtcdError` where etcd refuses."""
+        """Apply one request struct; raises :class:`EtcdError` where etcd refuses.
+
+        While auth is enabled a client's KV request comes as :class:`AuthedRequest`; a bare
+        Range / Put / DeleteRange / Txn is one sent without a user (a member that had not
+        applied the enable yet sent it as is): *user name is empty*, as etcd answers a
+        request whose header has no auth revision.  Lease and compaction requests stay
+        unchecked (etcd 3.4 checks none but LeaseRevoke; expiry revokes are the server's)."""
+        if self.auth.enabled and isinstance(request, _USER_REQUESTS):
+            raise ERR_USER_EMPTY.fresh()
+        return self._execute(request)
+
+    def _execute(self, request: EtcdCommand) -> Any:
         if isinstance(request, AuthedRequest):
             return self._execute_as(request.user, decode_command(request.request))
         if isinstance(request, AuthCheckQuery):
             return msgspec.structs.replace(self.auth.check_query(request), header=self._header())
         if isinstance(request, AUTH_REQUEST_TYPES):
-            return self._auth(request, None)
+            return self._auth(request, "")  # no user: admin requests refused while enabled
         if isinstance(request, LeaseGrantRequest):
             lease_id, ttl_s = self.leases.grant(request.TTL, request.ID)
             return LeaseGrantResponse(header=self._header(), ID=lease_id, TTL=ttl_s)
@@ -235,9 +256,9 @@ class EtcdStore:
         self.auth.check_request(user, request, self.leases.keys_of)
         if isinstance(request, LeaseRevokeRequest) and self.auth.enabled:
             self.auth.check_lease(user, self.leases.keys_of(request.ID))
-        return self.execute(request)
+        return self._execute(request)
 
-    def _auth(self, request: Any, user: str | None) -> AuthResponse:
+    def _auth(self, request: Any, user: str) -> AuthResponse:
         result = self.auth.execute(request, user)
         return msgspec.structs.replace(result, header=self._header())
 
