@@ -43,8 +43,10 @@ from pnyx.protocols.etcd.auth import (
     AuthUserListRequest,
     Permission,
     PermType,
+    SimpleTokens,
     covers,
     hash_password,
+    token_seq,
     verify_password,
 )
 from pnyx.protocols.etcd.errors import ErrorResult
@@ -506,3 +508,20 @@ def test_requests_without_a_user_are_refused_while_auth_is_enabled() -> None:
     assert store.apply(LeaseGrantRequest(TTL=10)).TTL == 10
     put = AuthedRequest(user="root", request=PutRequest(key=b"k", value=b"v"))
     assert store.apply(put).header.revision == 2
+
+
+def test_simple_tokens_expire_after_their_ttl_since_last_use() -> None:
+    now = [0]
+    tokens = SimpleTokens(lambda: now[0], ttl_ms=1000)
+    tokens.token_assigned("a.1", "alice")
+    tokens.token_assigned("b.2", "bob")
+    now[0] = 900
+    assert tokens.user_of("a.1") == "alice"  # used: lives until 1900
+    now[0] = 1500
+    assert tokens.user_of("a.1") == "alice" and tokens.user_of("b.2") is None
+    tokens.user_invalidated("alice")
+    assert tokens.user_of("a.1") is None
+    tokens.token_assigned("c.3", "carol")
+    tokens.tokens_cleared()
+    assert tokens.user_of("c.3") is None and len(tokens) == 0
+    assert token_seq("abc.12") == 12 and token_seq("bogus") is None and token_seq(".1") is None
