@@ -45,6 +45,13 @@ class Host:
         return ["ip", "netns", "exec", self.netns, *argv]
 
 
+class NemesisUnavailable(RuntimeError):
+    """A fault this machine or mode cannot inject (e.g. a partition without network
+    namespaces, link delay without ``sch_netem``, clock skew for a Go binary); the message
+    says why and what would make it available.  Raised when a nemesis is built or a cut
+    is asked of a net that cannot drop packets."""
+
+
 class Net(Protocol):
     """The network of a run: hosts and the links between them."""
 
@@ -59,7 +66,8 @@ class Net(Protocol):
         ...
 
     def cut(self, links: list[tuple[Host, Host]]) -> None:
-        """Drop every packet from the first host of each pair to the second (one-way)."""
+        """Drop every packet from the first host of each pair to the second (one-way);
+        raises :class:`NemesisUnavailable` when the net is not isolated (loopback mode)."""
         ...
 
     def heal(self) -> None:
