@@ -11,6 +11,7 @@ _SPECS: dict[str, str] = {
     "broadcast": "pnyx.sim.specs.broadcast:BROADCAST",
     "broadcast-broken": "pnyx.sim.specs.broadcast:BROADCAST_BROKEN",
     "etcd": "pnyx.sim.specs.etcd:ETCD",
+    "etcd-compact": "pnyx.sim.specs.etcd:ETCD_COMPACT",
     "raft": "pnyx.sim.specs.raft:RAFT",
 }
 

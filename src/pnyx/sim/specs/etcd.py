@@ -27,7 +27,7 @@ answers Raft's ``TakeSnapshot``), and asks again after every applied batch to ad
 watch hub.  A crash loses the lessor and the hub with the node (clients re-create watches).
 
 **The monitor** (:class:`EtcdMonitor`) keeps every Raft invariant and liveness condition of
-:class:`~pnyx.specs.raft.RaftMonitor` (applied to the wrapped Raft nodes) and adds:
+:class:`~pnyx.sim.specs.raft.RaftMonitor` (applied to the wrapped Raft nodes) and adds:
 
 * ``revision-divergence``: every node's MVCC store produces the same events at each
   revision (the first node to apply a revision gives the authoritative event log);
@@ -43,7 +43,8 @@ watch hub.  A crash loses the lessor and the hub with the node (clients re-creat
 * ``watch-order`` (at the end): every event a client's watch accepted — across streams
   re-created on other nodes from the last revision seen — is exactly the authoritative
   event log of the watched range from the watch's start revision, in revision order, with
-  no gap and no duplicate, up to the last revision it accepted;
+  no gap and no duplicate, up to the last revision it accepted; and a watch canceled as
+  compacted needed a revision below the compact revision (it then starts anew there);
 * ``linearizability`` (at the end): the clients' KV and txn operations per key against
   the ``kv`` model (a checker time-out is counted as unknown, as for Raft).
 
@@ -133,8 +134,16 @@ MUTANT_PROPERTIES: dict[str, str] = {
 }
 """etcd mutant -> the violation that must catch it."""
 
-SIM_ETCD_CONFIG = dataclasses.replace(SIM_CONFIG, initial_voters=None)
-"""Raft's simulator settings (small batches, windows, snapshots), every node a voter."""
+ETCD_CHUNK_SCALE = 32
+"""An etcd snapshot (MVCC history, leases, sessions) is some 50x a Raft KV one: snapshot
+chunk sizes are scaled by this, so that a stream has about as many chunks as Raft's."""
+SIM_ETCD_CONFIG = dataclasses.replace(
+    SIM_CONFIG,
+    initial_voters=None,
+    snapshot_chunk_bytes=SIM_CONFIG.snapshot_chunk_bytes * ETCD_CHUNK_SCALE // 8,
+)
+"""Raft's simulator settings (small batches, windows, snapshots), every node a voter,
+snapshot chunks of 1 KiB."""
 
 _BIND = "etcd-bind"
 _AFTER_APPLY = "etcd-after-apply"
@@ -628,6 +637,13 @@ class EtcdMonitor(Monitor):
 
     def check_watch(self, client_id: int, record: WatchRecord) -> Violation | None:
         """The ``watch-order`` property of one logical watch (None: it holds)."""
+        what = f"client {client_id} watch {_describe_range(record)} from {record.start}"
+        if record.compacted and record.needed > record.compacted:
+            return Violation(
+                "watch-order",
+                f"{what}: canceled as compacted at {record.compacted}, though it needed "
+                f"only revisions from {record.needed} on",
+            )
         got = record.events
         if not got:
             return None
@@ -640,7 +656,6 @@ class EtcdMonitor(Monitor):
                     return Violation("watch-order", f"revision {rev} was never applied")
                 continue
             expected.extend(e for e in events if _covers(record, e[1].key))
-        what = f"client {client_id} watch {_describe_range(record)} from {record.start}"
         for i, ev in enumerate(got):
             seen = (ev.type, ev.kv)
             if i >= len(expected) or seen != expected[i]:
@@ -741,12 +756,24 @@ def draw_etcd_settings(rng: random.Random) -> dict[str, Any]:
     return {k: v for k, v in draw_raft_settings(rng).items() if k not in CLIENT_SETTINGS}
 
 
+def draw_etcd_stream_settings(rng: random.Random) -> dict[str, Any]:
+    """Swarm: Raft's stream settings, with snapshot chunks scaled to etcd's snapshots."""
+    settings = draw_raft_stream_settings(rng)
+    if "snapshot_chunk_bytes" in settings:
+        settings["snapshot_chunk_bytes"] *= ETCD_CHUNK_SCALE
+    return settings
+
+
 def etcd_spec(
     mutants: frozenset[str] = frozenset(),
     config: RaftConfig | None = None,
     name: str = "etcd",
+    compactions: bool = False,
 ) -> ProtocolSpec:
-    """The etcd spec; ``mutants`` (names from :data:`MUTANTS`) breaks it on purpose."""
+    """The etcd spec; ``mutants`` (names from :data:`MUTANTS`) breaks it on purpose.
+
+    ``compactions``: clients also compact, a few revisions behind the latest they saw (off
+    in ``etcd``: see :data:`ETCD_COMPACT`)."""
     unknown = mutants - MUTANTS
     assert not unknown, f"unknown mutants {sorted(unknown)}; valid: {sorted(MUTANTS)}"
     base = config or SIM_ETCD_CONFIG
@@ -759,7 +786,9 @@ def etcd_spec(
 
     def make_client(client_id: int, node_ids: tuple[int, ...], rng: Rng) -> Any:
         admin = client_id == CLIENT_ID_BASE
-        return EtcdClient(client_id, node_ids, rng, tick_ms=ETCD_TICK_MS, admin=admin)
+        return EtcdClient(
+            client_id, node_ids, rng, tick_ms=ETCD_TICK_MS, admin=admin, compactions=compactions
+        )
 
     def make_sm() -> StateMachine:
         inner = EtcdStateMachine(min_lease_ttl_s=MIN_LEASE_TTL_S)
@@ -767,7 +796,7 @@ def etcd_spec(
 
     def configure(settings: Mapping[str, Any]) -> ProtocolSpec:
         protocol = {k: v for k, v in settings.items() if k not in CLIENT_SETTINGS}
-        return etcd_spec(mutants, dataclasses.replace(base, **protocol), name)
+        return etcd_spec(mutants, dataclasses.replace(base, **protocol), name, compactions)
 
     return ProtocolSpec(
         name=name,
@@ -781,7 +810,7 @@ def etcd_spec(
         default_clients=3,
         broken=bool(mutants),
         draw_settings=draw_etcd_settings,
-        draw_stream_settings=draw_raft_stream_settings,
+        draw_stream_settings=draw_etcd_stream_settings,
         configure=configure,
         make_nemesis=EtcdNemesis,
         nemesis_rules=NEMESIS_RULES,
@@ -791,9 +820,15 @@ def etcd_spec(
 
 
 ETCD = etcd_spec()
+ETCD_COMPACT = etcd_spec(name="etcd-compact", compactions=True)
+"""``pnyx sim etcd-compact``: clients compact too.  Not yet clean: a watch resumed at
+exactly the compact revision misses a delete at that revision (compaction drops the
+tombstone, and the hub lets a new watcher start at the compact revision without
+canceling it), e.g. ``pnyx sim etcd-compact --seed 33``."""
 
 __all__ = [
     "ETCD",
+    "ETCD_COMPACT",
     "ETCD_MUTANTS",
     "ETCD_TICK_MS",
     "LEASE_EXPIRES_EARLY",

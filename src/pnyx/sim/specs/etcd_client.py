@@ -25,6 +25,8 @@ talks to the nodes of :mod:`pnyx.sim.specs.etcd` with Raft's client messages.
   leader to hand leadership to a node (etcd's MoveLeader), so leaders also change while
   everything is healthy — the moment a new leader's lessor must not forget the old
   leader's keep-alives.
+* **Compactions** (with ``compactions=True``) now and then, at most a few revisions
+  behind the latest the client saw.
 * **A watch** over one key, the ``k/`` prefix, or every key, from revision 1 or from "now",
   on one node, with progress notifications.  The node's messages
   (:class:`WatchData`) are numbered per stream: a message out of sequence means the stream
@@ -32,7 +34,10 @@ talks to the nodes of :mod:`pnyx.sim.specs.etcd` with Raft's client messages.
   the watch — on another node, from the revision after the last event it accepted (or
   after the last progress notification), as etcd's clients do.  It also re-creates it when
   the stream is silent too long (a crashed or cut-off node) and, now and then, for no
-  reason.  Every accepted event is kept (:attr:`EtcdClient.watch_log`) for the monitor.
+  reason.  When the watch is canceled because the history it needs was compacted, the
+  client starts a new watch from the compact revision (etcd's clients get
+  ``ErrCompacted`` and do the same).  Every accepted event is kept
+  (:attr:`EtcdClient.watch_log`) for the monitor.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ import msgspec
 from pnyx.core import ClientReply, HistoryEvent, Message, Outbox, Quiesce, Record, Rng, Send
 from pnyx.protocols.etcd.errors import ErrorResult
 from pnyx.protocols.etcd.requests import (
+    CompactionRequest,
+    CompactionResponse,
     Compare,
     CompareResult,
     CompareTarget,
@@ -94,6 +101,8 @@ OP_WEIGHTS: tuple[tuple[str, int], ...] = (
     ("multi_get", 8),
     ("lease", 17),
 )
+COMPACT_WEIGHT = 3
+"""Weight of compactions among the operations when a client makes them."""
 
 
 def kv_process(client_id: int, key_index: int) -> int:
@@ -156,6 +165,10 @@ class WatchRecord:
     next_rev: int = 0
     """The revision a re-created stream starts from."""
     recreated: int = 0
+    compacted: int = 0
+    """The ``compact_revision`` of the response that canceled this watch (0: never)."""
+    needed: int = 0
+    """The revision the watch needed next when it was canceled as compacted."""
 
 
 @dataclass
@@ -190,6 +203,7 @@ class EtcdClient(Outbox):
         lapse_p: float = 0.2,
         admin: bool = False,
         transfer_p: float = 0.15,
+        compactions: bool = False,
         watch_silence_ticks: int = 40,
         watch_move_p: float = 0.005,
     ) -> None:
@@ -205,6 +219,7 @@ class EtcdClient(Outbox):
         self._lapse_p = lapse_p
         self._admin = admin
         self._transfer_p = transfer_p
+        self._weights = OP_WEIGHTS + ((("compact", COMPACT_WEIGHT),) if compactions else ())
         self._watch_silence_ticks = watch_silence_ticks
         self._watch_move_p = watch_move_p
         self._target = _pick(rng, list(node_ids))
@@ -217,6 +232,8 @@ class EtcdClient(Outbox):
         self._think_ticks = rng.randrange(0, max_think_ticks + 1)
         self._stopped = False
         self._last_seen: dict[str, str] = {}
+        self._revision = 0
+        """The highest store revision a response showed (compactions stay below it)."""
         # the lease
         self.lease_id = 0
         self._lease_ttl_s = 0
@@ -292,6 +309,14 @@ class EtcdClient(Outbox):
         kind = self._pick_kind()
         if kind == "lease":
             self._start_lease_op()
+            return
+        if kind == "compact":
+            if self._revision > 4:
+                compact = CompactionRequest(revision=self._revision - rng.randrange(0, 4))
+                ok = (CompactionResponse,)
+                self._begin(
+                    "write", self._write(compact), [], lambda r: [] if type(r) in ok else None
+                )
             return
         index = rng.randrange(0, len(KV_KEYS))
         key = KV_KEYS[index]
@@ -392,9 +417,9 @@ class EtcdClient(Outbox):
             )
 
     def _pick_kind(self) -> str:
-        total = sum(w for _, w in OP_WEIGHTS)
+        total = sum(w for _, w in self._weights)
         draw = self._rng.randrange(0, total)
-        for kind, weight in OP_WEIGHTS:
+        for kind, weight in self._weights:
             if draw < weight:
                 return kind
             draw -= weight
@@ -476,6 +501,9 @@ class EtcdClient(Outbox):
             self._seq = 0
             self._finish(op, "ok", None)
             return
+        header = getattr(result, "header", None)
+        if header is not None:
+            self._revision = max(self._revision, header.revision)
         outputs = op.decode(result)
         if outputs is None:
             self._finish(op, "fail", result)
@@ -578,6 +606,15 @@ class EtcdClient(Outbox):
         self._watch_silent = 0
         w = self.watch
         for response in msg.responses:
+            if response.canceled and response.compact_revision > 0:
+                # the history this watch needs is compacted away: as etcd's clients, start
+                # a new watch from the compact revision (what came before it is lost)
+                w.compacted, w.needed = response.compact_revision, w.next_rev
+                compacted = response.compact_revision
+                self.watch = WatchRecord(w.key, w.range_end, compacted, next_rev=compacted)
+                self.watch_log.append(self.watch)
+                self._open_watch(self._other_node(self._watch_node))
+                return
             if response.canceled:
                 self._open_watch(self._other_node(self._watch_node))
                 return
