@@ -1,0 +1,358 @@
+"""Systems under test: pnyx's etcd service and real etcd 3.4, one node per host.
+
+Both speak etcd's v3 gRPC API, so one workload runs against either.  A node runs on its
+host through ``Host.command`` (``ip netns exec NS argv`` with namespaces: ``ip`` enters
+the namespace and *execs* the target, so the child's pid is the node's own pid), in its own
+session, with stdout and stderr appended to ``<directory>/<host>.log`` and its data in
+``<directory>/<host>/``.  Ports: the peer port is ``host.port_base``, the client port
+``host.port_base + 1``, both on ``host.address``.
+
+Only processes an adapter started are ever signalled, by pid, and only while the
+``Popen`` handle says they have not been reaped (a reaped pid may belong to someone else).
+
+Adding a system: subclass :class:`ProcessSystem`, set ``name``, and implement
+``_argv(host)`` (the command line of the node on ``host``, data dir
+``self.data_dir(host)``); clients reach ``self.endpoints()``.  If the system does not speak
+etcd's API, also override ``serving(host)`` and ``leader()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+from aetcd.rpc import rpc_pb2, rpc_pb2_grpc  # type: ignore[import-untyped]
+
+from pnyx.harness.api import Host
+
+__all__ = ["ETCD_BIN", "SYSTEMS", "EtcdSystem", "NodeStatus", "PnyxSystem", "ProcessSystem"]
+
+ETCD_BIN = os.environ.get("PNYX_ETCD_BIN") or shutil.which("etcd") or "/usr/bin/etcd"
+START_TIMEOUT_S = 90.0
+"""Bound on a cluster starting to serve (generous: a busy 2-core machine)."""
+STOP_TIMEOUT_S = 10.0
+"""Bound between SIGTERM and SIGKILL in :meth:`ProcessSystem.stop`."""
+REAP_TIMEOUT_S = 10.0
+"""Bound on a SIGKILLed process being reaped."""
+RPC_TIMEOUT_S = 1.0
+"""Bound on one Status/Range call."""
+
+
+class NodeStatus:
+    """One node's answer to Maintenance.Status."""
+
+    def __init__(self, host: Host, response: Any) -> None:
+        self.host = host
+        self.member_id = int(response.header.member_id)
+        self.leader_id = int(response.leader)
+        self.term = int(response.raftTerm)
+
+
+def _status(endpoint: str, timeout_s: float) -> Any | None:
+    try:
+        with grpc.insecure_channel(endpoint) as channel:
+            stub = rpc_pb2_grpc.MaintenanceStub(channel)
+            return stub.Status(rpc_pb2.StatusRequest(), timeout=timeout_s)
+    except grpc.RpcError:
+        return None
+
+
+def _serving(endpoint: str, timeout_s: float) -> bool:
+    """A leader is known and a linearizable Range goes through."""
+    try:
+        with grpc.insecure_channel(endpoint) as channel:
+            status = rpc_pb2_grpc.MaintenanceStub(channel).Status(
+                rpc_pb2.StatusRequest(), timeout=timeout_s
+            )
+            if status.leader == 0:
+                return False
+            rpc_pb2_grpc.KVStub(channel).Range(
+                rpc_pb2.RangeRequest(key=b"pnyx-harness-probe"), timeout=timeout_s
+            )
+    except grpc.RpcError:
+        return False
+    return True
+
+
+class ProcessSystem:
+    """A cluster of one process per host (see the module docstring); subclasses give the
+    command line."""
+
+    name = "process"
+
+    def __init__(self, *, start_timeout_s: float = START_TIMEOUT_S) -> None:
+        self.start_timeout_s = start_timeout_s
+        self.hosts: tuple[Host, ...] = ()
+        self.directory = Path()
+        self.cluster_token = "pnyx-" + secrets.token_hex(6)
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._paused: set[str] = set()
+
+    # -- to implement -------------------------------------------------------------------
+
+    def _argv(self, host: Host) -> list[str]:
+        raise NotImplementedError
+
+    # -- addresses ----------------------------------------------------------------------
+
+    def peer_port(self, host: Host) -> int:
+        return host.port_base
+
+    def client_port(self, host: Host) -> int:
+        return host.port_base + 1
+
+    def endpoint(self, host: Host) -> str:
+        return f"{host.address}:{self.client_port(host)}"
+
+    def endpoints(self) -> list[str]:
+        return [self.endpoint(h) for h in self.hosts]
+
+    def data_dir(self, host: Host) -> Path:
+        return self.directory / host.name
+
+    def log_path(self, host: Host) -> Path:
+        return self.directory / f"{host.name}.log"
+
+    def logs(self) -> dict[str, Path]:
+        return {h.name: self.log_path(h) for h in self.hosts}
+
+    def log_tail(self, lines: int = 20) -> str:
+        parts = []
+        for name, path in self.logs().items():
+            with contextlib.suppress(OSError):
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"--- {name} ({path})\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+    def pids(self) -> dict[str, int]:
+        """Host name -> pid of the node process running now (started by this adapter)."""
+        return {name: p.pid for name, p in self._procs.items() if p.poll() is None}
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self, hosts: tuple[Host, ...], directory: Path) -> None:
+        """Start a node on every host; return once each serves (a leader is known and a
+        linearizable read goes through), or stop them and raise with the logs' tail."""
+        self.hosts = tuple(hosts)
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            for host in self.hosts:
+                self.start_node(host)
+            self.wait_serving(self.hosts, self.start_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_node(self, host: Host) -> None:
+        """Launch the node on ``host`` (again, after a kill: same data directory); returns
+        once launched, without waiting for it to serve (see :meth:`wait_serving`)."""
+        running = self._procs.get(host.name)
+        if running is not None and running.poll() is None:
+            raise RuntimeError(f"{self.name} node on {host.name} runs (pid {running.pid})")
+        self.data_dir(host).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path(host), "ab") as out:
+            out.write(f"=== pnyx harness: starting {self.name} on {host.name}\n".encode())
+            out.flush()
+            self._procs[host.name] = subprocess.Popen(
+                host.command(self._argv(host)),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._paused.discard(host.name)
+
+    def wait_serving(self, hosts: tuple[Host, ...] | None = None, timeout_s: float = 60.0) -> None:
+        """Wait (bounded) until every node of ``hosts`` (default: all) serves; raise with
+        the logs' tail when one exits or the bound passes."""
+        pending = list(hosts if hosts is not None else self.hosts)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            for host in pending:
+                proc = self._procs.get(host.name)
+                if proc is None or proc.poll() is not None:
+                    code = None if proc is None else proc.returncode
+                    raise RuntimeError(
+                        f"{self.name} node on {host.name} is not running (exit {code})\n"
+                        f"{self.log_tail()}"
+                    )
+            pending = [h for h in pending if not self.serving(h)]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(h.name for h in pending)
+                raise RuntimeError(
+                    f"{self.name} nodes {names} not serving after {timeout_s:.0f} s\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.1)  # poll interval
+
+    def serving(self, host: Host) -> bool:
+        """Whether the node on ``host`` serves now (bounded by :data:`RPC_TIMEOUT_S`)."""
+        return _serving(self.endpoint(host), RPC_TIMEOUT_S)
+
+    def _signal(self, host: Host, signum: int) -> subprocess.Popen[bytes]:
+        proc = self._procs.get(host.name)
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"{self.name} node on {host.name} is not running")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signum)
+        return proc
+
+    def kill(self, host: Host) -> None:
+        """SIGKILL the node on ``host`` and wait (bounded) until it is reaped."""
+        proc = self._signal(host, signal.SIGKILL)
+        proc.wait(REAP_TIMEOUT_S)
+        self._paused.discard(host.name)
+
+    def pause(self, host: Host) -> None:
+        self._signal(host, signal.SIGSTOP)
+        self._paused.add(host.name)
+
+    def resume(self, host: Host) -> None:
+        self._signal(host, signal.SIGCONT)
+        self._paused.discard(host.name)
+
+    def running(self, host: Host) -> bool:
+        proc = self._procs.get(host.name)
+        return proc is not None and proc.poll() is None
+
+    def paused(self, host: Host) -> bool:
+        return host.name in self._paused and self.running(host)
+
+    def stop(self) -> None:
+        """SIGCONT paused nodes, SIGTERM every node this adapter started, SIGKILL what is
+        left after :data:`STOP_TIMEOUT_S`; bounded; idempotent."""
+        procs = [p for p in self._procs.values() if p.poll() is None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+                os.kill(proc.pid, signal.SIGCONT)
+        self._paused.clear()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.0, deadline - time.monotonic()))
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(REAP_TIMEOUT_S)
+
+    # -- observation --------------------------------------------------------------------
+
+    def statuses(self, timeout_s: float = RPC_TIMEOUT_S) -> list[NodeStatus]:
+        """Every answering node's Status, asked in parallel (bounded by ``timeout_s``)."""
+        if not self.hosts:
+            return []
+        with ThreadPoolExecutor(max_workers=len(self.hosts)) as pool:
+            answers = list(pool.map(lambda h: _status(self.endpoint(h), timeout_s), self.hosts))
+        return [NodeStatus(h, a) for h, a in zip(self.hosts, answers, strict=True) if a]
+
+    def leader(self) -> Host | None:
+        """The leader named by the answering node of the highest Raft term (member ids
+        mapped to hosts by each node's own header), if any; bounded."""
+        statuses = self.statuses()
+        hosts_by_id = {s.member_id: s.host for s in statuses}
+        named = [s for s in statuses if s.leader_id != 0]
+        if not named:
+            return None
+        best = max(named, key=lambda s: s.term)
+        return hosts_by_id.get(best.leader_id)
+
+
+class PnyxSystem(ProcessSystem):
+    """pnyx's etcd service: ``pnyx serve --protocol etcd`` per host."""
+
+    name = "pnyx"
+
+    def __init__(
+        self,
+        *,
+        tick_ms: int = 10,
+        extra_args: tuple[str, ...] = (),
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
+        super().__init__(start_timeout_s=start_timeout_s)
+        self.tick_ms = tick_ms
+        self.extra_args = extra_args
+
+    def _argv(self, host: Host) -> list[str]:
+        ids = {h.name: i for i, h in enumerate(self.hosts, start=1)}
+        peers = ",".join(f"{ids[h.name]}={h.address}:{self.peer_port(h)}" for h in self.hosts)
+        clients = ",".join(f"{ids[h.name]}={self.endpoint(h)}" for h in self.hosts)
+        return [
+            sys.executable, "-m", "pnyx", "serve",
+            "--protocol", "etcd",
+            "--id", str(ids[host.name]),
+            "--peers", peers,
+            "--cluster-id", self.cluster_token,
+            "--data-dir", str(self.data_dir(host)),
+            "--tick-ms", str(self.tick_ms),
+            "--client-host", host.address,
+            "--client-port", str(self.client_port(host)),
+            "--client-endpoints", clients,
+            *self.extra_args,
+        ]  # fmt: skip
+
+
+class EtcdSystem(ProcessSystem):
+    """Real etcd (Debian ``etcd-server`` 3.4): ``etcd`` per host, a static initial cluster
+    on the hosts' addresses; a restarted member finds its data dir and rejoins."""
+
+    name = "etcd"
+
+    def __init__(
+        self,
+        *,
+        binary: str = ETCD_BIN,
+        extra_args: tuple[str, ...] = (),
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
+        super().__init__(start_timeout_s=start_timeout_s)
+        if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+            raise RuntimeError(
+                f"etcd not found at {binary}: install Debian etcd-server (apt-get install "
+                f"etcd-server etcd-client) or set PNYX_ETCD_BIN"
+            )
+        self.binary = binary
+        self.extra_args = extra_args
+
+    def _peer_url(self, host: Host) -> str:
+        return f"http://{host.address}:{self.peer_port(host)}"
+
+    def _argv(self, host: Host) -> list[str]:
+        initial = ",".join(f"{h.name}={self._peer_url(h)}" for h in self.hosts)
+        client = f"http://{self.endpoint(host)}"
+        return [
+            self.binary,
+            "--name", host.name,
+            "--data-dir", str(self.data_dir(host)),
+            "--listen-client-urls", client,
+            "--advertise-client-urls", client,
+            "--listen-peer-urls", self._peer_url(host),
+            "--initial-advertise-peer-urls", self._peer_url(host),
+            "--initial-cluster", initial,
+            "--initial-cluster-state", "new",
+            "--initial-cluster-token", self.cluster_token,
+            *self.extra_args,
+        ]  # fmt: skip
+
+
+SYSTEMS: dict[str, type[ProcessSystem]] = {"pnyx": PnyxSystem, "etcd": EtcdSystem}
+"""``--system`` name -> adapter class (constructed without arguments for defaults)."""
