@@ -51,7 +51,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Self
 
-from pnyx.harness.api import Host, NemesisUnavailable
+from pnyx.harness.api import Host, NemesisUnavailable, Net
 
 __all__ = [
     "LoopbackNet",
@@ -419,3 +419,8 @@ def exit_on_signals(*signums: int) -> Iterator[None]:
     finally:
         for s, old in previous.items():
             signal.signal(s, old)
+
+
+def _conforms(namespaces: NamespaceNet, loopback: LoopbackNet) -> tuple[Net, Net]:
+    """Static check (mypy): both nets implement :class:`~pnyx.harness.api.Net`."""
+    return namespaces, loopback

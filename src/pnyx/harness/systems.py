@@ -33,7 +33,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 from aetcd.rpc import rpc_pb2, rpc_pb2_grpc  # type: ignore[import-untyped]
 
-from pnyx.harness.api import Host
+from pnyx.harness.api import Host, System
 
 __all__ = ["ETCD_BIN", "SYSTEMS", "EtcdSystem", "NodeStatus", "PnyxSystem", "ProcessSystem"]
 
@@ -356,3 +356,8 @@ class EtcdSystem(ProcessSystem):
 
 SYSTEMS: dict[str, type[ProcessSystem]] = {"pnyx": PnyxSystem, "etcd": EtcdSystem}
 """``--system`` name -> adapter class (constructed without arguments for defaults)."""
+
+
+def _conforms(pnyx: PnyxSystem, etcd: EtcdSystem) -> tuple[System, System]:
+    """Static check (mypy): both adapters implement :class:`~pnyx.harness.api.System`."""
+    return pnyx, etcd
