@@ -242,7 +242,9 @@ def test_snapshot_streams_the_state_with_its_sha256(tmp_path: Path) -> None:
             blob = b"".join(r.blob for r in chunks)
             data, digest = blob[:-32], blob[-32:]
             assert hashlib.sha256(data).digest() == digest
-            assert data == server.machine.inner.store.snapshot()
+            assert len(blob) % 512 == 32  # how etcdctl snapshot save finds the trailer
+            state = server.machine.inner.store.snapshot()
+            assert data[: len(state)] == state and not data[len(state) :].strip(b"\0")
 
     run(body)
 

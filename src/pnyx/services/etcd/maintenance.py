@@ -120,11 +120,13 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):  # type: ignore[misc
 
     async def Snapshot(self, request: Any, context: Any) -> AsyncIterator[Any]:
         """This member's state as one consistent image (the replicated store's snapshot,
-        taken at once between two applies) followed by its SHA-256, as etcd appends one
-        to its database; streamed in chunks.  It is pnyx's format, not a bbolt file:
-        ``etcdctl snapshot save`` stores it, ``snapshot status/restore`` cannot read it."""
+        taken at once between two applies), zero-padded to a multiple of 512 bytes and
+        followed by its SHA-256, as etcd appends one to its page-aligned database
+        (``etcdctl snapshot save`` accepts a stream whose size is 32 past a multiple of
+        512); streamed in chunks.  It is pnyx's format, not a bbolt file: ``etcdctl
+        snapshot save`` stores and verifies it, ``snapshot status/restore`` cannot read it."""
         await abort_unless_admin(self.server, context)
-        data = self.server.machine.inner.store.snapshot()
+        data = _page_aligned(self.server.machine.inner.store.snapshot())
         header = self._header()
         blob = data + hashlib.sha256(data).digest()
         self.on_status("Snapshot", grpc.StatusCode.OK)
@@ -135,6 +137,15 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):  # type: ignore[misc
 
     async def Downgrade(self, request: Any, context: Any) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, MSG_NOT_CAPABLE)
+
+
+SNAPSHOT_PAGE_BYTES = 512
+"""etcdctl recognises the SHA-256 trailer by the stream's size: 32 past a multiple of 512."""
+
+
+def _page_aligned(data: bytes) -> bytes:
+    """``data`` zero-padded to a multiple of :data:`SNAPSHOT_PAGE_BYTES`."""
+    return data + bytes(-len(data) % SNAPSHOT_PAGE_BYTES)
 
 
 async def _wait_leader(server: EtcdServer, node: int) -> None:
