@@ -44,6 +44,8 @@ STOP_TIMEOUT_S = 10.0
 """Bound between SIGTERM and SIGKILL in :meth:`ProcessSystem.stop`."""
 REAP_TIMEOUT_S = 10.0
 """Bound on a SIGKILLed process being reaped."""
+PAUSE_WAIT_S = 5.0
+"""Bound on a SIGSTOPped process showing as stopped."""
 RPC_TIMEOUT_S = 1.0
 """Bound on one Status/Range call."""
 
@@ -56,6 +58,15 @@ class NodeStatus:
         self.member_id = int(response.header.member_id)
         self.leader_id = int(response.leader)
         self.term = int(response.raftTerm)
+
+
+def _proc_state(pid: int) -> str | None:
+    """The process's state letter in ``/proc/PID/stat`` (``T``: stopped), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def _status(endpoint: str, timeout_s: float) -> Any | None:
@@ -220,8 +231,14 @@ class ProcessSystem:
         self._paused.discard(host.name)
 
     def pause(self, host: Host) -> None:
-        self._signal(host, signal.SIGSTOP)
+        """SIGSTOP the node on ``host``; returns once the kernel shows it stopped (bounded
+        by :data:`PAUSE_WAIT_S`: every thread of a multi-threaded process stops
+        asynchronously)."""
+        proc = self._signal(host, signal.SIGSTOP)
         self._paused.add(host.name)
+        deadline = time.monotonic() + PAUSE_WAIT_S
+        while _proc_state(proc.pid) not in ("T", None) and time.monotonic() < deadline:
+            time.sleep(0.01)  # poll interval
 
     def resume(self, host: Host) -> None:
         self._signal(host, signal.SIGCONT)
@@ -235,16 +252,18 @@ class ProcessSystem:
         return host.name in self._paused and self.running(host)
 
     def stop(self) -> None:
-        """SIGCONT paused nodes, SIGTERM every node this adapter started, SIGKILL what is
-        left after :data:`STOP_TIMEOUT_S`; bounded; idempotent."""
+        """Stop every node this adapter started: one at a time, SIGTERM (and SIGCONT, in
+        case it is paused) and a wait; SIGKILL whatever is left once :data:`STOP_TIMEOUT_S`
+        has passed.  One at a time because etcd members all told to stop at once take
+        seconds (the leader tries to hand over to members that are going away).
+        Bounded; idempotent."""
         procs = [p for p in self._procs.values() if p.poll() is None]
+        self._paused.clear()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGTERM)
                 os.kill(proc.pid, signal.SIGCONT)
-        self._paused.clear()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.0, deadline - time.monotonic()))
         for proc in procs:
