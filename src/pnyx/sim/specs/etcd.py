@@ -36,15 +36,17 @@ watch hub.  A crash loses the lessor and the hub with the node (clients re-creat
   keep-alive the client saw acknowledged with that TTL.  Clock assumption: the leader
   measures TTLs in its own ticks, which run at most :data:`~pnyx.sim.schedule.MAX_DRIFT`
   fast, and a deadline is rounded to a tick; so the bound allowed is
-  ``TTL x (1 - MAX_DRIFT) - 2 ticks``.  (Counting from the invocation, not the answer, is
-  what a ReadIndex-confirmed renewal can promise: a later leader is elected after the
-  leader's confirming heartbeat left, so after the invocation.)  etcd checks nothing of
-  the kind;
+  ``TTL x (1 - MAX_DRIFT) - 2 ticks``.  A paused node's missed ticks come back at most as
+  fast as they were missed (catch-up ticks and ``clock_stalled``), never ahead of time.
+  (Counting from the invocation, not the answer, is what a ReadIndex-confirmed renewal
+  can promise: a later leader is elected after the leader's confirming heartbeat left, so
+  after the invocation.)  etcd checks nothing of the kind;
 * ``watch-order`` (at the end): every event a client's watch accepted — across streams
   re-created on other nodes from the last revision seen — is exactly the authoritative
   event log of the watched range from the watch's start revision, in revision order, with
   no gap and no duplicate, up to the last revision it accepted; and a watch canceled as
-  compacted needed a revision below the compact revision (it then starts anew there);
+  compacted needed history from the compact revision or before (it then starts anew at
+  the compact revision; clients compact only in ``etcd-compact``);
 * ``linearizability`` (at the end): the clients' KV and txn operations per key against
   the ``kv`` model (a checker time-out is counted as unknown, as for Raft).
 
@@ -595,7 +597,7 @@ class EtcdMonitor(Monitor):
                 self.protected_us[lease_id] = until
                 self.protected_by[lease_id] = (
                     f"{f} by process {event.process} invoked at {invoked_ns // 1000} us, "
-                    f"TTL {ttl_s} s"
+                    f"TTL {ttl_s} s = {ttl_s * us_per_s // 1000} ms of virtual time"
                 )
             if lease_id in self.expired_us:
                 self._cursor = len(history)
