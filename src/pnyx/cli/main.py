@@ -19,6 +19,7 @@ _COMMANDS: dict[str, str] = {
     "lock": "pnyx.cli.lock_cmd:lock",
     "elect": "pnyx.cli.elect_cmd:elect",
     "service-demo": "pnyx.cli.service_demo_cmd:service_demo",
+    "test": "pnyx.cli.test_cmd:test",
 }
 
 

@@ -1,0 +1,168 @@
+"""``pnyx test``: a Jepsen-style fault test of pnyx or real etcd on real processes.
+
+Runs a cluster of ``--nodes`` processes of ``--system`` (one per network namespace as
+root, else on loopback), drives ``--workload`` through the etcd v3 API while the
+``--nemesis`` faults come and go, heals, checks the history and writes a report directory
+(see :mod:`pnyx.harness.run` and :mod:`pnyx.harness.report`).
+
+Exit status: 0 every check passed; 1 a violation was found; 2 bad usage; 3 no verdict (a
+checker could not decide, or the run itself failed or was interrupted).
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+EXIT_VALID, EXIT_INVALID, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
+
+_WORKLOADS = ("register", "kv", "list-append", "bank", "set", "lock", "lock-fenced", "watch")
+
+
+def _nemesis_names() -> list[str]:
+    from pnyx.harness.nemeses import NEMESES
+
+    return list(NEMESES)
+
+
+def _parse_nemeses(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip() and n.strip() != "none"]
+    valid = _nemesis_names()
+    bad = [n for n in names if n not in valid]
+    if bad:
+        raise click.BadParameter(f"unknown nemesis {', '.join(bad)}; valid: "
+                                 f"{', '.join(valid)} (comma-separated), or none")  # fmt: skip
+    return list(dict.fromkeys(names))
+
+
+@click.command(name="test")
+@click.option("--system", "system_name", type=click.Choice(["pnyx", "etcd"]), default="pnyx",
+              show_default=True, help="The system under test.")
+@click.option("--workload", type=click.Choice(_WORKLOADS), default="register",
+              show_default=True)
+@click.option("--nemesis", "nemesis", default="none", show_default=True,
+              help="Comma-separated faults, e.g. partition,kill,pause (see docs/HARNESS.md).")
+@click.option("--time-limit", "time_limit_s", type=click.FloatRange(1, 86400), default=30.0,
+              show_default=True, help="Seconds of workload.")
+@click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True)
+@click.option("--rate", type=click.FloatRange(0.1, 100000), default=50.0, show_default=True,
+              help="Operations per second, all clients together.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=5, show_default=True,
+              help="Concurrent clients.")
+@click.option("--keys", type=click.IntRange(1, 1000), default=None,
+              help="Keys (accounts, lists, sets) the workload uses [workload's default].")
+@click.option("--seed", type=int, default=None, help="Random seed [random].")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
+              help="The report directory [pnyx-test/<time>-<system>-<workload>].")
+@click.option("--nemesis-interval", "interval_s", type=click.FloatRange(0.1, 3600),
+              default=5.0, show_default=True, help="Seconds between faults.")
+@click.option("--nemesis-duration", "duration_s", type=click.FloatRange(0.1, 3600),
+              default=5.0, show_default=True, help="Seconds each fault lasts.")
+@click.option("--loopback", is_flag=True,
+              help="Hosts on 127.0.0.1 even as root (no partitions).")
+def test(system_name: str, workload: str, nemesis: str, time_limit_s: float, nodes: int,
+         rate: float, concurrency: int, keys: int | None, seed: int | None,
+         directory: Path | None, interval_s: float, duration_s: float,
+         loopback: bool) -> None:  # fmt: skip
+    """Run a fault test against a real cluster and check the history."""
+    console = Console(highlight=False, soft_wrap=True)
+    try:
+        names = _parse_nemeses(nemesis)
+    except click.BadParameter as exc:
+        console.print(f"[red]error: --nemesis: {exc.message}[/red]")
+        sys.exit(EXIT_USAGE)
+    sys.exit(run_cli(console, system_name, workload, names, time_limit_s, nodes, rate,
+                     concurrency, keys, seed, directory, interval_s, duration_s, loopback))
+
+
+def run_cli(console: Console, system_name: str, workload_name: str, names: list[str],
+            time_limit_s: float, nodes: int, rate: float, concurrency: int,
+            keys: int | None, seed: int | None, directory: Path | None, interval_s: float,
+            duration_s: float, loopback: bool) -> int:  # fmt: skip
+    """Build the net, system, workload and nemeses, run, print; the exit status."""
+    import random
+
+    from pnyx.harness.api import NemesisUnavailable
+    from pnyx.harness.nemeses import make_nemesis
+    from pnyx.harness.net import namespace_support, new_run_id, open_net
+    from pnyx.harness.run import run_test
+    from pnyx.harness.systems import SYSTEMS
+    from pnyx.harness.workloads import make_workload
+
+    seed = random.randrange(1 << 31) if seed is None else seed
+    if directory is None:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+        directory = Path("pnyx-test") / f"{stamp}-{system_name}-{workload_name}"
+    reason = None if loopback else namespace_support()
+    if reason is not None:
+        console.print(f"[yellow]no network namespaces: {reason}.[/yellow]\n"
+                      "[yellow]Running in loopback mode: every node on 127.0.0.1, only the "
+                      "faults that need no namespaces.[/yellow]")  # fmt: skip
+    try:
+        system = SYSTEMS[system_name]()
+    except RuntimeError as exc:
+        console.print(f"[red]error: {exc}[/red]")
+        return EXIT_USAGE
+    run_id = new_run_id()
+    net = open_net(nodes, run_id, loopback=loopback)
+    try:
+        nemeses: list[Any] = []
+        for name in names:
+            try:
+                nemeses.append(make_nemesis(name, net, system, seed))
+            except NemesisUnavailable as exc:
+                console.print(f"[yellow]skipping nemesis {name}: {exc}[/yellow]")
+        workload = make_workload(workload_name, keys=keys, seed=seed)
+    except BaseException:
+        net.close()
+        raise
+    mode = "network namespaces" if net.isolated else "loopback"
+    console.print(f"pnyx test: {system_name}, {nodes} nodes ({mode}, run {run_id}), workload "
+                  f"{workload_name}, nemeses {', '.join(n.name for n in nemeses) or 'none'}, "
+                  f"{time_limit_s:g} s at {rate:g} ops/s x {concurrency} clients, seed {seed}")
+    result = _run_with_progress(console, lambda progress: run_test(
+        system, net, workload, nemeses, time_limit_s, rate, concurrency, seed, directory,
+        nemesis_interval_s=interval_s, nemesis_duration_s=duration_s, progress=progress),
+        time_limit_s)  # fmt: skip
+    colour = {"valid": "green", "invalid": "red"}.get(result.verdict, "yellow")
+    for check in result.checks:
+        c = {"valid": "green", "invalid": "red"}.get(check.verdict, "yellow")
+        console.print(f"  [{c}]{check.verdict:8}[/{c}] {check.name}: {check.summary}")
+        if check.verdict == "invalid" and check.counterexample:
+            console.print(check.counterexample[:3000], markup=False)
+    for interval in result.intervals:
+        console.print(f"  nemesis {interval.name} at {interval.start_ns / 1e9:.1f} s: "
+                      f"{interval.start}; {interval.stop}", markup=False)
+    if result.error:
+        console.print(f"[yellow]run: {result.error}[/yellow]")
+    for problem in result.cleanup_errors:
+        console.print(f"[yellow]clean-up: {problem}[/yellow]")
+    console.print(f"[bold {colour}]VERDICT: {result.verdict.upper()}[/bold {colour}] "
+                  f"in {result.phases.get('total', 0):.1f} s")
+    if result.report is not None:
+        console.print(f"report: {result.report}")
+    return {"valid": EXIT_VALID, "invalid": EXIT_INVALID}.get(result.verdict, EXIT_UNKNOWN)
+
+
+def _run_with_progress(console: Console, run: Any, time_limit_s: float) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description:<10}"), BarColumn(),
+                  TextColumn("{task.fields[ops]} events"), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:  # fmt: skip
+        task = bar.add_task("start", total=time_limit_s, ops=0)
+
+        def progress(phase: str, elapsed: float, ops: int) -> None:
+            if phase == "workload":
+                bar.update(task, description=phase, completed=min(elapsed, time_limit_s),
+                           ops=ops)  # fmt: skip
+            else:
+                done = time_limit_s if phase not in ("start",) else 0.0
+                bar.update(task, description=phase, completed=done, ops=ops)
+
+        return run(progress)
