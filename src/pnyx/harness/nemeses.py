@@ -105,17 +105,17 @@ def grudge_bridge(hosts: Sequence[Host], rng: random.Random) -> Grudge:
 
 
 def grudge_ring(hosts: Sequence[Host], rng: random.Random) -> Grudge:
-    """Majorities ring: the hosts in a random ring, each hears the majority centred on
-    itself (itself and its neighbours); with fewer than 4 hosts that is everyone."""
+    """Majorities ring: the hosts in a random ring, each hears its ``k`` neighbours on both
+    sides (``k`` the smallest with ``2k + 1`` a majority), so each hears a majority and no
+    two the same one.  Symmetric (TCP needs both directions); with fewer than 4 hosts
+    every host is a neighbour: nothing is cut."""
     names = _names(hosts)
     rng.shuffle(names)
     n = len(names)
-    majority = n // 2 + 1
-    before = (majority - 1) // 2
-    after = majority - 1 - before
+    k = (n // 2 + 1) // 2  # ceil((majority - 1) / 2)
     grudge: dict[str, frozenset[str]] = {}
     for i, name in enumerate(names):
-        hears = {names[(i + d) % n] for d in range(-before, after + 1)}
+        hears = {names[(i + d) % n] for d in range(-k, k + 1)}
         others = frozenset(set(names) - hears)
         if others:
             grudge[name] = others
