@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run run-sim test lint soak bench clean
 
-SYSTEM_PACKAGES := etcd-server etcd-client chromium
+SYSTEM_PACKAGES := etcd-server etcd-client chromium nftables faketime
 SYSTEM_STAMP := $(VENV)/.system-stamp
 
 $(STAMP): pyproject.toml $(SYSTEM_STAMP)
