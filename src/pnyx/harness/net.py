@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import os
@@ -46,6 +47,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from types import FrameType
@@ -181,6 +183,18 @@ def _choose_subnet(run_id: str) -> ipaddress.IPv4Network:
     raise RuntimeError("no free 10.213.x.0/24 subnet: every one overlaps an address or route")
 
 
+@contextlib.contextmanager
+def _subnet_lock() -> Iterator[None]:
+    """An exclusive lock between harness processes of this machine (``flock``)."""
+    directory = "/run/lock" if os.path.isdir("/run/lock") else tempfile.gettempdir()
+    with open(os.path.join(directory, "pnyx-harness-subnets.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class NamespaceNet:
     """``n`` hosts, each in its own network namespace, on a bridge in a switch namespace
     (see the module docstring).  Needs root; creates everything in ``__init__`` (and
@@ -199,18 +213,10 @@ class NamespaceNet:
             raise RuntimeError(f"run id {run_id!r} is in use: {', '.join(leftovers(run_id))}")
         self.switch = f"{PREFIX}{run_id}-sw"
         self.root_link = f"{PREFIX}{run_id}"
-        self.subnet = _choose_subnet(run_id)
-        addresses = list(self.subnet.hosts())
-        self.control_address = str(addresses[-1])
-        self._hosts = tuple(
-            Host(
-                name=f"n{i}",
-                address=str(addresses[i - 1]),
-                netns=f"{PREFIX}{run_id}-n{i}",
-                port_base=NAMESPACE_PORT_BASE,
-            )
-            for i in range(1, n + 1)
-        )
+        self.subnet = ipaddress.IPv4Network("10.213.0.0/24")  # chosen in _create
+        self.control_address = ""
+        self._n = n
+        self._hosts: tuple[Host, ...] = ()
         self._cuts: set[tuple[str, str]] = set()
         self._closed = False
         atexit.register(self.close)
@@ -222,8 +228,24 @@ class NamespaceNet:
 
     def _create(self) -> None:
         sw = ["ip", "-n", self.switch]
-        prefix = self.subnet.prefixlen
         _run(["ip", "netns", "add", self.switch])
+        with _subnet_lock():  # two runs starting at once never pick the same subnet
+            self.subnet = _choose_subnet(self.run_id)
+            addresses = list(self.subnet.hosts())
+            self.control_address = str(addresses[-1])
+            _run(["ip", "link", "add", self.root_link, "type", "veth",
+                  "peer", "name", f"{PREFIX}ctl", "netns", self.switch])  # fmt: skip
+            _run(["ip", "addr", "add", f"{self.control_address}/24", "dev", self.root_link])
+        self._hosts = tuple(
+            Host(
+                name=f"n{i}",
+                address=str(addresses[i - 1]),
+                netns=f"{PREFIX}{self.run_id}-n{i}",
+                port_base=NAMESPACE_PORT_BASE,
+            )
+            for i in range(1, self._n + 1)
+        )
+        prefix = self.subnet.prefixlen
         _run([*sw, "link", "add", "br0", "type", "bridge"])
         _run([*sw, "link", "set", "br0", "up"])
         _run([*sw, "link", "set", "lo", "up"])
@@ -243,10 +265,7 @@ class NamespaceNet:
                 "  chain input { type filter hook input priority -10; policy accept; }\n"
                 "}\n",
             )
-        _run(["ip", "link", "add", self.root_link, "type", "veth",
-              "peer", "name", f"{PREFIX}ctl", "netns", self.switch])  # fmt: skip
         _run([*sw, "link", "set", f"{PREFIX}ctl", "master", "br0", "up"])
-        _run(["ip", "addr", "add", f"{self.control_address}/{prefix}", "dev", self.root_link])
         _run(["ip", "link", "set", self.root_link, "up"])
 
     @property
