@@ -110,7 +110,8 @@ def plot_latency(ops: Sequence[Operation], intervals: Sequence[NemesisInterval],
         ax.set_ylabel("latency (ms)")
         ax.set_title("latency of each operation (at its invocation)")
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8, markerscale=2)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", fontsize=8, markerscale=2)
         fig.tight_layout()
         fig.savefig(path)
     finally:
