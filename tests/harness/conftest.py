@@ -2,8 +2,8 @@
 host's network namespace, and clusters whose processes and namespaces are removed in
 teardown even when a test fails.
 
-These tests need root (network namespaces, nftables): without it they fail with a message
-saying so, never skip.
+Tests marked ``root`` (and every fixture that makes namespaces) need root, ``ip`` and
+``nft``: without them they fail with a message saying so, never skip.
 """
 
 from __future__ import annotations
@@ -34,6 +34,18 @@ def require_namespaces() -> None:
     reason = namespace_support()
     if reason is not None:
         pytest.fail(f"the harness tests need network namespaces: {reason}", pytrace=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "root: needs root, ip and nft (network namespaces); fails without them"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _root_marker(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("root") is not None:
+        require_namespaces()
 
 
 def in_netns(host: Host, make: Callable[[], T]) -> T:

@@ -182,6 +182,7 @@ def wait_for(what: str, check: Callable[[], object], timeout_s: float = WAIT_S) 
     return value
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("mode", [*PARTITIONS, "any"])
 def test_every_partition_cuts_and_heals(
     pnyx: tuple[NamespaceNet, ProcessSystem], mode: str
@@ -207,6 +208,7 @@ def test_every_partition_cuts_and_heals(
     system.wait_serving(None, WAIT_S)
 
 
+@pytest.mark.root
 def test_isolating_the_leader_makes_the_majority_elect_another(
     pnyx: tuple[NamespaceNet, ProcessSystem],
 ) -> None:
@@ -229,6 +231,7 @@ def test_isolating_the_leader_makes_the_majority_elect_another(
     system.wait_serving(None, WAIT_S)
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("name", ["kill", "kill-leader", "pause", "pause-leader"])
 def test_process_nemeses_start_and_stop(
     pnyx: tuple[NamespaceNet, ProcessSystem], name: str
@@ -254,6 +257,7 @@ def test_process_nemeses_start_and_stop(
     system.wait_serving(None, WAIT_S)
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("name", ["delay", "loss"])
 def test_link_faults_work_or_say_the_kernel_has_no_netem(
     pnyx: tuple[NamespaceNet, ProcessSystem], name: str

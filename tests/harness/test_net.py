@@ -21,6 +21,7 @@ from pnyx.harness.net import (
 from tests.harness.conftest import require_namespaces, tcp_connects, tcp_listener, udp_arrives
 
 
+@pytest.mark.root
 def test_hosts_in_their_namespaces_reach_each_other(net3: NamespaceNet) -> None:
     hosts = net3.hosts
     assert [h.name for h in hosts] == ["n1", "n2", "n3"]
@@ -36,6 +37,7 @@ def test_hosts_in_their_namespaces_reach_each_other(net3: NamespaceNet) -> None:
     assert "UP" in subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
 
 
+@pytest.mark.root
 def test_the_test_process_reaches_every_host(net3: NamespaceNet) -> None:
     """The control link (root namespace) lets clients reach each node."""
     for host in net3.hosts:
@@ -47,6 +49,7 @@ def test_the_test_process_reaches_every_host(net3: NamespaceNet) -> None:
             listener.close()
 
 
+@pytest.mark.root
 def test_cut_drops_one_way_and_heal_restores(net3: NamespaceNet) -> None:
     n1, n2, n3 = net3.hosts
     net3.cut([(n1, n2)])
@@ -71,6 +74,7 @@ def test_cut_drops_one_way_and_heal_restores(net3: NamespaceNet) -> None:
     assert tcp_connects(n3, n2, timeout_s=5.0)
 
 
+@pytest.mark.root
 def test_close_leaves_nothing_even_when_the_body_raised(run_id: str) -> None:
     with pytest.raises(ZeroDivisionError), NamespaceNet(2, run_id) as net:
         n1, n2 = net.hosts
@@ -88,6 +92,7 @@ def test_close_leaves_nothing_even_when_the_body_raised(run_id: str) -> None:
         net.cut([(n1, n2)])
 
 
+@pytest.mark.root
 def test_remove_leftovers_cleans_up_after_a_crashed_run(run_id: str) -> None:
     net = NamespaceNet(2, run_id)
     try:
@@ -100,6 +105,7 @@ def test_remove_leftovers_cleans_up_after_a_crashed_run(run_id: str) -> None:
     assert leftovers(run_id) == []
 
 
+@pytest.mark.root
 def test_nothing_outside_the_run_is_touched(net3: NamespaceNet) -> None:
     """Only the one root link of the run is added to the root namespace."""
     links = subprocess.run(
@@ -119,6 +125,7 @@ def test_nothing_outside_the_run_is_touched(net3: NamespaceNet) -> None:
     assert routes[0] == str(net3.subnet)  # one on-link route: the run's private /24
 
 
+@pytest.mark.root
 def test_bad_run_ids_are_refused() -> None:
     require_namespaces()
     for bad in ("", "UPPER", "has-dash", "x" * 11):
@@ -139,6 +146,7 @@ def test_loopback_net_has_port_ranges_and_no_partitions() -> None:
         net.heal()
 
 
+@pytest.mark.root
 def test_open_net_picks_namespaces_as_root(run_id: str) -> None:
     assert os.geteuid() == 0
     with open_net(2, run_id) as net:

@@ -39,6 +39,7 @@ def wait_for(what: str, check: Callable[[], object], timeout_s: float = WAIT_S) 
         time.sleep(0.1)  # poll interval
 
 
+@pytest.mark.root
 def test_every_node_serves_in_its_namespace(cluster: tuple[NamespaceNet, ProcessSystem]) -> None:
     net, system = cluster
     assert system.endpoints() == [f"{h.address}:{h.port_base + 1}" for h in net.hosts]
@@ -53,6 +54,7 @@ def test_every_node_serves_in_its_namespace(cluster: tuple[NamespaceNet, Process
         assert system.logs()[host.name].stat().st_size > 0
 
 
+@pytest.mark.root
 def test_the_leader_is_found(cluster: tuple[NamespaceNet, ProcessSystem]) -> None:
     net, system = cluster
     leader = wait_for("a leader", system.leader)
@@ -62,6 +64,7 @@ def test_the_leader_is_found(cluster: tuple[NamespaceNet, ProcessSystem]) -> Non
     assert len({s.member_id for s in statuses}) == 3
 
 
+@pytest.mark.root
 def test_kill_the_leader_and_restart_it(cluster: tuple[NamespaceNet, ProcessSystem]) -> None:
     net, system = cluster
     leader = wait_for("a leader", system.leader)
@@ -77,6 +80,7 @@ def test_kill_the_leader_and_restart_it(cluster: tuple[NamespaceNet, ProcessSyst
     assert "starting" in system.logs()[leader.name].read_text(errors="replace")
 
 
+@pytest.mark.root
 def test_pause_and_resume_a_node(cluster: tuple[NamespaceNet, ProcessSystem]) -> None:
     net, system = cluster
     host = net.hosts[1]
