@@ -227,6 +227,8 @@ class EtcdNode:
         self._sends: list[Send] = []
         self._streams: dict[tuple[int, int], _Stream] = {}
         """(client, ref) -> its hub stream (insertion ordered: deterministic)."""
+        self._last_ref: dict[int, int] = {}
+        """client -> the latest stream it opened here (refs only grow)."""
         self._waiting: list[tuple[int, WatchOpen]] = []
         """Watch requests that came before the node was joined to its state machine."""
         self._bind_asked = False
@@ -317,6 +319,9 @@ class EtcdNode:
             self._waiting = [(c, m) for c, m in self._waiting if c != client]
             self._waiting.append((client, msg))
             return
+        if msg.ref <= self._last_ref.get(client, 0):
+            return  # a copy the network duplicated, or a late one: a stream opens once
+        self._last_ref[client] = msg.ref
         for other in [k for k in self._streams if k[0] == client]:
             self._close(*other)  # a client watches from one stream per node at most
         stream = _Stream(hub.open_stream())
