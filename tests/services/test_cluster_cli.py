@@ -82,7 +82,10 @@ def test_client_broadcast_reaches_every_process(cluster_dir: Path) -> None:
     from pnyx.protocols.broadcast import WIRE_TYPES, Broadcast
     from pnyx.services.client import Client
 
-    up = _run("cluster", "up", "--nodes", "3", "--data-dir", str(cluster_dir), "--detach")
+    up = _run(
+        "cluster", "up", "--nodes", "3", "--protocol", "broadcast", "--data-dir",
+        str(cluster_dir), "--detach",
+    )
     assert up.returncode == 0, up.stderr
     state = json.loads((cluster_dir / "cluster.json").read_text())
     members = {}

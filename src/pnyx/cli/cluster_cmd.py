@@ -139,7 +139,13 @@ def cluster() -> None:
 @cluster.command()
 @click.option("--nodes", type=click.Choice(["1", "3", "5", "7"]), default="3", show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True)
-@click.option("--protocol", default="broadcast", show_default=True)
+@click.option(
+    "--protocol",
+    default="etcd",
+    show_default=True,
+    help="The service the nodes run: etcd (etcd v3 API on Raft), raft (pnyx's Raft KV), "
+    "broadcast.",
+)
 @click.option("--tick-ms", type=click.IntRange(1, 10_000), default=10, show_default=True)
 @click.option(
     "--tls", is_flag=True, help="Mutual TLS between nodes (CA and certs in DATA_DIR/tls)."
