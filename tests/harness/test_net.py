@@ -75,6 +75,28 @@ def test_cut_drops_one_way_and_heal_restores(net3: NamespaceNet) -> None:
 
 
 @pytest.mark.root
+def test_loss_drops_between_hosts_only_and_is_independent_of_cuts(net3: NamespaceNet) -> None:
+    n1, n2, n3 = net3.hosts
+    net3.lose(30)
+    assert all(len(net3.rules(h, "loss")) == 1 for h in net3.hosts)
+    assert "numgen random mod 100 < 30 drop" in net3.rules(n2, "loss")[0]
+    assert n1.address in net3.rules(n2, "loss")[0] and n2.address not in net3.rules(n2, "loss")[0]
+    net3.lose(100)  # every packet between hosts: the rule works
+    assert len(net3.rules(n2, "loss")) == 1
+    assert not udp_arrives(n1, n2) and not udp_arrives(n3, n1)
+    listener = tcp_listener(n1)
+    with listener, socket.create_connection(listener.getsockname(), timeout=5.0):
+        pass  # the control link (clients) is never affected
+    net3.heal()  # heals cuts, keeps the loss
+    assert net3.loss_percent == 100 and not udp_arrives(n2, n3)
+    net3.lose(0)
+    assert all(net3.rules(h, "loss") == [] for h in net3.hosts)
+    assert udp_arrives(n1, n2, timeout_s=5.0) and udp_arrives(n3, n1, timeout_s=5.0)
+    with pytest.raises(ValueError, match="0 to 100"):
+        net3.lose(101)
+
+
+@pytest.mark.root
 def test_close_leaves_nothing_even_when_the_body_raised(run_id: str) -> None:
     with pytest.raises(ZeroDivisionError), NamespaceNet(2, run_id) as net:
         n1, n2 = net.hosts
@@ -143,6 +165,8 @@ def test_loopback_net_has_port_ranges_and_no_partitions() -> None:
         assert net.hosts[0].command(["true"]) == ["true"]
         with pytest.raises(NemesisUnavailable, match="partitions need network namespaces"):
             net.cut([(net.hosts[0], net.hosts[1])])
+        with pytest.raises(NemesisUnavailable, match="loss needs network namespaces"):
+            net.lose(10)
         net.heal()
 
 

@@ -20,8 +20,10 @@ partition-one-way      a random node hears no one, everyone hears it (TCP breaks
 partition              one of the six above, chosen at random each start
 kill / kill-leader     SIGKILL a random node / the leader; stop restarts it
 pause / pause-leader   SIGSTOP a random node / the leader; stop sends SIGCONT
-delay, loss            link faults with netem: unavailable when the kernel has no
-                       ``sch_netem`` (probed), as on the machine this was written on
+loss                   20 % of the packets between nodes dropped at random (nftables
+                       ``numgen``: no netem needed); stop removes the loss
+delay                  link delay and jitter with netem: unavailable when the kernel has
+                       no ``sch_netem`` (probed), as on the machine this was written on
 skew                   clock skew: unavailable (see :class:`ClockNemesis`)
 =====================  ===============================================================
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 import random
 import subprocess
 from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 from pnyx.harness.api import Host, Nemesis, NemesisUnavailable, Net, System
 
@@ -46,6 +49,8 @@ __all__ = [
     "Grudge",
     "KillNemesis",
     "LinkNemesis",
+    "LossNemesis",
+    "LossyNet",
     "PartitionNemesis",
     "PauseNemesis",
     "grudge_bridge",
@@ -303,10 +308,40 @@ def netem_support(host: Host) -> str | None:
 
 LINK_FAULTS = {
     "delay": ["delay", "50ms", "20ms", "distribution", "normal"],
-    "loss": ["loss", "10%", "25%"],
 }
-"""netem arguments of each link fault (delay with jitter; loss with correlation).
-Duplication is left out: TCP discards duplicate segments, so it shows nothing here."""
+"""netem arguments of each link fault (delay with jitter; loss is :class:`LossNemesis`,
+with nftables).  Duplication is left out: TCP discards duplicate segments, so it shows
+nothing here."""
+
+
+@runtime_checkable
+class LossyNet(Net, Protocol):
+    """A net that can drop a share of the packets between hosts (``NamespaceNet``)."""
+
+    def lose(self, percent: int) -> None: ...
+
+
+class LossNemesis:
+    """``percent`` % of the packets between nodes dropped at random while started
+    (:meth:`NamespaceNet.lose`: an nftables rule, no netem needed); clients unaffected."""
+
+    name = "loss"
+
+    def __init__(self, net: Net, percent: int = 20) -> None:
+        if not net.isolated or not isinstance(net, LossyNet):
+            raise NemesisUnavailable(
+                "packet loss needs network namespaces (root); this run uses loopback hosts"
+            )
+        self.net: LossyNet = net
+        self.percent = percent
+
+    def start(self) -> str:
+        self.net.lose(self.percent)
+        return f"loss: {self.percent}% of the packets between nodes dropped"
+
+    def stop(self) -> str:
+        self.net.lose(0)
+        return "loss removed"
 
 
 class LinkNemesis:
@@ -386,7 +421,7 @@ NEMESES: dict[str, _Factory] = {
     "pause": lambda n, s, r: PauseNemesis(n, s, "random", r),
     "pause-leader": lambda n, s, r: PauseNemesis(n, s, "leader", r),
     "delay": lambda n, s, r: LinkNemesis(n, "delay"),
-    "loss": lambda n, s, r: LinkNemesis(n, "loss"),
+    "loss": lambda n, s, r: LossNemesis(n),
     "skew": lambda n, s, r: ClockNemesis(s),
 }
 """``--nemesis`` name -> factory (net, system, rng)."""

@@ -22,8 +22,10 @@ link ``pnyx-<run>``, and links inside the run's own namespaces; so :func:`leftov
 
 Cuts are nftables rules in the *receiving* host's namespace: one table ``inet
 pnyx_harness`` per host namespace, chain ``input``, one ``ip saddr A drop`` rule per cut
-link ``A -> B``.  A one-way cut still breaks TCP both ways (the SYN or the SYN-ACK is
-dropped); datagrams show the direction.
+link ``A -> B``.  Random packet loss between hosts (:meth:`NamespaceNet.lose`) is a
+``numgen random`` drop rule in the same table's ``loss`` chain: it needs no netem.  A
+one-way cut still breaks TCP both ways (the SYN or the SYN-ACK is dropped); datagrams
+show the direction.
 
 :class:`LoopbackNet` (no root): every host is ``127.0.0.1`` with its own port range;
 ``isolated`` is False and :meth:`LoopbackNet.cut` raises :class:`NemesisUnavailable`.
@@ -218,6 +220,7 @@ class NamespaceNet:
         self._n = n
         self._hosts: tuple[Host, ...] = ()
         self._cuts: set[tuple[str, str]] = set()
+        self.loss_percent = 0
         self._closed = False
         atexit.register(self.close)
         try:
@@ -263,6 +266,7 @@ class NamespaceNet:
                 ["ip", "netns", "exec", host.netns, "nft", "-f", "-"],
                 stdin=f"table inet {TABLE} {{\n"
                 "  chain input { type filter hook input priority -10; policy accept; }\n"
+                "  chain loss { type filter hook input priority -5; policy accept; }\n"
                 "}\n",
             )
         _run([*sw, "link", "set", f"{PREFIX}ctl", "master", "br0", "up"])
@@ -306,11 +310,30 @@ class NamespaceNet:
                   "input"])  # fmt: skip
         self._cuts.clear()
 
-    def rules(self, host: Host) -> list[str]:
-        """The drop rules in ``host``'s namespace now (for tests and reports)."""
+    def lose(self, percent: int) -> None:
+        """Drop ``percent`` % of the packets between hosts at random (each host drops that
+        share of what the other hosts send it: an nftables ``numgen random`` rule in the
+        ``loss`` chain); 0 removes the loss.  Independent of cuts (``heal`` keeps it);
+        the control link (the clients) is never affected."""
+        self._check_open()
+        if not 0 <= percent <= 100:
+            raise ValueError(f"loss {percent}%: 0 to 100")
+        for host in self._hosts:
+            assert host.netns is not None
+            others = ", ".join(h.address for h in self._hosts if h != host)
+            script = f"flush chain inet {TABLE} loss\n"
+            if percent and others:
+                chance = f"numgen random mod 100 < {percent} " if percent < 100 else ""
+                script += f"add rule inet {TABLE} loss ip saddr {{ {others} }} {chance}drop\n"
+            _run(["ip", "netns", "exec", host.netns, "nft", "-f", "-"], stdin=script)
+        self.loss_percent = percent
+
+    def rules(self, host: Host, chain: str = "input") -> list[str]:
+        """The drop rules of ``chain`` (``input``: cuts, ``loss``) in ``host``'s
+        namespace now (for tests and reports)."""
         assert host.netns is not None
         text = _run(["ip", "netns", "exec", host.netns, "nft", "list", "chain", "inet", TABLE,
-                     "input"])  # fmt: skip
+                     chain])  # fmt: skip
         return [line.strip() for line in text.splitlines() if "drop" in line]
 
     def _check_open(self) -> None:
@@ -403,6 +426,11 @@ class LoopbackNet:
 
     def heal(self) -> None:
         """Nothing to heal."""
+
+    def lose(self, percent: int) -> None:
+        raise NemesisUnavailable(
+            "packet loss needs network namespaces (root); this run uses loopback hosts"
+        )
 
     def close(self) -> None:
         """Nothing to remove."""
