@@ -239,7 +239,7 @@ def _linearizability(history: History, model: Any, name: str) -> CheckResult:
     keys = len({op.key for op in ops})
     summary = (f"{_counts(ops)} on {keys} keys: {result.verdict} "
                f"({result.model}, checked in {result.elapsed_s:.2f} s)")
-    culprits = [op for p in result.failures for op in p.unplaced]
+    culprits = [op for p in result.failures for op in (*p.prefix[-6:], *p.unplaced)]
     return CheckResult(name, verdict, summary, result.explain(),
                        {"verdict": result.verdict, "keys": keys,
                         "elapsed_s": round(result.elapsed_s, 3)},
