@@ -97,6 +97,8 @@ class Cluster:
     name: str
     root: Path
     endpoints: list[str] = field(default_factory=list)
+    idle_cpu: float = 0.0
+    """Cores all members keep busy with no client load (ticks, heartbeats)."""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -421,6 +423,10 @@ def measure_cell(workers: Workers, cluster: Cluster, op: str, clients: int, seco
     row.update(load_before=before, load_after=loadavg(),
                server_cpu=[round((b - a) / wall, 2) for a, b in zip(cpu0, cpu1, strict=True)])
     row["srv_cpu"] = sum(row["server_cpu"])
+    idle = cluster.idle_cpu
+    row["cpu_ms_per_req"] = (
+        (row["srv_cpu"] - idle) * 1000 / row["ops_per_s"] if row["ops_per_s"] else 0.0
+    )
     return row
 
 
@@ -480,9 +486,21 @@ def _frame_name(frame: str) -> str:
     return re.sub(r":\d+\)$", ")", frame.strip())
 
 
+WAIT_LEAVES = (
+    "Runner.run (asyncio/runners.py)",  # uvloop's C loop: its epoll wait has no Python frame
+    "_worker (concurrent/futures/thread.py)",  # an executor thread waiting for work
+    "Thread.run (threading.py)",  # grpc's poller thread (_poll_wrapper) waiting in C
+    "epoll_wait", "epoll_pwait",  # --native: the same waits
+)
+"""Leaf frames py-spy counts as active that are waits (it recognises idle threads by their
+Python frame, and these wait in C): reported apart as ``waiting``, not as work."""
+
+
 def summarize_stacks(raw: Path, wall_samples: int, top: int = 25) -> dict[str, Any]:
     """Per thread and per function: share of one core's wall time (``wall_samples`` =
-    rate x duration) in non-idle samples; functions by own (leaf) and total samples."""
+    rate x duration) in samples py-spy counts as active; functions by own (leaf) and total
+    samples, the waits of :data:`WAIT_LEAVES` apart."""
+    waiting = 0
     own: dict[str, int] = {}
     total: dict[str, int] = {}
     threads: dict[str, int] = {}
@@ -501,6 +519,9 @@ def summarize_stacks(raw: Path, wall_samples: int, top: int = 25) -> dict[str, A
                      thread)
         threads[label] = threads.get(label, 0) + count
         samples += count
+        if frames[-1].startswith(WAIT_LEAVES):
+            waiting += count
+            continue
         own[frames[-1]] = own.get(frames[-1], 0) + count
         for frame in set(frames):
             total[frame] = total.get(frame, 0) + count
@@ -511,6 +532,7 @@ def summarize_stacks(raw: Path, wall_samples: int, top: int = 25) -> dict[str, A
 
     return {"samples": samples, "wall_samples": wall_samples,
             "busy_pct_of_one_core": round(100 * samples / max(wall_samples, 1), 1),
+            "waiting_pct_of_one_core": round(100 * waiting / max(wall_samples, 1), 1),
             "threads": ranked(threads), "top_own": ranked(own), "top_total": ranked(total)}
 
 
@@ -565,7 +587,8 @@ def median_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for runs in groups.values():
         med = dict(runs[0])
         if len(runs) > 1:  # the median of each figure on its own
-            for q in ("ops_per_s", "p50_ms", "p99_ms", "p999_ms", "gen_cpu", "srv_cpu"):
+            for q in ("ops_per_s", "p50_ms", "p99_ms", "p999_ms", "gen_cpu", "srv_cpu",
+                      "cpu_ms_per_req"):
                 med[q] = statistics.median(r[q] for r in runs)
             med["runs"] = [round(r["ops_per_s"]) for r in runs]
             med["runs_p99_ms"] = [round(r["p99_ms"], 1) for r in runs]
@@ -577,8 +600,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     by = {(r["system"], r["op"], r["clients"]): r for r in rows}
     lines = [
         "| workload | clients | etcd req/s | pnyx req/s | pnyx/etcd | etcd p50/p99/p999 ms "
-        "| pnyx p50/p99/p999 ms | cores: servers (gen) etcd / pnyx | errors etcd/pnyx |",
-        "|---|---:|---:|---:|---:|---|---|---|---|",
+        "| pnyx p50/p99/p999 ms | cores: servers (gen) etcd / pnyx "
+        "| server CPU ms/req etcd / pnyx | errors etcd/pnyx |",
+        "|---|---:|---:|---:|---:|---|---|---|---|---|",
     ]
     keys = sorted({(r["op"], r["clients"]) for r in rows},
                   key=lambda k: (list(OP_NAMES).index(k[0]), k[1]))
@@ -599,8 +623,26 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {OP_NAMES[op]}{runs} | {clients} | {e['ops_per_s']:,.0f} | {p['ops_per_s']:,.0f} "
             f"| {ratio:.2f}x | {lat(e)} | {lat(p)} | {e['srv_cpu']:.2f} ({e['gen_cpu']:.2f}) / "
             f"{p['srv_cpu']:.2f} ({p['gen_cpu']:.2f}) "
+            f"| {e['cpu_ms_per_req']:.2f} / {p['cpu_ms_per_req']:.2f} "
             f"| {e['errors']} / {p['errors']} |"
         )
+    return "\n".join(lines)
+
+
+def perf_table(perf: list[dict[str, Any]]) -> str:
+    """``etcdctl check perf`` results as a markdown table, etcd and pnyx side by side."""
+    lines = ["| load | etcd writes/s | etcd verdict | pnyx writes/s | pnyx verdict | pnyx/etcd |",
+             "|---|---:|---|---:|---|---:|"]
+    for load in dict.fromkeys(c["load"] for c in perf):
+        e = next((c for c in perf if c["load"] == load and c["system"] == "etcd"), None)
+        p = next((c for c in perf if c["load"] == load and c["system"] == "pnyx"), None)
+        if not e or not p:
+            continue
+        ratio = (f"{p['writes_per_s'] / e['writes_per_s']:.2f}x"
+                 if e["writes_per_s"] and p["writes_per_s"] is not None else "-")
+        lines.append(f"| {load} | {e['writes_per_s']} | {' '.join(e['lines'][1:-1]) or '-'} "
+                     f"{e['verdict']} | {p['writes_per_s']} | "
+                     f"{' '.join(p['lines'][1:-1]) or '-'} {p['verdict']} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -691,6 +733,12 @@ def main() -> int:
             print(f"  {system}: {clusters[system].urls} (data in {root})", flush=True)
         for c in clusters.values():
             preload(c)
+        for c in clusters.values():
+            cpu0, t0 = sum(c.cpu_seconds()), time.monotonic()
+            time.sleep(3.0)  # a measurement window: the members' CPU with no client load
+            c.idle_cpu = (sum(c.cpu_seconds()) - cpu0) / (time.monotonic() - t0)
+            result.setdefault("idle_cpu", {})[c.name] = round(c.idle_cpu, 3)
+            print(f"  {c.name}: idle members use {c.idle_cpu:.2f} cores", flush=True)
         workers = Workers(args.procs)
 
         for load in loads:
@@ -729,7 +777,8 @@ def main() -> int:
             print(f"profile (py-spy, pnyx leader pid {prof.get('leader_pid')}, 64-client puts"
                   f", {prof.get('row', {}).get('ops_per_s', 0):,.0f} req/s under the profiler,"
                   f" members' cores {prof.get('server_cpu')}): % of one core's wall time; "
-                  f"busy {prof.get('busy_pct_of_one_core')} %", flush=True)
+                  f"active {prof.get('busy_pct_of_one_core')} %, of which waits in C "
+                  f"{prof.get('waiting_pct_of_one_core')} %", flush=True)
             for kind in ("threads", "top_total", "top_own"):
                 for name, pct in prof.get(kind, [])[:20]:
                     print(f"  {kind:<9} {pct:5.1f} %  {name}")
@@ -744,6 +793,8 @@ def main() -> int:
     rows = median_rows(result["cells"])
     result["rows"] = rows
     result["verdict"] = verdict(rows, result["check_perf"])
+    if result["check_perf"]:
+        print(perf_table(result["check_perf"]))
     text = table(rows)
     print(text)
     for line in result["verdict"]:
