@@ -6,16 +6,21 @@ unavailable where they are."""
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
+from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 
 from pnyx.harness.api import Host, NemesisUnavailable
 from pnyx.harness.nemeses import (
     NEMESES,
     PARTITIONS,
+    LinkNemesis,
+    ProxyDelayNemesis,
     grudge_bridge,
     grudge_halves,
     grudge_isolate,
@@ -26,7 +31,8 @@ from pnyx.harness.nemeses import (
     netem_support,
 )
 from pnyx.harness.net import LoopbackNet, NamespaceNet
-from pnyx.harness.systems import ProcessSystem
+from pnyx.harness.systems import EtcdSystem, ProcessSystem
+from tests.harness.conftest import pids_gone, scratch_dir
 
 Factory = Callable[[str], tuple[NamespaceNet, ProcessSystem]]
 WAIT_S = 60.0
@@ -273,23 +279,50 @@ def test_loss_nemesis_drops_with_nftables_and_the_cluster_survives(
     system.wait_serving(None, WAIT_S)
 
 
+def put_latency_s(system: ProcessSystem, host: Host, count: int = 5) -> float:
+    """Mean time of a Put sent to ``host`` (a follower: the write crosses links)."""
+    with grpc.insecure_channel(system.endpoint(host)) as channel:
+        kv = rpc_pb2_grpc.KVStub(channel)
+        kv.Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=10)
+        began = time.monotonic()
+        for _ in range(count):
+            kv.Put(rpc_pb2.PutRequest(key=b"k", value=b"v"), timeout=10)
+        return (time.monotonic() - began) / count
+
+
 @pytest.mark.root
-def test_delay_works_or_says_the_kernel_has_no_netem(
-    pnyx: tuple[NamespaceNet, ProcessSystem],
-) -> None:
-    net, system = pnyx
-    reason = netem_support(net.hosts[0])
-    if reason is not None:  # this machine's kernel: no sch_netem
-        assert "sch_netem" in reason
-        with pytest.raises(NemesisUnavailable, match="sch_netem"):
-            make_nemesis("delay", net, system, 0)
-        return
-    nemesis = make_nemesis("delay", net, system, 0)
+def test_delay_slows_the_links_between_nodes_of_real_etcd(run_id: str) -> None:
+    """netem where the kernel has it; here (no sch_netem) the userspace link proxy, built
+    before the system starts so every peer connection passes it."""
+    net = NamespaceNet(3, run_id)
+    system = EtcdSystem()
+    directory = scratch_dir()
+    proxies: list[int] = []
     try:
-        assert "netem" in nemesis.start()
+        nemesis = make_nemesis("delay", net, system, 0)
+        if netem_support(net.hosts[0]) is None:
+            assert isinstance(nemesis, LinkNemesis)
+        else:  # this machine's kernel: no sch_netem
+            assert isinstance(nemesis, ProxyDelayNemesis)
+            proxies = [p.pid for p in nemesis.procs]
+        system.start(net.hosts, directory)
+        leader = wait_for("a leader", system.leader)
+        follower = next(h for h in net.hosts if h != leader)
+        before = put_latency_s(system, follower)
+        try:
+            assert nemesis.start().startswith("delay: ")
+            slowed = put_latency_s(system, follower)
+        finally:
+            assert nemesis.stop() == "delay removed"
+        after = put_latency_s(system, follower)
+        # follower -> leader -> a quorum -> back: at least two 50 ms hops each way
+        assert slowed > 0.1 > before, (before, slowed)
+        assert after < 0.1, (before, slowed, after)
     finally:
-        assert nemesis.stop() == "delay removed"
-    system.wait_serving(None, WAIT_S)
+        system.stop()
+        net.close()  # kills the proxies
+        shutil.rmtree(directory, ignore_errors=True)
+    assert pids_gone(proxies)
 
 
 def test_every_nemesis_name_is_covered() -> None:

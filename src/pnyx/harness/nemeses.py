@@ -22,8 +22,10 @@ kill / kill-leader     SIGKILL a random node / the leader; stop restarts it
 pause / pause-leader   SIGSTOP a random node / the leader; stop sends SIGCONT
 loss                   20 % of the packets between nodes dropped at random (nftables
                        ``numgen``: no netem needed); stop removes the loss
-delay                  link delay and jitter with netem: unavailable when the kernel has
-                       no ``sch_netem`` (probed), as on the machine this was written on
+delay                  50 ms ± 20 ms delay on links between nodes: netem where the
+                       kernel has ``sch_netem`` (probed), else a userspace TCP proxy per
+                       host (:class:`ProxyDelayNemesis`), as on the machine this was
+                       written on
 skew                   clock skew: unavailable (see :class:`ClockNemesis`)
 =====================  ===============================================================
 
@@ -35,8 +37,12 @@ net (:class:`~pnyx.harness.net.NamespaceNet`); in loopback mode they raise
 
 from __future__ import annotations
 
+import os
 import random
+import selectors
+import signal
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -53,6 +59,8 @@ __all__ = [
     "LossyNet",
     "PartitionNemesis",
     "PauseNemesis",
+    "ProxyDelayNemesis",
+    "ProxyNet",
     "grudge_bridge",
     "grudge_halves",
     "grudge_isolate",
@@ -368,12 +376,100 @@ class LinkNemesis:
         netem = LINK_FAULTS[self.kind]
         for host in self.net.hosts:
             self._tc(host, ["replace", "dev", "pnyx-eth0", "root", "netem", *netem])
-        return f"{self.kind}: netem {' '.join(netem)} on every host"
+        return f"{self.kind}: netem {' '.join(netem)} on every host's link"
 
     def stop(self) -> str:
         for host in self.net.hosts:
             self._tc(host, ["del", "dev", "pnyx-eth0", "root"])
         return f"{self.kind} removed"
+
+
+PROXY_PORT_OFFSET = 9
+"""The link proxy listens on ``port_base + 9`` in each host's namespace."""
+PROXY_MARK = 0x706E
+"""Firewall mark of the proxy's upstream sockets (the redirect skips them)."""
+PROXY_READY_S = 20.0
+
+
+@runtime_checkable
+class ProxyNet(Net, Protocol):
+    """A net that can run helpers in its hosts and redirect their links (``NamespaceNet``)."""
+
+    def spawn(self, host: Host, argv: list[str]) -> subprocess.Popen[str]: ...
+
+    def redirect(self, host: Host, port: int, mark: int) -> None: ...
+
+
+class ProxyDelayNemesis:
+    """Delay and jitter without netem: a userspace TCP proxy
+    (:mod:`pnyx.harness.linkproxy`) in every host's namespace, with every TCP connection
+    between hosts redirected through it **from construction on** (build it before the
+    system starts, as ``pnyx test`` does, so the nodes' peer connections all pass it; a
+    connection made earlier bypasses it).  Off, it forwards at once; ``start`` holds each
+    chunk ``delay ± jitter`` ms in each direction, ``stop`` lets them through again.  The
+    proxies are the net's helpers: :meth:`NamespaceNet.close` kills them."""
+
+    name = "delay"
+
+    def __init__(
+        self, net: Net, delay_ms: float = 50.0, jitter_ms: float = 20.0, seed: int = 0
+    ) -> None:
+        if not net.isolated or not isinstance(net, ProxyNet):
+            raise NemesisUnavailable(
+                "link delay needs network namespaces (root); this run uses loopback hosts"
+            )
+        self.net = net
+        self.delay_ms = delay_ms
+        self.jitter_ms = jitter_ms
+        self.procs: list[subprocess.Popen[str]] = []
+        for i, host in enumerate(net.hosts):
+            port = host.port_base + PROXY_PORT_OFFSET
+            argv = [
+                sys.executable, "-m", "pnyx.harness.linkproxy",
+                "--port", str(port), "--mark", str(PROXY_MARK),
+                "--delay-ms", str(delay_ms), "--jitter-ms", str(jitter_ms),
+                "--seed", str(seed * 1000 + i),
+            ]  # fmt: skip
+            self.procs.append(net.spawn(host, argv))
+        for host, proc in zip(net.hosts, self.procs, strict=True):
+            self._wait_ready(host, proc)
+            net.redirect(host, host.port_base + PROXY_PORT_OFFSET, PROXY_MARK)
+
+    @staticmethod
+    def _wait_ready(host: Host, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        ready = selectors.DefaultSelector()
+        ready.register(proc.stdout, selectors.EVENT_READ)
+        try:
+            if not ready.select(PROXY_READY_S) or proc.stdout.readline().strip() != "ready":
+                raise RuntimeError(
+                    f"the link proxy on {host.name} did not start (exit {proc.poll()})"
+                )
+        finally:
+            ready.close()
+
+    def _signal(self, signum: int) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signum)
+
+    def start(self) -> str:
+        self._signal(signal.SIGUSR1)
+        return (
+            f"delay: {self.delay_ms:g} ms ± {self.jitter_ms:g} ms each way on every link "
+            "between nodes (userspace proxy)"
+        )
+
+    def stop(self) -> str:
+        self._signal(signal.SIGUSR2)
+        return "delay removed"
+
+
+def _delay(net: Net, rng: random.Random) -> Nemesis:
+    """netem where the kernel has it, else the userspace link proxy."""
+    if net.isolated and netem_support(net.hosts[0]) is None:
+        return LinkNemesis(net, "delay")
+    return ProxyDelayNemesis(net, seed=rng.randrange(1 << 20))
 
 
 class ClockNemesis:
@@ -420,7 +516,7 @@ NEMESES: dict[str, _Factory] = {
     "kill-leader": lambda n, s, r: KillNemesis(n, s, "leader", r),
     "pause": lambda n, s, r: PauseNemesis(n, s, "random", r),
     "pause-leader": lambda n, s, r: PauseNemesis(n, s, "leader", r),
-    "delay": lambda n, s, r: LinkNemesis(n, "delay"),
+    "delay": lambda n, s, r: _delay(n, r),
     "loss": lambda n, s, r: LossNemesis(n),
     "skew": lambda n, s, r: ClockNemesis(s),
 }

@@ -221,6 +221,7 @@ class NamespaceNet:
         self._hosts: tuple[Host, ...] = ()
         self._cuts: set[tuple[str, str]] = set()
         self.loss_percent = 0
+        self._helpers: list[subprocess.Popen[str]] = []
         self._closed = False
         atexit.register(self.close)
         try:
@@ -328,6 +329,41 @@ class NamespaceNet:
             _run(["ip", "netns", "exec", host.netns, "nft", "-f", "-"], stdin=script)
         self.loss_percent = percent
 
+    def spawn(self, host: Host, argv: list[str]) -> subprocess.Popen[str]:
+        """Start a helper process (e.g. a link proxy) in ``host``'s namespace, stdout piped
+        (text), stderr discarded; :meth:`close` kills it (by pid) before removing the
+        namespaces."""
+        self._check_open()
+        proc = subprocess.Popen(
+            host.command(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        self._helpers.append(proc)
+        return proc
+
+    def redirect(self, host: Host, port: int, mark: int) -> None:
+        """Send ``host``'s outgoing TCP connections to the other hosts to its local port
+        ``port`` instead (an nftables ``redirect`` in table ``ip pnyx_harness_nat``),
+        except those of sockets marked ``mark`` (the proxy's own)."""
+        self._check_open()
+        assert host.netns is not None
+        others = ", ".join(h.address for h in self._hosts if h != host)
+        if not others:
+            return
+        script = (
+            f"table ip {TABLE}_nat {{\n"
+            "  chain output { type nat hook output priority -100; policy accept; }\n"
+            "}\n"
+            f"flush chain ip {TABLE}_nat output\n"
+            f"add rule ip {TABLE}_nat output meta mark != {mark} ip daddr {{ {others} }} "
+            f"tcp dport != {port} redirect to :{port}\n"
+        )
+        _run(["ip", "netns", "exec", host.netns, "nft", "-f", "-"], stdin=script)
+
     def rules(self, host: Host, chain: str = "input") -> list[str]:
         """The drop rules of ``chain`` (``input``: cuts, ``loss``) in ``host``'s
         namespace now (for tests and reports)."""
@@ -341,13 +377,22 @@ class NamespaceNet:
             raise RuntimeError(f"net of run {self.run_id} is closed")
 
     def close(self) -> None:
-        """Remove the root link and every namespace of this run (their links and rules
-        go with them), then wait (bounded) until :func:`leftovers` is empty.  Idempotent;
-        stop the processes running in the namespaces first."""
+        """Kill the helper processes it spawned (by pid), remove the root link and every
+        namespace of this run (their links and rules go with them), then wait (bounded)
+        until :func:`leftovers` is empty.  Idempotent; stop the system's processes
+        first."""
         if self._closed:
             return
         self._closed = True
         atexit.unregister(self.close)
+        for proc in self._helpers:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(COMMAND_TIMEOUT_S)
+            if proc.stdout is not None:
+                proc.stdout.close()
         remove_leftovers(self.run_id)
         deadline = time.monotonic() + CLOSE_TIMEOUT_S
         while (left := leftovers(self.run_id)) and time.monotonic() < deadline:
