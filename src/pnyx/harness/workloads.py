@@ -608,7 +608,7 @@ class LockWorkload(Workload):
     fenced = False
 
     def __init__(self, keys: int = 1, seed: int = 0, ttl: int = 2,
-                 hold_s: tuple[float, float] = (0.05, 0.5)) -> None:  # fmt: skip
+                 hold_s: tuple[float, float] = (0.5, 5.0)) -> None:  # fmt: skip
         super().__init__(keys, seed)
         self.ttl = ttl
         self.hold_s = hold_s
