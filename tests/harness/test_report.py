@@ -22,7 +22,7 @@ CHROMIUM_TIMEOUT_S = 90.0
 
 
 def recorded_run(tmp_path: Path, *, stale_read: bool) -> RunResult:
-    """A register run of 20 s: 3 processes, a partition from 5 s to 9 s during which some
+    """A register run of 20 s: 3 processes, a partition from 5 s to 9 s during which three
     writes time out (info), and, if ``stale_read``, a read of an overwritten value."""
     rng = random.Random(7)
     rec = Recorder(t0_ns=0)
@@ -31,13 +31,14 @@ def recorded_run(tmp_path: Path, *, stale_read: bool) -> RunResult:
     events = [HistoryEvent(0, "invoke", "write", 0, key, 0),
               HistoryEvent(0, "ok", "write", 0, key, 1_000_000)]  # fmt: skip
     t = 0.01
+    infos = 0
     process = {0: 0, 1: 1, 2: 2}
     while t < 20.0:
         for p in range(3):
             proc = process[p]
             start, latency = t + p * 0.01, rng.uniform(0.001, 0.009)
             partitioned = 5.0 <= start < 9.0
-            if rng.random() < 0.5:
+            if rng.random() < 0.5 or (partitioned and infos >= 3):
                 events.append(HistoryEvent(proc, "invoke", "read", None, key, int(start * 1e9)))
                 events.append(HistoryEvent(proc, "ok", "read", value, key,
                                            int((start + latency) * 1e9)))  # fmt: skip
@@ -48,6 +49,7 @@ def recorded_run(tmp_path: Path, *, stale_read: bool) -> RunResult:
                     events.append(HistoryEvent(proc, "info", "write", new, key,
                                                int((start + 1.0) * 1e9)))  # fmt: skip
                     process[p] += 3
+                    infos += 1
                 else:
                     events.append(HistoryEvent(proc, "ok", "write", new, key,
                                                int((start + latency) * 1e9)))  # fmt: skip
