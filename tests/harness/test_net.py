@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -14,6 +16,7 @@ from pnyx.harness.api import NemesisUnavailable
 from pnyx.harness.net import (
     LoopbackNet,
     NamespaceNet,
+    exit_on_signals,
     leftovers,
     open_net,
     remove_leftovers,
@@ -177,3 +180,12 @@ def test_open_net_picks_namespaces_as_root(run_id: str) -> None:
         assert isinstance(net, NamespaceNet) and net.isolated
     with open_net(2, run_id, loopback=True) as lo:
         assert isinstance(lo, LoopbackNet)
+
+
+def test_exit_on_signals_turns_sigterm_into_system_exit() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as info, exit_on_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    assert info.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before
