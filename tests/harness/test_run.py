@@ -211,3 +211,74 @@ def test_register_real_cluster_is_clean_and_leaves_nothing(tmp_path: Path, kind:
     assert leftovers(run_id) == []
     assert not any(system.running(h) for h in net.hosts)
     assert time.monotonic() - began < 60
+
+
+class CrashingNemesis:
+    """Kills the node and never restarts it: the heal at the end must."""
+
+    name = "crash"
+
+    def __init__(self, system: RecordingSystem, net: RecordingNet) -> None:
+        self.system, self.net = system, net
+
+    def start(self) -> str:
+        self.system.kill(self.net.hosts[0])
+        return "killed n1 for good"
+
+    def stop(self) -> str:
+        return "left it dead"
+
+
+def test_the_heal_restarts_a_node_a_nemesis_left_dead(tmp_path: Path) -> None:
+    system, net = RecordingSystem(), RecordingNet(1)
+    result = run_test(system, net, make_workload("kv", seed=1), [CrashingNemesis(system, net)],
+                      3.0, 30, 2, 1, tmp_path / "run", nemesis_interval_s=0.5,
+                      nemesis_duration_s=10.0, quiesce_s=0.2)  # fmt: skip
+    assert result.verdict == "valid", (result.error, [c.summary for c in result.checks])
+    heal = [e for e in result.recorder.events if e.process == NEMESIS_PROCESS and e.f == "heal"]
+    assert "restart n1: restarted" in heal[-1].value
+    assert not system.running(net.hosts[0])
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_cli_loopback_run_skips_partitions_and_prints_the_report(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pnyx.cli.main import cli
+
+    out = tmp_path / "cli"
+    done = CliRunner().invoke(cli, [
+        "test", "--system", "etcd", "--workload", "kv", "--nemesis", "partition,pause",
+        "--time-limit", "3", "--nodes", "1", "--rate", "30", "--concurrency", "2",
+        "--seed", "9", "--dir", str(out), "--loopback", "--nemesis-interval", "0.5",
+        "--nemesis-duration", "1"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "skipping nemesis partition" in done.output
+    assert "VERDICT: VALID" in done.output
+    assert f"report: {out / 'index.html'}" in done.output.replace("\n", "")
+    results = json.loads((out / "results.json").read_text())
+    assert results["nemeses"] == ["pause"] and results["isolated"] is False
+
+
+def test_cli_exit_status_for_a_violation_and_for_bad_usage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from click.testing import CliRunner
+
+    from pnyx.cli.main import cli
+    from pnyx.harness import workloads
+
+    def violated(self: Any, history: Any) -> list[CheckResult]:
+        return [CheckResult("linearizable", "invalid", "a made-up violation", "p0 read 3")]
+
+    monkeypatch.setattr(workloads.RegisterWorkload, "check", violated)
+    runner = CliRunner()
+    done = runner.invoke(cli, ["test", "--system", "etcd", "--time-limit", "1", "--nodes", "1",
+                               "--loopback", "--dir", str(tmp_path / "v")])  # fmt: skip
+    assert done.exit_code == 1, done.output
+    assert "VERDICT: INVALID" in done.output and "p0 read 3" in done.output
+    for argv in (["--nemesis", "bogus"], ["--nodes", "0"], ["--workload", "queue"],
+                 ["--time-limit", "abc"]):  # fmt: skip
+        bad = runner.invoke(cli, ["test", *argv])
+        assert bad.exit_code == 2, (argv, bad.output)

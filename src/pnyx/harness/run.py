@@ -36,7 +36,7 @@ from types import FrameType
 from typing import Any
 
 from pnyx.etcdclient import AsyncEtcdClient, EtcdError
-from pnyx.harness.api import Nemesis, Net, System
+from pnyx.harness.api import Host, Nemesis, Net, System
 from pnyx.harness.workloads import (
     CALL_TIMEOUT_S,
     CheckResult,
@@ -448,17 +448,23 @@ class _Driver:
             self.active.pop()
 
     async def _heal(self) -> None:
-        """Stop the active fault, remove every cut, resume every node (SIGCONT)."""
+        """Stop the active fault, remove every cut, resume every node (SIGCONT), restart
+        any node that is not running (when the system can tell)."""
         self._report("heal", 0.0)
         await self._stop_active()
         self.rec.nemesis("invoke", "heal", "all")
         done = []
-        for what, call in [("heal the net", self.net.heal),
-                           *[(f"resume {h.name}", _resumer(self.system, h.name, h))
-                             for h in self.net.hosts]]:  # fmt: skip
+        steps: list[tuple[str, Callable[[], Any]]] = [("heal the net", self.net.heal)]
+        steps += [(f"resume {h.name}", _resumer(self.system, h)) for h in self.net.hosts]
+        running = getattr(self.system, "running", None)  # ProcessSystem: restart the dead
+        if callable(running):
+            steps += [(f"restart {h.name}", _restarter(self.system, h, running))
+                      for h in self.net.hosts]  # fmt: skip
+        for what, call in steps:
             try:
-                await asyncio.to_thread(_bounded, call, HEAL_TIMEOUT_S, what)
-                done.append(what)
+                outcome = await asyncio.to_thread(_bounded, call, HEAL_TIMEOUT_S, what)
+                if outcome != "running":
+                    done.append(what if outcome is None else f"{what}: {outcome}")
             except Exception as exc:
                 done.append(f"{what} failed: {exc}")
         self.rec.nemesis("info", "heal", "; ".join(done))
@@ -476,7 +482,17 @@ class _Driver:
         await asyncio.sleep(self.quiesce_s)
 
 
-def _resumer(system: System, name: str, host: Any) -> Callable[[], None]:
+def _resumer(system: System, host: Host) -> Callable[[], None]:
     def resume() -> None:
         system.resume(host)
     return resume
+
+
+def _restarter(system: System, host: Host, running: Callable[[Host], bool]
+               ) -> Callable[[], str]:  # fmt: skip
+    def restart() -> str:
+        if running(host):
+            return "running"
+        system.start_node(host)
+        return "restarted"
+    return restart
