@@ -109,7 +109,11 @@ def run_cli(console: Console, system_name: str, workload_name: str, names: list[
         console.print(f"[red]error: {exc}[/red]")
         return EXIT_USAGE
     run_id = new_run_id()
-    net = open_net(nodes, run_id, loopback=loopback)
+    try:
+        net = open_net(nodes, run_id, loopback=loopback)
+    except (RuntimeError, OSError, ValueError) as exc:
+        console.print(f"[red]error: cannot set up the hosts: {exc}[/red]")
+        return EXIT_UNKNOWN
     try:
         nemeses: list[Any] = []
         for name in names:
