@@ -53,6 +53,8 @@ soak: $(STAMP)
 	PNYX_SOAK=1 $(BIN)/python -m pytest -m "soak or not soak" \
 		tests/raft/test_sim.py tests/broadcast tests/services/test_raft_kill9.py \
 		tests/check/test_generated.py
+	# pnyx test: every workload under partition+kill+pause, on pnyx and on etcd (~20 min)
+	$(BIN)/python -m pytest -m soak tests/harness/test_run.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,fast,bench]'
