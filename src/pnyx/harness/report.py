@@ -111,7 +111,8 @@ def plot_latency(ops: Sequence[Operation], intervals: Sequence[NemesisInterval],
         ax.set_title("latency of each operation (at its invocation)")
         ax.grid(True, which="major", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper left", fontsize=8, markerscale=2)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+                      markerscale=2)  # fmt: skip
         fig.tight_layout()
         fig.savefig(path)
     finally:
@@ -143,7 +144,7 @@ def plot_throughput(ops: Sequence[Operation], intervals: Sequence[NemesisInterva
         ax.set_ylabel("operations / s")
         ax.set_title("throughput")
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         fig.tight_layout()
         fig.savefig(path)
     finally:
