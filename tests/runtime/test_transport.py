@@ -297,7 +297,7 @@ def test_idle_clients_are_closed_and_busy_ones_kept(tmp_path: Path) -> None:
             request_id = 0
             try:
                 while "idle_timeout" not in runner.transport.stats.rejected:
-                    if loop.time() - started > 20.0:
+                    if loop.time() - started > 60.0:  # generous: a loaded machine
                         raise AssertionError("the idle client was never closed")
                     request_id += 1
                     reply = await busy.request(Add(request_id, 1), request_id, 10.0)
@@ -313,7 +313,7 @@ def test_idle_clients_are_closed_and_busy_ones_kept(tmp_path: Path) -> None:
         finally:
             await cluster.close()
 
-    run_async(scenario(), 30.0)
+    run_async(scenario(), 120.0)
 
 
 # -- cancellation and bounded close ------------------------------------------------------
