@@ -47,12 +47,13 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not soak" -n 2
 
 # Long runs: never part of `make test`.
-# Soak: 10,000 Raft seeds, 1,000 broadcast seeds, 200 kill -9 on a real cluster, and
-# 1,500 generated histories per checker model plus 2,000 against a brute-force oracle.
+# Soak: 10,000 Raft seeds, 1,000 broadcast seeds, 2,000 etcd seeds (plain and swarm), 200
+# kill -9 on a real cluster, and 1,500 generated histories per checker model plus 2,000
+# against a brute-force oracle.
 soak: $(STAMP)
 	PNYX_SOAK=1 $(BIN)/python -m pytest -m "soak or not soak" \
 		tests/raft/test_sim.py tests/broadcast tests/services/test_raft_kill9.py \
-		tests/check/test_generated.py
+		tests/check/test_generated.py tests/sim/test_etcd_sim.py
 	# pnyx test: every workload under partition+kill+pause, on pnyx and on etcd (~20 min)
 	$(BIN)/python -m pytest -m soak tests/harness/test_run.py
 
