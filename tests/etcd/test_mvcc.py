@@ -250,11 +250,16 @@ def test_compaction() -> None:
     assert get(s, b"a", revision=4) == _err(OUT_OF_RANGE, MSG_COMPACTED)
     assert get(s, b"a", revision=5).kvs[0].value == b"2"  # the compact revision stays readable
     assert get(s, b"b", revision=5).kvs == []
-    assert b"b" not in s._history  # the tombstone is gone with the key
+    # the delete at the compact revision stays (a watch may start there), older ones go
+    assert [e.main for e in s._history[b"b"]] == [5] and s._history[b"b"][0].kv is None
     assert s.apply(CompactionRequest(revision=5)) == _err(OUT_OF_RANGE, MSG_COMPACTED)
     assert s.apply(CompactionRequest(revision=4)) == _err(OUT_OF_RANGE, MSG_COMPACTED)
     assert s.apply(CompactionRequest(revision=7)) == _err(OUT_OF_RANGE, MSG_FUTURE_REV)
     assert [e.main for e in s._history[b"a"]] == [3]
+    s.invariants()
+    put(s, b"d", b"1")  # 7
+    s.apply(CompactionRequest(revision=6))
+    assert b"b" not in s._history and get(s, b"b").kvs == []  # gone with the key now
     s.invariants()
 
 

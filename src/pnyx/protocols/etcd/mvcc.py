@@ -442,12 +442,15 @@ class MvccStore:
         )
 
     def _compact_key(self, key: bytes, rev: int) -> None:
-        """Keep the version visible at ``rev`` (unless a tombstone) and all later ones."""
+        """Keep the version visible at ``rev`` and all later ones.  A tombstone visible at
+        ``rev`` is dropped unless it was written at ``rev`` itself: a watch may still start
+        at the compact revision and must see that delete (etcd 3.4 drops it too, so such a
+        watch misses the event there; pnyx keeps it until a later compaction)."""
         es = self._history[key]
         i = bisect_right(es, rev, key=_MAIN) - 1
         if i < 0:
             return
-        if es[i].kv is None:
+        if es[i].kv is None and es[i].main < rev:
             i += 1
         if i:
             del es[:i]

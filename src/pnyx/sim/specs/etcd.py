@@ -828,10 +828,9 @@ def etcd_spec(
 
 ETCD = etcd_spec()
 ETCD_COMPACT = etcd_spec(name="etcd-compact", compactions=True)
-"""``pnyx sim etcd-compact``: clients compact too.  Not yet clean: a watch resumed at
-exactly the compact revision misses a delete at that revision (compaction drops the
-tombstone, and the hub lets a new watcher start at the compact revision without
-canceling it), e.g. ``pnyx sim etcd-compact --seed 33``."""
+"""``pnyx sim etcd-compact``: clients compact too.  Seed 33 found a watch resumed at
+exactly the compact revision missing the delete there (compaction dropped every tombstone,
+as etcd 3.4 does); the store now keeps a tombstone written at the compact revision."""
 
 __all__ = [
     "ETCD",
