@@ -151,6 +151,8 @@ def test_a_run_that_fails_still_cleans_up_and_reports(tmp_path: Path) -> None:
 
 def test_sigterm_during_a_run_stops_it_and_cleans_up(tmp_path: Path) -> None:
     nemesis = FakeNemesis("alpha")
+    # the run turns SIGTERM into an interrupt only in the main thread: never signal otherwise
+    assert threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGTERM)
     timer = threading.Timer(6.0, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
