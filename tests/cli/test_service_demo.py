@@ -9,12 +9,26 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.cli.cli_helpers import PNYX
 from tests.services.conftest import processes_under
 
 CLUSTER_DIR = re.compile(r"processes in (\S+/cluster)")
+
+
+@contextlib.contextmanager
+def _demo_tmp(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The demo's environment with its temporary cluster directory under ``tmp_path``; if
+    the test fails midway (a time-out kills the demo), its nodes are killed by pid."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    try:
+        yield env
+    finally:
+        for pid in processes_under(tmp_path):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _cluster_dir(output: str) -> Path:
@@ -25,10 +39,11 @@ def _cluster_dir(output: str) -> Path:
 
 def test_service_demo_end_to_end(tmp_path: Path) -> None:
     report = tmp_path / "report.html"
-    result = subprocess.run(
-        [*PNYX, "service-demo", "--duration", "4", "--report", str(report)],
-        capture_output=True, text=True, timeout=150, check=False, cwd=tmp_path,
-    )  # fmt: skip
+    with _demo_tmp(tmp_path) as env:
+        result = subprocess.run(
+            [*PNYX, "service-demo", "--duration", "4", "--report", str(report)],
+            capture_output=True, text=True, timeout=150, check=False, cwd=tmp_path, env=env,
+        )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "VERDICT: OK" in output and "SIGKILL the leader" in output, output
@@ -43,37 +58,43 @@ def test_service_demo_end_to_end(tmp_path: Path) -> None:
 
 
 def test_service_demo_stops_everything_on_sigterm(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [*PNYX, "service-demo", "--duration", "60", "--report", str(tmp_path / "r.html")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        cwd=tmp_path,
-    )  # fmt: skip
+    with _demo_tmp(tmp_path) as env:
+        proc = subprocess.Popen(
+            [*PNYX, "service-demo", "--duration", "60", "--report", str(tmp_path / "r.html")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, cwd=tmp_path, env=env,
+        )  # fmt: skip
+        try:
+            _interrupt_midway(proc)
+        finally:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+def _interrupt_midway(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM the demo once its cluster runs: it stops everything and says so."""
     output = ""
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and "ETCDCTL_ENDPOINTS" not in output:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            output += line
-        assert "ETCDCTL_ENDPOINTS" in output, output
-        data_dir = _cluster_dir(output)
-        assert processes_under(data_dir), "the cluster should run now"
-        time.sleep(1.0)  # mid-workload
-        os.kill(proc.pid, signal.SIGTERM)
-        # generous: on a loaded machine the workers' calls (3 s each) wind down, then a
-        # `pnyx cluster down` child starts and stops three nodes
-        rest, _ = proc.communicate(timeout=180)
-        output += rest
-        assert proc.returncode == 1, output
-        assert "interrupted: stopping the cluster" in output and "VERDICT: FAILED" in output
-        assert processes_under(data_dir.parent) == [], output
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "ETCDCTL_ENDPOINTS" not in output:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output += line
+    assert "ETCDCTL_ENDPOINTS" in output, output
+    data_dir = _cluster_dir(output)
+    assert processes_under(data_dir), "the cluster should run now"
+    time.sleep(1.0)  # mid-workload (any moment will do: not a correctness wait)
+    os.kill(proc.pid, signal.SIGTERM)
+    # generous: on a loaded machine the workers' calls (3 s each) wind down, then a
+    # `pnyx cluster down` child starts and stops three nodes
+    rest, _ = proc.communicate(timeout=180)
+    output += rest
+    assert proc.returncode == 1, output
+    assert "interrupted: stopping the cluster" in output and "VERDICT: FAILED" in output
+    assert processes_under(data_dir.parent) == [], output
 
 
 def test_the_checks_catch_a_stale_read_a_watch_gap_and_overlapping_holders(
