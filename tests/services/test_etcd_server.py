@@ -173,6 +173,41 @@ def test_bad_input_gets_etcds_error_and_the_node_keeps_serving(tmp_path: Path) -
     run(body)
 
 
+MALFORMED_FRAMES: tuple[bytes, ...] = (
+    b"\xff\xff\xff",  # a truncated varint tag
+    b"\x0a\x10short",  # a length past the end
+    b"\x08" + b"\x80" * 11,  # a varint longer than 10 bytes
+    bytes(range(256)) * 4,
+)
+"""Bytes that are not a protobuf message, sent where etcd's requests go."""
+
+
+def test_malformed_grpc_messages_are_refused_and_the_node_keeps_serving(tmp_path: Path) -> None:
+    """Raw bytes on the KV, Lease and Watch methods (unary and stream): each call fails with
+    a gRPC error, never a node failure, and the node answers well-formed requests after."""
+
+    async def body() -> None:
+        async with one_node(tmp_path / "n") as server, client(server) as c:
+            await c.put(b"a", b"1")
+            host, port = server.client_address
+            async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+                for method in ("/etcdserverpb.KV/Range", "/etcdserverpb.KV/Put",
+                               "/etcdserverpb.KV/Txn", "/etcdserverpb.Lease/LeaseGrant"):
+                    call = channel.unary_unary(method)  # no serializers: raw bytes
+                    for frame in MALFORMED_FRAMES:
+                        code, _ = await rpc_error(call(frame, timeout=10))
+                        assert code != grpc.StatusCode.OK and code is not None
+                watch = channel.stream_stream("/etcdserverpb.Watch/Watch")
+                stream = watch(iter(MALFORMED_FRAMES), timeout=10)
+                with pytest.raises(grpc.aio.AioRpcError):
+                    async for _ in stream:
+                        pass
+            assert (await c.put(b"a", b"2")).header.revision == 3  # still serving
+            assert (await c.get(b"a")).value == b"2"
+
+    run(body)
+
+
 def test_quota_raises_the_nospace_alarm(tmp_path: Path) -> None:
     async def body() -> None:
         async with (
