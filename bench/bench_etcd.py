@@ -629,10 +629,22 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+_SLOWEST = re.compile(r"Slowest request took(?: too long)?:? ([\d.]+)s")
+_STDDEV = re.compile(r"Stddev (?:is|too high:) ([\d.]+)s")
+
+
 def perf_table(perf: list[dict[str, Any]]) -> str:
     """``etcdctl check perf`` results as a markdown table, etcd and pnyx side by side."""
-    lines = ["| load | etcd writes/s | etcd verdict | pnyx writes/s | pnyx verdict | pnyx/etcd |",
-             "|---|---:|---|---:|---|---:|"]
+    lines = ["| load | etcd writes/s | slowest s | stddev s | verdict | pnyx writes/s "
+             "| slowest s | stddev s | verdict | pnyx/etcd writes |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---|---:|"]
+
+    def cells(c: dict[str, Any]) -> str:
+        text = " ".join(c["lines"])
+        slow, dev = _SLOWEST.search(text), _STDDEV.search(text)
+        return (f"{c['writes_per_s']} | {slow.group(1)[:5] if slow else '-'} | "
+                f"{dev.group(1)[:5] if dev else '-'} | **{c['verdict']}**")
+
     for load in dict.fromkeys(c["load"] for c in perf):
         e = next((c for c in perf if c["load"] == load and c["system"] == "etcd"), None)
         p = next((c for c in perf if c["load"] == load and c["system"] == "pnyx"), None)
@@ -640,9 +652,7 @@ def perf_table(perf: list[dict[str, Any]]) -> str:
             continue
         ratio = (f"{p['writes_per_s'] / e['writes_per_s']:.2f}x"
                  if e["writes_per_s"] and p["writes_per_s"] is not None else "-")
-        lines.append(f"| {load} | {e['writes_per_s']} | {' '.join(e['lines'][1:-1]) or '-'} "
-                     f"{e['verdict']} | {p['writes_per_s']} | "
-                     f"{' '.join(p['lines'][1:-1]) or '-'} {p['verdict']} | {ratio} |")
+        lines.append(f"| {load} | {cells(e)} | {cells(p)} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -704,7 +714,16 @@ def main() -> int:
     parser.add_argument("--pnyx-src", type=Path, default=None,
                         help="run the pnyx nodes from this source tree (e.g. a `git archive` "
                              "of a commit); default: the installed pnyx")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="print the tables of an earlier run's JSON and exit")
     args = parser.parse_args()
+    if args.report:
+        earlier = json.loads(args.report.read_text())
+        print(f"{earlier['date']}; pnyx {earlier.get('pnyx')}; load {earlier['load']}")
+        print(perf_table(earlier["check_perf"]))
+        print(table(earlier["rows"]))
+        print("\n".join(earlier["verdict"]))
+        return 0
     quick = args.quick
     loads = [x for x in (args.check_loads if args.check_loads is not None
                          else ("s" if quick else "s,m,l")).split(",") if x]
