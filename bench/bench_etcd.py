@@ -496,11 +496,30 @@ WAIT_LEAVES = (
 Python frame, and these wait in C): reported apart as ``waiting``, not as work."""
 
 
+PROFILE_GROUPS = (
+    ("fdatasync (WAL thread)", ("_datasync", "fdatasync")),
+    ("WAL write", ("WriteAheadLog.write", "_pwrite_all")),
+    ("apply: etcd state machine", ("EtcdStateMachine.apply", "ServedMachine", "EtcdStore",
+                                   "MvccStore", "decode_command")),
+    ("raft: step / ready / advance", ("RaftNode.",)),
+    ("gRPC handlers (KV.Put/Range, proto conversion)", (
+        "KvService", "to_proto", "from_proto", "unary.<locals>", "respond",
+        "EtcdServer.header")),
+    ("gateway and its client (lanes, batches)", ("Gateway.", "AsyncClient", "FramedClient")),
+    ("transport (socket writes/reads, framing, codec)", (
+        "_pump", "Transport.", "FrameDecoder", "Codec.", "StreamWriter.write", "StreamReader")),
+    ("metrics (prometheus_client)", ("prometheus_client",)),
+    ("node runner loop", ("NodeRunner.",)),
+)
+"""Where a sample's work belongs: the group of the innermost frame that matches one."""
+
+
 def summarize_stacks(raw: Path, wall_samples: int, top: int = 25) -> dict[str, Any]:
     """Per thread and per function: share of one core's wall time (``wall_samples`` =
     rate x duration) in samples py-spy counts as active; functions by own (leaf) and total
     samples, the waits of :data:`WAIT_LEAVES` apart."""
     waiting = 0
+    groups: dict[str, int] = {}
     own: dict[str, int] = {}
     total: dict[str, int] = {}
     threads: dict[str, int] = {}
@@ -522,6 +541,9 @@ def summarize_stacks(raw: Path, wall_samples: int, top: int = 25) -> dict[str, A
         if frames[-1].startswith(WAIT_LEAVES):
             waiting += count
             continue
+        group = next((name for f in reversed(frames) for name, keys in PROFILE_GROUPS
+                      if any(k in f for k in keys)), "other (asyncio, grpc, gc, ...)")
+        groups[group] = groups.get(group, 0) + count
         own[frames[-1]] = own.get(frames[-1], 0) + count
         for frame in set(frames):
             total[frame] = total.get(frame, 0) + count
@@ -533,7 +555,8 @@ def summarize_stacks(raw: Path, wall_samples: int, top: int = 25) -> dict[str, A
     return {"samples": samples, "wall_samples": wall_samples,
             "busy_pct_of_one_core": round(100 * samples / max(wall_samples, 1), 1),
             "waiting_pct_of_one_core": round(100 * waiting / max(wall_samples, 1), 1),
-            "threads": ranked(threads), "top_own": ranked(own), "top_total": ranked(total)}
+            "groups": ranked(groups), "threads": ranked(threads), "top_own": ranked(own),
+            "top_total": ranked(total)}
 
 
 # ------------------------------------------------------------------------- report
@@ -798,7 +821,7 @@ def main() -> int:
                   f" members' cores {prof.get('server_cpu')}): % of one core's wall time; "
                   f"active {prof.get('busy_pct_of_one_core')} %, of which waits in C "
                   f"{prof.get('waiting_pct_of_one_core')} %", flush=True)
-            for kind in ("threads", "top_total", "top_own"):
+            for kind in ("groups", "threads", "top_total", "top_own"):
                 for name, pct in prof.get(kind, [])[:20]:
                     print(f"  {kind:<9} {pct:5.1f} %  {name}")
             if "error" in prof:
