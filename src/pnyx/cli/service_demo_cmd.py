@@ -49,6 +49,7 @@ from pnyx.etcdclient import (
     WatchEvent,
     hold_lock,
 )
+from pnyx.etcdclient.recipes import cancel_and_wait
 
 PREFIX = "demo/"
 KEYS = tuple(f"{PREFIX}k{i}" for i in range(3))
@@ -396,11 +397,7 @@ async def _settle(run: Run, watchers: list[asyncio.Task[None]]) -> None:
         if any(w.done() for w in watchers):
             break
         await asyncio.sleep(0.1)
-    for task in watchers:
-        task.cancel()
-    for task in watchers:
-        with contextlib.suppress(asyncio.CancelledError, EtcdError):
-            await task
+    await cancel_and_wait(watchers)
 
 
 async def _reference(endpoints: list[str], run: Run) -> list[tuple[int, str, str, str]]:

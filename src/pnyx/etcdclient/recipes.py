@@ -78,9 +78,7 @@ class Session:
     async def close(self) -> None:
         """Stop the keep-alive and revoke the lease (its keys are deleted)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
         if self.lease_id and not self.lost.is_set():
             with contextlib.suppress(EtcdError):
@@ -112,9 +110,7 @@ async def _until_lost(session: Session, work: asyncio.Future[None]) -> None:
     finally:
         lost.cancel()
     if not work.done():
-        work.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await work
+        await cancel_and_wait([work])
         raise SessionExpired()
     work.result()
 
@@ -275,3 +271,23 @@ class Election:
                 if event.type == "PUT":
                     return event.kv
         raise EtcdError("CANCELLED", "election: watch ended")
+
+
+CANCEL_BOUND_S = 5.0
+"""How long a cancelled background task may take to end."""
+
+
+async def cancel_and_wait(
+    tasks: list[asyncio.Task[Any]] | list[asyncio.Future[Any]], bound_s: float = CANCEL_BOUND_S
+) -> None:
+    """Cancel ``tasks`` and wait (at most ``bound_s``) for them to end.  The caller's own
+    cancellation propagates (no ``CancelledError`` is caught around the wait); the tasks'
+    outcomes, errors included, are retrieved and dropped."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=bound_s)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()
+

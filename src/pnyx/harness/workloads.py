@@ -35,7 +35,6 @@ Workloads (``WORKLOADS``), each with its checker (:meth:`Workload.check`):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import random
@@ -57,6 +56,7 @@ from pnyx.etcdclient import (
     WatchEvent,
     hold_lock,
 )
+from pnyx.etcdclient.recipes import cancel_and_wait
 
 CheckVerdict = Literal["valid", "invalid", "unknown"]
 NEMESIS_PROCESS = -1
@@ -848,11 +848,7 @@ class WatchWorkload(Workload):
         return out
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, EtcdError):
-                await task
+        await cancel_and_wait(self.tasks)
         self.tasks = []
         for client in self.clients:
             await client.close()
