@@ -22,7 +22,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -35,6 +34,8 @@ from typing import Any
 import grpc
 import pytest
 from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
+
+from pnyx.cli.cluster_cmd import free_ports
 
 ETCD_BIN = os.environ.get("PNYX_ETCD_BIN") or shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL_BIN = os.environ.get("PNYX_ETCDCTL_BIN") or shutil.which("etcdctl") or "/usr/bin/etcdctl"
@@ -57,18 +58,6 @@ def require_binaries() -> None:
             pytest.fail(_MISSING.format(what=path), pytrace=False)
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1 (held open together while chosen)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _scratch_root() -> str | None:
