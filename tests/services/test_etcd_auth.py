@@ -70,12 +70,17 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def clusters() -> Iterator[dict[str, Any]]:
+    """Real etcd and a pnyx cluster after :data:`SCRIPT` ran on both with the same
+    results, so each test below also runs alone (``pytest file::test``)."""
     require_binaries()
     real = start_real_etcd(1)
     try:
         pnyx = start_pnyx_etcd(3)
         try:
-            yield {"etcd": real, "pnyx": pnyx}
+            both_clusters = {"etcd": real, "pnyx": pnyx}
+            for args, stdin, one in SCRIPT:
+                both(both_clusters, *args, stdin=stdin, one=one)
+            yield both_clusters
         finally:
             pnyx.stop()
     finally:
@@ -196,14 +201,13 @@ SCRIPT: list[tuple[tuple[str, ...], str | None, bool]] = [
     ((*ROOT, "user", "revoke-role", "alice", "r"), None, False),
     ((*ROOT, "user", "get", "alice"), None, False),
 ]
-"""(args, stdin, first endpoint only): the state after it is used by later tests
-(auth enabled; users root and alice (password newpw, no roles); role r: read /b, write
-[/c, /e))."""
+"""(args, stdin, first endpoint only), run by the ``clusters`` fixture.  The state after
+it is what the tests start from: auth enabled; users root and alice (password newpw, no
+roles); role r: read /b, write [/c, /e)."""
 
 
 def test_etcdctl_user_role_auth_as_real_etcd(clusters: dict[str, Any]) -> None:
-    for args, stdin, one in SCRIPT:
-        both(clusters, *args, stdin=stdin, one=one)
+    # the fixture ran SCRIPT, each command with the same result on both; now
     # a user without permission gets etcd's permission-denied error, here and there
     rc, _, err = both(clusters, "--user", "alice:newpw", "put", "/b", "x")
     assert (rc, err) == (1, "Error: etcdserver: permission denied")
