@@ -191,7 +191,6 @@ def test_register_real_cluster_is_clean_and_leaves_nothing(tmp_path: Path, kind:
                                                           nemeses: list[str]) -> None:
     require_namespaces()
     run_id = "r" + new_run_id()[:7]
-    began = time.monotonic()
     net = NamespaceNet(3, run_id)
     system = PnyxSystem() if kind == "pnyx" else EtcdSystem()
     try:
@@ -212,7 +211,6 @@ def test_register_real_cluster_is_clean_and_leaves_nothing(tmp_path: Path, kind:
         assert (result.directory / name).stat().st_size > 0, name
     assert leftovers(run_id) == []
     assert not any(system.running(h) for h in net.hosts)
-    assert time.monotonic() - began < 60
 
 
 class CrashingNemesis:
