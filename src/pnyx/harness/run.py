@@ -36,6 +36,7 @@ from types import FrameType
 from typing import Any
 
 from pnyx.etcdclient import AsyncEtcdClient, EtcdError
+from pnyx.etcdclient.recipes import cancel_and_wait
 from pnyx.harness.api import Host, Nemesis, Net, System
 from pnyx.harness.workloads import (
     CALL_TIMEOUT_S,
@@ -198,11 +199,13 @@ def run_test(
     nemesis_duration_s: float = 5.0,
     quiesce_s: float = 2.0,
     call_timeout_s: float = CALL_TIMEOUT_S,
+    nemesis_limit: int | None = None,
     progress: Progress | None = None,
     report: bool = True,
     keep_data: bool = False,
 ) -> RunResult:
-    """Run one test (see the module docstring); the net is closed on return."""
+    """Run one test (see the module docstring); the net is closed on return.
+    ``nemesis_limit``: at most this many faults (None: as many as the time allows)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     hosts = net.hosts
@@ -224,6 +227,7 @@ def run_test(
             driver = _Driver(system, net, workload, nemeses, result, active, progress,
                              time_limit_s, rate, concurrency, seed, nemesis_interval_s,
                              nemesis_duration_s, quiesce_s, call_timeout_s, phase)
+            driver.nemesis_limit = nemesis_limit
             asyncio.run(driver.run())
     except KeyboardInterrupt:
         result.interrupted = True
@@ -327,6 +331,8 @@ class _Driver:
         self.phase = phase
         self.rec = result.recorder
         self.stop = asyncio.Event()
+        self.nemesis_limit: int | None = None
+        """At most this many faults (None: no limit)."""
 
     async def run(self) -> None:
         endpoints = self.system.endpoints()
@@ -382,8 +388,9 @@ class _Driver:
                 raise RuntimeError(f"the nemesis scheduler failed: {nemesis.exception()!r}")
         finally:
             self.stop.set()
-            for task in [*tasks, nemesis]:
-                task.cancel()
+            # the clients' tasks end (a lock's release, on an interrupt) before their
+            # channels close; bounded
+            await cancel_and_wait([*tasks, nemesis])
             for c in clients:
                 await c.etcd.close()
 
@@ -413,7 +420,9 @@ class _Driver:
         order = list(self.nemeses)
         rng.shuffle(order)
         n = 0
-        while await self._sleep(self.interval_s):
+        while self.nemesis_limit is None or n < self.nemesis_limit:
+            if not await self._sleep(self.interval_s):
+                return
             if self.time_limit_s - (time.monotonic() - began) < 1.0:
                 return
             nemesis = order[n % len(order)]
