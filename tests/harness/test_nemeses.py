@@ -328,4 +328,5 @@ def test_delay_slows_the_links_between_nodes_of_real_etcd(run_id: str) -> None:
 def test_every_nemesis_name_is_covered() -> None:
     covered = {"partition", *(f"partition-{m}" for m in PARTITIONS)}
     covered |= {"kill", "kill-leader", "pause", "pause-leader", "delay", "loss", "skew"}
+    covered |= {"member"}  # tests/harness/test_membership.py
     assert set(NEMESES) == covered

@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from pnyx.harness.api import Host, Nemesis, NemesisUnavailable, Net, System
+from pnyx.harness.membership import MemberNemesis
 
 __all__ = [
     "NEMESES",
@@ -519,6 +520,7 @@ NEMESES: dict[str, _Factory] = {
     "delay": lambda n, s, r: _delay(n, r),
     "loss": lambda n, s, r: LossNemesis(n),
     "skew": lambda n, s, r: ClockNemesis(s),
+    "member": lambda n, s, r: MemberNemesis(n, s, r),
 }
 """``--nemesis`` name -> factory (net, system, rng)."""
 

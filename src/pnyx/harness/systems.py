@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +35,14 @@ import grpc  # type: ignore[import-untyped]
 from aetcd.rpc import rpc_pb2, rpc_pb2_grpc  # type: ignore[import-untyped]
 
 from pnyx.harness.api import Host, System
+from pnyx.harness.membership import (
+    Member,
+    MemberChangeRefused,
+    find_member,
+    member_add,
+    member_list,
+    member_remove,
+)
 
 __all__ = ["ETCD_BIN", "SYSTEMS", "EtcdSystem", "NodeStatus", "PnyxSystem", "ProcessSystem"]
 
@@ -48,6 +57,15 @@ PAUSE_WAIT_S = 5.0
 """Bound on a SIGSTOPped process showing as stopped."""
 RPC_TIMEOUT_S = 1.0
 """Bound on one Status/Range call."""
+ADD_TIMEOUT_S = 10.0
+"""Bound on getting a removed member added back (MemberAdd retried while refused)."""
+JOIN_TIMEOUT_S = 15.0
+"""Bound on a re-added member serving; with :data:`ADD_TIMEOUT_S` under the run loop's
+30 s per nemesis call."""
+REMOVE_RETRY_S = 6.0
+"""Bound on retrying a MemberRemove refused as unavailable."""
+RETRY_PAUSE_S = 0.5
+"""Pause between refused MemberAdd / MemberRemove attempts."""
 
 
 class NodeStatus:
@@ -110,6 +128,9 @@ class ProcessSystem:
         self.cluster_token = "pnyx-" + secrets.token_hex(6)
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._paused: set[str] = set()
+        self.removed: set[str] = set()
+        """Hosts removed from the cluster by :meth:`remove_member`, not added back yet."""
+        self._membership_lock = threading.Lock()
 
     # -- to implement -------------------------------------------------------------------
 
@@ -172,7 +193,15 @@ class ProcessSystem:
 
     def start_node(self, host: Host) -> None:
         """Launch the node on ``host`` (again, after a kill: same data directory); returns
-        once launched, without waiting for it to serve (see :meth:`wait_serving`)."""
+        once launched, without waiting for it to serve (see :meth:`wait_serving`).  A host
+        removed by :meth:`remove_member` is added back instead (:meth:`add_member`, which
+        waits, bounded, until it serves)."""
+        if host.name in self.removed:
+            self.add_member(host)
+            return
+        self._launch(host)
+
+    def _launch(self, host: Host) -> None:
         running = self._procs.get(host.name)
         if running is not None and running.poll() is None:
             raise RuntimeError(f"{self.name} node on {host.name} runs (pid {running.pid})")
@@ -278,6 +307,170 @@ class ProcessSystem:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(REAP_TIMEOUT_S)
 
+    def stop_node(self, host: Host) -> None:
+        """Stop the node on ``host``: SIGTERM (and SIGCONT), SIGKILL after
+        :data:`STOP_TIMEOUT_S`, reaped; nothing when it does not run.  Bounded."""
+        proc = self._procs.get(host.name)
+        self._paused.discard(host.name)
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, signal.SIGCONT)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(REAP_TIMEOUT_S)
+
+    # -- membership (the ``member`` nemesis: pnyx.harness.membership) -------------------
+
+    start_before_add = False
+    """Launch a re-added member before its MemberAdd (pnyx: the add then promotes the
+    running learner at once) instead of after it (etcd: a joining member must be listed)."""
+
+    def peer_url(self, host: Host) -> str:
+        """The node's peer URL as the cluster lists it."""
+        return f"http://{host.address}:{self.peer_port(host)}"
+
+    def _member_endpoints(self, but: Host | None = None) -> list[str]:
+        """Client endpoints of the members running now (not paused, not ``but``)."""
+        return [
+            self.endpoint(h)
+            for h in self.hosts
+            if h != but and h.name not in self.removed and self.running(h) and not self.paused(h)
+        ]
+
+    def members(self) -> list[Member]:
+        """The member list, asked of the running members in turn (bounded each)."""
+        return member_list(self._member_endpoints())
+
+    def remove_member(self, host: Host) -> str:
+        """``MemberRemove`` the node on ``host`` (through another member), then stop it
+        and wipe its data directory: it is no longer a member.  Raises
+        :class:`MemberChangeRefused` (nothing changed) when the cluster refuses."""
+        with self._membership_lock:
+            if host.name in self.removed:
+                raise MemberChangeRefused(f"{host.name} is removed already")
+            endpoints = self._member_endpoints(host)
+            member = find_member(member_list(endpoints), self.peer_url(host))
+            if member is None:
+                raise MemberChangeRefused(f"{host.name} ({self.peer_url(host)}) is no member")
+            self._remove(endpoints, host, member)
+            self.removed.add(host.name)
+            self.stop_node(host)
+            shutil.rmtree(self.data_dir(host), ignore_errors=True)
+        return f"removed {host.name} (member id {member.member_id:x})"
+
+    def _remove(self, endpoints: list[str], host: Host, member: Member) -> None:
+        """MemberRemove through the members in turn, retried while unavailable (bounded by
+        :data:`REMOVE_RETRY_S`: etcd refuses as an "unhealthy cluster" until its members
+        have been connected for 5 s); a failed call whose change happened anyway (the
+        reply was lost) counts as done."""
+        deadline = time.monotonic() + REMOVE_RETRY_S
+        attempt = 0
+        while True:
+            try:
+                member_remove(endpoints[attempt % len(endpoints)], member.member_id)
+                return
+            except MemberChangeRefused as exc:
+                with contextlib.suppress(MemberChangeRefused):
+                    if find_member(member_list(endpoints), self.peer_url(host)) is None:
+                        return
+                if "UNAVAILABLE" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            attempt += 1
+            time.sleep(RETRY_PAUSE_S)
+
+    def add_member(self, host: Host, join_timeout_s: float = JOIN_TIMEOUT_S) -> str:
+        """Add the removed ``host`` back as a new member (``MemberAdd`` with its peer URL,
+        retried while refused, bounded by :data:`ADD_TIMEOUT_S`), start it with an empty
+        data directory joining the running cluster, and wait (bounded by
+        ``join_timeout_s``) until it serves as a voter.  Raises
+        :class:`MemberChangeRefused` when the cluster refuses (it stays removed); a host
+        not removed (e.g. added back meanwhile by another caller) is left alone."""
+        began = time.monotonic()
+        with self._membership_lock:
+            if host.name not in self.removed:
+                return f"{host.name} is a member (not removed)"
+            member = self._rejoin(host)
+            self.removed.discard(host.name)
+        joined = self._wait_joined(host, began, join_timeout_s)
+        return f"added {host.name} back as member id {member.member_id:x} ({joined})"
+
+    def _rejoin(self, host: Host) -> Member:
+        """Launch and MemberAdd in this system's order; on failure the node is stopped and
+        its data wiped again."""
+        try:
+            if self.start_before_add:
+                self._launch(host)
+                self._wait_answering(host, ADD_TIMEOUT_S / 2)
+                member, _ = self._add(host)
+            else:
+                member, members = self._add(host)
+                self._prepare_join(host, members)
+                self._launch(host)
+        except BaseException:
+            self.stop_node(host)
+            shutil.rmtree(self.data_dir(host), ignore_errors=True)
+            raise
+        return member
+
+    def _add(self, host: Host) -> tuple[Member, list[Member]]:
+        """``MemberAdd`` of ``host``'s peer URL, retried while refused (bounded by
+        :data:`ADD_TIMEOUT_S`); already listed (a lost reply) counts.  The member and the
+        member list."""
+        deadline = time.monotonic() + ADD_TIMEOUT_S
+        attempt = 0
+        while True:
+            endpoints = self._member_endpoints(host)
+            try:
+                members = member_list(endpoints)
+                found = find_member(members, self.peer_url(host))
+                if found is not None:
+                    return found, members
+                return member_add(endpoints[attempt % len(endpoints)], self.peer_url(host))
+            except MemberChangeRefused:
+                if time.monotonic() > deadline:
+                    raise
+            attempt += 1
+            time.sleep(RETRY_PAUSE_S)
+
+    def _prepare_join(self, host: Host, members: list[Member]) -> None:
+        """Before a re-added member is launched (after its MemberAdd, with the members
+        now): whatever ``_argv`` needs to join the running cluster.  Default: nothing."""
+
+    def _wait_answering(self, host: Host, timeout_s: float) -> None:
+        """Until the node answers Status (bounded; it may still be unready after)."""
+        deadline = time.monotonic() + timeout_s
+        while self.running(host) and time.monotonic() < deadline:
+            if _status(self.endpoint(host), RPC_TIMEOUT_S) is not None:
+                return
+            time.sleep(0.1)  # poll interval
+
+    def _wait_joined(self, host: Host, began: float, timeout_s: float) -> str:
+        """Wait (bounded by ``timeout_s``) until the re-added node serves and is listed as
+        a voter; says how long after ``began`` (the add's start) it did, or what it did
+        not do in time."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            self.wait_serving((host,), timeout_s)
+            while not self._voter(host):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("listed as a learner still")
+                time.sleep(0.1)  # poll interval
+        except RuntimeError as exc:
+            reason = str(exc).splitlines()[0]
+            return f"not serving {time.monotonic() - began:.1f} s after the add: {reason}"
+        return f"serving {time.monotonic() - began:.1f} s after the add began"
+
+    def _voter(self, host: Host) -> bool:
+        with contextlib.suppress(MemberChangeRefused):
+            member = find_member(self.members(), self.peer_url(host))
+            return member is not None and not member.learner
+        return False
+
     # -- observation --------------------------------------------------------------------
 
     def statuses(self, timeout_s: float = RPC_TIMEOUT_S) -> list[NodeStatus]:
@@ -304,6 +497,9 @@ class PnyxSystem(ProcessSystem):
     """pnyx's etcd service: ``pnyx serve --protocol etcd`` per host."""
 
     name = "pnyx"
+    start_before_add = True
+    """A re-added node keeps its node id (only ``--peers`` nodes exist) and so its member
+    id; wiped, it starts as a follower with no log and waits to be added."""
 
     def __init__(
         self,
@@ -359,12 +555,23 @@ class EtcdSystem(ProcessSystem):
             )
         self.binary = binary
         self.extra_args = extra_args
+        self._join_cluster: dict[str, str] = {}
+        """Host name -> ``--initial-cluster`` of a member added back (state existing)."""
 
     def _peer_url(self, host: Host) -> str:
         return f"http://{host.address}:{self.peer_port(host)}"
 
+    def _prepare_join(self, host: Host, members: list[Member]) -> None:
+        """A member added back starts with ``--initial-cluster-state existing`` and the
+        current members (each named by its host) in ``--initial-cluster``."""
+        names = {self.peer_url(h): h.name for h in self.hosts}
+        self._join_cluster[host.name] = ",".join(
+            f"{names.get(url, m.name)}={url}" for m in members for url in m.peer_urls
+        )
+
     def _argv(self, host: Host) -> list[str]:
-        initial = ",".join(f"{h.name}={self._peer_url(h)}" for h in self.hosts)
+        joining = self._join_cluster.get(host.name)
+        initial = joining or ",".join(f"{h.name}={self._peer_url(h)}" for h in self.hosts)
         client = f"http://{self.endpoint(host)}"
         return [
             self.binary,
@@ -375,7 +582,7 @@ class EtcdSystem(ProcessSystem):
             "--listen-peer-urls", self._peer_url(host),
             "--initial-advertise-peer-urls", self._peer_url(host),
             "--initial-cluster", initial,
-            "--initial-cluster-state", "new",
+            "--initial-cluster-state", "existing" if joining else "new",
             "--initial-cluster-token", self.cluster_token,
             *self.extra_args,
         ]  # fmt: skip
