@@ -75,6 +75,13 @@ STARTUP_FAILED = 1
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info")
 @click.option("--log-json", is_flag=True, help="Structured logs as JSON lines.")
 @click.option(
+    "--fault-clock",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="For fault testing only: take the node's time from this clock file "
+    '({"jump_ms": .., "rate": ..}, re-read when it changes; see pnyx.runtime.faultclock).',
+)
+@click.option(
     "--client-port",
     type=click.IntRange(0, 65535),
     default=None,
@@ -134,6 +141,7 @@ def serve(
     no_fsync: bool,
     log_level: str,
     log_json: bool,
+    fault_clock: Path | None,
     **etcd_flags: Any,
 ) -> None:
     """Run node ID of PROTOCOL until SIGTERM/SIGINT."""
@@ -158,6 +166,7 @@ def serve(
         metrics_port=metrics_port,
         transport=TransportConfig(cluster=cluster, tls=tls),
         wal=WalConfig(fsync=not no_fsync),
+        fault_clock=fault_clock,
     )
     try:
         if protocol == "etcd":

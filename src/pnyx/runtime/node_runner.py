@@ -55,6 +55,7 @@ from pnyx.runtime.datadir import (
     lock_data_dir,
     record_wal_created,
 )
+from pnyx.runtime.faultclock import FaultClock
 from pnyx.runtime.metrics import MetricsServer, NodeMetrics
 from pnyx.runtime.transport import (
     TASK_STOP_TIMEOUT_S,
@@ -108,6 +109,9 @@ class RunnerConfig:
     """Bound of the in-memory history of ``Record`` events."""
     transport: TransportConfig = field(default_factory=TransportConfig)
     wal: WalConfig = field(default_factory=WalConfig)
+    fault_clock: Path | None = None
+    """Fault testing only: take the node's time from this clock file (``faultclock``)
+    instead of the event loop's monotonic clock."""
 
 
 class NodeFailed(RuntimeError):
@@ -181,6 +185,10 @@ class NodeRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._pending_ticks = 0
         self._next_tick_at: float | None = None
+        self.fault_clock: FaultClock | None = None
+        """The fault clock the node's time comes from (``RunnerConfig.fault_clock``)."""
+        self._now: Callable[[], float] = time.monotonic
+        """The node's clock in seconds: the loop's (after start) or the fault clock."""
         self._stopping = False
         self._stopped: asyncio.Event | None = None
         self._stop_task: asyncio.Future[None] | None = None
@@ -242,6 +250,10 @@ class NodeRunner:
         self._inbox = asyncio.Queue(maxsize=cfg.inbox_messages)
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"pnyx-wal-{cfg.node_id}")
+        self._now = loop.time
+        if cfg.fault_clock is not None:
+            self.fault_clock = FaultClock(cfg.fault_clock)
+            self._now = self.fault_clock.now
         if cfg.data_dir is None:
             self._wal = MemoryLog()
         else:
@@ -386,19 +398,24 @@ class NodeRunner:
 
     async def _ticker(self) -> None:
         assert self._wake is not None
-        loop = asyncio.get_running_loop()
-        self._next_tick_at = loop.time() + self.config.tick_ms / 1000.0
+        self._next_tick_at = self._now() + self.config.tick_ms / 1000.0
         while True:
-            await asyncio.sleep(max(0.0, self._next_tick_at - loop.time()))
+            await asyncio.sleep(self._sleep_s(self._next_tick_at - self._now()))
             self._collect_ticks()
             self._wake.set()
+
+    def _sleep_s(self, clock_s: float) -> float:
+        """Real seconds to sleep until ``clock_s`` more seconds of the node's clock pass."""
+        if self.fault_clock is not None:
+            return self.fault_clock.real_s(clock_s)
+        return max(0.0, clock_s)
 
     def _collect_ticks(self) -> None:
         """Add the ticks that fell due by now to ``_pending_ticks`` (the ticker and each round
         call it, so a round right after a stall sees the whole stall)."""
         if self._next_tick_at is None:
             return
-        now = asyncio.get_running_loop().time()
+        now = self._now()
         if now < self._next_tick_at:
             return
         period_s = self.config.tick_ms / 1000.0

@@ -78,7 +78,6 @@ from pnyx.protocols.etcd.errors import (
 )
 from pnyx.protocols.etcd.requests import ResponseHeader, WatchRequest, WatchResponse
 from pnyx.services.etcd.convert import to_proto
-from pnyx.services.etcd.machine import monotonic_ms
 from pnyx.services.etcd.rpc import RpcFailure, unary
 
 if TYPE_CHECKING:
@@ -114,7 +113,7 @@ class MemberAuth:
 
     def __init__(self, server: EtcdServer) -> None:
         self.server = server
-        self.tokens = SimpleTokens(monotonic_ms)
+        self.tokens = SimpleTokens(lambda: server.machine.clock_ms())  # node's clock
         self.store.listener = self.tokens
         self._applied = asyncio.Event()
         self._waiting = 0

@@ -191,6 +191,8 @@ class EtcdServer:
         self._runner = runner
         self.machine.is_leader = lambda: getattr(runner.node, "role", None) == LEADER
         await runner.start()
+        if runner.fault_clock is not None:  # fault testing: leases on the node's clock too
+            self.machine.clock_ms = runner.fault_clock.now_ms
         self._grpc_requests = Counter(
             "grpc_server_handled",
             "etcd gRPC requests answered, by method and status code",
