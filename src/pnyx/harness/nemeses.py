@@ -26,7 +26,9 @@ delay                  50 ms ± 20 ms delay on links between nodes: netem where 
                        kernel has ``sch_netem`` (probed), else a userspace TCP proxy per
                        host (:class:`ProxyDelayNemesis`), as on the machine this was
                        written on
-skew                   clock skew: unavailable (see :class:`ClockNemesis`)
+skew                   pnyx: node clocks at another rate, or jumping forward or back
+                       (:mod:`pnyx.harness.clock`); stop resets them.  Unavailable for
+                       etcd (a Go binary: libfaketime cannot move its clock)
 =====================  ===============================================================
 
 A partition is a *grudge*: host name -> the hosts whose packets it drops; the cut links
@@ -47,6 +49,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from pnyx.harness.api import Host, Nemesis, NemesisUnavailable, Net, System
+from pnyx.harness.clock import ClockNemesis
 from pnyx.harness.membership import MemberNemesis
 
 __all__ = [
@@ -473,38 +476,6 @@ def _delay(net: Net, rng: random.Random) -> Nemesis:
     return ProxyDelayNemesis(net, seed=rng.randrange(1 << 20))
 
 
-class ClockNemesis:
-    """Clock skew and jumps: not available for either system yet.
-
-    - pnyx: the runtime takes its ticks from the event loop's monotonic clock and has no
-      clock offset a nemesis could move; honouring one is a runtime change.
-    - etcd: libfaketime (Debian ``faketime``) works by preloading libc's time calls, but
-      etcd is a Go binary and Go reads the clock through the vDSO, not libc: checked with
-      faketime 0.9.10 and etcd 3.4.23, etcd's log times do not move.
-    - the namespaces share the kernel's CLOCK_REALTIME (time namespaces offset only the
-      monotonic and boot clocks, and only before the first process enters them).
-    """
-
-    name = "skew"
-
-    def __init__(self, system: System) -> None:
-        raise NemesisUnavailable(
-            f"clock skew is not available for {system.name}: "
-            + (
-                "the pnyx runtime has no clock offset to honour yet"
-                if system.name == "pnyx"
-                else "libfaketime cannot move a Go binary's clock (Go reads the vDSO, not "
-                "libc), and the namespaces share the kernel's real-time clock"
-            )
-        )
-
-    def start(self) -> str:  # pragma: no cover - never constructed
-        raise NotImplementedError
-
-    def stop(self) -> str:  # pragma: no cover - never constructed
-        raise NotImplementedError
-
-
 _Factory = Callable[[Net, System, random.Random], Nemesis]
 
 NEMESES: dict[str, _Factory] = {
@@ -519,7 +490,7 @@ NEMESES: dict[str, _Factory] = {
     "pause-leader": lambda n, s, r: PauseNemesis(n, s, "leader", r),
     "delay": lambda n, s, r: _delay(n, r),
     "loss": lambda n, s, r: LossNemesis(n),
-    "skew": lambda n, s, r: ClockNemesis(s),
+    "skew": lambda n, s, r: ClockNemesis(n, s, r),
     "member": lambda n, s, r: MemberNemesis(n, s, r),
 }
 """``--nemesis`` name -> factory (net, system, rng)."""

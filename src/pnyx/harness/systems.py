@@ -507,10 +507,18 @@ class PnyxSystem(ProcessSystem):
         tick_ms: int = 10,
         extra_args: tuple[str, ...] = (),
         start_timeout_s: float = START_TIMEOUT_S,
+        fault_clock: bool = False,
     ) -> None:
         super().__init__(start_timeout_s=start_timeout_s)
         self.tick_ms = tick_ms
         self.extra_args = extra_args
+        self.fault_clock = fault_clock
+        """Nodes take their time from ``clock_file(host)`` (``--fault-clock``; set before
+        :meth:`start`, as the clock nemeses do when built)."""
+
+    def clock_file(self, host: Host) -> Path:
+        """The fault clock file of the node on ``host`` (next to its log)."""
+        return self.directory / f"{host.name}.clock"
 
     def _argv(self, host: Host) -> list[str]:
         ids = {h.name: i for i, h in enumerate(self.hosts, start=1)}
@@ -527,6 +535,7 @@ class PnyxSystem(ProcessSystem):
             "--client-host", host.address,
             "--client-port", str(self.client_port(host)),
             "--client-endpoints", clients,
+            *(["--fault-clock", str(self.clock_file(host))] if self.fault_clock else []),
             *self.extra_args,
         ]  # fmt: skip
 
