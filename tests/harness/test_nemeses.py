@@ -329,4 +329,5 @@ def test_every_nemesis_name_is_covered() -> None:
     covered = {"partition", *(f"partition-{m}" for m in PARTITIONS)}
     covered |= {"kill", "kill-leader", "pause", "pause-leader", "delay", "loss", "skew"}
     covered |= {"member"}  # tests/harness/test_membership.py
+    covered |= {"pause-holder"}  # tests/harness/test_lock_pauses.py
     assert set(NEMESES) == covered

@@ -51,6 +51,7 @@ from typing import Protocol, runtime_checkable
 from pnyx.harness.api import Host, Nemesis, NemesisUnavailable, Net, System
 from pnyx.harness.clock import ClockNemesis
 from pnyx.harness.membership import MemberNemesis
+from pnyx.harness.pauses import PAUSE_NEMESES
 
 __all__ = [
     "NEMESES",
@@ -488,6 +489,7 @@ NEMESES: dict[str, _Factory] = {
     "kill-leader": lambda n, s, r: KillNemesis(n, s, "leader", r),
     "pause": lambda n, s, r: PauseNemesis(n, s, "random", r),
     "pause-leader": lambda n, s, r: PauseNemesis(n, s, "leader", r),
+    **PAUSE_NEMESES,
     "delay": lambda n, s, r: _delay(n, r),
     "loss": lambda n, s, r: LossNemesis(n),
     "skew": lambda n, s, r: ClockNemesis(n, s, r),

@@ -20,9 +20,10 @@ Workloads (``WORKLOADS``), each with its checker (:meth:`Workload.check`):
   all accounts in one txn: every read sums to the initial total, no balance negative;
 - ``set``: adds of unique elements (read-modify-cas on ``keys`` keys); every acknowledged
   add is in the final read, and nothing read was never added;
-- ``lock``: clients take etcd's mutex (:func:`pnyx.etcdclient.hold_lock`, short lease) and
-  hold it a while; the recorded critical sections (from the moment the lock was granted to
-  the client to the moment it started releasing it) must not overlap in real time;
+- ``lock``: clients take etcd's mutex (:func:`pnyx.etcdclient.hold_lock`, a 2 s lease) and
+  hold it 2 to 6 s; the recorded critical sections (from the moment the lock was granted to
+  the client to the moment it started releasing it) must not overlap in real time (the
+  ``pause-holder`` nemesis, :mod:`pnyx.harness.pauses`, shows that they do);
 - ``lock-fenced``: the same, and in the critical section a write to the protected
   resource in a txn that requires the lock key still to have the token as its create
   revision: the successful writes, in revision order, must carry non-decreasing tokens
@@ -38,6 +39,7 @@ import asyncio
 import itertools
 import json
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -595,6 +597,99 @@ class SetWorkload(Workload):
 # -- lock and lock-fenced ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LockHolder:
+    """A client inside the lock workloads' critical section."""
+
+    process: int
+    endpoint: str
+    """The member its client was connected to (``host:port``) when it got the lock: where
+    its calls, and its session's keep-alives, go."""
+
+
+class LockHolders:
+    """Who is inside the critical section of the ``lock`` / ``lock-fenced`` workload now,
+    and through which member: what the ``pause-holder`` nemesis reads
+    (:mod:`pnyx.harness.pauses`).  The workload writes from the event loop and never
+    blocks here; a nemesis waits in its own thread (a condition variable)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._inside: dict[int, LockHolder] = {}
+        self._entries = 0
+        self._latest: LockHolder | None = None
+        self._active = False
+
+    @property
+    def active(self) -> bool:
+        """Whether a lock workload is running (between its ``setup`` and ``close``)."""
+        with self._changed:
+            return self._active
+
+    def begin(self) -> None:
+        """A lock workload's run begins: nobody inside."""
+        with self._changed:
+            self._inside.clear()
+            self._latest = None
+            self._active = True
+            self._changed.notify_all()
+
+    def end(self) -> None:
+        """The run is over: nobody inside, and waiting for an entry is pointless."""
+        with self._changed:
+            self._inside.clear()
+            self._latest = None
+            self._active = False
+            self._changed.notify_all()
+
+    def enter(self, holder: LockHolder) -> None:
+        with self._changed:
+            self._inside[holder.process] = holder
+            self._latest = holder
+            self._entries += 1
+            self._changed.notify_all()
+
+    def leave(self, process: int) -> None:
+        with self._changed:
+            self._inside.pop(process, None)
+            if self._latest is not None and self._latest.process == process:
+                self._latest = None
+
+    def inside(self) -> list[LockHolder]:
+        """The clients inside now (more than one: a violation in the making)."""
+        with self._changed:
+            return list(self._inside.values())
+
+    def next_entry(self, timeout_s: float) -> LockHolder | None:
+        """The next client to enter the critical section after this call, waiting at most
+        ``timeout_s``; past that, the last to enter if it is still inside, else any client
+        inside; None when nobody is (or no lock workload runs: then at once)."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            seen = self._entries
+            while self._active:
+                remaining_s = deadline - time.monotonic()
+                if remaining_s <= 0:
+                    break
+                self._changed.wait(remaining_s)
+                if self._entries != seen and self._latest is not None:
+                    return self._latest
+            if self._latest is not None:
+                return self._latest
+            return next(iter(self._inside.values()), None)
+
+
+LOCK_HOLDERS = LockHolders()
+"""The lock workloads' holders (one run at a time per process, as ``pnyx test`` runs)."""
+
+
+def _member(etcd: AsyncEtcdClient) -> str:
+    """The endpoint ``etcd`` sends its calls through now (the client's current member,
+    which it keeps until a call through it fails)."""
+    index: int = getattr(etcd, "_current", 0)
+    return etcd.endpoints[index % len(etcd.endpoints)]
+
+
 class LockWorkload(Workload):
     """Clients take etcd's mutex (lease ``ttl`` s) and hold it ``hold_s`` seconds.
 
@@ -602,16 +697,25 @@ class LockWorkload(Workload):
     client leaves the critical section ``release`` (invoked before the unlock).  The
     critical section is ``[acquire completed, release invoked]``: inside the time the
     lock was really held if the lock is sound, so two overlapping sections are two holders
-    at once (a violation)."""
+    at once (a violation).  The defaults are Jepsen's lease (2 s, etcd's shortest with its
+    default election time-out) and holds of one to three TTLs, so every holder depends on
+    its keep-alives.  Each holder is published in :data:`LOCK_HOLDERS` while inside."""
 
     name = "lock"
     fenced = False
 
     def __init__(self, keys: int = 1, seed: int = 0, ttl: int = 2,
-                 hold_s: tuple[float, float] = (0.5, 5.0)) -> None:  # fmt: skip
+                 hold_s: tuple[float, float] = (2.0, 6.0)) -> None:  # fmt: skip
         super().__init__(keys, seed)
         self.ttl = ttl
         self.hold_s = hold_s
+
+    async def setup(self, etcd: AsyncEtcdClient, endpoints: Sequence[str],
+                    recorder: Recorder) -> None:  # fmt: skip
+        LOCK_HOLDERS.begin()
+
+    async def close(self) -> None:
+        LOCK_HOLDERS.end()
 
     @property
     def lock_name(self) -> str:
@@ -633,7 +737,12 @@ class LockWorkload(Workload):
                     token = lock.revision
                     rec.record(process, "ok", "acquire", token)
                     state = "inside"
-                    if await self._critical(client, process, lock.key, token):
+                    LOCK_HOLDERS.enter(LockHolder(process, _member(client.etcd)))
+                    try:
+                        done = await self._critical(client, process, lock.key, token)
+                    finally:
+                        LOCK_HOLDERS.leave(process)
+                    if done:
                         rec.record(process, "invoke", "release", token)
                         state = "release"
                     else:
@@ -932,12 +1041,15 @@ def make_workload(name: str, *, keys: int | None = None, seed: int = 0) -> Workl
 
 
 __all__ = [
+    "LOCK_HOLDERS",
     "NEMESIS_PROCESS",
     "WORKLOADS",
     "CheckResult",
     "Client",
     "Failed",
     "Indeterminate",
+    "LockHolder",
+    "LockHolders",
     "Recorder",
     "Workload",
     "check_watch",
