@@ -124,6 +124,12 @@ def test_a_message_from_itself_is_refused() -> None:
         (InstallSnapshot(3, 5, 2, ConfigData((1, 1)), 0, b"", True), "repeats a voter"),
         (SnapshotResponse(3, 5, -1), "next_offset -1"),
         (TimeoutNow(0), "term 0"),
+        # beyond what the node could add 1 to and still encode (msgpack: 64 bits)
+        (AppendEntries(2**64 - 1, 0, 0, (), 0), "term 18446744073709551615 is beyond"),
+        (RequestVote(2**62 + 1, 0, 0), "beyond"),
+        (Heartbeat(3, 2**63), "commit 9223372036854775808 is beyond"),
+        (HeartbeatResponse(3, sent_tick=-(2**63)), "beyond"),
+        (InstallSnapshot(3, 5, 2, ConfigData((1, 2**63)), 0, b"", True), "below 1 or beyond"),
     ],
 )
 def test_nonsense_fields_are_refused(msg: Message, match: str) -> None:
@@ -135,6 +141,8 @@ def test_nonsense_fields_are_refused(msg: Message, match: str) -> None:
     [
         (ReadRequest(1, KvOp("get", "x"), "eventual"), "consistency 'eventual'"),
         (AdminRequest(1, "remove", -3), "must not be negative"),
+        (AdminRequest(1, "remove", 2**64 - 1), "node 18446744073709551615 is beyond"),
+        (ReadRequest(2**63, KvOp("get", "x")), "beyond"),
         (RequestVote(3, 0, 0), "not a Raft client request"),
     ],
 )

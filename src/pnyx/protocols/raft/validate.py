@@ -46,8 +46,23 @@ _ENTRY_KINDS = frozenset({ENTRY_COMMAND, ENTRY_NOOP, ENTRY_CONFIG})
 _READ_CONSISTENCIES = frozenset({READ_LINEARIZABLE, READ_SERIALIZABLE})
 
 
+MAX_WIRE_INT = 2**62
+"""Largest magnitude of an integer field a node accepts from the wire.  msgpack carries
+ints up to 2**64 - 1, but a node adds to terms and indexes (``term + 1``, ``index + 1``)
+and must still be able to encode the result in its own messages and hard state; no real
+term, index, id or counter comes near 2**62."""
+
+
 def _refuse(msg: Message, why: str) -> InvalidMessage:
     return InvalidMessage(f"{type(msg).__name__}: {why}")
+
+
+def _bounded(msg: Message) -> None:
+    """Every integer field of ``msg`` within ±:data:`MAX_WIRE_INT`."""
+    for name in msg.__struct_fields__:
+        value = getattr(msg, name)
+        if type(value) is int and not -MAX_WIRE_INT <= value <= MAX_WIRE_INT:
+            raise _refuse(msg, f"{name} {value} is beyond ±2**62")
 
 
 def _non_negative(msg: Message, *names: str) -> None:
@@ -73,8 +88,8 @@ def check_config(data: Any) -> ConfigData:
     everyone = [*conf.voters, *conf.outgoing, *conf.learners]
     if not voters:
         raise InvalidMessage(f"configuration {conf} has no voter")
-    if any(node < 1 for node in everyone):
-        raise InvalidMessage(f"configuration {conf} names a node id below 1")
+    if any(node < 1 or node > MAX_WIRE_INT for node in everyone):
+        raise InvalidMessage(f"configuration {conf} names a node id below 1 or beyond 2**62")
     if len(voters) != len(conf.voters) or len(outgoing) != len(conf.outgoing):
         raise InvalidMessage(f"configuration {conf} repeats a voter")
     if len(learners) != len(conf.learners) or learners & (voters | outgoing):
@@ -199,6 +214,7 @@ def check_peer_message(msg: Message) -> Message:
     check = _PEER_CHECKS.get(type(msg))
     if check is None:
         raise InvalidMessage(f"{type(msg).__name__} is not a Raft peer message")
+    _bounded(msg)
     result: Message = check(msg)
     return result
 
@@ -207,6 +223,7 @@ def check_client_message(msg: Message) -> None:
     """InvalidMessage unless ``msg`` is a client request with sensible fields."""
     if type(msg) not in CLIENT_MESSAGES:
         raise InvalidMessage(f"{type(msg).__name__} is not a Raft client request")
+    _bounded(msg)
     if isinstance(msg, ReadRequest) and msg.consistency not in _READ_CONSISTENCIES:
         raise _refuse(
             msg,
