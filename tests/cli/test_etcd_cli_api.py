@@ -91,6 +91,30 @@ def test_lock_excludes_concurrent_holders(etcd_cluster: EtcdCluster) -> None:
     assert overlaps == 0 and len(tokens) == 9 and tokens == sorted(set(tokens))
 
 
+def test_an_acquire_that_times_out_leaves_no_task_and_no_queue_key(
+    etcd_cluster: EtcdCluster,
+) -> None:
+    async def scenario() -> tuple[int, int, list[asyncio.Task[object]]]:
+        async with AsyncEtcdClient(etcd_cluster.endpoints) as etcd:
+            async with hold_lock(etcd, "api-timeout"):
+                before = set(asyncio.all_tasks())
+
+                async def acquire() -> None:
+                    async with hold_lock(etcd, "api-timeout"):
+                        raise AssertionError("granted while held")
+
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(acquire(), 3.0)
+                queued = (await etcd.range("api-timeout/", prefix=True)).count
+                left = [t for t in asyncio.all_tasks() - before if not t.done()]
+            free = (await etcd.range("api-timeout/", prefix=True)).count
+        return queued, free, left
+
+    queued, free, left = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert left == [], left  # the waiter's watch task ended with the acquire
+    assert (queued, free) == (1, 0)  # only the holder's key was left, then none
+
+
 def test_watch_resumes_on_another_member_when_its_member_dies(
     etcd_cluster: EtcdCluster,
 ) -> None:

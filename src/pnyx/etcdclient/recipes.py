@@ -107,8 +107,10 @@ async def _until_lost(session: Session, work: asyncio.Future[None]) -> None:
     lost: asyncio.Future[Any] = asyncio.ensure_future(session.lost.wait())
     try:
         await asyncio.wait([work, lost], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        lost.cancel()
+    except BaseException:  # the caller gave up (cancelled, timed out): ``work`` ends too
+        await cancel_and_wait([work, lost])
+        raise
+    lost.cancel()
     if not work.done():
         await cancel_and_wait([work])
         raise SessionExpired()
