@@ -25,6 +25,7 @@ from pnyx.harness.workloads import (
     Recorder,
     RegisterWorkload,
     SetWorkload,
+    WatchWorkload,
     check_watch,
     make_workload,
 )
@@ -276,6 +277,19 @@ def test_watch_reordered_duplicated_or_missing_write_fails() -> None:
     assert "duplicates" in check_watch({0: dup}, REFERENCE, ACKED, 7).counterexample
     lost = [*ACKED, ("w/k2", "v3", 8)]  # acknowledged but not in the write history
     assert check_watch({0: list(REFERENCE)}, REFERENCE, lost, 7).verdict == "invalid"
+
+
+def test_watch_without_its_final_phase_is_unknown_with_it_checked() -> None:
+    workload = WatchWorkload(seed=1)
+    workload.watched = {0: list(REFERENCE[:1])}
+    workload.acked = list(ACKED[:1])
+    # interrupted before the final write and the replay: no verdict, not a violation
+    assert [r.verdict for r in workload.check(History([]))] == ["unknown"]
+    # the final write went through, the replay never finished (it raised): still unknown
+    workload.final_revision = 7
+    assert [r.verdict for r in workload.check(History([]))] == ["unknown"]
+    workload.reference = list(REFERENCE[:2])  # replayed, short of the final revision
+    assert [r.verdict for r in workload.check(History([]))] == ["invalid"]
 
 
 # -- recording ---------------------------------------------------------------------------------

@@ -30,12 +30,10 @@ import click
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from pnyx.check.history import History
     from pnyx.harness.api import Nemesis
     from pnyx.harness.composite import CompositeWorkload
     from pnyx.harness.run import RunResult
     from pnyx.harness.systems import ProcessSystem
-    from pnyx.harness.workloads import Workload
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 3
 NODES = 3
@@ -120,29 +118,12 @@ def demo_workload(workers: int, seed: int) -> CompositeWorkload:
     ``lock-fenced`` (holding the lock shorter than the harness's default: more critical
     sections in a short run, and a quick end)."""
     from pnyx.harness.composite import CompositeWorkload
-    from pnyx.harness.workloads import FencedLockWorkload, KVWorkload
+    from pnyx.harness.workloads import FencedLockWorkload, KVWorkload, WatchWorkload
 
     return CompositeWorkload([(KVWorkload(keys=KV_KEYS, seed=seed), workers),
-                              (_watch_workload(seed), WATCH_WRITERS),
+                              (WatchWorkload(seed=seed), WATCH_WRITERS),
                               (FencedLockWorkload(seed=seed, hold_s=LOCK_HOLD_S),
                                LOCK_CLIENTS)])  # fmt: skip
-
-
-def _watch_workload(seed: int) -> Workload:
-    """The harness's ``watch`` workload, except that it gives no verdict when its final
-    phase (the last write and the replay of the write history) did not complete, e.g. in
-    an interrupted run: :func:`~pnyx.harness.workloads.check_watch` would call the missing
-    replay a violation.  (A stand-in until ``WatchWorkload.check`` does this itself.)"""
-    from pnyx.harness.workloads import CheckResult, WatchWorkload
-
-    class Watch(WatchWorkload):
-        def check(self, history: History) -> list[CheckResult]:
-            if not self.reference:
-                return [CheckResult("watch", "unknown", "the run ended before the write "
-                                    "history was replayed: nothing checked")]  # fmt: skip
-            return super().check(history)
-
-    return Watch(seed=seed)
 
 
 def _report_paths(report: Path) -> tuple[Path, Path | None]:

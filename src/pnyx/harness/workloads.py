@@ -964,6 +964,10 @@ class WatchWorkload(Workload):
         self.clients = []
 
     def check(self, history: History) -> list[CheckResult]:
+        if not self.final_revision or not self.reference:
+            # the final write or the replay never completed (an interrupted or failed run)
+            return [CheckResult("watch", "unknown", "the run ended before the write history "
+                                "was replayed: nothing checked")]  # fmt: skip
         return [check_watch(self.watched, self.reference, self.acked, self.final_revision)]
 
 
