@@ -30,12 +30,14 @@ import click
 
 from pnyx.cli.addresses import check_cluster_id, parse_peers
 from pnyx.cli.errors import fail
+from pnyx.protocols.etcd.mutants import SERVICE_MUTANTS
+from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
 from pnyx.runtime.datadir import DataDirError, read_stamp
 from pnyx.runtime.logs import configure_logging
 from pnyx.runtime.node_runner import NodeFailed, RunnerConfig, run_event_loop
 from pnyx.runtime.tls import TlsConfig, peer_ssl_context, server_ssl_context
 from pnyx.runtime.transport import Address, TransportConfig
-from pnyx.runtime.wal import WalConfig, WalError
+from pnyx.runtime.wal import LAZY_FSYNC, LAZY_FSYNC_MS, RUNTIME_MUTANTS, WalConfig, WalError
 from pnyx.services.catalog import ServiceDef, get_service, service_names
 
 __all__ = ["parse_peers", "serve"]
@@ -43,6 +45,11 @@ __all__ = ["parse_peers", "serve"]
 log = logging.getLogger("pnyx.serve")
 
 STARTUP_FAILED = 1
+TEST_MUTANTS: frozenset[str] = RAFT_MUTANTS | SERVICE_MUTANTS | RUNTIME_MUTANTS
+"""Names ``--test-mutant`` accepts (fault testing only)."""
+FAULT_TESTING_LOG = "fault_testing"
+"""Start of the warning a node logs when started with ``--test-*`` options (followed by
+``mutants=A,B lose_unsynced=true|false``); the harness report shows it."""
 
 
 @click.command()
@@ -127,6 +134,21 @@ STARTUP_FAILED = 1
     default=None,
     help="etcd: Raft heartbeat interval in ms (default 1 tick).",
 )
+@click.option(
+    "--test-mutant",
+    "test_mutants",
+    multiple=True,
+    type=click.Choice(sorted(TEST_MUTANTS)),
+    help="For fault testing only, never in production: run a deliberately broken variant "
+    "(repeatable; Raft's and the etcd service's need --protocol etcd; docs/HARNESS.md, "
+    "'Broken builds').",
+)
+@click.option(
+    "--test-lose-unsynced",
+    is_flag=True,
+    help="For fault testing only: WAL writes stay in memory until fsynced, so a SIGKILL "
+    "loses what a power failure would.",
+)
 def serve(
     node_id: int,
     peers_text: str,
@@ -142,6 +164,8 @@ def serve(
     log_level: str,
     log_json: bool,
     fault_clock: Path | None,
+    test_mutants: tuple[str, ...],
+    test_lose_unsynced: bool,
     **etcd_flags: Any,
 ) -> None:
     """Run node ID of PROTOCOL until SIGTERM/SIGINT."""
@@ -151,9 +175,17 @@ def serve(
         fail(f"unknown protocol {protocol!r}; valid: {', '.join(service_names())}")
     peers = _peers(peers_text, node_id)
     etcd_flags = _etcd_flags(protocol, etcd_flags)
+    etcd_flags["test_mutants"] = _protocol_mutants(protocol, test_mutants)
     _check_data_dir(data_dir)
     tls = _tls_config(tls_ca, tls_cert, tls_key)
     configure_logging(getattr(logging, log_level.upper()), json_lines=log_json, node_id=node_id)
+    if test_mutants or test_lose_unsynced:
+        log.warning(
+            "%s mutants=%s lose_unsynced=%s",
+            FAULT_TESTING_LOG,
+            ",".join(test_mutants) or "-",
+            str(test_lose_unsynced).lower(),
+        )
     cluster = _cluster_id(cluster_id, data_dir, node_id, peers)
     host, port = peers[node_id]
     config = RunnerConfig(
@@ -165,7 +197,7 @@ def serve(
         tick_ms=tick_ms,
         metrics_port=metrics_port,
         transport=TransportConfig(cluster=cluster, tls=tls),
-        wal=WalConfig(fsync=not no_fsync),
+        wal=_wal_config(no_fsync, test_lose_unsynced, test_mutants),
         fault_clock=fault_clock,
     )
     try:
@@ -182,6 +214,20 @@ def serve(
         _stopped(node_id, "stopped", exc)
     except (DataDirError, OSError) as exc:
         _stopped(node_id, "cannot start", exc)
+
+
+def _wal_config(no_fsync: bool, lose_unsynced: bool, mutants: tuple[str, ...]) -> WalConfig:
+    """The WAL settings: ``--no-fsync``, ``--test-lose-unsynced``, the ``lazy_fsync`` mutant."""
+    lazy_ms = LAZY_FSYNC_MS if LAZY_FSYNC in mutants else 0
+    return WalConfig(fsync=not no_fsync, lose_unsynced=lose_unsynced, lazy_fsync_ms=lazy_ms)
+
+
+def _protocol_mutants(protocol: str, mutants: tuple[str, ...]) -> frozenset[str]:
+    """The Raft and etcd-service mutants asked for (a usage error without --protocol etcd)."""
+    chosen = frozenset(mutants) - RUNTIME_MUTANTS
+    if chosen and protocol != "etcd":
+        fail(f"--test-mutant {', '.join(sorted(chosen))}: only for --protocol etcd")
+    return chosen
 
 
 def _stopped(node_id: int, what: str, exc: BaseException) -> NoReturn:
@@ -280,6 +326,7 @@ def _etcd_options(config: RunnerConfig, tls: TlsConfig | None, flags: dict[str, 
         "client_addresses": flags.get("client_endpoints", {}),
         "client_tls": tls,
         "client_cert_auth": bool(flags.get("client_cert_auth")),
+        "test_mutants": flags.get("test_mutants", frozenset()),
     }
     for name in (
         "max_request_bytes",

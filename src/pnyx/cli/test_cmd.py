@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,34 @@ def _parse_nemeses(value: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _parse_mutants(system_name: str, mutants: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``--mutant`` names, checked: known ones, and only with ``--system pnyx``."""
+    if not mutants:
+        return ()
+    if system_name != "pnyx":
+        raise click.BadParameter(f"--mutant is for --system pnyx only (pnyx's deliberately "
+                                 f"broken builds), not {system_name}")  # fmt: skip
+    from pnyx.cli.serve_cmd import TEST_MUTANTS
+
+    bad = [m for m in mutants if m not in TEST_MUTANTS]
+    if bad:
+        raise click.BadParameter(f"--mutant: unknown {', '.join(bad)}; valid: "
+                                 f"{', '.join(sorted(TEST_MUTANTS))}")  # fmt: skip
+    return tuple(dict.fromkeys(mutants))
+
+
+@dataclass(frozen=True)
+class Broken:
+    """The deliberately broken build pnyx's nodes run (fault testing only)."""
+
+    mutants: tuple[str, ...] = ()
+    lose_unsynced: bool = False
+
+    def describe(self) -> str:
+        parts = list(self.mutants) + (["lose-unsynced WAL"] if self.lose_unsynced else [])
+        return "; ".join(parts)
+
+
 @click.command(name="test")
 @click.option("--system", "system_name", type=click.Choice(["pnyx", "etcd"]), default="pnyx",
               show_default=True, help="The system under test.")
@@ -65,25 +94,36 @@ def _parse_nemeses(value: str) -> list[str]:
               default=5.0, show_default=True, help="Seconds each fault lasts.")
 @click.option("--loopback", is_flag=True,
               help="Hosts on 127.0.0.1 even as root (no partitions).")
+@click.option("--mutant", "mutants", multiple=True, metavar="NAME",
+              help="pnyx only, fault testing: every node runs this deliberately broken "
+                   "variant (repeatable; docs/HARNESS.md, 'Broken builds').")
+@click.option("--lose-unsynced", is_flag=True,
+              help="pnyx only: nodes keep WAL writes in memory until fsynced, so a kill "
+                   "loses what a power failure would (use with kill-all).")
 def test(system_name: str, workload: str, nemesis: str, time_limit_s: float, nodes: int,
          rate: float, concurrency: int, keys: int | None, seed: int | None,
          directory: Path | None, interval_s: float, duration_s: float,
-         loopback: bool) -> None:  # fmt: skip
+         loopback: bool, mutants: tuple[str, ...], lose_unsynced: bool) -> None:  # fmt: skip
     """Run a fault test against a real cluster and check the history."""
     console = Console(highlight=False, soft_wrap=True)
     try:
         names = _parse_nemeses(nemesis)
+        broken = Broken(_parse_mutants(system_name, mutants), lose_unsynced)
+        if lose_unsynced and system_name != "pnyx":
+            raise click.BadParameter("--lose-unsynced is for --system pnyx only")
     except click.BadParameter as exc:
-        console.print(f"[red]error: --nemesis: {exc.message}[/red]")
+        console.print(f"[red]error: {exc.message}[/red]")
         sys.exit(EXIT_USAGE)
     sys.exit(run_cli(console, system_name, workload, names, time_limit_s, nodes, rate,
-                     concurrency, keys, seed, directory, interval_s, duration_s, loopback))
+                     concurrency, keys, seed, directory, interval_s, duration_s, loopback,
+                     broken))
 
 
 def run_cli(console: Console, system_name: str, workload_name: str, names: list[str],
             time_limit_s: float, nodes: int, rate: float, concurrency: int,
             keys: int | None, seed: int | None, directory: Path | None, interval_s: float,
-            duration_s: float, loopback: bool) -> int:  # fmt: skip
+            duration_s: float, loopback: bool, broken: Broken | None = None
+            ) -> int:  # fmt: skip
     """Build the net, system, workload and nemeses, run, print; the exit status."""
     import random
 
@@ -91,7 +131,7 @@ def run_cli(console: Console, system_name: str, workload_name: str, names: list[
     from pnyx.harness.nemeses import make_nemesis
     from pnyx.harness.net import namespace_support, new_run_id, open_net
     from pnyx.harness.run import run_test
-    from pnyx.harness.systems import SYSTEMS
+    from pnyx.harness.systems import SYSTEMS, PnyxSystem
     from pnyx.harness.workloads import make_workload
 
     seed = random.randrange(1 << 31) if seed is None else seed
@@ -103,8 +143,10 @@ def run_cli(console: Console, system_name: str, workload_name: str, names: list[
         console.print(f"[yellow]no network namespaces: {reason}.[/yellow]\n"
                       "[yellow]Running in loopback mode: every node on 127.0.0.1, only the "
                       "faults that need no namespaces.[/yellow]")  # fmt: skip
+    broken = broken or Broken()
     try:
-        system = SYSTEMS[system_name]()
+        system = (PnyxSystem(mutants=broken.mutants, lose_unsynced=broken.lose_unsynced)
+                  if system_name == "pnyx" else SYSTEMS[system_name]())  # fmt: skip
     except RuntimeError as exc:
         console.print(f"[red]error: {exc}[/red]")
         return EXIT_USAGE
@@ -129,6 +171,8 @@ def run_cli(console: Console, system_name: str, workload_name: str, names: list[
     console.print(f"pnyx test: {system_name}, {nodes} nodes ({mode}, run {run_id}), workload "
                   f"{workload_name}, nemeses {', '.join(n.name for n in nemeses) or 'none'}, "
                   f"{time_limit_s:g} s at {rate:g} ops/s x {concurrency} clients, seed {seed}")
+    if broken.describe():
+        console.print(f"[red]broken build (fault testing): {broken.describe()}[/red]")
     result = _run_with_progress(console, lambda progress: run_test(
         system, net, workload, nemeses, time_limit_s, rate, concurrency, seed, directory,
         nemesis_interval_s=interval_s, nemesis_duration_s=duration_s, progress=progress),

@@ -19,6 +19,8 @@ partition-one-way      a random node hears no one, everyone hears it (TCP breaks
                        ways: the replies are dropped; datagrams show the direction)
 partition              one of the six above, chosen at random each start
 kill / kill-leader     SIGKILL a random node / the leader; stop restarts it
+kill-all /             SIGKILL every node / a random majority at once; stop restarts
+kill-majority          them (:mod:`pnyx.harness.crash`)
 pause / pause-leader   SIGSTOP a random node / the leader; stop sends SIGCONT
 loss                   20 % of the packets between nodes dropped at random (nftables
                        ``numgen``: no netem needed); stop removes the loss
@@ -50,6 +52,7 @@ from typing import Protocol, runtime_checkable
 
 from pnyx.harness.api import Host, Nemesis, NemesisUnavailable, Net, System
 from pnyx.harness.clock import ClockNemesis
+from pnyx.harness.crash import CRASH_NEMESES
 from pnyx.harness.membership import MemberNemesis
 from pnyx.harness.pauses import PAUSE_NEMESES
 
@@ -487,6 +490,7 @@ NEMESES: dict[str, _Factory] = {
     "partition": lambda n, s, r: PartitionNemesis(n, s, "any", r),
     "kill": lambda n, s, r: KillNemesis(n, s, "random", r),
     "kill-leader": lambda n, s, r: KillNemesis(n, s, "leader", r),
+    **CRASH_NEMESES,
     "pause": lambda n, s, r: PauseNemesis(n, s, "random", r),
     "pause-leader": lambda n, s, r: PauseNemesis(n, s, "leader", r),
     **PAUSE_NEMESES,

@@ -176,6 +176,31 @@ def _verdict_span(verdict: str) -> str:
     return f"<span class='{_e(verdict)}'>{_e(word)}</span>"
 
 
+FAULT_TESTING_LOG = "fault_testing mutants="
+"""What a node started with ``pnyx serve --test-*`` logs first (``pnyx.cli.serve_cmd``)."""
+
+
+def node_mutants(result: RunResult) -> str:
+    """The broken variants the nodes ran, from their own start-up line in their logs
+    (``mutants=A,B lose_unsynced=true``), e.g. ``lazy_fsync; lose-unsynced``; "" if none."""
+    found: set[str] = set()
+    lose = False
+    for path in result.logs.values():
+        try:
+            text = Path(path).read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            at = line.find(FAULT_TESTING_LOG)
+            if at < 0:
+                continue
+            fields = dict(f.split("=", 1) for f in line[at:].split()[1:] if "=" in f)
+            found.update(m for m in fields.get("mutants", "-").split(",") if m != "-")
+            lose = lose or fields.get("lose_unsynced") == "true"
+    parts = sorted(found) + (["lose-unsynced WAL"] if lose else [])
+    return "; ".join(parts)
+
+
 def render_index(result: RunResult, ops: Sequence[Operation], plots: dict[str, str],
                  counterexample_page: bool) -> str:  # fmt: skip
     counts = {k: sum(1 for o in ops if o.outcome == k) for k in ("ok", "fail", "info")}
@@ -183,6 +208,8 @@ def render_index(result: RunResult, ops: Sequence[Operation], plots: dict[str, s
     rows = [
         ("verdict", _verdict_span(result.verdict)),
         ("system", _e(result.system)), ("workload", _e(result.workload)),
+        *([("mutants", f"<span class='invalid'>{_e(broken)}</span>")]
+          if (broken := node_mutants(result)) else []),
         ("nemeses", _e(", ".join(result.nemeses) or "none")),
         ("nodes", f"{result.nodes} ({_e(mode)})"),
         ("time limit", f"{result.time_limit_s:g} s"),

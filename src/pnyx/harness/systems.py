@@ -508,10 +508,18 @@ class PnyxSystem(ProcessSystem):
         extra_args: tuple[str, ...] = (),
         start_timeout_s: float = START_TIMEOUT_S,
         fault_clock: bool = False,
+        mutants: tuple[str, ...] = (),
+        lose_unsynced: bool = False,
     ) -> None:
         super().__init__(start_timeout_s=start_timeout_s)
         self.tick_ms = tick_ms
         self.extra_args = extra_args
+        self.mutants = tuple(mutants)
+        """Deliberately broken variants every node runs (``--test-mutant``; names:
+        ``pnyx.cli.serve_cmd.TEST_MUTANTS``)."""
+        self.lose_unsynced = lose_unsynced
+        """Nodes hold WAL writes in memory until fsynced (``--test-lose-unsynced``): a kill
+        loses what a power failure would."""
         self.fault_clock = fault_clock
         """Nodes take their time from ``clock_file(host)`` (``--fault-clock``; set before
         :meth:`start`, as the clock nemeses do when built)."""
@@ -536,6 +544,8 @@ class PnyxSystem(ProcessSystem):
             "--client-port", str(self.client_port(host)),
             "--client-endpoints", clients,
             *(["--fault-clock", str(self.clock_file(host))] if self.fault_clock else []),
+            *[arg for name in self.mutants for arg in ("--test-mutant", name)],
+            *(["--test-lose-unsynced"] if self.lose_unsynced else []),
             *self.extra_args,
         ]  # fmt: skip
 

@@ -65,6 +65,13 @@ MANIFEST_FILE = "MANIFEST"
 
 WAL_FORMAT = 2
 
+LAZY_FSYNC = "lazy_fsync"
+"""Runtime mutant (fault testing only): acknowledge at once, fdatasync at most every
+:data:`LAZY_FSYNC_MS` (see :attr:`WalConfig.lazy_fsync_ms`)."""
+LAZY_FSYNC_MS = 1000
+RUNTIME_MUTANTS: frozenset[str] = frozenset({LAZY_FSYNC})
+"""Names of the runtime's deliberately broken variants (``pnyx serve --test-mutant``)."""
+
 KIND_OP = 1
 KIND_SNAPSHOT = 2
 
@@ -178,6 +185,17 @@ class WalConfig:
     """Largest record body; bigger ``LogAppend`` ops are split, a bigger entry is an error."""
     fsync: bool = True
     """False skips fsync (benchmarks only: acknowledged writes may be lost on power loss)."""
+    lose_unsynced: bool = False
+    """Fault testing only (``pnyx serve --test-lose-unsynced``): records written to the WAL
+    stay in this process's memory until their fdatasync, so a SIGKILL loses exactly what a
+    power failure would: everything not yet fsynced.  (Otherwise written bytes sit in the
+    kernel's page cache, which survives the process.)  Segment headers, the manifest and
+    snapshot files are fsynced as they are written, so they are unaffected."""
+    lazy_fsync_ms: int = 0
+    """The runtime mutant ``lazy_fsync`` (fault testing only; 0: off): :meth:`sync` writes
+    each batch but fdatasyncs only when this many ms have passed since the last fdatasync,
+    so a batch is acknowledged before it is durable (like Redis's ``appendfsync
+    everysec``).  A whole-cluster crash then loses acknowledged writes."""
 
 
 @dataclass
@@ -279,6 +297,12 @@ class WriteAheadLog:
         self._size_bytes = 0
         self._fd = -1
         self._checkpoint_threshold_bytes = 0
+        self._unsynced: list[tuple[int, bytes]] = []
+        """(offset, bytes) written to the current segment but held back until its
+        fdatasync (``lose_unsynced``)."""
+        self._dirty = False
+        """Bytes were written to the current segment since its last fdatasync."""
+        self._last_fsync_s = time.monotonic()
         self._recover()
 
     # -- public API ----------------------------------------------------------------------
@@ -324,23 +348,28 @@ class WriteAheadLog:
                 self._checkpoint_threshold_bytes = 0  # the image shrank: worth another look
 
     def sync(self) -> None:
-        """Write the pending batch and make it durable with one fdatasync (group commit)."""
+        """Write the pending batch and make it durable with one fdatasync (group commit).
+
+        Under the ``lazy_fsync_ms`` mutant the fdatasync (and what follows it: snapshot
+        clean-up, checkpoints) waits until that long has passed since the last one."""
         if self._pending:
-            data = _frame_batch(self._pending, self._next_lsn)
-            records = len(self._pending)
-            self._pending.clear()
-            if self._write_offset + len(data) > self._size_bytes:
-                self._roll(len(data))
-            _pwrite_all(self._fd, data, self._write_offset)
-            self._write_offset += len(data)
-            self._next_lsn += records
-            self.stats.records += records
-            self.stats.bytes_written += len(data)
-            self._datasync(self._fd)
+            self._write_pending()
+        if self._dirty and not self._fsync_due():
+            return  # mutant lazy_fsync: written (and soon acknowledged), not durable
+        self._sync_written()
+        self._after_sync()
+
+    def fsync(self) -> None:
+        """Make every batch written so far durable now, whatever the ``lazy_fsync_ms``
+        mutant would wait for (pending ops are written first)."""
+        if self._pending:
+            self._write_pending()
+        self._sync_written()
         self._after_sync()
 
     def write(self, ops: Sequence[PersistOp]) -> None:
-        """Append ``ops`` and sync: when this returns, all of them are durable."""
+        """Append ``ops`` and sync: when this returns, all of them are durable (under the
+        ``lazy_fsync_ms`` mutant: written, durable at a later sync)."""
         self.append(ops)
         self.sync()
 
@@ -348,10 +377,45 @@ class WriteAheadLog:
         """Sync anything pending and close the current segment."""
         if self._fd >= 0:
             self.sync()
+            self._sync_written()
             os.close(self._fd)
             self._fd = -1
 
     # -- writing -------------------------------------------------------------------------
+
+    def _write_pending(self) -> None:
+        """Frame the pending records as one batch and write it after the current one."""
+        data = _frame_batch(self._pending, self._next_lsn)
+        records = len(self._pending)
+        self._pending.clear()
+        if self._write_offset + len(data) > self._size_bytes:
+            self._roll(len(data))
+        if self.config.lose_unsynced:
+            self._unsynced.append((self._write_offset, data))
+        else:
+            _pwrite_all(self._fd, data, self._write_offset)
+        self._dirty = True
+        self._write_offset += len(data)
+        self._next_lsn += records
+        self.stats.records += records
+        self.stats.bytes_written += len(data)
+
+    def _fsync_due(self) -> bool:
+        """Whether :meth:`sync` fdatasyncs now (always, unless the lazy_fsync mutant)."""
+        interval_ms = self.config.lazy_fsync_ms
+        return interval_ms <= 0 or (time.monotonic() - self._last_fsync_s) * 1000 >= interval_ms
+
+    def _sync_written(self) -> None:
+        """Make every batch written to the current segment durable: write what was held
+        back (``lose_unsynced``), then one fdatasync."""
+        if not self._dirty:
+            return
+        for offset, data in self._unsynced:
+            _pwrite_all(self._fd, data, offset)
+        self._unsynced.clear()
+        self._datasync(self._fd)
+        self._dirty = False
+        self._last_fsync_s = time.monotonic()
 
     def _encode_op(self, op: PersistOp) -> list[bytes]:
         body = self.codec.encode(op)
@@ -485,6 +549,7 @@ class WriteAheadLog:
 
     def _roll(self, min_bytes: int) -> None:
         """Close the current segment and continue in a new one that fits ``min_bytes``."""
+        self._sync_written()  # a segment is closed durable (the lazy_fsync mutant too)
         self._closed_segments.append((self._seq, self._write_offset))
         self._create_segment(self._seq + 1, [], checkpoint=False, min_bytes=min_bytes)
         log.info("wal_rotate segment=%s", self._segment_path(self._seq).name)

@@ -124,10 +124,12 @@ class ServedMachine:
         inner: EtcdStateMachine,
         *,
         clock_ms: Callable[[], int] = monotonic_ms,
+        lessor: Lessor | None = None,
     ) -> None:
         self.inner = inner
         self.clock_ms = clock_ms
-        self.lessor: Lessor = inner.store.new_lessor()
+        self.lessor: Lessor = lessor if lessor is not None else inner.store.new_lessor()
+        """This node's lease clock (default: one over ``inner``'s lease table)."""
         self.is_leader: Callable[[], bool] = lambda: False
         """Set by the server once its node runs: whether the node leads now."""
         self.after_apply: list[Callable[[], None]] = [self._count_size]

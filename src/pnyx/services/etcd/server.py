@@ -38,11 +38,13 @@ from pnyx.protocols.etcd import (
     ResponseHeader,
     check_request_size,
 )
-from pnyx.protocols.etcd.lease import DEFAULT_MIN_LEASE_TTL_S
+from pnyx.protocols.etcd.lease import DEFAULT_MIN_LEASE_TTL_S, Lessor
 from pnyx.protocols.etcd.machine import decode_result
+from pnyx.protocols.etcd.mutants import LEASE_EXPIRES_EARLY, forgetful_lessor
 from pnyx.protocols.etcd.requests import LeaseRevokeRequest
 from pnyx.protocols.etcd.watch import DEFAULT_MAX_PENDING_RESPONSES, WatchHub
 from pnyx.protocols.raft import LEADER
+from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
 from pnyx.protocols.raft.sessions import OPEN_SESSION, SESSION_EXPIRED, SessionCommand
 from pnyx.runtime.node_runner import NodeRunner, RunnerConfig, node_status
 from pnyx.runtime.tls import TlsConfig, client_ssl_context
@@ -127,6 +129,10 @@ class EtcdOptions:
     """With ``client_tls``: clients must present a certificate of the CA (etcd's
     ``--client-cert-auth``)."""
     gateway: GatewayOptions = field(default_factory=GatewayOptions)
+    test_mutants: frozenset[str] = frozenset()
+    """Fault testing only: deliberately broken variants, Raft's
+    (:data:`pnyx.protocols.raft.config.MUTANTS`) and the service's
+    (:data:`pnyx.protocols.etcd.mutants.SERVICE_MUTANTS`)."""
 
 
 class EtcdServer:
@@ -138,11 +144,10 @@ class EtcdServer:
         self.config = config
         self.options = options or EtcdOptions()
         self._runner_options = runner_options
-        self.machine = ServedMachine(
-            EtcdStateMachine(
-                max_txn_ops=self.options.max_txn_ops, min_lease_ttl_s=self.options.min_lease_ttl_s
-            )
+        inner = EtcdStateMachine(
+            max_txn_ops=self.options.max_txn_ops, min_lease_ttl_s=self.options.min_lease_ttl_s
         )
+        self.machine = ServedMachine(inner, lessor=_lessor(inner, self.options.test_mutants))
         self._runner: NodeRunner | None = None
         self._gateway: Gateway | None = None
         self._grpc: Any = None
@@ -227,7 +232,10 @@ class EtcdServer:
         follower learns the commit index of a write it forwarded from the next append or
         heartbeat: every tick halves that wait) and the configured timeouts."""
         tick = self.config.tick_ms
-        overrides: dict[str, int] = {"heartbeat_interval_ticks": DEFAULT_HEARTBEAT_TICKS}
+        overrides: dict[str, Any] = {"heartbeat_interval_ticks": DEFAULT_HEARTBEAT_TICKS}
+        raft_mutants = self.options.test_mutants & RAFT_MUTANTS
+        if raft_mutants:
+            overrides["mutants"] = raft_mutants
         if self.options.election_timeout_ms is not None:
             overrides["election_timeout_ticks"] = max(2, self.options.election_timeout_ms // tick)
         if self.options.snapshot_threshold_entries is not None:
@@ -496,6 +504,13 @@ def _typed(request: Any, raw: Any) -> Any:
     if isinstance(result, dict) and "error" in result:
         raise GatewayError(f"the state machine answered {result!r}")
     return result
+
+
+def _lessor(inner: EtcdStateMachine, mutants: frozenset[str]) -> Lessor | None:
+    """The ``lease_expires_early`` mutant's lessor when asked for; None: the default."""
+    if LEASE_EXPIRES_EARLY in mutants:
+        return forgetful_lessor(inner.store)
+    return None
 
 
 async def _bounded(coro: Any, what: str) -> None:

@@ -79,6 +79,7 @@ from pnyx.core import (
 )
 from pnyx.core.node import StateMachine
 from pnyx.protocols.etcd import EtcdStateMachine, EtcdStore, Lessor, WatchHub
+from pnyx.protocols.etcd.mutants import LEASE_EXPIRES_EARLY, ForgetfulLessor, forgetful_lessor
 from pnyx.protocols.etcd.requests import (
     LeaseKeepAliveRequest,
     LeaseRevokeRequest,
@@ -125,7 +126,6 @@ PROGRESS_TICKS = 10
 LEASE_TICK_SLACK = 2
 """Ticks of rounding the lease check allows (a deadline is counted in whole ticks)."""
 
-LEASE_EXPIRES_EARLY = "lease_expires_early"
 WATCH_GAP = "watch_gap"
 ETCD_MUTANTS: frozenset[str] = frozenset({LEASE_EXPIRES_EARLY, WATCH_GAP})
 MUTANTS: frozenset[str] = ETCD_MUTANTS | RAFT_MUTANTS
@@ -369,35 +369,8 @@ def serve(node: Node, sm: StateMachine | None, request: Any) -> None:
 # -- mutants ---------------------------------------------------------------------------------------
 
 
-class ForgetfulLessor(Lessor):
-    """Mutant ``lease_expires_early``: a new leader counts each lease's TTL from when its
-    node first saw the lease (as a follower), not from its promotion — as if nobody had
-    kept the lease alive since: the keep-alives the old leader acknowledged are forgotten."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._first_seen_ms: dict[int, int] = {}
-
-    def expired(self, now_ms: int) -> list[int]:
-        if not self.primary:  # asked on every tick: note the leases this node knows of
-            known = self.table.ttl_s
-            for lease_id in [i for i in self._first_seen_ms if i not in known]:
-                del self._first_seen_ms[lease_id]
-            for lease_id in known:
-                self._first_seen_ms.setdefault(lease_id, now_ms)
-        return super().expired(now_ms)
-
-    def promote(self, now_ms: int) -> None:
-        super().promote(now_ms)
-        for lease_id, seen_ms in self._first_seen_ms.items():
-            if lease_id in self.deadline_ms:
-                self.keep_alive(lease_id, seen_ms)  # the deadline becomes seen + TTL
-
-
 def _forgetful_lessor(store: EtcdStore) -> Lessor:
-    return ForgetfulLessor(
-        store.leases, lambda: store.mvcc.current_revision, revoke_retry_ms=REVOKE_RETRY_MS
-    )
+    return forgetful_lessor(store, revoke_retry_ms=REVOKE_RETRY_MS)
 
 
 class GapWatchHub(WatchHub):
