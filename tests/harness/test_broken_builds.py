@@ -5,7 +5,9 @@ each one causes, and the same run of correct pnyx must be valid.
   ``--test-lose-unsynced`` under ``kill-all``: acknowledged adds missing from the final
   read of the ``set`` workload (a lost write);
 - ``lease_expires_early`` (a new leader counts lease TTLs from when it first saw the lease)
-  under ``partition-leader``: two clients inside the ``lock`` at once (a double holder).
+  under ``partition-leader``: two clients inside the ``lock`` at once (a double holder);
+- ``local_reads`` (reads served without ReadIndex, from the member's own applied state)
+  under ``partition-random``: the ``register`` history is not linearizable (a stale read).
 
 Each run is about 30 s of workload in network namespaces (root)."""
 
@@ -103,6 +105,32 @@ def test_correct_pnyx_lock_has_one_holder_under_leader_partitions(tmp_path: Path
     verdict, details, summary = _check(result, "mutual exclusion")
     assert verdict == "valid", summary
     assert int(str(details["sections"])) >= 4, summary
+
+
+# -- reads served without ReadIndex: a stale read -------------------------------------------
+
+
+def _read_run(tmp_path: Path, mutants: tuple[str, ...]) -> RunResult:
+    """A random node cut off for 3 s, seven times: while it is a follower, the others go on
+    writing and its clients' reads go on being answered (until a write of theirs times out
+    and they move to another member)."""
+    workload = make_workload("register", seed=SEED)
+    return _run(tmp_path, PnyxSystem(mutants=mutants), workload, "partition-random", 1.0, 3.0)
+
+
+def test_local_reads_give_a_stale_read(tmp_path: Path) -> None:
+    result = _read_run(tmp_path, ("local_reads",))
+    verdict, _, summary = _check(result, "linearizable")
+    assert verdict == "invalid", summary
+    counterexample = next(c for c in result.checks if c.name == "linearizable").counterexample
+    assert "read" in counterexample and "none of these can take effect" in counterexample
+
+
+def test_correct_pnyx_reads_are_linearizable_under_the_same_partitions(tmp_path: Path) -> None:
+    result = _read_run(tmp_path, ())
+    verdict, _, summary = _check(result, "linearizable")
+    assert verdict == "valid", summary
+    assert sum(i.name == "partition-random" for i in result.intervals) >= 5
 
 
 # -- the command line ------------------------------------------------------------------------

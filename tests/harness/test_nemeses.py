@@ -264,6 +264,27 @@ def test_process_nemeses_start_and_stop(
 
 
 @pytest.mark.root
+@pytest.mark.parametrize(("name", "victims"), [("kill-majority", 2), ("kill-all", 3)])
+def test_crash_nemeses_kill_several_at_once_and_restart_them(
+    pnyx: tuple[NamespaceNet, ProcessSystem], name: str, victims: int
+) -> None:
+    net, system = pnyx
+    wait_for("a leader", system.leader)
+    nemesis = make_nemesis(name, net, system, seed=3)
+    started = nemesis.start()
+    try:
+        assert started.startswith("killed ") and started.endswith(" at once"), started
+        hit = [net.host(n) for n in started.split()[1:-2]]
+        assert len(hit) == victims
+        assert not any(system.running(h) for h in hit)
+        assert all(system.running(h) for h in net.hosts if h not in hit)
+    finally:
+        stopped = nemesis.stop()
+    assert stopped == "restarted " + " ".join(h.name for h in hit)
+    system.wait_serving(None, WAIT_S)
+
+
+@pytest.mark.root
 def test_loss_nemesis_drops_with_nftables_and_the_cluster_recovers(
     pnyx: tuple[NamespaceNet, ProcessSystem],
 ) -> None:
@@ -330,4 +351,5 @@ def test_every_nemesis_name_is_covered() -> None:
     covered |= {"kill", "kill-leader", "pause", "pause-leader", "delay", "loss", "skew"}
     covered |= {"member"}  # tests/harness/test_membership.py
     covered |= {"pause-holder"}  # tests/harness/test_lock_pauses.py
+    covered |= {"kill-all", "kill-majority"}  # above, and tests/harness/test_broken_builds.py
     assert set(NEMESES) == covered

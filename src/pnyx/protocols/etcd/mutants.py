@@ -16,8 +16,14 @@ LEASE_EXPIRES_EARLY = "lease_expires_early"
 """A new leader's lessor counts each lease's TTL from when its node first saw the lease:
 see :class:`ForgetfulLessor`."""
 
-SERVICE_MUTANTS: frozenset[str] = frozenset({LEASE_EXPIRES_EARLY})
-"""The etcd service's mutants that run on real processes too."""
+LOCAL_READS = "local_reads"
+"""Reads served without ReadIndex: a linearizable Range (or any read) is answered from the
+member's own applied state, as a serializable one would be — the member the client talks
+to may be a follower that is behind, or cut off from the cluster.  Real processes only (the
+simulator's etcd spec checks this path through its Raft mutants)."""
+
+SERVICE_MUTANTS: frozenset[str] = frozenset({LEASE_EXPIRES_EARLY, LOCAL_READS})
+"""The etcd service's mutants that run on real processes."""
 
 
 class ForgetfulLessor(Lessor):
@@ -51,4 +57,10 @@ def forgetful_lessor(store: EtcdStore, **options: Any) -> ForgetfulLessor:
     return ForgetfulLessor(store.leases, lambda: store.mvcc.current_revision, **options)
 
 
-__all__ = ["LEASE_EXPIRES_EARLY", "SERVICE_MUTANTS", "ForgetfulLessor", "forgetful_lessor"]
+__all__ = [
+    "LEASE_EXPIRES_EARLY",
+    "LOCAL_READS",
+    "SERVICE_MUTANTS",
+    "ForgetfulLessor",
+    "forgetful_lessor",
+]

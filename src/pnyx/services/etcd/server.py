@@ -40,7 +40,7 @@ from pnyx.protocols.etcd import (
 )
 from pnyx.protocols.etcd.lease import DEFAULT_MIN_LEASE_TTL_S, Lessor
 from pnyx.protocols.etcd.machine import decode_result
-from pnyx.protocols.etcd.mutants import LEASE_EXPIRES_EARLY, forgetful_lessor
+from pnyx.protocols.etcd.mutants import LEASE_EXPIRES_EARLY, LOCAL_READS, forgetful_lessor
 from pnyx.protocols.etcd.requests import LeaseRevokeRequest
 from pnyx.protocols.etcd.watch import DEFAULT_MAX_PENDING_RESPONSES, WatchHub
 from pnyx.protocols.raft import LEADER
@@ -390,7 +390,7 @@ class EtcdServer:
     async def read(self, request: Any, *, serializable: bool = False) -> Any:
         """Answer a read-only ``request``: linearizable (ReadIndex on the leader) unless
         ``serializable`` (this node's applied state, possibly stale)."""
-        if serializable:
+        if serializable or LOCAL_READS in self.options.test_mutants:
             return _typed(request, self.machine.inner.store.apply(request))
         raw = await self.gateway.read(request)
         return _typed(request, raw)
