@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run run-sim test lint soak bench clean
 
-SYSTEM_PACKAGES := etcd-server etcd-client chromium nftables faketime
+SYSTEM_PACKAGES := etcd-server etcd-client chromium nftables faketime fuse3 libfuse3-3
 SYSTEM_STAMP := $(VENV)/.system-stamp
 
 $(STAMP): pyproject.toml $(SYSTEM_STAMP)
@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml $(SYSTEM_STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,fast]'
 	touch $(STAMP)
 
-# Debian packages the tests and benchmarks drive (real etcd 3.4 and etcdctl): `apt-get update`
+# Debian packages the tests and benchmarks drive (real etcd 3.4 and etcdctl, chromium for the
+# report test, nftables for partitions, fuse3 for the lazyfs layer): `apt-get update`
 # once, then install what is missing.  Without root, say what to install and go on.
-$(SYSTEM_STAMP):
+$(SYSTEM_STAMP): Makefile
 	mkdir -p $(VENV)
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -147,8 +147,6 @@ def test_cli_mutant_options_are_checked() -> None:
     done = runner.invoke(cli, ["test", "--system", "pnyx", "--mutant", "bogus"])
     assert done.exit_code == 2 and "unknown bogus" in done.output
     assert "lease_expires_early" in done.output and "lazy_fsync" in done.output
-    done = runner.invoke(cli, ["test", "--system", "etcd", "--lose-unsynced"])
-    assert done.exit_code == 2 and "--lose-unsynced is for --system pnyx only" in done.output
 
 
 def test_serve_refuses_an_unknown_mutant_and_one_of_another_protocol(tmp_path: Path) -> None:

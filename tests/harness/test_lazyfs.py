@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -252,3 +253,45 @@ def test_etcd_on_lazyfs_keeps_acknowledged_puts_across_crash(lazyfs: LazyFs) -> 
         assert node.put("c/after", "crash")
     finally:
         node.stop(signal.SIGKILL)
+
+
+def test_etcd_cluster_on_lazyfs_under_kill_all_loses_no_acknowledged_add(
+    tmp_path: Path,
+) -> None:
+    """``pnyx test --system etcd --lose-unsynced``: each node's data dir on its own lazyfs,
+    ``kill-all`` also crashes the filesystems (their pids change); etcd fsyncs before it
+    acknowledges, so the ``set`` workload loses nothing, and no mount is left."""
+    from pnyx.harness.nemeses import make_nemesis
+    from pnyx.harness.net import NamespaceNet, leftovers, new_run_id
+    from pnyx.harness.run import run_test
+    from pnyx.harness.systems import EtcdSystem
+    from pnyx.harness.workloads import make_workload
+    from tests.harness.conftest import require_namespaces
+
+    require_namespaces()
+    run_id = "z" + new_run_id()[:7]
+    net = NamespaceNet(3, run_id)
+    system = EtcdSystem(lazyfs=True)
+    fs_pids: list[dict[str, int | None]] = []
+    crash_storage = system.crash_storage
+
+    def recording_crash(host: Any) -> None:
+        before = system._fs[host.name].pid
+        crash_storage(host)
+        fs_pids.append({"before": before, "after": system._fs[host.name].pid})
+
+    system.crash_storage = recording_crash  # type: ignore[method-assign]
+    try:
+        fault = make_nemesis("kill-all", net, system, 1)
+        result = run_test(system, net, make_workload("set", seed=1), [fault], 16.0, 40, 4, 1,
+                          tmp_path / "run", nemesis_interval_s=3.0,
+                          nemesis_duration_s=1.0)  # fmt: skip
+    finally:
+        net.close()
+    assert result.error == "", result.error
+    check = next(c for c in result.checks if c.name == "set")
+    assert check.verdict == "valid" and check.details["lost"] == [], check.summary
+    assert len(fs_pids) >= 6  # two or more whole-cluster crashes, three filesystems each
+    assert all(p["before"] and p["after"] and p["before"] != p["after"] for p in fs_pids)
+    assert leftovers(run_id) == []
+    assert str(tmp_path) not in Path("/proc/mounts").read_text()

@@ -98,8 +98,9 @@ class Broken:
               help="pnyx only, fault testing: every node runs this deliberately broken "
                    "variant (repeatable; docs/HARNESS.md, 'Broken builds').")
 @click.option("--lose-unsynced", is_flag=True,
-              help="pnyx only: nodes keep WAL writes in memory until fsynced, so a kill "
-                   "loses what a power failure would (use with kill-all).")
+              help="A crash (kill-all, kill-majority) loses what the nodes had not "
+                   "fsynced, as a power failure would: pnyx keeps WAL writes in memory "
+                   "until fsynced; etcd's data dirs are on a lazyfs-like FUSE layer.")
 def test(system_name: str, workload: str, nemesis: str, time_limit_s: float, nodes: int,
          rate: float, concurrency: int, keys: int | None, seed: int | None,
          directory: Path | None, interval_s: float, duration_s: float,
@@ -109,8 +110,6 @@ def test(system_name: str, workload: str, nemesis: str, time_limit_s: float, nod
     try:
         names = _parse_nemeses(nemesis)
         broken = Broken(_parse_mutants(system_name, mutants), lose_unsynced)
-        if lose_unsynced and system_name != "pnyx":
-            raise click.BadParameter("--lose-unsynced is for --system pnyx only")
     except click.BadParameter as exc:
         console.print(f"[red]error: {exc.message}[/red]")
         sys.exit(EXIT_USAGE)
@@ -131,7 +130,7 @@ def run_cli(console: Console, system_name: str, workload_name: str, names: list[
     from pnyx.harness.nemeses import make_nemesis
     from pnyx.harness.net import namespace_support, new_run_id, open_net
     from pnyx.harness.run import run_test
-    from pnyx.harness.systems import SYSTEMS, PnyxSystem
+    from pnyx.harness.systems import EtcdSystem, PnyxSystem
     from pnyx.harness.workloads import make_workload
 
     seed = random.randrange(1 << 31) if seed is None else seed
@@ -145,8 +144,9 @@ def run_cli(console: Console, system_name: str, workload_name: str, names: list[
                       "faults that need no namespaces.[/yellow]")  # fmt: skip
     broken = broken or Broken()
     try:
-        system = (PnyxSystem(mutants=broken.mutants, lose_unsynced=broken.lose_unsynced)
-                  if system_name == "pnyx" else SYSTEMS[system_name]())  # fmt: skip
+        lose = broken.lose_unsynced
+        system = (PnyxSystem(mutants=broken.mutants, lose_unsynced=lose)
+                  if system_name == "pnyx" else EtcdSystem(lazyfs=lose))  # fmt: skip
     except RuntimeError as exc:
         console.print(f"[red]error: {exc}[/red]")
         return EXIT_USAGE
@@ -171,8 +171,12 @@ def run_cli(console: Console, system_name: str, workload_name: str, names: list[
     console.print(f"pnyx test: {system_name}, {nodes} nodes ({mode}, run {run_id}), workload "
                   f"{workload_name}, nemeses {', '.join(n.name for n in nemeses) or 'none'}, "
                   f"{time_limit_s:g} s at {rate:g} ops/s x {concurrency} clients, seed {seed}")
-    if broken.describe():
+    if broken.mutants:
         console.print(f"[red]broken build (fault testing): {broken.describe()}[/red]")
+    elif broken.lose_unsynced:
+        console.print("[yellow]a crash loses what the nodes had not fsynced ("
+                      + ("lose-unsynced WAL" if system_name == "pnyx" else "lazyfs")
+                      + ")[/yellow]")
     result = _run_with_progress(console, lambda progress: run_test(
         system, net, workload, nemeses, time_limit_s, rate, concurrency, seed, directory,
         nemesis_interval_s=interval_s, nemesis_duration_s=duration_s, progress=progress),

@@ -62,6 +62,9 @@ class CrashNemesis:
     def start(self) -> str:
         victims = self._choose()
         self._each(victims, self.system.kill)
+        crash_storage = getattr(self.system, "crash_storage", None)
+        if callable(crash_storage):  # lose what was not fsynced, as a power failure would
+            self._each(victims, crash_storage)
         self.victims = victims
         if not victims:
             return "no node running: nothing killed"

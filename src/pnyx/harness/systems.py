@@ -35,6 +35,7 @@ import grpc  # type: ignore[import-untyped]
 from aetcd.rpc import rpc_pb2, rpc_pb2_grpc  # type: ignore[import-untyped]
 
 from pnyx.harness.api import Host, System
+from pnyx.harness.lazyfs import LazyFs
 from pnyx.harness.membership import (
     Member,
     MemberChangeRefused,
@@ -307,6 +308,12 @@ class ProcessSystem:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(REAP_TIMEOUT_S)
 
+    def crash_storage(self, host: Host) -> None:
+        """After a kill: lose what the node had written but not fsynced, as a power
+        failure would (the ``kill-all`` / ``kill-majority`` nemeses call it).  Default:
+        nothing — a killed process's writes survive in the page cache; pnyx under
+        ``lose_unsynced`` held them in its own memory, so they are gone already."""
+
     def stop_node(self, host: Host) -> None:
         """Stop the node on ``host``: SIGTERM (and SIGCONT), SIGKILL after
         :data:`STOP_TIMEOUT_S`, reaped; nothing when it does not run.  Bounded."""
@@ -565,8 +572,13 @@ class EtcdSystem(ProcessSystem):
         binary: str = ETCD_BIN,
         extra_args: tuple[str, ...] = (),
         start_timeout_s: float = START_TIMEOUT_S,
+        lazyfs: bool = False,
     ) -> None:
         super().__init__(start_timeout_s=start_timeout_s)
+        self.lazyfs = lazyfs
+        """Each node's data dir on its own :class:`~pnyx.harness.lazyfs.LazyFs` (backing
+        ``<dir>/<host>.lazy``): :meth:`crash_storage` drops what etcd did not fsync."""
+        self._fs: dict[str, LazyFs] = {}
         if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
             raise RuntimeError(
                 f"etcd not found at {binary}: install Debian etcd-server (apt-get install "
@@ -579,6 +591,30 @@ class EtcdSystem(ProcessSystem):
 
     def _peer_url(self, host: Host) -> str:
         return f"http://{host.address}:{self.peer_port(host)}"
+
+    def _launch(self, host: Host) -> None:
+        if self.lazyfs and host.name not in self._fs:
+            fs = LazyFs(self.directory / f"{host.name}.lazy", self.data_dir(host),
+                        log_path=self.directory / f"{host.name}.lazyfs.log")  # fmt: skip
+            fs.start()
+            self._fs[host.name] = fs
+        super()._launch(host)
+
+    def crash_storage(self, host: Host) -> None:
+        """With ``lazyfs``: the node's filesystem crashes (everything etcd wrote but did
+        not fsync is gone) and is mounted again for the restart."""
+        fs = self._fs.get(host.name)
+        if fs is not None:
+            fs.crash()
+
+    def stop(self) -> None:
+        """The nodes (see :meth:`ProcessSystem.stop`), then their lazy filesystems."""
+        try:
+            super().stop()
+        finally:
+            filesystems, self._fs = list(self._fs.values()), {}
+            for fs in filesystems:
+                fs.stop()
 
     def _prepare_join(self, host: Host, members: list[Member]) -> None:
         """A member added back starts with ``--initial-cluster-state existing`` and the
