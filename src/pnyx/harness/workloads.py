@@ -879,6 +879,10 @@ def _event(event: WatchEvent) -> Event:
     return (event.revision, event.type, _text(event.kv.key), _text(event.kv.value))
 
 
+WATCH_RETRY_PAUSE_S = 0.5
+"""Pause before a watcher whose watch ended or failed watches again."""
+
+
 class WatchWorkload(Workload):
     """Puts of unique values on ``keys`` keys under a prefix; one watcher per endpoint."""
 
@@ -912,14 +916,21 @@ class WatchWorkload(Workload):
         await asyncio.sleep(0.2)
 
     async def _watch(self, i: int, client: AsyncEtcdClient) -> None:
+        """Watch the prefix from the start revision until cancelled.  When the watch fails
+        (every member down, e.g. under ``kill-all``) the watcher watches again from the
+        revision after the last event it saw, as a client resuming a watch does; the
+        check then covers the resumption too (no gap, no duplicate)."""
         events = self.watched[i]
-        try:
-            async with client.watch(self.key(""), prefix=True,
-                                    start_revision=self.start_revision) as watch:
-                async for event in watch:
-                    events.append(_event(event))
-        except EtcdError as exc:
-            self.errors[i] = str(exc)
+        while True:
+            start = events[-1][0] + 1 if events else self.start_revision
+            try:
+                async with client.watch(self.key(""), prefix=True,
+                                        start_revision=start) as watch:  # fmt: skip
+                    async for event in watch:
+                        events.append(_event(event))
+            except EtcdError as exc:
+                self.errors[i] = str(exc)
+            await asyncio.sleep(WATCH_RETRY_PAUSE_S)  # ended or failed: resume
 
     async def step(self, client: Client) -> None:
         key = self.key(f"k{client.rng.randrange(self.keys)}")
@@ -939,8 +950,6 @@ class WatchWorkload(Workload):
         deadline = time.monotonic() + self.SETTLE_S
         while time.monotonic() < deadline:
             if all(ev and ev[-1][0] >= self.final_revision for ev in self.watched.values()):
-                break
-            if all(t.done() for t in self.tasks):
                 break
             await asyncio.sleep(0.1)
         await self.close()
