@@ -305,15 +305,15 @@ lease-based lock (two holders once a holder's lease expires under it)."""
 def test_soak_every_workload_under_every_nemesis(tmp_path: Path, kind: str, workload: str,
                                                 nemesis: str) -> None:  # fmt: skip
     """``PNYX_SOAK_TIME_S`` (default 60) of one workload under one nemesis (interval 3 s,
-    duration 5 s; pnyx runs under ``kill-all`` with the WAL's lose-unsynced test mode, so a
-    crash also loses what was not fsynced).  Every verdict is valid except the expected
+    duration 5 s; under ``kill-all`` a crash also loses what was not fsynced: pnyx with the
+    WAL's lose-unsynced test mode, etcd on lazyfs).  Every verdict is valid except the expected
     findings; a nemesis this machine or system cannot inject is recorded as unavailable.
     A line per run in pnyx-test/soak.txt."""
     require_namespaces()
     run_id = "s" + new_run_id()[:7]
     net = NamespaceNet(3, run_id)
-    lose = kind == "pnyx" and nemesis == "kill-all"
-    system = PnyxSystem(lose_unsynced=lose) if kind == "pnyx" else EtcdSystem()
+    lose = nemesis == "kill-all"
+    system = PnyxSystem(lose_unsynced=lose) if kind == "pnyx" else EtcdSystem(lazyfs=lose)
     Path("pnyx-test").mkdir(exist_ok=True)
     try:
         try:
