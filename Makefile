@@ -57,7 +57,7 @@ soak: $(STAMP)
 		tests/check/test_generated.py tests/sim/test_etcd_sim.py
 	# pnyx test: every workload under every nemesis, on pnyx and on etcd: 144 runs of
 	# PNYX_SOAK_TIME_S (default 60 s) each, two at a time (~1.5 h; 20 s runs: ~45 min)
-	$(BIN)/python -m pytest -m soak -n 2 tests/harness/test_run.py
+	$(BIN)/python -m pytest -m soak -n 2 tests/harness/test_run.py tests/harness/test_lock_pauses.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,fast,bench]'

@@ -31,7 +31,8 @@ TIME_LIMIT_S = 30.0
 
 
 def _run(tmp_path: Path, system: PnyxSystem, workload: Workload, nemesis: str,
-         interval_s: float, duration_s: float) -> RunResult:  # fmt: skip
+         interval_s: float, duration_s: float,
+         nemesis_limit: int | None = None) -> RunResult:  # fmt: skip
     """One run on 3 nodes in namespaces (50 ops/s, 5 clients); nothing may be left."""
     require_namespaces()
     run_id = "b" + new_run_id()[:7]
@@ -40,7 +41,8 @@ def _run(tmp_path: Path, system: PnyxSystem, workload: Workload, nemesis: str,
         fault = make_nemesis(nemesis, net, system, SEED)
         result = run_test(system, net, workload, [fault], TIME_LIMIT_S, 50, 5, SEED,
                           tmp_path / "run", nemesis_interval_s=interval_s,
-                          nemesis_duration_s=duration_s)  # fmt: skip
+                          nemesis_duration_s=duration_s,
+                          nemesis_limit=nemesis_limit)  # fmt: skip
     finally:
         net.close()
     assert leftovers(run_id) == []
@@ -58,8 +60,13 @@ def _check(result: RunResult, name: str) -> tuple[str, dict[str, object], str]:
 
 
 def _lose_run(tmp_path: Path, mutants: tuple[str, ...]) -> RunResult:
+    """Two whole-cluster crashes (at 4 s and 9 s).  Each loses the broken build's last
+    unsynced second of acknowledged adds; more crashes add little and, with the broken
+    build, raise the odds that two nodes fail-stop on finding a committed entry gone
+    ("truncating committed entry"), so that no final read can be made."""
     system = PnyxSystem(mutants=mutants, lose_unsynced=True)
-    return _run(tmp_path, system, make_workload("set", seed=SEED), "kill-all", 4.0, 1.0)
+    return _run(tmp_path, system, make_workload("set", seed=SEED), "kill-all", 4.0, 1.0,
+                nemesis_limit=2)  # fmt: skip
 
 
 def test_lazy_fsync_loses_acknowledged_writes_when_every_node_crashes(tmp_path: Path) -> None:
@@ -78,7 +85,7 @@ def test_correct_pnyx_loses_nothing_when_every_node_crashes(tmp_path: Path) -> N
     verdict, details, summary = _check(result, "set")
     assert verdict == "valid", summary
     assert details["lost"] == [] and int(str(details["acknowledged"])) > 100, summary
-    assert sum(i.name == "kill-all" for i in result.intervals) >= 4
+    assert sum(i.name == "kill-all" for i in result.intervals) == 2
     assert all("killed n1 n2 n3 at once" in i.start for i in result.intervals)
 
 
