@@ -14,9 +14,10 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -196,3 +197,20 @@ def cluster_factory() -> Iterator[Callable[[str], tuple[NamespaceNet, ProcessSys
         if leftovers(net.run_id):
             problems.append(f"{system.name}: {leftovers(net.run_id)} left")
     assert not problems, problems
+
+
+WAIT_S = 60.0
+"""Bound on every wait of the harness tests (generous: a busy 2-core machine)."""
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float = WAIT_S) -> Any:
+    """``check()``'s first truthy value, polled every 0.1 s; AssertionError after
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} after {timeout_s:.0f} s")
+        time.sleep(0.1)  # poll interval

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 import pytest
@@ -25,7 +23,7 @@ from pnyx.harness.net import LoopbackNet, NamespaceNet, leftovers, new_run_id
 from pnyx.harness.run import run_test
 from pnyx.harness.systems import EtcdSystem, PnyxSystem, ProcessSystem
 from pnyx.harness.workloads import make_workload
-from tests.harness.conftest import pids_gone, require_namespaces
+from tests.harness.conftest import pids_gone, require_namespaces, wait_for
 
 Factory = Callable[[str], tuple[NamespaceNet, ProcessSystem]]
 SYSTEMS = ["pnyx", "etcd"]
@@ -34,16 +32,6 @@ WAIT_S = 60.0
 CALL_S = 5.0
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float = WAIT_S) -> Any:
-    """``check()``'s first truthy value, polled (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout_s:.0f} s")
-        time.sleep(0.1)  # poll interval
 
 
 def put(endpoint: str, key: bytes, value: bytes) -> bool:

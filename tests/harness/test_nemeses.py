@@ -32,7 +32,7 @@ from pnyx.harness.nemeses import (
 )
 from pnyx.harness.net import LoopbackNet, NamespaceNet
 from pnyx.harness.systems import EtcdSystem, ProcessSystem
-from tests.harness.conftest import pids_gone, scratch_dir
+from tests.harness.conftest import pids_gone, scratch_dir, wait_for
 
 Factory = Callable[[str], tuple[NamespaceNet, ProcessSystem]]
 WAIT_S = 60.0
@@ -177,15 +177,6 @@ def test_unavailable_and_unknown_nemeses() -> None:
 @pytest.fixture(scope="module")
 def pnyx(cluster_factory: Factory) -> tuple[NamespaceNet, ProcessSystem]:
     return cluster_factory("pnyx")
-
-
-def wait_for(what: str, check: Callable[[], object], timeout_s: float = WAIT_S) -> object:
-    deadline = time.monotonic() + timeout_s
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout_s:.0f} s")
-        time.sleep(0.1)  # poll interval
-    return value
 
 
 @pytest.mark.root

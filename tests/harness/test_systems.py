@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from pnyx.harness.net import LoopbackNet, NamespaceNet
 from pnyx.harness.systems import EtcdSystem, ProcessSystem
-from tests.harness.conftest import pids_gone, scratch_dir
+from tests.harness.conftest import pids_gone, scratch_dir, wait_for
 
 Factory = Callable[[str], tuple[NamespaceNet, ProcessSystem]]
 SYSTEMS = ["pnyx", "etcd"]
@@ -28,15 +27,6 @@ def cluster(
     return cluster_factory(request.param)
 
 
-def wait_for(what: str, check: Callable[[], object], timeout_s: float = WAIT_S) -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout_s:.0f} s")
-        time.sleep(0.1)  # poll interval
 
 
 @pytest.mark.root
