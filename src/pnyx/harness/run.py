@@ -138,17 +138,53 @@ class _Interrupted(KeyboardInterrupt):
     """SIGTERM / SIGHUP during a run."""
 
 
+class _Interrupt:
+    """Where a SIGTERM / SIGHUP goes during a run.
+
+    Outside the event loop the handler raises :class:`_Interrupted` (like Ctrl-C).  While
+    the driver's loop runs, raising from the handler is unsafe: the signal may land inside a
+    C callback (gRPC's), which prints "Exception ignored" and drops it.  So then the handler
+    only records the signal and asks the loop, thread-safely, to cancel the driver's task.
+    """
+
+    def __init__(self) -> None:
+        self.signalled = False
+        self._target: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.signalled = True
+        target = self._target
+        if target is None:
+            raise _Interrupted()
+        loop, task = target
+        loop.call_soon_threadsafe(task.cancel)
+
+    async def run(self, main: Callable[[], Any]) -> None:
+        """Await ``main()`` as the task a signal cancels; raise :class:`_Interrupted` if one
+        came (even if the task finished anyway)."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("_Interrupt.run must run inside a task")
+        self._target = (asyncio.get_running_loop(), task)
+        try:
+            await main()
+        except asyncio.CancelledError:
+            if not self.signalled:
+                raise
+        finally:
+            self._target = None
+        if self.signalled:
+            raise _Interrupted()
+
+
 @contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread (like Ctrl-C)."""
+def _signals_interrupt(interrupt: _Interrupt) -> Iterator[None]:
+    """SIGTERM and SIGHUP interrupt the run in the main thread (like Ctrl-C)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Interrupted()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    signals = (signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, interrupt.handler) for s in signals}
     try:
         yield
     finally:
@@ -218,7 +254,8 @@ def run_test(
     data = directory / "nodes"
     began = time.monotonic()
     try:
-        with _signals_interrupt():
+        interrupt = _Interrupt()
+        with _signals_interrupt(interrupt):
             with phase("start"):
                 if progress:
                     progress("start", 0.0, 0)
@@ -228,7 +265,7 @@ def run_test(
                              time_limit_s, rate, concurrency, seed, nemesis_interval_s,
                              nemesis_duration_s, quiesce_s, call_timeout_s, phase)
             driver.nemesis_limit = nemesis_limit
-            asyncio.run(driver.run())
+            asyncio.run(interrupt.run(driver.run))
     except KeyboardInterrupt:
         result.interrupted = True
         result.error = "interrupted"
