@@ -13,6 +13,7 @@ _COMMANDS: dict[str, str] = {
     "check": "pnyx.cli.check_cmd:check",
     "serve": "pnyx.cli.serve_cmd:serve",
     "cluster": "pnyx.cli.cluster_cmd:cluster",
+    "members": "pnyx.cli.members_cmd:members",
     "kv": "pnyx.cli.kv_cmd:kv",
     "etcd": "pnyx.cli.etcd_cmd:etcd",
     "lease": "pnyx.cli.lease_cmd:lease",
