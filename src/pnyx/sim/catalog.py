@@ -10,6 +10,8 @@ from pnyx.sim.spec import ProtocolSpec
 _SPECS: dict[str, str] = {
     "broadcast": "pnyx.sim.specs.broadcast:BROADCAST",
     "broadcast-broken": "pnyx.sim.specs.broadcast:BROADCAST_BROKEN",
+    "causal-broadcast": "pnyx.sim.specs.crdt_ops:CAUSAL_BROADCAST",
+    "causal-broadcast-broken": "pnyx.sim.specs.crdt_ops:CAUSAL_BROADCAST_BROKEN",
     "etcd": "pnyx.sim.specs.etcd:ETCD",
     "etcd-compact": "pnyx.sim.specs.etcd:ETCD_COMPACT",
     "raft": "pnyx.sim.specs.raft:RAFT",
