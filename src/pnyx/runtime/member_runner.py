@@ -137,7 +137,6 @@ class MemberRunner:
         self._on_event = on_event
         self.seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8))
         self.metrics = NodeMetrics(config.node_id)
-        self.metrics.registry.register(_MemberCollector(self))
         self.failure: BaseException | None = None
         self.invalid_messages = 0
         self.ignored_effects = 0
@@ -153,6 +152,7 @@ class MemberRunner:
         self._now: Callable[[], float] = time.monotonic
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
+        self.metrics.registry.register(_MemberCollector(self))
 
     # -- accessors -----------------------------------------------------------------------
 
