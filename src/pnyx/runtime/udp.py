@@ -23,7 +23,9 @@ a member is remembered too and used only while the address book has no entry for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -134,6 +136,9 @@ class UdpConfig:
     """Bound on a whole datagram, sent and received; every member must use the same."""
     max_send_buffer_bytes: int = 1024 * 1024
     """Bytes the kernel refused for now and asyncio buffers; beyond it sends are dropped."""
+    receive_buffer_bytes: int = 2 * 1024 * 1024
+    """Socket receive buffer asked for (like memberlist's 2 MB), so a burst is not lost
+    while the event loop is busy; the kernel may grant less (``net.core.rmem_max``)."""
 
     def __post_init__(self) -> None:
         if not HEADER_BYTES + 1 <= self.max_datagram_bytes <= MAX_UDP_PAYLOAD_BYTES:
@@ -219,6 +224,11 @@ class UdpTransport:
             lambda: _Protocol(self), local_addr=(host, port), reuse_port=False
         )
         self._transport = transport
+        sock = transport.get_extra_info("socket")
+        wanted_bytes = self.config.receive_buffer_bytes
+        if sock is not None and wanted_bytes > 0:
+            with contextlib.suppress(OSError):  # best effort: the kernel caps it anyway
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted_bytes)
         bound = transport.get_extra_info("sockname")
         self.address = (str(bound[0]), int(bound[1]))
         return self.address
