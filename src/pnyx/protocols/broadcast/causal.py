@@ -61,6 +61,9 @@ MsgKey = tuple[int, int]
 DeliverFn = Callable[[int, Any], None]
 """``deliver(origin, payload)``: called once per delivered message, in causal order."""
 
+CheckFn = Callable[[Any], None]
+"""``check(payload)``: raises ``ValueError`` for a payload the host could not deliver."""
+
 
 class _Held:
     """A message waiting in the pending buffer, and the peers that sent it (to acknowledge)."""
@@ -81,7 +84,8 @@ class CausalBroadcast:
     ``Ready`` passed in: a ``LogAppend`` and an ``Apply(index, entry)`` per delivery,
     relays and acknowledgements as sends.  ``deliver(origin, payload)`` is called for every
     delivery, including the host's own broadcasts (delivered at once, inside
-    :meth:`broadcast`) and the replay of the log on recovery.
+    :meth:`broadcast`) and the replay of the log on recovery.  ``check_payload`` vets a
+    peer's payload before it is accepted (a ``ValueError`` refuses the message as invalid).
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class CausalBroadcast:
         group: tuple[int, ...],
         *,
         deliver: DeliverFn | None = None,
+        check_payload: CheckFn | None = None,
         pending_max: int = PENDING_MAX,
         tick_phase: int = 0,
     ) -> None:
@@ -102,6 +107,7 @@ class CausalBroadcast:
         self.peers = tuple(sorted(p for p in group if p != node_id))
         self.pending_max = pending_max
         self._deliver_fn = deliver
+        self._check_payload = check_payload
         self._ticks = tick_phase
         self.clock: dict[int, int] = {}
         """origin -> messages of that origin delivered here (the local vector clock)."""
@@ -197,6 +203,11 @@ class CausalBroadcast:
             if not 1 <= count <= MAX_WIRE_INT:
                 raise InvalidMessage(f"CausalGossip deps {msg.deps!r}: count {count} out of range")
             last = node
+        if self._check_payload is not None:
+            try:
+                self._check_payload(msg.payload)
+            except ValueError as exc:
+                raise InvalidMessage(f"CausalGossip {msg.origin}/{msg.seq}: {exc}") from exc
 
     def _on_gossip(self, msg: CausalGossip, from_id: int, ready: Ready) -> None:
         key = (msg.origin, msg.seq)

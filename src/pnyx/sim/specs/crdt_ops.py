@@ -13,6 +13,17 @@ from typing import Any
 from pnyx.core import Apply, Restore
 from pnyx.protocols.broadcast import CausalEntry, make_causal_node, make_unchecked_causal_node
 from pnyx.protocols.broadcast.client import make_client
+from pnyx.protocols.crdt.oplog.client import make_counter_client, make_set_client
+from pnyx.protocols.crdt.oplog.messages import OpPayload
+from pnyx.protocols.crdt.oplog.node import (
+    CounterReplica,
+    EditReplica,
+    ReplicaFactory,
+    SetReplica,
+    make_counter_node,
+    make_set_node,
+)
+from pnyx.protocols.crdt.oplog.orset import AddOp, RemoveOp
 from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
 
 
@@ -95,6 +106,11 @@ class CausalMonitor(Monitor):
                 return f"node {node_id} has not delivered {len(missing)}: {sorted(missing)[:5]}"
         return None
 
+    def owed(self, world: World) -> set[str]:
+        """What every live node must have delivered once liveness is reached."""
+        live = [n for n in self.node_ids if not world.stopped(n)]
+        return set().union(*(self.ever[n] for n in live))
+
     def _was_invoked(self, world: World, key: str) -> bool:
         history = world.history
         for event in history[self._seen_history :]:
@@ -119,4 +135,161 @@ CAUSAL_BROADCAST_BROKEN = ProtocolSpec(
     make_client=make_client,
     make_monitor=CausalMonitor,
     broken=True,
+)
+
+
+class OpCrdtMonitor(CausalMonitor):
+    """Strong eventual convergence of op-based replicas, on top of :class:`CausalMonitor`.
+
+    The monitor keeps a mirror replica per node, fed only by that node's delivery stream
+    (the ``Apply`` items), so "replicas that delivered the same set of ops have the same
+    value" is checked at every delivery, over the orders the simulator produced.  At the
+    end every live node's own replica must equal its mirror and all of them agree; then
+    :meth:`intent` checks the type's meaning.
+    """
+
+    make_replica: ReplicaFactory = CounterReplica
+
+    def __init__(self, node_ids: tuple[int, ...]) -> None:
+        super().__init__(node_ids)
+        self.mirrors: dict[int, EditReplica] = {n: self.make_replica(str(n)) for n in node_ids}
+        self.ops: dict[str, Any] = {}
+        """edit key -> its op, as first delivered."""
+
+    def key_of(self, entry: CausalEntry) -> str:
+        payload = entry.payload
+        return payload.edit_id if isinstance(payload, OpPayload) else "?"
+
+    def on_restart(self, world: World, node_id: int) -> None:
+        super().on_restart(world, node_id)
+        self.mirrors[node_id] = self.make_replica(str(node_id))
+
+    def on_delivered(
+        self, world: World, node_id: int, entry: CausalEntry, key: str
+    ) -> Violation | None:
+        assert isinstance(entry.payload, OpPayload)
+        op = entry.payload.op
+        first = key not in self.ops
+        if first:
+            self.ops[key] = op
+        mirror = self.mirrors[node_id]
+        if first:
+            self.on_first(node_id, key, op, mirror)
+        else:
+            mirror.effect(op, False)
+        return self._converged(node_id)
+
+    def on_first(self, node_id: int, key: str, op: Any, mirror: EditReplica) -> None:
+        """An op delivered for the first time (at its origin): apply it to the mirror."""
+        mirror.effect(op, False)
+
+    def _converged(self, node_id: int) -> Violation | None:
+        mine = self.delivered[node_id]
+        value = self.mirrors[node_id].value()
+        for other in self.node_ids:
+            theirs = self.delivered[other]
+            if other == node_id or len(theirs) != len(mine) or theirs != mine:
+                continue
+            other_value = self.mirrors[other].value()
+            if other_value != value:
+                return Violation(
+                    "convergence",
+                    f"nodes {node_id} and {other} delivered the same {len(mine)} ops but "
+                    f"differ: {_short(value)} vs {_short(other_value)}",
+                )
+        return None
+
+    def at_end(self, world: World) -> Violation | None:
+        owed = self.owed(world)
+        values: dict[int, Any] = {}
+        for node_id in self.node_ids:
+            node = world.node(node_id)
+            if world.stopped(node_id) or node is None:
+                continue
+            if self.delivered[node_id] != owed:
+                return Violation("agreement", f"node {node_id} did not deliver every op")
+            value = node.value()  # type: ignore[attr-defined]
+            mirrored = self.mirrors[node_id].value()
+            if value != mirrored:
+                return Violation(
+                    "convergence",
+                    f"node {node_id}'s replica {_short(value)} differs from the value of "
+                    f"its deliveries {_short(mirrored)}",
+                )
+            values[node_id] = value
+        if not values:
+            return None
+        first = next(iter(values.values()))
+        if any(v != first for v in values.values()):
+            return Violation("convergence", f"replicas differ after heal: {_short(values)}")
+        return self.intent(owed, first)
+
+    def intent(self, owed: set[str], value: Any) -> Violation | None:
+        """The type's meaning, given every op owed to everyone and the converged value."""
+        return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+class CounterMonitor(OpCrdtMonitor):
+    """Op-based counter: the converged value is the sum of every delivered increment."""
+
+    make_replica = CounterReplica
+
+    def intent(self, owed: set[str], value: Any) -> Violation | None:
+        total = sum(self.ops[key].amount for key in owed)
+        if value != total:
+            return Violation("intent", f"counter is {value}, the ops delivered sum to {total}")
+        return None
+
+
+class SetMonitor(OpCrdtMonitor):
+    """Add-wins OR-Set: ``e`` is present iff some add of ``e`` is in the causal past of no
+    remove of ``e`` (an add concurrent with a remove survives)."""
+
+    make_replica = SetReplica
+
+    def intent(self, owed: set[str], value: Any) -> Violation | None:
+        adds: dict[str, list[str]] = {}
+        removes: dict[str, list[str]] = {}
+        for key in sorted(owed):
+            op = self.ops[key]
+            book = adds if isinstance(op, AddOp) else removes
+            assert isinstance(op, AddOp | RemoveOp)
+            book.setdefault(op.element, []).append(key)
+        expected = {
+            element
+            for element, added in adds.items()
+            if any(
+                all(add not in self.past[rm] for rm in removes.get(element, ())) for add in added
+            )
+        }
+        if value != expected:
+            return Violation(
+                "intent", f"set is {sorted(value)}, add-wins semantics give {sorted(expected)}"
+            )
+        return None
+
+
+CRDT_OPCOUNTER = ProtocolSpec(
+    name="crdt-opcounter",
+    summary="op-based counter over causal broadcast (convergence, value = sum of ops)",
+    make_node=make_counter_node,
+    make_client=make_counter_client,
+    make_monitor=CounterMonitor,
+    default_nodes=3,
+    default_clients=2,
+)
+
+CRDT_OPSET = ProtocolSpec(
+    name="crdt-opset",
+    summary="op-based add-wins OR-Set over causal broadcast (convergence, add wins)",
+    make_node=make_set_node,
+    make_client=make_set_client,
+    make_monitor=SetMonitor,
+    default_nodes=3,
+    default_clients=3,
 )
