@@ -1,0 +1,496 @@
+"""``CrdtDoc``: a document of named CRDT fields, persisted, synced with peers, observable.
+
+One replica of a document, usable embedded in an asyncio program or served by
+``pnyx crdt serve``::
+
+    doc = CrdtDoc("a", doc_id="notes", data_dir=Path("a"),
+                  listen=("127.0.0.1", 7001), peers={"b": ("127.0.0.1", 7002)})
+    await doc.start()                      # serve peers and control clients, anti-entropy
+    doc.text("body").insert(0, "hello")    # durable when it returns, then pushed to peers
+    doc.counter("likes").increment(2)
+    doc.on_change(lambda event: print(event.field, event.local))
+    await doc.stop()
+
+A field is named and typed: ``doc.text("x")`` and ``doc.counter("x")`` are two fields.
+
+Durability: with a ``data_dir``, a local edit is appended to the update log and
+``fdatasync``\\ ed before the mutating call returns (``DocConfig.fsync=False`` skips the
+sync: benchmarks only — a crashed replica may then have sent operations it forgot, and must
+come back under a new id).  Nothing is sent to a peer before it is durable, so a replica
+restarted from its data directory never reuses an operation id.  Updates received from peers
+are appended without their own sync (the next local edit's sync, or the sync loop's, covers
+them); a crash may lose them and anti-entropy fetches them again.
+
+A store failure (disk full, I/O error) stops the document: later edits raise
+:class:`DocError` (fail-stop, rather than accepting edits it cannot keep).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pnyx.runtime.datadir import DataDirError, LockHandle, lock_data_dir
+from pnyx.runtime.transport import Address, TransportConfig
+from pnyx.services.crdt.fields import FieldState, check_field_name
+from pnyx.services.crdt.kinds import (
+    STATE_KINDS,
+    CounterHandle,
+    GCounterHandle,
+    GSetHandle,
+    MapHandle,
+    MVRegisterHandle,
+    RegisterHandle,
+    RWSetHandle,
+    SetHandle,
+    TwoPSetHandle,
+)
+from pnyx.services.crdt.messages import FieldPayload
+from pnyx.services.crdt.store import (
+    FieldImage,
+    StoreCorruptError,
+    StoreError,
+    Update,
+    UpdateLog,
+    recover,
+    remove_temp_files,
+    write_snapshot,
+)
+
+if TYPE_CHECKING:
+    from pnyx.services.crdt.sync import DocSync
+    from pnyx.services.crdt.text_field import TextHandle
+
+log = logging.getLogger("pnyx.services.crdt")
+
+F = TypeVar("F", bound=FieldState)
+FieldKey = tuple[str, str]
+"""``(name, kind)``: a field's identity in a document."""
+
+
+class DocError(Exception):
+    """The document cannot do what the caller asked (closed, failed, bad argument)."""
+
+
+class RemoteUpdateError(ValueError):
+    """An update received from a peer is malformed (the peer's connection gets closed)."""
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """A field changed: ``local`` for this replica's own edit, else an update from ``origin``.
+
+    ``origin`` is this replica for local edits and the sending peer for remote updates.
+    """
+
+    field: str
+    kind: str
+    local: bool
+    origin: str
+
+
+ChangeCallback = Callable[[ChangeEvent], None]
+
+
+@dataclass(frozen=True)
+class DocConfig:
+    """Timing and bounds of a document replica (names carry their unit)."""
+
+    sync_interval_ms: int = 100
+    """Anti-entropy period: each peer is sent this replica's versions this often."""
+    resend_after_ms: int = 1000
+    """The same missing updates are sent to the same peer again only after this long."""
+    max_message_bytes: int = 1024 * 1024
+    """Budget of one sync message (updates beyond it go in further messages)."""
+    compact_log_bytes: int = 4 * 1024 * 1024
+    """When the update log grows beyond this, a snapshot replaces it."""
+    max_fields: int = 10_000
+    """Fields a document may hold (a peer trying to create more is cut off)."""
+    fsync: bool = True
+    """Sync every local edit before acknowledging it (False: benchmarks only)."""
+    stop_timeout_s: float = 10.0
+    """Bound on :meth:`CrdtDoc.stop`."""
+    allow_test_partitions: bool = False
+    """Fault testing only: accept ``partition``/``heal`` requests from control clients."""
+    transport: TransportConfig = field(default_factory=TransportConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("sync_interval_ms", "resend_after_ms", "max_message_bytes", "max_fields"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.max_message_bytes + 4096 > self.transport.max_frame_bytes:
+            raise ValueError(
+                f"max_message_bytes={self.max_message_bytes} does not fit in a frame "
+                f"(transport max_frame_bytes={self.transport.max_frame_bytes})"
+            )
+
+
+class CrdtDoc:
+    """One replica of a document of CRDT fields (see the module docstring)."""
+
+    def __init__(
+        self,
+        replica: str,
+        *,
+        doc_id: str = "doc",
+        data_dir: Path | None = None,
+        listen: Address | None = None,
+        peers: Mapping[str, Address] | None = None,
+        config: DocConfig | None = None,
+        kinds: Iterable[type[FieldState]] = (),
+    ) -> None:
+        from pnyx.services.crdt.names import check_replica_name
+
+        self.replica = check_replica_name(replica)
+        self.doc_id = check_replica_name(doc_id, what="document id")
+        self.data_dir = data_dir
+        self.config = config or DocConfig()
+        self.listen = listen
+        self.peers = dict(peers or {})
+        self._kinds: dict[str, type[FieldState]] = _builtin_kinds()
+        for kind in kinds:
+            self._kinds[kind.kind] = kind
+        self._fields: dict[FieldKey, FieldState] = {}
+        self._callbacks: list[ChangeCallback] = []
+        self._sync: DocSync | None = None
+        self._log: UpdateLog | None = None
+        self._lock: LockHandle | None = None
+        self.failed: str | None = None
+        """Why the document stopped accepting edits (a store failure, a stale identity)."""
+        self.closed = False
+        if data_dir is not None:
+            self._open_store(data_dir)
+
+    # -- fields --------------------------------------------------------------------------
+
+    @property
+    def kinds(self) -> list[str]:
+        """Field kinds this document knows, sorted."""
+        return sorted(self._kinds)
+
+    def field(self, name: str, kind: str) -> FieldState:
+        """The state of field ``(name, kind)``, created empty if new."""
+        key = (check_field_name(name), kind)
+        state = self._fields.get(key)
+        if state is None:
+            cls = self._kinds.get(kind)
+            if cls is None:
+                raise DocError(f"unknown field kind {kind!r}; known kinds: {self.kinds}")
+            if len(self._fields) >= self.config.max_fields:
+                raise DocError(f"document already holds max_fields={self.config.max_fields}")
+            state = cls(self.replica)
+            self._fields[key] = state
+        return state
+
+    def typed_field(self, name: str, cls: type[F]) -> F:
+        """The state of field ``name`` of the registered kind ``cls``."""
+        state = self.field(name, cls.kind)
+        if not isinstance(state, cls):
+            raise DocError(f"field {name!r} of kind {cls.kind!r} is a {type(state).__name__}")
+        return state
+
+    def fields(self) -> list[FieldKey]:
+        """Every field ``(name, kind)``, sorted."""
+        return sorted(self._fields)
+
+    def has_field(self, name: str, kind: str) -> bool:
+        """True when field ``(name, kind)`` exists."""
+        return (name, kind) in self._fields
+
+    def value(self) -> dict[str, dict[str, Any]]:
+        """Every field's value: ``{name: {kind: value}}`` (plain JSON-like data)."""
+        out: dict[str, dict[str, Any]] = {}
+        for (name, kind), state in sorted(self._fields.items()):
+            out.setdefault(name, {})[kind] = state.value()
+        return out
+
+    def versions(self) -> dict[FieldKey, dict[str, int]]:
+        """Every field's version (replica → counter)."""
+        return {key: state.version() for key, state in sorted(self._fields.items())}
+
+    # typed accessors ---------------------------------------------------------------------
+
+    def text(self, name: str) -> TextHandle:
+        """Handle of text field ``name``: ``insert(pos, s)``, ``delete(pos, n)``, ``value()``."""
+        from pnyx.services.crdt.text_field import TextHandle
+
+        return TextHandle(self, name)
+
+    def counter(self, name: str) -> CounterHandle:
+        """Handle of counter field ``name`` (PN-counter: ``increment``, ``decrement``)."""
+        return CounterHandle(self, name)
+
+    def gcounter(self, name: str) -> GCounterHandle:
+        """Handle of grow-only counter field ``name`` (``increment``)."""
+        return GCounterHandle(self, name)
+
+    def set(self, name: str) -> SetHandle:
+        """Handle of set field ``name`` (add-wins OR-Set: ``add``, ``remove``)."""
+        return SetHandle(self, name)
+
+    def rwset(self, name: str) -> RWSetHandle:
+        """Handle of remove-wins set field ``name`` (``add``, ``remove``)."""
+        return RWSetHandle(self, name)
+
+    def gset(self, name: str) -> GSetHandle:
+        """Handle of grow-only set field ``name`` (``add``)."""
+        return GSetHandle(self, name)
+
+    def twopset(self, name: str) -> TwoPSetHandle:
+        """Handle of two-phase set field ``name`` (``add``, ``remove`` for good)."""
+        return TwoPSetHandle(self, name)
+
+    def register(self, name: str) -> RegisterHandle:
+        """Handle of register field ``name`` (last-writer-wins: ``assign``)."""
+        return RegisterHandle(self, name)
+
+    def mvregister(self, name: str) -> MVRegisterHandle:
+        """Handle of multi-value register field ``name`` (``assign``; concurrent writes kept)."""
+        return MVRegisterHandle(self, name)
+
+    def map(self, name: str) -> MapHandle:
+        """Handle of map field ``name`` (OR-Map of multi-value registers: ``assign``,
+        ``remove``)."""
+        return MapHandle(self, name)
+
+    # -- callbacks -----------------------------------------------------------------------
+
+    def on_change(self, callback: ChangeCallback) -> Callable[[], None]:
+        """Call ``callback(event)`` after every change; returns a function that unsubscribes.
+
+        Callbacks run synchronously in the document's thread (the event loop when served);
+        a local edit's callbacks run after it is durable.  A callback's exception is logged
+        and does not affect the document.
+        """
+        self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    def _notify(self, event: ChangeEvent) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(event)
+            except Exception:  # a user's callback never takes the document down
+                log.exception("crdt_change_callback_failed field=%s", event.field)
+
+    # -- local edits ---------------------------------------------------------------------
+
+    def commit_local(self, name: str, state: FieldState, mutate: Callable[[], bytes]) -> bytes:
+        """Run ``mutate`` (a local mutation of ``state`` returning its update payload), make
+        the payload durable, push it to peers and notify callbacks.  Returns the payload."""
+        self._check_writable()
+        payload = mutate()
+        kind = state.kind
+        self._persist([Update(name, kind, payload)], sync=True)
+        if self._sync is not None:
+            self._sync.push([FieldPayload(name, kind, payload)])
+        self._notify(ChangeEvent(name, kind, True, self.replica))
+        self._maybe_compact()
+        return payload
+
+    def _check_writable(self) -> None:
+        if self.closed:
+            raise DocError(f"document {self.doc_id!r} of replica {self.replica!r} is closed")
+        if self.failed is not None:
+            raise DocError(f"replica {self.replica!r} stopped accepting edits: {self.failed}")
+
+    def fail(self, reason: str) -> None:
+        """Stop accepting edits (logged once); the reason is shown to later callers."""
+        if self.failed is None:
+            self.failed = reason
+            log.error("crdt_doc_failed replica=%s reason=%s", self.replica, reason)
+
+    # -- remote updates ------------------------------------------------------------------
+
+    def apply_remote(self, origin: str, payloads: Iterable[FieldPayload]) -> list[FieldKey]:
+        """Merge updates received from peer ``origin``; returns the fields that changed.
+
+        Raises :class:`RemoteUpdateError` on the first malformed payload (those before it
+        stay applied: each was valid on its own).
+        """
+        if self.closed:
+            return []
+        changed: list[FieldKey] = []
+        logged: list[Update] = []
+        try:
+            for item in payloads:
+                state = self._remote_field(origin, item)
+                try:
+                    new = state.apply(item.data)
+                except ValueError as exc:
+                    raise RemoteUpdateError(
+                        f"update of field {item.name!r} ({item.kind}) from {origin!r}: {exc}"
+                    ) from exc
+                if new:
+                    logged.append(Update(item.name, item.kind, state.logged_form(item.data)))
+                    if (item.name, item.kind) not in changed:
+                        changed.append((item.name, item.kind))
+        finally:
+            self._persist(logged, sync=False)
+        for name, kind in changed:
+            self._notify(ChangeEvent(name, kind, False, origin))
+        self._maybe_compact()
+        return changed
+
+    def _remote_field(self, origin: str, item: FieldPayload) -> FieldState:
+        try:
+            return self.field(item.name, item.kind)
+        except (DocError, ValueError) as exc:
+            raise RemoteUpdateError(f"update from {origin!r}: {exc}") from exc
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def _open_store(self, data_dir: Path) -> None:
+        try:
+            self._lock = lock_data_dir(data_dir)
+        except DataDirError as exc:
+            raise StoreError(str(exc)) from exc
+        try:
+            remove_temp_files(data_dir)
+            found = recover(data_dir, self.replica, self.doc_id)
+            for image in found.fields:
+                self._load_image(data_dir, image)
+            for index, update in enumerate(found.updates):
+                self._replay(data_dir, index, update)
+            self._log = UpdateLog(data_dir, self.replica, self.doc_id, fsync=self.config.fsync)
+            self._log.open(found.log_valid_bytes)
+        except BaseException:
+            self._lock.release()
+            raise
+        log.info(
+            "crdt_doc_opened replica=%s doc=%s fields=%d replayed_updates=%d torn_bytes=%d",
+            self.replica,
+            self.doc_id,
+            len(self._fields),
+            len(found.updates),
+            found.torn_bytes,
+        )
+
+    def _load_image(self, data_dir: Path, image: FieldImage) -> None:
+        cls = self._kinds.get(image.kind)
+        if cls is None:
+            raise StoreCorruptError(
+                f"{data_dir / 'snapshot.crdt'}: field {image.name!r} has unknown kind "
+                f"{image.kind!r} (known: {self.kinds})"
+            )
+        try:
+            self._fields[(image.name, image.kind)] = cls.decode(self.replica, image.state)
+        except ValueError as exc:
+            raise StoreCorruptError(
+                f"{data_dir / 'snapshot.crdt'}: field {image.name!r} ({image.kind}) does not "
+                f"decode: {exc}"
+            ) from exc
+
+    def _replay(self, data_dir: Path, index: int, update: Update) -> None:
+        where = f"{data_dir / 'updates.log'} record {index + 1}"
+        try:
+            state = self.field(update.name, update.kind)
+            state.apply(update.payload)
+        except (DocError, ValueError) as exc:
+            raise StoreCorruptError(
+                f"{where}: update of field {update.name!r} ({update.kind}) does not apply: {exc}"
+            ) from exc
+
+    def _persist(self, updates: list[Update], *, sync: bool) -> None:
+        if self._log is None or (not updates and not sync):
+            return
+        try:
+            self._log.append(updates)
+            if sync:
+                self._log.sync()
+        except OSError as exc:
+            self.fail(f"cannot write {self._log.path}: {exc}")
+            raise DocError(f"edit not durable: cannot write {self._log.path}: {exc}") from exc
+
+    def sync_log(self) -> None:
+        """Make updates received from peers durable too (called by the sync loop)."""
+        if self._log is not None and self._log.unsynced and self.failed is None:
+            self._persist([], sync=True)
+
+    def _maybe_compact(self) -> None:
+        if self._log is not None and self._log.size_bytes > self.config.compact_log_bytes:
+            self.compact()
+
+    def compact(self) -> None:
+        """Write a snapshot of every field and empty the update log."""
+        if self._log is None or self.data_dir is None:
+            return
+        images = [
+            FieldImage(name, kind, state.encode())
+            for (name, kind), state in sorted(self._fields.items())
+        ]
+        try:
+            size = write_snapshot(
+                self.data_dir, self.replica, self.doc_id, images, fsync=self.config.fsync
+            )
+            self._log.reset()
+        except OSError as exc:
+            self.fail(f"cannot compact into {self.data_dir}: {exc}")
+            return
+        log.info("crdt_doc_compacted replica=%s snapshot_bytes=%d", self.replica, size)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def address(self) -> Address | None:
+        """Where the replica listens (after :meth:`start`), else None."""
+        return None if self._sync is None else self._sync.address
+
+    @property
+    def sync(self) -> DocSync | None:
+        """The running sync service (after :meth:`start`), else None."""
+        return self._sync
+
+    async def start(self) -> None:
+        """Listen for peers and control clients and start anti-entropy (needs ``listen``)."""
+        from pnyx.services.crdt.sync import DocSync
+
+        self._check_writable()
+        if self._sync is not None:
+            raise DocError("document already started")
+        if self.listen is None:
+            raise DocError("start() needs a listen address (host, port); port 0 picks one")
+        sync = DocSync(self, self.listen, self.peers, self.config)
+        await sync.start()
+        self._sync = sync
+
+    async def stop(self) -> None:
+        """Stop syncing (bounded by ``config.stop_timeout_s``), compact and close files."""
+        sync, self._sync = self._sync, None
+        try:
+            if sync is not None:
+                await sync.stop()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close files and release the data directory (idempotent; no network stop)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._log is not None:
+            try:
+                if self.failed is None and self._log.size_bytes > 64 * 1024:
+                    self.compact()
+                self._log.close()
+            except OSError as exc:
+                log.error("crdt_doc_close_failed replica=%s error=%r", self.replica, exc)
+        if self._lock is not None:
+            self._lock.release()
+
+
+def _builtin_kinds() -> dict[str, type[FieldState]]:
+    kinds: dict[str, type[FieldState]] = {cls.kind: cls for cls in STATE_KINDS}
+    try:
+        from pnyx.services.crdt.text_field import TextField
+    except ImportError:  # the text CRDT is not installed yet (pnyx.protocols.crdt.text)
+        return kinds
+    kinds[TextField.kind] = TextField
+    return kinds

@@ -1,0 +1,122 @@
+"""The ``text`` field kind: a :class:`~pnyx.protocols.crdt.text.FugueText` and its handle.
+
+Sync is the text CRDT's own: its version vector (per replica, the highest contiguous op
+counter) is the field's version, and a peer behind it gets ``encode_since(its version)``.
+A remote update is logged as ``encode_since(version before it)`` once it changed the
+version, so ops that waited for a missing predecessor and were released by it are logged
+too (a local edit may depend on them; after a restart it must find them in the log).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from pnyx.protocols.crdt.text import FugueText
+from pnyx.services.crdt.fields import FieldState, dominated
+
+if TYPE_CHECKING:
+    from pnyx.services.crdt.doc import CrdtDoc
+
+MAX_INSERT_CHARS = 64 * 1024
+"""Longer inserts are split into several updates of at most this many characters, so each
+update (and so each sync message) stays bounded."""
+
+
+class TextField(FieldState):
+    """``text``: a collaborative text (Fugue sequence CRDT, Unicode code points)."""
+
+    kind: ClassVar[str] = "text"
+
+    def __init__(self, replica: str, text: FugueText | None = None) -> None:
+        super().__init__(replica)
+        self.text = text if text is not None else FugueText(replica)
+        self.last_new_update: bytes | None = None
+        """What :meth:`apply` last found new, as a self-contained update (for the log)."""
+
+    def version(self) -> dict[str, int]:
+        return dict(self.text.version())
+
+    def updates_since(self, version: Mapping[str, int], max_bytes: int) -> list[bytes]:
+        if dominated(self.text.version(), version):
+            return []
+        return [self.text.encode_since(version)]
+
+    def apply(self, payload: bytes) -> bool:
+        before = self.text.version()
+        self.text.apply_update(payload)  # ValueError on malformed data, unchanged then
+        if self.text.version() == before:
+            self.last_new_update = None
+            return False
+        self.last_new_update = self.text.encode_since(before)
+        return True
+
+    def logged_form(self, payload: bytes) -> bytes:
+        return self.last_new_update if self.last_new_update is not None else payload
+
+    def encode(self) -> bytes:
+        return self.text.encode()
+
+    @classmethod
+    def decode(cls, replica: str, data: bytes) -> Self:
+        return cls(replica, FugueText.decode(replica, data))
+
+    def value(self) -> str:
+        return self.text.text()
+
+
+class TextHandle:
+    """A text field of a document: edits are durable when they return."""
+
+    def __init__(self, doc: CrdtDoc, name: str) -> None:
+        self._doc = doc
+        self.name = name
+        self._field = doc.typed_field(name, TextField)
+
+    def insert(self, pos: int, text: str) -> None:
+        """Insert ``text`` before code point ``pos`` (0 ≤ pos ≤ len)."""
+        _check_int(pos, "position")
+        if not isinstance(text, str):
+            raise ValueError(f"text to insert must be a str, got {text!r:.80}")
+        if not 0 <= pos <= len(self._field.text):
+            raise ValueError(f"insert position {pos} outside 0..{len(self._field.text)}")
+        for start in range(0, len(text), MAX_INSERT_CHARS):
+            self._insert_chunk(pos + start, text[start : start + MAX_INSERT_CHARS])
+
+    def _insert_chunk(self, pos: int, chunk: str) -> None:
+        text = self._field.text
+        self._doc.commit_local(self.name, self._field, lambda: text.insert(pos, chunk))
+
+    def delete(self, pos: int, count: int, expect: str | None = None) -> None:
+        """Delete ``count`` code points from ``pos``; with ``expect``, only if they read so
+        (a compare-and-delete: ``ValueError`` and no change otherwise)."""
+        _check_int(pos, "position")
+        _check_int(count, "count")
+        size = len(self._field.text)
+        if not 0 <= pos <= pos + count <= size:
+            raise ValueError(f"delete of {count} from {pos} outside the text of length {size}")
+        if expect is not None:
+            found = self._field.text.text()[pos : pos + count]
+            if found != expect:
+                raise ValueError(f"delete refused: text at {pos} is {found!r}, not {expect!r}")
+        if count:
+            self._doc.commit_local(
+                self.name, self._field, lambda: self._field.text.delete(pos, count)
+            )
+
+    def value(self) -> str:
+        """The text."""
+        return self._field.value()
+
+    def __len__(self) -> int:
+        return len(self._field.text)
+
+    def version(self) -> dict[str, int]:
+        """The field's version (replica → op counter)."""
+        return self._field.version()
+
+
+def _check_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be an int, got {value!r}")
+    return value
