@@ -191,6 +191,7 @@ def test_ten_members_detect_kill9_sigstop_and_survive_garbage(tmp_path: Path) ->
         _garbage_leaves_the_group_intact(group)
         _kill9_is_detected_and_the_restarted_member_readmitted(group, victim=5)
         _sigstop_is_detected_and_sigcont_seen(group, victim=8)
+        _sigterm_leaves_gracefully(group, leaver=MEMBERS)
     finally:
         group.stop_all()
 
@@ -247,6 +248,8 @@ def _kill9_is_detected_and_the_restarted_member_readmitted(group: Group, victim:
         latest = group.latest(observer, victim)
         assert latest is not None and latest.incarnation > dead_incarnation, latest
     group.wait(group.formed, FORM_TIMEOUT_S, "the restarted member sees everyone alive")
+    incarnation = f'pnyx_member_incarnation{{member="{victim}"}}'
+    assert group.metric(1, incarnation) > dead_incarnation  # /metrics agrees with the lines
 
 
 def _sigstop_is_detected_and_sigcont_seen(group: Group, victim: int) -> None:
@@ -274,3 +277,12 @@ def _sigstop_is_detected_and_sigcont_seen(group: Group, victim: int) -> None:
         latest = group.latest(observer, victim)
         assert latest is not None and latest.incarnation > before, latest
     assert all(p.poll() is None for p in group.processes.values())
+
+
+def _sigterm_leaves_gracefully(group: Group, leaver: int) -> None:
+    observers = group.others(leaver)
+    group.down.add(leaver)
+    group.processes[leaver].terminate()
+    assert group.processes[leaver].wait(STOP_TIMEOUT_S) == 0
+    group.wait(lambda: group.all_see(leaver, ("left",), observers), FORM_TIMEOUT_S,
+               f"all others see member {leaver} as left")  # fmt: skip

@@ -152,6 +152,8 @@ class MemberRunner:
         self._now: Callable[[], float] = time.monotonic
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
+        self._address_texts: dict[int, str] = {}
+        """The node's ``addr`` string last applied to the transport, per member."""
         self.metrics.registry.register(_MemberCollector(self))
 
     # -- accessors -----------------------------------------------------------------------
@@ -234,21 +236,26 @@ class MemberRunner:
 
     async def leave(self, timeout_s: float | None = None) -> None:
         """Leave the group gracefully: ask the node to leave (``leave()``), then keep running
-        until it sent ``LEAVE_FANOUT`` datagrams (as many as it has peers, if fewer) or
-        ``timeout_s`` (``config.leave_timeout_s``) passed.  The runner keeps running after."""
+        until the node says its leave was gossiped (``leave_done()``; without it: until it
+        sent ``LEAVE_FANOUT`` datagrams, or one per peer if fewer) or ``timeout_s``
+        (``config.leave_timeout_s``) passed.  The runner keeps running after."""
         if not self.running:
             return
-        leave = getattr(self.node, "leave", None)
+        node = self.node
+        leave = getattr(node, "leave", None)
         if not callable(leave):
             return
         leave()
         assert self._wake is not None
         self._wake.set()
         bound_s = self.config.leave_timeout_s if timeout_s is None else timeout_s
-        target = self.udp.stats.datagrams_sent + min(LEAVE_FANOUT, self._peer_count())
+        done = getattr(node, "leave_done", None)
+        if not callable(done):
+            target = self.udp.stats.datagrams_sent + min(LEAVE_FANOUT, self._peer_count())
+            done = lambda: self.udp.stats.datagrams_sent >= target  # noqa: E731
         loop = asyncio.get_running_loop()
         deadline = loop.time() + bound_s
-        while self.running and self.udp.stats.datagrams_sent < target:
+        while self.running and not done():
             if loop.time() >= deadline:
                 log.info("member_leave_timeout node=%d timeout_s=%.1f",
                          self.config.node_id, bound_s)  # fmt: skip
@@ -439,8 +446,23 @@ class MemberRunner:
             if not self._deliver(to, msg):
                 self.metrics.messages_dropped.inc()
             return
+        self._refresh_address(to)
         if not self.udp.send(to, msg):
             self.metrics.messages_dropped.inc()
+
+    def _refresh_address(self, member_id: int) -> None:
+        """Take ``member_id``'s address from the node (``address_of``) when it has one: its
+        table is authoritative, and it knows targets of ping-reqs that sent no event."""
+        lookup = getattr(self._node, "address_of", None)
+        if not callable(lookup):
+            return
+        text = lookup(member_id)
+        if not text or self._address_texts.get(member_id) == text:
+            return
+        address = parse_member_addr(text)
+        if address is not None:
+            self._address_texts[member_id] = text
+            self.udp.set_address(member_id, address)
 
 
 def member_views(node: object) -> dict[int, Any]:
