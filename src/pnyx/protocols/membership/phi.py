@@ -19,6 +19,7 @@ from pnyx.protocols.membership.config import PhiConfig
 
 _A = 0.070566
 _B = 1.5976
+_LN10 = math.log(10.0)
 
 
 def phi_of(elapsed: float, mean: float, std_dev: float) -> float:
@@ -30,12 +31,13 @@ def phi_of(elapsed: float, mean: float, std_dev: float) -> float:
         raise ValueError(f"std_dev must be positive, got {std_dev}")
     y = (elapsed - mean) / std_dev
     exponent = -y * (_B + _A * y * y)
-    if exponent > 700.0:  # 1 - F underflows to 0 for y < -15: phi is 0 to double precision
-        return 0.0
-    e = math.exp(exponent)
-    if elapsed > mean:
-        return -math.log10(e / (1.0 + e))
-    return -math.log10(1.0 - 1.0 / (1.0 + e))
+    # ln(1 - F) = ln(e / (1 + e)) with e = exp(exponent), in a form that neither
+    # overflows nor loses precision at either tail (Akka picks one of two forms by sign).
+    if exponent <= 0:
+        ln_tail = exponent - math.log1p(math.exp(exponent))
+    else:
+        ln_tail = -math.log1p(math.exp(-exponent))
+    return -ln_tail / _LN10
 
 
 def threshold_y(threshold: float) -> float:

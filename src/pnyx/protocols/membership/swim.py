@@ -402,7 +402,7 @@ class SwimNode(Outbox):
         if msg.target != self.node_id:
             self._stats["misdirected"] += 1
             return
-        self._send(from_id, Ack(msg.seq, self._piggyback()))
+        self._send(from_id, Ack(msg.seq, self._piggyback(about=from_id)))
 
     def _on_ack(self, msg: Ack) -> None:
         probe = self._probe
@@ -739,14 +739,20 @@ class SwimNode(Outbox):
     # -- dissemination -----------------------------------------------------------------
 
     def _piggyback(self, *, about: int | None = None) -> tuple[Update, ...]:
-        """Updates for one outgoing message; a ping to a suspect carries its suspicion
-        first (Lifeguard's buddy system)."""
+        """Updates for one outgoing message to ``about`` (when given).
+
+        A ping to a suspect carries the suspicion first (Lifeguard's buddy system), and
+        an ack to a member believed dead tells it so first (so a paused member that comes
+        back refutes at once instead of at its next push/pull).
+        """
         budget = self.config.max_piggyback_updates
         first: list[Update] = []
-        if about is not None and self.config.lifeguard:
-            member = self._members.get(about)
-            if member is not None and member.state == SUSPECT:
-                first.append(self._suspect_update(about, member))
+        member = self._members.get(about) if about is not None else None
+        if member is not None and about is not None:
+            buddy = member.state == SUSPECT and self.config.lifeguard
+            if buddy or member.state == DEAD:
+                fact = Update(about, member.incarnation, member.state, member.addr, self.node_id)
+                first.append(fact)
                 budget -= 1
         limit = retransmit_limit(self.config, self._live_count)
         updates = first + self._queue.take(budget, limit)
