@@ -28,6 +28,7 @@ A store failure (disk full, I/O error) stops the document: later edits raise
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ from pnyx.services.crdt.kinds import (
 from pnyx.services.crdt.messages import FieldPayload
 from pnyx.services.crdt.store import (
     FieldImage,
+    Owner,
     StoreCorruptError,
     StoreError,
     Update,
@@ -154,6 +156,8 @@ class CrdtDoc:
         for kind in kinds:
             self._kinds[kind.kind] = kind
         self._fields: dict[FieldKey, FieldState] = {}
+        self.owner = Owner(self.replica, self.doc_id, secrets.token_hex(4))
+        """Replica, document and incarnation (read from ``data_dir`` when it has one)."""
         self._callbacks: list[ChangeCallback] = []
         self._sync: DocSync | None = None
         self._log: UpdateLog | None = None
@@ -163,6 +167,11 @@ class CrdtDoc:
         self.closed = False
         if data_dir is not None:
             self._open_store(data_dir)
+
+    @property
+    def origin(self) -> str:
+        """The name this replica's operations carry: ``<replica>.<incarnation>``."""
+        return self.owner.origin
 
     # -- fields --------------------------------------------------------------------------
 
@@ -181,7 +190,7 @@ class CrdtDoc:
                 raise DocError(f"unknown field kind {kind!r}; known kinds: {self.kinds}")
             if len(self._fields) >= self.config.max_fields:
                 raise DocError(f"document already holds max_fields={self.config.max_fields}")
-            state = cls(self.replica)
+            state = cls(self.origin)
             self._fields[key] = state
         return state
 
@@ -355,18 +364,20 @@ class CrdtDoc:
         try:
             remove_temp_files(data_dir)
             found = recover(data_dir, self.replica, self.doc_id)
+            if found.incarnation is not None:
+                self.owner = Owner(self.replica, self.doc_id, found.incarnation)
             for image in found.fields:
                 self._load_image(data_dir, image)
             for index, update in enumerate(found.updates):
                 self._replay(data_dir, index, update)
-            self._log = UpdateLog(data_dir, self.replica, self.doc_id, fsync=self.config.fsync)
+            self._log = UpdateLog(data_dir, self.owner, fsync=self.config.fsync)
             self._log.open(found.log_valid_bytes)
         except BaseException:
             self._lock.release()
             raise
         log.info(
-            "crdt_doc_opened replica=%s doc=%s fields=%d replayed_updates=%d torn_bytes=%d",
-            self.replica,
+            "crdt_doc_opened origin=%s doc=%s fields=%d replayed_updates=%d torn_bytes=%d",
+            self.origin,
             self.doc_id,
             len(self._fields),
             len(found.updates),
@@ -381,7 +392,7 @@ class CrdtDoc:
                 f"{image.kind!r} (known: {self.kinds})"
             )
         try:
-            self._fields[(image.name, image.kind)] = cls.decode(self.replica, image.state)
+            self._fields[(image.name, image.kind)] = cls.decode(self.origin, image.state)
         except ValueError as exc:
             raise StoreCorruptError(
                 f"{data_dir / 'snapshot.crdt'}: field {image.name!r} ({image.kind}) does not "
@@ -427,9 +438,7 @@ class CrdtDoc:
             for (name, kind), state in sorted(self._fields.items())
         ]
         try:
-            size = write_snapshot(
-                self.data_dir, self.replica, self.doc_id, images, fsync=self.config.fsync
-            )
+            size = write_snapshot(self.data_dir, self.owner, images, fsync=self.config.fsync)
             self._log.reset()
         except OSError as exc:
             self.fail(f"cannot compact into {self.data_dir}: {exc}")

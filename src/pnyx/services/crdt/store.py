@@ -9,7 +9,8 @@ A replica's data directory holds::
     lock            flock held by the running process (see ``pnyx.runtime.datadir``)
 
 Snapshot payload and log record bodies are msgpack.  The snapshot holds the whole document
-(``{"format", "replica", "doc", "fields": [[name, kind, state], ...]}``); every log record
+(``{"format", "replica", "doc", "incarnation", "fields": [[name, kind, state], ...]}``); the
+log's first record names its owner ``[replica, doc, incarnation]``; every later record
 is one update ``[name, kind, payload]`` exactly as it was applied (local edits and updates
 received from peers alike), so replaying the log over the snapshot rebuilds the document
 (applying an update twice is harmless: every field type's ``apply`` is idempotent).
@@ -60,8 +61,8 @@ _DECODER = msgspec.msgpack.Decoder()
 
 _RECOVER_HINT = (
     "the replica's data is damaged; to recover, move the data directory aside and restart "
-    "the replica under a NEW --id so it catches up from its peers (reusing the old id with "
-    "an empty directory would reuse its operation ids)"
+    "the replica with an empty one: it starts a new incarnation and catches up from its "
+    "peers (its edits that no peer received are lost)"
 )
 
 
@@ -71,6 +72,25 @@ class StoreError(Exception):
 
 class StoreCorruptError(StoreError):
     """A file of the replica failed its checks (CRC, magic, length, format)."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose files these are: the replica's name, its document, and its incarnation.
+
+    The incarnation is drawn at random when a data directory is first used; the replica's
+    CRDT operations are named ``<replica>.<incarnation>``, so a replica whose directory was
+    lost comes back under a new origin and can never reuse an operation id.
+    """
+
+    replica: str
+    doc: str
+    incarnation: str
+
+    @property
+    def origin(self) -> str:
+        """The name this replica's operations carry."""
+        return f"{self.replica}.{self.incarnation}"
 
 
 @dataclass(frozen=True)
@@ -97,6 +117,8 @@ class Recovered:
 
     fields: list[FieldImage]
     updates: list[Update]
+    incarnation: str | None
+    """The replica's incarnation recorded in its files (None: a fresh directory)."""
     log_valid_bytes: int
     """Length of the log's valid prefix (what :meth:`UpdateLog.open` keeps)."""
     torn_bytes: int
@@ -111,14 +133,19 @@ def encode_record(update: Update) -> bytes:
 
 
 def write_snapshot(
-    directory: Path, replica: str, doc: str, fields: Iterable[FieldImage], *, fsync: bool = True
+    directory: Path,
+    owner: Owner,
+    fields: Iterable[FieldImage],
+    *,
+    fsync: bool = True,
 ) -> int:
     """Replace the snapshot atomically (temp file, fsync, rename, dir fsync); return its size."""
     payload = _ENCODER.encode(
         {
             "format": SNAPSHOT_FORMAT,
-            "replica": replica,
-            "doc": doc,
+            "replica": owner.replica,
+            "doc": owner.doc,
+            "incarnation": owner.incarnation,
             "fields": [[f.name, f.kind, f.state] for f in fields],
         }
     )
@@ -136,13 +163,16 @@ def write_snapshot(
     return _SNAP_HEADER.size + len(payload)
 
 
-def read_snapshot(directory: Path, replica: str, doc: str) -> list[FieldImage]:
-    """The fields of the snapshot in ``directory`` ([] when there is none); checked."""
+def read_snapshot(
+    directory: Path, replica: str, doc: str
+) -> tuple[list[FieldImage], str | None]:
+    """The fields and incarnation of the snapshot in ``directory`` (``[], None`` when there
+    is none); checked."""
     path = directory / SNAPSHOT_FILE
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return []
+        return [], None
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
     payload = _verify_snapshot(path, data)
@@ -178,7 +208,9 @@ def _verify_snapshot(path: Path, data: bytes) -> bytes:
     return payload
 
 
-def _parse_snapshot(path: Path, raw: Any, replica: str, doc: str) -> list[FieldImage]:
+def _parse_snapshot(
+    path: Path, raw: Any, replica: str, doc: str
+) -> tuple[list[FieldImage], str | None]:
     if not isinstance(raw, dict) or raw.get("format") != SNAPSHOT_FORMAT:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise StoreCorruptError(
@@ -186,6 +218,7 @@ def _parse_snapshot(path: Path, raw: Any, replica: str, doc: str) -> list[FieldI
             f"{_RECOVER_HINT}"
         )
     _check_owner(path, raw.get("replica"), raw.get("doc"), replica, doc)
+    incarnation = _check_incarnation(path, raw.get("incarnation"))
     fields = raw.get("fields")
     if not isinstance(fields, list):
         raise StoreCorruptError(f"{path}: 'fields' is {type(fields).__name__}, not a list")
@@ -200,7 +233,13 @@ def _parse_snapshot(path: Path, raw: Any, replica: str, doc: str) -> list[FieldI
         ):
             raise StoreCorruptError(f"{path}: bad field entry {entry!r:.200}; {_RECOVER_HINT}")
         images.append(FieldImage(entry[0], entry[1], entry[2]))
-    return images
+    return images, incarnation
+
+
+def _check_incarnation(path: Path, found: Any) -> str:
+    if not isinstance(found, str) or not found:
+        raise StoreCorruptError(f"{path}: bad incarnation {found!r:.80}; {_RECOVER_HINT}")
+    return found
 
 
 def _check_owner(path: Path, found_replica: Any, found_doc: Any, replica: str, doc: str) -> None:
@@ -215,10 +254,9 @@ def _check_owner(path: Path, found_replica: Any, found_doc: Any, replica: str, d
 class UpdateLog:
     """The append-only update log of one replica (open for appending)."""
 
-    def __init__(self, directory: Path, replica: str, doc: str, *, fsync: bool = True) -> None:
+    def __init__(self, directory: Path, owner: Owner, *, fsync: bool = True) -> None:
         self.path = directory / LOG_FILE
-        self.replica = replica
-        self.doc = doc
+        self.owner = owner
         self.fsync = fsync
         self._fd = -1
         self.size_bytes = 0
@@ -234,7 +272,7 @@ class UpdateLog:
                 os.ftruncate(fd, valid_bytes)
                 self._sync_fd(fd)
             if valid_bytes == 0:
-                os.write(fd, LOG_MAGIC + _owner_record(self.replica, self.doc))
+                os.write(fd, LOG_MAGIC + _owner_record(self.owner))
                 self._sync_fd(fd)
                 if self.fsync:
                     fsync_dir(self.path.parent)
@@ -269,7 +307,7 @@ class UpdateLog:
         self.close()
         temp = self.path.with_name(LOG_FILE + ".tmp")
         with open(temp, "wb") as handle:
-            handle.write(LOG_MAGIC + _owner_record(self.replica, self.doc))
+            handle.write(LOG_MAGIC + _owner_record(self.owner))
             handle.flush()
             if self.fsync:
                 os.fsync(handle.fileno())
@@ -290,12 +328,14 @@ class UpdateLog:
             os.fdatasync(fd)
 
 
-def _owner_record(replica: str, doc: str) -> bytes:
-    return encode_record(Update("", "owner", _ENCODER.encode([replica, doc])))
+def _owner_record(owner: Owner) -> bytes:
+    body = _ENCODER.encode([owner.replica, owner.doc, owner.incarnation])
+    return encode_record(Update("", "owner", body))
 
 
-def read_log(path: Path, replica: str, doc: str) -> tuple[list[Update], int]:
-    """The updates in the log at ``path`` and the byte length of its valid prefix.
+def read_log(path: Path, replica: str, doc: str) -> tuple[list[Update], int, str | None]:
+    """The updates in the log at ``path``, the byte length of its valid prefix and the
+    incarnation its owner record names (None if it has none yet).
 
     A missing log is empty.  A torn tail is reported by a valid length below the file size;
     corruption raises :class:`StoreCorruptError`.
@@ -303,34 +343,35 @@ def read_log(path: Path, replica: str, doc: str) -> tuple[list[Update], int]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return [], 0
+        return [], 0, None
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
     if len(data) < len(LOG_MAGIC):
         if data.strip(b"\x00"):
             raise StoreCorruptError(f"{path} at offset 0: bad magic {data!r}; {_RECOVER_HINT}")
-        return [], 0  # crashed while creating the file: nothing was ever logged
+        return [], 0, None  # crashed while creating the file: nothing was ever logged
     if data[: len(LOG_MAGIC)] != LOG_MAGIC:
         raise StoreCorruptError(
             f"{path} at offset 0: bad magic {data[:8]!r}; {_RECOVER_HINT}"
         )
     updates, valid = _scan_records(path, data)
-    if updates and updates[0].kind == "owner":
-        _check_log_owner(path, updates[0].payload, replica, doc)
-        updates = updates[1:]
-    elif valid > len(LOG_MAGIC):
+    if not updates:
+        return [], valid, None
+    if updates[0].kind != "owner":
         raise StoreCorruptError(f"{path}: the first record does not name the replica")
-    return updates, valid
+    incarnation = _check_log_owner(path, updates[0].payload, replica, doc)
+    return updates[1:], valid, incarnation
 
 
-def _check_log_owner(path: Path, payload: bytes, replica: str, doc: str) -> None:
+def _check_log_owner(path: Path, payload: bytes, replica: str, doc: str) -> str:
     try:
         found = _DECODER.decode(payload)
     except msgspec.MsgspecError as exc:
         raise StoreCorruptError(f"{path}: owner record is not msgpack ({exc})") from exc
-    if not isinstance(found, list) or len(found) != 2:
+    if not isinstance(found, list) or len(found) != 3:
         raise StoreCorruptError(f"{path}: bad owner record {found!r:.200}")
     _check_owner(path, found[0], found[1], replica, doc)
+    return _check_incarnation(path, found[2])
 
 
 def _scan_records(path: Path, data: bytes) -> tuple[list[Update], int]:
@@ -398,11 +439,18 @@ def _parse_record(path: Path, offset: int, body: bytes) -> Update:
 
 def recover(directory: Path, replica: str, doc: str) -> Recovered:
     """Read the snapshot and the log of ``directory`` (checked; nothing is modified)."""
-    fields = read_snapshot(directory, replica, doc)
+    fields, snap_incarnation = read_snapshot(directory, replica, doc)
     path = directory / LOG_FILE
-    updates, valid = read_log(path, replica, doc)
+    updates, valid, log_incarnation = read_log(path, replica, doc)
+    if snap_incarnation and log_incarnation and snap_incarnation != log_incarnation:
+        raise StoreCorruptError(
+            f"{directory}: {SNAPSHOT_FILE} is of incarnation {snap_incarnation!r} and "
+            f"{LOG_FILE} of {log_incarnation!r}: files of two lives of the replica mixed; "
+            f"{_RECOVER_HINT}"
+        )
     size = path.stat().st_size if path.exists() else 0
-    return Recovered(fields, updates, valid, size - valid)
+    incarnation = snap_incarnation or log_incarnation
+    return Recovered(fields, updates, incarnation, valid, size - valid)
 
 
 def remove_temp_files(directory: Path) -> None:

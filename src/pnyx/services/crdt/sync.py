@@ -277,8 +277,9 @@ class DocSync:
         return False
 
     def _check_identity(self, name: str, theirs: Mapping[tuple[str, str], dict[str, int]]) -> None:
-        """A peer that saw more of this replica's updates than it has means reused ids."""
-        me = self.doc.replica
+        """A peer that saw more of this incarnation's updates than it has: its files are older
+        than what it sent (restored from a backup, copied): stop editing, ids would repeat."""
+        me = self.doc.origin
         for key, version in theirs.items():
             seen = version.get(me, 0)
             if seen == 0:
@@ -287,8 +288,9 @@ class DocSync:
             if seen > have:
                 self.doc.fail(
                     f"peer {name!r} holds update {me}:{seen} of field {key[0]!r} ({key[1]}) but "
-                    f"this replica has only up to {have}: its data directory lost acknowledged "
-                    f"state or another process uses the id {me!r}; restart it under a new id"
+                    f"this replica has only up to {have}: its data directory is older than what "
+                    f"it sent (restored or copied?); move it aside and restart the replica "
+                    f"with an empty one"
                 )
                 return
 
@@ -325,6 +327,7 @@ class DocSync:
         """Replica, peers, reachability and counters (plain data)."""
         return {
             "replica": self.doc.replica,
+            "origin": self.doc.origin,
             "doc": self.doc.doc_id,
             "peers": self.peer_names,
             "reachable": self.reachable(),

@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from pnyx.protocols.crdt.text import FugueText
+from pnyx.protocols.crdt.text import FugueText, TextOp, encode_ops
 from pnyx.services.crdt.fields import FieldState, dominated
 
 if TYPE_CHECKING:
     from pnyx.services.crdt.doc import CrdtDoc
 
+OP_OVERHEAD_BYTES = 48
+"""Estimated encoded size of one op besides its characters or delete ranges."""
 MAX_INSERT_CHARS = 64 * 1024
 """Longer inserts are split into several updates of at most this many characters, so each
 update (and so each sync message) stays bounded."""
@@ -38,9 +40,14 @@ class TextField(FieldState):
         return dict(self.text.version())
 
     def updates_since(self, version: Mapping[str, int], max_bytes: int) -> list[bytes]:
+        """``encode_since(version)``, or when that exceeds ``max_bytes`` the same ops split
+        into several updates (in causal order, so each applies after the ones before)."""
         if dominated(self.text.version(), version):
             return []
-        return [self.text.encode_since(version)]
+        whole = self.text.encode_since(version)
+        if len(whole) <= max_bytes:
+            return [whole]
+        return [encode_ops(group) for group in _groups(self.text.ops_since(version), max_bytes)]
 
     def apply(self, payload: bytes) -> bool:
         before = self.text.version()
@@ -114,6 +121,21 @@ class TextHandle:
     def version(self) -> dict[str, int]:
         """The field's version (replica → op counter)."""
         return self._field.version()
+
+
+def _groups(ops: list[TextOp], max_bytes: int) -> list[list[TextOp]]:
+    """``ops`` in order, cut into groups of about ``max_bytes`` encoded (an op bigger than
+    that goes alone: local inserts are at most :data:`MAX_INSERT_CHARS` long)."""
+    groups: list[list[TextOp]] = [[]]
+    size = 0
+    for op in ops:
+        op_bytes = OP_OVERHEAD_BYTES + (4 * len(op.text) if op.text else 24 * len(op.targets))
+        if groups[-1] and size + op_bytes > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(op)
+        size += op_bytes
+    return groups
 
 
 def _check_int(value: Any, what: str) -> int:

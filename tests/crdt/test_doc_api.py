@@ -1,0 +1,377 @@
+"""CrdtDoc's Python API: typed handles, change callbacks, persistence, sync in one event loop.
+
+Several replicas run in one asyncio loop over real loopback TCP (the pnyx transport); a
+stand-in field kind (a per-replica max map, defined here) shows that the document syncs and
+persists any kind written to the :class:`FieldState` interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import ClassVar, Self
+
+import msgspec
+import pytest
+
+from pnyx.services.crdt import (
+    ChangeEvent,
+    CrdtDoc,
+    DocClient,
+    DocConfig,
+    DocError,
+    DocRequestError,
+    FieldState,
+)
+from pnyx.services.crdt.fields import dominated
+from pnyx.services.crdt.messages import FieldVersion, SyncDigest
+
+WAIT_S = 60.0
+"""Generous bound on convergence (the machine may be loaded)."""
+FAST = DocConfig(sync_interval_ms=30, resend_after_ms=200, allow_test_partitions=True)
+
+
+class MaxMap(FieldState):
+    """Stand-in kind: per replica the highest number it bumped to; value = their sum."""
+
+    kind: ClassVar[str] = "maxmap"
+
+    def __init__(self, replica: str) -> None:
+        super().__init__(replica)
+        self.entries: dict[str, int] = {}
+
+    def bump(self) -> bytes:
+        self.entries[self.replica] = self.entries.get(self.replica, 0) + 1
+        return msgspec.msgpack.encode({self.replica: self.entries[self.replica]})
+
+    def version(self) -> dict[str, int]:
+        return dict(self.entries)
+
+    def updates_since(self, version: Mapping[str, int], max_bytes: int) -> list[bytes]:
+        return [] if dominated(self.entries, version) else [self.encode()]
+
+    def apply(self, payload: bytes) -> bool:
+        try:
+            other = msgspec.msgpack.decode(payload, type=dict[str, int])
+        except msgspec.MsgspecError as exc:
+            raise ValueError(f"bad maxmap update: {exc}") from exc
+        new = {k: v for k, v in other.items() if v > self.entries.get(k, 0)}
+        self.entries.update(new)
+        return bool(new)
+
+    def encode(self) -> bytes:
+        return msgspec.msgpack.encode(self.entries)
+
+    @classmethod
+    def decode(cls, replica: str, data: bytes) -> Self:
+        field = cls(replica)
+        field.apply(data)
+        return field
+
+    def value(self) -> int:
+        return sum(self.entries.values())
+
+
+def bump(doc: CrdtDoc, name: str) -> None:
+    field = doc.typed_field(name, MaxMap)
+    doc.commit_local(name, field, field.bump)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def make_group(
+    names: list[str], data_root: Path | None = None, config: DocConfig = FAST
+) -> dict[str, CrdtDoc]:
+    ports = free_ports(len(names))
+    addresses = {name: ("127.0.0.1", port) for name, port in zip(names, ports, strict=True)}
+    return {
+        name: CrdtDoc(
+            name,
+            doc_id="notes",
+            data_dir=None if data_root is None else data_root / name,
+            listen=addresses[name],
+            peers={n: a for n, a in addresses.items() if n != name},
+            config=config,
+            kinds=[MaxMap],
+        )
+        for name in names
+    }
+
+
+def restart(old: CrdtDoc) -> CrdtDoc:
+    return CrdtDoc(
+        old.replica,
+        doc_id=old.doc_id,
+        data_dir=old.data_dir,
+        listen=old.listen,
+        peers=old.peers,
+        config=old.config,
+        kinds=[MaxMap],
+    )
+
+
+async def wait_for(condition: Callable[[], bool], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_S
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {WAIT_S} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+def converged(docs: Mapping[str, CrdtDoc]) -> bool:
+    values = [d.value() for d in docs.values()]
+    return all(v == values[0] for v in values)
+
+
+async def stop_all(docs: Mapping[str, CrdtDoc]) -> None:
+    for doc in docs.values():
+        await doc.stop()
+
+
+def test_typed_handles_give_each_type_its_operations_and_values() -> None:
+    doc = CrdtDoc("a")
+    doc.counter("likes").increment(5)
+    doc.counter("likes").decrement(2)
+    doc.gcounter("views").increment(7)
+    tags = doc.set("tags")
+    tags.add("x")
+    tags.add(3)
+    tags.remove("x")
+    doc.rwset("rw").add("y")
+    doc.gset("g").add(b"z")
+    doc.twopset("tp").add("once")
+    doc.twopset("tp").remove("once")
+    doc.twopset("tp").add("once")  # a removed element never comes back
+    doc.register("title").assign("draft")
+    doc.register("title").assign("final")
+    doc.mvregister("mv").assign(1)
+    doc.map("meta").assign("lang", "en")
+    doc.map("meta").assign("gone", 1)
+    doc.map("meta").remove("gone")
+    assert doc.counter("likes").value() == 3
+    assert 3 in tags and "x" not in tags
+    assert doc.value() == {
+        "g": {"gset": [b"z"]},
+        "likes": {"pncounter": 3},
+        "meta": {"ormap": {"lang": ["en"]}},
+        "mv": {"mvreg": [1]},
+        "rw": {"rwset": ["y"]},
+        "tags": {"orset": [3]},
+        "title": {"lww": "final"},
+        "tp": {"2pset": []},
+        "views": {"gcounter": 7},
+    }
+    assert doc.counter("likes").version() == {doc.origin: 2}
+    doc.close()
+
+
+def test_bad_edits_are_refused_with_the_offending_value_and_change_nothing() -> None:
+    doc = CrdtDoc("a")
+    with pytest.raises(ValueError, match=r"5\.5"):
+        doc.set("tags").add(5.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="-1"):
+        doc.counter("n").increment(-1)
+    with pytest.raises(DocError, match="unknown field kind 'nope'"):
+        doc.field("x", "nope")
+    with pytest.raises(ValueError, match="field name"):
+        doc.counter("")
+    assert doc.value() == {"n": {"pncounter": 0}, "tags": {"orset": []}}
+    assert doc.versions() == {("n", "pncounter"): {}, ("tags", "orset"): {}}
+    doc.close()
+    with pytest.raises(DocError, match="closed"):
+        doc.counter("n").increment(1)
+
+
+def test_local_callbacks_run_after_the_edit_is_durable(tmp_path: Path) -> None:
+    doc = CrdtDoc("a", data_dir=tmp_path)
+    log_path = tmp_path / "updates.log"
+    seen: list[tuple[ChangeEvent, int]] = []
+    size_before = log_path.stat().st_size
+    unsubscribe = doc.on_change(lambda e: seen.append((e, log_path.stat().st_size)))
+    doc.counter("likes").increment(1)
+    assert seen == [(ChangeEvent("likes", "pncounter", True, "a"), seen[0][1])]
+    assert seen[0][1] > size_before  # the record was in the file when the callback ran
+
+    def broken(event: ChangeEvent) -> None:
+        raise RuntimeError("callback bug")
+
+    doc.on_change(broken)
+    doc.set("s").add("x")  # a failing callback does not fail the edit
+    unsubscribe()
+    doc.set("s").add("y")
+    assert [e.field for e, _ in seen] == ["likes", "s"]
+    doc.close()
+    assert CrdtDoc("a", data_dir=tmp_path).value()["s"] == {"orset": ["x", "y"]}
+
+
+def test_three_replicas_converge_with_remote_callbacks_partition_and_restart(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        docs = make_group(["a", "b", "c"], tmp_path)
+        events: list[ChangeEvent] = []
+        docs["c"].on_change(events.append)
+        try:
+            for doc in docs.values():
+                await doc.start()
+            docs["a"].counter("n").increment(2)
+            docs["b"].counter("n").increment(3)
+            bump(docs["a"], "m")
+            bump(docs["b"], "m")
+            await wait_for(
+                lambda: converged(docs) and docs["c"].counter("n").value() == 5, "first sync"
+            )
+            assert any(e.field == "n" and not e.local and e.origin in "ab" for e in events)
+            assert docs["c"].field("m", "maxmap").value() == 2
+
+            sync_a = docs["a"].sync
+            assert sync_a is not None
+            sync_a.partition(["b", "c"])
+            docs["a"].set("s").add("from-a")
+            docs["b"].set("s").add("from-b")
+            bump(docs["a"], "m")
+            await wait_for(lambda: docs["c"].set("s").value() == ["from-b"], "b reaches c")
+            assert "from-a" not in docs["c"].set("s").value()
+            assert docs["b"].field("m", "maxmap").value() == 2  # a's bump is cut off
+
+            await docs["c"].stop()  # c restarts from its data directory meanwhile
+            docs["c"] = restart(docs["c"])
+            assert docs["c"].set("s").value() == ["from-b"]
+            await docs["c"].start()
+            sync_a.heal()
+            await wait_for(
+                lambda: converged(docs) and docs["b"].field("m", "maxmap").value() == 3, "heal"
+            )
+            assert docs["a"].set("s").value() == ["from-a", "from-b"]
+        finally:
+            await stop_all(docs)
+
+    asyncio.run(scenario())
+
+
+def test_control_client_edits_reads_and_is_refused_clearly(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        docs = make_group(["a", "b"], tmp_path)
+        try:
+            for doc in docs.values():
+                await doc.start()
+            address = docs["a"].address
+            assert address is not None
+            client = await DocClient.connect(address)
+            try:
+                reply = await client.edit("orset", "tags", "add", "x")
+                assert reply == {"version": {docs["a"].origin: 1}}
+                assert (await client.get("tags")) == ["x"]
+                assert (await client.get()) == {"tags": {"orset": ["x"]}}
+                with pytest.raises(DocRequestError, match="action must be one of"):
+                    await client.edit("orset", "tags", "explode")
+                with pytest.raises(DocRequestError, match="unknown kind 'nope'"):
+                    await client.edit("nope", "tags", "add", 1)
+                with pytest.raises(DocRequestError, match="takes 1 arguments"):
+                    await client.edit("pncounter", "n", "increment")
+                with pytest.raises(DocRequestError, match="not peers of 'a'"):
+                    await client.partition("zz")
+                status = await client.status()
+                assert status["replica"] == "a" and status["peers"] == ["b"]
+            finally:
+                await client.close()
+            await wait_for(lambda: docs["b"].set("tags").value() == ["x"], "edit reaches b")
+        finally:
+            await stop_all(docs)
+
+    asyncio.run(scenario())
+
+
+def test_a_replica_that_lost_its_data_comes_back_as_a_new_incarnation() -> None:
+    async def scenario() -> None:
+        docs = make_group(["a", "b"], None)
+        try:
+            for doc in docs.values():
+                await doc.start()
+            docs["a"].counter("n").increment(1)
+            docs["a"].set("s").add("old")
+            await wait_for(lambda: docs["b"].counter("n").value() == 1, "sync")
+            old_origin = docs["a"].origin
+            await docs["a"].stop()
+            docs["a"] = restart(docs["a"])  # in memory: everything it had is gone
+            assert docs["a"].origin != old_origin
+            docs["a"].counter("n").increment(1)  # edits at once, before catching up
+            docs["a"].set("s").add("new")
+            await docs["a"].start()
+            await wait_for(
+                lambda: converged(docs) and docs["b"].counter("n").value() == 2, "converge"
+            )
+            assert docs["b"].set("s").value() == ["new", "old"]
+            assert docs["a"].failed is None
+        finally:
+            await stop_all(docs)
+
+    asyncio.run(scenario())
+
+
+def test_a_replica_older_than_what_it_sent_stops_editing() -> None:
+    async def scenario() -> None:
+        docs = make_group(["a", "b"], None)
+        try:
+            for doc in docs.values():
+                await doc.start()
+            sync_a = docs["a"].sync
+            assert sync_a is not None
+            origin = docs["a"].origin
+            digest = SyncDigest("b", [FieldVersion("n", "pncounter", {origin: 3})])
+            await sync_a._deliver(2, digest)  # b (node 2) saw a's update 3 that a lacks
+            assert "peer 'b' holds update" in str(docs["a"].failed)
+            with pytest.raises(DocError, match="restored or copied"):
+                docs["a"].counter("n").increment(1)
+        finally:
+            await stop_all(docs)
+
+    asyncio.run(scenario())
+
+
+def test_test_partitions_are_refused_unless_enabled() -> None:
+    async def scenario() -> None:
+        docs = make_group(["a", "b"], None, DocConfig(sync_interval_ms=30))
+        try:
+            for doc in docs.values():
+                await doc.start()
+            address = docs["a"].address
+            assert address is not None
+            client = await DocClient.connect(address)
+            try:
+                with pytest.raises(DocRequestError, match="test partitions are off"):
+                    await client.partition("b")
+            finally:
+                await client.close()
+        finally:
+            await stop_all(docs)
+
+    asyncio.run(scenario())
+
+
+def test_stop_is_bounded_with_unreachable_peers() -> None:
+    async def scenario() -> None:
+        port, dead = free_ports(2)
+        doc = CrdtDoc(
+            "a", listen=("127.0.0.1", port), peers={"b": ("127.0.0.1", dead)}, config=FAST
+        )
+        await doc.start()
+        doc.counter("n").increment(1)  # nobody to push to: fine
+        async with asyncio.timeout(30):
+            await doc.stop()
+        assert doc.closed
+
+    asyncio.run(scenario())
+
