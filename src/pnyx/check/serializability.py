@@ -25,7 +25,8 @@ from pnyx.check.rw_register import RwRegister
 from pnyx.check.txn_common import Anomaly, mops, process_pairs, realtime_pairs
 from pnyx.check.txn_common import tname as _t
 
-__all__ = ["Anomaly", "SerializabilityResult", "TxnKind", "check_serializable"]
+__all__ = ["Anomaly", "SerializabilityResult", "TxnKind", "build_graph", "check_serializable",
+           "describe_cycle", "txn_names"]
 
 TxnKind = Literal["list-append", "rw-register"]
 _MAX_RW_TRIES = 256  # rw edges tried per component when looking for a G-single cycle
@@ -73,6 +74,21 @@ def check_serializable(
     """
     started = time.monotonic()
     txns = [op for op in history]
+    graph, anomalies, kind, extra = build_graph(txns, kind=kind, realtime=realtime,
+                                                process=process)
+    names = txn_names(txns)
+    anomalies.extend(_cycles(graph, extra, names))
+    verdict = ",".join(sorted({a.name for a in anomalies})) or "serializable"
+    return SerializabilityResult(verdict, anomalies, time.monotonic() - started, len(txns),
+                                 kind)
+
+
+def build_graph(txns: Sequence[Operation], *, kind: TxnKind | None = None,
+                realtime: bool = False, process: bool = False,
+                ) -> tuple[DepGraph, list[Anomaly], TxnKind, tuple[str, ...]]:
+    """The dependency graph of transactions (ww/wr/rw, plus the optional order edges), the
+    anomalies found directly (G1a, G1b, internal, ...), the workload kind and the order
+    edge kinds added. Shared by the serializability and snapshot-isolation checkers."""
     for op in txns:
         _validate(op)
     if kind is None:
@@ -81,16 +97,22 @@ def check_serializable(
     graph = DepGraph()
     anomalies: list[Anomaly] = []
     if kind == "list-append":
-        _ListAppend(txns, graph, anomalies).build()
+        _ListAppend(list(txns), graph, anomalies).build()
     else:
-        RwRegister(txns, graph, anomalies).build(order_kinds=extra)
+        RwRegister(list(txns), graph, anomalies).build(order_kinds=extra)
     for order in extra:
-        _order_edges(txns, graph, order)
-    names = {op.index: f"T{op.index} (p{op.process})" for op in txns}
-    anomalies.extend(_cycles(graph, extra, names))
-    verdict = ",".join(sorted({a.name for a in anomalies})) or "serializable"
-    return SerializabilityResult(verdict, anomalies, time.monotonic() - started, len(txns),
-                                 kind)
+        _order_edges(list(txns), graph, order)
+    return graph, anomalies, kind, extra
+
+
+def txn_names(txns: Sequence[Operation]) -> dict[int, str]:
+    """``T<index> (p<process>)`` per transaction: how cycles are printed."""
+    return {op.index: f"T{op.index} (p{op.process})" for op in txns}
+
+
+def describe_cycle(cycle: list[Edge], names: dict[int, str]) -> str:
+    """A cycle, edge by edge, with each edge's reason."""
+    return _describe_cycle(cycle, names)
 
 
 def _guess_kind(txns: Sequence[Operation]) -> TxnKind:

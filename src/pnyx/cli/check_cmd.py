@@ -1,4 +1,5 @@
-"""``pnyx check``: verdicts on history files (linearizability or Elle-style serializability)."""
+"""``pnyx check``: verdicts on history files (linearizability, Elle-style serializability, or
+another consistency model chosen with ``--consistency``: see docs/CONSISTENCY.md)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import click
 
+from pnyx.check.consistency import CONSISTENCY_MODELS, REGISTER_MODELS, TXN_CONSISTENCY
 from pnyx.check.formats import FORMATS, read_history
 from pnyx.check.history import HistoryError
 from pnyx.check.linearizability import LinearizabilityResult, check_linearizable
@@ -20,7 +22,8 @@ from pnyx.check.models import MODELS, get_model
 
 TXN_MODELS = ("list-append", "rw-register")
 EXIT_OK, EXIT_VIOLATION, EXIT_BAD_INPUT, EXIT_UNKNOWN = 0, 1, 2, 3
-_GOOD = ("linearizable", "serializable")
+_GOOD = ("linearizable", "serializable", *REGISTER_MODELS, *TXN_CONSISTENCY)
+_REGISTER_KINDS = ("register", "kv")  # --model values the register-history checkers read
 _PROGRESS_MIN_FILES = 4  # a progress bar (on a terminal) from this many files
 _POOL_MIN_BYTES = 4 << 20  # below this much input, starting worker processes costs more
 
@@ -74,6 +77,16 @@ class FileOutcome:
     default="jsonl",
     show_default=True,
     help="History file format.",
+)
+@click.option(
+    "--consistency",
+    "consistency",
+    type=click.Choice(CONSISTENCY_MODELS),
+    default=None,
+    help="Consistency model [default: linearizable, or serializable for list-append / "
+    "rw-register]. sequential, causal, session (or one guarantee), convergent need "
+    "--model register or kv; snapshot-isolation and serializable need list-append or "
+    "rw-register. See docs/CONSISTENCY.md.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file per line.")
 @click.option(
@@ -134,6 +147,7 @@ def check(
     files: tuple[str, ...],
     model_name: str,
     fmt: str,
+    consistency: str | None,
     as_json: bool,
     html_path: str | None,
     timeout_s: float | None,
@@ -147,8 +161,10 @@ def check(
 ) -> None:
     """Check history FILEs: linearizable / not-linearizable / unknown, or serializable /
     the anomalies found. Exit 0 all good, 1 any violation, 2 bad input, 3 undecided."""
+    consistency = _consistency_for(model_name, consistency)
     options = dict(
         model_name=model_name,
+        consistency=consistency,
         fmt=fmt,
         timeout_s=timeout_s,
         total_deadline=None if total_timeout_s is None else time.time() + total_timeout_s,
@@ -170,6 +186,23 @@ def check(
                 outcome.html, encoding="utf-8"
             )
     sys.exit(_exit_code(outcomes))
+
+
+def _consistency_for(model_name: str, consistency: str | None) -> str:
+    """The model to check, after checking it fits ``--model`` (a usage error exits 2)."""
+    txn = model_name in TXN_MODELS
+    chosen = consistency or ("serializable" if txn else "linearizable")
+    if chosen in ("serializable", *TXN_CONSISTENCY) and not txn:
+        raise click.UsageError(f"--consistency {chosen} checks transactions: use --model "
+                               f"{' or '.join(TXN_MODELS)} (not {model_name!r})")
+    if chosen == "linearizable" and txn:
+        raise click.UsageError(f"--model {model_name} holds transactions: use --consistency "
+                               "serializable (add --realtime for strict serializability) or "
+                               "snapshot-isolation")
+    if chosen in REGISTER_MODELS and model_name not in _REGISTER_KINDS:
+        raise click.UsageError(f"--consistency {chosen} reads register histories: use "
+                               f"--model {' or '.join(_REGISTER_KINDS)} (not {model_name!r})")
+    return chosen
 
 
 def _available_cores() -> int:
@@ -217,7 +250,9 @@ def _check_file(path: str, options: dict[str, Any]) -> FileOutcome:
     started = time.monotonic()
     try:
         history = read_history(path, options["fmt"])
-        if options["model_name"] in TXN_MODELS:
+        if options["consistency"] in (*REGISTER_MODELS, *TXN_CONSISTENCY):
+            outcome = _consistency(path, history, options)
+        elif options["model_name"] in TXN_MODELS:
             outcome = _serializability(path, history, options)
         else:
             outcome = _linearizability(path, history, options)
@@ -283,6 +318,35 @@ def _serializability(path: str, history: Any, options: dict[str, Any]) -> FileOu
         "anomalies": [{"name": a.name, "explanation": a.explanation} for a in result.anomalies],
     }
     return FileOutcome(path, result.verdict, text=result.explain(), record=record)
+
+
+def _consistency(path: str, history: Any, options: dict[str, Any]) -> FileOutcome:
+    from pnyx.check.consistency import check_consistency
+
+    model = options["consistency"]
+    txn = options["model_name"] in TXN_MODELS
+    initial = None if txn else getattr(get_model(options["model_name"]), "initial", None)
+    result = check_consistency(
+        history, model, initial=initial, kind=options["model_name"] if txn else None,
+        realtime=options["realtime"], process=options["process"],
+        timeout_s=_file_timeout_s(options))
+    record: dict[str, Any] = {
+        "model": options["model_name"],
+        "consistency": model,
+        "operations": result.operations,
+        "reason": result.reason,
+        "violations": [{"name": v.name, "explanation": v.explanation,
+                        "operations": [op.index for op in v.operations]}
+                       for v in result.violations],
+        "allowed": [{"name": v.name, "explanation": v.explanation} for v in result.allowed],
+    }
+    html = ""
+    if options["want_html"]:
+        from pnyx.check.consistency_report import render_consistency_html
+
+        html = render_consistency_html(result, history.operations,
+                                       title=f"{path} — {result.verdict}")
+    return FileOutcome(path, result.verdict, text=result.explain(), record=record, html=html)
 
 
 def _file_timeout_s(options: dict[str, Any]) -> float | None:

@@ -1,0 +1,245 @@
+"""Sequential consistency (Lamport 1979) of a register/KV history with unique writes.
+
+Is there one total order of all operations that keeps each process's order and in which
+every read returns the latest write of its key? Deciding it is NP-complete in general
+(Gibbons and Korach 1997), and stays so when every read's writer is known (unique
+values), for several keys. Unlike linearizability it is not compositional: every key may
+be sequentially consistent alone while the whole history is not (two processes each
+write one key and then read the other's initial value), so the keys cannot be split.
+
+What keeps it tractable in practice here:
+
+1. a necessary condition first: sequential consistency implies causal consistency, so
+   the polynomial causal checker runs first and any causal bad pattern is the answer;
+2. a depth-first search over interleavings of the processes (state: the position in
+   each process and the current writer of each key, memoised), where a read is taken as
+   soon as its value is current (no other order needs trying: it changes nothing), a
+   write of x is allowed only once every read of x's current value has been taken
+   (values are unique, so an overwritten value never returns), and writes some blocked
+   read is waiting for are tried first;
+3. a bound (``max_states``, ``timeout_s``): past it the verdict is ``unknown``.
+
+The search is exponential in the number of processes in the worst case (the state space
+is at most the product of the process lengths times the writers). A failure is shrunk to
+a 1-minimal sub-history (dropping reads, or writes with their readers, keeps any witness
+order valid, so a sub-history that fails shows that the whole one does).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pnyx.check.causal import causal_violations
+from pnyx.check.consistency_report import ConsistencyResult, Violation, finish, op_text
+from pnyx.check.history import History, Operation
+from pnyx.check.registers import INIT, NOWHERE, RegisterHistory
+
+__all__ = ["check_sequential"]
+
+MAX_STATES = 2_000_000  # search configurations before the verdict is unknown
+SHRINK_MAX_OPS = 200  # failures this small are shrunk to a minimal sub-history
+_SHRINK_STATES = 20_000
+
+
+def check_sequential(history: History | Sequence[Operation], *, initial: Any = None,
+                     max_states: int = MAX_STATES, timeout_s: float | None = None,
+                     ) -> ConsistencyResult:
+    """Check sequential consistency; ``unknown`` when the search bound is reached."""
+    started = time.monotonic()
+    ops = list(history)
+    rh = RegisterHistory(ops, initial)
+    found, reason = causal_violations(rh)
+    if found:
+        for v in found:
+            v.explanation += "\n  (not causal, hence not sequentially consistent)"
+        return finish("sequential", found, time.monotonic() - started, len(ops))
+    if reason:
+        return finish("sequential", [], time.monotonic() - started, len(ops), reason)
+    deadline = None if timeout_s is None else started + timeout_s
+    search = _Search(rh, max_states, deadline)
+    outcome = search.run()
+    if outcome is None:
+        return finish("sequential", [], time.monotonic() - started, len(ops), search.reason)
+    if outcome:
+        return finish("sequential", [], time.monotonic() - started, len(ops))
+    return finish("sequential", [_counterexample(rh, ops, initial, search)],
+                  time.monotonic() - started, len(ops))
+
+
+class _Search:
+    """Depth-first search for a sequential witness order; ``run`` gives True/False/None.
+
+    One mutable configuration (positions, current writer per key, reads left per value)
+    with an undo trail, so a step costs what it changes, not the history's size.
+    """
+
+    def __init__(self, rh: RegisterHistory, max_states: int, deadline: float | None) -> None:
+        self.rh, self.max_states, self.deadline = rh, max_states, deadline
+        self.procs = [[rh.accesses[n] for n in nodes if rh.accesses[n].src != NOWHERE]
+                      for _, nodes in sorted(rh.sessions.items())]
+        keys = sorted({a.key for a in rh.accesses}, key=repr)
+        self.keys = {k: i for i, k in enumerate(keys)}
+        self.left: dict[int, int] = {}  # writer node (init: -1 - key index) -> reads left
+        for a in rh.reads:
+            slot = self._slot(a)
+            self.left[slot] = self.left.get(slot, 0) + 1
+        self.pos = [0] * len(self.procs)
+        self.cur = [-1 - i for i in range(len(keys))]
+        self.trail: list[tuple[int, int, int]] = []  # (what, index, old value) to undo
+        self.reason = ""
+        self.best: tuple[int, list[int]] = (-1, [])  # most operations placed, positions
+
+    def _slot(self, a: Any) -> int:
+        return a.src if a.src != INIT else -1 - self.keys[a.key]
+
+    def run(self) -> bool | None:
+        total = sum(len(p) for p in self.procs)
+        seen: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
+        if self._reads() == total:
+            return True
+        frames: list[tuple[list[int], list[int]]] = [
+            (self._moves(), [0, len(self.trail)])]
+        steps = 0
+        while frames:
+            moves, state = frames[-1]
+            self._undo(state[1])
+            if state[0] >= len(moves):
+                frames.pop()
+                continue
+            i = moves[state[0]]
+            state[0] += 1
+            self._write(i)
+            if self._reads() == total:
+                return True
+            key = (tuple(self.pos), tuple(self.cur))
+            if key in seen:
+                continue
+            seen.add(key)
+            steps += 1
+            if self._out_of_budget(steps):
+                return None
+            frames.append((self._moves(), [0, len(self.trail)]))
+        return False
+
+    def _set(self, what: int, index: int, value: int) -> None:
+        arr = self.pos if what == 0 else self.cur
+        self.trail.append((what, index, arr[index]))
+        arr[index] = value
+
+    def _undo(self, mark: int) -> None:
+        while len(self.trail) > mark:
+            what, index, old = self.trail.pop()
+            if what == 2:
+                self.left[index] = old
+            else:
+                (self.pos if what == 0 else self.cur)[index] = old
+
+    def _write(self, i: int) -> None:
+        w = self.procs[i][self.pos[i]]
+        self._set(0, i, self.pos[i] + 1)
+        self._set(1, self.keys[w.key], w.node)
+
+    def _out_of_budget(self, steps: int) -> bool:
+        if steps > self.max_states:
+            self.reason = f"more than {self.max_states} search states"
+            return True
+        if self.deadline is not None and steps % 1024 == 0 and time.monotonic() > self.deadline:
+            self.reason = f"time-out after {steps} search states"
+            return True
+        return False
+
+    def _reads(self) -> int:
+        """Take every read whose value is current; the number of operations placed."""
+        pos, cur = self.pos, self.cur
+        progress = True
+        while progress:
+            progress = False
+            for i, proc in enumerate(self.procs):
+                start = pos[i]
+                p = start
+                while p < len(proc):
+                    a = proc[p]
+                    slot = self._slot(a) if not a.is_write else 0
+                    if a.is_write or cur[self.keys[a.key]] != slot:
+                        break
+                    self.trail.append((2, slot, self.left[slot]))
+                    self.left[slot] -= 1
+                    p += 1
+                if p != start:
+                    self._set(0, i, p)
+                    progress = True
+        placed = sum(pos)
+        if placed > self.best[0]:
+            self.best = (placed, list(pos))
+        return placed
+
+    def _moves(self) -> list[int]:
+        """The processes whose next write may go now, awaited writes first."""
+        pos, cur = self.pos, self.cur
+        awaited = {proc[pos[i]].src for i, proc in enumerate(self.procs)
+                   if pos[i] < len(proc) and not proc[pos[i]].is_write}
+        moves: list[tuple[int, int]] = []
+        for i, proc in enumerate(self.procs):
+            if pos[i] >= len(proc) or not proc[pos[i]].is_write:
+                continue
+            w = proc[pos[i]]
+            if self.left.get(cur[self.keys[w.key]], 0) == 0:
+                rank = 0 if w.node in awaited else (1 if self.left.get(w.node, 0) else 2)
+                moves.append((rank, i))
+        return [i for _, i in sorted(moves)]
+
+    def stuck(self) -> list[Operation]:
+        """The next operation of each process where the search got furthest."""
+        _, pos = self.best
+        return [proc[pos[i]].op for i, proc in enumerate(self.procs) if pos[i] < len(proc)]
+
+
+def _counterexample(rh: RegisterHistory, ops: list[Operation], initial: Any,
+                    search: _Search) -> Violation:
+    placed, _ = search.best
+    core = _shrink(ops, initial) if len(ops) <= SHRINK_MAX_OPS else None
+    if core is not None:
+        listing = "\n  ".join(op_text(op) for op in core)
+        return Violation("not-sequential", (
+            f"no total order keeps every process's order with legal reads; a minimal "
+            f"failing sub-history ({len(core)} operations, each process in its order):"
+            f"\n  {listing}"), core)
+    stuck = search.stuck()
+    listing = "\n  ".join(op_text(op) for op in stuck)
+    return Violation("not-sequential", (
+        f"no total order keeps every process's order with legal reads; the search placed "
+        f"at most {placed} of {len(list(rh.accesses))} operations, then none of these could "
+        f"come next:\n  {listing}"), stuck)
+
+
+def _fails(ops: list[Operation], initial: Any) -> bool:
+    rh = RegisterHistory(ops, initial)
+    found, reason = causal_violations(rh)
+    if found:
+        return True
+    if reason:
+        return False
+    return _Search(rh, _SHRINK_STATES, None).run() is False
+
+
+def _shrink(ops: list[Operation], initial: Any) -> list[Operation] | None:
+    """Drop reads, or writes with their readers, while the rest still fails (1-minimal)."""
+    kept = [op for op in ops if op.outcome != "fail"]
+    if not _fails(kept, initial):
+        return None
+    changed = True
+    while changed:
+        changed = False
+        for op in list(kept):
+            if op not in kept:
+                continue
+            drop = {op.index}
+            if op.f in ("write", "put"):
+                drop |= {r.index for r in kept if r.f not in ("write", "put")
+                         and r.key == op.key and r.output == op.value}
+            rest = [o for o in kept if o.index not in drop]
+            if rest and _fails(rest, initial):
+                kept, changed = rest, True
+    return kept
