@@ -145,3 +145,31 @@ def test_serve_refuses_bad_arguments_with_one_line() -> None:
         port = busy.getsockname()[1]
         result = pnyx("members", "serve", "--id", "2", "--listen", f"127.0.0.1:{port}")
     assert_one_line_error(result, 1, f"member 2 cannot listen on 127.0.0.1:{port}/udp")
+
+
+def test_members_exit_by_themselves_when_up_is_killed() -> None:
+    base = free_udp_run(2)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pnyx", "members", "up", "--nodes", "2", "--base-port", str(base),
+         "--tick-ms", "20", "--probe-ms", "200"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    output = Output(process)
+    pids: list[int] = []
+    try:
+        wait_for(lambda: len([ln for ln in output.stdout if ALIVE_LINE.search(ln)]) >= 2,
+                 START_TIMEOUT_S, "2 members see each other")  # fmt: skip
+        pids = [int(m.group(2)) for line in output.stderr if (m := PID_LINE.match(line))]
+        assert len(pids) == 2
+        process.kill()  # no chance to stop its members: they notice they lost their parent
+        process.wait(10)
+        wait_for(lambda: not any(pid_alive(pid) for pid in pids), STOP_BOUND_S,
+                 "the orphaned members exit")  # fmt: skip
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        output.join()
