@@ -87,6 +87,7 @@ def test_up_prints_the_group_forming_and_sigterm_stops_every_member() -> None:
     output = Output(process)
     pids: dict[int, int] = {}
     try:
+
         def formed() -> bool:
             pairs = {m.groups() for line in output.stdout if (m := ALIVE_LINE.search(line))}
             return len(pairs) == 6  # each of 3 members sees the 2 others alive

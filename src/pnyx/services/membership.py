@@ -145,9 +145,7 @@ class Member:
         if node_id < 0:
             raise ValueError(f"node_id={node_id} must not be negative")
         host, port = _address(listen, "listen")
-        seed_addresses = {
-            int(m): _address(a, f"seed {m}") for m, a in (seeds or {}).items()
-        }
+        seed_addresses = {int(m): _address(a, f"seed {m}") for m, a in (seeds or {}).items()}
         udp_config = udp or UdpConfig()
         self.node_id = node_id
         self.config = config or lan_config(
