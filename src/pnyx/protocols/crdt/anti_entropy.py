@@ -38,9 +38,11 @@ class Shipment(Generic[T]):
     """What to send one neighbour: ``payload`` to join, ``seq`` for it to acknowledge."""
 
     payload: T
+    """Encode it at once: it is the live state (``full``) or a cached group that the next
+    :meth:`DeltaAntiEntropy.shipment_for` call may extend."""
     seq: int
     full: bool
-    """True when ``payload`` is the whole state (it is the live state: encode it at once)."""
+    """True when ``payload`` is the whole state."""
 
 
 class DeltaAntiEntropy(Generic[T]):
@@ -69,6 +71,8 @@ class DeltaAntiEntropy(Generic[T]):
         self._low = next_seq
         """Lowest sequence number still buffered (== ``_seq`` when the buffer is empty)."""
         self._acked: dict[Hashable, int] = {j: FIRST_SEQ for j in neighbours}
+        self._groups: dict[Hashable, tuple[int, int, T]] = {}
+        """neighbour -> (from, to, join of the deltas in [from, to)): the last interval built."""
 
     @property
     def next_seq(self) -> int:
@@ -114,8 +118,12 @@ class DeltaAntiEntropy(Generic[T]):
             return None
         if since < self._low:
             return Shipment(self.state, self._seq, True)
-        group: T | None = None
-        for seq in range(since, self._seq):
+        cached = self._groups.get(neighbour)
+        if cached is not None and cached[0] == since:
+            start, group = cached[1], cached[2]  # extend the interval shipped last time
+        else:
+            start, group = since, None
+        for seq in range(start, self._seq):
             delta, origin = self._buffer[seq]
             if origin == neighbour:
                 continue  # it came from there
@@ -126,6 +134,7 @@ class DeltaAntiEntropy(Generic[T]):
         if group is None:  # everything new came from that neighbour: it has it all
             self.on_ack(neighbour, self._seq)
             return None
+        self._groups[neighbour] = (since, self._seq, group)
         return Shipment(group, self._seq, False)
 
     def _buffer_delta(self, delta: T, origin: Hashable | None) -> int:
@@ -146,7 +155,9 @@ class DeltaAntiEntropy(Generic[T]):
     def invariants(self) -> list[str]:
         """Broken internal invariants (empty when all hold)."""
         problems = []
-        if set(self._buffer) != set(range(self._low, self._seq)):
+        if len(self._buffer) != self._seq - self._low or (
+            self._buffer and (self._low not in self._buffer or self._seq - 1 not in self._buffer)
+        ):
             problems.append(f"buffer keys {sorted(self._buffer)} != [{self._low}, {self._seq})")
         if any(a > self._seq for a in self._acked.values()):
             problems.append(f"ack beyond counter {self._seq}: {self._acked}")
