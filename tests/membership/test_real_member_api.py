@@ -14,6 +14,7 @@ from pnyx.services.membership import (
     Callback,
     Member,
     MemberEvent,
+    SwimConfig,
     lan_config,
     updates_per_datagram,
 )
@@ -116,3 +117,8 @@ def test_bad_addresses_are_refused_with_the_value() -> None:
     with pytest.raises(ValueError, match="probe_ms=15 must be at least two ticks"):
         lan_config(10, probe_ms=15)
     assert CONFIG.max_piggyback_updates <= updates_per_datagram()
+    lan = SwimConfig.lan(10)
+    assert lan.push_pull_chunk_states > updates_per_datagram()  # would not fit: capped
+    fitted = Member(1, config=lan).config
+    assert fitted.push_pull_chunk_states == updates_per_datagram()
+    assert fitted.probe_interval_ticks == lan.probe_interval_ticks

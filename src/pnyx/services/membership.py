@@ -3,7 +3,7 @@
 Example::
 
     member = Member(2, listen=("127.0.0.1", 7947), seeds={1: ("127.0.0.1", 7946)},
-                    config=SwimConfig.lan(10), tick_ms=10,
+                    config=SwimConfig.lan(tick_ms=10), tick_ms=10,
                     on_dead=lambda event: print("lost", event.member_id))
     await member.start()
     print(member.members())          # {1: MemberView(addr=..., state='alive', ...), ...}
@@ -54,6 +54,7 @@ __all__ = [
     "MemberEvent",
     "MemberView",
     "SwimConfig",
+    "fit_datagrams",
     "lan_config",
     "updates_per_datagram",
 ]
@@ -93,18 +94,29 @@ def lan_config(
     """
     if probe_ms < 2 * tick_ms:
         raise ValueError(f"probe_ms={probe_ms} must be at least two ticks of {tick_ms} ms")
-    per_datagram = updates_per_datagram(max_datagram_bytes)
-    base = SwimConfig.lan(tick_ms, lifeguard=lifeguard)
-    return dataclasses.replace(
-        base,
+    scaled = dataclasses.replace(
+        SwimConfig.lan(tick_ms, lifeguard=lifeguard),
         probe_interval_ticks=ms_to_ticks(probe_ms, tick_ms),
         probe_timeout_ticks=ms_to_ticks(probe_ms // 2, tick_ms),
         gossip_interval_ticks=ms_to_ticks(probe_ms // 5, tick_ms),
         push_pull_interval_ticks=ms_to_ticks(30 * probe_ms, tick_ms),
         dead_reap_ticks=ms_to_ticks(60 * probe_ms, tick_ms),
         join_retry_ticks=ms_to_ticks(probe_ms, tick_ms),
-        max_piggyback_updates=min(base.max_piggyback_updates, per_datagram),
-        push_pull_chunk_states=min(base.push_pull_chunk_states, per_datagram),
+    )
+    return fit_datagrams(scaled, max_datagram_bytes)
+
+
+def fit_datagrams(config: SwimConfig, max_datagram_bytes: int) -> SwimConfig:
+    """``config`` with piggybacked updates and push/pull chunks bounded so every message
+    fits one datagram (``SwimConfig.lan`` allows 64 states per push/pull chunk, which a
+    1,400-byte datagram cannot hold: the transport would refuse them)."""
+    per_datagram = updates_per_datagram(max_datagram_bytes)
+    if max(config.max_piggyback_updates, config.push_pull_chunk_states) <= per_datagram:
+        return config
+    return dataclasses.replace(
+        config,
+        max_piggyback_updates=min(config.max_piggyback_updates, per_datagram),
+        push_pull_chunk_states=min(config.push_pull_chunk_states, per_datagram),
     )
 
 
@@ -139,7 +151,8 @@ class Member:
         rng_seed: int | None = None,
         udp: UdpConfig | None = None,
     ) -> None:
-        """``config`` is in ticks of ``tick_ms`` (default: :func:`lan_config` of ``tick_ms``);
+        """``config`` must be in ticks of ``tick_ms`` (default: :func:`lan_config` of
+        ``tick_ms``; its piggyback and push/pull chunk sizes are capped to fit a datagram);
         ``seeds`` maps member ids to join through to their addresses (empty for the first
         member); ``metrics_port`` serves ``/metrics`` and ``/health`` (0 picks a port)."""
         if node_id < 0:
@@ -148,8 +161,9 @@ class Member:
         seed_addresses = {int(m): _address(a, f"seed {m}") for m, a in (seeds or {}).items()}
         udp_config = udp or UdpConfig()
         self.node_id = node_id
-        self.config = config or lan_config(
-            tick_ms, max_datagram_bytes=udp_config.max_datagram_bytes
+        self.config = fit_datagrams(
+            config or lan_config(tick_ms, max_datagram_bytes=udp_config.max_datagram_bytes),
+            udp_config.max_datagram_bytes,
         )
         self._callbacks: dict[str, Callback | None] = {
             "join": on_join,
