@@ -14,6 +14,7 @@ _SPECS: dict[str, str] = {
     "causal-broadcast-broken": "pnyx.sim.specs.crdt_ops:CAUSAL_BROADCAST_BROKEN",
     "crdt-opcounter": "pnyx.sim.specs.crdt_ops:CRDT_OPCOUNTER",
     "crdt-opset": "pnyx.sim.specs.crdt_ops:CRDT_OPSET",
+    "crdt-text": "pnyx.sim.specs.crdt_ops:CRDT_TEXT",
     "crdt-counter": "pnyx.sim.specs.crdt_state:CRDT_COUNTER",
     "crdt-counter-broken": "pnyx.sim.specs.crdt_state:CRDT_COUNTER_BROKEN",
     "crdt-map": "pnyx.sim.specs.crdt_state:CRDT_MAP",
@@ -22,6 +23,11 @@ _SPECS: dict[str, str] = {
     "etcd": "pnyx.sim.specs.etcd:ETCD",
     "etcd-compact": "pnyx.sim.specs.etcd:ETCD_COMPACT",
     "raft": "pnyx.sim.specs.raft:RAFT",
+    "fixed": "pnyx.sim.specs.membership:FIXED",
+    "phi": "pnyx.sim.specs.membership:PHI",
+    "swim": "pnyx.sim.specs.membership:SWIM",
+    "swim-broken": "pnyx.sim.specs.membership:SWIM_BROKEN",
+    "swim-lifeguard": "pnyx.sim.specs.membership:SWIM_LIFEGUARD",
 }
 
 

@@ -13,7 +13,11 @@ from typing import Any
 from pnyx.core import Apply, Restore
 from pnyx.protocols.broadcast import CausalEntry, make_causal_node, make_unchecked_causal_node
 from pnyx.protocols.broadcast.client import make_client
-from pnyx.protocols.crdt.oplog.client import make_counter_client, make_set_client
+from pnyx.protocols.crdt.oplog.client import (
+    make_counter_client,
+    make_set_client,
+    make_text_client,
+)
 from pnyx.protocols.crdt.oplog.messages import OpPayload
 from pnyx.protocols.crdt.oplog.node import (
     CounterReplica,
@@ -24,6 +28,7 @@ from pnyx.protocols.crdt.oplog.node import (
     make_set_node,
 )
 from pnyx.protocols.crdt.oplog.orset import AddOp, RemoveOp
+from pnyx.protocols.crdt.oplog.text import TextReplica, make_text_node
 from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
 
 
@@ -160,6 +165,17 @@ class OpCrdtMonitor(CausalMonitor):
         payload = entry.payload
         return payload.edit_id if isinstance(payload, OpPayload) else "?"
 
+    def liveness(self, world: World) -> str | None:
+        missing = super().liveness(world)
+        if missing is not None:
+            return missing
+        for node_id in self.node_ids:
+            node = world.node(node_id)
+            engine = getattr(node, "engine", None)
+            if engine is not None and len(engine.entries) != len(self.delivered[node_id]):
+                return f"node {node_id} has deliveries not yet durable"
+        return None
+
     def on_restart(self, world: World, node_id: int) -> None:
         super().on_restart(world, node_id)
         self.mirrors[node_id] = self.make_replica(str(node_id))
@@ -290,6 +306,132 @@ CRDT_OPSET = ProtocolSpec(
     make_node=make_set_node,
     make_client=make_set_client,
     make_monitor=SetMonitor,
+    default_nodes=3,
+    default_clients=3,
+)
+
+
+class TextMonitor(OpCrdtMonitor):
+    """Op-based text: convergence plus the editing intent.
+
+    From each op's first application (at its origin's mirror) the monitor learns which
+    characters it inserted (every inserted character is unique), between which neighbours,
+    and which characters it deleted.  At the end: the text holds exactly the inserted
+    characters that no delivered op deleted; each insert's characters sit between its
+    neighbours, in order; and a typing run (inserts by one replica, each right after the
+    previous one, nothing else applied there in between) is not interleaved with any
+    character whose op did not causally follow part of the run (Fugue's promise).
+    """
+
+    make_replica = TextReplica
+
+    def __init__(self, node_ids: tuple[int, ...]) -> None:
+        super().__init__(node_ids)
+        self.inserted_by: dict[str, str] = {}
+        """character -> key of the op that inserted it."""
+        self.deleted_by: dict[str, set[str]] = {}
+        self.chains: list[tuple[str, list[str]]] = []
+        """(op key, [left neighbour,] inserted characters [, right neighbour])."""
+        self.runs: list[tuple[list[str], list[str]]] = []
+        """Typing runs: (op keys, characters in typing order)."""
+        self._open_run: dict[int, tuple[int, int]] = {}
+        """node -> (index in runs, position just after its last character)."""
+
+    def on_restart(self, world: World, node_id: int) -> None:
+        super().on_restart(world, node_id)
+        self._open_run.pop(node_id, None)
+
+    def on_delivered(
+        self, world: World, node_id: int, entry: CausalEntry, key: str
+    ) -> Violation | None:
+        if key in self.ops:
+            self._open_run.pop(node_id, None)  # another op applied here: a run ends
+        return super().on_delivered(world, node_id, entry, key)
+
+    def on_first(self, node_id: int, key: str, op: Any, mirror: EditReplica) -> None:
+        before = mirror.value()
+        mirror.effect(op, False)
+        after = mirror.value()
+        if len(after) > len(before):
+            self._inserted(node_id, key, before, after)
+        else:
+            self._open_run.pop(node_id, None)
+            gone = set(before) - set(after)
+            if gone:
+                self.deleted_by[key] = gone
+
+    def _inserted(self, node_id: int, key: str, before: str, after: str) -> None:
+        old = set(before)
+        at = next(i for i, c in enumerate(after) if c not in old)
+        chars = list(after[at : at + len(after) - len(before)])
+        for char in chars:
+            self.inserted_by[char] = key
+        chain = ([after[at - 1]] if at else []) + chars
+        if at + len(chars) < len(after):
+            chain.append(after[at + len(chars)])
+        self.chains.append((key, chain))
+        run = self._open_run.get(node_id)
+        if run is not None and run[1] == at:
+            keys, typed = self.runs[run[0]]
+            keys.append(key)
+            typed.extend(chars)
+            index = run[0]
+        else:
+            index = len(self.runs)
+            self.runs.append(([key], chars))
+        self._open_run[node_id] = (index, at + len(chars))
+
+    def intent(self, owed: set[str], value: Any) -> Violation | None:
+        text = str(value)
+        where = {char: i for i, char in enumerate(text)}
+        if len(where) != len(text):
+            return Violation("intent", "a character appears twice in the converged text")
+        inserted = {c for c, key in self.inserted_by.items() if key in owed}
+        deleted = set().union(*(d for key, d in self.deleted_by.items() if key in owed))
+        expected = inserted - deleted
+        if set(where) != expected:
+            lost, extra = sorted(expected - set(where)), sorted(set(where) - expected)
+            return Violation(
+                "intent", f"text lost {len(lost)} live characters, has {len(extra)} unexpected"
+            )
+        return self._order(owed, where) or self._interleaving(owed, text, where)
+
+    def _order(self, owed: set[str], where: dict[str, int]) -> Violation | None:
+        for key, chain in self.chains:
+            if key not in owed:
+                continue
+            positions = [where[c] for c in chain if c in where]
+            if positions != sorted(positions):
+                return Violation("intent", f"insert {key} is out of place among its neighbours")
+        return None
+
+    def _interleaving(self, owed: set[str], text: str, where: dict[str, int]) -> Violation | None:
+        for keys, typed in self.runs:
+            if len(typed) < 2 or any(key not in owed for key in keys):
+                continue
+            run_keys, run_chars = set(keys), set(typed)
+            positions = [where[c] for c in typed if c in where]
+            if len(positions) < 2:
+                continue
+            for char in text[min(positions) : max(positions) + 1]:
+                if char in run_chars:
+                    continue
+                past = self.past[self.inserted_by[char]]
+                if run_keys.isdisjoint(past):
+                    return Violation(
+                        "interleaving",
+                        f"{self.inserted_by[char]} (concurrent) landed inside the typing run "
+                        f"{keys[0]}..{keys[-1]}",
+                    )
+        return None
+
+
+CRDT_TEXT = ProtocolSpec(
+    name="crdt-text",
+    summary="op-based Fugue text over causal broadcast (convergence, intent, no interleaving)",
+    make_node=make_text_node,
+    make_client=make_text_client,
+    make_monitor=TextMonitor,
     default_nodes=3,
     default_clients=3,
 )
