@@ -137,6 +137,8 @@ def test_crashed_member_is_declared_dead_by_all_within_the_bound(lifeguard: bool
     ran = net.run(bound, until=lambda: set(net.states_of(3).values()) == {"dead"})
     assert set(net.states_of(3).values()) == {"dead"}, net.states_of(3)
     assert ran <= bound
+    assert net.nodes[0].member(3) == net.nodes[0].members()[3]
+    assert net.nodes[0].member(99) is None
     # nobody refutes for a crashed member: it went suspect → dead, never back to alive
     for observer in net.nodes:
         if observer != 3:

@@ -167,6 +167,8 @@ class UpdateQueue:
 
     def take(self, count: int, limit: int) -> list[Update]:
         """Up to ``count`` updates to send now; each is dropped after ``limit`` sends."""
+        if not self._bucket_of:
+            return []
         taken: list[tuple[int, Update]] = []
         for sends, bucket in enumerate(self._buckets):
             if len(taken) >= count:
@@ -249,12 +251,25 @@ class SwimNode(Outbox):
         self._next_gossip_ticks = 1 + rng.randrange(0, config.gossip_interval_ticks)
         self._next_push_pull_ticks = 1 + rng.randrange(0, config.push_pull_interval_ticks)
         self._next_join_ticks = 1
-        for member_id, member_addr in sorted((initial_members or {}).items()):
-            if member_id != node_id:
-                self._add_member(member_id, member_addr, 0, ALIVE, announce=False)
+        self._start_with(initial_members or {})
         self._joined = not self._seeds or self._live_count > 1
         if not initial_members:
             self._queue.push(self._self_update())
+
+    def _start_with(self, initial_members: Mapping[int, str]) -> None:
+        """Bulk-load a formed group; the probe order is shuffled at the first probe."""
+        for member_id, member_addr in sorted(initial_members.items()):
+            if member_id == self.node_id or member_id < 0:
+                continue
+            if len(self._members) >= self.config.max_members:
+                raise ValueError(
+                    f"{len(initial_members)} initial members exceed "
+                    f"max_members={self.config.max_members}"
+                )
+            self._members[member_id] = _Member(member_addr, 0, ALIVE, 0)
+            self._id_index[member_id] = len(self._ids)
+            self._ids.append(member_id)
+        self._live_count = len(self._members)
 
     # -- node contract -----------------------------------------------------------------
 
@@ -310,6 +325,11 @@ class SwimNode(Outbox):
             member_id: MemberView(m.addr, STATE_NAMES[m.state], m.incarnation)
             for member_id, m in self._members.items()
         }
+
+    def member(self, member_id: int) -> MemberView | None:
+        """What this node believes about one member (O(1)), None if unknown or reaped."""
+        m = self._members.get(member_id)
+        return None if m is None else MemberView(m.addr, STATE_NAMES[m.state], m.incarnation)
 
     def local_health(self) -> int:
         """Lifeguard awareness score (0 = healthy; always 0 with Lifeguard off)."""
