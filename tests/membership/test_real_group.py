@@ -192,6 +192,8 @@ def test_ten_members_detect_kill9_sigstop_and_survive_garbage(tmp_path: Path) ->
         _kill9_is_detected_and_the_restarted_member_readmitted(group, victim=5)
         _sigstop_is_detected_and_sigcont_seen(group, victim=8)
         _sigterm_leaves_gracefully(group, leaver=MEMBERS)
+        for member in group.others(MEMBERS):  # every message fitted one datagram
+            assert group.metric(member, 'pnyx_udp_send_refused_total{reason="oversize"}') == 0
     finally:
         group.stop_all()
 
