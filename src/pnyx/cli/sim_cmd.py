@@ -63,7 +63,7 @@ def replay_command(name: str, config: SimConfig, schedule_file: Path | None = No
 @click.argument("protocol")
 @click.option("--seed", type=int, default=None, help="Run one seed.")
 @click.option("--seeds", "seed_range", default=None, help="Run seeds A..B (inclusive).")
-@click.option("--nodes", type=click.IntRange(1, 64), default=None, help="Number of nodes.")
+@click.option("--nodes", type=click.IntRange(1, 10_000), default=None, help="Number of nodes.")
 @click.option("--clients", type=click.IntRange(0, 64), default=None, help="Number of clients.")
 @click.option(
     "--faults",

@@ -44,6 +44,10 @@ from pnyx.sim.swarm import SwarmDraw, draw_swarm
 _DELIVER, _TICK, _PERSISTED, _FAULT_ON, _FAULT_OFF, _HEAL, _POLL = range(7)
 _CARRY = 7
 """A held Ready batch (a nemesis paused the node just before carrying it out)."""
+_TICKS = 8
+"""One tick of a group of processes that share a period and a phase slot (``tick_slots``)."""
+_FINISH = 9
+"""Poll of the monitor's optional ``finished(world)`` (the run may end early)."""
 
 BASE_LATENCY_US = (100, 1_500)
 """Uniform one-way latency range on a healthy link."""
@@ -57,6 +61,33 @@ MAX_CATCH_UP_TICKS = 16
 ``clock_stalled(missed_ticks)``.  Swarm seeds draw smaller bounds."""
 LIVENESS_POLL_TICKS = 5
 """How often (in nominal ticks) liveness is polled during the heal phase."""
+LINK_CLOCK_PRUNE = 50_000
+"""Per-link FIFO clocks kept before the ones already in the past are dropped (a clock in
+the past constrains nothing), so that a large group's all-pairs traffic stays small."""
+
+
+class SpecRunOptions:
+    """Optional attributes a :class:`ProtocolSpec` (subclass) may have to shape its runs.
+
+    Read with ``getattr`` so that specs without them run exactly as before:
+
+    - ``sim_tick_us: int``: the nominal tick of this protocol's runs (instead of
+      ``SimConfig.tick_us``);
+    - ``tick_slots: int``: when > 0, processes tick in groups: each process's phase is
+      rounded down to one of ``tick_slots`` slots of the period, and all processes of a slot
+      (and period) tick in one event, in id order.  Far fewer heap events for large groups;
+    - ``draw_schedule(seed, nodes, fault_ms, faults) -> Schedule``: the protocol draws its
+      own fault schedule (e.g. crash-stop members, slow members) instead of
+      :func:`~pnyx.sim.schedule.generate`.
+
+    And a :class:`Monitor` (subclass) may have:
+
+    - ``on_step(world, node_id)``: called after each step or tick of a node, before its
+      batches are carried out (e.g. to collect what the node observed);
+    - ``on_fault(world, event, started)``: called when a discrete fault starts or ends;
+    - ``finished(world) -> bool``: polled every ``LIVENESS_POLL_TICKS`` ticks from the
+      start; True ends the run at once (the run showed all it can; ``at_end`` still runs).
+    """
 
 
 @dataclass(frozen=True)
@@ -90,6 +121,12 @@ class SimConfig:
         """The schedule this run uses: the given one, or one drawn from the seed."""
         if self.schedule is not None:
             return self.schedule
+        draw: Callable[[int, int, int, frozenset[str]], Schedule] | None = getattr(
+            spec, "draw_schedule", None
+        )
+        if draw is not None and swarm is None:
+            nodes = self.nodes if self.nodes is not None else spec.default_nodes
+            return draw(self.seed, nodes, self.fault_ms, self.faults)
         if swarm is not None:
             return generate(
                 self.seed, swarm.nodes, swarm.clients, self.fault_ms, swarm.faults, swarm.intensity
@@ -111,6 +148,8 @@ class SimStats:
     crashes: int = 0
     strikes: int = 0
     """Nemesis strikes carried out."""
+    ticks: int = 0
+    """Node and client ticks (each tick of a tick group counts, as an event too)."""
     stalls: int = 0
     """Resumes that dropped ticks beyond the catch-up bound (reported as clock stalls)."""
     disk_faults: int = 0
@@ -200,6 +239,10 @@ class Simulation:
         if self.swarm is not None and self.swarm.settings and spec.configure is not None:
             spec = spec.configure(dict(self.swarm.settings))
         self.spec = spec
+        spec_tick_us: int | None = getattr(spec, "sim_tick_us", None)
+        if spec_tick_us is not None and spec_tick_us != config.tick_us:
+            config = replace(config, tick_us=spec_tick_us)
+        self._tick_slots: int = getattr(spec, "tick_slots", 0)
         self.config = config
         self.schedule = config.resolve_schedule(spec, self.swarm)
         sched = self.schedule
@@ -215,6 +258,7 @@ class Simulation:
         self._procs: dict[int, _Proc] = {}
         self._blocked: dict[tuple[int, int], int] = {}
         self._link_clock: dict[tuple[int, int], int] = {}
+        self._link_prune_at = LINK_CLOCK_PRUNE
         self._active: dict[int, FaultEvent] = {}
         self.injected: list[FaultEvent] = []
         """Discrete faults as they were injected (leader-targeted ones resolved)."""
@@ -223,6 +267,15 @@ class Simulation:
         self.stats = SimStats()
         self.monitor: Monitor = spec.make_monitor(self._node_ids)
         self._check_events = type(self.monitor).after_event is not Monitor.after_event
+        self._on_step_hook: Callable[[Simulation, int], None] | None = getattr(
+            self.monitor, "on_step", None
+        )
+        self._on_fault_hook: Callable[[Simulation, FaultEvent, bool], None] | None = getattr(
+            self.monitor, "on_fault", None
+        )
+        self._finished = False
+        self._slow: dict[int, list[int]] = {}
+        """node -> processing lags of its active ``slow`` faults (the largest applies)."""
         self._tracing = config.trace or config.hash_trace
         self._trace: list[tuple[Any, ...]] = []
         self._hasher = hashlib.blake2b(digest_size=16)
@@ -342,8 +395,20 @@ class Simulation:
                 cid, self.spec.make_client(cid, self._node_ids, rng), tick_us, True
             )
         phase_rng = random.Random(f"pnyx-phase:{self.seed}")
+        groups: dict[tuple[int, int], list[_Proc]] = {}
+        slot_us = max(1, tick_us // self._tick_slots) if self._tick_slots else 0
         for pid in self._node_ids + self._client_ids:
-            self._push(phase_rng.randrange(1, tick_us + 1), _TICK, pid, 0, None)
+            phase_us = phase_rng.randrange(1, tick_us + 1)
+            if slot_us:
+                proc = self._procs[pid]
+                first_us = (phase_us - 1) // slot_us * slot_us + 1
+                groups.setdefault((first_us, proc.tick_us), []).append(proc)
+            else:
+                self._push(phase_us, _TICK, pid, 0, None)
+        for (first_us, period_us), procs in groups.items():
+            self._push(first_us, _TICKS, period_us, procs, None)
+        if getattr(self.monitor, "finished", None) is not None:
+            self._push(tick_us * LIVENESS_POLL_TICKS, _FINISH, None, None, None)
         for index, event in enumerate(sched.events):
             self._push(event.start_us, _FAULT_ON, index, None, None)
             self._push(event.end_us, _FAULT_OFF, index, None, None)
@@ -373,6 +438,8 @@ class Simulation:
             _FAULT_OFF: self._on_fault_off,
             _HEAL: self._on_heal,
             _POLL: self._on_poll,
+            _TICKS: self._on_ticks,
+            _FINISH: self._on_finish,
         }
         check = self._check_events
         monitor = self.monitor
@@ -393,12 +460,14 @@ class Simulation:
                     raise _Stop(violation)
             if kind == _POLL and b:
                 return
+            if kind == _FINISH and self._finished:
+                return
 
     # -- event handlers ----------------------------------------------------------------
 
     def _on_deliver(self, dst: int, src: int, msg: Message) -> None:
         proc = self._procs[dst]
-        if not proc.alive or (src, dst) in self._blocked:
+        if not proc.alive or (self._blocked and (src, dst) in self._blocked):
             self.stats.dropped += 1
             return
         if proc.paused:
@@ -421,10 +490,35 @@ class Simulation:
             return
         if self._tracing:
             self._trace_event("tick", pid)
+        self.stats.ticks += 1
         proc.node.tick()
         self._drain(proc)
         if proc.invariants is not None:
             self._check_invariants(proc)
+
+    def _on_ticks(self, period_us: int, procs: list[_Proc], _: Any) -> None:
+        """One tick of every live, running process of a tick group, in id order, with the
+        monitor's check after each (as if each tick were an event of its own)."""
+        self._push(self._now_us + period_us, _TICKS, period_us, procs, None)
+        stats = self.stats
+        tracing = self._tracing
+        check = self._check_events
+        ticked = 0
+        for proc in procs:
+            if not proc.alive or proc.paused:
+                continue
+            ticked += 1
+            if tracing:
+                self._trace_event("tick", proc.pid)
+            node = proc.node
+            node.tick()
+            self._drain(proc)
+            if proc.invariants is not None:
+                self._check_invariants(proc)
+            if check:
+                self._check_world()
+        stats.ticks += ticked
+        stats.events += max(0, ticked - 1)
 
     def _on_persisted(self, pid: int, incarnation: int, _: Any) -> None:
         proc = self._procs[pid]
@@ -461,7 +555,11 @@ class Simulation:
         if self._tracing:
             self._trace_event("fault", event.describe())
         kind = event.kind
-        if kind == "partition":
+        if self._on_fault_hook is not None:
+            self._on_fault_hook(self, event, True)
+        if kind == "slow":
+            self._slow.setdefault(event.node, []).append(event.lag_us)
+        elif kind == "partition":
             for link in event.links:
                 self._blocked[link] = self._blocked.get(link, 0) + 1
         elif kind == "crash":
@@ -533,7 +631,14 @@ class Simulation:
         return max(sorted(votes), key=lambda n: votes[n])
 
     def _end_fault(self, event: FaultEvent) -> None:
-        if event.kind == "partition":
+        if self._on_fault_hook is not None:
+            self._on_fault_hook(self, event, False)
+        if event.kind == "slow":
+            lags = self._slow[event.node]
+            lags.remove(event.lag_us)
+            if not lags:
+                del self._slow[event.node]
+        elif event.kind == "partition":
             for link in event.links:
                 left = self._blocked.get(link, 0) - 1
                 if left > 0:
@@ -554,6 +659,7 @@ class Simulation:
         if self._tracing:
             self._trace_event("heal-phase")
         self._blocked.clear()
+        self._slow.clear()
         self._drop_p = self._dup_p = self._delay_p = 0.0
         self._reorder = False
         # Healing first: a node resumed or restarted here carries out batches at once, and a
@@ -573,6 +679,16 @@ class Simulation:
             self._send(0, cid, Quiesce())
         self._push(
             self._now_us + self.config.tick_us * LIVENESS_POLL_TICKS, _POLL, None, False, None
+        )
+
+    def _on_finish(self, _a: Any, _b: Any, _c: Any) -> None:
+        if self.monitor.finished(self):  # type: ignore[attr-defined]
+            self._finished = True
+            if self._tracing:
+                self._trace_event("finished")
+            return
+        self._push(
+            self._now_us + self.config.tick_us * LIVENESS_POLL_TICKS, _FINISH, None, None, None
         )
 
     def _on_poll(self, _a: Any, _b: Any, _c: Any) -> None:
@@ -629,7 +745,8 @@ class Simulation:
         proc.paused = False
         if self._tracing:
             self._trace_event("restart", proc.pid, proc.incarnation)
-        self._push(self._now_us + proc.tick_us, _TICK, proc.pid, proc.incarnation, None)
+        if not self._tick_slots:  # a tick group keeps ticking its processes
+            self._push(self._now_us + proc.tick_us, _TICK, proc.pid, proc.incarnation, None)
         self.monitor.on_restart(self, proc.pid)
         self._drain(proc)
         if proc.invariants is not None:
@@ -699,6 +816,7 @@ class Simulation:
                 return
             if self._tracing:
                 self._trace_event("tick", proc.pid)
+            self.stats.ticks += 1
             proc.node.tick()
             self._drain(proc)
             if proc.invariants is not None:
@@ -728,6 +846,8 @@ class Simulation:
     def _drain(self, proc: _Proc) -> None:
         """Take ready batches until one needs a durable write (which completes later)."""
         node = proc.node
+        if self._on_step_hook is not None and proc.alive:
+            self._on_step_hook(self, proc.pid)
         while proc.pending is None and proc.alive and not proc.paused and node.has_ready():
             ready = node.ready()
             if ready.persist:
@@ -906,17 +1026,31 @@ class Simulation:
 
     def _enqueue(self, src: int, dst: int, msg: Message, rng: random.Random) -> None:
         lo, hi = BASE_LATENCY_US
-        latency = rng.randrange(lo, hi)
+        latency = lo + _below(rng, hi - lo)
         if self._delay_p and rng.random() < self._delay_p:
             latency += rng.randrange(0, self._delay_max_us)
         at_us = self._now_us + latency
+        if self._slow:
+            lags = self._slow.get(dst)
+            if lags:
+                at_us += max(lags)
         if self._reorder:
             at_us += rng.randrange(0, REORDER_JITTER_US)
         else:
             link = (src, dst)
-            at_us = max(at_us, self._link_clock.get(link, 0))
-            self._link_clock[link] = at_us
+            clocks = self._link_clock
+            at_us = max(at_us, clocks.get(link, 0))
+            clocks[link] = at_us
+            if len(clocks) > self._link_prune_at:
+                self._prune_link_clocks()
         self._push(at_us, _DELIVER, dst, src, msg)
+
+    def _prune_link_clocks(self) -> None:
+        """Drop the FIFO clocks already in the past (they constrain no future message)."""
+        now_us = self._now_us
+        kept = {link: t for link, t in self._link_clock.items() if t > now_us}
+        self._link_clock = kept
+        self._link_prune_at = max(LINK_CLOCK_PRUNE, 2 * len(kept))
 
     # -- tracing ---------------------------------------------------------------------------
 
@@ -925,6 +1059,16 @@ class Simulation:
         self._hasher.update(encode(record))
         if self.config.trace:
             self._trace.append(record)
+
+
+def _below(rng: random.Random, n: int) -> int:
+    """``rng.randrange(n)`` for ``n > 0``, the same draws without its argument checks (the
+    hot path of every message): CPython's ``Random._randbelow_with_getrandbits``."""
+    bits = n.bit_length()
+    r = rng.getrandbits(bits)
+    while r >= n:
+        r = rng.getrandbits(bits)
+    return r
 
 
 def _describe_exception(exc: Exception) -> str:

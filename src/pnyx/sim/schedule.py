@@ -27,14 +27,18 @@ FAULT_KINDS: tuple[str, ...] = (
     "misdirect",
     "lost-write",
     "lying-fsync",
+    "slow",
 )
 """Every fault the simulator can inject, by name (``--faults`` accepts these)."""
 
 LYING_KINDS: frozenset[str] = frozenset({"lost-write", "lying-fsync"})
 """Disk faults no checksum can detect (a disk that lies): off unless named explicitly,
 since no protocol that trusts fsync survives them."""
-DEFAULT_KINDS: frozenset[str] = frozenset(FAULT_KINDS) - LYING_KINDS
-"""What ``--faults all`` means: every kind except the lying disk ones."""
+EXPLICIT_KINDS: frozenset[str] = LYING_KINDS | {"slow"}
+"""Kinds that ``all`` leaves out: the lying disk ones, and slow members (added after the
+seed tables were measured; a seed that does not name it replays as before)."""
+DEFAULT_KINDS: frozenset[str] = frozenset(FAULT_KINDS) - EXPLICIT_KINDS
+"""What ``--faults all`` means: every kind except :data:`EXPLICIT_KINDS`."""
 DISK_KINDS: tuple[str, ...] = ("corrupt", "misdirect", "lost-write", "lying-fsync")
 """Disk faults drawn as events (from their own RNG stream: adding them leaves the other
 draws of a seed unchanged)."""
@@ -57,6 +61,8 @@ FAULT_HELP: dict[str, str] = {
     "lost-write": "lying disk (off in 'all'): a synced write silently never reaches the disk",
     "lying-fsync": "lying disk (off in 'all'): fsync succeeds, data stays in a volatile cache "
     "that a crash loses",
+    "slow": "slow member (off in 'all'): a node processes every message it receives late "
+    "(an overloaded process with a backlog)",
 }
 
 PARTITION_SHAPES: tuple[str, ...] = ("halves", "isolate", "bridge", "one-way", "isolate-leader")
@@ -72,6 +78,8 @@ DISK_FAULT_CRASH_US = (1_000, 200_000)
 that recovery reads the damaged disk."""
 MAX_DRIFT = 0.05
 """Bound on per-node clock drift: a node's tick period is within ±5% of nominal."""
+SLOW_LAG_US = (50_000, 2_000_000)
+"""Range of the processing lag of a slow member drawn by :func:`generate` (log-uniform)."""
 
 
 class FaultSpecError(ValueError):
@@ -138,10 +146,14 @@ class FaultEvent:
     shape: str = ""
     links: tuple[tuple[int, int], ...] = ()
     target: str = ""
+    lag_us: int = 0
+    """``slow``: how late the node processes each message it receives."""
 
     def describe(self) -> str:
         """One line for humans."""
         span = f"{self.start_us / 1000:.0f}-{self.end_us / 1000:.0f} ms"
+        if self.kind == "slow":
+            return f"slow node {self.node} (+{self.lag_us / 1000:.0f} ms per message) at {span}"
         if self.shape.startswith("nemesis:"):
             return f"{self.shape} {self.kind} node {self.node} at {span}"
         if self.shape == "isolate-leader":
@@ -226,6 +238,7 @@ class Schedule:
                     shape=str(e.get("shape", "")),
                     links=tuple((int(a), int(b)) for a, b in e.get("links", ())),
                     target=str(e.get("target", "")),
+                    lag_us=int(e.get("lag_us", 0)),
                 )
                 for e in data["events"]
             )
@@ -293,6 +306,7 @@ def generate(
         for _ in range(max(1, round(count * intensity))):
             events.append(_draw_event(rng, kind, node_ids, fault_us))
     events += _draw_disk_events(seed, faults, node_ids, fault_us)
+    events += _draw_slow_events(seed, faults, node_ids, fault_us)
     events.sort(key=lambda e: (e.start_us, e.kind, e.node))
     return Schedule(nodes, clients, fault_ms, faults, net, drift, tuple(events))
 
@@ -320,6 +334,25 @@ def _draw_disk_events(
         lo, hi = DISK_FAULT_CRASH_US
         end_us = min(start_us + rng.randrange(lo, hi), fault_us)
         events.append(FaultEvent(kind, start_us, end_us, node=node))
+    return events
+
+
+def _draw_slow_events(
+    seed: int, faults: frozenset[str], node_ids: list[int], fault_us: int
+) -> list[FaultEvent]:
+    """Slow members, from an RNG stream of their own (a seed without ``slow`` is unchanged):
+    one to three spans in which a node receives every message late by a drawn lag."""
+    if "slow" not in faults:
+        return []
+    rng = random.Random(f"pnyx-slow-schedule:{seed}")
+    events: list[FaultEvent] = []
+    lo, hi = SLOW_LAG_US
+    for _ in range(rng.randrange(1, 4)):
+        start_us = rng.randrange(0, max(1, fault_us * 9 // 10))
+        end_us = min(fault_us, start_us + rng.randrange(fault_us // 20 + 1, fault_us // 3 + 2))
+        lag_us = int(lo * (hi / lo) ** rng.random())
+        node = node_ids[rng.randrange(0, len(node_ids))]
+        events.append(FaultEvent("slow", start_us, end_us, node=node, lag_us=lag_us))
     return events
 
 
