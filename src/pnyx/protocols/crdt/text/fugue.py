@@ -24,6 +24,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from heapq import heappop, heappush
 from itertools import accumulate, repeat
+from operator import attrgetter
 from typing import Final, NamedTuple
 
 from pnyx.protocols.crdt.base import WireError, check_replica
@@ -54,6 +55,9 @@ class _Piece:
         self.vis = vis  # == length (visible) or 0 (tombstones)
         self.chunk = chunk
         self.entry = entry
+
+
+_vis_of = attrgetter("vis")
 
 
 class _Chunk:
@@ -175,6 +179,8 @@ class FugueText:
         self._chunk_start: list[int] = [0]
         self._dirty_from = 1
         self._cur_ci = 0
+        self._cur_piece: _Piece | None = None  # a piece of chunk _cur_ci ...
+        self._cur_start = 0  # ... whose first character is at this visible position
         self._overfull: list[int] = []
         self._len = 0
         self._seq = 0
@@ -183,6 +189,7 @@ class FugueText:
         self._hot_ci = 0
         self._waiting: dict[int, list[tuple[int, int, _Op]]] = {}
         self._pending = 0
+        self._indexed = False  # entry -> pieces lists exist (built at the first id lookup)
         self.dropped_ops = 0
         """Ops not buffered because the buffer was full (anti-entropy sends them again)."""
         self.rejected_ops = 0
@@ -232,7 +239,8 @@ class FugueText:
 
         The ops are in the log: ``encode_since``/``ops_since`` hand them out later.
         """
-        self._check_pos(pos, delete_count)
+        if pos < 0 or delete_count < 0 or pos + delete_count > self._len:
+            self._check_pos(pos, delete_count)
         if delete_count:
             self._local_delete(pos, delete_count)
         if text:
@@ -317,7 +325,9 @@ class FugueText:
                       targets=tuple((self._names[t[0]], t[1], t[2]) for t in targets))
 
     def _local_ops(self, ctr: int) -> list[TextOp]:
-        return self.ops_since({**self.version(), self.replica: ctr - 1})
+        """The op of the single local edit that used ids from ``ctr`` on."""
+        e = self._log[self._me][-1]
+        return [self._export(self._me, e, ctr - e.start)]
 
     def _entry_at(self, a: int, ctr: int) -> _Ins | _Del | None:
         if not 1 <= ctr <= self._ver[a]:
@@ -339,32 +349,78 @@ class FugueText:
         if ci < self._dirty_from:
             self._dirty_from = ci
 
-    def _fix_starts(self) -> None:
+    def _fix_starts(self, upto: int) -> None:
+        """Make the chunk starts valid for chunks ``< upto`` (at least)."""
         d = self._dirty_from
         n = len(self._chunks)
-        if d < n:
+        if d < upto:
+            upto = min(max(upto, d + 256), n)
             base = self._chunk_start[d - 1] + self._chunk_vis[d - 1]
-            self._chunk_start[d:] = accumulate(self._chunk_vis[d : n - 1], initial=base)
-            self._dirty_from = n
+            self._chunk_start[d:upto] = accumulate(self._chunk_vis[d : upto - 1], initial=base)
+            self._dirty_from = upto
+
+    def _chunk_of(self, p: int) -> int:
+        """Index of the chunk holding visible code point ``p`` (``0 <= p < len``)."""
+        starts = self._chunk_start
+        vis = self._chunk_vis
+        n = len(self._chunks)
+        while True:
+            d = self._dirty_from
+            if p < starts[d - 1] + vis[d - 1] or d >= n:
+                return bisect_right(starts, p, 0, d) - 1
+            self._fix_starts(d + 1)
 
     def _locate(self, p: int) -> tuple[int, int, int, _Piece]:
         """(chunk index, piece index, offset in piece, piece) of visible code point ``p``."""
+        cp = self._cur_piece
         ci = self._cur_ci
+        if cp is not None and (
+            ci >= self._dirty_from
+            or self._chunk_start[ci] <= p < self._chunk_start[ci] + self._chunk_vis[ci]
+        ):
+            found = self._walk(cp, p)
+            if found is not None:
+                return found
         if ci >= self._dirty_from:
-            self._fix_starts()
+            self._fix_starts(ci + 1)
         s = self._chunk_start[ci]
         if not s <= p < s + self._chunk_vis[ci]:
-            self._fix_starts()
-            ci = bisect_right(self._chunk_start, p) - 1
+            ci = self._chunk_of(p)
             self._cur_ci = ci
             s = self._chunk_start[ci]
         off = p - s
-        for pi, piece in enumerate(self._chunks[ci].pieces):
-            v = piece.vis
-            if off < v:
-                return ci, pi, off, piece
-            off -= v
-        raise AssertionError(f"position {p} not found in chunk {ci}")
+        pieces = self._chunks[ci].pieces
+        ends = list(accumulate(map(_vis_of, pieces)))
+        pi = bisect_right(ends, off)
+        if pi >= len(pieces):
+            raise AssertionError(f"position {p} not found in chunk {ci}")
+        piece = pieces[pi]
+        return ci, pi, off - ends[pi] + piece.vis, piece
+
+    def _walk(self, cp: _Piece, p: int) -> tuple[int, int, int, _Piece] | None:
+        """Find ``p`` near the cursor piece (same chunk), or None."""
+        ci = self._cur_ci
+        pieces = self._chunks[ci].pieces
+        pi = pieces.index(cp)
+        s = self._cur_start
+        if p >= s:
+            off = p - s
+            n = len(pieces)
+            while pi < n:
+                piece = pieces[pi]
+                v = piece.vis
+                if off < v:
+                    return ci, pi, off, piece
+                off -= v
+                pi += 1
+            return None
+        while pi > 0:
+            pi -= 1
+            piece = pieces[pi]
+            s -= piece.vis
+            if s <= p:
+                return ci, pi, p - s, piece
+        return None
 
     def _where(self, piece: _Piece) -> tuple[int, int]:
         chunk = piece.chunk
@@ -374,7 +430,25 @@ class FugueText:
         e = self._entry_at(a, ctr)
         if not isinstance(e, _Ins):
             raise WireError(f"({self._names[a]!r}, {ctr}) is not an inserted character")
+        if not self._indexed:
+            self._build_index()
         return e.pieces[bisect_right(e.piece_starts, ctr) - 1]
+
+    def _build_index(self) -> None:
+        """Fill every insert entry's sorted piece list (kept up to date from now on)."""
+        for log in self._log:
+            for e in log:
+                if isinstance(e, _Ins):
+                    e.pieces.clear()
+        for chunk in self._chunks:
+            for p in chunk.pieces:
+                p.entry.pieces.append(p)
+        for log in self._log:
+            for e in log:
+                if isinstance(e, _Ins):
+                    e.pieces.sort(key=lambda p: p.start)
+                    e.piece_starts = [p.start for p in e.pieces]
+        self._indexed = True
 
     def _split(self, ci: int, pi: int, k: int) -> _Piece:
         """Split piece ``pi`` of chunk ``ci`` after ``k`` chars; returns the second half."""
@@ -388,10 +462,11 @@ class FugueText:
         pieces.insert(pi + 1, q)
         if len(pieces) > CHUNK_MAX_PIECES:
             self._overfull.append(ci)
-        e = p.entry
-        j = bisect_right(e.piece_starts, p.start)
-        e.pieces.insert(j, q)
-        e.piece_starts.insert(j, q.start)
+        if self._indexed:
+            e = p.entry
+            j = bisect_right(e.piece_starts, p.start)
+            e.pieces.insert(j, q)
+            e.piece_starts.insert(j, q.start)
         self._right_kids[((q.start - 1) << _SHIFT) | p.agent] = [(q.start << _SHIFT) | p.agent]
         return q
 
@@ -427,6 +502,7 @@ class FugueText:
         self._chunk_start.insert(ci + 1, 0)
         self._dirty(ci + 1)
         self._hot_pos = -1
+        self._cur_piece = None
         if self._cur_ci > ci:
             self._cur_ci += 1
 
@@ -444,7 +520,10 @@ class FugueText:
         n = len(text)
         me = self._me
         c = self._ver[me] + 1
-        self._chars[me].extend(text)
+        if n == 1:
+            self._chars[me].append(text)
+        else:
+            self._chars[me].extend(text)
         self._ver[me] = c + n - 1
         if pos == self._hot_pos:
             piece = self._hot_piece
@@ -474,11 +553,13 @@ class FugueText:
                 elif piece.agent == me and xctr == c - 1:
                     self._extend(ci, piece, n)
                     self._hot_pos, self._hot_piece, self._hot_ci = pos + n, piece, ci
+                    self._cur_piece, self._cur_start, self._cur_ci = piece, pos - off - 1, ci
                     return
                 else:
                     parent, side = xkey, _RIGHT
         piece = self._new_run(me, c, n, parent, side, ci, pi)
         self._hot_pos, self._hot_piece, self._hot_ci = pos + n, piece, ci
+        self._cur_piece, self._cur_start, self._cur_ci = piece, pos, ci
 
     def _extend(self, ci: int, piece: _Piece, n: int) -> None:
         """Grow a visible piece ending its entry by ``n`` ids (the run goes on)."""
@@ -496,8 +577,9 @@ class FugueText:
         entry = _Ins(c, n, parent, side, self._seq)
         self._append_entry(a, entry)
         piece = _Piece(a, c, n, n, self._chunks[ci], entry)
-        entry.pieces.append(piece)
-        entry.piece_starts.append(c)
+        if self._indexed:
+            entry.pieces.append(piece)
+            entry.piece_starts.append(c)
         kids = self._right_kids if side == _RIGHT else self._left_kids
         key = (c << _SHIFT) | a
         lst = kids.get(parent)
@@ -526,6 +608,7 @@ class FugueText:
             self._tombstone(ci, piece)
             _merge_target(targets, piece.agent, piece.start, take)
             remaining -= take
+            self._cur_piece, self._cur_start, self._cur_ci = piece, pos, ci
         self._log_delete(me, c, count, targets)
 
     def _tombstone(self, ci: int, piece: _Piece) -> None:
@@ -536,7 +619,10 @@ class FugueText:
         self._dirty(ci + 1)
 
     def _log_delete(self, a: int, c: int, count: int, targets: list[list[int]]) -> None:
-        self._chars[a].extend(repeat("", count))
+        if count == 1:
+            self._chars[a].append("")
+        else:
+            self._chars[a].extend(repeat("", count))
         self._ver[a] = c + count - 1
         log = self._log[a]
         if log:
@@ -627,6 +713,7 @@ class FugueText:
                 self._pending += 1
                 continue
             self._hot_pos = -1
+            self._cur_piece = None
             if not self._ready_ok(op):
                 self.rejected_ops += 1
                 continue
@@ -671,6 +758,8 @@ class FugueText:
         return (self._names[key & _MASK], key >> _SHIFT)
 
     def _apply_insert(self, op: _InsOp) -> None:
+        if not self._indexed:
+            self._build_index()
         a, c, text, parent, side = op
         n = len(text)
         self._chars[a].extend(text)
@@ -775,6 +864,8 @@ class FugueText:
         raise AssertionError("Fugue tree walk did not end")
 
     def _apply_delete(self, op: _DelOp) -> None:
+        if not self._indexed:
+            self._build_index()
         targets: list[list[int]] = []
         for ta, tc, tl in op.targets:
             lo, hi = _span(tc, tl)
