@@ -27,11 +27,11 @@ MAX_THINK_TICKS = 6
 SET_ELEMENTS = ("a", "b", "c", "d", "e")
 """A small universe, so that adds and removes of one element are often concurrent."""
 
-TEXT_PLANE_BASE = 0xF0000
-"""Inserted characters come from the supplementary private use planes (non-BMP code
-points), each client its own block, so every inserted character is unique."""
-TEXT_BLOCK = 0x2000
-"""Characters per client block."""
+TEXT_PLANE_BASE = 0x10000
+"""Inserted characters are non-BMP code points (planes 1-16, no surrogates there), each
+client its own block, so every inserted character is unique."""
+TEXT_BLOCK = 0x4000
+"""Characters per client block (64 clients fit below U+10FFFF)."""
 
 Draw = Callable[["OpClient", Rng], dict[str, Any]]
 """Draws the fields of the next edit (``kind`` and its arguments)."""
