@@ -278,6 +278,12 @@ class FugueText:
         check_op(op)
         self._deliver(self._import([op]))
 
+    def apply_ops(self, ops: list[TextOp]) -> None:
+        """Merge several ops at once (causal order is fastest; any order is correct)."""
+        for op in ops:
+            check_op(op)
+        self._deliver(self._import(ops))
+
     def ops_since(self, version: Mapping[str, int]) -> list[TextOp]:
         """The ops a replica at ``version`` lacks, in causal order."""
         found: list[tuple[int, int, TextOp]] = []
