@@ -585,6 +585,9 @@ class SwimNode(Outbox):
     def _insert_probe_order(self, member_id: int) -> None:
         """Put a new member at a random position of the probe order (memberlist's swap)."""
         order = self._probe_order
+        if len(order) > 2 * len(self._members) + 16:
+            self._reshuffle()  # members flapping dead/alive within one round: stay bounded
+            order = self._probe_order
         order.append(member_id)
         other = self._rng.randrange(0, len(order))
         order[other], order[-1] = order[-1], order[other]
