@@ -27,6 +27,7 @@ from pnyx.services.crdt import (
 )
 from pnyx.services.crdt.fields import dominated
 from pnyx.services.crdt.messages import FieldVersion, SyncDigest
+from pnyx.services.crdt.text_field import TextField
 
 WAIT_S = 60.0
 """Generous bound on convergence (the machine may be loaded)."""
@@ -375,3 +376,61 @@ def test_stop_is_bounded_with_unreachable_peers() -> None:
 
     asyncio.run(scenario())
 
+
+
+def test_text_handle_edits_persist_and_compare_and_delete(tmp_path: Path) -> None:
+    doc = CrdtDoc("a", data_dir=tmp_path)
+    body = doc.text("body")
+    body.insert(0, "hello world")
+    body.insert(5, ",")
+    body.delete(6, 6, expect=" world")
+    with pytest.raises(ValueError, match="text at 0 is 'hel', not 'xyz'"):
+        body.delete(0, 3, expect="xyz")
+    with pytest.raises(ValueError, match="outside"):
+        body.insert(99, "x")
+    assert body.value() == "hello," and len(body) == 6
+    doc.close()
+    again = CrdtDoc("a", data_dir=tmp_path)
+    assert again.text("body").value() == "hello,"
+    again.text("body").insert(6, " again")
+    again.compact()
+    again.close()
+    assert CrdtDoc("a", data_dir=tmp_path).text("body").value() == "hello, again"
+
+
+def test_text_updates_are_split_within_the_message_budget() -> None:
+    source = TextField("a.1")
+    for i in range(200):
+        source.text.insert(len(source.text) // 2, f"line {i} " * 5)
+    source.text.delete(10, 500)
+    whole = source.updates_since({}, 10**9)
+    parts = source.updates_since({}, 2000)
+    assert len(whole) == 1 and len(parts) > 5
+    assert all(len(p) <= 4000 for p in parts)
+    copy = TextField("b.1")
+    for part in parts:
+        copy.apply(part)
+    assert copy.value() == source.value() and copy.version() == source.version()
+
+
+def test_two_replicas_edit_text_concurrently_and_converge() -> None:
+    async def scenario() -> None:
+        docs = make_group(["a", "b"], None)
+        try:
+            for doc in docs.values():
+                await doc.start()
+            docs["a"].text("t").insert(0, "base text")
+            await wait_for(lambda: docs["b"].text("t").value() == "base text", "base")
+            sync_b = docs["b"].sync
+            assert sync_b is not None
+            sync_b.partition(["a"])
+            docs["a"].text("t").insert(0, "AAA ")
+            docs["b"].text("t").insert(9, " BBB")
+            docs["b"].text("t").delete(0, 4, expect="base")
+            sync_b.heal()
+            await wait_for(lambda: converged(docs), "converge")
+            assert docs["a"].text("t").value() == "AAA  text BBB"
+        finally:
+            await stop_all(docs)
+
+    asyncio.run(scenario())
