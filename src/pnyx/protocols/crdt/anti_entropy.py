@@ -96,7 +96,8 @@ class DeltaAntiEntropy(Generic[T]):
         """Join a received delta-interval or full state; buffer it when it changed the state.
 
         Returns True when the state changed.  Either way the caller then acknowledges the
-        shipment's ``seq`` to the sender (after persisting, when it changed).
+        shipment's ``seq`` to the sender (after persisting, when it changed).  ``payload``
+        is kept in the buffer: hand over an object nobody mutates later (a decoded one).
         """
         if not self.state.absorb(payload):
             return False
