@@ -21,6 +21,7 @@ _COMMANDS: dict[str, str] = {
     "elect": "pnyx.cli.elect_cmd:elect",
     "service-demo": "pnyx.cli.service_demo_cmd:service_demo",
     "test": "pnyx.cli.test_cmd:test",
+    "crdt": "pnyx.cli.crdt_cmd:crdt",
 }
 
 

@@ -738,7 +738,8 @@ class FugueText:
     def _ready_ok(self, op: _Op) -> bool:
         """Whether every id ``op`` refers to is an inserted character (not a delete)."""
         if isinstance(op, _InsOp):
-            return not op.parent or self._all_chars(op.parent & _MASK, op.parent >> _SHIFT, (op.parent >> _SHIFT) + 1)
+            pc = op.parent >> _SHIFT
+            return not op.parent or self._all_chars(op.parent & _MASK, pc, pc + 1)
         return all(self._all_chars(ta, *_span(tc, tl)) for ta, tc, tl in op.targets)
 
     def _all_chars(self, a: int, lo: int, hi: int) -> bool:
