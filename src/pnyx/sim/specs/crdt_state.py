@@ -469,6 +469,7 @@ class CrdtMonitor(Monitor):
         replicas = self._replicas(world)
         if not replicas:
             return None
+        self._compare_same_updates(replicas)
         owed = self._owed(world)
         for node_id, replica in replicas.items():
             if replica is None:
@@ -477,7 +478,6 @@ class CrdtMonitor(Monitor):
             missing = [op_id for op_id in owed if op_id not in seen]
             if missing:
                 return f"node {node_id} lacks {len(missing)} ops, e.g. {sorted(missing)[:3]}"
-        self._compare_same_updates(replicas)
         first = next(iter(replicas.values()))
         assert first is not None
         for node_id, replica in replicas.items():
