@@ -337,6 +337,7 @@ class CrdtDoc:
                     raise RemoteUpdateError(
                         f"update of field {item.name!r} ({item.kind}) from {origin!r}: {exc}"
                     ) from exc
+                self._fields.setdefault((item.name, item.kind), state)  # a new field: now valid
                 if new:
                     logged.append(Update(item.name, item.kind, state.logged_form(item.data)))
                     if (item.name, item.kind) not in changed:
@@ -349,10 +350,20 @@ class CrdtDoc:
         return changed
 
     def _remote_field(self, origin: str, item: FieldPayload) -> FieldState:
+        """The field an update is for; a new one is added by the caller once it applied."""
+        state = self._fields.get((item.name, item.kind))
+        if state is not None:
+            return state
+        cls = self._kinds.get(item.kind)
         try:
-            return self.field(item.name, item.kind)
-        except (DocError, ValueError) as exc:
+            check_field_name(item.name)
+            if cls is None:
+                raise ValueError(f"unknown field kind {item.kind!r}; known kinds: {self.kinds}")
+            if len(self._fields) >= self.config.max_fields:
+                raise ValueError(f"document already holds max_fields={self.config.max_fields}")
+        except ValueError as exc:
             raise RemoteUpdateError(f"update from {origin!r}: {exc}") from exc
+        return cls(self.origin)
 
     # -- persistence ---------------------------------------------------------------------
 
