@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pnyx.services.crdt import DocClient, DocRequestError
 
-CLI = [sys.executable, "-c", "from pnyx.cli.crdt_doc_cmd import crdt_doc; crdt_doc()"]
+CLI = [sys.executable, "-m", "pnyx", "crdt"]
 NAMES = ("a", "b", "c")
 TOKEN_BASE = {"a": 0x4E00, "b": 0x6000, "c": 0x7200}
 """Each replica's tokens are CJK code points from its own range."""

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from pnyx.cli.crdt_doc_cmd import add_doc_commands
 from pnyx.cli.errors import fail
 from pnyx.protocols.crdt.text.trace import TraceError
 
@@ -61,3 +62,6 @@ def replay(trace_file: str, as_json: bool, trace_memory: bool) -> None:
                        "(tracemalloc; the timing above ran under it)")
     if not report.ok:
         fail(report.mismatch, EXIT_MISMATCH)
+
+
+add_doc_commands(crdt)  # pnyx crdt serve|get|edit|status|partition|heal (crdt_doc_cmd.py)

@@ -1,5 +1,7 @@
 """``pnyx crdt serve|get|edit|status|partition|heal``: run and use a replicated CRDT document.
 
+Attached to the ``pnyx crdt`` group (``pnyx.cli.crdt_cmd``) by :func:`add_doc_commands`.
+
 ``serve`` runs one replica (:class:`pnyx.services.crdt.CrdtDoc`) until SIGTERM/SIGINT,
 listening for its peers and for control clients on ``--listen``; it prints one line
 ``ready REPLICA HOST:PORT origin=ORIGIN`` on stdout once it listens.  The other commands
@@ -272,11 +274,3 @@ def add_doc_commands(group: click.Group) -> None:
     """Attach the document commands to ``group`` (``pnyx crdt``)."""
     for command in DOC_COMMANDS:
         group.add_command(command)
-
-
-@click.group("crdt-doc")
-def crdt_doc() -> None:
-    """Replicated CRDT documents: serve a replica, read and edit it."""
-
-
-add_doc_commands(crdt_doc)
