@@ -16,6 +16,7 @@ from typing import ClassVar, Self
 import msgspec
 import pytest
 
+from pnyx.core import Message
 from pnyx.services.crdt import (
     ChangeEvent,
     CrdtDoc,
@@ -406,7 +407,7 @@ def test_text_updates_are_split_within_the_message_budget() -> None:
     whole = source.updates_since({}, 10**9)
     parts = source.updates_since({}, 2000)
     assert len(whole) == 1 and len(parts) > 5
-    assert all(len(p) <= 4000 for p in parts)
+    assert all(len(p) <= 2000 for p in parts)
     copy = TextField("b.1")
     for part in parts:
         copy.apply(part)
@@ -430,6 +431,42 @@ def test_two_replicas_edit_text_concurrently_and_converge() -> None:
             sync_b.heal()
             await wait_for(lambda: converged(docs), "converge")
             assert docs["a"].text("t").value() == "AAA  text BBB"
+        finally:
+            await stop_all(docs)
+
+    asyncio.run(scenario())
+
+
+def test_sync_messages_stay_within_a_small_budget_and_big_edits_are_split() -> None:
+    small = DocConfig(sync_interval_ms=30, resend_after_ms=200, max_message_bytes=4096,
+                      allow_test_partitions=True)
+
+    async def scenario() -> None:
+        docs = make_group(["a", "b"], None, small)
+        sizes: list[int] = []
+        try:
+            for doc in docs.values():
+                await doc.start()
+            sync_a, sync_b = docs["a"].sync, docs["b"].sync
+            assert sync_a is not None and sync_b is not None
+            real_send = sync_a.transport.send
+
+            def send(to: int, msg: Message) -> bool:
+                sizes.append(len(sync_a.transport.frame(msg)))
+                return real_send(to, msg)
+
+            sync_a.transport.send = send  # type: ignore[method-assign]
+            sync_b.partition(["a"])
+            body = docs["a"].text("body")
+            body.insert(0, "x" * 20_000)  # one call, several updates
+            for i in range(40):
+                body.insert(i * 7, f"line {i}\n")
+            body.delete(100, 15_000)
+            assert body.version()[docs["a"].origin] > 20_000  # ids: one per character
+            sync_b.heal()
+            await wait_for(lambda: converged(docs), "converge after heal")
+            assert max(sizes) <= 4096
+            assert sum(1 for s in sizes if s > 2000) >= 3  # the backlog went in several
         finally:
             await stop_all(docs)
 

@@ -27,6 +27,7 @@ A store failure (disk full, I/O error) stops the document: later edits raise
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -73,6 +74,10 @@ FieldKey = tuple[str, str]
 """``(name, kind)``: a field's identity in a document."""
 
 
+MIN_MESSAGE_BYTES = 4096
+"""Smallest sync message budget accepted."""
+
+
 class DocError(Exception):
     """The document cannot do what the caller asked (closed, failed, bad argument)."""
 
@@ -106,7 +111,9 @@ class DocConfig:
     resend_after_ms: int = 1000
     """The same missing updates are sent to the same peer again only after this long."""
     max_message_bytes: int = 1024 * 1024
-    """Budget of one sync message (updates beyond it go in further messages)."""
+    """Budget of one sync message (updates beyond it go in further messages; local text
+    edits are split so that each update fits; one state-based field's full state may go
+    alone in a bigger message, up to the transport's ``max_frame_bytes``)."""
     compact_log_bytes: int = 4 * 1024 * 1024
     """When the update log grows beyond this, a snapshot replaces it."""
     max_fields: int = 10_000
@@ -120,9 +127,13 @@ class DocConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
 
     def __post_init__(self) -> None:
-        for name in ("sync_interval_ms", "resend_after_ms", "max_message_bytes", "max_fields"):
+        for name in ("sync_interval_ms", "resend_after_ms", "max_fields"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.max_message_bytes < MIN_MESSAGE_BYTES:
+            raise ValueError(
+                f"max_message_bytes={self.max_message_bytes} is below {MIN_MESSAGE_BYTES}"
+            )
         if self.max_message_bytes + 4096 > self.transport.max_frame_bytes:
             raise ValueError(
                 f"max_message_bytes={self.max_message_bytes} does not fit in a frame "
@@ -486,7 +497,14 @@ class CrdtDoc:
         sync, self._sync = self._sync, None
         try:
             if sync is not None:
-                await sync.stop()
+                async with asyncio.timeout(self.config.stop_timeout_s):
+                    await sync.stop()
+        except TimeoutError:
+            log.warning(
+                "crdt_doc_stop_timeout replica=%s timeout_s=%.1f",
+                self.replica,
+                self.config.stop_timeout_s,
+            )
         finally:
             self.close()
 

@@ -56,6 +56,8 @@ log = logging.getLogger("pnyx.services.crdt.sync")
 
 PAYLOAD_OVERHEAD_BYTES = 64
 """Budget charged per payload in a message besides its data (names, msgpack headers)."""
+FRAME_SLACK_BYTES = 4096
+"""Room left in a frame for the message around one payload."""
 
 
 class SyncStats:
@@ -182,27 +184,34 @@ class DocSync:
         return digests
 
     def _batches(self, payloads: Iterable[FieldPayload]) -> list[list[FieldPayload]]:
+        """Pack payloads into messages of at most ``max_message_bytes``; a bigger payload
+        (a large state-based field's full state) travels alone, up to the frame limit."""
         budget = self.config.max_message_bytes
+        frame_limit = self.config.transport.max_frame_bytes - FRAME_SLACK_BYTES
         batches: list[list[FieldPayload]] = []
-        size = 0
+        size = budget  # forces a new batch for the first payload
         for item in payloads:
             item_bytes = PAYLOAD_OVERHEAD_BYTES + len(item.name) + len(item.data)
-            if item_bytes > budget:
-                self.stats.oversized_payloads += 1
-                log.error(
-                    "crdt_payload_too_big field=%s kind=%s bytes=%d max_message_bytes=%d",
-                    item.name,
-                    item.kind,
-                    item_bytes,
-                    budget,
-                )
+            if item_bytes > frame_limit:
+                self._too_big(item, item_bytes, frame_limit)
                 continue
-            if not batches or size + item_bytes > budget:
+            if size + item_bytes > budget:
                 batches.append([])
                 size = 0
             batches[-1].append(item)
             size += item_bytes
         return batches
+
+    def _too_big(self, item: FieldPayload, item_bytes: int, limit_bytes: int) -> None:
+        self.stats.oversized_payloads += 1
+        log.error(
+            "crdt_payload_too_big field=%s kind=%s bytes=%d frame_limit_bytes=%d: this "
+            "field cannot be synced; raise the transport's max_frame_bytes on every replica",
+            item.name,
+            item.kind,
+            item_bytes,
+            limit_bytes,
+        )
 
     # -- receiving -----------------------------------------------------------------------
 

@@ -12,17 +12,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+import msgspec
+
 from pnyx.protocols.crdt.text import FugueText, TextOp, encode_ops
 from pnyx.services.crdt.fields import FieldState, dominated
 
 if TYPE_CHECKING:
     from pnyx.services.crdt.doc import CrdtDoc
 
-OP_OVERHEAD_BYTES = 48
-"""Estimated encoded size of one op besides its characters or delete ranges."""
+OP_OVERHEAD_BYTES = 160
+"""Bound on the encoded size of one op besides its characters or delete ranges (two
+replica names and a few integers)."""
+TARGET_BYTES = 96
+"""Bound on the encoded size of one delete range (a replica name and two integers)."""
 MAX_INSERT_CHARS = 64 * 1024
-"""Longer inserts are split into several updates of at most this many characters, so each
-update (and so each sync message) stays bounded."""
+"""Longer inserts are split into several updates of at most this many characters (fewer
+with a small ``DocConfig.max_message_bytes``), so each update stays within a message."""
+DELETE_BYTES_PER_CHAR = 32
+"""Bound on the encoded size of a delete per deleted character (a range per character at
+worst, when the text is fragmented)."""
+CHUNK_SLACK_BYTES = 1024
+"""Room left in a message besides one local update's characters."""
 
 
 class TextField(FieldState):
@@ -81,14 +91,23 @@ class TextHandle:
         self._field = doc.typed_field(name, TextField)
 
     def insert(self, pos: int, text: str) -> None:
-        """Insert ``text`` before code point ``pos`` (0 ≤ pos ≤ len)."""
+        """Insert ``text`` before code point ``pos`` (0 ≤ pos ≤ len).
+
+        A long text goes as several updates (each within the sync message budget), each
+        durable on its own; the call returns when all are.
+        """
         _check_int(pos, "position")
         if not isinstance(text, str):
             raise ValueError(f"text to insert must be a str, got {text!r:.80}")
         if not 0 <= pos <= len(self._field.text):
             raise ValueError(f"insert position {pos} outside 0..{len(self._field.text)}")
-        for start in range(0, len(text), MAX_INSERT_CHARS):
-            self._insert_chunk(pos + start, text[start : start + MAX_INSERT_CHARS])
+        step = self._chunk_chars(4)
+        for start in range(0, len(text), step):
+            self._insert_chunk(pos + start, text[start : start + step])
+
+    def _chunk_chars(self, bytes_per_char: int) -> int:
+        budget = self._doc.config.max_message_bytes - CHUNK_SLACK_BYTES
+        return max(1, min(MAX_INSERT_CHARS, budget // bytes_per_char))
 
     def _insert_chunk(self, pos: int, chunk: str) -> None:
         text = self._field.text
@@ -96,7 +115,8 @@ class TextHandle:
 
     def delete(self, pos: int, count: int, expect: str | None = None) -> None:
         """Delete ``count`` code points from ``pos``; with ``expect``, only if they read so
-        (a compare-and-delete: ``ValueError`` and no change otherwise)."""
+        (a compare-and-delete: ``ValueError`` and no change otherwise).  A long range goes
+        as several updates, like a long insert."""
         _check_int(pos, "position")
         _check_int(count, "count")
         size = len(self._field.text)
@@ -106,10 +126,13 @@ class TextHandle:
             found = self._field.text.text()[pos : pos + count]
             if found != expect:
                 raise ValueError(f"delete refused: text at {pos} is {found!r}, not {expect!r}")
-        if count:
-            self._doc.commit_local(
-                self.name, self._field, lambda: self._field.text.delete(pos, count)
-            )
+        step = self._chunk_chars(DELETE_BYTES_PER_CHAR)
+        for done in range(0, count, step):
+            self._delete_chunk(pos, min(step, count - done))
+
+    def _delete_chunk(self, pos: int, count: int) -> None:
+        text = self._field.text
+        self._doc.commit_local(self.name, self._field, lambda: text.delete(pos, count))
 
     def value(self) -> str:
         """The text."""
@@ -124,18 +147,52 @@ class TextHandle:
 
 
 def _groups(ops: list[TextOp], max_bytes: int) -> list[list[TextOp]]:
-    """``ops`` in order, cut into groups of about ``max_bytes`` encoded (an op bigger than
-    that goes alone: local inserts are at most :data:`MAX_INSERT_CHARS` long)."""
+    """``ops`` in order, cut into groups of about ``max_bytes`` encoded; an op bigger than
+    that (the text keeps a replica's consecutive inserts as one run) is split first."""
     groups: list[list[TextOp]] = [[]]
     size = 0
-    for op in ops:
-        op_bytes = OP_OVERHEAD_BYTES + (4 * len(op.text) if op.text else 24 * len(op.targets))
-        if groups[-1] and size + op_bytes > max_bytes:
-            groups.append([])
-            size = 0
-        groups[-1].append(op)
-        size += op_bytes
+    for whole in ops:
+        for op in _split(whole, max_bytes):
+            op_bytes = _op_bytes(op)
+            if groups[-1] and size + op_bytes > max_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(op)
+            size += op_bytes
     return groups
+
+
+def _op_bytes(op: TextOp) -> int:
+    """A bound on the encoded size of ``op``."""
+    return OP_OVERHEAD_BYTES + (4 * len(op.text) if op.text else TARGET_BYTES * len(op.targets))
+
+
+def _split(op: TextOp, max_bytes: int) -> list[TextOp]:
+    """``op`` as ops of at most about ``max_bytes`` each, with the same effect.
+
+    An insert's characters after the first are each the right child of the one before, so
+    a tail of them is an insert whose parent is the last character of the head.  A delete's
+    ids stand for its targets in order, so its targets can be cut between ranges.
+    """
+    if _op_bytes(op) <= max_bytes:
+        return [op]
+    if op.text:
+        step = max(1, (max_bytes - OP_OVERHEAD_BYTES) // 4)
+        parts = [op.text[i : i + step] for i in range(0, len(op.text), step)]
+        out = [msgspec.structs.replace(op, text=parts[0])]
+        counter = op.counter + len(parts[0])
+        for part in parts[1:]:
+            out.append(TextOp(op.replica, counter, part, op.replica, counter - 1, True))
+            counter += len(part)
+        return out
+    step = max(1, (max_bytes - OP_OVERHEAD_BYTES) // TARGET_BYTES)
+    out = []
+    counter = op.counter
+    for i in range(0, len(op.targets), step):
+        targets = op.targets[i : i + step]
+        out.append(TextOp(op.replica, counter, targets=targets))
+        counter += sum(abs(t[2]) for t in targets)
+    return out
 
 
 def _check_int(value: Any, what: str) -> int:
