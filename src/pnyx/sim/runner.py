@@ -82,8 +82,8 @@ class SpecRunOptions:
 
     And a :class:`Monitor` (subclass) may have:
 
-    - ``on_step(world, node_id)``: called after each step or tick of a node, before its
-      batches are carried out (e.g. to collect what the node observed);
+    - ``on_step(world, node_id, node)``: called after each step or tick of a live node,
+      before its batches are carried out (e.g. to collect what the node observed);
     - ``on_fault(world, event, started)``: called when a discrete fault starts or ends;
     - ``finished(world) -> bool``: polled every ``LIVENESS_POLL_TICKS`` ticks from the
       start; True ends the run at once (the run showed all it can; ``at_end`` still runs).
@@ -267,7 +267,7 @@ class Simulation:
         self.stats = SimStats()
         self.monitor: Monitor = spec.make_monitor(self._node_ids)
         self._check_events = type(self.monitor).after_event is not Monitor.after_event
-        self._on_step_hook: Callable[[Simulation, int], None] | None = getattr(
+        self._on_step_hook: Callable[[Simulation, int, Node], None] | None = getattr(
             self.monitor, "on_step", None
         )
         self._on_fault_hook: Callable[[Simulation, FaultEvent, bool], None] | None = getattr(
@@ -847,7 +847,7 @@ class Simulation:
         """Take ready batches until one needs a durable write (which completes later)."""
         node = proc.node
         if self._on_step_hook is not None and proc.alive:
-            self._on_step_hook(self, proc.pid)
+            self._on_step_hook(self, proc.pid, node)
         while proc.pending is None and proc.alive and not proc.paused and node.has_ready():
             ready = node.ready()
             if ready.persist:

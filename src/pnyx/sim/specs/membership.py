@@ -276,10 +276,7 @@ def draw_schedule(
         for node in rng.sample(node_ids, min(nodes, rng.randrange(1, 3))):
             events.append(_draw_slow(rng, node, start_us, end_us))
     bound_us = detector.completeness_bound_us(nodes, tick_us)
-    slack_us = max((e.lag_us for e in events), default=0) + sum(
-        e.end_us - e.start_us for e in events if e.kind == "pause"
-    )
-    run_us = end_us + SETTLE_MS * 1000 + bound_us + slack_us
+    run_us = end_us + SETTLE_MS * 1000 + _tail_us(events, bound_us)
     events = [e if e.kind != "crash" else _until(e, run_us + 1) for e in events]
     events.sort(key=lambda e: (e.start_us, e.kind, e.node))
     network = NetworkFaults(
@@ -287,6 +284,14 @@ def draw_schedule(
         duplicate_p=rng.uniform(0.01, 0.05) if "duplicate" in kinds else 0.0,
     )
     return Schedule(nodes, 0, -(-run_us // 1000), kinds, network, (), tuple(events))
+
+
+def _tail_us(events: list[FaultEvent] | tuple[FaultEvent, ...], bound_us: int) -> int:
+    """Time a run goes on after its fault window and settling: the completeness bound, the
+    largest slow lag and every pause (an observer's deadline moves by its pauses)."""
+    lag_us = max((e.lag_us for e in events), default=0)
+    paused_us = sum(e.end_us - e.start_us for e in events if e.kind == "pause")
+    return bound_us + lag_us + paused_us
 
 
 def _until(event: FaultEvent, end_us: int) -> FaultEvent:
@@ -379,13 +384,11 @@ class MembershipMonitor(Monitor):
             self.unhealthy.add(node)
             self.max_lag_us = max(self.max_lag_us, event.lag_us)
 
-    def on_step(self, world: World, node_id: int) -> None:
+    def on_step(self, world: World, node_id: int, node: Node) -> None:
         """Collect the membership changes the node saw in this step."""
-        node = world.node(node_id)
-        take = getattr(node, "take_events", None)
-        if take is None or world.healing:
+        if world.healing:
             return
-        events: list[MemberEvent] = take()
+        events: list[MemberEvent] = node.take_events()  # type: ignore[attr-defined]
         for event in events:
             self._observe(world, node_id, event)
 
@@ -418,10 +421,10 @@ class MembershipMonitor(Monitor):
             raise RuntimeError("the membership monitor needs the run's schedule (world.schedule)")
         slow = any(e.kind == "slow" for e in schedule.events)
         self.accuracy = schedule.network.drop_p == 0 and not slow
-        last_us = max((e.start_us for e in schedule.events), default=0)
-        window_end_us = max(last_us, WARMUP_MS * 1000 + MIN_WINDOW_MS * 1000)
-        ends = [e.end_us for e in schedule.events if e.kind in ("pause", "slow")]
-        self.end_us = max([window_end_us, *ends]) + SETTLE_MS * 1000
+        # The fault window plus settling: what the schedule's length has beyond the tail.
+        settled_us = schedule.fault_ms * 1000 - _tail_us(schedule.events, self.bound_us)
+        ends = [e.end_us + SETTLE_MS * 1000 for e in schedule.events if e.kind != "crash"]
+        self.end_us = max([settled_us, *ends])
 
     def _crashed(self, member: int, now_us: int) -> None:
         self.unhealthy.add(member)
