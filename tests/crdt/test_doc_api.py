@@ -471,3 +471,38 @@ def test_sync_messages_stay_within_a_small_budget_and_big_edits_are_split() -> N
             await stop_all(docs)
 
     asyncio.run(scenario())
+
+
+def test_split_digests_still_reveal_every_missing_field() -> None:
+    small = DocConfig(sync_interval_ms=30, resend_after_ms=200, max_message_bytes=4096)
+
+    async def scenario() -> None:
+        docs = make_group(["a", "b"], None, small)
+        try:
+            for i in range(150):  # more fields than one digest message holds
+                docs["a"].counter(f"f{i:03d}").increment(1)
+                docs["b"].counter(f"g{i:03d}").increment(2)
+            sync_digests = DocSyncProbe.digests(docs["a"])
+            assert len(sync_digests) > 2
+            assert sync_digests[0].after == [] and sync_digests[-1].upto == []
+            for doc in docs.values():
+                await doc.start()
+            await wait_for(
+                lambda: converged(docs) and len(docs["a"].fields()) == 300, "all fields"
+            )
+            assert sum(docs["b"].counter(f"f{i:03d}").value() for i in range(150)) == 150
+        finally:
+            await stop_all(docs)
+
+    asyncio.run(scenario())
+
+
+class DocSyncProbe:
+    """Builds the digests a replica would send (without starting it)."""
+
+    @staticmethod
+    def digests(doc: CrdtDoc) -> list[SyncDigest]:
+        from pnyx.services.crdt.sync import DocSync
+
+        sync = DocSync(doc, ("127.0.0.1", 0), doc.peers, doc.config)
+        return sync._digests()

@@ -47,7 +47,7 @@ from pnyx.services.crdt.messages import (
     SyncDigest,
     SyncUpdates,
 )
-from pnyx.services.crdt.names import group_cluster_id, group_ids
+from pnyx.services.crdt.names import check_replica_name, group_cluster_id, group_ids
 
 if TYPE_CHECKING:
     from pnyx.services.crdt.doc import CrdtDoc, DocConfig
@@ -86,6 +86,8 @@ class DocSync:
     ) -> None:
         if doc.replica in peers:
             raise ValueError(f"replica {doc.replica!r} is listed among its own peers")
+        for name in peers:
+            check_replica_name(name, what="peer name")
         self.doc = doc
         self.config = config
         self.listen = listen
