@@ -71,8 +71,7 @@ def test_lossy_exchange_converges() -> None:
     rng = SplitMix64(7)
     names = ["a", "b", "c"]
     nodes = {
-        n: DeltaAntiEntropy(AWORSet(n), [m for m in names if m != n], max_buffered=5)
-        for n in names
+        n: DeltaAntiEntropy(AWORSet(n), [m for m in names if m != n], max_buffered=5) for n in names
     }
 
     def round_(loss: float) -> None:

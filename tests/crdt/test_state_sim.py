@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 from typing import Any
 
 import pytest
 
+from pnyx.core import DurableState
 from pnyx.protocols.crdt import AWORSet, ORMap
 from pnyx.protocols.crdt.replica import CrdtReplica
 from pnyx.sim.catalog import get_spec
@@ -94,8 +96,13 @@ def test_replicas_that_never_sync_miss_liveness() -> None:
     base = get_spec("crdt-counter")
     mute = functools.partial(base.make_node, sync_ticks=10**9)
     spec = ProtocolSpec(
-        name="mute", summary="test", make_node=mute, make_client=base.make_client,
-        make_monitor=base.make_monitor, default_nodes=3, default_clients=2,
+        name="mute",
+        summary="test",
+        make_node=mute,
+        make_client=base.make_client,
+        make_monitor=base.make_monitor,
+        default_nodes=3,
+        default_clients=2,
     )
     result = run_sim(spec, SimConfig(seed=1, heal_ms=500))
     assert result.violation is not None and result.violation.prop == "liveness"
@@ -103,8 +110,7 @@ def test_replicas_that_never_sync_miss_liveness() -> None:
 
 def test_same_ops_different_state_is_a_convergence_violation() -> None:
     spec = get_spec("crdt-counter")
-    nodes = [spec.make_node(i, (1, 2), __import__("random").Random(i), _durable()) for i in (1, 2)]
-    a, b = nodes
+    a, b = (spec.make_node(i, (1, 2), random.Random(i), DurableState()) for i in (1, 2))
     assert isinstance(a, CrdtReplica) and isinstance(b, CrdtReplica)
     assert crdt_state._convergence(1, a, 2, b) is None
     a.state.parts["g"].counts["1"] = 3  # type: ignore[attr-defined]
@@ -112,13 +118,21 @@ def test_same_ops_different_state_is_a_convergence_violation() -> None:
     assert found is not None and found.prop == "convergence"
 
 
-def _durable() -> Any:
-    from pnyx.core import DurableState
-
-    return DurableState()
-
-
 def test_runs_are_deterministic() -> None:
     spec = get_spec("crdt-map")
     runs = [run_sim(spec, SimConfig(seed=11, faults=ALL, hash_trace=True)) for _ in range(2)]
     assert runs[0].trace_hash == runs[1].trace_hash and runs[0].ok
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [("crdt-counter", 0), ("crdt-counter-broken", 1), ("crdt-set-broken", 1)],
+)
+def test_cli_exit_status(name: str, code: int) -> None:
+    from click.testing import CliRunner
+
+    from pnyx.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["sim", name, "--seeds", "0..19", "--no-shrink"])
+    assert result.exit_code == code, result.output
+    assert ("failing seeds:" in result.stdout) == bool(code)

@@ -74,8 +74,10 @@ class CausalContext:
 
     def covers(self, other: CausalContext) -> bool:
         """Whether every dot of ``other`` is in this context."""
-        if any(counter > self._vv.get(r, 0) and not self._covers_run(r, counter)
-               for r, counter in other._vv.items()):
+        if any(
+            counter > self._vv.get(r, 0) and not self._covers_run(r, counter)
+            for r, counter in other._vv.items()
+        ):
             return False
         return all(self.contains(dot) for dot in other._cloud)
 

@@ -146,9 +146,7 @@ class ORMap(CausalCRDT):
         super()._check_same(other)
         assert isinstance(other, ORMap)
         if other.value_type != self.value_type:
-            raise TypeError(
-                f"cannot merge ORMap[{other.value_type}] into ORMap[{self.value_type}]"
-            )
+            raise TypeError(f"cannot merge ORMap[{other.value_type}] into ORMap[{self.value_type}]")
 
     def to_wire(self) -> list[Any]:
         return [self.value_type, *super().to_wire()]

@@ -92,9 +92,7 @@ class StateCRDT(ABC):
 
     def _check_same(self, other: object) -> None:
         if type(other) is not type(self):
-            raise TypeError(
-                f"cannot merge {type(other).__name__} into {type(self).__name__}"
-            )
+            raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):

@@ -356,9 +356,7 @@ COUNTER_BROKEN = Family(
     _counter_intent,
     lambda _detail: "counter-intent",
 )
-SET_BROKEN = Family(
-    "set-broken", _broken_set_parts, _set_draw, _set_apply, _set_intent, _set_prop
-)
+SET_BROKEN = Family("set-broken", _broken_set_parts, _set_draw, _set_apply, _set_intent, _set_prop)
 
 # -- client ------------------------------------------------------------------------------
 
@@ -366,9 +364,7 @@ SET_BROKEN = Family(
 class CrdtClient(Outbox):
     """Sends one random op at a time to a random replica (implements :class:`pnyx.core.Node`)."""
 
-    def __init__(
-        self, client_id: int, node_ids: tuple[int, ...], rng: Rng, family: Family
-    ) -> None:
+    def __init__(self, client_id: int, node_ids: tuple[int, ...], rng: Rng, family: Family) -> None:
         if not node_ids:
             raise ValueError("a client needs at least one node")
         super().__init__()
