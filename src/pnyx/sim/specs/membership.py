@@ -98,6 +98,9 @@ class Detector:
     heartbeat_interval_ticks: int = 0
     refute: bool = True
     """False: the broken variant, whose members never refute a suspicion of themselves."""
+    join_last: bool = False
+    """SWIM: the member with the highest id is not part of the formed group; it joins
+    through member 1 (to measure how fast a join spreads)."""
 
     def make_node(
         self, node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState
@@ -105,7 +108,10 @@ class Detector:
         """A member of a group that starts formed (every peer known alive); nothing of it is
         durable (``durable`` is ignored)."""
         if self.swim is not None:
-            everyone = dict.fromkeys(peers, "")
+            joiner = max(peers) if self.join_last else None
+            if node_id == joiner:
+                return SwimNode(node_id, "", self.swim, rng, {min(peers): ""})
+            everyone = {p: "" for p in peers if p != joiner}
             node = SwimNode(node_id, "", self.swim, rng, {}, initial_members=everyone)
             return node if self.refute else _NoRefutation(node)
         if self.heartbeat is None:
@@ -358,6 +364,9 @@ class MembershipMonitor(Monitor):
         while no one else had it dead."""
         self.declarations = 0
         """Every observer's declaration of a live member dead."""
+        self.alive_seen: dict[int, dict[int, int]] = {}
+        """member -> observer -> when the observer first reported it alive (joins and
+        refutations; a formed group's members are known without an event)."""
         self.accuracy: bool | None = None
         self.end_us = 0
         self._deadlines: list[tuple[int, int, int]] = []
@@ -447,6 +456,8 @@ class MembershipMonitor(Monitor):
     def _observe(self, world: World, observer: int, event: MemberEvent) -> None:
         member = event.member_id
         dead = event.state in ("dead", "left")
+        if event.state == "alive":
+            self.alive_seen.setdefault(member, {}).setdefault(observer, world.now_us)
         crash = self.crashes.get(member)
         if crash is not None:
             if dead:
