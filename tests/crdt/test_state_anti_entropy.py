@@ -128,12 +128,12 @@ def test_replica_logs_before_replying_and_recovers_everything() -> None:
         durable.apply_all(ready.persist)
         node.advance(ready)
     assert SNAPSHOT_KEY in durable.records
-    assert durable.log_start == 4  # the snapshot after entry 3 compacted entries 1..3
+    assert durable.log_start == 3  # the snapshot at entry 3 compacted the announced 1..2
     again = _replica(durable)
     assert again.state == node.state and again.state.value()["g"] == 15
     assert again.ae.next_seq == node.ae.next_seq == 6
     replayed = again.ready().apply
-    assert [a.index for a in replayed] == [4, 5]  # ops still in the log are re-announced
+    assert [a.index for a in replayed] == [3, 4, 5]  # ops still in the log are re-announced
     assert all(isinstance(a, Apply) for a in replayed)
 
 
@@ -176,3 +176,22 @@ def test_snapshot_record_is_written_with_a_compaction() -> None:
         persisted.extend(ready.persist)
         node.advance(ready)
     assert [type(p) for p in persisted] == [LogAppend, LogAppend, LogAppend, PutRecord, LogCompact]
+
+
+def test_an_op_torn_by_a_crash_is_announced_after_restart() -> None:
+    """Seed 2833 of crdt-counter: the batch of op 3 also wrote a snapshot; a crash kept the
+    batch on disk but never carried it out, so the op had not been announced (Apply).  The
+    snapshot must not compact that entry away: recovery announces it."""
+    node = _replica()
+    durable = DurableState()
+    for i in range(3):
+        node.step(ClientOp(i, ["inc", "g", 1]), CLIENT)
+        ready = node.ready()
+        durable.apply_all(ready.persist)  # durable (for the last one: torn, kept whole)
+        if i < 2:
+            node.advance(ready)  # the last batch is never carried out: the crash
+    assert SNAPSHOT_KEY in durable.records
+    again = _replica(durable)
+    announced = [a.command.op_id for a in again.ready().apply]  # type: ignore[union-attr]
+    assert ("1", 3) in announced
+    assert again.state.value()["g"] == 3

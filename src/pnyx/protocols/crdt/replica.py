@@ -26,6 +26,7 @@ from pnyx.core import (
     Message,
     Outbox,
     PutRecord,
+    Ready,
     Rng,
     is_client,
 )
@@ -153,6 +154,9 @@ class CrdtReplica(Outbox):
         state = template(self.replica)
         self._template = state.copy()
         self._since_snapshot = 0
+        self._announced_through = 0
+        """Highest log index whose batch was carried out (its op announced by ``Apply``)."""
+        self._snapshot_through = 0
         self._last_shipped: dict[int, tuple[tuple[int, int], int]] = {}
         """peer -> ((acked, next_seq) of the last shipment, tick it was sent)."""
         next_seq = self._recover(state, durable)
@@ -196,6 +200,15 @@ class CrdtReplica(Outbox):
                 payload = shipment.payload.to_wire()
                 self._send(peer, DeltaShip(shipment.seq, shipment.full, payload))
 
+    def advance(self, ready: Ready) -> None:
+        """The batch is carried out: its log entries are durable and its ops announced."""
+        for item in ready.apply:
+            self._announced_through = max(self._announced_through, item.index)
+        for op in ready.persist:
+            if isinstance(op, LogAppend):
+                last = op.first_index + len(op.entries) - 1
+                self._announced_through = max(self._announced_through, last)
+
     def invariants(self) -> list[str]:
         """The anti-entropy buffer's invariants."""
         return self.ae.invariants()
@@ -233,11 +246,17 @@ class CrdtReplica(Outbox):
     def _log(self, index: int, entry: LocalOp | Received) -> None:
         self._ready.persist.append(LogAppend(index, (entry,)))
         self._since_snapshot += 1
-        if self._since_snapshot >= self._snapshot_every:
+        through = self._announced_through
+        if self._since_snapshot >= self._snapshot_every and through > self._snapshot_through:
+            # Compact only entries of batches already carried out: an op whose batch a
+            # crash tears (kept on disk, never announced) must stay in the log, so that
+            # recovery announces it.  The state written may hold more than ``through``;
+            # recovery replays the entries after ``through`` on top (joins are idempotent).
             self._since_snapshot = 0
-            state = [index, self.ae.state.to_wire()]
+            self._snapshot_through = through
+            state = [through, self.ae.state.to_wire()]
             self._ready.persist.append(PutRecord(SNAPSHOT_KEY, state))
-            self._ready.persist.append(LogCompact(index))
+            self._ready.persist.append(LogCompact(through))
 
     def _recover(self, state: Bundle, durable: DurableState) -> int:
         """Rebuild ``state`` from the snapshot and the log; returns the next sequence number."""
@@ -245,6 +264,7 @@ class CrdtReplica(Outbox):
         snapshot = durable.records.get(SNAPSHOT_KEY)
         if snapshot is not None:
             through, data = snapshot
+            self._snapshot_through = through
             state.absorb(self._template.decode(data))
         for offset, entry in enumerate(durable.log):
             index = durable.log_start + offset
