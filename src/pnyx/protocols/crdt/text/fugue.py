@@ -61,10 +61,11 @@ _vis_of = attrgetter("vis")
 
 
 class _Chunk:
-    __slots__ = ("pieces",)
+    __slots__ = ("idx", "pieces")
 
     def __init__(self, pieces: list[_Piece]) -> None:
         self.pieces = pieces
+        self.idx = 0  # position in the chunk list (valid while FugueText._idx_valid)
 
 
 class _Ins:
@@ -190,6 +191,7 @@ class FugueText:
         self._waiting: dict[int, list[tuple[int, int, _Op]]] = {}
         self._pending = 0
         self._indexed = False  # entry -> pieces lists exist (built at the first id lookup)
+        self._idx_valid = True  # every chunk's idx is its position
         self.dropped_ops = 0
         """Ops not buffered because the buffer was full (anti-entropy sends them again)."""
         self.rejected_ops = 0
@@ -429,8 +431,12 @@ class FugueText:
         return None
 
     def _where(self, piece: _Piece) -> tuple[int, int]:
+        if not self._idx_valid:
+            for k, c in enumerate(self._chunks):
+                c.idx = k
+            self._idx_valid = True
         chunk = piece.chunk
-        return self._chunks.index(chunk), chunk.pieces.index(piece)
+        return chunk.idx, chunk.pieces.index(piece)
 
     def _find(self, a: int, ctr: int) -> _Piece:
         e = self._entry_at(a, ctr)
@@ -503,6 +509,7 @@ class FugueText:
             p.chunk = new
             vis += p.vis
         self._chunks.insert(ci + 1, new)
+        self._idx_valid = False
         self._chunk_vis[ci] -= vis
         self._chunk_vis.insert(ci + 1, vis)
         self._chunk_start.insert(ci + 1, 0)
@@ -644,18 +651,20 @@ class FugueText:
     # ----------------------------------------------------------------- remote ops
     def _import(self, ops: list[TextOp]) -> list[_Op]:
         """Check ops against this doc (no change on error) and map names to agents."""
-        inserts: dict[str, list[tuple[int, int]]] = {}
-        deletes: dict[str, list[tuple[int, int]]] = {}
+        deletes: dict[str, list[int]] = {}  # per replica: sorted [lo, hi, lo, hi, ...]
         for op in ops:
-            (inserts if op.text else deletes).setdefault(op.replica, []).append(
-                (op.counter, op.counter + op.length))
+            if not op.text:
+                deletes.setdefault(op.replica, []).extend((op.counter, op.counter + op.length))
+        for spans in deletes.values():
+            pairs = sorted(zip(spans[::2], spans[1::2], strict=True))
+            spans[:] = [x for pair in pairs for x in pair]
         for op in ops:
             if op.text and op.parent_counter:
-                self._check_char(op, op.parent_replica, op.parent_counter, inserts, deletes)
+                self._check_char(op, op.parent_replica, op.parent_counter, deletes)
             for name, ctr, length in op.targets:
                 lo, hi = _span(ctr, length)
-                self._check_char(op, name, lo, inserts, deletes)
-                self._check_char(op, name, hi - 1, inserts, deletes)
+                self._check_char(op, name, lo, deletes)
+                self._check_char(op, name, hi - 1, deletes)
         return [self._internal(op) for op in ops]
 
     def _check_char(
@@ -663,13 +672,13 @@ class FugueText:
         op: TextOp,
         name: str,
         ctr: int,
-        inserts: dict[str, list[tuple[int, int]]],
-        deletes: dict[str, list[tuple[int, int]]],
+        deletes: dict[str, list[int]],
     ) -> None:
         a = self._agent_of.get(name)
         known = self._entry_at(a, ctr) if a is not None else None
+        spans = deletes.get(name, [])
         bad = isinstance(known, _Del) or (
-            known is None and any(lo <= ctr < hi for lo, hi in deletes.get(name, ()))
+            known is None and bisect_right(spans, ctr) % 2 == 1  # inside some [lo, hi)
         )
         if bad:
             raise WireError(f"op ({op.replica!r}, {op.counter}) refers to ({name!r}, {ctr}), "
@@ -727,6 +736,8 @@ class FugueText:
                 self._apply_insert(op)
             else:
                 self._apply_delete(op)
+            if self._overfull:
+                self._fix_overfull()
             heap = self._waiting.get(op.agent)
             ver = self._ver[op.agent]
             while heap and heap[0][0] <= ver:

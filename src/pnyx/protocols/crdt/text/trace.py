@@ -196,6 +196,10 @@ class ConcurrentReplay:
         for patch in txn.patches:
             _splice(doc, i, patch)
         after = doc.version()
+        if after == before:  # patches that neither insert nor delete anything
+            self.txn_ops.append([])
+            self.txn_version.append(target)
+            return
         self.txn_ops.append(doc.ops_since(before))
         self.txn_version.append(after)
         his, idxs = self.by_name.setdefault(doc.replica, ([], []))
