@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ TOKEN_BASE = {"a": 0x4E00, "b": 0x6000, "c": 0x7200}
 WAIT_S = 120.0
 """Generous bound on every wait (start, convergence) on a loaded machine."""
 STOP_WAIT_S = 15.0
+PORT_ATTEMPTS = 3
 
 
 def free_ports(count: int) -> list[int]:
@@ -50,15 +52,23 @@ def free_ports(count: int) -> list[int]:
 @dataclass
 class Replica:
     name: str
-    port: int
+    ports: dict[str, int]
+    """Every replica's port, this one's included (shared by the group)."""
     data_dir: Path
-    peers: list[str]
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
     @property
+    def port(self) -> int:
+        return self.ports[self.name]
+
+    @property
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
+
+    @property
+    def peers(self) -> list[str]:
+        return [f"--peer={n}=127.0.0.1:{p}" for n, p in self.ports.items() if n != self.name]
 
     def start(self) -> None:
         self.starts += 1
@@ -96,21 +106,46 @@ class Replica:
 def replica_group() -> Iterator[dict[str, Replica]]:
     root = Path(tempfile.mkdtemp(prefix="pnyx-crdt-"))
     ports = dict(zip(NAMES, free_ports(len(NAMES)), strict=True))
-    replicas = {
-        name: Replica(
-            name,
-            ports[name],
-            root / name,
-            [f"--peer={n}=127.0.0.1:{ports[n]}" for n in NAMES if n != name],
-        )
-        for name in NAMES
-    }
+    replicas = {name: Replica(name, ports, root / name) for name in NAMES}
     try:
         yield replicas
     finally:
         for replica in replicas.values():
             replica.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def start_group(replicas: dict[str, Replica]) -> None:
+    """Start every replica and wait until each is ready; when one lost its port to another
+    process (a race after ``free_ports``), start them all again on fresh ports."""
+    for _ in range(PORT_ATTEMPTS):
+        for replica in replicas.values():
+            replica.start()
+        if all(wait_ready(replica) for replica in replicas.values()):
+            return
+        for replica in replicas.values():
+            replica.stop()
+        ports = next(iter(replicas.values())).ports  # shared by the group
+        ports.update(zip(ports, free_ports(len(ports)), strict=True))
+    raise AssertionError(f"no free ports in {PORT_ATTEMPTS} attempts")
+
+
+def wait_ready(replica: Replica) -> bool:
+    """True once ``replica`` printed its ready line; False if it exited for want of its
+    port; AssertionError for any other exit or after ``WAIT_S``."""
+    deadline = time.monotonic() + WAIT_S
+    log = replica.data_dir.parent / f"{replica.name}-{replica.starts}.log"
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if f"ready {replica.name} " in text:
+            return True
+        assert replica.proc is not None
+        if replica.proc.poll() is not None:
+            if "already in use" in text.lower():
+                return False
+            raise AssertionError(f"replica {replica.name} exited:\n{replica.logs()}")
+        time.sleep(0.05)
+    raise AssertionError(f"replica {replica.name} not ready in {WAIT_S} s:\n{replica.logs()}")
 
 
 async def connect(replica: Replica) -> DocClient:
@@ -209,8 +244,7 @@ async def wait_converged(clients: dict[str, DocClient], editors: dict[str, Edito
 
 def test_three_processes_converge_through_partition_and_kill9() -> None:
     with replica_group() as replicas:
-        for replica in replicas.values():
-            replica.start()
+        start_group(replicas)
         asyncio.run(_scenario(replicas))
 
 

@@ -31,7 +31,7 @@ from pnyx.services.crdt.messages import (
     SyncUpdates,
 )
 from pnyx.services.crdt.names import group_cluster_id, group_ids
-from tests.crdt.test_doc_processes import CLI, Replica, connect, free_ports
+from tests.crdt.test_doc_processes import CLI, Replica, connect, free_ports, start_group
 
 WAIT_S = 60.0
 CODEC = make_wire_codec((*PEER_MESSAGES, *CLIENT_MESSAGES))
@@ -43,9 +43,9 @@ CLUSTER = group_cluster_id("notes", ["a", "b"])
 def replica_a() -> Iterator[Replica]:
     root = Path(tempfile.mkdtemp(prefix="pnyx-crdt-wire-"))
     port, b_port = free_ports(2)
-    replica = Replica("a", port, root / "a", [f"--peer=b=127.0.0.1:{b_port}"])
+    replica = Replica("a", {"a": port, "b": b_port}, root / "a")  # the test plays b
     try:
-        replica.start()
+        start_group({"a": replica})
         yield replica
     finally:
         replica.stop()
