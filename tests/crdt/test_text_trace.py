@@ -203,6 +203,19 @@ def test_seph_blog1_sequential_trace() -> None:
     assert FugueText.decode("copy", doc.encode()).text() == trace.end
 
 
+def test_automerge_paper_prefix_matches_plain_string_edits() -> None:
+    """Default suite: the first 20,000 edits of automerge-paper against str slicing."""
+    trace = load_trace(_shared("automerge-paper"))
+    doc, text = FugueText("p"), ""
+    patches = [p for t in trace.txns for p in t.patches][:20_000]
+    for pos, deleted, inserted in patches:
+        doc.splice(pos, deleted, inserted)
+        text = text[:pos] + inserted + text[pos + deleted :]
+    assert doc.text() == text and len(text) > 1000
+    assert FugueText.decode("copy", doc.encode()).text() == text
+
+
+@pytest.mark.soak
 def test_automerge_paper_sequential_trace() -> None:
     report = run_replay(_shared("automerge-paper"))
     assert report.ok, report.mismatch
