@@ -8,6 +8,7 @@ persists any kind written to the :class:`FieldState` interface.
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,6 +28,7 @@ from pnyx.services.crdt import (
     FieldState,
 )
 from pnyx.services.crdt.fields import dominated
+from pnyx.services.crdt.kinds import MAX_BUFFERED_DELTAS, ORSetField
 from pnyx.services.crdt.messages import FieldVersion, SyncDigest
 from pnyx.services.crdt.text_field import TextField
 
@@ -506,3 +508,60 @@ class DocSyncProbe:
 
         sync = DocSync(doc, ("127.0.0.1", 0), doc.peers, doc.config)
         return sync._digests()
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_state_fields_repair_by_buffered_deltas_or_full_state(seed: int) -> None:
+    rng = random.Random(seed)
+    fields = {n: ORSetField(f"{n}.1") for n in "abc"}
+    sent_as: list[str] = []
+    for _ in range(rng.randint(1, 400)):
+        name = rng.choice("abc")
+        field = fields[name]
+        payload = _edit_set(field, rng.random() < 0.6, rng.randint(0, 30))
+        for other in rng.sample("abc", rng.randint(0, 2)):  # a lossy push
+            fields[other].apply(payload)
+        if rng.random() < 0.1:  # an anti-entropy answer between two of them
+            src, dst = rng.sample("abc", 2)
+            for update in fields[src].updates_since(fields[dst].version(), 1 << 20):
+                sent_as.append(_decode_tag(update))
+                fields[dst].apply(update)
+    for src in "abc":  # repair rounds until every pair agrees
+        for dst in "abc":
+            for update in fields[src].updates_since(fields[dst].version(), 1 << 20):
+                sent_as.append(_decode_tag(update))
+                fields[dst].apply(update)
+    for src in "abc":
+        for dst in "abc":
+            for update in fields[src].updates_since(fields[dst].version(), 1 << 20):
+                fields[dst].apply(update)
+    states = [f.state for f in fields.values()]
+    assert states[0] == states[1] == states[2]
+    assert fields["a"].version() == fields["b"].version() == fields["c"].version()
+    if seed == 0:
+        assert "d" in sent_as  # repairs by buffered deltas happen
+
+
+def test_a_peer_behind_the_delta_buffer_gets_the_full_state() -> None:
+    source, lagging = ORSetField("a.1"), ORSetField("b.1")
+    for i in range(MAX_BUFFERED_DELTAS + 10):
+        source.mutate(lambda s, i=i: s.add(i))  # type: ignore[misc]
+    (update,) = source.updates_since(lagging.version(), 1 << 20)
+    assert _decode_tag(update) == "s"
+    lagging.apply(update)
+    assert lagging.state == source.state
+    source.mutate(lambda s: s.remove(3))
+    updates = source.updates_since(lagging.version(), 1 << 20)
+    assert [_decode_tag(u) for u in updates] == ["d"]
+
+
+def _edit_set(field: ORSetField, add: bool, element: int) -> bytes:
+    if add:
+        return field.mutate(lambda s: s.add(element))
+    return field.mutate(lambda s: s.remove(element))
+
+
+def _decode_tag(update: bytes) -> str:
+    tag = msgspec.msgpack.decode(update)[0]
+    assert isinstance(tag, str)
+    return tag

@@ -20,13 +20,16 @@ ormap      ``ORMap`` of ``mvreg`` values                ``doc.map``: assign(key,
 Sync of the state-based kinds (:class:`StateField`): each field keeps a version vector
 over its replicas' mutation counters (``(replica, seq)`` per local mutation).  A local
 mutation's delta is pushed as ``["d", replica, seq, delta]``; a peer whose digest shows
-an older version gets the full state ``["s", version, state]`` (a join, so any state is a
-valid answer).  The text kind syncs by its own version vector and ``encode_since``.
+an older version gets the deltas it lacks from a bounded in-memory buffer of recent
+deltas per origin when that covers its gap, else the full state ``["s", version, state]``
+(a join, so any state is a valid answer).  The text kind syncs by its own version vector
+and ``encode_since``.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
@@ -53,8 +56,10 @@ T = TypeVar("T", bound=StateCRDT)
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder()
-MAX_TEXT_INSERT_CHARS = 256 * 1024
-"""A single insert is at most this long (bigger ones are split: bounded update sizes)."""
+MAX_BUFFERED_DELTAS = 1024
+"""Recent deltas a state-based field keeps (all origins together) to answer lagging peers."""
+MAX_DELTAS_PER_ANSWER = 256
+"""A peer lacking more deltas than this gets the full state instead."""
 
 
 def plain(value: Any) -> Any:
@@ -69,12 +74,20 @@ def plain(value: Any) -> Any:
 
 
 class StateField(FieldState, Generic[T]):
-    """A field holding a state-based CRDT, with a version vector over its mutations."""
+    """A field holding a state-based CRDT, with a version vector over its mutations.
+
+    Recent deltas are kept per origin (``(origin, seq)`` → payload, contiguous up to
+    ``vv[origin]``, at most :data:`MAX_BUFFERED_DELTAS` in all, in memory only): a peer
+    whose gap they cover gets those deltas, any other the full state.
+    """
 
     def __init__(self, replica: str) -> None:
         super().__init__(replica)
         self.state: T = self.new_state(replica)
         self.vv: dict[str, int] = {}
+        self._deltas: dict[str, deque[bytes]] = {}
+        """Per origin, the payloads of its deltas ``vv[origin] - len + 1 .. vv[origin]``."""
+        self._buffered = 0
 
     def new_state(self, replica: str) -> T:
         """The bottom state of this kind's CRDT."""
@@ -84,9 +97,21 @@ class StateField(FieldState, Generic[T]):
         return dict(self.vv)
 
     def updates_since(self, version: Mapping[str, int], max_bytes: int) -> list[bytes]:
+        """The buffered deltas a replica at ``version`` lacks when they cover its whole gap
+        (and are not many), else the full state."""
         if dominated(self.vv, version):
             return []
-        return [self._full()]
+        payloads: list[bytes] = []
+        for origin, counter in sorted(self.vv.items()):
+            have = version.get(origin, 0)
+            if counter <= have:
+                continue
+            buffered = self._deltas.get(origin, ())
+            missing = counter - have
+            if len(buffered) < missing or len(payloads) + missing > MAX_DELTAS_PER_ANSWER:
+                return [self._full()]
+            payloads.extend(list(buffered)[len(buffered) - missing :])
+        return payloads
 
     def _full(self) -> bytes:
         return _ENCODER.encode(["s", self.vv, self.state.to_wire()])
@@ -96,7 +121,24 @@ class StateField(FieldState, Generic[T]):
         delta = mutation(self.state)
         seq = self.vv.get(self.replica, 0) + 1
         self.vv[self.replica] = seq
-        return _ENCODER.encode(["d", self.replica, seq, delta.to_wire()])
+        payload = _ENCODER.encode(["d", self.replica, seq, delta.to_wire()])
+        self._remember(self.replica, payload)
+        return payload
+
+    def _remember(self, origin: str, payload: bytes) -> None:
+        """Buffer the delta that just advanced ``vv[origin]`` by one (evicting old ones)."""
+        self._deltas.setdefault(origin, deque()).append(payload)
+        self._buffered += 1
+        while self._buffered > MAX_BUFFERED_DELTAS:
+            longest = max(sorted(self._deltas), key=lambda o: len(self._deltas[o]))
+            self._deltas[longest].popleft()
+            self._buffered -= 1
+
+    def _forget(self, origin: str) -> None:
+        """``vv[origin]`` jumped (a full state): its buffered deltas no longer reach it."""
+        dropped = self._deltas.pop(origin, None)
+        if dropped:
+            self._buffered -= len(dropped)
 
     def apply(self, payload: bytes) -> bool:
         tag, origin_or_vv, *rest = _decode_update(payload)
@@ -114,6 +156,7 @@ class StateField(FieldState, Generic[T]):
         changed = self._absorb(wire)
         if self.vv.get(origin, 0) == seq - 1:
             self.vv[origin] = seq
+            self._remember(origin, _ENCODER.encode(["d", origin, seq, wire]))
             changed = True
         return changed
 
@@ -123,6 +166,7 @@ class StateField(FieldState, Generic[T]):
         for replica, counter in checked.items():
             if counter > self.vv.get(replica, 0):
                 self.vv[replica] = counter
+                self._forget(replica)
                 changed = True
         return changed
 
