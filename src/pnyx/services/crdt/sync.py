@@ -345,6 +345,7 @@ class DocSync:
             "partitioned_from": sorted(self.blocked),
             "failed": self.doc.failed,
             "stats": self.stats.as_dict(),
+            "connections_rejected": dict(sorted(self.transport.stats.rejected.items())),
             "fields": [
                 {"name": name, "kind": kind, "version": version}
                 for (name, kind), version in self.doc.versions().items()
