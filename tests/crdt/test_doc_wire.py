@@ -152,8 +152,11 @@ def test_cli_edits_reads_and_refuses_clearly(replica_a: Replica) -> None:
     assert edited.returncode == 0, edited.stderr
     assert '"version": {"a.' in edited.stdout
     assert _cli("edit", address, "pncounter", "n", "increment", "4").returncode == 0
+    assert _cli("edit", "--json", address, "ormap", "m", "assign", "k", "[5]").returncode == 0
     got = _cli("get", address)
-    assert got.stdout.strip() == '{"n": {"pncounter": 4}, "tags": {"orset": ["red"]}}'
+    assert got.stdout.strip() == (
+        '{"m": {"ormap": {"k": [[5]]}}, "n": {"pncounter": 4}, "tags": {"orset": ["red"]}}'
+    )
     bad = _cli("edit", address, "pncounter", "n", "increment", "four")
     assert bad.returncode == 2 and "must be an integer, got 'four'" in bad.stderr
     refused = _cli("edit", address, "text", "t", "insert", "5", "x")

@@ -211,13 +211,18 @@ def _edit_args(kind: str, action: str, args: tuple[str, ...], as_json: bool) -> 
             except ValueError:
                 fail(f"{kind} {action}: argument {index + 1} must be an integer, got {arg!r}")
         elif as_json and kind != "text":
-            try:
-                out.append(json.loads(arg))
-            except ValueError as exc:
-                fail(f"{kind} {action}: argument {arg!r} is not JSON ({exc})")
+            out.append(_json_or_text(arg))
         else:
             out.append(arg)
     return out
+
+
+def _json_or_text(arg: str) -> Any:
+    """``arg`` parsed as JSON when it is valid JSON (``5``, ``"5"``, ``[1]``), else itself."""
+    try:
+        return json.loads(arg)
+    except ValueError:
+        return arg
 
 
 @click.command("edit", context_settings={"ignore_unknown_options": True})
@@ -226,7 +231,13 @@ def _edit_args(kind: str, action: str, args: tuple[str, ...], as_json: bool) -> 
 @click.argument("field")
 @click.argument("action")
 @click.argument("args", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="Read set/register/map values as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Read each non-text argument as JSON when it is valid JSON (5 is a number, "
+    '\'"5"\' a string), else as a string.',
+)
 def edit(
     address: str, kind: str, field: str, action: str, args: tuple[str, ...], as_json: bool
 ) -> None:
