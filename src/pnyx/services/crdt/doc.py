@@ -51,6 +51,7 @@ from pnyx.services.crdt.kinds import (
     TwoPSetHandle,
 )
 from pnyx.services.crdt.messages import FieldPayload
+from pnyx.services.crdt.names import check_replica_name
 from pnyx.services.crdt.store import (
     FieldImage,
     Owner,
@@ -62,10 +63,10 @@ from pnyx.services.crdt.store import (
     remove_temp_files,
     write_snapshot,
 )
+from pnyx.services.crdt.text_field import TextField, TextHandle
 
 if TYPE_CHECKING:
     from pnyx.services.crdt.sync import DocSync
-    from pnyx.services.crdt.text_field import TextHandle
 
 log = logging.getLogger("pnyx.services.crdt")
 
@@ -142,7 +143,16 @@ class DocConfig:
 
 
 class CrdtDoc:
-    """One replica of a document of CRDT fields (see the module docstring)."""
+    """One replica of a document of CRDT fields (see the module docstring).
+
+    ``replica`` names this replica among its peers; ``doc_id`` names the document (every
+    replica of it uses the same); ``data_dir`` makes it durable (None: in memory, a new
+    incarnation each time); ``listen`` and ``peers`` (name → address, every other
+    replica) are for :meth:`start`; ``kinds`` adds field kinds of the program's own
+    (:class:`~pnyx.services.crdt.fields.FieldState` subclasses).  Opening a data directory
+    that is damaged or belongs to another replica raises
+    :class:`~pnyx.services.crdt.store.StoreError` and changes nothing.
+    """
 
     def __init__(
         self,
@@ -155,8 +165,6 @@ class CrdtDoc:
         config: DocConfig | None = None,
         kinds: Iterable[type[FieldState]] = (),
     ) -> None:
-        from pnyx.services.crdt.names import check_replica_name
-
         self.replica = check_replica_name(replica)
         self.doc_id = check_replica_name(doc_id, what="document id")
         self.data_dir = data_dir
@@ -235,8 +243,6 @@ class CrdtDoc:
 
     def text(self, name: str) -> TextHandle:
         """Handle of text field ``name``: ``insert(pos, s)``, ``delete(pos, n)``, ``value()``."""
-        from pnyx.services.crdt.text_field import TextHandle
-
         return TextHandle(self, name)
 
     def counter(self, name: str) -> CounterHandle:
@@ -525,10 +531,5 @@ class CrdtDoc:
 
 
 def _builtin_kinds() -> dict[str, type[FieldState]]:
-    kinds: dict[str, type[FieldState]] = {cls.kind: cls for cls in STATE_KINDS}
-    try:
-        from pnyx.services.crdt.text_field import TextField
-    except ImportError:  # the text CRDT is not installed yet (pnyx.protocols.crdt.text)
-        return kinds
-    kinds[TextField.kind] = TextField
-    return kinds
+    kinds: tuple[type[FieldState], ...] = (TextField, *STATE_KINDS)
+    return {cls.kind: cls for cls in kinds}
