@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pnyx.protocols.crdt import (
+    TYPES,
     AWORSet,
     CausalContext,
     GCounter,
@@ -213,3 +216,21 @@ def test_bad_input_names_the_value() -> None:
         GSet("")
     with pytest.raises(ValueError, match="encodable"):
         MVRegister("a").write(object())
+
+
+_plain = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["", "a", "ormap", "orset"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["a", "b"]), inner),
+    max_leaves=12,
+)
+
+
+@pytest.mark.parametrize("name", sorted(TYPES))
+@settings(max_examples=150, deadline=None)
+@given(data=_plain)
+def test_garbage_wire_data_raises_only_wire_error(name: str, data: object) -> None:
+    try:
+        state = TYPES[name].from_wire("r", data)
+    except WireError:
+        return
+    assert TYPES[name].from_wire("r", state.to_wire()) == state  # accepted: well-formed
