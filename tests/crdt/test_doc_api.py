@@ -30,6 +30,7 @@ from pnyx.services.crdt import (
 from pnyx.services.crdt.fields import dominated
 from pnyx.services.crdt.kinds import MAX_BUFFERED_DELTAS, ORSetField
 from pnyx.services.crdt.messages import FieldVersion, SyncDigest
+from pnyx.services.crdt.store import UpdateLog
 from pnyx.services.crdt.text_field import TextField
 
 WAIT_S = 60.0
@@ -565,3 +566,37 @@ def _decode_tag(update: bytes) -> str:
     tag = msgspec.msgpack.decode(update)[0]
     assert isinstance(tag, str)
     return tag
+
+
+def test_a_store_failure_stops_edits_and_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        docs = make_group(["a", "b"], tmp_path)
+        try:
+            for doc in docs.values():
+                await doc.start()
+            docs["a"].counter("n").increment(1)
+            await wait_for(lambda: docs["b"].counter("n").value() == 1, "first edit synced")
+
+            def broken_sync() -> None:
+                raise OSError(5, "Input/output error")
+
+            log_a = docs["a"]._log
+            assert isinstance(log_a, UpdateLog)
+            monkeypatch.setattr(log_a, "sync", broken_sync)  # a's disk fails, not b's
+            with pytest.raises(DocError, match="edit not durable"):
+                docs["a"].counter("n").increment(5)  # in a's memory, not on its disk
+            assert "Input/output error" in str(docs["a"].failed)
+            with pytest.raises(DocError, match="stopped accepting edits"):
+                docs["a"].counter("n").increment(1)
+            sync_b = docs["b"].sync
+            assert sync_b is not None
+            asked = sync_b.stats.digests_sent
+            await wait_for(lambda: sync_b.stats.digests_sent >= asked + 5, "b keeps asking")
+            assert docs["b"].counter("n").value() == 1  # the undurable edit never left a
+        finally:
+            monkeypatch.undo()
+            await stop_all(docs)
+
+    asyncio.run(scenario())

@@ -341,8 +341,8 @@ class CrdtDoc:
         Raises :class:`RemoteUpdateError` on the first malformed payload (those before it
         stay applied: each was valid on its own).
         """
-        if self.closed:
-            return []
+        if self.closed or self.failed is not None:
+            return []  # a failed replica takes nothing more in (see DocSync.send_digests)
         changed: list[FieldKey] = []
         logged: list[Update] = []
         try:

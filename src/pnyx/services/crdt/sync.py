@@ -148,6 +148,8 @@ class DocSync:
 
     def push(self, payloads: list[FieldPayload]) -> None:
         """Send a local edit's payloads to every reachable peer at once."""
+        if self.doc.failed is not None:
+            return
         for batch in self._batches(payloads):
             message = SyncUpdates(self.doc.replica, batch)
             for name in self.reachable():
@@ -155,7 +157,13 @@ class DocSync:
                 self.stats.update_messages_sent += 1
 
     def send_digests(self) -> None:
-        """One anti-entropy round: tell every reachable peer what this replica has."""
+        """One anti-entropy round: tell every reachable peer what this replica has.
+
+        A failed replica (store error, stale files) sends nothing: what it holds in memory
+        may not be durable, and its operation ids could repeat after a restart.
+        """
+        if self.doc.failed is not None:
+            return
         digests = self._digests()
         for name in self.reachable():
             for digest in digests:
@@ -254,6 +262,8 @@ class DocSync:
     def _answer_digest(self, name: str, digest: SyncDigest) -> None:
         theirs = {(f.name, f.kind): f.version for f in digest.fields}
         self._check_identity(name, theirs)
+        if self.doc.failed is not None:
+            return
         payloads: list[FieldPayload] = []
         budget = self.config.max_message_bytes - PAYLOAD_OVERHEAD_BYTES
         for key, mine in self.doc.versions().items():
