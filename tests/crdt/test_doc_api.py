@@ -600,3 +600,34 @@ def test_a_store_failure_stops_edits_and_sync(
             await stop_all(docs)
 
     asyncio.run(scenario())
+
+
+def test_a_batch_syncs_once_then_pushes_and_notifies() -> None:
+    async def scenario() -> None:
+        docs = make_group(["a", "b"], None)
+        events: list[ChangeEvent] = []
+        docs["a"].on_change(events.append)
+        try:
+            for doc in docs.values():
+                await doc.start()
+            await wait_for(lambda: docs["a"].sync is not None and docs["a"].sync.reachable()
+                           == ["b"], "connected")
+            with docs["a"].batch():
+                for i in range(50):
+                    docs["a"].counter("n").increment(1)
+                    docs["a"].set("s").add(i)
+                assert events == []  # not durable yet: nobody is told
+                sync_a = docs["a"].sync
+                assert sync_a is not None
+                heard = sync_a.stats.digests_received
+                await wait_for(lambda: sync_a.stats.digests_received >= heard + 3, "b asks")
+                assert docs["b"].counter("n").value() == 0  # a answered nothing meanwhile
+            assert len(events) == 100 and all(e.local for e in events)
+            await wait_for(lambda: docs["b"].counter("n").value() == 50, "pushed after")
+            outer, inner = docs["a"].batch(), docs["a"].batch()
+            with pytest.raises(DocError, match="not re-entrant"), outer, inner:
+                pass
+        finally:
+            await stop_all(docs)
+
+    asyncio.run(scenario())

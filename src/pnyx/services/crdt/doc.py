@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -178,6 +179,8 @@ class CrdtDoc:
         self.owner = Owner(self.replica, self.doc_id, secrets.token_hex(4))
         """Replica, document and incarnation (read from ``data_dir`` when it has one)."""
         self._callbacks: list[ChangeCallback] = []
+        self._held: list[FieldPayload] | None = None
+        """Local updates of the open :meth:`batch` (None outside one)."""
         self._sync: DocSync | None = None
         self._log: UpdateLog | None = None
         self._lock: LockHandle | None = None
@@ -310,16 +313,49 @@ class CrdtDoc:
 
     def commit_local(self, name: str, state: FieldState, mutate: Callable[[], bytes]) -> bytes:
         """Run ``mutate`` (a local mutation of ``state`` returning its update payload), make
-        the payload durable, push it to peers and notify callbacks.  Returns the payload."""
+        the payload durable, push it to peers and notify callbacks.  Returns the payload.
+
+        Inside :meth:`batch` the sync, the push and the callbacks wait for the batch's end.
+        """
         self._check_writable()
         payload = mutate()
         kind = state.kind
+        if self._held is not None:
+            self._persist([Update(name, kind, payload)], sync=False)
+            self._held.append(FieldPayload(name, kind, payload))
+            return payload
         self._persist([Update(name, kind, payload)], sync=True)
-        if self._sync is not None:
-            self._sync.push([FieldPayload(name, kind, payload)])
-        self._notify(ChangeEvent(name, kind, True, self.replica))
-        self._maybe_compact()
+        self._publish([FieldPayload(name, kind, payload)])
         return payload
+
+    def _publish(self, payloads: list[FieldPayload]) -> None:
+        """Durable local updates: push them, tell the callbacks, maybe compact."""
+        if self._sync is not None and payloads:
+            self._sync.push(payloads)
+        for item in payloads:
+            self._notify(ChangeEvent(item.name, item.kind, True, self.replica))
+        self._maybe_compact()
+
+    @property
+    def holding(self) -> bool:
+        """True inside :meth:`batch`: local updates exist that are not durable yet."""
+        return self._held is not None
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group local edits: one ``fdatasync`` for all of them when the block ends; then
+        they are pushed and the callbacks run.  Until then the replica answers no peer
+        (its state holds edits that are not durable).  Not re-entrant."""
+        if self._held is not None:
+            raise DocError("batch() is not re-entrant")
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held:
+                self._persist([], sync=True)
+                self._publish(held)
 
     def _check_writable(self) -> None:
         if self.closed:

@@ -262,8 +262,8 @@ class DocSync:
     def _answer_digest(self, name: str, digest: SyncDigest) -> None:
         theirs = {(f.name, f.kind): f.version for f in digest.fields}
         self._check_identity(name, theirs)
-        if self.doc.failed is not None:
-            return
+        if self.doc.failed is not None or self.doc.holding:
+            return  # failed: see send_digests; holding: a batch's edits are not durable yet
         payloads: list[FieldPayload] = []
         budget = self.config.max_message_bytes - PAYLOAD_OVERHEAD_BYTES
         for key, mine in self.doc.versions().items():
