@@ -280,6 +280,9 @@ def test_control_client_edits_reads_and_is_refused_clearly(tmp_path: Path) -> No
                 assert reply == {"version": {docs["a"].origin: 1}}
                 assert (await client.get("tags")) == ["x"]
                 assert (await client.get()) == {"tags": {"orset": ["x"]}}
+                await client.edit("ormap", "m", "assign", 3, "int key")
+                await client.edit("ormap", "m", "assign", b"k", "bytes key")
+                assert (await client.get("m")) == [[3, ["int key"]], [b"k", ["bytes key"]]]
                 with pytest.raises(DocRequestError, match="action must be one of"):
                     await client.edit("orset", "tags", "explode")
                 with pytest.raises(DocRequestError, match="unknown kind 'nope'"):

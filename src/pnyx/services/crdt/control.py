@@ -12,7 +12,8 @@ Requests (``op``):
   replica was started with ``allow_test_partitions``.
 
 Bad requests get ``ok=False`` and an error message naming the offending value; they never
-disturb the replica.
+disturb the replica.  A map keyed by int or bytes is answered as a list of ``[key, value]``
+pairs (the wire takes only str keys).
 """
 
 from __future__ import annotations
@@ -35,7 +36,19 @@ def handle_request(sync: DocSync, request: DocRequest) -> DocReply:
         value = _dispatch(sync, request)
     except (DocError, ValueError, TypeError, IndexError, KeyError) as exc:
         return DocReply(request.request_id, False, None, f"{request.op}: {exc}")
-    return DocReply(request.request_id, True, value)
+    return DocReply(request.request_id, True, wire_safe(value))
+
+
+def wire_safe(value: Any) -> Any:
+    """``value`` with every dict that has a non-str key (a map keyed by int or bytes) as a
+    list of ``[key, value]`` pairs: the wire encoding only takes str keys."""
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {k: wire_safe(v) for k, v in value.items()}
+        return [[k, wire_safe(v)] for k, v in value.items()]
+    if isinstance(value, list | tuple):
+        return [wire_safe(v) for v in value]
+    return value
 
 
 def _dispatch(sync: DocSync, request: DocRequest) -> Any:
