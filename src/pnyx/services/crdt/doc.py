@@ -14,12 +14,15 @@ One replica of a document, usable embedded in an asyncio program or served by
 A field is named and typed: ``doc.text("x")`` and ``doc.counter("x")`` are two fields.
 
 Durability: with a ``data_dir``, a local edit is appended to the update log and
-``fdatasync``\\ ed before the mutating call returns (``DocConfig.fsync=False`` skips the
-sync: benchmarks only — a crashed replica may then have sent operations it forgot, and must
-come back under a new id).  Nothing is sent to a peer before it is durable, so a replica
-restarted from its data directory never reuses an operation id.  Updates received from peers
-are appended without their own sync (the next local edit's sync, or the sync loop's, covers
-them); a crash may lose them and anti-entropy fetches them again.
+``fdatasync``\\ ed before the mutating call returns, or once at the end of a
+:meth:`CrdtDoc.batch` block (``DocConfig.fsync=False`` skips the sync: benchmarks only —
+after a power failure such a replica may have lost edits it had sent; move its data
+directory aside so that it comes back as a new incarnation).  Nothing is sent to a peer
+before it is durable, so a replica restarted from its data directory never reuses an
+operation id; one whose directory is lost starts a new incarnation (new operation ids).
+Updates received from peers are appended without their own sync (the next local edit's
+sync, or the sync loop's, covers them); a crash may lose them and anti-entropy fetches them
+again.
 
 A store failure (disk full, I/O error) stops the document: later edits raise
 :class:`DocError` (fail-stop, rather than accepting edits it cannot keep).
