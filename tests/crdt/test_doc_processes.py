@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from pnyx.services.crdt import DocClient, DocRequestError
 
 CLI = [sys.executable, "-m", "pnyx", "crdt"]
@@ -277,7 +279,8 @@ async def _scenario(replicas: dict[str, Replica]) -> None:
 
 async def _edit_then_kill(editor: Editor, client: DocClient, replica: Replica) -> None:
     await edit_rounds(editor, client, 10)
-    await client.partition("a", "b")  # alone now: what it acknowledges only its disk has
+    others = [n for n in NAMES if n != replica.name]
+    await client.partition(*others)  # alone now: what it acknowledges only its disk has
     before_kill = len(editor.acked)
     for _ in range(100):  # until it has acknowledged a few tokens of its own
         await editor.step(client)
@@ -298,6 +301,38 @@ async def _edit_then_kill(editor: Editor, client: DocClient, replica: Replica) -
         editor.maybe.remove(token)
         editor.acked.append(token)
     assert replica.proc is not None and replica.proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.soak
+def test_soak_processes_through_repeated_partitions_and_kills() -> None:
+    """make soak: 50 cycles, each isolating one replica and killing another mid-edit."""
+    with replica_group() as replicas:
+        start_group(replicas)
+        asyncio.run(_soak(replicas, cycles=50, seed=7))
+
+
+async def _soak(replicas: dict[str, Replica], cycles: int, seed: int) -> None:
+    rng = random.Random(seed)
+    editors = {name: Editor(name, random.Random(rng.random())) for name in NAMES}
+    clients = {name: await connect(r) for name, r in replicas.items()}
+    try:
+        for _ in range(cycles):
+            isolated, victim = rng.sample(NAMES, 2)
+            await clients[isolated].partition(*(n for n in NAMES if n != isolated))
+            await asyncio.gather(
+                *(edit_rounds(editors[n], clients[n], 20) for n in NAMES if n != victim),
+                _edit_then_kill(editors[victim], clients[victim], replicas[victim]),
+            )
+            await clients[victim].close()
+            replicas[victim].start()
+            clients[victim] = await connect(replicas[victim])
+            await asyncio.gather(*(edit_rounds(editors[n], clients[n], 5) for n in NAMES))
+            await clients[isolated].heal()
+        final = await wait_converged(clients, editors)
+    finally:
+        for client in clients.values():
+            await client.close()
+    _check_final_text(final, editors)
 
 
 def _check_final_text(final: str, editors: dict[str, Editor]) -> None:
