@@ -15,9 +15,11 @@ What keeps it tractable in practice here:
    each process and the current writer of each key, memoised), where a read is taken as
    soon as its value is current (no other order needs trying: it changes nothing), a
    write of x is allowed only once every read of x's current value has been taken
-   (values are unique, so an overwritten value never returns), and writes some blocked
-   read is waiting for are tried first;
-3. a bound (``max_states``, ``timeout_s``): past it the verdict is ``unknown``.
+   (values are unique, so an overwritten value never returns), and the writes invoked
+   earliest are tried first;
+3. the orders every witness must contain are saturated first (``_Forced``) and the search
+   keeps to them; their topological order is often a witness already;
+4. a bound (``max_states``, ``timeout_s``): past it the verdict is ``unknown``.
 
 The search is exponential in the number of processes in the worst case (the state space
 is at most the product of the process lengths times the writers). A failure is shrunk to
@@ -27,6 +29,7 @@ order valid, so a sub-history that fails shows that the whole one does).
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +37,7 @@ from typing import Any
 from pnyx.check.causal import causal_violations
 from pnyx.check.consistency_report import ConsistencyResult, Violation, finish, op_text
 from pnyx.check.history import History, Operation
-from pnyx.check.registers import INIT, NOWHERE, RegisterHistory
+from pnyx.check.registers import INIT, NOWHERE, RegisterHistory, bits
 
 __all__ = ["check_sequential"]
 
@@ -58,14 +61,125 @@ def check_sequential(history: History | Sequence[Operation], *, initial: Any = N
     if reason:
         return finish("sequential", [], time.monotonic() - started, len(ops), reason)
     deadline = None if timeout_s is None else started + timeout_s
-    search = _Search(rh, max_states, deadline)
-    outcome = search.run()
+    forced = _Forced(rh)
+    if forced.saturate() and forced.witness():
+        return finish("sequential", [], time.monotonic() - started, len(ops))
+    search = _Search(rh, max_states, deadline, forced.extra_pred)
+    outcome = False if forced.cyclic else search.run()
     if outcome is None:
         return finish("sequential", [], time.monotonic() - started, len(ops), search.reason)
     if outcome:
         return finish("sequential", [], time.monotonic() - started, len(ops))
     return finish("sequential", [_counterexample(rh, ops, initial, search)],
                   time.monotonic() - started, len(ops))
+
+
+class _Forced:
+    """The orders every witness must contain, saturated (as in axiomatic memory models:
+    a witness exists iff some write order per key makes ``so | rf | ww | rw`` acyclic).
+
+    Starting from ``so | rf``, two rules add edges until nothing changes: a write w' of x
+    before a read r of x that returned w's value is before w (else w' would overwrite it
+    first); a read r that returned w's value is before every write of x after w (values
+    are unique: once overwritten, w's value never returns). A read of the initial value
+    comes before every write of its key. A cycle means no witness exists; otherwise a
+    topological order (earliest invocation first) is tried as the witness.
+    """
+
+    def __init__(self, rh: RegisterHistory, max_rounds: int = 64) -> None:
+        self.rh, self.max_rounds = rh, max_rounds
+        co = rh.causal()
+        self.succ = [list(s) for s in co.succ]
+        self.npred = [len(p) for p in co.pred]
+        self.extra_pred: dict[int, list[int]] = {}  # write node -> nodes forced before it
+        self.cyclic = bool(co.cycles)
+        self.past: list[int] = []
+
+    def _add(self, a: int, b: int) -> None:
+        self.succ[a].append(b)
+        self.npred[b] += 1
+        self.extra_pred.setdefault(b, []).append(a)
+
+    def _order(self) -> list[int] | None:
+        n = len(self.succ)
+        indeg = list(self.npred)
+        call = [a.op.call for a in self.rh.accesses]
+        ready = [(call[i], i) for i in range(n) if indeg[i] == 0]
+        heapq.heapify(ready)
+        order: list[int] = []
+        while ready:
+            _, node = heapq.heappop(ready)
+            order.append(node)
+            for b in self.succ[node]:
+                indeg[b] -= 1
+                if indeg[b] == 0:
+                    heapq.heappush(ready, (call[b], b))
+        return order if len(order) == n else None
+
+    def _closures(self, order: list[int]) -> tuple[list[int], list[int]]:
+        acc = self.rh.accesses
+        n = len(acc)
+        bit = [1 << a.wbit if a.wbit >= 0 else 0 for a in acc]
+        past, future = [0] * n, [0] * n
+        for node in order:
+            mine = past[node] | bit[node]
+            for b in self.succ[node]:
+                past[b] |= mine
+        for node in reversed(order):
+            f = 0
+            for b in self.succ[node]:
+                f |= future[b] | bit[b]
+            future[node] = f
+        return past, future
+
+    def saturate(self) -> bool:
+        """Add forced edges to a fixpoint; False if they form a cycle (or too many rounds)."""
+        if self.cyclic:
+            return False
+        for _ in range(self.max_rounds):
+            order = self._order()
+            if order is None:
+                self.cyclic = True
+                return False
+            past, future = self._closures(order)
+            self.past = past
+            if not self._round(past, future):
+                return True
+        return False
+
+    def _round(self, past: list[int], future: list[int]) -> bool:
+        rh = self.rh
+        added = False
+        for r in rh.reads:
+            km = rh.key_mask.get(r.key, 0)
+            if r.src == INIT:
+                after = km & ~future[r.node]
+            else:
+                wbit = rh.accesses[r.src].wbit
+                for b in bits(past[r.node] & km & ~(1 << wbit) & ~past[r.src]):
+                    self._add(rh.writes[b], r.src)
+                    added = True
+                after = future[r.src] & km & ~future[r.node]
+            for b in bits(after):
+                w = rh.writes[b]
+                if not past[w] & after:  # only the first ones: the rest follow them
+                    self._add(r.node, w)
+                    added = True
+        return added
+
+    def witness(self) -> bool:
+        """Whether the topological order of the forced edges is itself a witness."""
+        order = self._order()
+        if order is None:
+            return False
+        cur: dict[Any, int] = {}
+        for node in order:
+            a = self.rh.accesses[node]
+            if a.is_write:
+                cur[a.key] = node
+            elif a.src != NOWHERE and cur.get(a.key, INIT) != a.src:
+                return False
+        return True
 
 
 class _Search:
@@ -75,12 +189,18 @@ class _Search:
     with an undo trail, so a step costs what it changes, not the history's size.
     """
 
-    def __init__(self, rh: RegisterHistory, max_states: int, deadline: float | None) -> None:
+    def __init__(self, rh: RegisterHistory, max_states: int, deadline: float | None,
+                 extra_pred: dict[int, list[int]] | None = None) -> None:
         self.rh, self.max_states, self.deadline = rh, max_states, deadline
+        self.extra_pred = extra_pred or {}
         self.procs = [[rh.accesses[n] for n in nodes if rh.accesses[n].src != NOWHERE]
                       for _, nodes in sorted(rh.sessions.items())]
         keys = sorted({a.key for a in rh.accesses}, key=repr)
         self.keys = {k: i for i, k in enumerate(keys)}
+        self.where: dict[int, tuple[int, int]] = {}  # node -> (process slot, position)
+        for i, proc in enumerate(self.procs):
+            for j, a in enumerate(proc):
+                self.where[a.node] = (i, j)
         self.left: dict[int, int] = {}  # writer node (init: -1 - key index) -> reads left
         for a in rh.reads:
             slot = self._slot(a)
@@ -176,23 +296,31 @@ class _Search:
         return placed
 
     def _moves(self) -> list[int]:
-        """The processes whose next write may go now, awaited writes first."""
+        """The processes whose next write may go now, earliest invoked first (real time
+        is the likeliest order: a linearizable history is found without backtracking
+        when few processes run concurrently)."""
         pos, cur = self.pos, self.cur
-        awaited = {proc[pos[i]].src for i, proc in enumerate(self.procs)
-                   if pos[i] < len(proc) and not proc[pos[i]].is_write}
         moves: list[tuple[int, int]] = []
         for i, proc in enumerate(self.procs):
             if pos[i] >= len(proc) or not proc[pos[i]].is_write:
                 continue
             w = proc[pos[i]]
-            if self.left.get(cur[self.keys[w.key]], 0) == 0:
-                rank = 0 if w.node in awaited else (1 if self.left.get(w.node, 0) else 2)
-                moves.append((rank, i))
+            if self.left.get(cur[self.keys[w.key]], 0) == 0 and self._preds_done(w.node):
+                moves.append((w.op.call, i))
         return [i for _, i in sorted(moves)]
+
+    def _preds_done(self, node: int) -> bool:
+        for p in self.extra_pred.get(node, ()):
+            i, j = self.where.get(p, (-1, -1))
+            if i >= 0 and self.pos[i] <= j:
+                return False
+        return True
 
     def stuck(self) -> list[Operation]:
         """The next operation of each process where the search got furthest."""
         _, pos = self.best
+        if not pos:  # never searched: the forced orders were already cyclic
+            return []
         return [proc[pos[i]].op for i, proc in enumerate(self.procs) if pos[i] < len(proc)]
 
 
@@ -207,6 +335,10 @@ def _counterexample(rh: RegisterHistory, ops: list[Operation], initial: Any,
             f"failing sub-history ({len(core)} operations, each process in its order):"
             f"\n  {listing}"), core)
     stuck = search.stuck()
+    if not stuck:
+        return Violation("not-sequential", (
+            "the orders every witness must contain (session order, reads-from, and the "
+            "write orders they force) form a cycle"), [])
     listing = "\n  ".join(op_text(op) for op in stuck)
     return Violation("not-sequential", (
         f"no total order keeps every process's order with legal reads; the search placed "
