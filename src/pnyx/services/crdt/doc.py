@@ -79,6 +79,8 @@ FieldKey = tuple[str, str]
 """``(name, kind)``: a field's identity in a document."""
 
 
+MAX_UNKNOWN_KINDS = 64
+"""Distinct unknown field kinds counted (beyond, they are skipped without a count)."""
 MIN_MESSAGE_BYTES = 4096
 """Smallest sync message budget accepted."""
 
@@ -182,6 +184,8 @@ class CrdtDoc:
         self.owner = Owner(self.replica, self.doc_id, secrets.token_hex(4))
         """Replica, document and incarnation (read from ``data_dir`` when it has one)."""
         self._callbacks: list[ChangeCallback] = []
+        self.unknown_kinds: dict[str, int] = {}
+        """Updates skipped per field kind this replica does not know (bounded)."""
         self._held: list[FieldPayload] | None = None
         """Local updates of the open :meth:`batch` (None outside one)."""
         self._sync: DocSync | None = None
@@ -378,7 +382,8 @@ class CrdtDoc:
         """Merge updates received from peer ``origin``; returns the fields that changed.
 
         Raises :class:`RemoteUpdateError` on the first malformed payload (those before it
-        stay applied: each was valid on its own).
+        stay applied: each was valid on its own).  A field of a kind this replica does not
+        know (a program's own kind) is skipped and counted in :attr:`unknown_kinds`.
         """
         if self.closed or self.failed is not None:
             return []  # a failed replica takes nothing more in (see DocSync.send_digests)
@@ -387,6 +392,8 @@ class CrdtDoc:
         try:
             for item in payloads:
                 state = self._remote_field(origin, item)
+                if state is None:
+                    continue
                 try:
                     new = state.apply(item.data)
                 except ValueError as exc:
@@ -405,21 +412,35 @@ class CrdtDoc:
         self._maybe_compact()
         return changed
 
-    def _remote_field(self, origin: str, item: FieldPayload) -> FieldState:
-        """The field an update is for; a new one is added by the caller once it applied."""
+    def _remote_field(self, origin: str, item: FieldPayload) -> FieldState | None:
+        """The field an update is for (None: a kind not known here); a new one is added by
+        the caller once its first update applied."""
         state = self._fields.get((item.name, item.kind))
         if state is not None:
             return state
         cls = self._kinds.get(item.kind)
+        if cls is None:
+            self._unknown_kind(origin, item.kind)
+            return None
         try:
             check_field_name(item.name)
-            if cls is None:
-                raise ValueError(f"unknown field kind {item.kind!r}; known kinds: {self.kinds}")
             if len(self._fields) >= self.config.max_fields:
                 raise ValueError(f"document already holds max_fields={self.config.max_fields}")
         except ValueError as exc:
             raise RemoteUpdateError(f"update from {origin!r}: {exc}") from exc
         return cls(self.origin)
+
+    def _unknown_kind(self, origin: str, kind: str) -> None:
+        if kind not in self.unknown_kinds:
+            if len(self.unknown_kinds) >= MAX_UNKNOWN_KINDS:
+                return
+            log.warning(
+                "crdt_unknown_field_kind kind=%.64r from=%s known=%s: its fields are skipped",
+                kind,
+                origin,
+                self.kinds,
+            )
+        self.unknown_kinds[kind] = self.unknown_kinds.get(kind, 0) + 1
 
     # -- persistence ---------------------------------------------------------------------
 

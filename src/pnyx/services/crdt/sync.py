@@ -356,6 +356,7 @@ class DocSync:
             "failed": self.doc.failed,
             "stats": self.stats.as_dict(),
             "connections_rejected": dict(sorted(self.transport.stats.rejected.items())),
+            "unknown_kinds": dict(sorted(self.doc.unknown_kinds.items())),
             "fields": [
                 {"name": name, "kind": kind, "version": version}
                 for (name, kind), version in self.doc.versions().items()
