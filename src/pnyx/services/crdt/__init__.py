@@ -16,21 +16,45 @@ from pnyx.services.crdt.doc import (
     RemoteUpdateError,
 )
 from pnyx.services.crdt.fields import FieldState
-from pnyx.services.crdt.kinds import EDIT_ACTIONS, StateField
+from pnyx.services.crdt.kinds import (
+    EDIT_ACTIONS,
+    CounterHandle,
+    GCounterHandle,
+    GSetHandle,
+    MapHandle,
+    MVRegisterHandle,
+    RegisterHandle,
+    RWSetHandle,
+    SetHandle,
+    StateField,
+    TwoPSetHandle,
+)
 from pnyx.services.crdt.store import StoreCorruptError, StoreError
+from pnyx.services.crdt.text_field import TextField, TextHandle
 
 __all__ = [
     "EDIT_ACTIONS",
     "ChangeCallback",
     "ChangeEvent",
+    "CounterHandle",
     "CrdtDoc",
     "DocClient",
     "DocConfig",
     "DocError",
     "DocRequestError",
     "FieldState",
+    "GCounterHandle",
+    "GSetHandle",
+    "MVRegisterHandle",
+    "MapHandle",
+    "RWSetHandle",
+    "RegisterHandle",
     "RemoteUpdateError",
+    "SetHandle",
     "StateField",
     "StoreCorruptError",
     "StoreError",
+    "TextField",
+    "TextHandle",
+    "TwoPSetHandle",
 ]
