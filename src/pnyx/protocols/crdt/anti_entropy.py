@@ -160,6 +160,6 @@ class DeltaAntiEntropy(Generic[T]):
             self._buffer and (self._low not in self._buffer or self._seq - 1 not in self._buffer)
         ):
             problems.append(f"buffer keys {sorted(self._buffer)} != [{self._low}, {self._seq})")
-        if any(a > self._seq for a in self._acked.values()):
+        if max(self._acked.values(), default=0) > self._seq:
             problems.append(f"ack beyond counter {self._seq}: {self._acked}")
         return problems
