@@ -11,6 +11,8 @@ What keeps it tractable in practice here:
 
 1. a necessary condition first: sequential consistency implies causal consistency, so
    the polynomial causal checker runs first and any causal bad pattern is the answer;
+   then a sufficient one: a linearizable history (checked per key, bounded) is
+   sequentially consistent;
 2. a depth-first search over interleavings of the processes (state: the position in
    each process and the current writer of each key, memoised), where a read is taken as
    soon as its value is current (no other order needs trying: it changes nothing), a
@@ -34,16 +36,19 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from pnyx.check.causal import causal_violations
 from pnyx.check.consistency_report import ConsistencyResult, Violation, finish, op_text
 from pnyx.check.history import History, Operation
-from pnyx.check.registers import INIT, NOWHERE, RegisterHistory, bits
+from pnyx.check.registers import INIT, NOWHERE, READS, RegisterHistory, bits
 
 __all__ = ["check_sequential"]
 
 MAX_STATES = 2_000_000  # search configurations before the verdict is unknown
 SHRINK_MAX_OPS = 200  # failures this small are shrunk to a minimal sub-history
 _SHRINK_STATES = 20_000
+_LIN_SHORTCUT_S = 10.0  # at most this long trying linearizability first
 
 
 def check_sequential(history: History | Sequence[Operation], *, initial: Any = None,
@@ -61,6 +66,8 @@ def check_sequential(history: History | Sequence[Operation], *, initial: Any = N
     if reason:
         return finish("sequential", [], time.monotonic() - started, len(ops), reason)
     deadline = None if timeout_s is None else started + timeout_s
+    if _linearizable(rh.operations, initial, timeout_s):
+        return finish("sequential", [], time.monotonic() - started, len(ops))
     forced = _Forced(rh)
     if forced.saturate() and forced.witness():
         return finish("sequential", [], time.monotonic() - started, len(ops))
@@ -72,6 +79,19 @@ def check_sequential(history: History | Sequence[Operation], *, initial: Any = N
         return finish("sequential", [], time.monotonic() - started, len(ops))
     return finish("sequential", [_counterexample(rh, ops, initial, search)],
                   time.monotonic() - started, len(ops))
+
+
+def _linearizable(ops: list[Operation], initial: Any, timeout_s: float | None) -> bool:
+    """Linearizable implies sequentially consistent, and linearizability splits by key:
+    a quick, sound shortcut (bounded to a fraction of the budget)."""
+    from pnyx.check.linearizability import check_linearizable
+    from pnyx.check.models import RegisterModel
+
+    as_reads = [msgspec.structs.replace(op, f="read") if op.f in READS else
+                msgspec.structs.replace(op, f="write") for op in ops]
+    budget_s = _LIN_SHORTCUT_S if timeout_s is None else min(_LIN_SHORTCUT_S, timeout_s / 4)
+    result = check_linearizable(as_reads, RegisterModel(initial=initial), timeout_s=budget_s)
+    return result.verdict == "linearizable"
 
 
 class _Forced:
