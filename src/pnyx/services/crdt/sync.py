@@ -56,6 +56,9 @@ log = logging.getLogger("pnyx.services.crdt.sync")
 
 PAYLOAD_OVERHEAD_BYTES = 64
 """Budget charged per payload in a message besides its data (names, msgpack headers)."""
+RESEND_BUILD_FACTOR = 8
+"""An answer is not repeated before this many times the time it took to build (the peer
+applies it more slowly than it was encoded, and sends digests meanwhile)."""
 FRAME_SLACK_BYTES = 4096
 """Room left in a frame for the message around one payload."""
 
@@ -276,8 +279,10 @@ class DocSync:
                 continue
             if self._answered_lately(name, key, mine, their_version):
                 continue
+            built_at = asyncio.get_running_loop().time()
             for data in self.doc.field(*key).updates_since(their_version, budget):
                 payloads.append(FieldPayload(key[0], key[1], data))
+            self._answered_at(name, key, built_at)
         for batch in self._batches(payloads):
             self.transport.send(self._ids[name], SyncUpdates(self.doc.replica, batch))
             self.stats.update_messages_sent += 1
@@ -285,17 +290,26 @@ class DocSync:
     def _answered_lately(
         self, name: str, key: tuple[str, str], mine: dict[str, int], theirs: dict[str, int]
     ) -> bool:
-        """True when the same answer went to ``name`` within ``resend_after_ms`` (else
-        remember that it goes now)."""
+        """True when the same answer went to ``name`` and is not due again yet (else
+        remember that it goes now; :meth:`_answered_at` sets when it is due again)."""
         now = asyncio.get_running_loop().time()
         memo = (name, *key)
         stamp = (tuple(sorted(mine.items())), tuple(sorted(theirs.items())))
         last = self._answered.get(memo)
-        resend_s = self.config.resend_after_ms / 1000.0
-        if last is not None and last[:2] == stamp and now - last[2] < resend_s:
+        if last is not None and last[:2] == stamp and now < last[2]:
             return True
         self._answered[memo] = (*stamp, now)
         return False
+
+    def _answered_at(self, name: str, key: tuple[str, str], built_at: float) -> None:
+        """The answer about ``key`` to ``name`` was built since ``built_at``: the same one
+        is due again after ``resend_after_ms`` plus a few times the building took (a big
+        answer takes the peer longer to apply, and must not be sent again meanwhile)."""
+        now = asyncio.get_running_loop().time()
+        memo = (name, *key)
+        hold_s = self.config.resend_after_ms / 1000.0 + RESEND_BUILD_FACTOR * (now - built_at)
+        mine, theirs, _ = self._answered[memo]
+        self._answered[memo] = (mine, theirs, now + hold_s)
 
     def _check_identity(self, name: str, theirs: Mapping[tuple[str, str], dict[str, int]]) -> None:
         """A peer that saw more of this incarnation's updates than it has: its files are older

@@ -2,9 +2,10 @@
 
 Sync is the text CRDT's own: its version vector (per replica, the highest contiguous op
 counter) is the field's version, and a peer behind it gets ``encode_since(its version)``.
-A remote update is logged as ``encode_since(version before it)`` once it changed the
-version, so ops that waited for a missing predecessor and were released by it are logged
-too (a local edit may depend on them; after a restart it must find them in the log).
+A remote update that changed the version is logged as it came when no op was waiting for
+a missing predecessor before or after it, else as ``encode_since(version before it)``, so
+ops that waited and were released by it are logged too (a local edit may depend on them;
+after a restart it must find them in the log).
 """
 
 from __future__ import annotations
@@ -61,11 +62,15 @@ class TextField(FieldState):
 
     def apply(self, payload: bytes) -> bool:
         before = self.text.version()
+        waiting_before = self.text.pending_ops
         self.text.apply_update(payload)  # ValueError on malformed data, unchanged then
         if self.text.version() == before:
             self.last_new_update = None
             return False
-        self.last_new_update = self.text.encode_since(before)
+        if waiting_before == 0 and self.text.pending_ops == 0:
+            self.last_new_update = None  # all of it applied, nothing else released: log it
+        else:
+            self.last_new_update = self.text.encode_since(before)
         return True
 
     def logged_form(self, payload: bytes) -> bytes:
