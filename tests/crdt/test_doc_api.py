@@ -634,3 +634,17 @@ def test_a_batch_syncs_once_then_pushes_and_notifies() -> None:
             await stop_all(docs)
 
     asyncio.run(scenario())
+
+
+def test_a_text_update_that_releases_waiting_ops_is_logged_with_them() -> None:
+    source = TextField("a.1")
+    first = source.text.insert(0, "hello")
+    second = source.text.insert(5, " world")  # depends on the first
+    replica = TextField("b.1")
+    assert replica.apply(second) is False  # waits for its predecessor: nothing to log
+    assert replica.apply(first) is True
+    logged = replica.logged_form(first)
+    replay = TextField("b.1")
+    replay.apply(logged)
+    assert replay.value() == replica.value() == "hello world"
+    assert replica.apply(first) is False  # a duplicate is not new
