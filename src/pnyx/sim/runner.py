@@ -112,8 +112,9 @@ class SimConfig:
     """Nemesis rules to run, overriding the swarm draw (directed tests); None: the draw's."""
 
     def resolve_swarm(self, spec: ProtocolSpec) -> SwarmDraw | None:
-        """The swarm draw of this run's seed (None without ``swarm``)."""
-        if not self.swarm:
+        """The swarm draw of this run's seed (None without ``swarm``, and for a spec that
+        draws its own schedule: swarm testing does not apply to it)."""
+        if not self.swarm or getattr(spec, "draw_schedule", None) is not None:
             return None
         return draw_swarm(self.seed, spec, self.faults, self.nodes, self.clients)
 
