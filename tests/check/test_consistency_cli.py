@@ -57,6 +57,7 @@ def test_snapshot_isolation_on_transactions() -> None:
     code, out, _ = run(g2, "--model", "list-append", "--format", "edn",
                        "--consistency", "snapshot-isolation")
     assert code == 0 and "snapshot-isolation (" in out
+    assert "allowed by snapshot-isolation: write-skew" in out
     code, out, _ = run(str(LOCAL_HISTORIES / "la-g1c.edn"), "--model", "list-append",
                        "--format", "edn", "--consistency", "snapshot-isolation", "--json")
     record = json.loads(out)

@@ -378,7 +378,8 @@ def _print(outcome: FileOutcome, as_json: bool) -> None:
         return
     if not outcome.error:
         click.echo(f"{outcome.file}: {outcome.verdict} ({outcome.elapsed_s:.3f} s)")
-        if outcome.verdict not in _GOOD and outcome.text:
+        shown = outcome.verdict not in _GOOD or outcome.record.get("allowed")
+        if shown and outcome.text:
             click.echo("  " + outcome.text.replace("\n", "\n  "))
 
 
