@@ -280,7 +280,7 @@ def dissemination(s: Settings) -> list[dict[str, Any]]:
     for size in s.sizes:
         for name in ("swim", "swim-lifeguard"):
             det = replace(detectors()[name], join_last=True)
-            seeds = range(s.size_seeds if size <= 128 else 1)
+            seeds = range(s.size_seeds)
             runs = [run(det, size, seed, "", 10_000, 0.0, crash_at_ms=6_000) for seed in seeds]
             _check(runs)
             joins = [o.join_s for o in runs if o.join_s is not None]
