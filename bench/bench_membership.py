@@ -16,7 +16,8 @@ Measures (see docs/FAILURE_DETECTION.md for the results and how to read them):
 4. messages sent per member per second (loss-free runs);
 5. a plot of detection time against false-positive rate (10 % loss), each detector a curve
    over its tuning parameter: the fixed timeout, the phi threshold, SWIM's suspicion
-   multiplier.  Written as ``fd-tradeoff.png`` into ``--out``.
+   multiplier.  Written as ``fd-tradeoff.png`` into ``--out``;
+6. (``--parts scale`` only) simulator speed: 1,000 SWIM members for 64 virtual seconds.
 
 Every run is one deterministic simulation (``pnyx sim`` specs of
 :mod:`pnyx.sim.specs.membership`, with the loss rate set exactly); the figures depend only on
@@ -305,6 +306,34 @@ def dissemination(s: Settings) -> list[dict[str, Any]]:
     return rows
 
 
+def scale(nodes: int = 1000, fault_ms: int = 60_000) -> list[dict[str, Any]]:
+    """Simulator speed on a large group: CPU and wall time of one run per SWIM variant."""
+    rows = []
+    for name in ("swim", "swim-lifeguard"):
+        spec = membership_spec(detectors()[name], "bench")
+        config = SimConfig(seed=1, nodes=nodes, faults=frozenset({"crash"}), fault_ms=fault_ms)
+        cpu_started, wall_started = time.process_time(), time.perf_counter()
+        result = Simulation(spec, config).run()
+        cpu_s = time.process_time() - cpu_started
+        stats = result.stats
+        rows.append(
+            {
+                "detector": name,
+                "nodes": nodes,
+                "ok": result.ok,
+                "virtual_s": stats.virtual_us / 1e6,
+                "events": stats.events,
+                "ticks": stats.ticks,
+                "deliveries": stats.deliveries,
+                "cpu_s": cpu_s,
+                "wall_s": time.perf_counter() - wall_started,
+                "events_per_cpu_s": stats.events / cpu_s if cpu_s else float("nan"),
+            }
+        )
+        _progress("scale", rows[-1])
+    return rows
+
+
 TUNING: dict[str, tuple[str, list[float]]] = {
     "fixed": ("timeout s", [1.5, 2.0, 3.0, 5.0, 8.0]),
     "phi": ("threshold", [1.0, 2.0, 4.0, 8.0, 12.0]),
@@ -414,7 +443,7 @@ def main() -> int:
     parser.add_argument(
         "--parts",
         default="detection,fp,dissemination,tradeoff",
-        help="comma-separated parts to run",
+        help="comma-separated parts to run (also: scale)",
     )
     args = parser.parse_args()
     s = QUICK if args.quick else Settings()
@@ -443,6 +472,10 @@ def main() -> int:
         png = args.out / "fd-tradeoff.png"
         plot(rows, png, s.nodes)
         print(f"plot: {png}")
+    if "scale" in parts:
+        results["scale"] = rows = scale()
+        cols = ["detector", "nodes", "virtual_s", "events", "ticks", "deliveries", "cpu_s"]
+        print(_table("Simulator speed", rows, [*cols, "wall_s", "events_per_cpu_s"]))
     results["wall_s"] = time.perf_counter() - started
     results["load_end"] = _load()
     print(f"wall {results['wall_s']:.0f} s, load at end {results['load_end']}")
