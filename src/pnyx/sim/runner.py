@@ -66,30 +66,6 @@ LINK_CLOCK_PRUNE = 50_000
 the past constrains nothing), so that a large group's all-pairs traffic stays small."""
 
 
-class SpecRunOptions:
-    """Optional attributes a :class:`ProtocolSpec` (subclass) may have to shape its runs.
-
-    Read with ``getattr`` so that specs without them run exactly as before:
-
-    - ``sim_tick_us: int``: the nominal tick of this protocol's runs (instead of
-      ``SimConfig.tick_us``);
-    - ``tick_slots: int``: when > 0, processes tick in groups: each process's phase is
-      rounded down to one of ``tick_slots`` slots of the period, and all processes of a slot
-      (and period) tick in one event, in id order.  Far fewer heap events for large groups;
-    - ``draw_schedule(seed, nodes, fault_ms, faults) -> Schedule``: the protocol draws its
-      own fault schedule (e.g. crash-stop members, slow members) instead of
-      :func:`~pnyx.sim.schedule.generate`.
-
-    And a :class:`Monitor` (subclass) may have:
-
-    - ``on_step(world, node_id, node)``: called after each step or tick of a live node,
-      before its batches are carried out (e.g. to collect what the node observed);
-    - ``on_fault(world, event, started)``: called when a discrete fault starts or ends;
-    - ``finished(world) -> bool``: polled every ``LIVENESS_POLL_TICKS`` ticks from the
-      start; True ends the run at once (the run showed all it can; ``at_end`` still runs).
-    """
-
-
 @dataclass(frozen=True)
 class SimConfig:
     """Parameters of one simulated run.  ``schedule`` overrides the drawn schedule."""
@@ -114,7 +90,7 @@ class SimConfig:
     def resolve_swarm(self, spec: ProtocolSpec) -> SwarmDraw | None:
         """The swarm draw of this run's seed (None without ``swarm``, and for a spec that
         draws its own schedule: swarm testing does not apply to it)."""
-        if not self.swarm or getattr(spec, "draw_schedule", None) is not None:
+        if not self.swarm or spec.draws_schedule:
             return None
         return draw_swarm(self.seed, spec, self.faults, self.nodes, self.clients)
 
@@ -122,12 +98,11 @@ class SimConfig:
         """The schedule this run uses: the given one, or one drawn from the seed."""
         if self.schedule is not None:
             return self.schedule
-        draw: Callable[[int, int, int, frozenset[str]], Schedule] | None = getattr(
-            spec, "draw_schedule", None
-        )
-        if draw is not None and swarm is None:
+        if spec.draws_schedule and swarm is None:
             nodes = self.nodes if self.nodes is not None else spec.default_nodes
-            return draw(self.seed, nodes, self.fault_ms, self.faults)
+            own = spec.draw_schedule(self.seed, nodes, self.fault_ms, self.faults)
+            if own is not None:
+                return own
         if swarm is not None:
             return generate(
                 self.seed, swarm.nodes, swarm.clients, self.fault_ms, swarm.faults, swarm.intensity
@@ -240,10 +215,9 @@ class Simulation:
         if self.swarm is not None and self.swarm.settings and spec.configure is not None:
             spec = spec.configure(dict(self.swarm.settings))
         self.spec = spec
-        spec_tick_us: int | None = getattr(spec, "sim_tick_us", None)
-        if spec_tick_us is not None and spec_tick_us != config.tick_us:
-            config = replace(config, tick_us=spec_tick_us)
-        self._tick_slots: int = getattr(spec, "tick_slots", 0)
+        if spec.sim_tick_us is not None and spec.sim_tick_us != config.tick_us:
+            config = replace(config, tick_us=spec.sim_tick_us)
+        self._tick_slots = spec.tick_slots
         self.config = config
         self.schedule = config.resolve_schedule(spec, self.swarm)
         sched = self.schedule
@@ -268,12 +242,14 @@ class Simulation:
         self.stats = SimStats()
         self.monitor: Monitor = spec.make_monitor(self._node_ids)
         self._check_events = type(self.monitor).after_event is not Monitor.after_event
-        self._on_step_hook: Callable[[Simulation, int, Node], None] | None = getattr(
-            self.monitor, "on_step", None
+        monitor_type = type(self.monitor)
+        self._on_step_hook: Callable[[Simulation, int, Node], None] | None = (
+            self.monitor.on_step if monitor_type.on_step is not Monitor.on_step else None
         )
-        self._on_fault_hook: Callable[[Simulation, FaultEvent, bool], None] | None = getattr(
-            self.monitor, "on_fault", None
+        self._on_fault_hook: Callable[[Simulation, FaultEvent, bool], None] | None = (
+            self.monitor.on_fault if monitor_type.on_fault is not Monitor.on_fault else None
         )
+        self._polls_finished = monitor_type.finished is not Monitor.finished
         self._finished = False
         self._slow: dict[int, list[int]] = {}
         """node -> processing lags of its active ``slow`` faults (the largest applies)."""
@@ -408,7 +384,7 @@ class Simulation:
                 self._push(phase_us, _TICK, pid, 0, None)
         for (first_us, period_us), procs in groups.items():
             self._push(first_us, _TICKS, period_us, procs, None)
-        if getattr(self.monitor, "finished", None) is not None:
+        if self._polls_finished:
             self._push(tick_us * LIVENESS_POLL_TICKS, _FINISH, None, None, None)
         for index, event in enumerate(sched.events):
             self._push(event.start_us, _FAULT_ON, index, None, None)
@@ -683,7 +659,7 @@ class Simulation:
         )
 
     def _on_finish(self, _a: Any, _b: Any, _c: Any) -> None:
-        if self.monitor.finished(self):  # type: ignore[attr-defined]
+        if self.monitor.finished(self):
             self._finished = True
             if self._tracing:
                 self._trace_event("finished")

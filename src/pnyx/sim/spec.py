@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from pnyx.core import Apply, DurableState, HistoryEvent, Node, NodeFactory, Restore, Rng
 from pnyx.core.node import StateMachine
+from pnyx.sim.schedule import FaultEvent, Schedule
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ class World(Protocol):
         """Client history events so far, stamped with virtual time (ns)."""
         ...
 
+    @property
+    def schedule(self) -> Schedule:
+        """The run's fault schedule (drawn from the seed, or given)."""
+        ...
+
     def node(self, node_id: int) -> Node | None:
         """The live node object, or None while it is crashed."""
         ...
@@ -89,6 +95,19 @@ class Monitor:
 
     def on_restart(self, world: World, node_id: int) -> None:
         """Called after a crashed node was rebuilt from its durable state."""
+
+    def on_step(self, world: World, node_id: int, node: Node) -> None:
+        """Called after each step or tick of a live node, before its batches are carried out
+        (e.g. to collect what the node observed).  Only called when overridden."""
+
+    def on_fault(self, world: World, event: FaultEvent, started: bool) -> None:
+        """Called when a discrete fault starts (``started``) or ends.  Only called when
+        overridden."""
+
+    def finished(self, world: World) -> bool:
+        """Polled every few ticks from the start when overridden: True ends the run at once
+        (it showed all it can; :meth:`at_end` still runs)."""
+        return False
 
     def after_event(self, world: World) -> Violation | None:
         """Safety invariants, checked after every simulator event."""
@@ -153,3 +172,22 @@ class ProtocolSpec:
     strike.  A seed in which such a rule never fires replays byte for byte as without it."""
     swarm_nodes: tuple[int, ...] = ()
     """Cluster sizes a swarm seed draws from (empty: always ``default_nodes``)."""
+    sim_tick_us: int | None = None
+    """The nominal tick of this protocol's runs (None: ``SimConfig.tick_us``)."""
+    tick_slots: int = 0
+    """When > 0, processes tick in groups: each process's phase is rounded down to one of
+    ``tick_slots`` slots of the period, and all processes of a slot (and period) tick in one
+    event, in id order.  Far fewer heap events for large groups."""
+
+    def draw_schedule(
+        self, seed: int, nodes: int, fault_ms: int, faults: frozenset[str]
+    ) -> Schedule | None:
+        """The protocol's own fault schedule for ``seed`` (e.g. crash-stop members, slow
+        members), overriding :func:`pnyx.sim.schedule.generate`; None: no schedule of its
+        own (subclasses that draw one override this, and swarm testing does not apply)."""
+        return None
+
+    @property
+    def draws_schedule(self) -> bool:
+        """True if this spec draws its own fault schedule (:meth:`draw_schedule`)."""
+        return type(self).draw_schedule is not ProtocolSpec.draw_schedule

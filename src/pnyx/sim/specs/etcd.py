@@ -92,7 +92,7 @@ from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
 from pnyx.protocols.raft.config import RaftConfig
 from pnyx.protocols.raft.messages import TakeSnapshot
 from pnyx.protocols.raft.node import LEADER, RaftNode
-from pnyx.sim.schedule import MAX_DRIFT
+from pnyx.sim.schedule import MAX_DRIFT, Schedule
 from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
 from pnyx.sim.specs.etcd_client import (
     KV_FUNCTIONS,
@@ -426,6 +426,10 @@ class _RaftView:
     @property
     def tick_us(self) -> int:
         return self.world.tick_us
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.world.schedule
 
     @property
     def history(self) -> list[HistoryEvent]:

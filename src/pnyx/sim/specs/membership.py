@@ -57,7 +57,7 @@ from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
 TICK_MS = 50
 """Tick of membership runs: probe timeout 10 ticks, gossip 4, probe period 20."""
 TICK_SLOTS = 10
-"""Phase slots of the grouped ticks (see :class:`pnyx.sim.runner.SpecRunOptions`)."""
+"""Phase slots of the grouped ticks (see ``ProtocolSpec.tick_slots``)."""
 WARMUP_MS = 2_000
 """Faults start after this (the group starts formed; this lets timers spread out)."""
 MIN_WINDOW_MS = 10_000
@@ -425,9 +425,7 @@ class MembershipMonitor(Monitor):
     def _setup(self, world: World) -> None:
         if self.accuracy is not None:
             return
-        schedule: Schedule | None = getattr(world, "schedule", None)
-        if schedule is None:
-            raise RuntimeError("the membership monitor needs the run's schedule (world.schedule)")
+        schedule = world.schedule
         slow = any(e.kind == "slow" for e in schedule.events)
         self.accuracy = schedule.network.drop_p == 0 and not slow
         # The fault window plus settling: what the schedule's length has beyond the tail.
@@ -571,11 +569,11 @@ class _NoClient(Outbox):
 
 @dataclass(frozen=True)
 class MembershipSpec(ProtocolSpec):
-    """A :class:`ProtocolSpec` with the optional run shape of
-    :class:`pnyx.sim.runner.SpecRunOptions`: its own tick, grouped ticks, its own faults."""
+    """A :class:`ProtocolSpec` with its own run shape: its own tick, grouped ticks, its own
+    fault schedule."""
 
     detector: Detector | None = None
-    sim_tick_us: int = TICK_MS * 1000
+    sim_tick_us: int | None = TICK_MS * 1000
     tick_slots: int = TICK_SLOTS
 
     def draw_schedule(
