@@ -3,6 +3,7 @@
 Nothing here performs I/O, reads a clock or draws global randomness (import-linter enforced).
 """
 
+from pnyx.core.client import OneAtATimeClient
 from pnyx.core.effects import Apply, ClientReply, Ready, Record, Restore, Send
 from pnyx.core.errors import InvalidMessage
 from pnyx.core.history import EventType, HistoryEvent
@@ -34,6 +35,7 @@ __all__ = [
     "Node",
     "NodeFactory",
     "NodeId",
+    "OneAtATimeClient",
     "Outbox",
     "PersistOp",
     "PutRecord",

@@ -22,18 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
-from pnyx.core import (
-    Apply,
-    ClientReply,
-    HistoryEvent,
-    Message,
-    Outbox,
-    Quiesce,
-    Record,
-    Restore,
-    Rng,
-    Send,
-)
+from pnyx.core import Apply, EventType, HistoryEvent, OneAtATimeClient, Restore, Rng
 from pnyx.protocols.crdt import (
     AWORSet,
     CausalContext,
@@ -361,57 +350,22 @@ SET_BROKEN = Family("set-broken", _broken_set_parts, _set_draw, _set_apply, _set
 # -- client ------------------------------------------------------------------------------
 
 
-class CrdtClient(Outbox):
+class CrdtClient(OneAtATimeClient[ClientOp]):
     """Sends one random op at a time to a random replica (implements :class:`pnyx.core.Node`)."""
 
     def __init__(self, client_id: int, node_ids: tuple[int, ...], rng: Rng, family: Family) -> None:
-        if not node_ids:
-            raise ValueError("a client needs at least one node")
-        super().__init__()
-        self.node_id = client_id
-        self._nodes = node_ids
-        self._rng = rng
+        super().__init__(
+            client_id, node_ids, rng, timeout_ticks=TIMEOUT_TICKS, max_think_ticks=MAX_THINK_TICKS
+        )
         self._family = family
-        self._seq = 0
-        self._in_flight: ClientOp | None = None
-        self._waited_ticks = 0
-        self._think_ticks = rng.randrange(0, MAX_THINK_TICKS)
-        self._stopped = False
 
-    def step(self, msg: Message, from_id: int) -> None:
-        if isinstance(msg, Quiesce):
-            self._stopped = True
-        elif isinstance(msg, ClientReply):
-            op = self._in_flight
-            if op is not None and msg.request_id == op.request_id:
-                self._complete("ok" if msg.ok else "fail", op, msg.result)
+    def _begin_op(self, request_id: int) -> tuple[int, ClientOp, HistoryEvent]:
+        op = ClientOp(request_id, self._family.draw_op(self._rng))  # draws before the node
+        target = self.pick_node()
+        return target, op, HistoryEvent(self.node_id, "invoke", self._family.name, op.op)
 
-    def tick(self) -> None:
-        op = self._in_flight
-        if op is not None:
-            self._waited_ticks += 1
-            if self._waited_ticks >= TIMEOUT_TICKS:
-                self._complete("info", op, None)
-            return
-        if self._stopped:
-            return
-        if self._think_ticks > 0:
-            self._think_ticks -= 1
-            return
-        self._seq += 1
-        op = ClientOp(self._seq, self._family.draw_op(self._rng))
-        self._in_flight = op
-        self._waited_ticks = 0
-        target = self._nodes[self._rng.randrange(0, len(self._nodes))]
-        event = HistoryEvent(self.node_id, "invoke", self._family.name, op.op)
-        self._ready.record.append(Record(event))
-        self._ready.send.append(Send(target, op))
-
-    def _complete(self, outcome: str, op: ClientOp, result: Any) -> None:
-        event = HistoryEvent(self.node_id, outcome, self._family.name, op.op, result)  # type: ignore[arg-type]
-        self._ready.record.append(Record(event))
-        self._in_flight = None
-        self._think_ticks = self._rng.randrange(0, MAX_THINK_TICKS)
+    def _completion(self, outcome: EventType, op: ClientOp, result: Any) -> HistoryEvent:
+        return HistoryEvent(self.node_id, outcome, self._family.name, op.op, result)
 
 
 # -- monitor -----------------------------------------------------------------------------

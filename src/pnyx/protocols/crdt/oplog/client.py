@@ -5,17 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pnyx.core import (
-    CLIENT_ID_BASE,
-    ClientReply,
-    HistoryEvent,
-    Message,
-    Outbox,
-    Quiesce,
-    Record,
-    Rng,
-    Send,
-)
+from pnyx.core import CLIENT_ID_BASE, EventType, HistoryEvent, OneAtATimeClient, Rng
 from pnyx.protocols.crdt.oplog.messages import CrdtEdit
 
 TIMEOUT_TICKS = 30
@@ -37,70 +27,28 @@ Draw = Callable[["OpClient", Rng], dict[str, Any]]
 """Draws the fields of the next edit (``kind`` and its arguments)."""
 
 
-class OpClient(Outbox):
+class OpClient(OneAtATimeClient[CrdtEdit]):
     """Sends one edit at a time to a node (implements :class:`pnyx.core.Node`)."""
 
     def __init__(self, client_id: int, node_ids: tuple[int, ...], rng: Rng, draw: Draw) -> None:
-        if not node_ids:
-            raise ValueError("a client needs at least one node")
-        super().__init__()
-        self.node_id = client_id
+        super().__init__(
+            client_id, node_ids, rng, timeout_ticks=TIMEOUT_TICKS, max_think_ticks=MAX_THINK_TICKS
+        )
         self.index = client_id - CLIENT_ID_BASE
         self.chars_used = 0
         self.last_target: int | None = None
         self.last_kind = ""
-        self._nodes = node_ids
-        self._rng = rng
         self._draw = draw
-        self._seq = 0
-        self._in_flight: CrdtEdit | None = None
-        self._waited_ticks = 0
-        self._think_ticks = rng.randrange(0, MAX_THINK_TICKS)
-        self._stopped = False
 
-    def step(self, msg: Message, from_id: int) -> None:
-        if isinstance(msg, Quiesce):
-            self._stopped = True
-        elif isinstance(msg, ClientReply):
-            edit = self._in_flight
-            if edit is not None and msg.request_id == edit.request_id:
-                self._complete("ok" if msg.ok else "fail", edit)
-
-    def tick(self) -> None:
-        edit = self._in_flight
-        if edit is not None:
-            self._waited_ticks += 1
-            if self._waited_ticks >= TIMEOUT_TICKS:
-                self._complete("info", edit)
-            return
-        if self._stopped:
-            return
-        if self._think_ticks > 0:
-            self._think_ticks -= 1
-            return
-        self._start()
-
-    def pick_node(self) -> int:
-        """A random node."""
-        return self._nodes[self._rng.randrange(0, len(self._nodes))]
-
-    def _start(self) -> None:
-        self._seq += 1
+    def _begin_op(self, request_id: int) -> tuple[int, CrdtEdit, HistoryEvent]:
         fields = self._draw(self, self._rng)
         target = fields.pop("target", None) or self.pick_node()
-        edit = CrdtEdit(self._seq, f"{self.node_id}-{self._seq}", **fields)
-        self._in_flight = edit
-        self._waited_ticks = 0
+        edit = CrdtEdit(request_id, f"{self.node_id}-{request_id}", **fields)
         self.last_target, self.last_kind = target, edit.kind
-        invoke = HistoryEvent(self.node_id, "invoke", edit.kind, edit.edit_id)
-        self._ready.record.append(Record(invoke))
-        self._ready.send.append(Send(target, edit))
+        return target, edit, HistoryEvent(self.node_id, "invoke", edit.kind, edit.edit_id)
 
-    def _complete(self, outcome: str, edit: CrdtEdit) -> None:
-        event = HistoryEvent(self.node_id, outcome, edit.kind, edit.edit_id)  # type: ignore[arg-type]
-        self._ready.record.append(Record(event))
-        self._in_flight = None
-        self._think_ticks = self._rng.randrange(0, MAX_THINK_TICKS)
+    def _completion(self, outcome: EventType, edit: CrdtEdit, result: Any) -> HistoryEvent:
+        return HistoryEvent(self.node_id, outcome, edit.kind, edit.edit_id)
 
 
 def draw_counter(client: OpClient, rng: Rng) -> dict[str, Any]:
