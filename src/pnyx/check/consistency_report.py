@@ -11,13 +11,24 @@ from pathlib import Path
 
 from pnyx.check.history import Operation
 from pnyx.check.models import describe_operation
+from pnyx.check.timeline_html import (
+    BAR_CSS,
+    LANE_PX,
+    LEGEND_CSS,
+    PAGE_CSS,
+    PRE_CSS,
+    VERDICT_CSS,
+    axes,
+    bar,
+    css,
+    outcome_class,
+    page,
+    svg_open,
+)
 
 MAX_PER_NAME = 10  # violations of one name kept in a result (the rest are counted)
 
-_LANE_PX = 26
 _RANK_PX = 30
-_CHAR_PX = 7
-_LEFT_PX = 70
 
 
 @dataclass
@@ -115,14 +126,13 @@ def render_consistency_html(result: ConsistencyResult, operations: Sequence[Oper
     shown = _shown(operations, bad)
     head = html.escape(title or f"pnyx check — {result.model}")
     explanation = html.escape(result.explain()) or f"The history is {result.model}."
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{head}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{head}</h1>"
-            f"<p class='verdict {'good' if result.ok else 'bad'}'>{result.verdict}</p>"
-            f"<p class='legend'><span class='bad'>in the counterexample</span>"
-            f"<span class='other'>other operations</span><span class='info'>info "
-            f"(outcome unknown)</span></p>{_timeline(shown, bad)}"
-            f"<h2>Explanation</h2><pre>{explanation}</pre></body></html>\n")
+    verdict = f"<p class='verdict {'good' if result.ok else 'bad'}'>{result.verdict}</p>"
+    return page(head, _CSS, verdict + _LEGEND + _timeline(shown, bad), explanation)
 
+
+_LEGEND = ("<p class='legend'><span class='bad'>in the counterexample</span>"
+           "<span class='other'>other operations</span><span class='info'>info "
+           "(outcome unknown)</span></p>")
 
 _SHOWN_MAX = 400  # operations drawn: the counterexample and its neighbours in real time
 
@@ -141,34 +151,16 @@ def _shown(operations: Sequence[Operation], bad: set[int]) -> list[Operation]:
 def _timeline(ops: list[Operation], bad: set[int]) -> str:
     if not ops:
         return "<p>(no operations)</p>"
-    ticks = sorted({op.call for op in ops} | {op.ret for op in ops if op.ret is not None})
-    slot = {t: i for i, t in enumerate(ticks)}
-    end = len(ticks) + 1
-    lane = {p: i for i, p in enumerate(sorted({op.process for op in ops}))}
-    width = _LEFT_PX + end * _RANK_PX + 20
-    height = len(lane) * _LANE_PX + 20
-    parts = [f"<svg width='{width}' height='{height}' xmlns='http://www.w3.org/2000/svg'>",
-             _HATCH]
-    for p, i in lane.items():
-        y = i * _LANE_PX + 10
+    box = axes(ops, _RANK_PX)
+    parts = [svg_open(box)]
+    for p, i in box.lane.items():
+        y = i * LANE_PX + 10
         parts.append(f"<text x='4' y='{y + 16}' class='lane'>p{p}</text>")
     for op in ops:
-        start = slot[op.call]
-        stop = slot[op.ret] if op.ret is not None and op.outcome != "info" else end
-        parts.append(_bar(op, lane[op.process], start, stop, op.index in bad))
+        cls = "bad" if op.index in bad else outcome_class(op)
+        parts.append(bar(op, box, _RANK_PX, cls, op_text(op), _short(op)))
     parts.append("</svg>")
     return f"<div class='scroll'>{''.join(parts)}</div>"
-
-
-def _bar(op: Operation, lane: int, start: int, stop: int, bad: bool) -> str:
-    x = _LEFT_PX + start * _RANK_PX
-    w = max(6, (stop - start) * _RANK_PX - 4)
-    y = lane * _LANE_PX + 12
-    cls = "bad" if bad else {"info": "info", "fail": "failed"}.get(op.outcome, "other")
-    label = html.escape(_short(op)[: max(0, (w - 6) // _CHAR_PX)])
-    return (f"<g class='{cls}'><title>{html.escape(op_text(op))}</title>"
-            f"<rect x='{x}' y='{y}' width='{w}' height='18' rx='3'/>"
-            f"<text x='{x + 3}' y='{y + 13}'>{label}</text></g>")
 
 
 def _short(op: Operation) -> str:
@@ -178,24 +170,14 @@ def _short(op: Operation) -> str:
     return f"{op.f} {key}{op.value!r}"
 
 
-_HATCH = ("<defs><pattern id='hatch' width='6' height='6' patternUnits='userSpaceOnUse' "
-          "patternTransform='rotate(45)'><rect width='3' height='6' fill='#f3d27a'/></pattern>"
-          "</defs>")
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-.scroll{overflow-x:auto;border:1px solid #ddd;padding:4px;margin-bottom:1em}
-svg text{font-size:11px;font-family:monospace;pointer-events:none}
-.lane{font-weight:bold}
-g.bad rect{fill:#f4a3a3;stroke:#c0392b;stroke-width:2}
-g.info rect{fill:url(#hatch);stroke:#b8860b}
-g.other rect{fill:#e4e4e4;stroke:#999}
-g.failed rect{fill:#fafafa;stroke:#ccc;stroke-dasharray:3 2}
-.verdict{font-size:1.3em;font-weight:bold}
-.verdict.good{color:#2e7d32}
-.verdict.bad{color:#c0392b}
-.legend span{display:inline-block;margin-right:1em;padding:2px 6px;border-radius:3px}
-.legend .bad{background:#f4a3a3}.legend .info{background:#f3d27a}
-.legend .other{background:#e4e4e4}
-pre{background:#f7f7f7;padding:1em;overflow-x:auto}
-"""
+_CSS = css(
+    *PAGE_CSS,
+    *BAR_CSS,
+    VERDICT_CSS,
+    ".verdict.good{color:#2e7d32}",
+    ".verdict.bad{color:#c0392b}",
+    LEGEND_CSS,
+    ".legend .bad{background:#f4a3a3}.legend .info{background:#f3d27a}",
+    ".legend .other{background:#e4e4e4}",
+    PRE_CSS,
+)
