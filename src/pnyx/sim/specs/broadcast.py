@@ -38,16 +38,20 @@ class BroadcastMonitor(Monitor):
             return Violation("no-duplication", f"node {node_id} delivered {entry.msg_id} twice")
         if not self._was_broadcast(world, entry.msg_id):
             return Violation("no-creation", f"node {node_id} delivered unknown {entry.msg_id}")
-        mine.add(entry.msg_id)
-        self.ever[node_id].add(entry.msg_id)
-        self.everywhere.add(entry.msg_id)
+        self._mark_delivered(node_id, entry.msg_id)
         return None
+
+    def _mark_delivered(self, node_id: int, key: str) -> None:
+        """``node_id`` delivered the message named ``key`` (in this incarnation)."""
+        self.delivered[node_id].add(key)
+        self.ever[node_id].add(key)
+        self.everywhere.add(key)
 
     def on_restart(self, world: World, node_id: int) -> None:
         self.delivered[node_id] = set()
 
     def liveness(self, world: World) -> str | None:
-        acked = {e.value for e in world.history if e.type == "ok"}
+        acked = {str(e.value) for e in world.history if e.type == "ok"}
         stopped = [n for n in self.node_ids if world.stopped(n)]
         # A node stopped on a damaged disk is faulty: what only it delivered (and acknowledged)
         # is owed to no one.
@@ -64,6 +68,7 @@ class BroadcastMonitor(Monitor):
         return None
 
     def _was_broadcast(self, world: World, msg_id: str) -> bool:
+        """Whether a client invoked the broadcast of ``msg_id`` (its ``invoke`` event)."""
         history = world.history
         for event in history[self._seen_history :]:
             if event.type == "invoke":

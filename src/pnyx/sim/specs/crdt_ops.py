@@ -29,10 +29,11 @@ from pnyx.protocols.crdt.oplog.node import (
 )
 from pnyx.protocols.crdt.oplog.orset import AddOp, RemoveOp
 from pnyx.protocols.crdt.oplog.text import TextReplica, make_text_node
-from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
+from pnyx.sim.spec import ProtocolSpec, Violation, World
+from pnyx.sim.specs.broadcast import BroadcastMonitor
 
 
-class CausalMonitor(Monitor):
+class CausalMonitor(BroadcastMonitor):
     """Causal order, no duplication, no creation (safety); agreement after heal (liveness).
 
     Messages are named by a key the client chose (its ``msg_id``/``edit_id``, which the
@@ -44,16 +45,11 @@ class CausalMonitor(Monitor):
     """
 
     def __init__(self, node_ids: tuple[int, ...]) -> None:
-        self.node_ids = node_ids
-        self.delivered: dict[int, set[str]] = {n: set() for n in node_ids}
-        self.ever: dict[int, set[str]] = {n: set() for n in node_ids}
-        self.everywhere: set[str] = set()
+        super().__init__(node_ids)
         self.past: dict[str, frozenset[str]] = {}
         """message key -> keys its origin had delivered before broadcasting it."""
         self.identity: dict[str, tuple[int, int, Any]] = {}
         """message key -> (origin, seq, payload) as first delivered."""
-        self._invoked: set[str] = set()
-        self._seen_history = 0
 
     def key_of(self, entry: CausalEntry) -> str:
         """The client-chosen name of a delivered message."""
@@ -70,7 +66,7 @@ class CausalMonitor(Monitor):
         mine = self.delivered[node_id]
         if key in mine:
             return Violation("no-duplication", f"node {node_id} delivered {key} twice")
-        if not self._was_invoked(world, key):
+        if not self._was_broadcast(world, key):
             return Violation("no-creation", f"node {node_id} delivered unknown {key}")
         ident = (entry.origin, entry.seq, entry.payload)
         first = self.identity.setdefault(key, ident)
@@ -86,9 +82,7 @@ class CausalMonitor(Monitor):
                 f"node {node_id} delivered {key} before {sorted(missing)[:3]}, which its origin "
                 f"{entry.origin} had delivered before broadcasting it",
             )
-        mine.add(key)
-        self.ever[node_id].add(key)
-        self.everywhere.add(key)
+        self._mark_delivered(node_id, key)
         return self.on_delivered(world, node_id, entry, key)
 
     def on_delivered(
@@ -97,32 +91,10 @@ class CausalMonitor(Monitor):
         """Hook for subclasses: ``entry`` passed the checks above and counts as delivered."""
         return None
 
-    def on_restart(self, world: World, node_id: int) -> None:
-        self.delivered[node_id] = set()
-
-    def liveness(self, world: World) -> str | None:
-        acked = {str(e.value) for e in world.history if e.type == "ok"}
-        live = [n for n in self.node_ids if not world.stopped(n)]
-        only_stopped = self.everywhere - set().union(*(self.ever[n] for n in live))
-        must = (self.everywhere | acked) - only_stopped
-        for node_id in live:
-            missing = must - self.delivered[node_id]
-            if missing:
-                return f"node {node_id} has not delivered {len(missing)}: {sorted(missing)[:5]}"
-        return None
-
     def owed(self, world: World) -> set[str]:
         """What every live node must have delivered once liveness is reached."""
         live = [n for n in self.node_ids if not world.stopped(n)]
         return set().union(*(self.ever[n] for n in live))
-
-    def _was_invoked(self, world: World, key: str) -> bool:
-        history = world.history
-        for event in history[self._seen_history :]:
-            if event.type == "invoke":
-                self._invoked.add(str(event.value))
-        self._seen_history = len(history)
-        return key in self._invoked
 
 
 CAUSAL_BROADCAST = ProtocolSpec(
