@@ -208,24 +208,8 @@ class CausalOrder:
             wbit = rh.accesses[node].wbit
             if wbit >= 0:
                 own[c] |= 1 << wbit
-        cpast = [0] * n
-        for c, members in order:
-            acc = 0
-            for m in members:
-                for p in self.pred[m]:
-                    pc = comp[p]
-                    if pc != c:
-                        acc |= cpast[pc] | own[pc]
-            cpast[c] = acc
-        cfuture = [0] * n
-        for c, members in reversed(order):
-            acc = 0
-            for m in members:
-                for s in self.succ[m]:
-                    sc = comp[s]
-                    if sc != c:
-                        acc |= cfuture[sc] | own[sc]
-            cfuture[c] = acc
+        cpast = _reach(order, comp, own, self.pred)
+        cfuture = _reach(order[::-1], comp, own, self.succ)
         past = [0] * n
         later = [0] * len(rh.writes)
         for node, c in enumerate(comp):
@@ -340,3 +324,21 @@ class CausalOrder:
 def bits(mask: int) -> Iterator[int]:
     """The set bits of ``mask``, lowest first."""
     return _bits(mask)
+
+
+def _reach(order: list[tuple[int, list[int]]], comp: list[int], own: list[int],
+           edges: list[list[int]]) -> list[int]:
+    """Per component representative, visited in ``order``: the write bits of every other
+    component reached through ``edges`` (its own writes included), transitively — the
+    strict causal past when ``edges`` is ``pred`` in topological order, the strict future
+    when it is ``succ`` in reverse order."""
+    out = [0] * len(own)
+    for c, members in order:
+        acc = 0
+        for m in members:
+            for e in edges[m]:
+                ec = comp[e]
+                if ec != c:
+                    acc |= out[ec] | own[ec]
+        out[c] = acc
+    return out
