@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,10 +26,10 @@ from pnyx.check.txn_common import Anomaly, mops, process_pairs, realtime_pairs
 from pnyx.check.txn_common import tname as _t
 
 __all__ = ["Anomaly", "SerializabilityResult", "TxnKind", "build_graph", "check_serializable",
-           "describe_cycle", "txn_names"]
+           "describe_cycle", "rw_cycle", "txn_names"]
 
 TxnKind = Literal["list-append", "rw-register"]
-_MAX_RW_TRIES = 256  # rw edges tried per component when looking for a G-single cycle
+_MAX_RW_TRIES = 256  # rw edges tried per component when looking for a cycle through one
 
 
 @dataclass
@@ -306,6 +306,18 @@ def _suffix(cycle: list[Edge], extra: tuple[str, ...]) -> str:
 def _single_rw_cycle(graph: DepGraph, comp: list[int], rw: tuple[str, ...],
                      kinds: tuple[str, ...]) -> list[Edge] | None:
     """A cycle of one rw edge and a path back without rw edges (bounded search)."""
+    return rw_cycle(graph, comp, rw,
+                    lambda start, goal, members: graph.path(start, goal, kinds, members))
+
+
+BackPath = Callable[[int, int, set[int]], list[Edge] | None]
+"""Finds a path from the first node to the second within the members, or None."""
+
+
+def rw_cycle(graph: DepGraph, comp: list[int], rw: tuple[str, ...],
+             back: BackPath) -> list[Edge] | None:
+    """A cycle in the component ``comp``: an rw edge ``a -> b`` closed by ``back(b, a,
+    members)``; gives up after ``_MAX_RW_TRIES`` rw edges without one."""
     members = set(comp)
     tries = 0
     for node in comp:
@@ -313,9 +325,9 @@ def _single_rw_cycle(graph: DepGraph, comp: list[int], rw: tuple[str, ...],
             if edge.dst not in members:
                 continue
             tries += 1
-            back = graph.path(edge.dst, node, kinds, members)
-            if back is not None:
-                return [edge, *back]
+            path = back(edge.dst, node, members)
+            if path is not None:
+                return [edge, *path]
             if tries >= _MAX_RW_TRIES:
                 return None
     return None

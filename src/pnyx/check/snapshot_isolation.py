@@ -19,7 +19,8 @@ transactions, each read what the other wrote) or ``G2-item`` — serializability
 them, SI does not. For rw-register an inferred rw edge may stand for a path ``rw ww...``:
 a cycle found non-adjacent is a real violation, but one that looks adjacent might not be
 (a violation can be missed, never invented). Cost: linear graph building, Tarjan SCCs,
-and per component a bounded search (``_MAX_RW_TRIES`` rw edges, one BFS each).
+and per component a bounded search (``serializability.rw_cycle``: at most 256 rw edges,
+one BFS each).
 """
 
 from __future__ import annotations
@@ -32,12 +33,16 @@ from typing import Any
 from pnyx.check.consistency_report import ConsistencyResult, Violation, finish
 from pnyx.check.graph import DepGraph, Edge
 from pnyx.check.history import History, Operation
-from pnyx.check.serializability import TxnKind, build_graph, describe_cycle, txn_names
+from pnyx.check.serializability import (
+    TxnKind,
+    build_graph,
+    describe_cycle,
+    rw_cycle,
+    txn_names,
+)
 from pnyx.check.txn_common import mops, tname
 
 __all__ = ["check_snapshot_isolation"]
-
-_MAX_RW_TRIES = 256
 
 
 def check_snapshot_isolation(history: History | Sequence[Operation], *,
@@ -105,19 +110,8 @@ def _allowed(graph: DepGraph, comp: list[int], kinds: tuple[str, ...], names: di
 def _nonadjacent_cycle(graph: DepGraph, comp: list[int], rw: tuple[str, ...],
                        plain: tuple[str, ...]) -> list[Edge] | None:
     """A cycle with at least one rw edge and no two rw edges in a row (cyclically)."""
-    members = set(comp)
-    tries = 0
-    for node in comp:
-        for edge in graph.edges(node, rw):
-            if edge.dst not in members:
-                continue
-            back = _path_no_adjacent_rw(graph, edge.dst, node, rw, plain, members)
-            if back is not None:
-                return [edge, *back]
-            tries += 1
-            if tries >= _MAX_RW_TRIES:
-                return None
-    return None
+    return rw_cycle(graph, comp, rw, lambda start, goal, members: _path_no_adjacent_rw(
+        graph, start, goal, rw, plain, members))
 
 
 def _path_no_adjacent_rw(graph: DepGraph, start: int, goal: int, rw: tuple[str, ...],
