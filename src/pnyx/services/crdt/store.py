@@ -224,13 +224,7 @@ def _parse_snapshot(
         raise StoreCorruptError(f"{path}: 'fields' is {type(fields).__name__}, not a list")
     images: list[FieldImage] = []
     for entry in fields:
-        if not (
-            isinstance(entry, list)
-            and len(entry) == 3
-            and isinstance(entry[0], str)
-            and isinstance(entry[1], str)
-            and isinstance(entry[2], bytes)
-        ):
+        if not _is_name_kind_bytes(entry):
             raise StoreCorruptError(f"{path}: bad field entry {entry!r:.200}; {_RECOVER_HINT}")
         images.append(FieldImage(entry[0], entry[1], entry[2]))
     return images, incarnation
@@ -426,15 +420,21 @@ def _parse_record(path: Path, offset: int, body: bytes) -> Update:
         raise StoreCorruptError(
             f"{path} at offset {offset}: record passed its CRC but is not msgpack ({exc})"
         ) from exc
-    if not (
+    if not _is_name_kind_bytes(raw):
+        raise StoreCorruptError(f"{path} at offset {offset}: bad record {raw!r:.200}")
+    return Update(raw[0], raw[1], raw[2])
+
+
+def _is_name_kind_bytes(raw: Any) -> bool:
+    """``raw`` is ``[str, str, bytes]``: a snapshot's field entry or a log record (field
+    name, kind, encoded state or update)."""
+    return (
         isinstance(raw, list)
         and len(raw) == 3
         and isinstance(raw[0], str)
         and isinstance(raw[1], str)
         and isinstance(raw[2], bytes)
-    ):
-        raise StoreCorruptError(f"{path} at offset {offset}: bad record {raw!r:.200}")
-    return Update(raw[0], raw[1], raw[2])
+    )
 
 
 def recover(directory: Path, replica: str, doc: str) -> Recovered:
