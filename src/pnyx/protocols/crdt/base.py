@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import msgspec
+
 ReplicaId = str
 """A replica's name (the simulator uses ``str(node_id)``)."""
 
@@ -19,6 +21,15 @@ Dot = tuple[str, int]
 
 class WireError(ValueError):
     """Wire data that cannot be decoded into a CRDT (says what was wrong and where)."""
+
+
+def convert_wire(data: object, wire_type: Any, what: str) -> Any:
+    """``data`` decoded (``msgspec.convert``) as ``wire_type``, a msgspec type or a union
+    or tuple of them; raises :class:`WireError` naming ``what`` and the (shortened) data."""
+    try:
+        return msgspec.convert(data, wire_type)
+    except msgspec.ValidationError as exc:
+        raise WireError(f"bad {what} {data!r:.120}: {exc}") from exc
 
 
 def check_replica(replica: object) -> ReplicaId:
@@ -163,4 +174,5 @@ __all__ = [
     "check_counter",
     "check_dot",
     "check_replica",
+    "convert_wire",
 ]

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from pnyx.protocols.crdt.base import ReplicaId, WireError, check_replica
+from pnyx.protocols.crdt.base import ReplicaId, WireError, check_replica, convert_wire
 
 MAX_AMOUNT = 2**62
 """Largest magnitude of one increment."""
@@ -50,13 +50,9 @@ class OpCounter:
     @staticmethod
     def decode_op(data: Any) -> CounterOp:
         """An op from its wire form; raises :class:`WireError` on malformed data."""
-        if isinstance(data, CounterOp):
-            op = data
-        else:
-            try:
-                op = msgspec.convert(data, CounterOp)
-            except msgspec.ValidationError as exc:
-                raise WireError(f"bad counter op {data!r}: {exc}") from exc
+        op: CounterOp = (
+            data if isinstance(data, CounterOp) else convert_wire(data, CounterOp, "counter op")
+        )
         _check_amount(op.amount, wire=True)
         return op
 

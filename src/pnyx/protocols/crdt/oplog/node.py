@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import msgspec
-
 from pnyx.core import ClientReply, DurableState, InvalidMessage, Message, Outbox, Rng, is_client
 from pnyx.protocols.broadcast.causal import PENDING_MAX, RETRANSMIT_TICKS, CausalBroadcast
+from pnyx.protocols.crdt.base import convert_wire
 from pnyx.protocols.crdt.oplog.counter import OpCounter
 from pnyx.protocols.crdt.oplog.messages import CrdtEdit, OpPayload
 from pnyx.protocols.crdt.oplog.orset import AddOp, OpORSet
@@ -171,10 +170,8 @@ class OpCrdtNode(Outbox):
 def _payload(payload: Any) -> OpPayload:
     if isinstance(payload, OpPayload):
         return payload
-    try:
-        return msgspec.convert(payload, OpPayload)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"bad op payload {payload!r:.120}: {exc}") from exc
+    decoded: OpPayload = convert_wire(payload, OpPayload, "op payload")
+    return decoded
 
 
 def _check_edit(edit: CrdtEdit, kinds: frozenset[str]) -> None:

@@ -12,7 +12,14 @@ from typing import Any
 
 import msgspec
 
-from pnyx.protocols.crdt.base import Dot, ReplicaId, WireError, check_dot, check_replica
+from pnyx.protocols.crdt.base import (
+    Dot,
+    ReplicaId,
+    WireError,
+    check_dot,
+    check_replica,
+    convert_wire,
+)
 
 MAX_ELEMENT_CHARS = 1024
 """Longest element accepted (elements are strings)."""
@@ -82,13 +89,9 @@ class OpORSet:
     @staticmethod
     def decode_op(data: Any) -> SetOp:
         """An op from its wire form; raises :class:`WireError` on malformed data."""
-        if isinstance(data, AddOp | RemoveOp):
-            op = data
-        else:
-            try:
-                op = msgspec.convert(data, SetOp)
-            except msgspec.ValidationError as exc:
-                raise WireError(f"bad OR-Set op {data!r}: {exc}") from exc
+        op: SetOp = (
+            data if isinstance(data, AddOp | RemoveOp) else convert_wire(data, SetOp, "OR-Set op")
+        )
         try:
             _check_element(op.element)
         except ValueError as exc:

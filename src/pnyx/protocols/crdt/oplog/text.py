@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from pnyx.core import DurableState, Rng
-from pnyx.protocols.crdt.base import ReplicaId, WireError, check_replica
+from pnyx.protocols.crdt.base import ReplicaId, WireError, check_replica, convert_wire
 from pnyx.protocols.crdt.oplog.messages import CrdtEdit
 from pnyx.protocols.crdt.oplog.node import OpCrdtNode
 from pnyx.protocols.crdt.text import FugueText, TextOp
@@ -70,10 +68,7 @@ class OpText:
         if isinstance(data, tuple) and all(isinstance(op, TextOp) for op in data):
             ops: TextOps = data
         else:
-            try:
-                ops = msgspec.convert(data, TextOps)
-            except msgspec.ValidationError as exc:
-                raise WireError(f"bad text ops {data!r:.120}: {exc}") from exc
+            ops = convert_wire(data, TextOps, "text ops")
         if len(ops) > MAX_OPS_PER_EDIT:
             raise WireError(f"{len(ops)} text ops in one edit (max {MAX_OPS_PER_EDIT})")
         for op in ops:
