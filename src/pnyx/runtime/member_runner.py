@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from pnyx.core import InvalidMessage, Message, Node, Rng
 from pnyx.runtime.metrics import MetricsServer, NodeMetrics
+from pnyx.runtime.ticks import DueTicks
 from pnyx.runtime.transport import TASK_STOP_TIMEOUT_S, cancel_and_wait
 from pnyx.runtime.udp import Address, UdpConfig, UdpTransport, make_codec
 
@@ -147,8 +148,7 @@ class MemberRunner:
         self._wake: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending_ticks = 0
-        self._next_tick_at: float | None = None
+        self._due = DueTicks(config.node_id, config.tick_ms, config.max_ticks_per_round, log)
         self._now: Callable[[], float] = time.monotonic
         self._stopping = False
         self._stop_task: asyncio.Future[None] | None = None
@@ -330,37 +330,11 @@ class MemberRunner:
 
     async def _ticker(self) -> None:
         assert self._wake is not None
-        self._next_tick_at = self._now() + self.config.tick_ms / 1000.0
+        self._due.start(self._now())
         while True:
-            await asyncio.sleep(max(0.0, self._next_tick_at - self._now()))
-            self._collect_ticks()
+            await asyncio.sleep(max(0.0, self._due.until_next_s(self._now())))
+            self._due.collect(self._now())
             self._wake.set()
-
-    def _collect_ticks(self) -> None:
-        """Add the ticks that fell due by now to ``_pending_ticks``."""
-        if self._next_tick_at is None:
-            return
-        now = self._now()
-        if now < self._next_tick_at:
-            return
-        period_s = self.config.tick_ms / 1000.0
-        due = int((now - self._next_tick_at) / period_s) + 1
-        self._next_tick_at += due * period_s
-        self._pending_ticks += due
-
-    def _take_ticks(self, node: Node) -> int:
-        """The ticks to deliver this round; beyond ``max_ticks_per_round`` they are dropped
-        and the node's optional ``clock_stalled(missed_ticks)`` is told how many."""
-        self._collect_ticks()
-        pending, self._pending_ticks = self._pending_ticks, 0
-        ticks = min(pending, self.config.max_ticks_per_round)
-        if pending > ticks:
-            log.warning("clock_stalled node=%d missed_ticks=%d delivered_ticks=%d",
-                        self.config.node_id, pending - ticks, ticks)  # fmt: skip
-            stalled = getattr(node, "clock_stalled", None)
-            if callable(stalled):
-                stalled(pending - ticks)
-        return ticks
 
     # -- the driver ----------------------------------------------------------------------
 
@@ -382,7 +356,7 @@ class MemberRunner:
     def _round(self) -> None:
         assert self._wake is not None
         node = self.node
-        ticks = self._take_ticks(node)
+        ticks = self._due.take(self._now(), node)
         stepped = 0
         while stepped < self.config.max_step_batch and self._inbox:
             sender, msg = self._inbox.popleft()

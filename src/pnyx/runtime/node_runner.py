@@ -57,6 +57,7 @@ from pnyx.runtime.datadir import (
 )
 from pnyx.runtime.faultclock import FaultClock
 from pnyx.runtime.metrics import MetricsServer, NodeMetrics
+from pnyx.runtime.ticks import DueTicks
 from pnyx.runtime.transport import (
     TASK_STOP_TIMEOUT_S,
     Address,
@@ -183,8 +184,7 @@ class NodeRunner:
         self._inbox: asyncio.Queue[tuple[int, Message]] | None = None
         self._wake: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending_ticks = 0
-        self._next_tick_at: float | None = None
+        self._due = DueTicks(config.node_id, config.tick_ms, config.max_ticks_per_round, log)
         self.fault_clock: FaultClock | None = None
         """The fault clock the node's time comes from (``RunnerConfig.fault_clock``)."""
         self._now: Callable[[], float] = time.monotonic
@@ -398,10 +398,10 @@ class NodeRunner:
 
     async def _ticker(self) -> None:
         assert self._wake is not None
-        self._next_tick_at = self._now() + self.config.tick_ms / 1000.0
+        self._due.start(self._now())
         while True:
-            await asyncio.sleep(self._sleep_s(self._next_tick_at - self._now()))
-            self._collect_ticks()
+            await asyncio.sleep(self._sleep_s(self._due.until_next_s(self._now())))
+            self._due.collect(self._now())  # each round collects too: it sees a whole stall
             self._wake.set()
 
     def _sleep_s(self, clock_s: float) -> float:
@@ -409,19 +409,6 @@ class NodeRunner:
         if self.fault_clock is not None:
             return self.fault_clock.real_s(clock_s)
         return max(0.0, clock_s)
-
-    def _collect_ticks(self) -> None:
-        """Add the ticks that fell due by now to ``_pending_ticks`` (the ticker and each round
-        call it, so a round right after a stall sees the whole stall)."""
-        if self._next_tick_at is None:
-            return
-        now = self._now()
-        if now < self._next_tick_at:
-            return
-        period_s = self.config.tick_ms / 1000.0
-        due = int((now - self._next_tick_at) / period_s) + 1
-        self._next_tick_at += due * period_s
-        self._pending_ticks += due
 
     # -- the driver ----------------------------------------------------------------------
 
@@ -443,7 +430,7 @@ class NodeRunner:
         assert self._inbox is not None and self._wake is not None
         node = self.node
         cfg = self.config
-        ticks = self._take_ticks(node)  # a stall is reported before any message is stepped
+        ticks = self._due.take(self._now(), node)  # a stall is reported before any step
         stepped = 0
         while stepped < cfg.max_step_batch and not self._inbox.empty():
             sender, msg = self._inbox.get_nowait()
@@ -466,24 +453,6 @@ class NodeRunner:
                 break  # step what arrived during the fsync first: it joins the next batch
         if not self._inbox.empty() or node.has_ready():
             self._wake.set()
-
-    def _take_ticks(self, node: Node) -> int:
-        """The ticks to deliver this round; beyond ``max_ticks_per_round`` they are dropped
-        and the node's optional ``clock_stalled(missed_ticks)`` is told how many."""
-        self._collect_ticks()
-        pending, self._pending_ticks = self._pending_ticks, 0
-        ticks = min(pending, self.config.max_ticks_per_round)
-        if pending > ticks:
-            log.warning(
-                "clock_stalled node=%d missed_ticks=%d delivered_ticks=%d",
-                self.config.node_id,
-                pending - ticks,
-                ticks,
-            )
-            stalled = getattr(node, "clock_stalled", None)
-            if callable(stalled):
-                stalled(pending - ticks)
-        return ticks
 
     def _refuse_remote(self, sender: int, msg: Message, exc: InvalidMessage) -> None:
         """A remote sent a message the node refused: close that sender, keep running."""
