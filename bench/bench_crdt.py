@@ -7,8 +7,12 @@ per library), median reported: replaying ``automerge-paper`` (259,778 edits; the
 loaded before the clock starts) and ``--random-n`` single-character inserts at random
 positions (``random.Random(1)``; pnyx through ``FugueText.insert``, which also encodes the
 update).  Document size is the full encoding (pnyx ``encode()``, pycrdt
-``Doc.get_update()``); memory is ``ru_maxrss`` minus the maximum RSS before the workload
-began.  pycrdt comes from the bench environment (``pip install -e '.[bench]'``);
+``Doc.get_update()``); memory is what the process holds once the workload is done, the
+document alive (resident set size from ``/proc/self/statm``), minus what it held just
+before the workload began (the patches already loaded: the parent parses the trace once
+and hands the workers a pickle of ``(patches, endContent)``, so no freed parser memory is
+there for the document to reuse unseen); the peak (``ru_maxrss``) is reported too.
+pycrdt comes from the bench environment (``pip install -e '.[bench]'``);
 ``--pycrdt-python`` runs its workers with another interpreter.  Writes
 ``bench/results/crdt.json``.
 """
@@ -16,14 +20,17 @@ began.  pycrdt comes from the bench environment (``pip install -e '.[bench]'``);
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import json
 import os
+import pickle
 import random
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,28 +39,43 @@ TRACE = ROOT.parent / "shared" / "testdata" / "crdt" / "automerge-paper.json.gz"
 RESULTS = ROOT / "bench" / "results" / "crdt.json"
 
 
-def _rss_bytes() -> int:
+def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rss_bytes() -> int:
+    """Resident set size now (Linux ``/proc/self/statm``: pages)."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _trace_path() -> Path:
     return TRACE if TRACE.exists() else Path("/work/shared/testdata/crdt/automerge-paper.json.gz")
 
 
-def worker(kind: str, random_n: int) -> dict[str, object]:
+def _write_patches(path: Path) -> None:
+    """The trace as ``(patches, endContent)`` pickled to ``path`` (read by the workers)."""
+    data = json.loads(gzip.decompress(_trace_path().read_bytes()))
+    patches = [(p[0], p[1], p[2]) for t in data["txns"] for p in t["patches"]]
+    path.write_bytes(pickle.dumps((patches, data["endContent"]), pickle.HIGHEST_PROTOCOL))
+
+
+def worker(kind: str, random_n: int, patches_file: str) -> dict[str, object]:
     """Run one workload in this process and return its figures."""
     lib, workload = kind.split("-", 1)
     patches: list[tuple[int, int, str]] = []
     end = ""
     if workload == "paper":
-        data = json.loads(gzip.decompress(_trace_path().read_bytes()))
-        patches = [(p[0], p[1], p[2]) for t in data["txns"] for p in t["patches"]]
-        end = data["endContent"]
-        del data
-    rss_before = _rss_bytes()
-    if lib == "pnyx":
+        with open(patches_file, "rb") as f:
+            patches, end = pickle.load(f)
+    if lib == "pnyx":  # imported before the memory baseline: code is not document memory
         sys.path.insert(0, str(ROOT / "src"))
         from pnyx.protocols.crdt.text import FugueText
+    else:
+        from pycrdt import Doc, Text
+    gc.collect()
+    rss_before = _rss_bytes()
+    if lib == "pnyx":
 
         doc = FugueText("bench")
         started, cpu = time.perf_counter(), time.process_time()
@@ -68,8 +90,6 @@ def worker(kind: str, random_n: int) -> dict[str, object]:
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         text, size = doc.text(), len(doc.encode())
     else:
-        from pycrdt import Doc, Text
-
         ydoc = Doc()
         ytext = ydoc.get("t", type=Text)
         started, cpu = time.perf_counter(), time.process_time()
@@ -87,11 +107,13 @@ def worker(kind: str, random_n: int) -> dict[str, object]:
         text, size = str(ytext), len(ydoc.get_update())
     ok = text == end if workload == "paper" else len(text) == random_n
     return {"elapsed_s": elapsed, "cpu_s": cpu, "doc_size_bytes": size, "ok": ok,
-            "memory_bytes": _rss_bytes() - rss_before, "ops": len(patches) or random_n}
+            "memory_bytes": _rss_bytes() - rss_before, "peak_rss_bytes": _peak_rss_bytes(),
+            "ops": len(patches) or random_n}
 
 
-def _run(kind: str, python: str, random_n: int) -> dict[str, object] | None:
-    argv = [python, str(Path(__file__).resolve()), "--worker", kind, "--random-n", str(random_n)]
+def _run(kind: str, python: str, random_n: int, patches: Path) -> dict[str, object] | None:
+    argv = [python, str(Path(__file__).resolve()), "--worker", kind, "--random-n", str(random_n),
+            "--patches", str(patches)]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=ROOT)
     if proc.returncode != 0:
         print(f"  {kind}: failed: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
@@ -111,16 +133,25 @@ def main() -> int:
     parser.add_argument("--random-n", type=int, default=100_000)
     parser.add_argument("--pycrdt-python", default=sys.executable)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--patches", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.random_n)))
+        print(json.dumps(worker(args.worker, args.random_n, args.patches)))
         return 0
+    with tempfile.TemporaryDirectory(prefix="pnyx-bench-crdt-") as tmp:
+        patches = Path(tmp) / "patches.pickle"
+        _write_patches(patches)
+        return _compare(args.runs, args.random_n, args.pycrdt_python, patches)
+
+
+def _compare(runs_per: int, random_n: int, pycrdt_python: str, patches: Path) -> int:
+    """Every workload for both libraries, ``runs_per`` times each; print and save."""
     table: dict[str, dict[str, object]] = {}
     status = 0
     for workload in ("paper", "random"):
-        for lib, python in (("pnyx", sys.executable), ("pycrdt", args.pycrdt_python)):
-            runs = [r for _ in range(args.runs)
-                    if (r := _run(f"{lib}-{workload}", python, args.random_n)) is not None]
+        for lib, python in (("pnyx", sys.executable), ("pycrdt", pycrdt_python)):
+            runs = [r for _ in range(runs_per)
+                    if (r := _run(f"{lib}-{workload}", python, random_n, patches)) is not None]
             if not runs:
                 continue
             if not all(r["ok"] for r in runs):
@@ -146,8 +177,8 @@ def main() -> int:
     load = os.getloadavg()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                   "loadavg": load, "runs": args.runs,
-                                   "random_n": args.random_n, "results": table}, indent=1))
+                                   "loadavg": load, "runs": runs_per,
+                                   "random_n": random_n, "results": table}, indent=1))
     print(f"\nload average {load[0]:.1f}; wrote {RESULTS.relative_to(ROOT)}")
     return status
 
