@@ -58,6 +58,10 @@ soak: $(STAMP)
 	# pnyx test: every workload under every nemesis, on pnyx and on etcd: 144 runs of
 	# PNYX_SOAK_TIME_S (default 60 s) each, two at a time (~1.5 h; 20 s runs: ~45 min)
 	$(BIN)/python -m pytest -m soak -n 2 tests/harness/test_run.py tests/harness/test_lock_pauses.py
+	# CRDTs: 1,500 seeds per state-based family, the full automerge-paper replay, 50
+	# partition + kill -9 cycles of three document replicas
+	PNYX_SOAK=1 $(BIN)/python -m pytest -m "soak or not soak" -n 2 tests/crdt/test_state_sim.py \
+		tests/crdt/test_text_trace.py tests/crdt/test_doc_processes.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,fast,bench]'
