@@ -22,6 +22,8 @@ _SPECS: dict[str, str] = {
     "crdt-set-broken": "pnyx.sim.specs.crdt_state:CRDT_SET_BROKEN",
     "etcd": "pnyx.sim.specs.etcd:ETCD",
     "etcd-compact": "pnyx.sim.specs.etcd:ETCD_COMPACT",
+    "primary-backup": "pnyx.sim.specs.primary_backup:PRIMARY_BACKUP",
+    "primary-backup-broken": "pnyx.sim.specs.primary_backup:PRIMARY_BACKUP_BROKEN",
     "raft": "pnyx.sim.specs.raft:RAFT",
     "fixed": "pnyx.sim.specs.membership:FIXED",
     "phi": "pnyx.sim.specs.membership:PHI",
