@@ -71,7 +71,8 @@ class PrimaryBackupMonitor(Monitor):
         primary = world.node(view.primary) if view.primary else None
         if manager.acked and isinstance(primary, Server) and primary.serving:
             return None
-        if not manager.acked and self.lost_in_view.get(view.primary, -1) >= view.num:
+        lost = isinstance(primary, Server) and primary.restarted and not primary.is_primary
+        if not manager.acked and (lost or view.primary in self.lost_in_view):
             # The primary of an unacknowledged view crashed: the manager may not move on
             # (the ack rule), so the service is unavailable by design.
             self.unavailable = f"primary {view.primary} of unacked view {view.num} crashed"
