@@ -1,0 +1,204 @@
+"""Simulator specs for chain replication (``chain``), CRAQ (``craq``) and a broken CRAQ.
+
+The last node of a run is the configuration master; the others form the initial chain.
+The master stands in for a fault-tolerant (e.g. Raft-backed) configuration service, so
+the schedule never crashes, pauses or isolates it.  Replicas keep no durable data, so the
+schedule also keeps the paper's failure assumption: at most one replica is down or cut off
+at a time (a crash never overlaps another crash or a partition, with a settling gap), and
+no disk faults.  At the end the KV history must be linearizable, and after the heal every
+write acknowledged to a client must still be in the tail's state (no acknowledged write
+lost) with the chain repaired to every replica.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pnyx.core import DurableState, Node, Rng
+from pnyx.protocols.chain import ChainClient, ChainMaster, ChainNode
+from pnyx.sim.schedule import FaultEvent, Schedule, generate
+from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
+
+SUPPORTED_FAULTS = frozenset(
+    {"delay", "drop", "duplicate", "reorder", "partition", "crash", "pause", "skew", "slow"}
+)
+SETTLE_US = 600_000
+"""Gap kept between a crash and any other crash or partition (rejoin and state transfer)."""
+LINEARIZABILITY_TIMEOUT_S = 20.0
+
+
+def _replicas(peers: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(sorted(peers))[:-1]
+
+
+def _master(peers: tuple[int, ...]) -> int:
+    return max(peers)
+
+
+def _node_factory(*, craq: bool, dirty_reads: bool = False) -> Any:
+    def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> Node:
+        if len(peers) < 2:
+            raise ValueError(f"chain needs a master and at least one replica, got {peers}")
+        if node_id == _master(peers):
+            return ChainMaster(node_id, _replicas(peers))
+        return ChainNode(
+            node_id, _master(peers), _replicas(peers), durable, craq=craq, dirty_reads=dirty_reads
+        )
+
+    return make_node
+
+
+def _client_factory(*, craq: bool) -> Any:
+    def make_client(client_id: int, node_ids: tuple[int, ...], rng: Rng) -> Node:
+        return ChainClient(client_id, _replicas(node_ids), rng, reads_anywhere=craq)
+
+    return make_client
+
+
+class ChainMonitor(Monitor):
+    """Chain repaired after the heal, acknowledged writes kept, history linearizable."""
+
+    def __init__(self, node_ids: tuple[int, ...]) -> None:
+        self.node_ids = node_ids
+        self.master = _master(node_ids)
+        self.replicas = _replicas(node_ids)
+        self.unknown: list[str] = []
+
+    def liveness(self, world: World) -> str | None:
+        master = world.node(self.master)
+        if not isinstance(master, ChainMaster):
+            return "master down"
+        if sorted(master.chain) != list(self.replicas):
+            return f"chain {master.chain} misses replicas of {self.replicas}"
+        for node_id in self.replicas:
+            node = world.node(node_id)
+            if not isinstance(node, ChainNode) or not node.has_state:
+                return f"replica {node_id} has no state yet"
+            if node.epoch != master.epoch:
+                return f"replica {node_id} at epoch {node.epoch}, master at {master.epoch}"
+        return None
+
+    def at_end(self, world: World) -> Violation | None:
+        lost = self._lost_writes(world)
+        if lost:
+            return Violation("no-lost-write", lost)
+        from pnyx.check.history import History
+        from pnyx.check.linearizability import check_linearizable
+        from pnyx.check.models import KVModel
+
+        result = check_linearizable(
+            History.from_events(world.history), KVModel(), timeout_s=LINEARIZABILITY_TIMEOUT_S
+        )
+        if result.verdict == "not-linearizable":
+            return Violation("linearizability", result.explain())
+        if result.verdict != "linearizable":
+            self.unknown.append(f"linearizability {result.verdict}: {result.explain()}")
+        return None
+
+    def _lost_writes(self, world: World) -> str:
+        """An acknowledged put that must be the key's final value (every other write to the
+        key completed before it was invoked) but that the tail does not hold."""
+        master = world.node(self.master)
+        if not isinstance(master, ChainMaster):
+            return ""
+        tail = world.node(master.chain[-1])
+        if not isinstance(tail, ChainNode) or not tail.has_state:
+            return ""
+        for key, value in sorted(_final_puts(world).items()):
+            versions = tail.versions.get(key, [])
+            held = versions[-1][1] if versions else ""
+            if held != value:
+                return f"acknowledged put {key}={value!r} lost: the tail holds {held!r}"
+        return ""
+
+    def unknowns(self) -> list[str]:
+        return list(self.unknown)
+
+
+def _final_puts(world: World) -> dict[str, Any]:
+    """key -> value of an acknowledged put that every other write to the key precedes in
+    real time (it completed before the put was invoked): the key's only possible final value."""
+    open_ops: dict[int, tuple[int, Any]] = {}
+    writes: dict[str, list[tuple[int, int, str, Any]]] = {}
+    """key -> (invoke position, completion position or a huge one, type, value) per write."""
+    never = len(world.history) + 1
+    for position, event in enumerate(world.history):
+        if event.key is None or event.f == "get":
+            continue
+        if event.type == "invoke":
+            open_ops[event.process] = (position, event.value)
+            writes.setdefault(str(event.key), []).append((position, never, event.f, event.value))
+            continue
+        started = open_ops.pop(event.process, None)
+        if started is None:
+            continue
+        entries = writes[str(event.key)]
+        for index, (begin, _, f, value) in enumerate(entries):
+            if begin == started[0]:
+                done = position if event.type == "ok" else never
+                entries[index] = (begin, done, f if event.type == "ok" else "?", value)
+    final: dict[str, Any] = {}
+    for key, entries in writes.items():
+        for begin, done, f, value in entries:
+            others = [e for e in entries if e[0] != begin]
+            if f == "put" and done < never and all(e[1] < begin for e in others):
+                final[key] = value
+    return final
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainSpec(ProtocolSpec):
+    """A chain spec that draws its own schedule (master kept safe, one replica out at a time)."""
+
+    def draw_schedule(
+        self, seed: int, nodes: int, fault_ms: int, faults: frozenset[str]
+    ) -> Schedule | None:
+        base = generate(seed, nodes, self.default_clients, fault_ms, faults & SUPPORTED_FAULTS)
+        return dataclasses.replace(base, events=_filter_events(base.events, nodes))
+
+
+def _filter_events(events: tuple[FaultEvent, ...], nodes: int) -> tuple[FaultEvent, ...]:
+    master = nodes
+    kept: list[FaultEvent] = []
+    for event in sorted(events, key=lambda e: (e.start_us, e.kind, e.node)):
+        if event.kind in ("crash", "pause", "slow") and event.node == master:
+            continue
+        if event.kind not in ("crash", "pause", "partition", "slow") or event.target:
+            continue
+        if event.kind == "partition" and not event.links:
+            continue
+        if _crash_with_others(event, kept):
+            continue
+        kept.append(event)
+    return tuple(kept)
+
+
+def _crash_with_others(event: FaultEvent, kept: list[FaultEvent]) -> bool:
+    """True when ``event`` is a crash overlapping another fault, or overlaps a crash."""
+    others = [e for e in kept if event.kind == "crash" or e.kind == "crash"]
+    return any(_overlaps(event, other) for other in others)
+
+
+def _overlaps(a: FaultEvent, b: FaultEvent) -> bool:
+    return a.start_us < b.end_us + SETTLE_US and b.start_us < a.end_us + SETTLE_US
+
+
+def _spec(name: str, summary: str, *, craq: bool, dirty: bool = False) -> ChainSpec:
+    return ChainSpec(
+        name=name,
+        summary=summary,
+        make_node=_node_factory(craq=craq, dirty_reads=dirty),
+        make_client=_client_factory(craq=craq),
+        make_monitor=ChainMonitor,
+        default_nodes=4,
+        default_clients=3,
+        broken=dirty,
+    )
+
+
+CHAIN = _spec("chain", "chain replication with a configuration master", craq=False)
+CRAQ = _spec("craq", "CRAQ: chain replication with apportioned clean/dirty reads", craq=True)
+CRAQ_BROKEN = _spec(
+    "craq-broken", "deliberately broken CRAQ: serves dirty versions", craq=True, dirty=True
+)
