@@ -267,9 +267,7 @@ class ChainNode(Outbox):
 
     def _snapshot(self) -> Snapshot:
         versions = {k: list(v) for k, v in self.versions.items()}
-        return Snapshot(
-            self.epoch, self.last_seq, self.committed, versions, dict(self.last_writes)
-        )
+        return Snapshot(self.epoch, self.last_seq, self.committed, versions, dict(self.last_writes))
 
     def _on_snapshot(self, msg: Snapshot, from_id: int) -> None:
         if msg.epoch != self.epoch or from_id != self._predecessor() or self.has_state:
