@@ -10,7 +10,12 @@ latest write to the key if it is among them, else the greatest value.
 History (for :mod:`pnyx.check`): ``get``/``put`` events with ``key``, as the Raft
 ``KvClient`` records them; a ``get`` completes with the resolved value (None: no value); a
 request given up on completes ``info``.  Written values are unique tokens.  ``acked`` maps
-each acknowledged write's token to the dot it got (for the lost-write monitor).
+each acknowledged write's token to its key and the dot it got (for the lost-write monitor).
+
+Sessions: as in Jepsen, a process whose operation ended ``info`` (outcome unknown) is
+done; the client goes on as a new session, recorded under the process id
+``client_id + SESSION_STRIDE * session``, with no memory of its own writes.  Session
+guarantees are thus claimed for acknowledged operations only.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pnyx.protocols.dynamo.ring import Ring
 from pnyx.protocols.dynamo.versions import Context, add_dots
 
 KEYS = ("a", "b", "c", "d", "e", "f")
+SESSION_STRIDE = 1_000_000
+"""Process ids of a client's later sessions: ``client_id + SESSION_STRIDE * session``."""
 GET = "get"
 PUT = "put"
 
@@ -52,7 +59,8 @@ class DynamoClient(Outbox):
         self._age_ticks = 0
         self.contexts: dict[str, Context] = {}
         self.own_latest: dict[str, str] = {}
-        self.acked: dict[str, tuple[int, int]] = {}
+        self.acked: dict[str, tuple[str, tuple[int, int]]] = {}
+        self.session = 0
 
     def step(self, msg: Message, from_id: int) -> None:
         if isinstance(msg, Quiesce):
@@ -97,8 +105,14 @@ class DynamoClient(Outbox):
             value = f"{self.node_id}.{self._counter}"
             msg = Put(self._request_id, key, value, context)
         self._op = (f, key, value, context)
-        self._ready.record.append(Record(HistoryEvent(self.node_id, "invoke", f, value, key)))
+        event = HistoryEvent(self.process, "invoke", f, value, key)
+        self._ready.record.append(Record(event))
         self._ready.send.append(Send(node, msg))
+
+    @property
+    def process(self) -> int:
+        """The history process id of the current session."""
+        return self.node_id + SESSION_STRIDE * self.session
 
     @property
     def busy(self) -> bool:
@@ -117,7 +131,7 @@ class DynamoClient(Outbox):
             dot = (reply.result.node, reply.result.counter)
             self.contexts[key] = add_dots(context, (dot,))
             self.own_latest[key] = value
-            self.acked[value] = dot
+            self.acked[value] = (key, dot)
             self._finish("ok", value)
         else:
             raise ValueError(f"client {self.node_id}: unexpected reply {reply!r} to {f}")
@@ -134,9 +148,12 @@ class DynamoClient(Outbox):
         assert self._op is not None
         f, key, value, _ = self._op
         shown = result if outcome == "ok" else value
-        event = HistoryEvent(self.node_id, outcome, f, shown, key)  # type: ignore[arg-type]
+        event = HistoryEvent(self.process, outcome, f, shown, key)  # type: ignore[arg-type]
         self._ready.record.append(Record(event))
         self._op = None
+        if outcome == "info":
+            self.session += 1
+            self.own_latest.clear()
         self._think_ticks = self._rng.randrange(0, self._max_think_ticks + 1)
 
 

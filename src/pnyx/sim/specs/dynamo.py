@@ -10,8 +10,9 @@ reach once faults heal.  At the end: convergence is confirmed with
 :func:`pnyx.check.convergence.check_convergence_states`, and no acknowledged write is
 lost (each is one of the final siblings at every replica of its key, or covered by the
 context of one of them) — unless at least W nodes stopped on damaged disks, which may have
-held every durable copy.  Hints for a node stopped for good are not owed.  The client history (``get``/``put`` with unique written values)
-is the run's history, readable by :func:`pnyx.check.consistency.check_consistency`.
+held every durable copy.  Hints for a node stopped for good are not owed.  The client
+history (``get``/``put`` with unique written values) is the run's history, readable by
+:func:`pnyx.check.consistency.check_consistency`.
 """
 
 from __future__ import annotations
@@ -93,16 +94,13 @@ class DynamoMonitor(Monitor):
             client = world.node(client_id)
             if not isinstance(client, DynamoClient):
                 continue
-            for event in world.history:
-                if event.process != client_id or event.type != "ok" or event.f != "put":
-                    continue
-                dot = client.acked[event.value]
-                for owner in self.owners(world, event.key):
-                    siblings = nodes[owner].store.get(event.key, ()) if owner in nodes else ()
+            for token, (key, dot) in client.acked.items():
+                for owner in self.owners(world, key):
+                    siblings = nodes[owner].store.get(key, ()) if owner in nodes else ()
                     if not dominated(siblings, *dot):
                         return Violation("lost-write", (
-                            f"acknowledged put {event.value!r} of key {event.key!r} (dot {dot})"
-                            f" is neither present nor overwritten at replica {owner}: "
+                            f"acknowledged put {token!r} of key {key!r} (dot {dot}) is "
+                            f"neither present nor overwritten at replica {owner}: "
                             f"{_show({owner: siblings})}"))
         return None
 
