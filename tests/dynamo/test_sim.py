@@ -89,3 +89,14 @@ def test_strict_quorums_keep_read_your_writes(faults: frozenset[str], seeds: int
     for seed in range(1, seeds + 1):
         result = _run(spec, seed, faults)
         assert not _session_violations(result, "read-your-writes"), seed
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("name", ["dynamo", "dynamo-weak", "dynamo-sloppy"])
+def test_soak_many_seeds_with_faults(name: str) -> None:
+    spec = get_spec(name)
+    for seed in range(1, 501):
+        result = _run(spec, seed)
+        assert result.violation is None, f"seed {seed}: {result.violation}"
+        if name == "dynamo":
+            assert not _session_violations(result, "read-your-writes"), seed
