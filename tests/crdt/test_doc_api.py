@@ -140,6 +140,11 @@ def converged(docs: Mapping[str, CrdtDoc]) -> bool:
     return all(v == values[0] for v in values)
 
 
+async def start_all(docs: Mapping[str, CrdtDoc]) -> None:
+    for doc in docs.values():
+        await doc.start()
+
+
 async def stop_all(docs: Mapping[str, CrdtDoc]) -> None:
     for doc in docs.values():
         await doc.stop()
@@ -229,8 +234,7 @@ def test_three_replicas_converge_with_remote_callbacks_partition_and_restart(
         events: list[ChangeEvent] = []
         docs["c"].on_change(events.append)
         try:
-            for doc in docs.values():
-                await doc.start()
+            await start_all(docs)
             docs["a"].counter("n").increment(2)
             docs["b"].counter("n").increment(3)
             bump(docs["a"], "m")
@@ -270,8 +274,7 @@ def test_control_client_edits_reads_and_is_refused_clearly(tmp_path: Path) -> No
     async def scenario() -> None:
         docs = make_group(["a", "b"], tmp_path)
         try:
-            for doc in docs.values():
-                await doc.start()
+            await start_all(docs)
             address = docs["a"].address
             assert address is not None
             client = await DocClient.connect(address)
@@ -306,8 +309,7 @@ def test_a_replica_that_lost_its_data_comes_back_as_a_new_incarnation() -> None:
     async def scenario() -> None:
         docs = make_group(["a", "b"], None)
         try:
-            for doc in docs.values():
-                await doc.start()
+            await start_all(docs)
             docs["a"].counter("n").increment(1)
             docs["a"].set("s").add("old")
             await wait_for(lambda: docs["b"].counter("n").value() == 1, "sync")
@@ -333,8 +335,7 @@ def test_a_replica_older_than_what_it_sent_stops_editing() -> None:
     async def scenario() -> None:
         docs = make_group(["a", "b"], None)
         try:
-            for doc in docs.values():
-                await doc.start()
+            await start_all(docs)
             sync_a = docs["a"].sync
             assert sync_a is not None
             origin = docs["a"].origin
@@ -353,8 +354,7 @@ def test_test_partitions_are_refused_unless_enabled() -> None:
     async def scenario() -> None:
         docs = make_group(["a", "b"], None, DocConfig(sync_interval_ms=30))
         try:
-            for doc in docs.values():
-                await doc.start()
+            await start_all(docs)
             address = docs["a"].address
             assert address is not None
             client = await DocClient.connect(address)
@@ -424,8 +424,7 @@ def test_two_replicas_edit_text_concurrently_and_converge() -> None:
     async def scenario() -> None:
         docs = make_group(["a", "b"], None)
         try:
-            for doc in docs.values():
-                await doc.start()
+            await start_all(docs)
             docs["a"].text("t").insert(0, "base text")
             await wait_for(lambda: docs["b"].text("t").value() == "base text", "base")
             sync_b = docs["b"].sync
@@ -451,8 +450,7 @@ def test_sync_messages_stay_within_a_small_budget_and_big_edits_are_split() -> N
         docs = make_group(["a", "b"], None, small)
         sizes: list[int] = []
         try:
-            for doc in docs.values():
-                await doc.start()
+            await start_all(docs)
             sync_a, sync_b = docs["a"].sync, docs["b"].sync
             assert sync_a is not None and sync_b is not None
             real_send = sync_a.transport.send
@@ -491,8 +489,7 @@ def test_split_digests_still_reveal_every_missing_field() -> None:
             sync_digests = DocSyncProbe.digests(docs["a"])
             assert len(sync_digests) > 2
             assert sync_digests[0].after == [] and sync_digests[-1].upto == []
-            for doc in docs.values():
-                await doc.start()
+            await start_all(docs)
             await wait_for(
                 lambda: converged(docs) and len(docs["a"].fields()) == 300, "all fields"
             )
@@ -577,8 +574,7 @@ def test_a_store_failure_stops_edits_and_sync(
     async def scenario() -> None:
         docs = make_group(["a", "b"], tmp_path)
         try:
-            for doc in docs.values():
-                await doc.start()
+            await start_all(docs)
             docs["a"].counter("n").increment(1)
             await wait_for(lambda: docs["b"].counter("n").value() == 1, "first edit synced")
 
@@ -611,8 +607,7 @@ def test_a_batch_syncs_once_then_pushes_and_notifies() -> None:
         events: list[ChangeEvent] = []
         docs["a"].on_change(events.append)
         try:
-            for doc in docs.values():
-                await doc.start()
+            await start_all(docs)
             await wait_for(lambda: docs["a"].sync is not None and docs["a"].sync.reachable()
                            == ["b"], "connected")
             with docs["a"].batch():
