@@ -52,6 +52,21 @@ def test_up_generates_one_cluster_id_for_every_node(tmp_path: Path) -> None:
         assert pnyx("cluster", "down", "--data-dir", str(d)).returncode == 0
 
 
+def _wait_for_value(kv: list[str], expected: str, what: str) -> None:
+    """Retry ``get k`` until it answers ``expected``: a loaded machine may re-elect between
+    the put and the get, and a get during an election fails without a value."""
+    gets: list[subprocess.CompletedProcess[str]] = []
+
+    def got() -> bool:
+        gets.append(pnyx(*kv, "get", "k"))
+        return gets[-1].returncode == 0 and gets[-1].stdout.strip() == json.dumps(expected)
+
+    try:
+        wait_for(got, 120, what)
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}; last: {gets[-1].stdout!r} {gets[-1].stderr!r}") from None
+
+
 def test_tls_cluster_elects_and_serves_kv_over_tls(tmp_path: Path) -> None:
     data_dir = tmp_path / "c"
     up = pnyx("cluster", "up", "--tls", "--nodes", "3", "--protocol", "raft", "--data-dir",
@@ -76,10 +91,10 @@ def test_tls_cluster_elects_and_serves_kv_over_tls(tmp_path: Path) -> None:
         return puts[-1].returncode == 0 and puts[-1].stdout.strip() == "OK"
 
     wait_for(put_ok, 120, "a put over TLS")
-    assert json.loads(pnyx(*kv, "get", "k").stdout) == "over-tls"
     endpoints = state["peers"]
-    with_ca = pnyx("kv", "--endpoints", endpoints, "--tls-ca", str(ca), "get", "k")
-    assert json.loads(with_ca.stdout) == "over-tls", with_ca.stderr
+    _wait_for_value(kv, "over-tls", "a get over TLS via the data dir")
+    _wait_for_value(["kv", "--endpoints", endpoints, "--tls-ca", str(ca)], "over-tls",
+                    "a get over TLS via --endpoints and --tls-ca")  # fmt: skip
     plain = pnyx("kv", "--endpoints", endpoints, "get", "k")
     assert_one_line_error(plain, 1, "pnyx kv: get failed")
     assert pnyx("cluster", "down", "--data-dir", str(data_dir)).returncode == 0
