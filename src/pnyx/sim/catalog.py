@@ -68,7 +68,26 @@ def get_spec(name: str) -> ProtocolSpec:
     return spec
 
 
+# base name -> "module:function" building that protocol broken by a set of mutants; the
+# function takes ``mutants`` (a frozenset of names) and ``name`` and raises KeyError naming
+# the valid mutants when one is unknown.  Raft's and etcd's are below.
+_MUTANT_SPECS: dict[str, str] = {}
+
+
 def _mutant_spec(name: str) -> ProtocolSpec:
+    base, _, listed = name.partition(MUTANT_SEPARATOR)
+    mutants = frozenset(m for m in listed.split(",") if m)
+    if base in _MUTANT_SPECS:
+        if not mutants:
+            raise KeyError(f"unknown protocol {name!r}: {base}+MUTANT[,MUTANT] needs a mutant")
+        module_name, attr = _MUTANT_SPECS[base].split(":")
+        spec = getattr(importlib.import_module(module_name), attr)(mutants=mutants, name=name)
+        assert isinstance(spec, ProtocolSpec)
+        return spec
+    return _raft_or_etcd_mutant_spec(name)
+
+
+def _raft_or_etcd_mutant_spec(name: str) -> ProtocolSpec:
     base, _, listed = name.partition(MUTANT_SEPARATOR)
     if base == "etcd":
         return _etcd_mutant_spec(name, listed)
@@ -79,8 +98,9 @@ def _mutant_spec(name: str) -> ProtocolSpec:
     unknown = sorted(mutants - MUTANTS)
     if base != "raft" or not mutants or unknown:
         raise KeyError(
-            f"unknown protocol {name!r}: mutants exist for raft only (raft+NAME[,NAME]) "
-            f"and etcd (etcd+NAME); unknown mutants {unknown}; "
+            f"unknown protocol {name!r}: mutants exist for "
+            f"{', '.join(sorted({'raft', 'etcd', *_MUTANT_SPECS}))} (BASE+NAME[,NAME]); "
+            f"unknown raft mutants {unknown}; "
             f"valid: {', '.join(sorted(MUTANTS))}"
         )
     return raft_spec(mutants=mutants, name=name)
