@@ -20,7 +20,7 @@ Measures (see docs/FAILURE_DETECTION.md for the results and how to read them):
 6. (``--parts scale`` only) simulator speed: 1,000 SWIM members for 64 virtual seconds.
 
 Every run is one deterministic simulation (``pnyx sim`` specs of
-:mod:`pnyx.sim.specs.membership`, with the loss rate set exactly); the figures depend only on
+:mod:`pnyx.protocols.membership.spec`, with the loss rate set exactly); the figures depend only on
 the seeds, never on the machine.  The CPU time of each part is printed for reference.
 """
 
@@ -38,9 +38,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pnyx.sim.runner import SimConfig, Simulation
-from pnyx.sim.schedule import FaultEvent, NetworkFaults, Schedule
-from pnyx.sim.specs.membership import (
+from pnyx.protocols.membership.spec import (
     Detector,
     MembershipMonitor,
     MembershipSpec,
@@ -49,6 +47,8 @@ from pnyx.sim.specs.membership import (
     phi_detector,
     swim_detector,
 )
+from pnyx.sim.runner import SimConfig, Simulation
+from pnyx.sim.schedule import FaultEvent, NetworkFaults, Schedule
 
 GOSSIP_ROUND_S = 0.2
 """memberlist's gossip interval: the unit of dissemination rounds."""

@@ -68,9 +68,9 @@ def bench_core(seconds: float, batch: int) -> tuple[float, int]:
 
 
 def bench_sim(seeds: int) -> float:
+    from pnyx.protocols.raft.spec import RAFT
     from pnyx.sim.runner import SimConfig, run_sim
     from pnyx.sim.schedule import parse_faults
-    from pnyx.sim.specs.raft import RAFT
 
     faults = parse_faults("all")
     started = time.perf_counter()
@@ -98,8 +98,10 @@ def main() -> None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
         return
     rate, committed = bench_core(args.seconds, args.batch)
-    print(f"raft core, 3 nodes, batch {args.batch}: {rate:,.0f} commits/s ({committed:,} in "
-          f"{args.seconds:.1f}s)")
+    print(
+        f"raft core, 3 nodes, batch {args.batch}: {rate:,.0f} commits/s ({committed:,} in "
+        f"{args.seconds:.1f}s)"
+    )
     if args.seeds:
         per_minute = bench_sim(args.seeds)
         print(f"raft sim, 5 nodes, all faults: {per_minute:,.0f} seeds/minute ({args.seeds} seeds)")

@@ -6,20 +6,20 @@ import os
 
 import pytest
 
+from pnyx.catalog import get_protocol
 from pnyx.core import DurableState, SplitMix64
 from pnyx.protocols.broadcast import Broadcast, BroadcastNode, Gossip, GossipAck
-from pnyx.sim.catalog import get_spec
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.schedule import parse_faults
 from pnyx.sim.shrink import shrink
-from pnyx.sim.spec import ProtocolSpec
+from pnyx.sim.spec import ProtocolDef
 
 ALL = parse_faults("all")
 SEEDS = 1_000 if os.environ.get("PNYX_SOAK") else 200
 
 
 def test_correct_broadcast_passes_many_seeds_with_all_faults() -> None:
-    spec = get_spec("broadcast")
+    spec = get_protocol("broadcast")
     failures = []
     for seed in range(1, SEEDS + 1):
         result = run_sim(spec, SimConfig(seed=seed, faults=ALL))
@@ -29,7 +29,7 @@ def test_correct_broadcast_passes_many_seeds_with_all_faults() -> None:
 
 
 def test_broken_broadcast_is_caught_within_50_seeds_and_shrunk() -> None:
-    spec = get_spec("broadcast-broken")
+    spec = get_protocol("broadcast-broken")
     caught = None
     for seed in range(1, 51):
         config = SimConfig(seed=seed, faults=ALL)
@@ -54,14 +54,14 @@ def test_broken_broadcast_is_caught_within_50_seeds_and_shrunk() -> None:
 
 
 def test_correct_protocol_survives_the_broken_ones_minimal_schedule() -> None:
-    broken = get_spec("broadcast-broken")
+    broken = get_protocol("broadcast-broken")
     drop = parse_faults("drop")
     failing = [
         r for seed in range(1, 31) if not (r := run_sim(broken, SimConfig(seed, faults=drop))).ok
     ]
     assert failing, "message loss alone never broke the non-retransmitting variant"
     for result in failing:
-        fixed = run_sim(get_spec("broadcast"), SimConfig(result.seed, schedule=result.schedule))
+        fixed = run_sim(get_protocol("broadcast"), SimConfig(result.seed, schedule=result.schedule))
         assert fixed.ok, fixed.violation
 
 
@@ -75,8 +75,8 @@ class _DoubleDelivery(BroadcastNode):
 
 
 def test_duplicate_delivery_is_caught_by_the_invariant() -> None:
-    good = get_spec("broadcast")
-    spec = ProtocolSpec(
+    good = get_protocol("broadcast")
+    spec = ProtocolDef(
         name="broadcast-dup",
         summary="test",
         make_node=_DoubleDelivery,
@@ -117,4 +117,4 @@ def test_restart_replays_log_and_retransmits_everything() -> None:
 
 @pytest.mark.parametrize("name", ["broadcast", "broadcast-broken"])
 def test_no_faults_no_failure(name: str) -> None:
-    assert run_sim(get_spec(name), SimConfig(seed=1)).ok
+    assert run_sim(get_protocol(name), SimConfig(seed=1)).ok

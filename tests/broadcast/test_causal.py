@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pnyx.catalog import get_protocol
 from pnyx.core import Apply, DurableState, InvalidMessage, Ready, SplitMix64
 from pnyx.protocols.broadcast import (
     Broadcast,
@@ -17,7 +18,6 @@ from pnyx.protocols.broadcast import (
     CausalEntry,
     CausalGossip,
 )
-from pnyx.sim.catalog import get_spec
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import parse_faults
 
@@ -208,7 +208,7 @@ ALL = parse_faults("all")
 
 
 def test_causal_broadcast_passes_seeds_with_all_faults() -> None:
-    spec = get_spec("causal-broadcast")
+    spec = get_protocol("causal-broadcast")
     failures = []
     for seed in range(1, 41):
         result = run_sim(spec, SimConfig(seed=seed, faults=ALL))
@@ -218,7 +218,7 @@ def test_causal_broadcast_passes_seeds_with_all_faults() -> None:
 
 
 def test_broken_variant_is_caught_by_the_causal_order_property() -> None:
-    spec = get_spec("causal-broadcast-broken")
+    spec = get_protocol("causal-broadcast-broken")
     props = [run_sim(spec, SimConfig(seed=s, faults=ALL)).violation for s in range(1, 11)]
     caught = [v for v in props if v is not None]
     assert len(caught) >= 5, props
@@ -226,7 +226,7 @@ def test_broken_variant_is_caught_by_the_causal_order_property() -> None:
 
 
 def test_same_seed_same_trace() -> None:
-    spec = get_spec("causal-broadcast")
+    spec = get_protocol("causal-broadcast")
     one = run_sim(spec, SimConfig(seed=3, faults=ALL, hash_trace=True))
     two = run_sim(spec, SimConfig(seed=3, faults=ALL, hash_trace=True))
     assert one.ok and one.trace_hash == two.trace_hash
@@ -234,7 +234,7 @@ def test_same_seed_same_trace() -> None:
 
 def test_tiny_pending_buffer_refuses_under_faults_and_still_delivers_everything() -> None:
     spec = replace(
-        get_spec("causal-broadcast"),
+        get_protocol("causal-broadcast"),
         name="causal-broadcast-tiny-buffer",
         make_node=partial(CausalBroadcastNode, pending_max=2),
     )

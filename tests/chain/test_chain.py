@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from pnyx.catalog import get_protocol
 from pnyx.check.history import History
 from pnyx.check.linearizability import check_linearizable
 from pnyx.check.models import KVModel
@@ -13,7 +14,6 @@ from pnyx.core import CLIENT_ID_BASE, ClientReply, DurableState, HistoryEvent, M
 from pnyx.protocols.chain import ChainMaster, ChainNode
 from pnyx.protocols.chain.master import DETECT_TICKS
 from pnyx.protocols.chain.messages import KvRequest, Update
-from pnyx.sim.catalog import get_spec
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.schedule import parse_faults
 
@@ -227,7 +227,7 @@ def test_broken_craq_dirty_read_makes_the_history_not_linearizable() -> None:
 
 @pytest.mark.parametrize("name", ["chain", "craq"])
 def test_correct_specs_pass_seeds_with_faults(name: str) -> None:
-    spec = get_spec(name)
+    spec = get_protocol(name)
     failures = []
     for seed in range(1, 201):
         result = run_sim(spec, SimConfig(seed=seed, faults=FAULTS))
@@ -237,7 +237,7 @@ def test_correct_specs_pass_seeds_with_faults(name: str) -> None:
 
 
 def test_schedule_keeps_the_master_up_and_crashes_apart() -> None:
-    spec = get_spec("chain")
+    spec = get_protocol("chain")
     crashed = 0
     for seed in range(1, 41):
         schedule = spec.draw_schedule(seed, 4, 3000, FAULTS)
@@ -252,7 +252,7 @@ def test_schedule_keeps_the_master_up_and_crashes_apart() -> None:
 
 
 def test_broken_craq_is_caught_by_linearizability() -> None:
-    spec = get_spec("craq-broken")
+    spec = get_protocol("craq-broken")
     caught = None
     for seed in range(1, 101):
         result = run_sim(spec, SimConfig(seed=seed, faults=FAULTS))
@@ -261,12 +261,12 @@ def test_broken_craq_is_caught_by_linearizability() -> None:
             break
     assert caught is not None, "craq-broken survived 100 seeds"
     assert caught.violation is not None and caught.violation.prop == "linearizability"
-    fixed = run_sim(get_spec("craq"), SimConfig(caught.seed, schedule=caught.schedule))
+    fixed = run_sim(get_protocol("craq"), SimConfig(caught.seed, schedule=caught.schedule))
     assert fixed.ok, fixed.violation
 
 
 def test_same_seed_same_trace() -> None:
-    spec = get_spec("craq")
+    spec = get_protocol("craq")
     one = run_sim(spec, SimConfig(seed=7, faults=FAULTS, hash_trace=True))
     two = run_sim(spec, SimConfig(seed=7, faults=FAULTS, hash_trace=True))
     assert one.trace_hash == two.trace_hash

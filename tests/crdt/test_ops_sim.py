@@ -7,20 +7,20 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
+from pnyx.catalog import get_protocol
 from pnyx.protocols.crdt.oplog.messages import CrdtEdit
 from pnyx.protocols.crdt.oplog.node import CounterReplica, OpCrdtNode, SetReplica
 from pnyx.protocols.crdt.oplog.orset import RemoveOp
-from pnyx.sim.catalog import get_spec
+from pnyx.protocols.crdt.spec_ops import CounterMonitor, SetMonitor, TextMonitor
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.schedule import parse_faults
-from pnyx.sim.spec import ProtocolSpec
-from pnyx.sim.specs.crdt_ops import CounterMonitor, SetMonitor, TextMonitor
+from pnyx.sim.spec import ProtocolDef
 
 ALL = parse_faults("all")
 
 
 def _failures(name: str, seeds: range) -> list[str]:
-    spec = get_spec(name)
+    spec = get_protocol(name)
     out = []
     for seed in seeds:
         result = run_sim(spec, SimConfig(seed=seed, faults=ALL))
@@ -40,7 +40,7 @@ def test_crdt_opcounter_and_opset_seeds_pass() -> None:
 
 
 def test_crdt_text_replays_byte_for_byte() -> None:
-    spec = get_spec("crdt-text")
+    spec = get_protocol("crdt-text")
     one = run_sim(spec, SimConfig(seed=5, faults=ALL, hash_trace=True))
     two = run_sim(spec, SimConfig(seed=5, faults=ALL, hash_trace=True))
     assert one.ok and one.trace_hash == two.trace_hash
@@ -108,11 +108,11 @@ class _PositionalText:
         return self.text
 
 
-def _broken(base: str, replica: Any, monitor: type[Any]) -> ProtocolSpec:
+def _broken(base: str, replica: Any, monitor: type[Any]) -> ProtocolDef:
     """``base`` with nodes and the monitor's mirrors using the broken replica."""
     mirrored = type(f"Broken{monitor.__name__}", (monitor,), {"make_replica": replica})
     return replace(
-        get_spec(base),
+        get_protocol(base),
         name=f"{base}-test-broken",
         make_node=partial(OpCrdtNode, make_replica=replica),
         make_monitor=mirrored,
@@ -120,7 +120,7 @@ def _broken(base: str, replica: Any, monitor: type[Any]) -> ProtocolSpec:
     )
 
 
-def _first_violation(spec: ProtocolSpec, seeds: range) -> str | None:
+def _first_violation(spec: ProtocolDef, seeds: range) -> str | None:
     for seed in seeds:
         result = run_sim(spec, SimConfig(seed=seed, faults=ALL))
         if result.violation is not None:

@@ -17,7 +17,7 @@ from pnyx.core import (
 from pnyx.protocols.crdt import AWORSet, DeltaAntiEntropy, GCounter
 from pnyx.protocols.crdt.messages import SNAPSHOT_KEY, ClientOp, DeltaAck, DeltaShip, LocalOp
 from pnyx.protocols.crdt.replica import Bundle, CrdtReplica
-from pnyx.sim.specs.crdt_state import COUNTER
+from pnyx.protocols.crdt.spec_state import COUNTER
 
 CLIENT = 1_000_000
 

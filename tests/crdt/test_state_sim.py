@@ -10,21 +10,21 @@ from typing import Any
 
 import pytest
 
+from pnyx.catalog import get_protocol
 from pnyx.core import DurableState
 from pnyx.protocols.crdt import AWORSet, ORMap
+from pnyx.protocols.crdt import spec_state as crdt_state
 from pnyx.protocols.crdt.replica import CrdtReplica
-from pnyx.sim.catalog import get_spec
+from pnyx.protocols.crdt.spec_state import MAP, SET, Family, _make_spec
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.schedule import parse_faults
-from pnyx.sim.spec import ProtocolSpec
-from pnyx.sim.specs import crdt_state
-from pnyx.sim.specs.crdt_state import MAP, SET, Family, _make_spec
+from pnyx.sim.spec import ProtocolDef
 
 ALL = parse_faults("all")
 SEEDS = 1_500 if os.environ.get("PNYX_SOAK") else 300
 
 
-def _first_failure(spec: ProtocolSpec, seeds: range) -> tuple[int, Any] | None:
+def _first_failure(spec: ProtocolDef, seeds: range) -> tuple[int, Any] | None:
     for seed in seeds:
         result = run_sim(spec, SimConfig(seed=seed, faults=ALL))
         if not result.ok:
@@ -34,7 +34,7 @@ def _first_failure(spec: ProtocolSpec, seeds: range) -> tuple[int, Any] | None:
 
 @pytest.mark.parametrize("name", ["crdt-counter", "crdt-set", "crdt-map"])
 def test_replicas_converge_with_intent_under_all_faults(name: str) -> None:
-    spec = get_spec(name)
+    spec = get_protocol(name)
     failures = []
     for seed in range(SEEDS):
         result = run_sim(spec, SimConfig(seed=seed, faults=ALL))
@@ -47,7 +47,7 @@ def test_replicas_converge_with_intent_under_all_faults(name: str) -> None:
     ("name", "prop"), [("crdt-counter-broken", "counter-intent"), ("crdt-set-broken", "add-wins")]
 )
 def test_registered_mutant_is_caught_by_the_property_it_breaks(name: str, prop: str) -> None:
-    spec = get_spec(name)
+    spec = get_protocol(name)
     assert spec.broken
     found = _first_failure(spec, range(30))
     assert found is not None, f"{name} survived 30 seeds"
@@ -67,7 +67,7 @@ class _ForgetfulMap(ORMap):
         return self.empty_like()
 
 
-def _variant(family: Family, **parts: type) -> ProtocolSpec:
+def _variant(family: Family, **parts: type) -> ProtocolDef:
     def make_parts(replica: str) -> dict[str, Any]:
         out = family.parts(replica)
         for name, cls in parts.items():
@@ -93,9 +93,9 @@ def test_planted_bugs_are_caught(family: Family, parts: dict[str, type], prop: s
 
 
 def test_replicas_that_never_sync_miss_liveness() -> None:
-    base = get_spec("crdt-counter")
+    base = get_protocol("crdt-counter")
     mute = functools.partial(base.make_node, sync_ticks=10**9)
-    spec = ProtocolSpec(
+    spec = ProtocolDef(
         name="mute",
         summary="test",
         make_node=mute,
@@ -109,7 +109,7 @@ def test_replicas_that_never_sync_miss_liveness() -> None:
 
 
 def test_same_ops_different_state_is_a_convergence_violation() -> None:
-    spec = get_spec("crdt-counter")
+    spec = get_protocol("crdt-counter")
     a, b = (spec.make_node(i, (1, 2), random.Random(i), DurableState()) for i in (1, 2))
     assert isinstance(a, CrdtReplica) and isinstance(b, CrdtReplica)
     assert crdt_state._convergence(1, a, 2, b) is None
@@ -119,7 +119,7 @@ def test_same_ops_different_state_is_a_convergence_violation() -> None:
 
 
 def test_runs_are_deterministic() -> None:
-    spec = get_spec("crdt-map")
+    spec = get_protocol("crdt-map")
     runs = [run_sim(spec, SimConfig(seed=11, faults=ALL, hash_trace=True)) for _ in range(2)]
     assert runs[0].trace_hash == runs[1].trace_hash and runs[0].ok
 

@@ -7,28 +7,28 @@ import dataclasses
 
 import pytest
 
+from pnyx.catalog import get_protocol
 from pnyx.check.consistency import check_consistency
 from pnyx.check.history import History
 from pnyx.core import DurableState, Rng
 from pnyx.protocols.dynamo import DynamoConfig, DynamoNode
+from pnyx.protocols.dynamo.spec import STRICT, dynamo_spec
 from pnyx.protocols.dynamo.versions import Version
-from pnyx.sim.catalog import get_spec
 from pnyx.sim.runner import SimConfig, SimResult, run_sim
 from pnyx.sim.schedule import parse_faults
-from pnyx.sim.spec import ProtocolSpec
-from pnyx.sim.specs.dynamo import STRICT, dynamo_spec
+from pnyx.sim.spec import ProtocolDef
 
 ALL = parse_faults("all")
 NONE = parse_faults("none")
 
 
-def _run(spec: ProtocolSpec, seed: int, faults: frozenset[str] = ALL) -> SimResult:
+def _run(spec: ProtocolDef, seed: int, faults: frozenset[str] = ALL) -> SimResult:
     return run_sim(spec, SimConfig(seed=seed, faults=faults))
 
 
 @pytest.mark.parametrize("name", ["dynamo", "dynamo-weak", "dynamo-sloppy"])
 def test_seeds_with_faults_converge_and_lose_no_acknowledged_write(name: str) -> None:
-    spec = get_spec(name)
+    spec = get_protocol(name)
     for seed in range(1, 31):
         result = _run(spec, seed)
         assert result.violation is None, f"seed {seed}: {result.violation}"
@@ -36,7 +36,7 @@ def test_seeds_with_faults_converge_and_lose_no_acknowledged_write(name: str) ->
 
 
 def test_same_seed_same_run() -> None:
-    spec = get_spec("dynamo-sloppy")
+    spec = get_protocol("dynamo-sloppy")
     first = run_sim(spec, SimConfig(seed=5, faults=ALL, trace=True))
     second = run_sim(spec, SimConfig(seed=5, faults=ALL, trace=True))
     assert first.trace_hash and first.trace_hash == second.trace_hash
@@ -53,7 +53,7 @@ def test_monitor_reports_a_lost_acknowledged_write() -> None:
     def make(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> DynamoNode:
         return _ForgetfulNode(node_id, peers, rng, durable, STRICT)
 
-    spec = dataclasses.replace(get_spec("dynamo"), make_node=make)
+    spec = dataclasses.replace(get_protocol("dynamo"), make_node=make)
     result = _run(spec, 1, NONE)
     assert result.violation is not None and result.violation.prop == "lost-write"
 
@@ -72,9 +72,10 @@ def _session_violations(result: SimResult, model: str) -> bool:
 
 
 def test_weak_quorums_break_a_session_guarantee_on_some_seed() -> None:
-    spec = get_spec("dynamo-weak")
+    spec = get_protocol("dynamo-weak")
     broken = [
-        seed for seed in range(1, 21)
+        seed
+        for seed in range(1, 21)
         if _session_violations(result := _run(spec, seed), "read-your-writes")
         or _session_violations(result, "monotonic-reads")
     ]
@@ -85,7 +86,7 @@ def test_weak_quorums_break_a_session_guarantee_on_some_seed() -> None:
 def test_strict_quorums_keep_read_your_writes(faults: frozenset[str], seeds: int) -> None:
     """R+W>N, strict quorums: a session's read sees its acknowledged writes (or later ones),
     whatever the faults (crashes, partitions, pauses; no disk loss of W copies)."""
-    spec = get_spec("dynamo")
+    spec = get_protocol("dynamo")
     for seed in range(1, seeds + 1):
         result = _run(spec, seed, faults)
         assert not _session_violations(result, "read-your-writes"), seed
@@ -94,7 +95,7 @@ def test_strict_quorums_keep_read_your_writes(faults: frozenset[str], seeds: int
 @pytest.mark.soak
 @pytest.mark.parametrize("name", ["dynamo", "dynamo-weak", "dynamo-sloppy"])
 def test_soak_many_seeds_with_faults(name: str) -> None:
-    spec = get_spec(name)
+    spec = get_protocol(name)
     for seed in range(1, 501):
         result = _run(spec, seed)
         assert result.violation is None, f"seed {seed}: {result.violation}"

@@ -9,22 +9,24 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
+from pnyx.catalog import get_protocol
 from pnyx.cli.main import cli
-from pnyx.sim.catalog import get_spec
-from pnyx.sim.runner import SimConfig, SimResult, Simulation, run_sim
-from pnyx.sim.schedule import parse_faults
-from pnyx.sim.specs.membership import (
+from pnyx.protocols.membership.spec import (
     MembershipMonitor,
     MembershipSpec,
     fixed_detector,
     membership_spec,
 )
+from pnyx.sim.runner import SimConfig, SimResult, Simulation, run_sim
+from pnyx.sim.schedule import parse_faults
 
 DETECTORS = ("swim", "swim-lifeguard", "phi", "fixed")
 
 
 def _run(name: str, seed: int, faults: str, nodes: int = 12) -> SimResult:
-    return run_sim(get_spec(name), SimConfig(seed=seed, nodes=nodes, faults=parse_faults(faults)))
+    return run_sim(
+        get_protocol(name), SimConfig(seed=seed, nodes=nodes, faults=parse_faults(faults))
+    )
 
 
 def _failures(results: list[SimResult]) -> list[str]:
@@ -48,7 +50,9 @@ def test_complete_under_loss_slow_members_and_pauses(name: str) -> None:
 
 def test_accuracy_is_checked_only_without_loss_and_slow_members() -> None:
     for faults, checked in (("crash,pause", True), ("crash,drop", False), ("slow", False)):
-        sim = Simulation(get_spec("swim"), SimConfig(seed=3, nodes=8, faults=parse_faults(faults)))
+        sim = Simulation(
+            get_protocol("swim"), SimConfig(seed=3, nodes=8, faults=parse_faults(faults))
+        )
         sim.run()
         assert isinstance(sim.monitor, MembershipMonitor)
         assert sim.monitor.accuracy is checked, faults
@@ -78,7 +82,7 @@ def test_monitor_catches_a_detector_slower_than_its_bound() -> None:
 def _healthy_false_positives(name: str, seeds: range) -> int:
     total = 0
     for seed in seeds:
-        spec = get_spec(name)
+        spec = get_protocol(name)
         assert isinstance(spec, MembershipSpec)
         sim = Simulation(spec, SimConfig(seed=seed, nodes=16, faults=parse_faults("slow")))
         result = sim.run()
@@ -98,7 +102,7 @@ def test_lifeguard_has_ten_times_fewer_false_positives_under_slow_members() -> N
 
 
 def test_same_seed_same_trace() -> None:
-    spec = get_spec("swim-lifeguard")
+    spec = get_protocol("swim-lifeguard")
     config = SimConfig(seed=5, nodes=10, faults=parse_faults("crash,pause,drop,slow"))
     first = run_sim(spec, replace(config, hash_trace=True))
     again = run_sim(spec, replace(config, hash_trace=True))

@@ -10,7 +10,7 @@ from typing import Any
 from pnyx.core import DurableState, Message, Outbox, Rng
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import FaultEvent, Schedule, generate, parse_faults
-from pnyx.sim.spec import Monitor, ProtocolSpec, World
+from pnyx.sim.spec import Monitor, ProtocolDef, World
 
 
 class Ping(Message, frozen=True):
@@ -56,7 +56,7 @@ class StopAt(Monitor):
 
 
 @dataclass(frozen=True)
-class ShapedSpec(ProtocolSpec):
+class ShapedSpec(ProtocolDef):
     sim_tick_us: int = 10_000
     tick_slots: int = 0
     slow_lag_us: int = 0

@@ -3,6 +3,7 @@ variant caught by the property it breaks."""
 
 from __future__ import annotations
 
+from pnyx.catalog import get_protocol
 from pnyx.core import CLIENT_ID_BASE, ClientReply, DurableState, SplitMix64
 from pnyx.protocols.primary_backup import (
     Forward,
@@ -18,7 +19,6 @@ from pnyx.protocols.primary_backup import (
 )
 from pnyx.protocols.raft.kv import GET, PUT, Command, KvOp
 from pnyx.protocols.raft.messages import ClientRequest, ReadRequest
-from pnyx.sim.catalog import get_spec
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.schedule import parse_faults
 
@@ -40,7 +40,7 @@ def _server(node_id: int) -> Server:
 def test_view_change_transfers_state_and_refuses_a_stale_primary() -> None:
     s2, s3, s4 = _server(2), _server(3), _server(4)
     s2.step(ViewReply(View(1, 2, 3)), 1)
-    (to, transfer), = _sends(s2)
+    ((to, transfer),) = _sends(s2)
     assert to == 3 and isinstance(transfer, StateTransfer)
     s3.step(transfer, 2)
     assert _sends(s3) == [(2, TransferAck(1))]
@@ -87,7 +87,7 @@ def test_manager_waits_for_the_primarys_ack_before_the_next_view() -> None:
 
 
 def test_seeds_with_faults_keep_every_acknowledged_write_and_linearizability() -> None:
-    spec = get_spec("primary-backup")
+    spec = get_protocol("primary-backup")
     failures = []
     for seed in range(1, 101):
         result = run_sim(spec, SimConfig(seed=seed, faults=FAULTS))
@@ -97,7 +97,7 @@ def test_seeds_with_faults_keep_every_acknowledged_write_and_linearizability() -
 
 
 def test_broken_primary_that_answers_before_its_backup_is_caught() -> None:
-    spec = get_spec("primary-backup-broken")
+    spec = get_protocol("primary-backup-broken")
     props = set()
     for seed in range(1, 31):
         result = run_sim(spec, SimConfig(seed=seed, faults=FAULTS))

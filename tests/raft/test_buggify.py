@@ -8,9 +8,9 @@ import dataclasses
 
 from pnyx.protocols.raft import RaftConfig, RaftNode
 from pnyx.protocols.raft.node import BUGGIFY_POINTS
+from pnyx.protocols.raft.spec import SIM_CONFIG, raft_spec
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import parse_faults
-from pnyx.sim.specs.raft import SIM_CONFIG, raft_spec
 
 from .cluster import Cluster
 

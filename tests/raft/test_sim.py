@@ -6,15 +6,15 @@ import os
 
 import pytest
 
+from pnyx.catalog import get_protocol
 from pnyx.core import DurableState, LogAppend, PutRecord
 from pnyx.protocols.raft import config as raft_config
 from pnyx.protocols.raft.config import MUTANTS
 from pnyx.protocols.raft.messages import HARD_STATE_KEY, Entry, HardState
 from pnyx.protocols.raft.node import LEADER, RaftNode
-from pnyx.sim.catalog import get_spec
+from pnyx.protocols.raft.spec import RAFT, SIM_CONFIG, RaftMonitor, raft_spec
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.schedule import parse_faults
-from pnyx.sim.specs.raft import RAFT, SIM_CONFIG, RaftMonitor, raft_spec
 
 ALL = parse_faults("all")
 SOAK = bool(os.environ.get("PNYX_SOAK"))
@@ -38,7 +38,7 @@ def _first_catch(mutant: str, budget: int) -> tuple[int, str, str] | None:
 
 
 def test_registered_in_the_catalog() -> None:
-    assert get_spec("raft") is RAFT
+    assert get_protocol("raft") is RAFT
     assert not RAFT.broken
 
 
@@ -93,14 +93,14 @@ def test_every_mutant_names_the_property_it_violates() -> None:
 
 
 def test_a_mutant_seed_replays_with_one_command_name() -> None:
-    from pnyx.sim.catalog import get_spec
+    from pnyx.catalog import get_protocol
 
-    spec = get_spec("raft+vote_not_persisted,session_no_dedup")
+    spec = get_protocol("raft+vote_not_persisted,session_no_dedup")
     assert spec.name == "raft+vote_not_persisted,session_no_dedup" and spec.broken
     with pytest.raises(KeyError, match="unknown mutants"):
-        get_spec("raft+no_such_mutant")
+        get_protocol("raft+no_such_mutant")
     with pytest.raises(KeyError, match="raft only"):
-        get_spec("broadcast+vote_not_persisted")
+        get_protocol("broadcast+vote_not_persisted")
 
 
 NOT_YET_CAUGHT_BY_SWARM: dict[str, str] = {}

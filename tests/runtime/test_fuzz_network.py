@@ -27,11 +27,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pnyx.catalog import get_runnable
 from pnyx.core import ClientReply, Message
 from pnyx.protocols.raft import ReadRequest
 from pnyx.runtime import FramedClient, NodeRunner, RunnerConfig, bind_listen_socket, encode_frame
 from pnyx.runtime.transport import Hello, TransportConfig, Welcome
-from pnyx.services.catalog import get_service
 
 CLUSTER = "fuzz-cluster"
 MIB = 1024 * 1024
@@ -43,7 +43,7 @@ HYPOTHESIS_BYTES_PER_EXAMPLE = 96 * 1024
 MAX_FRAME_BYTES = 256 * 1024
 EXAMPLES = int(os.environ.get("PNYX_FUZZ_EXAMPLES", "300"))
 
-SERVICE = get_service("raft")
+SERVICE = get_runnable("raft")
 WIRE_TYPES: tuple[type[Message], ...] = (
     *SERVICE.peer_message_types,
     *SERVICE.client_message_types,
@@ -186,7 +186,7 @@ class FuzzTarget:
                 backoff_max_ms=1000,
             ),
         )
-        runner = SERVICE.runner(config)
+        runner = NodeRunner.for_protocol(SERVICE, config)
         await runner.start()
         self.runner = runner
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pnyx.catalog import get_runnable
 from pnyx.core import ClientReply, Codec, Message
 from pnyx.protocols.raft import (
     AppendEntries,
@@ -18,7 +19,6 @@ from pnyx.protocols.raft import (
 )
 from pnyx.runtime import FramedClient, NodeRunner, RunnerConfig, encode_frame
 from pnyx.runtime.transport import Hello, TransportConfig, make_wire_codec
-from pnyx.services.catalog import get_service
 from tests.runtime.runtime_helpers import run_async, wait_until
 from tests.runtime.runtime_toy import WIRE_TYPES, Add, Cluster, Ping, Pong, Push
 
@@ -122,7 +122,7 @@ def test_other_exceptions_from_step_still_stop_the_node(tmp_path: Path) -> None:
 
 def test_three_frames_no_longer_stop_a_raft_node(tmp_path: Path) -> None:
     """Issue 16 item 1 as reported: peer hello + ReadRequest crashed RaftNode.step."""
-    service = get_service("raft")
+    service = get_runnable("raft")
 
     async def scenario() -> None:
         config = RunnerConfig(
@@ -133,16 +133,7 @@ def test_three_frames_no_longer_stop_a_raft_node(tmp_path: Path) -> None:
             seed=1,
             transport=TransportConfig(backoff_initial_ms=50, backoff_max_ms=200),
         )
-        runner = NodeRunner(
-            config,
-            service.make_node,
-            service.message_types,
-            peer_message_types=service.peer_message_types,
-            client_message_types=service.client_message_types,
-            state_machine=service.make_state_machine() if service.make_state_machine else None,
-            op_codec=service.op_codec(),
-            on_service=lambda request: None,
-        )
+        runner = NodeRunner.for_protocol(service, config)
         codec = runner.codec
         await runner.start()
         try:

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from pnyx.catalog import get_runnable
 from pnyx.core import ClientReply, Message
 from pnyx.protocols.raft import KvOp, ReadRequest
 from pnyx.runtime.framing import FrameDecoder, encode_frame
 from pnyx.runtime.transport import Hello, Welcome, make_wire_codec
 from pnyx.services import client as client_module
-from pnyx.services.catalog import get_service
 from pnyx.services.client import AsyncClient, ClientError
 from pnyx.services.kv import KV_MESSAGES
 from pnyx.services.objects import ReplicatedCounter
@@ -176,7 +176,7 @@ def test_a_follower_only_client_is_told_which_node_leads() -> None:
             leader = replicas[0].leader_id
             assert leader is not None
             follower = next(i for i in members if i != leader)
-            types = get_service("raft").message_types
+            types = get_runnable("raft").message_types
             client = AsyncClient({follower: members[follower]}, types, deadline_s=20.0)
             started = asyncio.get_running_loop().time()
             try:
@@ -204,7 +204,7 @@ def test_a_member_without_leader_is_reported_as_such() -> None:
         lone = Replica(ReplicatedCounter(), 1, members, options=FAST, listen_sock=socks[1])
         await lone.start_async()
         try:
-            types = get_service("raft").message_types
+            types = get_runnable("raft").message_types
             client = AsyncClient({1: members[1]}, types, request_timeout_s=1.0, deadline_s=2.0)
             try:
                 with pytest.raises(ClientError) as caught:

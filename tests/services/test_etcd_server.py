@@ -191,8 +191,12 @@ def test_malformed_grpc_messages_are_refused_and_the_node_keeps_serving(tmp_path
             await c.put(b"a", b"1")
             host, port = server.client_address
             async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
-                for method in ("/etcdserverpb.KV/Range", "/etcdserverpb.KV/Put",
-                               "/etcdserverpb.KV/Txn", "/etcdserverpb.Lease/LeaseGrant"):
+                for method in (
+                    "/etcdserverpb.KV/Range",
+                    "/etcdserverpb.KV/Put",
+                    "/etcdserverpb.KV/Txn",
+                    "/etcdserverpb.Lease/LeaseGrant",
+                ):
                     call = channel.unary_unary(method)  # no serializers: raw bytes
                     for frame in MALFORMED_FRAMES:
                         code, _ = await rpc_error(call(frame, timeout=10))
@@ -403,16 +407,16 @@ def test_restart_recovers_from_snapshot_and_log(tmp_path: Path) -> None:
 
 
 def test_a_write_sent_as_a_read_query_is_refused(tmp_path: Path) -> None:
+    from pnyx.catalog import get_runnable
     from pnyx.protocols.etcd import PutRequest, RangeRequest
     from pnyx.protocols.raft import ClientRequest, ReadRequest
     from pnyx.protocols.raft.messages import READ_SERIALIZABLE
-    from pnyx.services.catalog import get_service
     from pnyx.services.client import AsyncClient
 
     async def body() -> None:
         async with one_node(tmp_path / "n") as server:
             members = {1: server.runner.address}
-            raw = AsyncClient(members, get_service("etcd").message_types, deadline_s=10)
+            raw = AsyncClient(members, get_runnable("etcd").message_types, deadline_s=10)
             try:
                 put = PutRequest(key=b"sneaky", value=b"v")
                 for build in (

@@ -9,10 +9,10 @@ from typing import Any
 import msgspec
 import pytest
 
+from pnyx.catalog import get_runnable
 from pnyx.protocols.raft import ClientRequest
 from pnyx.protocols.raft.sessions import OPEN_SESSION, SessionCommand
 from pnyx.runtime import bind_listen_socket
-from pnyx.services.catalog import get_service
 from pnyx.services.client import AsyncClient
 from pnyx.services.objects import ReplicatedCounter
 from pnyx.services.replicated import (
@@ -141,7 +141,7 @@ def test_retried_command_is_applied_once() -> None:
         members, socks = bind_group()
         counters = [ReplicatedCounter() for _ in members]
         async with async_group(make_replicas(counters, members, socks)):
-            client = AsyncClient(members, get_service("raft").message_types)
+            client = AsyncClient(members, get_runnable("raft").message_types)
             try:
                 opened = await client.call(
                     lambda rid: ClientRequest(rid, SessionCommand(0, 0, OPEN_SESSION))

@@ -16,7 +16,7 @@ from pnyx.core import (
     Rng,
     Send,
 )
-from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
+from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World
 
 
 class Seq(Message, frozen=True):
@@ -130,7 +130,7 @@ class ProbeMonitor(Monitor):
         return None
 
 
-PROBE = ProtocolSpec(
+PROBE = ProtocolDef(
     name="probe",
     summary="test-only fault probe",
     make_node=ProbeNode,

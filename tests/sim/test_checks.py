@@ -11,7 +11,7 @@ from pnyx.cli import sim_cmd
 from pnyx.core import Message
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import FaultEvent, Schedule
-from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
+from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World
 from tests.sim.probe import PROBE, ProbeNode
 
 PAUSE_US = (100_000, 500_000)
@@ -49,7 +49,7 @@ class LeaderWatch(Monitor):
 
 
 def _paused_run(make_node: Any) -> Simulation:
-    spec = ProtocolSpec("flicker", "test", make_node, PROBE.make_client, LeaderWatch)
+    spec = ProtocolDef("flicker", "test", make_node, PROBE.make_client, LeaderWatch)
     pause = FaultEvent("pause", PAUSE_US[0], PAUSE_US[1], node=1)
     schedule = Schedule(nodes=2, clients=1, fault_ms=1_000, faults=frozenset({"pause"}))
     schedule = replace(schedule, events=(pause,))
@@ -74,7 +74,7 @@ def test_node_invariants_are_checked_after_every_step() -> None:
             super().__init__(*args)
             self.bad_at = 7  # wrong for exactly one step, right again after the next
 
-    spec = ProtocolSpec("broken", "test", Broken, PROBE.make_client, LeaderWatch)
+    spec = ProtocolDef("broken", "test", Broken, PROBE.make_client, LeaderWatch)
     result = run_sim(spec, SimConfig(seed=1))
     assert result.violation is not None
     assert result.violation.prop == "invariant"
@@ -90,7 +90,7 @@ class Undecided(Monitor):
 
 
 def test_unknown_verdicts_are_reported_and_fail_a_seed_set_over_the_bound() -> None:
-    spec = ProtocolSpec("undecided", "test", ProbeNode, PROBE.make_client, Undecided)
+    spec = ProtocolDef("undecided", "test", ProbeNode, PROBE.make_client, Undecided)
     result = run_sim(spec, SimConfig(seed=1, fault_ms=200, heal_ms=200))
     assert result.ok and result.unknown == ["linearizability unknown: timed out"]
     base = SimConfig(seed=0, fault_ms=200, heal_ms=200)
@@ -107,7 +107,7 @@ def test_unknown_verdicts_are_reported_and_fail_a_seed_set_over_the_bound() -> N
 
 def test_raft_counts_a_timed_out_linearizability_check(monkeypatch: Any) -> None:
     from pnyx.check import linearizability
-    from pnyx.sim.specs import raft
+    from pnyx.protocols.raft import spec as raft
 
     real = linearizability.check_linearizable
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pnyx.sim.catalog import get_spec
+from pnyx.catalog import get_protocol
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.schedule import parse_faults
 
@@ -13,7 +13,7 @@ ALL = parse_faults("all")
 
 
 def _hash(seed: int, name: str = "broadcast") -> str:
-    result = run_sim(get_spec(name), SimConfig(seed=seed, faults=ALL, hash_trace=True))
+    result = run_sim(get_protocol(name), SimConfig(seed=seed, faults=ALL, hash_trace=True))
     assert len(result.trace_hash) == 32
     return result.trace_hash
 
@@ -47,7 +47,7 @@ def test_trace_identical_across_processes_and_hash_seeds() -> None:
 
 
 def test_full_trace_is_recorded_on_replay() -> None:
-    result = run_sim(get_spec("broadcast"), SimConfig(seed=5, faults=ALL, trace=True))
+    result = run_sim(get_protocol("broadcast"), SimConfig(seed=5, faults=ALL, trace=True))
     kinds = {record[1] for record in result.trace}
     assert {"deliver", "tick", "fsync", "apply", "history", "heal-phase"} <= kinds
     times = [record[0] for record in result.trace]

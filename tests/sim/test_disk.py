@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pnyx.catalog import get_protocol
 from pnyx.core import LogAppend, PutRecord
-from pnyx.sim.catalog import get_spec
 from pnyx.sim.disk import SimDisk
 from pnyx.sim.runner import SimConfig, Simulation
 from pnyx.sim.schedule import DEFAULT_KINDS, LYING_KINDS, format_faults, generate, parse_faults
@@ -124,7 +124,7 @@ def test_lying_disks_do_shorten_logs_and_the_probe_sees_it() -> None:
 
 
 def test_raft_survives_detected_disk_damage() -> None:
-    spec = get_spec("raft")
+    spec = get_protocol("raft")
     stops = 0
     for seed in range(12):
         sim = Simulation(spec, SimConfig(seed=seed, faults=parse_faults("corrupt,misdirect")))

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
+from pnyx.catalog import get_protocol, protocol_names
 from pnyx.cli.main import cli
 from pnyx.protocols.etcd import EtcdStore, WatchHub
 from pnyx.protocols.etcd.requests import (
@@ -17,10 +18,8 @@ from pnyx.protocols.etcd.requests import (
     WatchCreateRequest,
     WatchRequest,
 )
-from pnyx.sim.catalog import get_spec, protocol_names
-from pnyx.sim.runner import SimConfig, Simulation, run_sim
-from pnyx.sim.schedule import parse_faults
-from pnyx.sim.specs.etcd import (
+from pnyx.protocols.etcd.sim_client import EtcdClient, WatchRecord
+from pnyx.protocols.etcd.spec import (
     ETCD,
     ETCD_COMPACT,
     ETCD_MUTANTS,
@@ -31,7 +30,8 @@ from pnyx.sim.specs.etcd import (
     EtcdNode,
     etcd_spec,
 )
-from pnyx.sim.specs.etcd_client import EtcdClient, WatchRecord
+from pnyx.sim.runner import SimConfig, Simulation, run_sim
+from pnyx.sim.schedule import parse_faults
 
 ALL = parse_faults("all")
 SEEDS = 300
@@ -43,12 +43,12 @@ MUTANT_SEED_BUDGET = 100
 
 def test_registered_in_the_catalog() -> None:
     assert "etcd" in protocol_names()
-    assert get_spec("etcd") is ETCD and not ETCD.broken
-    spec = get_spec("etcd+watch_gap")
+    assert get_protocol("etcd") is ETCD and not ETCD.broken
+    spec = get_protocol("etcd+watch_gap")
     assert spec.name == "etcd+watch_gap" and spec.broken
-    assert get_spec("etcd+lease_expires_early,vote_not_persisted").broken  # Raft's too
+    assert get_protocol("etcd+lease_expires_early,vote_not_persisted").broken  # Raft's too
     with pytest.raises(KeyError, match="unknown mutants"):
-        get_spec("etcd+no_such_mutant")
+        get_protocol("etcd+no_such_mutant")
     assert set(MUTANT_PROPERTIES) == ETCD_MUTANTS
 
 

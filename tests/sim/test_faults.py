@@ -207,14 +207,14 @@ def test_leader_targeted_faults_hit_the_reported_leader() -> None:
 
 def test_exceptions_in_protocol_code_become_violations() -> None:
     from pnyx.sim.runner import run_sim
-    from pnyx.sim.spec import ProtocolSpec
+    from pnyx.sim.spec import ProtocolDef
 
     class Exploding(ProbeNode):
         def tick(self) -> None:
             super().tick()
             assert self.ticks < 50, "planted invariant failure"
 
-    spec = ProtocolSpec("boom", "test", Exploding, PROBE.make_client, PROBE.make_monitor)
+    spec = ProtocolDef("boom", "test", Exploding, PROBE.make_client, PROBE.make_monitor)
     result = run_sim(spec, SimConfig(seed=1))
     assert result.violation is not None and result.violation.prop == "exception"
     assert "planted invariant failure" in result.violation.detail

@@ -11,11 +11,11 @@ import pytest
 from pnyx.core import PutRecord, Ready
 from pnyx.protocols.raft.messages import VoteResponse
 from pnyx.protocols.raft.node import LEADER, RaftNode
+from pnyx.protocols.raft.spec import RAFT, RaftNemesis
 from pnyx.sim.nemesis import NemesisPlan, Strike
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import parse_faults
 from pnyx.sim.spec import World
-from pnyx.sim.specs.raft import RAFT, RaftNemesis
 from tests.sim.probe import PROBE, ProbeNode, Seq
 
 STRIKE_AT = 5

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from pnyx.catalog import get_protocol
 from pnyx.cli.main import cli
 from pnyx.protocols.raft.config import LEADER_APPLY_BEFORE_QUORUM
-from pnyx.sim.catalog import get_spec
+from pnyx.protocols.raft.spec import raft_spec
 from pnyx.sim.parallel import SeedError, SeedPool, WorkerCrashed, run_seeds
 from pnyx.sim.runner import SimConfig, SimResult, run_sim
 from pnyx.sim.schedule import parse_faults
-from pnyx.sim.specs.raft import raft_spec
 
 HERE = "tests.sim.test_parallel"
 ALL = parse_faults("all")
@@ -43,8 +43,10 @@ def _raise_in_monitor(node_ids: tuple[int, ...]) -> Any:
     raise RuntimeError("monitor exploded")
 
 
-DIES = dataclasses.replace(get_spec("broadcast"), name="dies", make_monitor=_exit_in_monitor)
-RAISES = dataclasses.replace(get_spec("broadcast"), name="raises", make_monitor=_raise_in_monitor)
+DIES = dataclasses.replace(get_protocol("broadcast"), name="dies", make_monitor=_exit_in_monitor)
+RAISES = dataclasses.replace(
+    get_protocol("broadcast"), name="raises", make_monitor=_raise_in_monitor
+)
 
 
 def _gone(pid: int) -> bool:

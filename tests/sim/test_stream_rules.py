@@ -6,13 +6,13 @@ import random
 from dataclasses import replace
 from typing import Any
 
+from pnyx.catalog import get_protocol
 from pnyx.core import Ready
-from pnyx.sim.catalog import get_spec
+from pnyx.protocols.raft.spec import RAFT, SIM_CONFIG, STREAM_NEMESIS_RULES, RaftNemesis, raft_spec
 from pnyx.sim.nemesis import NemesisPlan, Strike, rule_stream
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import parse_faults
 from pnyx.sim.spec import World
-from pnyx.sim.specs.raft import RAFT, SIM_CONFIG, STREAM_NEMESIS_RULES, RaftNemesis, raft_spec
 from pnyx.sim.swarm import draw_swarm
 
 ALL = parse_faults("all")
@@ -140,7 +140,7 @@ def test_lease_steal_steps_follow_a_carried_out_cut() -> None:
 def test_lease_steal_catches_a_restarted_voter_that_votes_at_once() -> None:
     """Swarm seed 23: the three steps happen, and the stale read is the steered one (a get
     of the key the steered put wrote at the new leader, served by the old leader)."""
-    result, strikes = _steal_strikes(get_spec("raft+restart_votes_at_once"), 23)
+    result, strikes = _steal_strikes(get_protocol("raft+restart_votes_at_once"), 23)
     assert result.violation is not None and result.violation.prop == "linearizability"
     assert [_step(text) for _, text in strikes][:3] == ["cut", "isolate", "inject"]
     steered_at = strikes[2][0]

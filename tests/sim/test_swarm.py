@@ -9,9 +9,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from pnyx.cli.sim_cmd import replay_command, sim
+from pnyx.protocols.raft.spec import RAFT, raft_spec
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import DEFAULT_KINDS, parse_faults
-from pnyx.sim.specs.raft import RAFT, raft_spec
 from pnyx.sim.swarm import draw_swarm
 
 ALL = parse_faults("all")
@@ -92,13 +92,13 @@ def test_swarm_replays_exactly_and_the_command_says_swarm() -> None:
 
 
 def test_a_failing_swarm_seed_prints_its_draw_and_replay() -> None:
-    from pnyx.sim import catalog
+    from pnyx import catalog
 
-    catalog._SPECS["raft-test-broken"] = "tests.sim.test_swarm:BROKEN"
+    catalog._PROTOCOLS["raft-test-broken"] = "tests.sim.test_swarm:BROKEN"
     try:
         out = CliRunner().invoke(sim, ["raft-test-broken", "--seed", "0", "--swarm", "--no-shrink"])
     finally:
-        del catalog._SPECS["raft-test-broken"]
+        del catalog._PROTOCOLS["raft-test-broken"]
     assert out.exit_code == 1, out.output
     assert "swarm seed 0: faults" in out.output
     assert "settings: " in out.output and "pre_vote=" in out.output

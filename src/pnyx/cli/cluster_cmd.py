@@ -42,6 +42,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pnyx.catalog import runnable_names
 from pnyx.cli import cluster_state
 from pnyx.cli.cluster_state import (
     STATE_FILE,
@@ -52,7 +53,6 @@ from pnyx.cli.cluster_state import (
     pid_alive,
 )
 from pnyx.cli.errors import fail
-from pnyx.services.catalog import service_names
 
 __all__ = [
     "STATE_FILE",
@@ -143,8 +143,7 @@ def cluster() -> None:
     "--protocol",
     default="etcd",
     show_default=True,
-    help="The service the nodes run: etcd (etcd v3 API on Raft), raft (pnyx's Raft KV), "
-    "broadcast.",
+    help="The service the nodes run: etcd (etcd v3 API on Raft), raft (pnyx's Raft KV), broadcast.",
 )
 @click.option("--tick-ms", type=click.IntRange(1, 10_000), default=10, show_default=True)
 @click.option(
@@ -160,8 +159,8 @@ def up(
     nodes: str, data_dir: Path, protocol: str, tick_ms: int, tls: bool, fresh: bool, detach: bool
 ) -> None:
     """Start a local cluster; without --detach, run until Ctrl-C and then stop it."""
-    if protocol not in service_names():
-        fail(f"unknown protocol {protocol!r}; valid: {', '.join(service_names())}")
+    if protocol not in runnable_names():
+        fail(f"unknown protocol {protocol!r}; valid: {', '.join(runnable_names())}")
     data_dir = _checked_data_dir(data_dir)
     count = int(nodes)
     _refuse_running(data_dir)

@@ -12,8 +12,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pnyx.catalog import get_protocol
 from pnyx.cli.sim_cmd import replay_command
-from pnyx.sim.catalog import get_spec
 from pnyx.sim.runner import SimConfig, SimResult, run_sim
 from pnyx.sim.schedule import parse_faults
 from pnyx.sim.shrink import shrink
@@ -64,7 +64,7 @@ def demo(seeds: int, nodes: int, report: Path | None, raft_seeds: int, kills: in
 def _run_correct(
     console: Console, name: str, seeds: int, nodes: int, faults: frozenset[str]
 ) -> bool:
-    spec = get_spec(name)
+    spec = get_protocol(name)
     console.print(f"\n[bold]{spec.name}[/bold] — {spec.summary}")
     console.print(f"   {nodes} nodes, faults: {', '.join(sorted(faults))}; seeds 1..{seeds}")
     results = [
@@ -91,7 +91,7 @@ def _run_correct(
 
 
 def _catch_broken(console: Console, nodes: int, faults: frozenset[str]) -> bool:
-    spec = get_spec("broadcast-broken")
+    spec = get_protocol("broadcast-broken")
     console.print(f"\n[bold]{spec.name}[/bold] — {spec.summary}")
     found: tuple[SimConfig, SimResult] | None = None
     for seed in range(1, 51):

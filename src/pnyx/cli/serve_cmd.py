@@ -28,17 +28,18 @@ from typing import Any, NoReturn
 
 import click
 
+from pnyx.catalog import get_runnable, runnable_names
 from pnyx.cli.addresses import check_cluster_id, parse_peers
 from pnyx.cli.errors import fail
 from pnyx.protocols.etcd.mutants import SERVICE_MUTANTS
 from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
 from pnyx.runtime.datadir import DataDirError, read_stamp
 from pnyx.runtime.logs import configure_logging
-from pnyx.runtime.node_runner import NodeFailed, RunnerConfig, run_event_loop
+from pnyx.runtime.node_runner import NodeFailed, NodeRunner, RunnerConfig, run_event_loop
 from pnyx.runtime.tls import TlsConfig, peer_ssl_context, server_ssl_context
 from pnyx.runtime.transport import Address, TransportConfig
 from pnyx.runtime.wal import LAZY_FSYNC, LAZY_FSYNC_MS, RUNTIME_MUTANTS, WalConfig, WalError
-from pnyx.services.catalog import ServiceDef, get_service, service_names
+from pnyx.sim.spec import ProtocolDef
 
 __all__ = ["parse_peers", "serve"]
 
@@ -170,9 +171,9 @@ def serve(
 ) -> None:
     """Run node ID of PROTOCOL until SIGTERM/SIGINT."""
     try:
-        service = get_service(protocol)
+        service = get_runnable(protocol)
     except KeyError:
-        fail(f"unknown protocol {protocol!r}; valid: {', '.join(service_names())}")
+        fail(f"unknown protocol {protocol!r}; valid: {', '.join(runnable_names())}")
     peers = _peers(peers_text, node_id)
     etcd_flags = _etcd_flags(protocol, etcd_flags)
     etcd_flags["test_mutants"] = _protocol_mutants(protocol, test_mutants)
@@ -365,8 +366,8 @@ async def _serve_etcd(config: RunnerConfig, options: Any) -> None:
     await _run_until_signal(server.stop, server.wait_stopped)
 
 
-async def _serve(service: ServiceDef, config: RunnerConfig) -> None:
-    runner = service.runner(config)
+async def _serve(service: ProtocolDef, config: RunnerConfig) -> None:
+    runner = NodeRunner.for_protocol(service, config)
     await runner.start()
     await _run_until_signal(runner.stop, runner.wait_stopped)
 

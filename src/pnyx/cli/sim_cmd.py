@@ -14,13 +14,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pnyx.catalog import get_protocol, protocol_names
 from pnyx.cli.errors import fail
-from pnyx.sim.catalog import get_spec, protocol_names
 from pnyx.sim.parallel import MAX_JOBS, PoolError, SeedError, run_seeds, validate_jobs
 from pnyx.sim.runner import SimConfig, SimResult, run_sim
 from pnyx.sim.schedule import FaultSpecError, Schedule, format_faults, parse_faults
 from pnyx.sim.shrink import shrink
-from pnyx.sim.spec import ProtocolSpec
+from pnyx.sim.spec import ProtocolDef
 
 DEFAULT_FAULT_MS = SimConfig(seed=0).fault_ms
 DEFAULT_HEAL_MS = SimConfig(seed=0).heal_ms
@@ -177,9 +177,9 @@ def sim(
     sys.exit(_run_one(spec, config, as_json, trace_hash, no_shrink, schedule_path))
 
 
-def _resolve_spec(name: str) -> ProtocolSpec:
+def _resolve_spec(name: str) -> ProtocolDef:
     try:
-        return get_spec(name)
+        return get_protocol(name)
     except KeyError as exc:
         if "+" in name:
             fail(str(exc.args[0]))
@@ -196,7 +196,7 @@ def _check_jobs(jobs: int, seed_range: str | None) -> None:
 
 
 def _seed_results(
-    spec: ProtocolSpec, base: SimConfig, seeds: range, jobs: int
+    spec: ProtocolDef, base: SimConfig, seeds: range, jobs: int
 ) -> Iterator[SimResult]:
     """Each seed's result in seed order: in this process, or from ``jobs`` workers."""
     if jobs == 1:
@@ -229,7 +229,7 @@ def _load_schedule(path: Path | None) -> Schedule | None:
 
 
 def _run_one(
-    spec: ProtocolSpec,
+    spec: ProtocolDef,
     config: SimConfig,
     as_json: bool,
     trace_hash: bool,
@@ -251,7 +251,7 @@ def _run_one(
     return 0 if result.ok else 1
 
 
-def _summary(spec: ProtocolSpec, config: SimConfig, result: SimResult) -> dict[str, Any]:
+def _summary(spec: ProtocolDef, config: SimConfig, result: SimResult) -> dict[str, Any]:
     stats = result.stats
     return {
         "protocol": spec.name,
@@ -271,7 +271,7 @@ def _summary(spec: ProtocolSpec, config: SimConfig, result: SimResult) -> dict[s
 
 def _print_result(
     console: Console,
-    spec: ProtocolSpec,
+    spec: ProtocolDef,
     config: SimConfig,
     result: SimResult,
     schedule_path: Path | None,
@@ -299,7 +299,7 @@ def _print_swarm(console: Console, result: SimResult, indent: str = "  ") -> Non
 
 
 def _shrink_and_report(
-    console: Console, spec: ProtocolSpec, config: SimConfig, result: SimResult, as_json: bool
+    console: Console, spec: ProtocolDef, config: SimConfig, result: SimResult, as_json: bool
 ) -> None:
     outcome = shrink(spec, replace(config, trace=False, hash_trace=False), result)
     path = Path(f"pnyx-{spec.name}-seed{config.seed}.schedule.json")
@@ -348,7 +348,7 @@ def _fmt_fields(kind: str, fields: list[Any]) -> str:
 
 
 def _run_many(
-    spec: ProtocolSpec,
+    spec: ProtocolDef,
     base: SimConfig,
     seeds: range,
     as_json: bool,
@@ -400,7 +400,7 @@ def _run_many(
     return 1 if failures or too_many_unknown else 0
 
 
-def _seed_summary(spec: ProtocolSpec, config: SimConfig, result: SimResult) -> dict[str, Any]:
+def _seed_summary(spec: ProtocolDef, config: SimConfig, result: SimResult) -> dict[str, Any]:
     """One JSON line of a seed range (with the trace hash when it was asked for)."""
     summary = _summary(spec, config, result)
     if config.hash_trace:
@@ -426,7 +426,7 @@ def _report_unknown(console: Console, unknown: list[tuple[int, str]], max_unknow
 
 def _print_table(
     console: Console,
-    spec: ProtocolSpec,
+    spec: ProtocolDef,
     seeds: range,
     failures: list[tuple[SimConfig, SimResult]],
     deliveries: int,

@@ -66,7 +66,8 @@ from pnyx.runtime.transport import (
     cancel_and_wait,
     make_wire_codec,
 )
-from pnyx.runtime.wal import MemoryLog, OpCodec, WalConfig, WriteAheadLog
+from pnyx.runtime.wal import MemoryLog, OpCodec, PersistCodec, WalConfig, WriteAheadLog
+from pnyx.sim.spec import ProtocolDef
 
 log = logging.getLogger("pnyx.runtime.runner")
 
@@ -138,6 +139,46 @@ class NodeRunner:
     ``pnyx.core.InvalidMessage`` from ``step`` for a remote's message gets that sender's
     connection closed and keeps running; any other exception from the node stops it.
     """
+
+    @classmethod
+    def for_protocol(
+        cls,
+        definition: ProtocolDef,
+        config: RunnerConfig,
+        *,
+        state_machine: StateMachine | None = None,
+        make_node: NodeFactory | None = None,
+        **options: Any,
+    ) -> NodeRunner:
+        """A runner of the protocol ``definition`` (see :mod:`pnyx.catalog`): its message
+        types by role, a WAL codec for its entry and record types, a fresh state machine (or
+        ``state_machine``), its runtime node factory (or ``make_node``), and its ``serve``
+        hook for ``Ready.services`` requests.  ``options`` go to ``NodeRunner`` (e.g.
+        ``listen_sock``).  ValueError for a simulator-only definition."""
+        if not definition.runnable:
+            raise ValueError(f"protocol {definition.name!r} does not run as real processes")
+        sm = state_machine
+        if sm is None and definition.make_state_machine is not None:
+            sm = definition.make_state_machine()
+        runner: NodeRunner
+
+        def on_service(request: object) -> None:
+            if definition.serve is None:
+                raise RuntimeError(f"{definition.name} asked for service {request!r}")
+            definition.serve(runner.node, sm, request)
+
+        runner = cls(
+            config,
+            make_node or definition.node_factory,
+            definition.message_types,
+            peer_message_types=definition.peer_message_types,
+            client_message_types=definition.client_message_types,
+            state_machine=sm,
+            op_codec=PersistCodec(definition.entry_type, definition.record_types),
+            on_service=on_service,
+            **options,
+        )
+        return runner
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 import msgspec
 
+from pnyx.catalog import get_runnable
 from pnyx.core import DurableState, Message, Node, NodeFactory, Rng
 from pnyx.protocols.raft import ClientRequest, RaftConfig, RaftNode, ReadRequest
 from pnyx.protocols.raft.sessions import (
@@ -36,9 +37,9 @@ from pnyx.protocols.raft.sessions import (
     SessionCommand,
     SessionStateMachine,
 )
+from pnyx.protocols.raft.spec import RAFT_RUNTIME_CONFIG_FIELDS
 from pnyx.runtime import NodeRunner, RunnerConfig, WalConfig
 from pnyx.runtime.transport import Address
-from pnyx.services.catalog import RAFT_RUNTIME_CONFIG_FIELDS, ServiceDef, get_service
 from pnyx.services.client import (
     AsyncClient,
     ClientError,
@@ -46,6 +47,7 @@ from pnyx.services.client import (
     run_bounded,
     wait_cancelled,
 )
+from pnyx.sim.spec import ProtocolDef
 
 log = logging.getLogger("pnyx.replica")
 
@@ -429,7 +431,7 @@ class Replica:
         self.options = options or ReplicaOptions()
         self._listen_sock = listen_sock
         self.state_machine = SessionStateMachine(ObjectStateMachine(obj))
-        self._service: ServiceDef = get_service("raft")
+        self._service: ProtocolDef = get_runnable("raft")
         self._runner: NodeRunner | None = None
         self._clients: _ClientPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -461,16 +463,12 @@ class Replica:
             wal=WalConfig(fsync=opts.fsync),
         )
         service = self._service
-        self._runner = NodeRunner(
+        self._runner = NodeRunner.for_protocol(
+            service,
             config,
-            _raft_factory(opts.snapshot_threshold_entries),
-            service.message_types,
-            peer_message_types=service.peer_message_types,
-            client_message_types=service.client_message_types,
             state_machine=self.state_machine,
-            op_codec=service.op_codec(),
+            make_node=_raft_factory(opts.snapshot_threshold_entries),
             listen_sock=self._listen_sock,
-            on_service=self._on_service,
         )
         await self._runner.start()
         self._clients = _ClientPool(self.members, service.message_types, opts)
@@ -722,11 +720,6 @@ class Replica:
             if reply.error not in BUSY_ERRORS or loop.time() > deadline:
                 raise ReplicaError(f"the leader refused the batch: {reply.error}")
             await asyncio.sleep(BUSY_BACKOFF_S)
-
-    def _on_service(self, request: Any) -> None:
-        serve = self._service.serve
-        assert serve is not None
-        serve(self.runner.node, self.state_machine, request)
 
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None or self._closed:

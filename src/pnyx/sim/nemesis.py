@@ -40,7 +40,7 @@ Which rules run, how often they may fire and how many strikes a run gets are dra
 seed (:mod:`pnyx.sim.swarm`); the nemesis's own randomness is a separate RNG stream, so a
 seed replays exactly.  Strikes happen only in the fault phase.
 
-*Stream rules* (``ProtocolSpec.stream_nemesis_rules``) were added after the seed tables
+*Stream rules* (``ProtocolDef.stream_nemesis_rules``) were added after the seed tables
 were measured and must not reshuffle them: each has an RNG stream of its own
 (:func:`rule_stream`) for being drawn into a run, for its strikes' parameters and for
 firing, and the simulator asks a :class:`StreamNemesis` for them only at a batch where no

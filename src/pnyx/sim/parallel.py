@@ -36,9 +36,9 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import TracebackType
 
-from pnyx.sim.catalog import get_spec
+from pnyx.catalog import get_protocol
 from pnyx.sim.runner import SimConfig, SimResult, run_sim
-from pnyx.sim.spec import ProtocolSpec
+from pnyx.sim.spec import ProtocolDef
 
 MAX_JOBS = 64
 """Upper bound on ``--jobs``."""
@@ -80,14 +80,14 @@ def validate_jobs(jobs: int) -> int:
     return jobs
 
 
-def resolve_spec(ref: str) -> ProtocolSpec:
-    """A catalogue name (``raft``) or ``module:attribute`` naming a :class:`ProtocolSpec`."""
+def resolve_spec(ref: str) -> ProtocolDef:
+    """A catalogue name (``raft``) or ``module:attribute`` naming a :class:`ProtocolDef`."""
     if ":" not in ref:
-        return get_spec(ref)
+        return get_protocol(ref)
     module_name, attr = ref.split(":", 1)
     spec = getattr(importlib.import_module(module_name), attr)
-    if not isinstance(spec, ProtocolSpec):
-        raise TypeError(f"{ref} is not a ProtocolSpec")
+    if not isinstance(spec, ProtocolDef):
+        raise TypeError(f"{ref} is not a ProtocolDef")
     return spec
 
 

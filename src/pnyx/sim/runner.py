@@ -37,7 +37,7 @@ from pnyx.core.node import StateMachine
 from pnyx.sim.disk import SimDisk
 from pnyx.sim.nemesis import LATE_KINDS, NO_NEMESIS, NemesisPlan, Strike, rule_stream
 from pnyx.sim.schedule import DISK_KINDS, FaultEvent, Schedule, generate, isolate, split
-from pnyx.sim.spec import Monitor, ProtocolSpec, Violation
+from pnyx.sim.spec import Monitor, ProtocolDef, Violation
 from pnyx.sim.swarm import SwarmDraw, draw_swarm
 
 # Event kinds in the queue (small ints: compared only for ordering ties, never)
@@ -87,14 +87,14 @@ class SimConfig:
     nemesis: NemesisPlan | None = None
     """Nemesis rules to run, overriding the swarm draw (directed tests); None: the draw's."""
 
-    def resolve_swarm(self, spec: ProtocolSpec) -> SwarmDraw | None:
+    def resolve_swarm(self, spec: ProtocolDef) -> SwarmDraw | None:
         """The swarm draw of this run's seed (None without ``swarm``, and for a spec that
         draws its own schedule: swarm testing does not apply to it)."""
         if not self.swarm or spec.draws_schedule:
             return None
         return draw_swarm(self.seed, spec, self.faults, self.nodes, self.clients)
 
-    def resolve_schedule(self, spec: ProtocolSpec, swarm: SwarmDraw | None = None) -> Schedule:
+    def resolve_schedule(self, spec: ProtocolDef, swarm: SwarmDraw | None = None) -> Schedule:
         """The schedule this run uses: the given one, or one drawn from the seed."""
         if self.schedule is not None:
             return self.schedule
@@ -210,7 +210,7 @@ class _Stop(Exception):
 class Simulation:
     """One run of one protocol under one schedule.  Use :func:`run_sim`."""
 
-    def __init__(self, spec: ProtocolSpec, config: SimConfig) -> None:
+    def __init__(self, spec: ProtocolDef, config: SimConfig) -> None:
         self.swarm = config.resolve_swarm(spec)
         if self.swarm is not None and self.swarm.settings and spec.configure is not None:
             spec = spec.configure(dict(self.swarm.settings))
@@ -1055,6 +1055,6 @@ def _describe_exception(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def run_sim(spec: ProtocolSpec, config: SimConfig) -> SimResult:
+def run_sim(spec: ProtocolDef, config: SimConfig) -> SimResult:
     """Run one simulation and return its result (never raises for protocol violations)."""
     return Simulation(spec, config).run()

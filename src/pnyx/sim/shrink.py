@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from pnyx.sim.runner import SimConfig, SimResult, run_sim
 from pnyx.sim.schedule import FaultEvent, Schedule
-from pnyx.sim.spec import ProtocolSpec
+from pnyx.sim.spec import ProtocolDef
 
 MIN_FAULT_MS = 100
 """Shortest fault phase the shrinker tries."""
@@ -29,7 +29,7 @@ class ShrinkOutcome:
 
 
 def shrink(
-    spec: ProtocolSpec,
+    spec: ProtocolDef,
     config: SimConfig,
     failing: SimResult,
     *,

@@ -1,19 +1,33 @@
-"""How a protocol plugs into the simulator: a node factory, clients, and a monitor.
+"""The one definition of a protocol: :class:`ProtocolDef`, read by the simulator, the real
+runtime, the CLI and the benchmarks.
 
-A protocol registers a :class:`ProtocolSpec` in :mod:`pnyx.sim.catalog`.  The simulator
-builds nodes and clients (both follow the node contract of :mod:`pnyx.core.node`), carries
-out their ``Ready`` batches under faults, and consults the spec's :class:`Monitor` after
-every event (safety), during the heal phase (liveness) and at the end (history checks).
+Each protocol package exports its definitions (``pnyx.protocols.<name>.spec``) and registers
+each by name with one line in :mod:`pnyx.catalog`.  The simulator builds nodes and clients
+(both follow the node contract of :mod:`pnyx.core.node`), carries out their ``Ready``
+batches under faults, and consults the definition's :class:`Monitor` after every event
+(safety), during the heal phase (liveness) and at the end (history checks).  The real
+runtime (:meth:`pnyx.runtime.node_runner.NodeRunner.for_protocol`) runs the same node
+factory and state machine over TCP with a WAL, accepting the definition's peer and client
+message types.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pnyx.core import Apply, DurableState, HistoryEvent, Node, NodeFactory, Restore, Rng
+from pnyx.core import (
+    Apply,
+    DurableState,
+    HistoryEvent,
+    Message,
+    Node,
+    NodeFactory,
+    Restore,
+    Rng,
+)
 from pnyx.core.node import StateMachine
 from pnyx.sim.schedule import FaultEvent, Schedule
 
@@ -138,9 +152,20 @@ ClientFactory = Callable[[int, tuple[int, ...], Rng], Node]
 """Builds a client ``(client_id, node_ids, rng)``; it records history via ``Ready.record``."""
 
 
+SimRandom = random.Random
+"""The simulator's seeded RNG streams as protocol definitions see them (swarm draws,
+nemesis rules); an alias, so protocol packages need not import :mod:`random`."""
+
+
 @dataclass(frozen=True)
-class ProtocolSpec:
-    """Everything the simulator needs to run one protocol."""
+class ProtocolDef:
+    """Everything the simulator and the real runtime need to run one protocol.
+
+    The simulator reads the node and client factories, the monitor and the fault
+    settings; the runtime reads the node factory (or :attr:`runtime_make_node`), the
+    state machine, the wire message types and the WAL's entry and record types.  A
+    definition with no :attr:`peer_message_types` is simulator-only (:attr:`runnable`).
+    """
 
     name: str
     summary: str
@@ -155,7 +180,7 @@ class ProtocolSpec:
     """True for deliberately broken variants that the simulator is expected to catch."""
     draw_settings: Callable[[random.Random], dict[str, Any]] | None = None
     """Swarm testing: draw protocol settings for one seed (see :mod:`pnyx.sim.swarm`)."""
-    configure: Callable[[Mapping[str, Any]], ProtocolSpec] | None = None
+    configure: Callable[[Mapping[str, Any]], ProtocolDef] | None = None
     """This spec with drawn settings applied (required with ``draw_settings``)."""
     make_nemesis: Callable[[frozenset[str]], Any] | None = None
     """Builds the protocol-aware :class:`~pnyx.sim.nemesis.Nemesis` for the given rules."""
@@ -178,6 +203,32 @@ class ProtocolSpec:
     """When > 0, processes tick in groups: each process's phase is rounded down to one of
     ``tick_slots`` slots of the period, and all processes of a slot (and period) tick in one
     event, in id order.  Far fewer heap events for large groups."""
+    peer_message_types: tuple[type[Message], ...] = ()
+    """Runtime: accepted on peer connections (node to node).  Empty: simulator only."""
+    client_message_types: tuple[type[Message], ...] = ()
+    """Runtime: accepted on client connections; a client sends these, gets ``ClientReply``."""
+    entry_type: Any = Any
+    """Runtime: type of log entries, so the WAL decodes them back into protocol structs."""
+    record_types: Mapping[str, Any] = field(default_factory=dict)
+    """Runtime: types of the durable records by key (e.g. Raft's hard state)."""
+    runtime_make_node: NodeFactory | None = None
+    """Runtime: the node factory for real processes when it differs from the simulator's
+    (e.g. Raft with bigger batches for 10 ms ticks); None: :attr:`make_node`."""
+
+    @property
+    def runnable(self) -> bool:
+        """True if the protocol runs as real processes (``pnyx serve --protocol NAME``)."""
+        return bool(self.peer_message_types)
+
+    @property
+    def message_types(self) -> tuple[type[Message], ...]:
+        """Every wire message type of the protocol (peer and client), for codecs."""
+        return tuple(dict.fromkeys((*self.peer_message_types, *self.client_message_types)))
+
+    @property
+    def node_factory(self) -> NodeFactory:
+        """The node factory real processes use."""
+        return self.runtime_make_node or self.make_node
 
     def draw_schedule(
         self, seed: int, nodes: int, fault_ms: int, faults: frozenset[str]
@@ -190,4 +241,4 @@ class ProtocolSpec:
     @property
     def draws_schedule(self) -> bool:
         """True if this spec draws its own fault schedule (:meth:`draw_schedule`)."""
-        return type(self).draw_schedule is not ProtocolSpec.draw_schedule
+        return type(self).draw_schedule is not ProtocolDef.draw_schedule

@@ -28,7 +28,7 @@ from typing import Any
 
 from pnyx.sim.nemesis import NemesisPlan
 from pnyx.sim.schedule import FAULT_KINDS
-from pnyx.sim.spec import ProtocolSpec
+from pnyx.sim.spec import ProtocolDef
 
 KEEP_KIND_P = 0.6
 """Chance that each allowed fault kind is part of a seed's mix."""
@@ -85,7 +85,7 @@ class SwarmDraw:
 
 def draw_swarm(
     seed: int,
-    spec: ProtocolSpec,
+    spec: ProtocolDef,
     allowed: frozenset[str],
     nodes: int | None = None,
     clients: int | None = None,
@@ -123,14 +123,14 @@ def draw_swarm(
     )
 
 
-def _stream_settings(seed: int, spec: ProtocolSpec, base_name: str) -> dict[str, Any]:
+def _stream_settings(seed: int, spec: ProtocolDef, base_name: str) -> dict[str, Any]:
     """Settings drawn from their own stream (they override the main stream's)."""
     if spec.draw_stream_settings is None:
         return {}
     return spec.draw_stream_settings(random.Random(f"pnyx-swarm:{seed}:{base_name}:settings"))
 
 
-def _stream_rules(seed: int, spec: ProtocolSpec, base_name: str) -> frozenset[str]:
+def _stream_rules(seed: int, spec: ProtocolDef, base_name: str) -> frozenset[str]:
     """The stream nemesis rules that run in the seed, each drawn from its own stream."""
     return frozenset(
         rule

@@ -2,7 +2,7 @@
 
 In the paper the master is itself replicated (Paxos); here it is one node that stands in
 for such a fault-tolerant service (e.g. a Raft-backed configuration store).  The
-simulator specs never crash, pause or isolate it on purpose (see ``pnyx.sim.specs.chain``).
+simulator specs never crash, pause or isolate it on purpose (see ``pnyx.protocols.chain.spec``).
 """
 
 from __future__ import annotations

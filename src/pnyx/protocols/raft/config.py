@@ -71,7 +71,7 @@ MUTANT_PROPERTIES: dict[str, str] = {
     TRANSFER_TO_OUTGOING: "invariant",
 }
 """Mutant -> the violation name the simulator reports when it catches it (the names of
-``pnyx.sim.specs.raft.RaftMonitor``, plus the runner's ``liveness``, ``exception`` and
+``pnyx.protocols.raft.spec.RaftMonitor``, plus the runner's ``liveness``, ``exception`` and
 ``invariant``).  README's bug catalogue explains each.  ``stale_term_accepted`` is caught
 by the follower's own guard against truncating a committed entry (``exception``); the two
 ``invariant`` ones by :meth:`RaftNode.invariants` (see :data:`MUTANT_INVARIANTS`)."""

@@ -29,6 +29,7 @@ import grpc  # type: ignore[import-untyped]
 import msgspec
 from prometheus_client import Counter
 
+from pnyx.catalog import get_runnable
 from pnyx.protocols.etcd import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_TXN_OPS,
@@ -46,10 +47,10 @@ from pnyx.protocols.etcd.watch import DEFAULT_MAX_PENDING_RESPONSES, WatchHub
 from pnyx.protocols.raft import LEADER
 from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
 from pnyx.protocols.raft.sessions import OPEN_SESSION, SESSION_EXPIRED, SessionCommand
+from pnyx.protocols.raft.spec import raft_node_factory
 from pnyx.runtime.node_runner import NodeRunner, RunnerConfig, node_status
 from pnyx.runtime.tls import TlsConfig, client_ssl_context
 from pnyx.runtime.transport import Address
-from pnyx.services.catalog import get_service, raft_node_factory
 from pnyx.services.client import run_bounded, wait_cancelled
 from pnyx.services.etcd.gateway import (
     Gateway,
@@ -186,8 +187,9 @@ class EtcdServer:
             raise
 
     async def _start(self) -> None:
-        service = get_service("etcd")
-        runner = service.runner(
+        service = get_runnable("etcd")
+        runner = NodeRunner.for_protocol(
+            service,
             self.config,
             state_machine=self.machine,
             make_node=self._node_factory(),

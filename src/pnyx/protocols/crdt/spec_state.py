@@ -39,7 +39,7 @@ from pnyx.protocols.crdt import (
 )
 from pnyx.protocols.crdt.messages import ClientOp, LocalOp
 from pnyx.protocols.crdt.replica import Bundle, CrdtReplica, OpHandler
-from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
+from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World
 
 TIMEOUT_TICKS = 10
 """Ticks without a reply after which a client records ``info`` and moves on."""
@@ -489,7 +489,7 @@ def _convergence(a: int, ra: CrdtReplica, b: int, rb: CrdtReplica) -> Violation 
 # -- specs -------------------------------------------------------------------------------
 
 
-def _make_spec(name: str, family: Family, summary: str, broken: bool = False) -> ProtocolSpec:
+def _make_spec(name: str, family: Family, summary: str, broken: bool = False) -> ProtocolDef:
     def template(replica: ReplicaId) -> Bundle:
         return Bundle(replica, family.parts(replica))
 
@@ -499,7 +499,7 @@ def _make_spec(name: str, family: Family, summary: str, broken: bool = False) ->
     def make_monitor(node_ids: tuple[int, ...]) -> CrdtMonitor:
         return CrdtMonitor(node_ids, family)
 
-    return ProtocolSpec(
+    return ProtocolDef(
         name=name,
         summary=summary,
         make_node=functools.partial(CrdtReplica, template=template, apply_op=family.apply_op),

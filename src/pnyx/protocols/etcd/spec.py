@@ -2,7 +2,7 @@
 
 ``pnyx sim etcd`` runs :class:`~pnyx.protocols.etcd.EtcdStateMachine` as the state machine
 of :class:`~pnyx.protocols.raft.node.RaftNode` s, with the clients of
-:mod:`pnyx.sim.specs.etcd_client` (KV and txn operations, a lease each, a watch each).
+:mod:`pnyx.protocols.etcd.sim_client` (KV and txn operations, a lease each, a watch each).
 
 **The node** (:class:`EtcdNode`) is a pure wrapper around a ``RaftNode`` with the same node
 contract; it adds what etcd's server keeps beside the replicated state, as
@@ -27,7 +27,7 @@ answers Raft's ``TakeSnapshot``), and asks again after every applied batch to ad
 watch hub.  A crash loses the lessor and the hub with the node (clients re-create watches).
 
 **The monitor** (:class:`EtcdMonitor`) keeps every Raft invariant and liveness condition of
-:class:`~pnyx.sim.specs.raft.RaftMonitor` (applied to the wrapped Raft nodes) and adds:
+:class:`~pnyx.protocols.raft.spec.RaftMonitor` (applied to the wrapped Raft nodes) and adds:
 
 * ``revision-divergence``: every node's MVCC store produces the same events at each
   revision (the first node to apply a revision gives the authoritative event log);
@@ -60,7 +60,6 @@ too.
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -88,13 +87,7 @@ from pnyx.protocols.etcd.requests import (
     WatchRequest,
     WatchResponse,
 )
-from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
-from pnyx.protocols.raft.config import RaftConfig
-from pnyx.protocols.raft.messages import TakeSnapshot
-from pnyx.protocols.raft.node import LEADER, RaftNode
-from pnyx.sim.schedule import MAX_DRIFT, Schedule
-from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
-from pnyx.sim.specs.etcd_client import (
+from pnyx.protocols.etcd.sim_client import (
     KV_FUNCTIONS,
     EtcdClient,
     WatchClose,
@@ -102,7 +95,12 @@ from pnyx.sim.specs.etcd_client import (
     WatchOpen,
     WatchRecord,
 )
-from pnyx.sim.specs.raft import (
+from pnyx.protocols.raft import CLIENT_MESSAGE_TYPES, PEER_MESSAGE_TYPES
+from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
+from pnyx.protocols.raft.config import RaftConfig
+from pnyx.protocols.raft.messages import HARD_STATE_KEY, Entry, HardState, TakeSnapshot
+from pnyx.protocols.raft.node import LEADER, RaftNode
+from pnyx.protocols.raft.spec import (
     CLIENT_SETTINGS,
     NEMESIS_RULES,
     SIM_CONFIG,
@@ -111,7 +109,10 @@ from pnyx.sim.specs.raft import (
     RaftNemesis,
     draw_raft_settings,
     draw_raft_stream_settings,
+    raft_node_factory,
 )
+from pnyx.sim.schedule import MAX_DRIFT, Schedule
+from pnyx.sim.spec import Monitor, ProtocolDef, SimRandom, Violation, World
 
 ETCD_TICK_MS = 40
 """Milliseconds of the lease clock per tick.  The simulator's nominal tick is 10 ms: lease
@@ -720,11 +721,11 @@ class EtcdNemesis:
         self.raft = RaftNemesis(rules)
         self._views: list[_RaftView] = []
 
-    def on_batch(self, world: World, node_id: int, ready: Ready, rng: random.Random) -> Any:
+    def on_batch(self, world: World, node_id: int, ready: Ready, rng: SimRandom) -> Any:
         return self.raft.on_batch(_view(self._views, world), node_id, ready, rng)
 
     def stream_strike(
-        self, world: World, node_id: int, ready: Ready, rngs: Mapping[str, random.Random]
+        self, world: World, node_id: int, ready: Ready, rngs: Mapping[str, SimRandom]
     ) -> Any:
         return self.raft.stream_strike(_view(self._views, world), node_id, ready, rngs)
 
@@ -735,12 +736,12 @@ class EtcdNemesis:
 # -- the spec --------------------------------------------------------------------------------------
 
 
-def draw_etcd_settings(rng: random.Random) -> dict[str, Any]:
+def draw_etcd_settings(rng: SimRandom) -> dict[str, Any]:
     """Swarm: Raft's protocol settings (the client mix of Raft's ``KvClient`` is dropped)."""
     return {k: v for k, v in draw_raft_settings(rng).items() if k not in CLIENT_SETTINGS}
 
 
-def draw_etcd_stream_settings(rng: random.Random) -> dict[str, Any]:
+def draw_etcd_stream_settings(rng: SimRandom) -> dict[str, Any]:
     """Swarm: Raft's stream settings, with snapshot chunks scaled to etcd's snapshots."""
     settings = draw_raft_stream_settings(rng)
     if "snapshot_chunk_bytes" in settings:
@@ -753,7 +754,7 @@ def etcd_spec(
     config: RaftConfig | None = None,
     name: str = "etcd",
     compactions: bool = False,
-) -> ProtocolSpec:
+) -> ProtocolDef:
     """The etcd spec; ``mutants`` (names from :data:`MUTANTS`) breaks it on purpose.
 
     ``compactions``: clients also compact, a few revisions behind the latest they saw (off
@@ -778,11 +779,11 @@ def etcd_spec(
         inner = EtcdStateMachine(min_lease_ttl_s=MIN_LEASE_TTL_S)
         return SimEtcdMachine(inner, make_lessor(inner.store))
 
-    def configure(settings: Mapping[str, Any]) -> ProtocolSpec:
+    def configure(settings: Mapping[str, Any]) -> ProtocolDef:
         protocol = {k: v for k, v in settings.items() if k not in CLIENT_SETTINGS}
         return etcd_spec(mutants, dataclasses.replace(base, **protocol), name, compactions)
 
-    return ProtocolSpec(
+    return ProtocolDef(
         name=name,
         summary="etcd over Raft: MVCC, txns, leases (leader expiry), watches",
         make_node=make_node,
@@ -803,7 +804,31 @@ def etcd_spec(
     )
 
 
-ETCD = etcd_spec()
+ETCD = dataclasses.replace(
+    etcd_spec(),
+    peer_message_types=PEER_MESSAGE_TYPES,
+    client_message_types=CLIENT_MESSAGE_TYPES,
+    entry_type=Entry,
+    record_types={HARD_STATE_KEY: HardState},
+    runtime_make_node=raft_node_factory(),
+)
+"""``pnyx sim etcd``; as real processes (``pnyx serve --protocol etcd``) the Raft nodes run
+with the runtime tuning and :mod:`pnyx.services.etcd` serves the gRPC client port over the
+served state machine."""
+
+
+def etcd_mutant_spec(mutants: frozenset[str], name: str) -> ProtocolDef:
+    """``etcd+MUTANT[,MUTANT]``: etcd broken by its own or Raft's mutants; KeyError naming the
+    valid ones."""
+    unknown = sorted(mutants - MUTANTS)
+    if unknown:
+        raise KeyError(
+            f"unknown protocol {name!r}: unknown mutants {unknown}; "
+            f"valid: {', '.join(sorted(MUTANTS))}"
+        )
+    return etcd_spec(mutants=mutants, name=name)
+
+
 ETCD_COMPACT = etcd_spec(name="etcd-compact", compactions=True)
 """``pnyx sim etcd-compact``: clients compact too.  Seed 33 found a watch resumed at
 exactly the compact revision missing the delete there (compaction dropped every tombstone,

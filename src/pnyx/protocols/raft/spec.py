@@ -20,22 +20,34 @@ Violation names (stable; ``MUTANT_PROPERTIES`` refers to them): ``election-safet
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Mapping
 from typing import Any
 
-from pnyx.core import CLIENT_ID_BASE, Apply, DurableState, LogAppend, Ready, Restore, Rng
+from pnyx.core import (
+    CLIENT_ID_BASE,
+    Apply,
+    DurableState,
+    LogAppend,
+    NodeFactory,
+    Ready,
+    Restore,
+    Rng,
+)
 from pnyx.core.node import StateMachine
+from pnyx.protocols.raft import CLIENT_MESSAGE_TYPES, PEER_MESSAGE_TYPES
 from pnyx.protocols.raft.client import KEYS, KvClient, Steer
 from pnyx.protocols.raft.config import MUTANTS, SESSION_NO_DEDUP, RaftConfig
 from pnyx.protocols.raft.kv import GET, PUT, KvStateMachine
 from pnyx.protocols.raft.messages import (
     ENTRY_COMMAND,
     ENTRY_CONFIG,
+    HARD_STATE_KEY,
     TRANSFER,
     AdminRequest,
     AppendResponse,
     ConfigData,
+    Entry,
+    HardState,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
@@ -45,7 +57,7 @@ from pnyx.protocols.raft.messages import (
 from pnyx.protocols.raft.node import LEADER, NO_NODE, RaftNode
 from pnyx.protocols.raft.services import serve
 from pnyx.sim.nemesis import Strike
-from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
+from pnyx.sim.spec import Monitor, ProtocolDef, SimRandom, Violation, World
 
 SIM_CONFIG = RaftConfig(
     election_jitter_ticks=4,
@@ -326,7 +338,7 @@ CLIENT_SETTINGS = ("admin_probability", "max_think_ticks", "retry_ticks")
 """Swarm settings that shape the client mix (``KvClient`` arguments)."""
 
 
-def draw_raft_settings(rng: random.Random) -> dict[str, Any]:
+def draw_raft_settings(rng: SimRandom) -> dict[str, Any]:
     """One swarm seed's Raft settings: protocol switches, windows, thresholds, client mix."""
     check_quorum = rng.random() < 0.8
     settings: dict[str, Any] = {
@@ -353,9 +365,9 @@ LOW_THRESHOLD_P = 0.7
 """Chance that such a seed also takes snapshots every few entries."""
 
 
-def draw_raft_stream_settings(rng: random.Random) -> dict[str, Any]:
+def draw_raft_stream_settings(rng: SimRandom) -> dict[str, Any]:
     """Settings added after the mutant table was measured (their own stream, see
-    ``ProtocolSpec.draw_stream_settings``): simulated snapshots are under ~200 bytes, so
+    ``ProtocolDef.draw_stream_settings``): simulated snapshots are under ~200 bytes, so
     only small chunks make a stream of several chunks; low thresholds then make a newer
     snapshot while an older one is still streaming likely.  Drawn together, so that the
     seeds they change are few."""
@@ -454,9 +466,7 @@ class RaftNemesis:
         self._steal_proposed: _Steal | None = None
         """Step 1 as proposed; it becomes ``_steal`` once the run carries it out."""
 
-    def on_batch(
-        self, world: World, node_id: int, ready: Ready, rng: random.Random
-    ) -> Strike | None:
+    def on_batch(self, world: World, node_id: int, ready: Ready, rng: SimRandom) -> Strike | None:
         node = world.node(node_id)
         if not isinstance(node, RaftNode):
             return None
@@ -513,7 +523,7 @@ class RaftNemesis:
         return None
 
     def stream_strike(
-        self, world: World, node_id: int, ready: Ready, rngs: Mapping[str, random.Random]
+        self, world: World, node_id: int, ready: Ready, rngs: Mapping[str, SimRandom]
     ) -> Strike | None:
         """Strikes of :data:`STREAM_NEMESIS_RULES` (each draws from its own stream)."""
         node = world.node(node_id)
@@ -549,7 +559,7 @@ class RaftNemesis:
     # -- lease-steal ----------------------------------------------------------------------
 
     def _lease_steal(
-        self, world: World, node: RaftNode, ready: Ready, rng: random.Random
+        self, world: World, node: RaftNode, ready: Ready, rng: SimRandom
     ) -> Strike | None:
         """The next step of a ``lease-steal`` sequence at this batch, if it is its moment."""
         steal = self._steal
@@ -573,7 +583,7 @@ class RaftNemesis:
             self._steal, self._steal_proposed = self._steal_proposed, None
 
     def _steal_steer(
-        self, world: World, node: RaftNode, steal: _Steal, rng: random.Random
+        self, world: World, node: RaftNode, steal: _Steal, rng: SimRandom
     ) -> Strike | None:
         """Step 3: the candidate leads and has committed in its term; the old leader still
         thinks it leads.  A client writes a key at the new leader, then reads it at the old."""
@@ -590,7 +600,7 @@ class RaftNemesis:
         )
 
     def _steal_cut(
-        self, world: World, node: RaftNode, ready: Ready, rng: random.Random
+        self, world: World, node: RaftNode, ready: Ready, rng: SimRandom
     ) -> Strike | None:
         """Step 1: a leasing, idle leader's heartbeat batch; every voter up to date."""
         cfg = node.cfg
@@ -624,7 +634,7 @@ class RaftNemesis:
         return Strike("cut", node.node_id, quiet_us, "lease-steal", (candidate,), also=also)
 
     def _steal_reboot(
-        self, world: World, node: RaftNode, ready: Ready, steal: _Steal, rng: random.Random
+        self, world: World, node: RaftNode, ready: Ready, steal: _Steal, rng: SimRandom
     ) -> Strike | None:
         """Step 2: the cut-off voter asks for votes; the others' logs are no better."""
         if not any(type(s.msg) is RequestVote for s in ready.send):
@@ -719,7 +729,7 @@ def raft_spec(
     membership: bool = True,
     name: str = "raft",
     client_options: Mapping[str, Any] | None = None,
-) -> ProtocolSpec:
+) -> ProtocolDef:
     """The Raft spec; ``mutants`` (names from ``MUTANTS``) breaks it on purpose (tests only).
 
     ``client_options`` are passed to every ``KvClient`` (swarm: the client mix).
@@ -741,7 +751,7 @@ def raft_spec(
     def make_sm() -> StateMachine:
         return KvStateMachine(dedup=dedup)
 
-    def configure(settings: Mapping[str, Any]) -> ProtocolSpec:
+    def configure(settings: Mapping[str, Any]) -> ProtocolDef:
         clients = {k: v for k, v in settings.items() if k in CLIENT_SETTINGS}
         protocol = {k: v for k, v in settings.items() if k not in CLIENT_SETTINGS}
         return raft_spec(
@@ -752,9 +762,10 @@ def raft_spec(
             {**client_kwargs, **clients},
         )
 
-    return ProtocolSpec(
+    return ProtocolDef(
         name=name,
-        summary="Raft KV: pre-vote, check-quorum, ReadIndex, snapshots, joint consensus",
+        summary="Raft-replicated key-value store: pre-vote, check-quorum, ReadIndex reads, "
+        "snapshots, joint consensus, client sessions",
         make_node=make_node,
         make_client=make_client,
         make_monitor=RaftMonitor,
@@ -770,7 +781,46 @@ def raft_spec(
         nemesis_rules=NEMESIS_RULES,
         stream_nemesis_rules=STREAM_NEMESIS_RULES,
         swarm_nodes=(3, 5, 5, 7),
+        peer_message_types=PEER_MESSAGE_TYPES,
+        client_message_types=CLIENT_MESSAGE_TYPES,
+        entry_type=Entry,
+        record_types={HARD_STATE_KEY: HardState},
+        runtime_make_node=raft_node_factory(),
     )
+
+
+def raft_mutant_spec(mutants: frozenset[str], name: str) -> ProtocolDef:
+    """``raft+MUTANT[,MUTANT]``: Raft broken by those mutants; KeyError naming the valid ones."""
+    unknown = sorted(mutants - MUTANTS)
+    if unknown:
+        raise KeyError(
+            f"unknown protocol {name!r}: unknown mutants {unknown}; "
+            f"valid: {', '.join(sorted(MUTANTS))}"
+        )
+    return raft_spec(mutants=mutants, name=name)
+
+
+RAFT_RUNTIME_CONFIG_FIELDS: dict[str, Any] = {
+    "snapshot_threshold_entries": 10_000,
+    "max_entries_per_msg": 256,
+    "max_inflight_msgs": 16,
+    "snapshot_chunk_bytes": 1 << 20,
+}
+"""Raft tuning for real processes (10 ms ticks): bigger batches, windows and snapshots than
+the simulator's deliberately small ones."""
+
+
+def raft_node_factory(**overrides: Any) -> NodeFactory:
+    """A factory of Raft nodes with the runtime tuning and ``overrides`` of
+    :class:`~pnyx.protocols.raft.RaftConfig` fields (e.g. ``election_timeout_ticks``)."""
+    config = RaftConfig(**{**RAFT_RUNTIME_CONFIG_FIELDS, **overrides})
+
+    def make_node(
+        node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState
+    ) -> RaftNode:
+        return RaftNode(node_id, peers, rng, durable, config)
+
+    return make_node
 
 
 RAFT = raft_spec()

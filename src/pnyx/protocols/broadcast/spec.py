@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from pnyx.core import Apply, Restore
-from pnyx.protocols.broadcast import Delivery, make_broken_node, make_node
+from pnyx.protocols.broadcast import (
+    CLIENT_MESSAGE_TYPES,
+    PEER_MESSAGE_TYPES,
+    Delivery,
+    make_broken_node,
+    make_node,
+)
 from pnyx.protocols.broadcast.client import make_client
-from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
+from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World
 
 
 class BroadcastMonitor(Monitor):
@@ -77,15 +83,18 @@ class BroadcastMonitor(Monitor):
         return msg_id in self._invoked
 
 
-BROADCAST = ProtocolSpec(
+BROADCAST = ProtocolDef(
     name="broadcast",
     summary="reliable broadcast with acknowledged retransmission (exactly-once delivery)",
     make_node=make_node,
     make_client=make_client,
     make_monitor=BroadcastMonitor,
+    peer_message_types=PEER_MESSAGE_TYPES,
+    client_message_types=CLIENT_MESSAGE_TYPES,
+    entry_type=Delivery,
 )
 
-BROADCAST_BROKEN = ProtocolSpec(
+BROADCAST_BROKEN = ProtocolDef(
     name="broadcast-broken",
     summary="deliberately broken broadcast: relays once, never retransmits",
     make_node=make_broken_node,

@@ -1,7 +1,7 @@
 """A simulated etcd client for ``pnyx sim etcd``: KV and txn operations, a lease, a watch.
 
 Pure, like :class:`pnyx.protocols.raft.client.KvClient`: it follows the node contract and
-talks to the nodes of :mod:`pnyx.sim.specs.etcd` with Raft's client messages.
+talks to the nodes of :mod:`pnyx.protocols.etcd.spec` with Raft's client messages.
 
 * **KV and txn** (one operation at a time, retried until answered, given up on after
   ``give_up_ticks``): writes travel in a session (``SessionCommand``) as a

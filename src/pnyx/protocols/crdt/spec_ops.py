@@ -13,6 +13,7 @@ from typing import Any
 from pnyx.core import Apply, Restore
 from pnyx.protocols.broadcast import CausalEntry, make_causal_node, make_unchecked_causal_node
 from pnyx.protocols.broadcast.client import make_client
+from pnyx.protocols.broadcast.spec import BroadcastMonitor
 from pnyx.protocols.crdt.oplog.client import (
     make_counter_client,
     make_set_client,
@@ -29,8 +30,7 @@ from pnyx.protocols.crdt.oplog.node import (
 )
 from pnyx.protocols.crdt.oplog.orset import AddOp, RemoveOp
 from pnyx.protocols.crdt.oplog.text import TextReplica, make_text_node
-from pnyx.sim.spec import ProtocolSpec, Violation, World
-from pnyx.sim.specs.broadcast import BroadcastMonitor
+from pnyx.sim.spec import ProtocolDef, Violation, World
 
 
 class CausalMonitor(BroadcastMonitor):
@@ -97,7 +97,7 @@ class CausalMonitor(BroadcastMonitor):
         return set().union(*(self.ever[n] for n in live))
 
 
-CAUSAL_BROADCAST = ProtocolSpec(
+CAUSAL_BROADCAST = ProtocolDef(
     name="causal-broadcast",
     summary="reliable broadcast with vector-clock causal delivery (Birman-Schiper-Stephenson)",
     make_node=make_causal_node,
@@ -105,7 +105,7 @@ CAUSAL_BROADCAST = ProtocolSpec(
     make_monitor=CausalMonitor,
 )
 
-CAUSAL_BROADCAST_BROKEN = ProtocolSpec(
+CAUSAL_BROADCAST_BROKEN = ProtocolDef(
     name="causal-broadcast-broken",
     summary="deliberately broken causal broadcast: delivers on arrival, no causal check",
     make_node=make_unchecked_causal_node,
@@ -262,7 +262,7 @@ class SetMonitor(OpCrdtMonitor):
         return None
 
 
-CRDT_OPCOUNTER = ProtocolSpec(
+CRDT_OPCOUNTER = ProtocolDef(
     name="crdt-opcounter",
     summary="op-based counter over causal broadcast (convergence, value = sum of ops)",
     make_node=make_counter_node,
@@ -272,7 +272,7 @@ CRDT_OPCOUNTER = ProtocolSpec(
     default_clients=2,
 )
 
-CRDT_OPSET = ProtocolSpec(
+CRDT_OPSET = ProtocolDef(
     name="crdt-opset",
     summary="op-based add-wins OR-Set over causal broadcast (convergence, add wins)",
     make_node=make_set_node,
@@ -398,7 +398,7 @@ class TextMonitor(OpCrdtMonitor):
         return None
 
 
-CRDT_TEXT = ProtocolSpec(
+CRDT_TEXT = ProtocolDef(
     name="crdt-text",
     summary="op-based Fugue text over causal broadcast (convergence, intent, no interleaving)",
     make_node=make_text_node,

@@ -18,7 +18,7 @@ from typing import Any
 from pnyx.core import DurableState, Node, Rng
 from pnyx.protocols.primary_backup import Server, ViewManager, make_node
 from pnyx.protocols.raft.client import KvClient
-from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
+from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World
 
 LINEARIZABILITY_TIMEOUT_S = 20.0
 """Budget for the end-of-run history check; past it the verdict is unknown."""
@@ -108,7 +108,7 @@ def _node_factory(**broken: bool) -> Any:
     return build
 
 
-PRIMARY_BACKUP = ProtocolSpec(
+PRIMARY_BACKUP = ProtocolDef(
     name="primary-backup",
     summary="primary-backup KV with a view manager, acked forwarding and state transfer",
     make_node=_node_factory(),
@@ -118,7 +118,7 @@ PRIMARY_BACKUP = ProtocolSpec(
     default_clients=3,
 )
 
-PRIMARY_BACKUP_BROKEN = ProtocolSpec(
+PRIMARY_BACKUP_BROKEN = ProtocolDef(
     name="primary-backup-broken",
     summary="deliberately broken primary-backup: the primary answers before its backup acks",
     make_node=_node_factory(reply_early=True),
@@ -128,4 +128,3 @@ PRIMARY_BACKUP_BROKEN = ProtocolSpec(
     default_clients=3,
     broken=True,
 )
-

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -52,12 +51,12 @@ from pnyx.protocols.membership import (
 from pnyx.protocols.membership.messages import ALIVE, MemberEvent, PushPull, Update
 from pnyx.protocols.membership.phi import threshold_y
 from pnyx.sim.schedule import FaultEvent, NetworkFaults, Schedule
-from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
+from pnyx.sim.spec import Monitor, ProtocolDef, SimRandom, Violation, World
 
 TICK_MS = 50
 """Tick of membership runs: probe timeout 10 ticks, gossip 4, probe period 20."""
 TICK_SLOTS = 10
-"""Phase slots of the grouped ticks (see ``ProtocolSpec.tick_slots``)."""
+"""Phase slots of the grouped ticks (see ``ProtocolDef.tick_slots``)."""
 WARMUP_MS = 2_000
 """Faults start after this (the group starts formed; this lets timers spread out)."""
 MIN_WINDOW_MS = 10_000
@@ -260,7 +259,7 @@ def draw_schedule(
     detector: Detector, seed: int, nodes: int, fault_ms: int, faults: frozenset[str]
 ) -> Schedule:
     """The faults of one membership run (their own RNG stream, so a seed replays)."""
-    rng = random.Random(f"pnyx-membership-schedule:{seed}")
+    rng = SimRandom(f"pnyx-membership-schedule:{seed}")
     tick_us = TICK_MS * 1000
     kinds = faults & SUPPORTED_KINDS
     window_us = max(fault_ms, MIN_WINDOW_MS) * 1000
@@ -305,7 +304,7 @@ def _until(event: FaultEvent, end_us: int) -> FaultEvent:
 
 
 def _draw_pause(
-    rng: random.Random, node: int, start_us: int, end_us: int, tolerated_us: int
+    rng: SimRandom, node: int, start_us: int, end_us: int, tolerated_us: int
 ) -> FaultEvent:
     """Half the pauses are short (tolerated, at least half the tolerated length), half long
     (up to 20 s: the member may be reported dead, and must then come back)."""
@@ -318,7 +317,7 @@ def _draw_pause(
     return FaultEvent("pause", at_us, at_us + length_us, node=node)
 
 
-def _draw_slow(rng: random.Random, node: int, start_us: int, end_us: int) -> FaultEvent:
+def _draw_slow(rng: SimRandom, node: int, start_us: int, end_us: int) -> FaultEvent:
     at_us = rng.randrange(start_us, start_us + (end_us - start_us) // 2)
     lo, hi = SLOW_LAG_MS
     lag_us = int(lo * (hi / lo) ** rng.random()) * 1000
@@ -568,8 +567,8 @@ class _NoClient(Outbox):
 
 
 @dataclass(frozen=True)
-class MembershipSpec(ProtocolSpec):
-    """A :class:`ProtocolSpec` with its own run shape: its own tick, grouped ticks, its own
+class MembershipSpec(ProtocolDef):
+    """A :class:`ProtocolDef` with its own run shape: its own tick, grouped ticks, its own
     fault schedule."""
 
     detector: Detector | None = None

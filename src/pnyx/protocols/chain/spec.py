@@ -18,7 +18,7 @@ from typing import Any
 from pnyx.core import DurableState, Node, Rng
 from pnyx.protocols.chain import ChainClient, ChainMaster, ChainNode
 from pnyx.sim.schedule import FaultEvent, Schedule, generate
-from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
+from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World
 
 SUPPORTED_FAULTS = frozenset(
     {"delay", "drop", "duplicate", "reorder", "partition", "crash", "pause", "skew", "slow"}
@@ -148,7 +148,7 @@ def _final_puts(world: World) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class ChainSpec(ProtocolSpec):
+class ChainSpec(ProtocolDef):
     """A chain spec that draws its own schedule (master kept safe, one replica out at a time)."""
 
     def draw_schedule(

@@ -23,7 +23,7 @@ from typing import Any
 from pnyx.core import DurableState, Rng
 from pnyx.protocols.dynamo import DynamoClient, DynamoConfig, DynamoNode, Ring
 from pnyx.protocols.dynamo.versions import Version, dominated
-from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
+from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World
 
 STRICT = DynamoConfig(n=3, r=2, w=2)
 WEAK = DynamoConfig(n=3, r=1, w=1)
@@ -79,8 +79,9 @@ class DynamoMonitor(Monitor):
 
         nodes = self._nodes(world)
         for key in sorted({k for node in nodes.values() for k in node.store}):
-            states = {n: {key: nodes[n].store.get(key, ())} for n in self.owners(world, key)
-                      if n in nodes}
+            states = {
+                n: {key: nodes[n].store.get(key, ())} for n in self.owners(world, key) if n in nodes
+            }
             result = check_convergence_states(states, initial=())
             if not result.ok:
                 return Violation("convergence", result.explain())
@@ -98,10 +99,14 @@ class DynamoMonitor(Monitor):
                 for owner in self.owners(world, key):
                     siblings = nodes[owner].store.get(key, ()) if owner in nodes else ()
                     if not dominated(siblings, *dot):
-                        return Violation("lost-write", (
-                            f"acknowledged put {token!r} of key {key!r} (dot {dot}) is "
-                            f"neither present nor overwritten at replica {owner}: "
-                            f"{_show({owner: siblings})}"))
+                        return Violation(
+                            "lost-write",
+                            (
+                                f"acknowledged put {token!r} of key {key!r} (dot {dot}) is "
+                                f"neither present nor overwritten at replica {owner}: "
+                                f"{_show({owner: siblings})}"
+                            ),
+                        )
         return None
 
 
@@ -112,19 +117,21 @@ def _show(stores: dict[int, tuple[Version, ...]]) -> str:
     )
 
 
-def _make_node(config: DynamoConfig, node_id: int, peers: tuple[int, ...], rng: Rng,
-               durable: DurableState) -> DynamoNode:
+def _make_node(
+    config: DynamoConfig, node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState
+) -> DynamoNode:
     return DynamoNode(node_id, peers, rng, durable, config)
 
 
-def _make_client(config: DynamoConfig, client_id: int, node_ids: tuple[int, ...],
-                 rng: Rng) -> DynamoClient:
+def _make_client(
+    config: DynamoConfig, client_id: int, node_ids: tuple[int, ...], rng: Rng
+) -> DynamoClient:
     return DynamoClient(client_id, node_ids, rng, config)
 
 
-def dynamo_spec(name: str, summary: str, config: DynamoConfig, **extra: Any) -> ProtocolSpec:
+def dynamo_spec(name: str, summary: str, config: DynamoConfig, **extra: Any) -> ProtocolDef:
     """A Dynamo spec with ``config``."""
-    return ProtocolSpec(
+    return ProtocolDef(
         name=name,
         summary=summary,
         make_node=partial(_make_node, config),
@@ -135,9 +142,11 @@ def dynamo_spec(name: str, summary: str, config: DynamoConfig, **extra: Any) -> 
 
 
 DYNAMO = dynamo_spec(
-    "dynamo", "Dynamo quorum replication, N=3 R=2 W=2 (R+W>N), strict quorums", STRICT)
-DYNAMO_WEAK = dynamo_spec(
-    "dynamo-weak", "Dynamo quorum replication, N=3 R=1 W=1 (R+W<=N)", WEAK)
+    "dynamo", "Dynamo quorum replication, N=3 R=2 W=2 (R+W>N), strict quorums", STRICT
+)
+DYNAMO_WEAK = dynamo_spec("dynamo-weak", "Dynamo quorum replication, N=3 R=1 W=1 (R+W<=N)", WEAK)
 DYNAMO_SLOPPY = dynamo_spec(
-    "dynamo-sloppy", "Dynamo quorum replication, N=3 R=2 W=2, sloppy quorum + hinted handoff",
-    SLOPPY)
+    "dynamo-sloppy",
+    "Dynamo quorum replication, N=3 R=2 W=2, sloppy quorum + hinted handoff",
+    SLOPPY,
+)

@@ -1,0 +1,112 @@
+"""Every protocol pnyx knows, by name: one registration line each (imported lazily).
+
+A protocol package exports :class:`~pnyx.sim.spec.ProtocolDef` values (its ``spec``
+module); this catalog names them.  ``pnyx sim NAME`` runs any of them in the simulator;
+``pnyx serve`` / ``pnyx cluster up --protocol NAME`` runs the :attr:`runnable
+<pnyx.sim.spec.ProtocolDef.runnable>` ones as real processes.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from pnyx.sim.spec import ProtocolDef
+
+# name -> "module:attribute" of a ProtocolDef
+_PROTOCOLS: dict[str, str] = {
+    "broadcast": "pnyx.protocols.broadcast.spec:BROADCAST",
+    "broadcast-broken": "pnyx.protocols.broadcast.spec:BROADCAST_BROKEN",
+    "causal-broadcast": "pnyx.protocols.crdt.spec_ops:CAUSAL_BROADCAST",
+    "causal-broadcast-broken": "pnyx.protocols.crdt.spec_ops:CAUSAL_BROADCAST_BROKEN",
+    "crdt-opcounter": "pnyx.protocols.crdt.spec_ops:CRDT_OPCOUNTER",
+    "crdt-opset": "pnyx.protocols.crdt.spec_ops:CRDT_OPSET",
+    "crdt-text": "pnyx.protocols.crdt.spec_ops:CRDT_TEXT",
+    "crdt-counter": "pnyx.protocols.crdt.spec_state:CRDT_COUNTER",
+    "crdt-counter-broken": "pnyx.protocols.crdt.spec_state:CRDT_COUNTER_BROKEN",
+    "crdt-map": "pnyx.protocols.crdt.spec_state:CRDT_MAP",
+    "crdt-set": "pnyx.protocols.crdt.spec_state:CRDT_SET",
+    "crdt-set-broken": "pnyx.protocols.crdt.spec_state:CRDT_SET_BROKEN",
+    "chain": "pnyx.protocols.chain.spec:CHAIN",
+    "craq": "pnyx.protocols.chain.spec:CRAQ",
+    "craq-broken": "pnyx.protocols.chain.spec:CRAQ_BROKEN",
+    "dynamo": "pnyx.protocols.dynamo.spec:DYNAMO",
+    "dynamo-sloppy": "pnyx.protocols.dynamo.spec:DYNAMO_SLOPPY",
+    "dynamo-weak": "pnyx.protocols.dynamo.spec:DYNAMO_WEAK",
+    "etcd": "pnyx.protocols.etcd.spec:ETCD",
+    "etcd-compact": "pnyx.protocols.etcd.spec:ETCD_COMPACT",
+    "primary-backup": "pnyx.protocols.primary_backup.spec:PRIMARY_BACKUP",
+    "primary-backup-broken": "pnyx.protocols.primary_backup.spec:PRIMARY_BACKUP_BROKEN",
+    "raft": "pnyx.protocols.raft.spec:RAFT",
+    "fixed": "pnyx.protocols.membership.spec:FIXED",
+    "phi": "pnyx.protocols.membership.spec:PHI",
+    "swim": "pnyx.protocols.membership.spec:SWIM",
+    "swim-broken": "pnyx.protocols.membership.spec:SWIM_BROKEN",
+    "swim-lifeguard": "pnyx.protocols.membership.spec:SWIM_LIFEGUARD",
+}
+
+
+def protocol_names() -> list[str]:
+    """Names accepted by ``pnyx sim``."""
+    return sorted(_PROTOCOLS)
+
+
+def runnable_names() -> list[str]:
+    """Names accepted by ``pnyx serve`` / ``pnyx cluster up --protocol``."""
+    return [name for name in protocol_names() if get_protocol(name).runnable]
+
+
+def get_runnable(name: str) -> ProtocolDef:
+    """The protocol ``name`` if it runs as real processes; KeyError naming those otherwise."""
+    definition = get_protocol(name) if name in _PROTOCOLS else None
+    if definition is None or not definition.runnable:
+        raise KeyError(f"unknown protocol {name!r}; valid: {', '.join(runnable_names())}")
+    return definition
+
+
+MUTANT_SEPARATOR = "+"
+"""``raft+vote_not_persisted`` (or ``raft+a,b``): Raft with those mutants (bug catalogue);
+``etcd+watch_gap``: etcd over Raft with its own mutants (or Raft's)."""
+
+
+def get_protocol(name: str) -> ProtocolDef:
+    """The definition registered as ``name``; raises KeyError listing valid names otherwise.
+
+    ``BASE+MUTANT[,MUTANT...]`` (e.g. ``raft+vote_not_persisted``) is that protocol broken
+    on purpose by the named mutants of its bug catalogue, so a seed that a mutant test
+    reports replays with one ``pnyx sim`` command.
+    """
+    if MUTANT_SEPARATOR in name:
+        return _mutant_definition(name)
+    try:
+        target = _PROTOCOLS[name]
+    except KeyError:
+        raise KeyError(f"unknown protocol {name!r}; valid: {', '.join(protocol_names())}") from None
+    module_name, attr = target.split(":")
+    definition = getattr(importlib.import_module(module_name), attr)
+    if not isinstance(definition, ProtocolDef):
+        raise TypeError(f"{target} is a {type(definition).__name__}, not a ProtocolDef")
+    return definition
+
+
+# base name -> "module:function" building that protocol broken by a set of mutants; the
+# function takes ``mutants`` (a non-empty frozenset of names) and ``name`` and raises
+# KeyError naming the valid mutants when one is unknown
+_MUTANT_SPECS: dict[str, str] = {
+    "etcd": "pnyx.protocols.etcd.spec:etcd_mutant_spec",
+    "raft": "pnyx.protocols.raft.spec:raft_mutant_spec",
+}
+
+
+def _mutant_definition(name: str) -> ProtocolDef:
+    base, _, listed = name.partition(MUTANT_SEPARATOR)
+    mutants = frozenset(m for m in listed.split(",") if m)
+    if base not in _MUTANT_SPECS or not mutants:
+        raise KeyError(
+            f"unknown protocol {name!r}: BASE+MUTANT[,MUTANT] with BASE one of "
+            f"{', '.join(sorted(_MUTANT_SPECS))}"
+        )
+    module_name, attr = _MUTANT_SPECS[base].split(":")
+    definition = getattr(importlib.import_module(module_name), attr)(mutants=mutants, name=name)
+    if not isinstance(definition, ProtocolDef):
+        raise TypeError(f"{_MUTANT_SPECS[base]} built a {type(definition).__name__}")
+    return definition

@@ -1,1 +1,0 @@
-"""Simulator specs (clients, monitors) for each protocol."""
