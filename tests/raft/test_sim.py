@@ -99,7 +99,7 @@ def test_a_mutant_seed_replays_with_one_command_name() -> None:
     assert spec.name == "raft+vote_not_persisted,session_no_dedup" and spec.broken
     with pytest.raises(KeyError, match="unknown mutants"):
         get_protocol("raft+no_such_mutant")
-    with pytest.raises(KeyError, match="raft only"):
+    with pytest.raises(KeyError, match="BASE one of etcd, raft"):
         get_protocol("broadcast+vote_not_persisted")
 
 

@@ -155,26 +155,29 @@ class NodeRunner:
         ``state_machine``), its runtime node factory (or ``make_node``), and its ``serve``
         hook for ``Ready.services`` requests.  ``options`` go to ``NodeRunner`` (e.g.
         ``listen_sock``).  ValueError for a simulator-only definition."""
-        if not definition.runnable:
+        runtime = definition.runtime
+        if runtime is None or not definition.runnable:
             raise ValueError(f"protocol {definition.name!r} does not run as real processes")
         sm = state_machine
-        if sm is None and definition.make_state_machine is not None:
-            sm = definition.make_state_machine()
+        make_sm = runtime.make_state_machine or definition.make_state_machine
+        if sm is None and make_sm is not None:
+            sm = make_sm()
+        serve = runtime.serve or definition.serve
         runner: NodeRunner
 
         def on_service(request: object) -> None:
-            if definition.serve is None:
+            if serve is None:
                 raise RuntimeError(f"{definition.name} asked for service {request!r}")
-            definition.serve(runner.node, sm, request)
+            serve(runner.node, sm, request)
 
         runner = cls(
             config,
-            make_node or definition.node_factory,
-            definition.message_types,
-            peer_message_types=definition.peer_message_types,
-            client_message_types=definition.client_message_types,
+            make_node or runtime.make_node or definition.make_node,
+            runtime.message_types,
+            peer_message_types=runtime.peer_message_types,
+            client_message_types=runtime.client_message_types,
             state_machine=sm,
-            op_codec=PersistCodec(definition.entry_type, definition.record_types),
+            op_codec=PersistCodec(runtime.entry_type, runtime.record_types),
             on_service=on_service,
             **options,
         )

@@ -152,6 +152,34 @@ ClientFactory = Callable[[int, tuple[int, ...], Rng], Node]
 """Builds a client ``(client_id, node_ids, rng)``; it records history via ``Ready.record``."""
 
 
+@dataclass(frozen=True)
+class RuntimeDef:
+    """What the real runtime needs beyond the simulator's part of a :class:`ProtocolDef`:
+    the wire message types by role and the WAL's types, and the node factory, state machine
+    and service handler where real processes use other ones than the simulator."""
+
+    peer_message_types: tuple[type[Message], ...]
+    """Accepted on peer connections (node to node)."""
+    client_message_types: tuple[type[Message], ...] = ()
+    """Accepted on client connections; a client sends these and gets ``ClientReply``."""
+    entry_type: Any = Any
+    """Type of log entries, so the WAL decodes them back into protocol structs."""
+    record_types: Mapping[str, Any] = field(default_factory=dict)
+    """Types of the durable records by key (e.g. Raft's hard state)."""
+    make_node: NodeFactory | None = None
+    """Node factory of real processes (e.g. Raft with bigger batches for 10 ms ticks);
+    None: the definition's ``make_node``."""
+    make_state_machine: Callable[[], StateMachine] | None = None
+    """None: the definition's ``make_state_machine``."""
+    serve: ServiceHandler | None = None
+    """None: the definition's ``serve``."""
+
+    @property
+    def message_types(self) -> tuple[type[Message], ...]:
+        """Every wire message type of the protocol (peer and client), for codecs."""
+        return tuple(dict.fromkeys((*self.peer_message_types, *self.client_message_types)))
+
+
 SimRandom = random.Random
 """The simulator's seeded RNG streams as protocol definitions see them (swarm draws,
 nemesis rules); an alias, so protocol packages need not import :mod:`random`."""
@@ -164,7 +192,7 @@ class ProtocolDef:
     The simulator reads the node and client factories, the monitor and the fault
     settings; the runtime reads the node factory (or :attr:`runtime_make_node`), the
     state machine, the wire message types and the WAL's entry and record types.  A
-    definition with no :attr:`peer_message_types` is simulator-only (:attr:`runnable`).
+    definition without :attr:`runtime` is simulator-only (:attr:`runnable`).
     """
 
     name: str
@@ -203,32 +231,19 @@ class ProtocolDef:
     """When > 0, processes tick in groups: each process's phase is rounded down to one of
     ``tick_slots`` slots of the period, and all processes of a slot (and period) tick in one
     event, in id order.  Far fewer heap events for large groups."""
-    peer_message_types: tuple[type[Message], ...] = ()
-    """Runtime: accepted on peer connections (node to node).  Empty: simulator only."""
-    client_message_types: tuple[type[Message], ...] = ()
-    """Runtime: accepted on client connections; a client sends these, gets ``ClientReply``."""
-    entry_type: Any = Any
-    """Runtime: type of log entries, so the WAL decodes them back into protocol structs."""
-    record_types: Mapping[str, Any] = field(default_factory=dict)
-    """Runtime: types of the durable records by key (e.g. Raft's hard state)."""
-    runtime_make_node: NodeFactory | None = None
-    """Runtime: the node factory for real processes when it differs from the simulator's
-    (e.g. Raft with bigger batches for 10 ms ticks); None: :attr:`make_node`."""
+    runtime: RuntimeDef | None = None
+    """How real processes run it; None: simulator only."""
 
     @property
     def runnable(self) -> bool:
-        """True if the protocol runs as real processes (``pnyx serve --protocol NAME``)."""
-        return bool(self.peer_message_types)
+        """True if the protocol runs as real processes (``pnyx serve --protocol NAME``);
+        deliberately broken variants never do."""
+        return self.runtime is not None and not self.broken
 
     @property
     def message_types(self) -> tuple[type[Message], ...]:
-        """Every wire message type of the protocol (peer and client), for codecs."""
-        return tuple(dict.fromkeys((*self.peer_message_types, *self.client_message_types)))
-
-    @property
-    def node_factory(self) -> NodeFactory:
-        """The node factory real processes use."""
-        return self.runtime_make_node or self.make_node
+        """Every wire message type of a runnable protocol (peer and client), for codecs."""
+        return self.runtime.message_types if self.runtime is not None else ()
 
     def draw_schedule(
         self, seed: int, nodes: int, fault_ms: int, faults: frozenset[str]

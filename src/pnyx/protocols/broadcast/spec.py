@@ -13,7 +13,7 @@ from pnyx.protocols.broadcast import (
     make_node,
 )
 from pnyx.protocols.broadcast.client import make_client
-from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World
+from pnyx.sim.spec import Monitor, ProtocolDef, RuntimeDef, Violation, World
 
 
 class BroadcastMonitor(Monitor):
@@ -89,9 +89,7 @@ BROADCAST = ProtocolDef(
     make_node=make_node,
     make_client=make_client,
     make_monitor=BroadcastMonitor,
-    peer_message_types=PEER_MESSAGE_TYPES,
-    client_message_types=CLIENT_MESSAGE_TYPES,
-    entry_type=Delivery,
+    runtime=RuntimeDef(PEER_MESSAGE_TYPES, CLIENT_MESSAGE_TYPES, entry_type=Delivery),
 )
 
 BROADCAST_BROKEN = ProtocolDef(

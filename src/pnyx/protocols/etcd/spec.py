@@ -100,6 +100,7 @@ from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
 from pnyx.protocols.raft.config import RaftConfig
 from pnyx.protocols.raft.messages import HARD_STATE_KEY, Entry, HardState, TakeSnapshot
 from pnyx.protocols.raft.node import LEADER, RaftNode
+from pnyx.protocols.raft.services import serve as raft_serve
 from pnyx.protocols.raft.spec import (
     CLIENT_SETTINGS,
     NEMESIS_RULES,
@@ -112,7 +113,7 @@ from pnyx.protocols.raft.spec import (
     raft_node_factory,
 )
 from pnyx.sim.schedule import MAX_DRIFT, Schedule
-from pnyx.sim.spec import Monitor, ProtocolDef, SimRandom, Violation, World
+from pnyx.sim.spec import Monitor, ProtocolDef, RuntimeDef, SimRandom, Violation, World
 
 ETCD_TICK_MS = 40
 """Milliseconds of the lease clock per tick.  The simulator's nominal tick is 10 ms: lease
@@ -806,15 +807,19 @@ def etcd_spec(
 
 ETCD = dataclasses.replace(
     etcd_spec(),
-    peer_message_types=PEER_MESSAGE_TYPES,
-    client_message_types=CLIENT_MESSAGE_TYPES,
-    entry_type=Entry,
-    record_types={HARD_STATE_KEY: HardState},
-    runtime_make_node=raft_node_factory(),
+    runtime=RuntimeDef(
+        peer_message_types=PEER_MESSAGE_TYPES,
+        client_message_types=CLIENT_MESSAGE_TYPES,
+        entry_type=Entry,
+        record_types={HARD_STATE_KEY: HardState},
+        make_node=raft_node_factory(),
+        serve=raft_serve,
+    ),
 )
-"""``pnyx sim etcd``; as real processes (``pnyx serve --protocol etcd``) the Raft nodes run
-with the runtime tuning and :mod:`pnyx.services.etcd` serves the gRPC client port over the
-served state machine."""
+"""``pnyx sim etcd``.  As real processes (``pnyx serve --protocol etcd``) plain Raft nodes
+run with the runtime tuning, and :mod:`pnyx.services.etcd` serves the gRPC client port and
+hands the runner its own state machine (the simulator's node and machine wrappers stand in
+for that service)."""
 
 
 def etcd_mutant_spec(mutants: frozenset[str], name: str) -> ProtocolDef:

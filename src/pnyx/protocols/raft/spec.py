@@ -57,7 +57,7 @@ from pnyx.protocols.raft.messages import (
 from pnyx.protocols.raft.node import LEADER, NO_NODE, RaftNode
 from pnyx.protocols.raft.services import serve
 from pnyx.sim.nemesis import Strike
-from pnyx.sim.spec import Monitor, ProtocolDef, SimRandom, Violation, World
+from pnyx.sim.spec import Monitor, ProtocolDef, RuntimeDef, SimRandom, Violation, World
 
 SIM_CONFIG = RaftConfig(
     election_jitter_ticks=4,
@@ -781,11 +781,7 @@ def raft_spec(
         nemesis_rules=NEMESIS_RULES,
         stream_nemesis_rules=STREAM_NEMESIS_RULES,
         swarm_nodes=(3, 5, 5, 7),
-        peer_message_types=PEER_MESSAGE_TYPES,
-        client_message_types=CLIENT_MESSAGE_TYPES,
-        entry_type=Entry,
-        record_types={HARD_STATE_KEY: HardState},
-        runtime_make_node=raft_node_factory(),
+        runtime=RAFT_RUNTIME,
     )
 
 
@@ -822,5 +818,16 @@ def raft_node_factory(**overrides: Any) -> NodeFactory:
 
     return make_node
 
+
+RAFT_RUNTIME = RuntimeDef(
+    peer_message_types=PEER_MESSAGE_TYPES,
+    client_message_types=CLIENT_MESSAGE_TYPES,
+    entry_type=Entry,
+    record_types={HARD_STATE_KEY: HardState},
+    make_node=raft_node_factory(),
+    make_state_machine=KvStateMachine,
+    serve=serve,
+)
+"""Raft's KV on real processes: the runtime tuning, the plain KV state machine."""
 
 RAFT = raft_spec()
