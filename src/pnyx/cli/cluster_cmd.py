@@ -11,6 +11,11 @@ on a directory inside it (one whose pid was never recorded), so nothing is left 
 ``ETCDCTL_ENDPOINTS=...`` line for ``etcdctl``; ``status`` then shows each member's client
 URL and data size.
 
+``up --protocol chain|craq|primary-backup`` runs one extra process beside the ``--nodes``
+data nodes: the configuration service of the scheme (chain/CRAQ master: the highest id;
+primary-backup view manager: node 1); see :mod:`pnyx.services.schemes`.  The record names
+it as ``config_node``.
+
 ``up`` on a directory left by an earlier cluster reuses its data only when every node
 directory there was stamped for the same membership (``node.json``, see
 :mod:`pnyx.runtime.datadir`); otherwise it refuses before launching anything and says how
@@ -53,6 +58,7 @@ from pnyx.cli.cluster_state import (
 )
 from pnyx.cli.errors import fail
 from pnyx.services.catalog import service_names
+from pnyx.services.schemes import config_node, process_count
 
 __all__ = [
     "STATE_FILE",
@@ -144,7 +150,11 @@ def cluster() -> None:
     default="etcd",
     show_default=True,
     help="The service the nodes run: etcd (etcd v3 API on Raft), raft (pnyx's Raft KV), "
-    "broadcast.",
+    "broadcast, or a replication scheme: chain, craq, primary-backup, dynamo.  chain and "
+    "craq start one extra process, the configuration master (the highest id, N+1), and "
+    "primary-backup one view manager (node 1; servers 2..N+1); it keeps the configuration "
+    "in its fsynced WAL and stands in for a replicated configuration store.  dynamo runs N "
+    "equal nodes (N=min(3,nodes) replicas per key, R=W=majority).",
 )
 @click.option("--tick-ms", type=click.IntRange(1, 10_000), default=10, show_default=True)
 @click.option(
@@ -163,7 +173,7 @@ def up(
     if protocol not in service_names():
         fail(f"unknown protocol {protocol!r}; valid: {', '.join(service_names())}")
     data_dir = _checked_data_dir(data_dir)
-    count = int(nodes)
+    count = process_count(protocol, int(nodes))
     _refuse_running(data_dir)
     if fresh:
         _remove_cluster_files(data_dir)
@@ -330,6 +340,9 @@ def _plan(
         "tls": {"ca": str(data_dir / TLS_DIR / "ca.pem")} if tls else None,
         "nodes": [],
     }
+    config = config_node(protocol, tuple(range(1, count + 1)))
+    if config is not None:
+        state["config_node"] = config
     if etcd:
         scheme = "https://" if tls else ""
         state["client_endpoints"] = ",".join(f"{scheme}127.0.0.1:{p}" for p in client_ports)

@@ -179,6 +179,10 @@ def _etcd() -> ServiceDef:
 # adding a protocol to the real runtime is one line here
 _SERVICES: dict[str, str] = {
     "broadcast": "pnyx.services.catalog:_broadcast",
+    "chain": "pnyx.services.schemes:_chain",
+    "craq": "pnyx.services.schemes:_craq",
+    "dynamo": "pnyx.services.schemes:_dynamo",
+    "primary-backup": "pnyx.services.schemes:_primary_backup",
     "etcd": "pnyx.services.catalog:_etcd",
     "raft": "pnyx.services.catalog:_raft",
 }

@@ -117,7 +117,12 @@ class ChainNode(Outbox):
 
     def status(self) -> dict[str, object]:
         """Health report."""
-        return {"epoch": self.epoch, "members": list(self.chain), "commit_index": self.committed}
+        return {
+            "epoch": self.epoch,
+            "members": list(self.chain),
+            "commit_index": self.committed,
+            "has_state": self.has_state,
+        }
 
     def clock_stalled(self, missed_ticks: int) -> None:
         """Time was lost: the lease may have run out in real time, so end it, and ignore
