@@ -10,6 +10,8 @@ from pnyx.sim.spec import ProtocolSpec
 _SPECS: dict[str, str] = {
     "broadcast": "pnyx.sim.specs.broadcast:BROADCAST",
     "broadcast-broken": "pnyx.sim.specs.broadcast:BROADCAST_BROKEN",
+    "2pc": "pnyx.sim.specs.commit:TWO_PC",
+    "3pc": "pnyx.sim.specs.commit:THREE_PC",
     "causal-broadcast": "pnyx.sim.specs.crdt_ops:CAUSAL_BROADCAST",
     "causal-broadcast-broken": "pnyx.sim.specs.crdt_ops:CAUSAL_BROADCAST_BROKEN",
     "crdt-opcounter": "pnyx.sim.specs.crdt_ops:CRDT_OPCOUNTER",
@@ -23,14 +25,24 @@ _SPECS: dict[str, str] = {
     "chain": "pnyx.sim.specs.chain:CHAIN",
     "craq": "pnyx.sim.specs.chain:CRAQ",
     "craq-broken": "pnyx.sim.specs.chain:CRAQ_BROKEN",
+    "chain-register": "pnyx.sim.specs.chain:CHAIN_REGISTER",
+    "craq-register": "pnyx.sim.specs.chain:CRAQ_REGISTER",
+    "craq-register-broken": "pnyx.sim.specs.chain:CRAQ_REGISTER_BROKEN",
     "dynamo": "pnyx.sim.specs.dynamo:DYNAMO",
     "dynamo-sloppy": "pnyx.sim.specs.dynamo:DYNAMO_SLOPPY",
     "dynamo-weak": "pnyx.sim.specs.dynamo:DYNAMO_WEAK",
+    "dynamo-weak-norepair": "pnyx.sim.specs.dynamo:DYNAMO_WEAK_NOREPAIR",
+    "dynamo-sloppy-norepair": "pnyx.sim.specs.dynamo:DYNAMO_SLOPPY_NOREPAIR",
+    "dynamo-norepair-noae": "pnyx.sim.specs.dynamo:DYNAMO_NOREPAIR_NOAE",
+    "dynamo-r1w3": "pnyx.sim.specs.dynamo:DYNAMO_R1W3",
     "etcd": "pnyx.sim.specs.etcd:ETCD",
     "etcd-compact": "pnyx.sim.specs.etcd:ETCD_COMPACT",
     "primary-backup": "pnyx.sim.specs.primary_backup:PRIMARY_BACKUP",
     "primary-backup-broken": "pnyx.sim.specs.primary_backup:PRIMARY_BACKUP_BROKEN",
+    "primary-backup-register": "pnyx.sim.specs.primary_backup:PRIMARY_BACKUP_REGISTER",
     "raft": "pnyx.sim.specs.raft:RAFT",
+    "vr": "pnyx.sim.specs.vr:VR",
+    "paxos": "pnyx.sim.specs.paxos:PAXOS",
     "fixed": "pnyx.sim.specs.membership:FIXED",
     "phi": "pnyx.sim.specs.membership:PHI",
     "swim": "pnyx.sim.specs.membership:SWIM",
@@ -71,7 +83,10 @@ def get_spec(name: str) -> ProtocolSpec:
 # base name -> "module:function" building that protocol broken by a set of mutants; the
 # function takes ``mutants`` (a frozenset of names) and ``name`` and raises KeyError naming
 # the valid mutants when one is unknown.  Raft's and etcd's are below.
-_MUTANT_SPECS: dict[str, str] = {}
+_MUTANT_SPECS: dict[str, str] = {
+    "2pc": "pnyx.sim.specs.commit:commit_mutant_spec",
+    "3pc": "pnyx.sim.specs.commit:commit_mutant_spec",
+}
 
 
 def _mutant_spec(name: str) -> ProtocolSpec:
