@@ -1,0 +1,618 @@
+"""A Viewstamped Replication replica (Liskov & Cowling 2012) as a pure state machine.
+
+Normal operation (section 4.1): the primary of view ``v`` is ``members[v mod n]``; it
+assigns each client request the next op-number, sends it in a Prepare, commits it once f
+backups have acknowledged it (PrepareOK: "I hold every op through n"), executes it and
+replies.  Backups accept Prepares in op order only and learn the commit-number from
+Prepare and Commit.
+
+View change (4.2): a backup that hears nothing from its primary starts view ``v+1``
+(StartViewChange to all); after f others agree it sends DoViewChange with its log to the
+new primary, which takes the log with the highest last-normal view, then the highest
+op-number, from f+1 of them and announces it in StartView.
+
+Recovery (4.3), disk-less: a restarted replica sends Recovery with a fresh nonce and
+waits for f+1 RecoveryResponses carrying that nonce, one of them from the primary of the
+latest view they report, whose log it adopts.  Safe while at most f replicas are crashed
+or recovering at once.  ``VrConfig.durable`` instead writes view and log before acting on
+them and rejoins through a view change.
+
+State transfer (5.2): a replica that misses ops or a whole view asks with GetState and
+catches up from NewState.  Exactly-once (4.1's client table): the primary keeps each
+client session's latest request number and op-number (rebuilt from the log at each view
+start), does not assign a retried request a second op-number while the first is pending,
+and the replicated :class:`~pnyx.protocols.raft.kv.KvStateMachine` keeps the latest
+result of each session, so a retry of an executed request gets that result again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from pnyx.core import (
+    Apply,
+    ClientReply,
+    DurableState,
+    InvalidMessage,
+    LogAppend,
+    Message,
+    PersistOp,
+    PutRecord,
+    Ready,
+    Restore,
+    Rng,
+    Send,
+    is_client,
+)
+from pnyx.protocols.raft.messages import (
+    READ_SERIALIZABLE,
+    AdminRequest,
+    ClientRequest,
+    ReadRequest,
+)
+from pnyx.protocols.raft.sessions import SessionCommand
+from pnyx.protocols.raft.validate import check_client_message
+from pnyx.protocols.vr import config as mut
+from pnyx.protocols.vr.config import VrConfig
+from pnyx.protocols.vr.messages import (
+    BOOT_KEY,
+    ENTRY_COMMAND,
+    ENTRY_READ,
+    HARD_KEY,
+    Commit,
+    DoViewChange,
+    GetState,
+    NewState,
+    Prepare,
+    PrepareOK,
+    Recovery,
+    RecoveryResponse,
+    StartView,
+    StartViewChange,
+    VrEntry,
+    VrHard,
+)
+from pnyx.protocols.vr.validate import check_peer_message
+
+NORMAL = "normal"
+VIEW_CHANGE = "view-change"
+RECOVERING = "recovering"
+
+NONCE_LIMIT = 1 << 62
+
+
+def primary_of(view: int, members: tuple[int, ...]) -> int:
+    """The primary of ``view``: members sorted by id, round robin."""
+    return members[view % len(members)]
+
+
+class VrNode:
+    """One VR replica (implements :class:`pnyx.core.Node`)."""
+
+    def __init__(
+        self,
+        node_id: int,
+        peers: tuple[int, ...],
+        rng: Rng,
+        durable: DurableState,
+        config: VrConfig | None = None,
+    ) -> None:
+        members = tuple(sorted(set(peers)))
+        if node_id not in members:
+            raise ValueError(f"node {node_id} is not among the members {members}")
+        self.node_id = node_id
+        self.members = members
+        self.cfg = config or VrConfig()
+        self.f = (len(members) - 1) // 2
+        self._others = tuple(m for m in members if m != node_id)
+        self._rng = rng
+        self._mutants = self.cfg.mutants
+        self.view = 0
+        self.state = NORMAL
+        self.last_normal_view = 0
+        self.log: list[VrEntry] = []
+        self.commit = 0
+        self.applied = 0
+        self.nonce = 0
+        self.recoveries = 0
+        """Recoveries this life completed (0 or 1)."""
+        self.tick_now = 0
+        self._idle_ticks = 0
+        self._timeout_ticks = self._draw_timeout()
+        self._acked: dict[int, int] = {}
+        self._waiters: dict[int, tuple[int, int]] = {}
+        """op-number -> (client, request id) the primary answers when it executes the op."""
+        self._client_table: dict[int, tuple[int, int]] = {}
+        """session -> (latest request number, its op-number)."""
+        self._svc: set[int] = set()
+        self._dvc: dict[int, DoViewChange] = {}
+        self._dvc_sent: DoViewChange | None = None
+        self._responses: dict[int, RecoveryResponse] = {}
+        self._persist: list[PersistOp] = []
+        self._sends: list[Send] = []
+        self._applies: list[Apply | Restore] = []
+        self._handlers: dict[type[Message], Any] = {
+            Prepare: self._on_prepare,
+            PrepareOK: self._on_prepare_ok,
+            Commit: self._on_commit,
+            StartViewChange: self._on_start_view_change,
+            DoViewChange: self._on_do_view_change,
+            StartView: self._on_start_view,
+            Recovery: self._on_recovery,
+            RecoveryResponse: self._on_recovery_response,
+            GetState: self._on_get_state,
+            NewState: self._on_new_state,
+        }
+        self._boot(durable)
+
+    # -- start ---------------------------------------------------------------------------
+
+    def _boot(self, durable: DurableState) -> None:
+        if self.cfg.durable:
+            hard = durable.records.get(HARD_KEY)
+            if hard is None:
+                self._save_hard()
+                return
+            hard = msgspec.convert(hard, VrHard) if type(hard) is not VrHard else hard
+            self.view = hard.view
+            self.last_normal_view = hard.last_normal_view
+            self.log = [_entry(e) for e in durable.log]
+            self._rebuild_client_table()
+            self._start_view_change(self.view + 1)
+            return
+        if BOOT_KEY not in durable.records:
+            self._persist.append(PutRecord(BOOT_KEY, 1))
+            return
+        self._start_recovery()
+
+    def _start_recovery(self) -> None:
+        self.state = RECOVERING
+        self.nonce = self._rng.randrange(1, NONCE_LIMIT)
+        self._responses = {}
+        self._broadcast(Recovery(self.nonce))
+
+    # -- the node contract ----------------------------------------------------------------
+
+    @property
+    def op_number(self) -> int:
+        """The paper's op-number: ops in the log."""
+        return len(self.log)
+
+    @property
+    def primary(self) -> int:
+        """The primary of this replica's view."""
+        return primary_of(self.view, self.members)
+
+    @property
+    def is_primary(self) -> bool:
+        """True while this replica is the primary of its view in normal status."""
+        return self.state == NORMAL and self.primary == self.node_id
+
+    def step(self, msg: Message, from_id: int) -> None:
+        """Handle one message; InvalidMessage (nothing changed) for one no correct sender
+        produces: a client request from a node id, a peer message from an unknown node,
+        negative or inconsistent fields."""
+        if is_client(from_id):
+            check_client_message(msg)
+            self._on_client(msg, from_id)
+            return
+        if from_id == self.node_id or from_id not in self._others:
+            raise InvalidMessage(
+                f"{type(msg).__name__} from node {from_id}, which is not a peer of node "
+                f"{self.node_id} (members: {list(self.members)})"
+            )
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            raise InvalidMessage(f"{type(msg).__name__} is not a VR peer message")
+        check_peer_message(msg)
+        if self.state == RECOVERING and type(msg) is not RecoveryResponse:
+            return  # a recovering replica takes part in nothing (4.3)
+        handler(msg, from_id)
+
+    def tick(self) -> None:
+        """One tick: the primary's Commit/retransmission timer, the backups' view-change
+        timer, resends of view-change and recovery messages."""
+        self.tick_now += 1
+        self._idle_ticks += 1
+        if self.state == RECOVERING:
+            if self._idle_ticks % self.cfg.resend_ticks == 0:
+                self._broadcast(Recovery(self.nonce))
+        elif self.is_primary:
+            if self._idle_ticks >= self.cfg.commit_interval_ticks:
+                self._idle_ticks = 0
+                self._heartbeat()
+        elif self._idle_ticks >= self._timeout_ticks:
+            self._start_view_change(self.view + 1)
+        elif self.state == VIEW_CHANGE and self._idle_ticks % self.cfg.resend_ticks == 0:
+            self._resend_view_change()
+
+    def has_ready(self) -> bool:
+        self._prepare()
+        return bool(self._persist or self._sends or self._applies)
+
+    def ready(self) -> Ready:
+        self._prepare()
+        batch = Ready()
+        batch.persist, self._persist = self._persist, []
+        batch.send, self._sends = self._sends, []
+        batch.apply, self._applies = self._applies, []
+        return batch
+
+    def advance(self, ready: Ready) -> None:
+        """Nothing to acknowledge: persists come first in their batch."""
+
+    def status(self) -> dict[str, Any]:
+        """What health reports show (``leader`` is the primary while the state is normal)."""
+        return {
+            "leader": self.primary if self.state == NORMAL else None,
+            "view": self.view,
+            "state": self.state,
+            "commit_index": self.commit,
+            "op_number": self.op_number,
+            "members": list(self.members),
+        }
+
+    # -- effects ---------------------------------------------------------------------------
+
+    def _send(self, to: int, msg: Message) -> None:
+        self._sends.append(Send(to, msg))
+
+    def _broadcast(self, msg: Message) -> None:
+        for other in self._others:
+            self._sends.append(Send(other, msg))
+
+    def _save_hard(self) -> None:
+        if self.cfg.durable:
+            self._persist.append(PutRecord(HARD_KEY, VrHard(self.view, self.last_normal_view)))
+
+    def _append(self, entries: tuple[VrEntry, ...] | list[VrEntry]) -> None:
+        if not entries:
+            return
+        first = len(self.log) + 1
+        self.log.extend(entries)
+        for offset, entry in enumerate(entries):
+            self._note_client_op(entry, first + offset)
+        if self.cfg.durable:
+            self._persist.append(LogAppend(first, tuple(entries)))
+
+    def _replace_log(self, new: list[VrEntry]) -> None:
+        old = self.log
+        common = 0
+        limit = min(len(old), len(new))
+        while common < limit and old[common] == new[common]:
+            common += 1
+        self.log = new
+        if self.cfg.durable and (common < len(old) or common < len(new)):
+            self._persist.append(LogAppend(common + 1, tuple(new[common:])))
+        self._rebuild_client_table()
+
+    def _prepare(self) -> None:
+        if self.applied < self.commit:
+            self._emit_applies()
+
+    def _emit_applies(self) -> None:
+        top = min(self.commit, len(self.log))
+        for index in range(self.applied + 1, top + 1):
+            entry = self.log[index - 1]
+            waiter = self._waiters.pop(index, None)
+            if entry.kind == ENTRY_COMMAND:
+                if waiter is None:
+                    self._applies.append(Apply(index, entry.data))
+                else:
+                    self._applies.append(Apply(index, entry.data, waiter[0], waiter[1]))
+            elif waiter is not None:
+                self._applies.append(Apply(index, entry.data, waiter[0], waiter[1], True))
+        self.applied = max(self.applied, top)
+
+    # -- normal operation --------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Commit to caught-up backups, the next Prepares to lagging ones."""
+        log = self.log
+        batch = self.cfg.max_prepare_entries
+        for other in self._others:
+            acked = self._acked.get(other, 0)
+            if acked < len(log):
+                entries = tuple(log[acked : acked + batch])
+                self._send(other, Prepare(self.view, acked + 1, entries, self.commit))
+            else:
+                self._send(other, Commit(self.view, self.commit))
+
+    def _propose(self, entry: VrEntry, client: int, request_id: int) -> None:
+        self._append([entry])
+        op = len(self.log)
+        self._waiters[op] = (client, request_id)
+        self._broadcast(Prepare(self.view, op, (entry,), self.commit))
+        self._try_commit()
+
+    def _try_commit(self) -> None:
+        if mut.COMMIT_BEFORE_QUORUM in self._mutants:
+            self.commit = len(self.log)
+            return
+        held = sorted((self._acked.get(o, 0) for o in self._others), reverse=True)
+        held.insert(0, len(self.log))
+        candidate = min(held[self.f], len(self.log))
+        if candidate > self.commit:
+            self.commit = candidate
+
+    def _advance_commit(self, commit: int) -> None:
+        commit = min(commit, len(self.log))
+        if commit > self.commit:
+            self.commit = commit
+
+    def _behind(self, view: int, source: int) -> None:
+        """A message of a later view: ask its sender for state (5.2), from our commit on."""
+        self._send(source, GetState(view, self.commit))
+
+    def _on_prepare(self, m: Prepare, source: int) -> None:
+        if m.view < self.view:
+            old_ok = mut.ACCEPT_OLD_VIEW_PREPARE in self._mutants and self.state == NORMAL
+            if not (old_ok and not self.is_primary):
+                return
+        elif m.view > self.view or self.state != NORMAL:
+            self._behind(m.view, source)
+            return
+        if self.is_primary:
+            return
+        self._idle_ticks = 0
+        op = len(self.log)
+        if m.first_op > op + 1:
+            self._send(source, GetState(self.view, op))
+            return
+        fresh = m.entries[op + 1 - m.first_op :]
+        self._append(fresh)
+        self._advance_commit(m.commit)
+        self._send(source, PrepareOK(self.view, len(self.log)))
+
+    def _on_prepare_ok(self, m: PrepareOK, source: int) -> None:
+        if m.view != self.view or not self.is_primary:
+            return
+        op = min(m.op, len(self.log))
+        if op > self._acked.get(source, 0):
+            self._acked[source] = op
+            self._try_commit()
+
+    def _on_commit(self, m: Commit, source: int) -> None:
+        if m.view > self.view or (m.view == self.view and self.state != NORMAL):
+            self._behind(m.view, source)
+            return
+        if m.view < self.view or self.is_primary:
+            return
+        self._idle_ticks = 0
+        if m.commit > len(self.log):
+            self._send(source, GetState(self.view, len(self.log)))
+        self._advance_commit(m.commit)
+
+    # -- view change ---------------------------------------------------------------------------
+
+    def _draw_timeout(self) -> int:
+        jitter = self.cfg.view_change_jitter_ticks
+        extra = self._rng.randrange(0, jitter + 1) if jitter else 0
+        return self.cfg.view_change_timeout_ticks + extra
+
+    def _start_view_change(self, view: int) -> None:
+        self.view = view
+        self.state = VIEW_CHANGE
+        self._svc = {self.node_id}
+        self._dvc = {}
+        self._dvc_sent = None
+        self._acked = {}
+        self._waiters = {}
+        self._idle_ticks = 0
+        self._timeout_ticks = self._draw_timeout()
+        self._save_hard()
+        self._broadcast(StartViewChange(view))
+        if mut.NO_DVC_QUORUM in self._mutants and self.primary == self.node_id:
+            self._send_do_view_change()
+            return
+        self._check_start_view_change()
+
+    def _resend_view_change(self) -> None:
+        self._broadcast(StartViewChange(self.view))
+        sent = self._dvc_sent
+        if sent is not None and self.primary != self.node_id:
+            self._send(self.primary, sent)
+
+    def _on_start_view_change(self, m: StartViewChange, source: int) -> None:
+        if m.view > self.view:
+            self._start_view_change(m.view)
+        if m.view == self.view and self.state == VIEW_CHANGE:
+            self._svc.add(source)
+            self._check_start_view_change()
+
+    def _check_start_view_change(self) -> None:
+        if self._dvc_sent is None and len(self._svc) - 1 >= self.f:
+            self._send_do_view_change()
+
+    def _send_do_view_change(self) -> None:
+        dvc = DoViewChange(
+            self.view, tuple(self.log), self.last_normal_view, len(self.log), self.commit
+        )
+        self._dvc_sent = dvc
+        if self.primary == self.node_id:
+            self._dvc[self.node_id] = dvc
+            self._check_do_view_change()
+        else:
+            self._send(self.primary, dvc)
+
+    def _on_do_view_change(self, m: DoViewChange, source: int) -> None:
+        if m.view > self.view:
+            self._start_view_change(m.view)
+        if m.view != self.view or self.state != VIEW_CHANGE or self.primary != self.node_id:
+            return
+        self._dvc[source] = m
+        self._check_do_view_change()
+
+    def _check_do_view_change(self) -> None:
+        dvcs = self._dvc
+        need = 1 if mut.NO_DVC_QUORUM in self._mutants else self.f + 1
+        if len(dvcs) < need:
+            return
+        if mut.DVC_BY_OP_NUMBER in self._mutants:
+            best = max(sorted(dvcs.items()), key=lambda kv: kv[1].op)[1]
+        else:
+            best = max(sorted(dvcs.items()), key=lambda kv: (kv[1].last_normal_view, kv[1].op))[1]
+        commit = max(d.commit for d in dvcs.values())
+        self._enter_normal(list(best.log))
+        self._advance_commit(max(commit, self.commit))
+        self._broadcast(StartView(self.view, tuple(self.log), len(self.log), self.commit))
+
+    def _enter_normal(self, log: list[VrEntry]) -> None:
+        self.state = NORMAL
+        self.last_normal_view = self.view
+        self._replace_log(log)
+        self._save_hard()
+        self._dvc = {}
+        self._dvc_sent = None
+        self._acked = {}
+        self._waiters = {}
+        self._idle_ticks = 0
+        self._timeout_ticks = self._draw_timeout()
+
+    def _on_start_view(self, m: StartView, source: int) -> None:
+        if source != primary_of(m.view, self.members):
+            return
+        if m.view < self.view and mut.OLD_START_VIEW not in self._mutants:
+            return
+        if m.view == self.view and self.state == NORMAL:
+            return
+        self.view = m.view
+        self._enter_normal(list(m.log))
+        self._advance_commit(m.commit)
+        self._send(source, PrepareOK(self.view, len(self.log)))
+
+    # -- state transfer and recovery --------------------------------------------------------
+
+    def _on_get_state(self, m: GetState, source: int) -> None:
+        if self.state != NORMAL or m.view != self.view or m.op > len(self.log):
+            return
+        self._send(source, NewState(self.view, m.op + 1, tuple(self.log[m.op :]), self.commit))
+
+    def _on_new_state(self, m: NewState, source: int) -> None:
+        keep = m.first_op - 1
+        if m.view < self.view or keep > len(self.log):
+            return
+        if m.view == self.view and self.state == NORMAL:
+            if keep + len(m.entries) <= len(self.log) or self.is_primary:
+                return
+            self._append(m.entries[len(self.log) - keep :])
+        else:
+            if keep > self.commit:
+                return  # our ops past the commit-number may be from a discarded view
+            self.view = m.view
+            self._enter_normal(self.log[:keep] + list(m.entries))
+        self._advance_commit(m.commit)
+        self._idle_ticks = 0
+        self._send(self.primary, PrepareOK(self.view, len(self.log)))
+
+    def _on_recovery(self, m: Recovery, source: int) -> None:
+        if self.state != NORMAL:
+            return
+        self._acked.pop(source, None)
+        if self.is_primary:
+            reply = RecoveryResponse(
+                self.view, m.nonce, tuple(self.log), len(self.log), self.commit
+            )
+        else:
+            reply = RecoveryResponse(self.view, m.nonce, None, 0, 0)
+        self._send(source, reply)
+
+    def _on_recovery_response(self, m: RecoveryResponse, source: int) -> None:
+        if self.state != RECOVERING:
+            return
+        if m.nonce != self.nonce and mut.RECOVERY_NO_NONCE not in self._mutants:
+            return
+        self._responses[source] = m
+        if len(self._responses) < self.f + 1:
+            return
+        latest = max(r.view for r in self._responses.values())
+        primary = primary_of(latest, self.members)
+        answer = self._responses.get(primary)
+        if answer is None or answer.view != latest or answer.log is None:
+            return
+        self.view = latest
+        self._enter_normal(list(answer.log))
+        self._advance_commit(answer.commit)
+        self.recoveries += 1
+        self._responses = {}
+        self._send(primary, PrepareOK(self.view, len(self.log)))
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def _on_client(self, msg: Message, client: int) -> None:
+        if isinstance(msg, ReadRequest):
+            if msg.consistency == READ_SERIALIZABLE:
+                self._applies.append(Apply(self.applied, msg.query, client, msg.request_id, True))
+                return
+            self._on_request(VrEntry(self.view, ENTRY_READ, msg.query), client, msg.request_id)
+        elif isinstance(msg, ClientRequest):
+            entry = VrEntry(self.view, ENTRY_COMMAND, msg.command)
+            self._on_request(entry, client, msg.request_id)
+        elif isinstance(msg, AdminRequest):
+            error = f"unsupported: VR takes no admin request ({msg.action!r})"
+            self._send(client, ClientReply(msg.request_id, False, error=error))
+
+    def _on_request(self, entry: VrEntry, client: int, request_id: int) -> None:
+        if not self.is_primary:
+            hint = self.primary if self.state == NORMAL else None
+            reply = ClientReply(request_id, False, leader_hint=hint, error="not_leader")
+            self._send(client, reply)
+            return
+        if len(self.log) - self.commit >= self.cfg.max_pending_ops:
+            self._send(
+                client, ClientReply(request_id, False, leader_hint=self.node_id, error="busy")
+            )
+            return
+        if entry.kind == ENTRY_COMMAND and self._answer_from_table(entry, client, request_id):
+            return
+        self._propose(entry, client, request_id)
+
+    def _answer_from_table(self, entry: VrEntry, client: int, request_id: int) -> bool:
+        """True when the client table settles the request: an older request number is
+        dropped; the latest one, still being prepared, is answered when it executes."""
+        if mut.CLIENT_TABLE_IGNORED in self._mutants:
+            return False
+        key = _session_key(entry.data)
+        if key is None:
+            return False
+        known = self._client_table.get(key[0])
+        if known is None or key[1] > known[0]:
+            return False
+        if key[1] < known[0]:
+            return True  # nobody waits for an older request of this session
+        if known[1] > self.commit:
+            self._waiters[known[1]] = (client, request_id)
+            return True
+        return False  # executed: proposing it again returns the state machine's cached result
+
+    def _note_client_op(self, entry: VrEntry, op: int) -> None:
+        key = _session_key(entry.data) if entry.kind == ENTRY_COMMAND else None
+        if key is None:
+            return
+        known = self._client_table.get(key[0])
+        if known is None or key[1] >= known[0]:
+            self._client_table[key[0]] = (key[1], op)
+
+    def _rebuild_client_table(self) -> None:
+        self._client_table = {}
+        for op, entry in enumerate(self.log, start=1):
+            self._note_client_op(entry, op)
+
+
+def _session_key(data: Any) -> tuple[int, int] | None:
+    """(session, request number) of a session command, None for anything else."""
+    if type(data) is SessionCommand:
+        session, seq = data.session, data.seq
+    elif isinstance(data, (list, tuple)) and len(data) == 3:
+        session, seq = data[0], data[1]
+        if type(session) is not int or type(seq) is not int:
+            return None
+    else:
+        return None
+    return (session, seq) if session > 0 else None
+
+
+def _entry(raw: Any) -> VrEntry:
+    return raw if type(raw) is VrEntry else msgspec.convert(raw, VrEntry)
