@@ -84,6 +84,7 @@ def get_spec(name: str) -> ProtocolSpec:
 # function takes ``mutants`` (a frozenset of names) and ``name`` and raises KeyError naming
 # the valid mutants when one is unknown.  Raft's and etcd's are below.
 _MUTANT_SPECS: dict[str, str] = {
+    "paxos": "pnyx.sim.specs.paxos:paxos_mutant_spec",
     "vr": "pnyx.sim.specs.vr:vr_mutant_spec",
     "2pc": "pnyx.sim.specs.commit:commit_mutant_spec",
     "3pc": "pnyx.sim.specs.commit:commit_mutant_spec",
