@@ -248,11 +248,18 @@ class VrNode:
         return {
             "leader": self.primary if self.state == NORMAL else None,
             "view": self.view,
-            "state": self.state,
+            "term": self.view,
+            "role": self._role(),
+            "vr_state": self.state,
             "commit_index": self.commit,
             "op_number": self.op_number,
             "members": list(self.members),
         }
+
+    def _role(self) -> str:
+        if self.state != NORMAL:
+            return self.state
+        return "primary" if self.primary == self.node_id else "backup"
 
     # -- effects ---------------------------------------------------------------------------
 
