@@ -41,6 +41,7 @@ _SPECS: dict[str, str] = {
     "primary-backup-broken": "pnyx.sim.specs.primary_backup:PRIMARY_BACKUP_BROKEN",
     "primary-backup-register": "pnyx.sim.specs.primary_backup:PRIMARY_BACKUP_REGISTER",
     "raft": "pnyx.sim.specs.raft:RAFT",
+    "multiraft": "pnyx.sim.specs.multiraft:MULTIRAFT",
     "vr": "pnyx.sim.specs.vr:VR",
     "paxos": "pnyx.sim.specs.paxos:PAXOS",
     "fixed": "pnyx.sim.specs.membership:FIXED",
@@ -88,6 +89,7 @@ _MUTANT_SPECS: dict[str, str] = {
     "vr": "pnyx.sim.specs.vr:vr_mutant_spec",
     "2pc": "pnyx.sim.specs.commit:commit_mutant_spec",
     "3pc": "pnyx.sim.specs.commit:commit_mutant_spec",
+    "multiraft": "pnyx.sim.specs.multiraft:multiraft_mutant_spec",
 }
 
 
