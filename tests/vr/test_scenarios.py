@@ -4,6 +4,7 @@ recovery of a replica while a view change runs, the nonce, durable restarts, bad
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def _tick_until(net: Net, done: object, what: str) -> None:
     raise AssertionError(f"not reached within {MAX_TICKS} ticks: {what}")
 
 
-def _append(net: Net, to: int, request_id: int, session: int, seq: int, token: str) -> object:
+def _append(net: Net, to: int, request_id: int, session: int, seq: int, token: str) -> Any:
     return net.request(to, request_id, Command(session, seq, KvOp(APPEND, "a", token)))
 
 

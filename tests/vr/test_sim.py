@@ -161,6 +161,9 @@ class _World:
     def stopped(self, node_id: int) -> bool:
         return False
 
+    def as_world(self) -> Any:
+        return self
+
 
 def _replica(node_id: int, view: int, log: list[VrEntry], commit: int, state: str) -> VrNode:
     node = VrNode(node_id, (1, 2, 3), SplitMix64(node_id), DurableState(), SIM_CONFIG)
@@ -175,37 +178,38 @@ def test_monitor_catches_a_primary_of_a_later_view_missing_a_committed_op() -> N
     backup = _replica(2, 0, [A, B], 2, NORMAL)
     world = _World({2: backup})
     monitor = VrMonitor((1, 2, 3))
-    assert monitor.after_event(world) is None
+    assert monitor.after_event(world.as_world()) is None
     world.nodes[1] = _replica(1, 3, [A], 1, NORMAL)  # primary of view 3 (3 mod 3 = 0 -> 1)
-    violation = monitor.after_event(world)
+    violation = monitor.after_event(world.as_world())
     assert violation is not None and violation.prop == "committed-lost", violation
     good = VrMonitor((1, 2, 3))
     world.nodes[1] = _replica(1, 3, [A, B], 1, NORMAL)
-    assert good.after_event(world) is None
+    assert good.after_event(world.as_world()) is None
 
 
 def test_monitor_catches_a_view_going_back_and_disagreeing_commits() -> None:
     node = _replica(2, 4, [A], 1, VIEW_CHANGE)
     world = _World({2: node})
     monitor = VrMonitor((1, 2, 3))
-    assert monitor.after_event(world) is None
+    assert monitor.after_event(world.as_world()) is None
     node.view = 5
-    assert monitor.after_event(world) is None
+    assert monitor.after_event(world.as_world()) is None
     node.view = 3
-    violation = monitor.after_event(world)
+    violation = monitor.after_event(world.as_world())
     assert violation is not None and violation.prop == "view-monotone"
     other = _replica(3, 5, [B], 1, NORMAL)
-    clash = VrMonitor((1, 2, 3)).after_event(_World({2: _replica(2, 5, [A], 1, NORMAL), 3: other}))
+    clash_world = _World({2: _replica(2, 5, [A], 1, NORMAL), 3: other}).as_world()
+    clash = VrMonitor((1, 2, 3)).after_event(clash_world)
     assert clash is not None and clash.prop == "state-machine-safety"
 
 
 def test_monitor_counts_more_than_f_down_as_outside_the_fault_model() -> None:
     monitor = VrMonitor((1, 2, 3))
     world = _World({1: _replica(1, 0, [], 0, NORMAL), 2: _replica(2, 0, [], 0, NORMAL)})
-    monitor.after_event(world)
+    monitor.after_event(world.as_world())
     assert not monitor.outside
     del world.nodes[2]
-    monitor.after_event(world)  # node 3 was never there, node 2 crashed: 2 > f = 1
+    monitor.after_event(world.as_world())  # node 3 was never there, node 2 crashed: 2 > f = 1
     assert monitor.outside and "VR assumes at most f=1" in monitor.outside
-    assert monitor.liveness(world) is None
+    assert monitor.liveness(world.as_world()) is None
     assert monitor.unknowns()[0].startswith(OUTSIDE_FAULT_MODEL)

@@ -50,7 +50,9 @@ def make_state_machine() -> KvStateMachine:
 
 
 __all__ = [
+    "BOOT_KEY",
     "CLIENT_MESSAGE_TYPES",
+    "HARD_KEY",
     "MUTANTS",
     "MUTANT_PROPERTIES",
     "NORMAL",
