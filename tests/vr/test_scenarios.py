@@ -191,3 +191,15 @@ def test_bad_input_is_refused_before_any_state_changes() -> None:
         VrConfig(mutants=frozenset({"nope"}))
     with pytest.raises(ValueError, match="not among the members"):
         VrNode(4, (1, 2, 3), SplitMix64(1), DurableState())
+
+
+def test_an_even_group_commits_only_with_a_majority() -> None:
+    net = Net(4)
+    assert net.nodes[1].quorum == 3 and net.nodes[1].f == 1
+    session = net.open_session(1)
+    net.cut = {3, 4}  # two of four replicas: not a quorum
+    assert _append(net, 1, 30, session, 1, "x;") is None
+    assert net.nodes[1].commit == 1  # only the session is committed
+    net.cut = set()
+    net.tick(2)
+    assert net.nodes[1].commit == 2 and net.replies[30].ok

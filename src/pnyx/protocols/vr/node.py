@@ -105,7 +105,10 @@ class VrNode:
         self.node_id = node_id
         self.members = members
         self.cfg = config or VrConfig()
-        self.f = (len(members) - 1) // 2
+        self.quorum = len(members) // 2 + 1
+        """Replicas that make a quorum: a majority (f+1 for n = 2f+1; safe for even n)."""
+        self.f = len(members) - self.quorum
+        """Replicas that may fail at once."""
         self._others = tuple(m for m in members if m != node_id)
         self._rng = rng
         self._mutants = self.cfg.mutants
@@ -340,7 +343,7 @@ class VrNode:
             return
         held = sorted((self._acked.get(o, 0) for o in self._others), reverse=True)
         held.insert(0, len(self.log))
-        candidate = min(held[self.f], len(self.log))
+        candidate = min(held[self.quorum - 1], len(self.log))
         if candidate > self.commit:
             self.commit = candidate
 
@@ -430,7 +433,7 @@ class VrNode:
             self._check_start_view_change()
 
     def _check_start_view_change(self) -> None:
-        if self._dvc_sent is None and len(self._svc) - 1 >= self.f:
+        if self._dvc_sent is None and len(self._svc) >= self.quorum:
             self._send_do_view_change()
 
     def _send_do_view_change(self) -> None:
@@ -454,7 +457,7 @@ class VrNode:
 
     def _check_do_view_change(self) -> None:
         dvcs = self._dvc
-        need = 1 if mut.NO_DVC_QUORUM in self._mutants else self.f + 1
+        need = 1 if mut.NO_DVC_QUORUM in self._mutants else self.quorum
         if len(dvcs) < need:
             return
         if mut.DVC_BY_OP_NUMBER in self._mutants:
@@ -532,7 +535,7 @@ class VrNode:
         if m.nonce != self.nonce and mut.RECOVERY_NO_NONCE not in self._mutants:
             return
         self._responses[source] = m
-        if len(self._responses) < self.f + 1:
+        if len(self._responses) < self.quorum:
             return
         latest = max(r.view for r in self._responses.values())
         primary = primary_of(latest, self.members)

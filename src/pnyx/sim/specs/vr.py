@@ -64,7 +64,7 @@ class VrMonitor(Monitor):
 
     def __init__(self, node_ids: tuple[int, ...], durable: bool = False) -> None:
         self.node_ids = node_ids
-        self.f = (len(node_ids) - 1) // 2
+        self.f = len(node_ids) - (len(node_ids) // 2 + 1)
         self.durable = durable
         self.committed: dict[int, VrEntry] = {}
         """op-number -> the entry some replica committed there."""
