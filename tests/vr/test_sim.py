@@ -40,8 +40,9 @@ FIRST_CATCH: dict[str, int] = {
     "old_start_view": 2,
     "recovery_no_nonce": 91,
 }
-"""The first swarm seed (``--faults all``) that catches each mutant, as measured; replay
-with ``pnyx sim vr+MUTANT --seed N --swarm --faults all``."""
+"""The first swarm seed (``--faults all``) that catches each mutant, as measured when the
+mutants were added (a record, not asserted: changes to the simulator's draws move it);
+replay with ``pnyx sim vr+MUTANT --seed N --swarm --faults all``."""
 
 
 def test_registered_in_both_catalogs() -> None:
@@ -130,7 +131,6 @@ def test_mutant_is_caught_by_its_property_within_budget(mutant: str) -> None:
     assert violation.prop == expected or violation.prop in MUTANT_ALSO_CAUGHT_AS.get(mutant, ()), (
         f"caught by {violation.prop} (expected {expected}): {violation.detail}; {replay}"
     )
-    assert seed == FIRST_CATCH[mutant], f"first catch moved to seed {seed}; {replay}"
 
 
 @pytest.mark.slow
