@@ -272,7 +272,8 @@ class ChainNode(Outbox):
 
     def _snapshot(self) -> Snapshot:
         versions = {k: list(v) for k, v in self.versions.items()}
-        return Snapshot(self.epoch, self.last_seq, self.committed, versions, dict(self.last_writes))
+        writes = tuple((c, *self.last_writes[c]) for c in sorted(self.last_writes))
+        return Snapshot(self.epoch, self.last_seq, self.committed, versions, writes)
 
     def _on_snapshot(self, msg: Snapshot, from_id: int) -> None:
         if msg.epoch != self.epoch or from_id != self._predecessor() or self.has_state:
@@ -281,7 +282,7 @@ class ChainNode(Outbox):
         self.last_seq = msg.last_seq
         self.committed = msg.committed
         self.versions = {k: list(v) for k, v in msg.versions.items()}
-        self.last_writes = dict(msg.last_writes)
+        self.last_writes = {c: (rid, seq, result) for c, rid, seq, result in msg.last_writes}
         self._pending = {}
         if self.is_tail():
             self._commit_through(self.last_seq)
