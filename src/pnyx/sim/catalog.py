@@ -12,6 +12,7 @@ _SPECS: dict[str, str] = {
     "broadcast-broken": "pnyx.sim.specs.broadcast:BROADCAST_BROKEN",
     "2pc": "pnyx.sim.specs.commit:TWO_PC",
     "3pc": "pnyx.sim.specs.commit:THREE_PC",
+    "tso": "pnyx.sim.specs.tso:TSO",
     "causal-broadcast": "pnyx.sim.specs.crdt_ops:CAUSAL_BROADCAST",
     "causal-broadcast-broken": "pnyx.sim.specs.crdt_ops:CAUSAL_BROADCAST_BROKEN",
     "crdt-opcounter": "pnyx.sim.specs.crdt_ops:CRDT_OPCOUNTER",
@@ -89,6 +90,7 @@ _MUTANT_SPECS: dict[str, str] = {
     "vr": "pnyx.sim.specs.vr:vr_mutant_spec",
     "2pc": "pnyx.sim.specs.commit:commit_mutant_spec",
     "3pc": "pnyx.sim.specs.commit:commit_mutant_spec",
+    "tso": "pnyx.sim.specs.tso:tso_mutant_spec",
     "multiraft": "pnyx.sim.specs.multiraft:multiraft_mutant_spec",
 }
 
