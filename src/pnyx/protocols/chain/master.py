@@ -71,7 +71,7 @@ class ChainMaster(Outbox):
 
     def status(self) -> dict[str, object]:
         """Health report: epoch and chain."""
-        return {"epoch": self.epoch, "members": list(self.chain)}
+        return {"role": "master", "epoch": self.epoch, "members": list(self.chain)}
 
     def step(self, msg: Message, from_id: int) -> None:
         """Heartbeats from replicas; clients are redirected to the head."""

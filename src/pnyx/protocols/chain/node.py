@@ -118,11 +118,19 @@ class ChainNode(Outbox):
     def status(self) -> dict[str, object]:
         """Health report."""
         return {
+            "role": self._role(),
             "epoch": self.epoch,
             "members": list(self.chain),
             "commit_index": self.committed,
             "has_state": self.has_state,
         }
+
+    def _role(self) -> str:
+        if self._position() < 0:
+            return "outside"
+        if not self.has_state:
+            return "joining"
+        return "head" if self.is_head() else ("tail" if self.is_tail() else "middle")
 
     def clock_stalled(self, missed_ticks: int) -> None:
         """Time was lost: the lease may have run out in real time, so end it, and ignore
