@@ -72,7 +72,7 @@ class RangeStateMachine:
         """Apply a KV operation or a split; errors come back as ``{"error": ...}``."""
         if type(command) is not KvOp and type(command) is not SplitCmd:
             try:
-                command = msgspec.convert(command, KvOp | SplitCmd)
+                command = _convert_command(command)
             except msgspec.ValidationError as exc:
                 return {"error": f"malformed command: {exc}"}
         if type(command) is SplitCmd:
@@ -118,6 +118,27 @@ class RangeStateMachine:
         self.store.data = dict(image.data)
         self.last_split = image.last_split
         self.mutations += 1
+
+
+def convert_command(group: int, raw: Any) -> Any:
+    """The typed command of group ``group`` (0: the meta range) that crossed a wire or a
+    checkpoint untyped; ``raw`` unchanged when it is typed or not a command."""
+    if type(raw) in (KvOp, SplitCmd, MetaQuery, ReserveSplit, MetaSplit, MetaReplicas):
+        return raw
+    try:
+        if group == 0:
+            return msgspec.convert(raw, MetaQuery | MetaCommand)
+        return _convert_command(raw)
+    except msgspec.ValidationError:
+        return raw
+
+
+def _convert_command(raw: Any) -> KvOp | SplitCmd:
+    """A command that crossed a wire or a checkpoint untyped (a msgpack array): a split
+    carries its tag first, a KV operation does not."""
+    if isinstance(raw, list | tuple) and raw and raw[0] == SplitCmd.__name__:
+        return msgspec.convert(raw, SplitCmd)
+    return msgspec.convert(raw, KvOp)
 
 
 def range_image(bounds: RangeBounds, data: dict[str, Any]) -> bytes:

@@ -51,6 +51,7 @@ from pnyx.protocols.multiraft.machines import (
     MUTANTS,
     MetaStateMachine,
     RangeStateMachine,
+    convert_command,
     range_image,
 )
 from pnyx.protocols.multiraft.messages import (
@@ -79,11 +80,14 @@ from pnyx.protocols.raft.config import RaftConfig
 from pnyx.protocols.raft.kv import KvOp
 from pnyx.protocols.raft.messages import (
     ADD_LEARNER,
+    ENTRY_COMMAND,
+    ENTRY_CONFIG,
     HARD_STATE_KEY,
     REPLACE,
     AdminRequest,
     ClientRequest,
     ConfigData,
+    Entry,
     HardState,
     SnapshotMeta,
     TakeSnapshot,
@@ -209,12 +213,12 @@ class MultiRaftNode:
             for g in image.groups:
                 ds = DurableState()
                 ds.records = dict(g.records)
-                ds.log = list(g.log)
+                ds.log = [_typed_entry(g.group, e) for e in g.log]
                 ds.log_start = g.log_start
                 ds.snapshot = g.snapshot
                 self._mirrors[g.group] = ds
         for raw in durable.log:
-            entry = raw if type(raw) is GroupOp else msgspec.convert(raw, GroupOp)
+            entry = raw if type(raw) is GroupOp else _typed_op(msgspec.convert(raw, GroupOp))
             self._mirrors.setdefault(entry.group, DurableState()).apply(entry.op)
         for gid in sorted(self._mirrors):
             self._start_group(gid, self._mirrors[gid])
@@ -563,6 +567,26 @@ class MultiRaftNode:
         sm = self.machines[META_GROUP]
         assert isinstance(sm, MetaStateMachine)
         return sm
+
+
+def _typed_entry(group: int, raw: Any) -> Entry:
+    """A log entry read back from a checkpoint or a decoded journal, with its command (or
+    configuration) typed again, so every replica holds equal entries."""
+    entry = raw if type(raw) is Entry else msgspec.convert(raw, Entry)
+    if entry.kind == ENTRY_COMMAND and entry.data is not None:
+        return Entry(entry.term, entry.kind, convert_command(group, entry.data))
+    if entry.kind == ENTRY_CONFIG and type(entry.data) is not ConfigData:
+        return Entry(entry.term, entry.kind, msgspec.convert(entry.data, ConfigData))
+    return entry
+
+
+def _typed_op(op: GroupOp) -> GroupOp:
+    """A journal entry decoded from bytes, its log entries typed again."""
+    inner = op.op
+    if type(inner) is LogAppend:
+        entries = tuple(_typed_entry(op.group, e) for e in inner.entries)
+        return GroupOp(op.group, LogAppend(inner.first_index, entries))
+    return op
 
 
 def _replica_view(group: RaftNode) -> tuple[tuple[int, ...], int]:

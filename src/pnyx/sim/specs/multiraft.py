@@ -35,7 +35,7 @@ SIM_RAFT = RaftConfig(
     snapshot_threshold_entries=32,
     snapshot_chunk_bytes=256,
 )
-SIM_CONFIG = MultiRaftConfig(raft=SIM_RAFT, split_threshold_keys=4, checkpoint_entries=256)
+SIM_CONFIG = MultiRaftConfig(raft=SIM_RAFT, split_threshold_keys=4, checkpoint_entries=64)
 """Small ranges (split above 4 keys), frequent snapshots and checkpoints: every mechanism
 runs in a short run."""
 
