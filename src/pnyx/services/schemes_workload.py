@@ -59,7 +59,8 @@ class SchemeRun:
     duration_s: float = 0.0
 
     def lost_writes(self) -> list[tuple[str, str]]:
-        """Acknowledged appends whose token is missing from the key's final value."""
+        """Acknowledged appends whose token is missing from the key's final value (only
+        meaningful for a run of appends)."""
         return [(k, t) for k, t in self.acked if t not in str(self.final.get(k) or "")]
 
 
@@ -77,6 +78,18 @@ class WorkloadPlan:
     deadline_s: float = 10.0
     settle_s: float = 0.5
     """After the nemesis returns, the workload runs this much longer."""
+    keys: tuple[str, ...] = KEYS
+    write: str = "auto"
+    """``append`` (unique tokens), ``put`` (unique values; values stay small, for
+    benchmarks) or ``auto``: append where the scheme has it, else put."""
+
+    def write_kind(self) -> str:
+        """The write operation the workers issue."""
+        if self.write not in ("auto", "append", "put"):
+            raise ValueError(f"write must be auto, append or put, got {self.write!r}")
+        if self.write == "auto":
+            return "put" if self.protocol == "dynamo" else "append"
+        return self.write
 
 
 async def run_scheme_workload(plan: WorkloadPlan, nemesis: Nemesis | None = None) -> SchemeRun:
@@ -117,7 +130,7 @@ async def _drive(plan: WorkloadPlan, nemesis: Nemesis | None, run: SchemeRun) ->
 async def _final_reads(plan: WorkloadPlan, run: SchemeRun) -> dict[str, str]:
     client = _client(plan, FINAL_READER, run.history, deadline_s=30.0)
     try:
-        return {key: await client.get(key) for key in KEYS}
+        return {key: await client.get(key) for key in plan.keys}
     finally:
         await client.close()
 
@@ -135,15 +148,15 @@ def _client(
 async def _worker(plan: WorkloadPlan, process: int, run: SchemeRun, stop: asyncio.Event) -> None:
     rng = random.Random(f"{plan.seed}:{process}")
     client = _client(plan, process, run.history, deadline_s=plan.deadline_s)
-    appends = plan.protocol != "dynamo"
+    write = plan.write_kind()
     try:
         n = 0
         while not stop.is_set():
             n += 1
-            key = KEYS[rng.randrange(len(KEYS))]
+            key = plan.keys[rng.randrange(len(plan.keys))]
             token = f"{process}.{n};"
             read = rng.random() < plan.read_fraction
-            f = "get" if read else ("append" if appends else "put")
+            f = "get" if read else write
             began = time.monotonic()
             ok = await _one(client, f, key, token)
             run.samples.append(Sample(f, ok, time.monotonic() - began))
