@@ -1,5 +1,6 @@
 """A tiny deterministic driver of MultiRaftNode processes (no simulator): FIFO delivery,
-every ready batch persisted into a per-process DurableState, crash = rebuild from it."""
+every ready batch persisted into a per-process DurableState through the real WAL's op
+codec (encoded and decoded, as a restart reads them back), crash = rebuild from it."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from pnyx.protocols.multiraft import (
     MultiRaftNode,
     RangeDesc,
 )
+from pnyx.protocols.multiraft.messages import GroupOp
 from pnyx.protocols.raft import LEADER, ClientRequest, KvOp, RaftConfig, ReadRequest
+from pnyx.runtime.wal import PersistCodec
 
 CLIENT = CLIENT_ID_BASE
 MAX_BATCHES = 10_000
+WAL_CODEC = PersistCodec(entry_type=GroupOp)
 
 
 def config(**changes: Any) -> MultiRaftConfig:
@@ -53,7 +57,9 @@ class Net:
             if not node.has_ready():
                 return
             batch = node.ready()
-            self.disks[pid].apply_all(batch.persist)
+            self.disks[pid].apply_all(
+                [WAL_CODEC.decode(WAL_CODEC.encode(op)) for op in batch.persist]
+            )
             for send in batch.send:
                 if is_client(send.to):
                     if isinstance(send.msg, ClientReply):

@@ -21,6 +21,7 @@ from pnyx.protocols.multiraft.messages import (
     GroupRequest,
     MetaQuery,
     MoveReplica,
+    RangeBounds,
     RangeDesc,
 )
 from pnyx.protocols.raft.kv import GET, PUT, KvOp
@@ -85,6 +86,8 @@ class RoutingKvClient(Outbox):
         self._op: _Op | None = None
         self._refreshing = 0
         """Request id of the range-map query in flight (0: none)."""
+        self._newer: tuple[int, int] | None = None
+        """(range, version) a refusal reported: a map older than that is stale."""
         self._refresh_sent = 0
         self._move_request = 0
         self._move_sent = 0
@@ -190,6 +193,8 @@ class RoutingKvClient(Outbox):
             else:
                 self._leaders.pop(desc.range_id, None)
         elif reply.error in STALE_ROUTE_ERRORS:
+            if isinstance(reply.result, RangeBounds):
+                self._newer = (reply.result.range_id, reply.result.version)
             self._refresh()
             return
         elif reply.error not in RETRIED_ERRORS:
@@ -232,6 +237,14 @@ class RoutingKvClient(Outbox):
         if reply.ok and isinstance(reply.result, tuple | list):
             self.ranges = [d for d in reply.result if isinstance(d, RangeDesc)]
         op = self._op
+        if op is not None and self._newer is not None and self._now < op.deadline_tick:
+            # The refused request named a range version this map does not know yet: the
+            # meta replica asked lags; ask another (the next refresh picks a node anew).
+            rid, version = self._newer
+            if any(d.range_id == rid and d.version < version for d in self.ranges):
+                self._refresh()
+                return
+        self._newer = None
         if op is not None and op.request_id == 0:
             if self._now >= op.deadline_tick:
                 self._finish(op, "fail", None)  # every attempt was refused: not applied

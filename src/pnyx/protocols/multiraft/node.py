@@ -218,7 +218,7 @@ class MultiRaftNode:
                 ds.snapshot = g.snapshot
                 self._mirrors[g.group] = ds
         for raw in durable.log:
-            entry = raw if type(raw) is GroupOp else _typed_op(msgspec.convert(raw, GroupOp))
+            entry = _typed_op(raw if type(raw) is GroupOp else msgspec.convert(raw, GroupOp))
             self._mirrors.setdefault(entry.group, DurableState()).apply(entry.op)
         for gid in sorted(self._mirrors):
             self._start_group(gid, self._mirrors[gid])
@@ -440,7 +440,10 @@ class MultiRaftNode:
                 and isinstance(sm, RangeStateMachine)
                 and not sm.bounds.contains(command.key)
             ):
-                self._answer(client, request.request_id, KEY_NOT_IN_RANGE)
+                reply = ClientReply(
+                    request.request_id, False, result=sm.bounds, error=KEY_NOT_IN_RANGE
+                )
+                self._out.send.append(Send(client, reply))
                 return
         group.step(request, client)
 
@@ -574,7 +577,8 @@ def _typed_entry(group: int, raw: Any) -> Entry:
     configuration) typed again, so every replica holds equal entries."""
     entry = raw if type(raw) is Entry else msgspec.convert(raw, Entry)
     if entry.kind == ENTRY_COMMAND and entry.data is not None:
-        return Entry(entry.term, entry.kind, convert_command(group, entry.data))
+        data = convert_command(group, entry.data)
+        return entry if data is entry.data else Entry(entry.term, entry.kind, data)
     if entry.kind == ENTRY_CONFIG and type(entry.data) is not ConfigData:
         return Entry(entry.term, entry.kind, msgspec.convert(entry.data, ConfigData))
     return entry
