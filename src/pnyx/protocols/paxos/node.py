@@ -193,14 +193,15 @@ class PaxosNode:
     def _write(self, slot: int, value: Slot) -> None:
         if slot <= self.offset:
             return
+        changed_from = min(slot, self.last_slot + 1)
+        if not self._dirty_from or changed_from < self._dirty_from:
+            self._dirty_from = changed_from  # holes filled in below are new records too
         while self.last_slot < slot - 1:
             self.log.append(HOLE)
         if slot == self.last_slot + 1:
             self.log.append(value)
         else:
             self.log[slot - self.offset - 1] = value
-        if not self._dirty_from or slot < self._dirty_from:
-            self._dirty_from = slot
         if value.ballot > self._accepted_ballot:
             self._accepted_ballot = value.ballot
 
