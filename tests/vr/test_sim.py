@@ -22,8 +22,8 @@ ALL = parse_faults("all")
 SOAK = bool(os.environ.get("PNYX_SOAK"))
 SEEDS = 300
 SOAK_SEEDS = 10_000
-SWARM_SEEDS = 100
-DURABLE_SEEDS = 60
+SWARM_SEEDS = 50
+DURABLE_SEEDS = 40
 MUTANT_SEED_BUDGET = 200
 OUTSIDE_SHARE_MAX = 0.35
 """Disk-less VR cannot progress while more than f replicas are crashed or recovering; the
