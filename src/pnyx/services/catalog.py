@@ -185,6 +185,7 @@ _SERVICES: dict[str, str] = {
     "primary-backup": "pnyx.services.schemes:_primary_backup",
     "etcd": "pnyx.services.catalog:_etcd",
     "raft": "pnyx.services.catalog:_raft",
+    "tso": "pnyx.services.tso:tso_service",
     "paxos": "pnyx.services.paxos_service:paxos_service",
     "vr": "pnyx.services.vr_service:vr_service",
 }

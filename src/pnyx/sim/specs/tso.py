@@ -15,10 +15,11 @@ from bisect import bisect_left
 
 from pnyx.core import HistoryEvent
 from pnyx.protocols.raft import LEADER, RaftConfig
-from pnyx.protocols.tso import TsoNode, TsoStateMachine, tso_node_factory
+from pnyx.protocols.tso import TsoStateMachine, tso_node_factory
 from pnyx.protocols.tso.client import make_client
 from pnyx.protocols.tso.mutants import mutant_factory
-from pnyx.protocols.tso.node import TsoNode as _TsoNode
+from pnyx.protocols.tso.node import TsoNode
+from pnyx.protocols.tso.services import serve
 from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
 
 SIM_RAFT = RaftConfig(
@@ -107,7 +108,7 @@ class TsoMonitor(Monitor):
     def liveness(self, world: World) -> str | None:
         for node_id in self.node_ids:
             node = world.node(node_id)
-            if isinstance(node, _TsoNode) and node.raft.role == LEADER:
+            if isinstance(node, TsoNode) and node.raft.role == LEADER:
                 alloc = node.alloc
                 if alloc is not None and alloc.started and alloc.limit >= alloc.next_ts:
                     return None
@@ -127,7 +128,7 @@ def tso_spec(mutants: frozenset[str] = frozenset(), name: str = "tso") -> Protoc
         make_client=make_client,
         make_monitor=TsoMonitor,
         make_state_machine=TsoStateMachine,
-        serve=_serve,
+        serve=serve,
         default_nodes=5,
         default_clients=4,
         broken=bool(mutants),
@@ -137,15 +138,6 @@ def tso_spec(mutants: frozenset[str] = frozenset(), name: str = "tso") -> Protoc
 def tso_mutant_spec(*, mutants: frozenset[str], name: str) -> ProtocolSpec:
     """``tso+no_barrier`` / ``tso+stale_base`` (for ``pnyx sim``)."""
     return tso_spec(mutants, name)
-
-
-def _serve(node: object, sm: object, request: object) -> None:
-    from pnyx.protocols.raft.messages import TakeSnapshot
-
-    if not isinstance(request, TakeSnapshot) or not isinstance(node, TsoNode) or sm is None:
-        raise RuntimeError(f"TSO cannot serve {request!r}")
-    assert isinstance(sm, TsoStateMachine)
-    node.snapshot_taken(request.index, sm.snapshot())
 
 
 TSO = tso_spec()
