@@ -74,8 +74,8 @@ def _members(target: _Target) -> tuple[dict[int, Address], Path | None, str]:
     protocol = str(state.get("protocol"))
     if protocol not in KV_PROTOCOLS:
         fail(
-            f"the cluster in {data_dir} runs {protocol!r}, which has no KV client here; "
-            f"pnyx kv serves {', '.join(KV_PROTOCOLS)}"
+            f"the cluster in {data_dir} runs {protocol!r}, not the raft KV nor a replication "
+            f"scheme; pnyx kv serves {', '.join(KV_PROTOCOLS)}"
         )
     try:
         members = parse_peers(state["peers"])
