@@ -32,11 +32,17 @@ def test_3pc_commits_on_one_side_and_aborts_on_the_other_under_a_partition() -> 
     # the counterexample names who committed, who aborted, and the partition in force
     assert "committed at" in violation.detail and "aborted at" in violation.detail
     assert "partition" in violation.detail and "blocks" in violation.detail
-    # 2PC under the very same fault schedules never splits a decision
+    # 2PC under the very same fault schedules never splits a decision: it blocks instead
+    # (a participant cut off from the coordinator waits in doubt until the partition heals)
     two = get_spec("2pc")
+    longest_doubt_us = 0
     for same in range(1, seed + 1):
-        outcome = run_sim(two, SimConfig(seed=same, faults=PARTITIONS))
+        sim = Simulation(two, SimConfig(seed=same, faults=PARTITIONS))
+        outcome = sim.run()
         assert outcome.ok, f"2pc seed {same}: {outcome.violation}"
+        assert isinstance(sim.monitor, CommitMonitor)
+        longest_doubt_us = max(longest_doubt_us, sim.monitor.longest_doubt[0])
+    assert longest_doubt_us >= 500_000, longest_doubt_us
 
 
 def test_3pc_is_atomic_when_the_only_faults_are_crashes() -> None:

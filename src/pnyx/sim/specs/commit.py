@@ -49,6 +49,10 @@ class CommitMonitor(Monitor):
         self.first_seen_us: dict[int, int] = {}
         self.partitions: list[tuple[int, int | None, str]] = []
         """(start µs, end µs or None while in force, description) of every partition."""
+        self.voted_at_us: dict[tuple[int, int], int] = {}
+        """(txn, participant) -> when it voted yes."""
+        self.longest_doubt: tuple[int, int, int] = (0, 0, 0)
+        """(µs, participant, txn): the longest a participant waited in doubt for a decision."""
         self.blocked: list[tuple[int, int]] = []
         """(participant, txn) in doubt at the end while the coordinator was down for good."""
 
@@ -74,6 +78,8 @@ class CommitMonitor(Monitor):
         if isinstance(event, Voted):
             self._seen(world, event.txn, event.participants)
             self.votes.setdefault(event.txn, {})[node_id] = event.yes
+            if event.yes:
+                self.voted_at_us.setdefault((event.txn, node_id), world.now_us)
             return self._check(world, event.txn)
         if isinstance(event, Decided):
             self._seen(world, event.txn, event.participants)
@@ -87,8 +93,14 @@ class CommitMonitor(Monitor):
                 )
             if before is None:
                 mine[node_id] = (event.commit, event.by, world.now_us)
+                self._waited(world, event.txn, node_id)
             return self._check(world, event.txn)
         return Violation("unexpected", f"node {node_id} applied {event!r}")
+
+    def _waited(self, world: World, txn: int, node: int) -> None:
+        voted = self.voted_at_us.get((txn, node))
+        if voted is not None and world.now_us - voted > self.longest_doubt[0]:
+            self.longest_doubt = (world.now_us - voted, node, txn)
 
     def _seen(self, world: World, txn: int, participants: tuple[int, ...]) -> None:
         self.participants.setdefault(txn, participants)
