@@ -61,7 +61,13 @@ FAULT_TESTING_LOG = "fault_testing"
     help="Every member (this one included) as ID=HOST:PORT,...",
 )
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True)
-@click.option("--protocol", default="broadcast", show_default=True)
+@click.option(
+    "--protocol",
+    default="broadcast",
+    show_default=True,
+    help=f"One of {', '.join(service_names())}.  chain/craq: the highest id of --peers is "
+    "the configuration master; primary-backup: the lowest is the view manager.",
+)
 @click.option(
     "--cluster-id",
     default=None,
