@@ -1,5 +1,5 @@
 """A real 3-process TSO cluster: timestamps stay unique and increasing across a kill -9 of
-the leader (and its restart)."""
+the leader, its restart from disk, and a kill -9 of the next leader."""
 
 from __future__ import annotations
 
@@ -45,6 +45,13 @@ def test_timestamps_increase_across_a_leader_kill9(tmp_path: Path) -> None:
             for _ in range(REQUESTS_AFTER // 2):
                 taken.append(tso.get_batch(BATCH))
                 time.sleep(0.01)
+            # kill the second leader too: the remaining majority includes the node restarted
+            # from its WAL, so it must have recovered its log (marks read back from disk)
+            second = tso.leader
+            signal_node(data_dir, second, "KILL")
+            for _ in range(REQUESTS_AFTER // 4):
+                taken.append(tso.get_batch(BATCH))
+            assert tso.leader != second
         finally:
             stop.set()
             worker.join(timeout=60)
