@@ -177,7 +177,7 @@ def up(
     _refuse_running(data_dir)
     if fresh:
         _remove_cluster_files(data_dir)
-    cluster_id = _reusable_cluster_id(data_dir, count) or secrets.token_hex(8)
+    cluster_id = _reusable_cluster_id(data_dir, count, int(nodes)) or secrets.token_hex(8)
     _make_data_dir(data_dir)
     state = _plan(data_dir, count, protocol, tick_ms, cluster_id, tls)
     _launch_all(data_dir, state)
@@ -240,8 +240,9 @@ def _fresh_hint(data_dir: Path, count: int) -> str:
     )
 
 
-def _reusable_cluster_id(data_dir: Path, count: int) -> str | None:
-    """The cluster id of an earlier cluster in ``data_dir`` with the same membership.
+def _reusable_cluster_id(data_dir: Path, count: int, nodes_flag: int | None = None) -> str | None:
+    """The cluster id of an earlier cluster in ``data_dir`` with the same membership
+    (``count`` processes, started by ``--nodes nodes_flag``; default ``count``).
 
     A usage error, before anything is launched, when a node directory there belongs to
     another membership or cluster (reusing it would put old log entries under a new
@@ -249,26 +250,27 @@ def _reusable_cluster_id(data_dir: Path, count: int) -> str | None:
     from pnyx.runtime.datadir import DataDirError, read_stamp
 
     wanted = tuple(range(1, count + 1))
+    flag = count if nodes_flag is None else nodes_flag
     clusters: dict[str, Path] = {}
     for node_id, node_dir in _node_dirs(data_dir):
         try:
             stamp = read_stamp(node_dir)
         except DataDirError as exc:
-            fail(f"{exc}; {_fresh_hint(data_dir, count)}")
+            fail(f"{exc}; {_fresh_hint(data_dir, flag)}")
         if stamp is None:
             continue
         if stamp.members != wanted or stamp.node_id != node_id:
             fail(
                 f"{node_dir} holds node {stamp.node_id} of an earlier cluster with members "
-                f"{list(stamp.members)}; `cluster up --nodes {count}` would give it members "
-                f"{list(wanted)}; {_fresh_hint(data_dir, count)}"
+                f"{list(stamp.members)}; `cluster up --nodes {flag}` would give it members "
+                f"{list(wanted)}; {_fresh_hint(data_dir, flag)}"
             )
         clusters.setdefault(stamp.cluster, node_dir)
     if len(clusters) > 1:
         shown = ", ".join(f"{d.name}: {c!r}" for c, d in sorted(clusters.items()))
         fail(
             f"the node directories in {data_dir} belong to different clusters ({shown}); "
-            f"{_fresh_hint(data_dir, count)}"
+            f"{_fresh_hint(data_dir, flag)}"
         )
     return next(iter(clusters), None)
 
