@@ -3,8 +3,6 @@ mutant caught by random swarm seeds through the property it breaks, the monitor 
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from pnyx.protocols.paxos import MUTANT_ALSO_CAUGHT_AS, MUTANT_PROPERTIES, MUTANTS, Slot
@@ -14,24 +12,24 @@ from pnyx.sim.schedule import parse_faults
 from pnyx.sim.specs.paxos import PAXOS, PaxosMonitor, paxos_spec
 
 ALL = parse_faults("all")
-SOAK = bool(os.environ.get("PNYX_SOAK"))
 SEEDS = 300
 SOAK_SEEDS = 10_000
 MUTANT_SEED_BUDGET = 200
 
 FIRST_CATCH: dict[str, int] = {
-    "accept_lower_ballot": 4,
-    "adopt_lowest_ballot": 9,
+    "accept_lower_ballot": 8,
+    "adopt_lowest_ballot": 4,
     "commit_before_quorum": 0,
     "gap_skipped": 1,
     "ignore_phase1_values": 0,
-    "promise_not_persisted": 171,
-    "read_without_quorum": 156,
-    "session_no_dedup": 3,
+    "promise_not_persisted": 101,
+    "read_without_quorum": 15,
+    "session_no_dedup": 5,
 }
 """The first swarm seed (``--faults all``) that caught each mutant when the table was
 measured (2026-12-06); replay with ``pnyx sim paxos+NAME --seed N --swarm --faults all``.
-The test searches from seed 0 again and asserts the catch lies within the budget."""
+The test searches from seed 0 again and asserts the catch lies within the budget (not the
+exact seed: any change to the simulator's draws moves it)."""
 
 
 def test_registered_in_the_catalog() -> None:
@@ -44,6 +42,7 @@ def test_registered_in_the_catalog() -> None:
 
 def test_every_mutant_names_its_property_and_has_a_recorded_seed() -> None:
     assert set(MUTANT_PROPERTIES) == set(MUTANTS) == set(FIRST_CATCH)
+    assert all(seed < MUTANT_SEED_BUDGET for seed in FIRST_CATCH.values())
     assert len(MUTANTS) >= 6
 
 
@@ -60,8 +59,6 @@ def test_seeds_with_all_faults_have_no_violation() -> None:
 @pytest.mark.slow
 @pytest.mark.soak
 def test_soak_seeds_with_all_faults() -> None:
-    if not SOAK:
-        pytest.skip("PNYX_SOAK not set")  # make soak sets it
     bad = [s for s in range(SEEDS, SOAK_SEEDS) if not run_sim(PAXOS, SimConfig(s, faults=ALL)).ok]
     assert not bad, f"failing seeds: {bad[:20]}"
 
@@ -121,7 +118,6 @@ def test_mutant_is_caught_by_its_property_within_budget(mutant: str) -> None:
         f"{mutant} caught at seed {seed} by {violation.prop} (expected {expected}): "
         f"{violation.detail}; replay: pnyx sim paxos+{mutant} --seed {seed} --swarm --faults all"
     )
-    assert seed == FIRST_CATCH[mutant], f"{mutant}: first catch moved to seed {seed}"
 
 
 # -- the monitor on cases that must fail and must pass -------------------------------------

@@ -250,8 +250,9 @@ NEMESIS_RULES: tuple[str, ...] = (
     "ack-crash",
     "read-isolate",
 )
-"""``promise-crash``: crash an acceptor right after it sends a promise (back at once half
-the time, so a forgotten promise meets the old leader's accepts);
+"""``promise-crash``: crash an acceptor right after it sends a promise; half the time it is
+back at once and an older leader's accept that the network held back (one it never got)
+reaches it right after (a forgotten promise takes it);
 ``prepare-isolate``: cut a candidate off from its peers mid-phase-1 (as its prepares leave);
 ``prepare-cut-leader``: as a candidate's prepares leave, cut the links between it and the
 leader it wants to replace (the old leader keeps proposing, unaware);
@@ -271,6 +272,8 @@ class PaxosNemesis:
         if unknown:
             raise ValueError(f"unknown paxos nemesis rules {sorted(unknown)}")
         self.rules = rules
+        self._last_accept: dict[tuple[int, int], Accept] = {}
+        """(leader, acceptor) -> the latest Accept that leader sent that acceptor."""
 
     def on_batch(
         self, world: World, node_id: int, ready: Ready, rng: random.Random
@@ -280,10 +283,11 @@ class PaxosNemesis:
             return None
         rules = self.rules
         kinds = {type(s.msg) for s in ready.send}
-        if "promise-crash" in rules and Promise in kinds:
-            quick = rng.random() < 0.5
-            down_us = rng.randrange(0, 2_000) if quick else rng.randrange(1_000, 30_000)
-            return Strike("crash", node_id, down_us, "promise-crash")
+        if "promise-crash" in rules:
+            if node.role == LEADER and Accept in kinds:
+                self._record_accepts(node_id, ready)
+            if Promise in kinds:
+                return self._promise_crash(node, ready, rng)
         if Prepare in kinds:
             hit = self._phase1_strike(world, node, rng)
             if hit is not None:
@@ -296,8 +300,35 @@ class PaxosNemesis:
         if "ack-crash" in rules and Accepted in kinds:
             return Strike("crash", node_id, rng.randrange(1_000, 20_000), "ack-crash")
         if "read-isolate" in rules and node.role == LEADER and _serves_read(ready):
-            return Strike("isolate", node_id, rng.randrange(100_000, 500_000), "read-isolate")
+            return Strike("isolate", node_id, rng.randrange(200_000, 800_000), "read-isolate")
         return None
+
+    def _record_accepts(self, leader: int, ready: Ready) -> None:
+        """Remember the latest accepts this leader sent each acceptor (``promise-crash``)."""
+        for send in ready.send:
+            if type(send.msg) is Accept:
+                self._last_accept[(leader, send.to)] = send.msg
+
+    def _promise_crash(self, node: PaxosNode, ready: Ready, rng: random.Random) -> Strike:
+        """Crash a node that just promised.  Half the time it is back at once, and an older
+        leader's accept that the network held back (one the node never got) reaches it
+        right after: a node that forgot its promise takes it."""
+        node_id = node.node_id
+        promised = max(tuple(s.msg.ballot) for s in ready.send if type(s.msg) is Promise)
+        if rng.random() < 0.5:
+            return Strike("crash", node_id, rng.randrange(1_000, 30_000), "promise-crash")
+        down_us = rng.randrange(0, 2_000)
+        held = [
+            (leader, msg)
+            for (leader, to), msg in sorted(self._last_accept.items())
+            if to == node_id and tuple(msg.ballot) < promised and _missed(node, msg)
+        ]
+        if not held:
+            return Strike("crash", node_id, down_us, "promise-crash")
+        leader, msg = held[rng.randrange(0, len(held))]
+        late_us = down_us + rng.randrange(1_000, 5_000)
+        stale = Strike("inject", node_id, late_us, "promise-crash", message=msg, source=leader)
+        return Strike("crash", node_id, down_us, "promise-crash", also=(stale,))
 
     def _phase1_strike(self, world: World, node: PaxosNode, rng: random.Random) -> Strike | None:
         rules = self.rules
@@ -316,6 +347,12 @@ class PaxosNemesis:
                 cut_us = rng.randrange(50_000, 400_000)
                 return Strike("cut", node.node_id, cut_us, "prepare-cut-leader", tuple(leaders))
         return None
+
+
+def _missed(node: PaxosNode, msg: Accept) -> bool:
+    """The node does not hold what ``msg`` proposes at its first slot (never got it)."""
+    held = node.entry(msg.first)
+    return msg.first > node.commit and (held is None or held.ballot != tuple(msg.ballot))
 
 
 def _serves_read(ready: Ready) -> bool:
