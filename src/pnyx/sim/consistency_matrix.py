@@ -354,16 +354,20 @@ def _client_of(process: int) -> int:
 # -- many seeds ------------------------------------------------------------------------------
 
 
-def _run_task(task: tuple[str, int]) -> SeedOutcome:
-    return run_seed(*task)
+def _run_task(task: tuple[str, int, bool]) -> SeedOutcome:
+    key, seed, tradeoffs = task
+    return run_seed(key, seed, MODELS, tradeoffs=tradeoffs)
 
 
-def run_matrix(keys: Sequence[str], seeds: Iterable[int], jobs: int = 1
-               ) -> Iterator[SeedOutcome]:
-    """Outcomes of every (scheme, seed), in order, from ``jobs`` worker processes."""
+def run_matrix(keys: Sequence[str], seeds: Sequence[int], jobs: int = 1,
+               tradeoff_seeds: int | None = None) -> Iterator[SeedOutcome]:
+    """Outcomes of every (scheme, seed), in order, from ``jobs`` worker processes; the
+    trade-off runs (no faults, partition) only for the first ``tradeoff_seeds`` seeds
+    (None: all)."""
     for key in keys:
         scheme(key)  # refuse an unknown name before starting anything
-    tasks = [(key, seed) for key in keys for seed in seeds]
+    limit = len(seeds) if tradeoff_seeds is None else tradeoff_seeds
+    tasks = [(key, seed, index < limit) for key in keys for index, seed in enumerate(seeds)]
     if jobs <= 1:
         for task in tasks:
             yield _run_task(task)
