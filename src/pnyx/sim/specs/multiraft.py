@@ -23,6 +23,7 @@ from pnyx.protocols.multiraft.client import RoutingKvClient
 from pnyx.protocols.multiraft.machines import MUTANTS, check_range_map
 from pnyx.protocols.multiraft.messages import META_GROUP, RangeDesc
 from pnyx.protocols.multiraft.node import MultiRaftConfig, MultiRaftNode
+from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
 from pnyx.protocols.raft.config import RaftConfig
 from pnyx.protocols.raft.node import LEADER, RaftNode
 from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
@@ -250,11 +251,15 @@ def multiraft_spec(
     name: str = "multiraft",
     config: MultiRaftConfig | None = None,
 ) -> ProtocolSpec:
-    """The multi-Raft spec; ``mutants`` (names from ``machines.MUTANTS``) breaks it."""
-    unknown = sorted(mutants - MUTANTS)
+    """The multi-Raft spec; ``mutants`` breaks it: names from ``machines.MUTANTS`` break the
+    multi-Raft layer, names of Raft's mutants (``pnyx.protocols.raft.MUTANTS``) every group."""
+    unknown = sorted(mutants - MUTANTS - RAFT_MUTANTS)
     if unknown:
-        raise KeyError(f"unknown multiraft mutants {unknown}; valid: {', '.join(sorted(MUTANTS))}")
-    node_config = dataclasses.replace(config or SIM_CONFIG, mutants=mutants)
+        valid = ", ".join(sorted(MUTANTS | RAFT_MUTANTS))
+        raise KeyError(f"unknown multiraft mutants {unknown}; valid: {valid}")
+    base = config or SIM_CONFIG
+    raft = dataclasses.replace(base.raft, mutants=mutants & RAFT_MUTANTS)
+    node_config = dataclasses.replace(base, raft=raft, mutants=mutants & MUTANTS)
 
     def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> Any:
         return MultiRaftNode(node_id, peers, rng, durable, node_config)
