@@ -15,6 +15,7 @@ from pnyx.protocols.paxos import (
     PaxosNode,
     Prepare,
     Promise,
+    Slot,
     quorum_sizes,
 )
 from pnyx.protocols.paxos.config import ADOPT_LOWEST_BALLOT, GAP_SKIPPED
@@ -218,3 +219,15 @@ def test_a_small_phase2_quorum_commits_with_two_of_five() -> None:
     c.deliver(1, 2, Accept)
     c.deliver(2, 1, Accepted)
     assert c.node(1).commit == 1 and c.replies[0][1].ok
+
+
+def test_bad_client_requests_are_refused_and_far_accepts_ignored() -> None:
+    node = PaxosNode(2, (1, 2, 3), SplitMix64(2), DurableState())
+    with pytest.raises(InvalidMessage, match="consistency 'sloppy'"):
+        node.step(ReadRequest(1, KvOp("get", "x"), "sloppy"), 1000)
+    with pytest.raises(InvalidMessage, match="out of range"):
+        node.step(Commit((1, 1), 2**63), 1)
+    node.step(Accept((1, 1), 10**9, (Slot((1, 1), 0, A),), 0), 1)
+    assert node.last_slot == 0 and node.promised == (1, 1), "no billion holes stored"
+    node.step(Accept((1, 1), 3, (Slot((1, 1), 0, A),), 0), 1)
+    assert node.last_slot == 3 and node.entry(1) is not None and node.entry(3) is not None

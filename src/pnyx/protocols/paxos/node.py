@@ -64,6 +64,7 @@ from pnyx.protocols.raft.messages import (
     ClientRequest,
     ReadRequest,
 )
+from pnyx.protocols.raft.validate import MAX_WIRE_INT, check_client_message
 
 FOLLOWER = "follower"
 CANDIDATE = "candidate"
@@ -71,6 +72,10 @@ LEADER = "leader"
 
 NOT_SUPPORTED = "not_supported"
 """Error of an ``AdminRequest``: this Multi-Paxos has a fixed set of acceptors."""
+
+MAX_HOLE_SLOTS = 1 << 16
+"""An acceptor further behind than this ignores accepts (it catches up by learning chosen
+values or a snapshot first) rather than storing that many empty slots."""
 
 ACCEPT_JOURNAL_SIZE = 4096
 """Durable acceptances kept in :attr:`PaxosNode.accept_journal` (for monitors)."""
@@ -232,6 +237,7 @@ class PaxosNode:
         """Handle one message from a peer or a client (InvalidMessage, before any change,
         for a message no correct sender produces)."""
         if is_client(from_id):
+            check_client_message(msg)
             self._on_client(msg, from_id)
             return
         if from_id == self.node_id or from_id not in self.peers:
@@ -476,6 +482,9 @@ class PaxosNode:
         if ballot >= self.promised:
             self._raise_promise(ballot, leader=ballot[1])
             self._reset_timer()
+        if m.first > self.last_slot + MAX_HOLE_SLOTS:
+            self._learn_through(ballot, m.commit)
+            return  # far behind: catch up first (the leader re-sends)
         for s, raw in enumerate(m.slots, m.first):
             if s > self.commit:
                 slot = _convert_slot(raw)
@@ -619,6 +628,7 @@ class PaxosNode:
             del self._replies[s]
         for s in [s for s in self._acks if s <= m.index]:
             del self._acks[s]
+        self.next_slot = max(self.next_slot, self.last_slot + 1)
         if self.role == CANDIDATE:
             self._check_promises()
 
@@ -775,12 +785,14 @@ def _convert_slot(raw: Any) -> Slot:
 def _check_peer(msg: Message) -> None:
     """Refuse fields no correct peer sends (negative slots, malformed ballots)."""
     ballot = msg.ballot  # type: ignore[attr-defined]
-    if len(ballot) != 2 or ballot[0] < 0 or ballot[1] < 0:
+    if len(ballot) != 2 or not all(0 <= part <= MAX_WIRE_INT for part in ballot):
         raise InvalidMessage(f"{type(msg).__name__}: malformed ballot {ballot!r}")
     for name in ("commit", "first", "last", "index", "offset", "ctx"):
         value = getattr(msg, name, 0)
         if value < 0:
             raise InvalidMessage(f"{type(msg).__name__}: negative {name} {value}")
+        if value > MAX_WIRE_INT:
+            raise InvalidMessage(f"{type(msg).__name__}: {name} {value} out of range")
     first = getattr(msg, "first", 1)
     if isinstance(msg, (Accept, Accepted, Learn)) and first < 1:
         raise InvalidMessage(f"{type(msg).__name__}: slot {first} below 1")
