@@ -29,7 +29,7 @@ from tests.multiraft.harness import CLIENT, Net, config
 
 
 def _ready_net(n: int, **changes: object) -> Net:
-    net = Net(n, config(**changes))  # type: ignore[arg-type]
+    net = Net(n, config(**changes))
     net.run(80)
     return net
 
