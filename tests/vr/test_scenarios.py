@@ -14,6 +14,9 @@ from pnyx.protocols.vr import (
     BOOT_KEY,
     NORMAL,
     RECOVERING,
+    RETIRED,
+    SHUT_DOWN,
+    STANDBY,
     VIEW_CHANGE,
     Commit,
     DoViewChange,
@@ -25,7 +28,7 @@ from pnyx.protocols.vr import (
     VrNode,
 )
 from pnyx.protocols.vr import config as mut
-from tests.vr.net import CONFIG, Net
+from tests.vr.net import CLIENT, CONFIG, Net
 
 MAX_TICKS = 200
 
@@ -50,7 +53,8 @@ def _committed_setup(net: Net, writes: int = 3) -> tuple[int, list[VrEntry]]:
         assert reply is not None and reply.ok, reply
     net.tick(2)  # Commit reaches the backups
     committed = list(net.nodes[1].log)
-    assert all(n.commit == len(committed) for n in net.live())
+    members = net.nodes[1].members
+    assert all(n.commit == len(committed) for n in net.live() if n.node_id in members)
     return session, committed
 
 
@@ -189,7 +193,7 @@ def test_bad_input_is_refused_before_any_state_changes() -> None:
     assert node.view == 0 and node.state == NORMAL
     with pytest.raises(ValueError, match="unknown mutants"):
         VrConfig(mutants=frozenset({"nope"}))
-    with pytest.raises(ValueError, match="not among the members"):
+    with pytest.raises(ValueError, match="not among the peers"):
         VrNode(4, (1, 2, 3), SplitMix64(1), DurableState())
 
 
@@ -203,3 +207,44 @@ def test_an_even_group_commits_only_with_a_majority() -> None:
     net.cut = set()
     net.tick(2)
     assert net.nodes[1].commit == 2 and net.replies[30].ok
+
+
+def _admin(net: Net, to: int, request_id: int, action: str, node: int) -> Any:
+    from pnyx.protocols.raft import AdminRequest
+
+    net.nodes[to].step(AdminRequest(request_id, action, node, 3), CLIENT)
+    net.pump()
+    return net.replies.get(request_id)
+
+
+def test_reconfiguration_by_epochs_adds_and_retires_members() -> None:
+    net = Net(5, dataclasses.replace(CONFIG, initial_members=(1, 2, 3)))
+    assert net.nodes[4].state == STANDBY and net.nodes[1].members == (1, 2, 3)
+    _, committed = _committed_setup(net)
+    # Epoch 1: node 4 joins; it fetches the log through the reconfiguration op.
+    reply = _admin(net, 1, 40, "add_learner", 4)
+    assert reply is not None and reply.ok, reply
+    net.tick(3)
+    joined = net.nodes[4]
+    assert joined.epoch == 1 and joined.state == NORMAL and joined.members == (1, 2, 3, 4)
+    assert joined.log[: len(committed)] == committed
+    assert net.sms[4].data == net.sms[1].data == {"a": "w1;w2;w3;"}
+    assert net.nodes[5].state == STANDBY  # never a member
+    # Epoch 2: node 1 (the primary) leaves; the others go on without it.
+    reply = _admin(net, 1, 41, "remove", 1)
+    assert reply is not None and reply.ok, reply
+    net.tick(3)
+    assert net.nodes[1].state in (RETIRED, SHUT_DOWN) and net.nodes[1].epoch == 2
+    primary = next(n for n in net.live() if n.is_primary)
+    assert primary.epoch == 2 and primary.members == (2, 3, 4)
+    # Writes commit in the new epoch (the session survives the reconfigurations).
+    session = 1
+    reply = _append(net, primary.node_id, 42, session, 4, "w4;")
+    net.tick(3)
+    assert reply is not None and reply.ok, reply
+    for i in (2, 3, 4):
+        assert net.sms[i].data == {"a": "w1;w2;w3;w4;"}, i
+    assert net.nodes[1].state == SHUT_DOWN  # a quorum of the new members said EpochStarted
+    # A refused change says why.
+    refused = _admin(net, primary.node_id, 43, "remove", 2)
+    assert refused is not None and not refused.ok and "fewer than 3" in refused.error

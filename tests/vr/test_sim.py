@@ -32,9 +32,9 @@ random schedules crash (often the primary) without knowing that.  About 28% of t
 that share so a protocol change that makes recovery slower shows up."""
 
 FIRST_CATCH: dict[str, int] = {
-    "accept_old_view_prepare": 0,
+    "accept_old_view_prepare": 4,
     "client_table_ignored": 1,
-    "commit_before_quorum": 0,
+    "commit_before_quorum": 2,
     "dvc_by_op_number": 46,
     "no_dvc_quorum": 1,
     "old_start_view": 2,
@@ -113,6 +113,24 @@ def test_runs_exercise_view_changes_and_recoveries() -> None:
         views += max(n.view for n in nodes)
         recoveries += sum(n.recoveries for n in nodes)
     assert ops > 200 and views > 8 and recoveries > 2, (ops, views, recoveries)
+
+
+def test_runs_reconfigure_by_epochs_under_faults() -> None:
+    """Seeds that start with members 1-3 and an admin client move through epochs."""
+    spec = vr_spec(reconfigure=True)
+    epochs = 0
+    for seed in range(6):
+        sim = Simulation(spec, SimConfig(seed=seed, faults=ALL))
+        result = sim.run()
+        assert result.ok, f"pnyx sim: vr_spec(reconfigure=True) seed {seed}: {result.violation}"
+        nodes = [n for i in sim.node_ids if isinstance(n := sim.node(i), VrNode)]
+        epochs += max(n.epoch for n in nodes)
+    quiet = vr_spec(reconfigure=True)
+    for seed in range(3):
+        sim = Simulation(quiet, SimConfig(seed=seed))
+        assert sim.run().ok
+        epochs += max(n.epoch for i in sim.node_ids if isinstance(n := sim.node(i), VrNode))
+    assert epochs >= 5, epochs
 
 
 @pytest.mark.slow

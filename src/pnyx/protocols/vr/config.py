@@ -84,6 +84,9 @@ class VrConfig:
     max_pending_ops: int = 256
     """Uncommitted ops the primary accepts before answering ``busy``."""
     durable: bool = False
+    initial_members: tuple[int, ...] | None = None
+    """The members of epoch 0 (None: every peer); the other peers wait on standby until a
+    reconfiguration (``AdminRequest`` add_learner / remove / replace) brings them in."""
     mutants: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:

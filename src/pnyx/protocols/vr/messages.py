@@ -22,6 +22,16 @@ ENTRY_COMMAND = 0
 ENTRY_READ = 1
 """A linearizable read ordered through the log (``data`` is the query); only the primary
 that received it evaluates it, to answer its client."""
+ENTRY_RECONFIG = 2
+"""A reconfiguration (``data`` is a :class:`Reconfig`): once committed, the group moves to
+the next epoch with the new members (section 7)."""
+
+
+class Reconfig(msgspec.Struct, frozen=True, array_like=True):
+    """The members of epoch ``epoch`` (the one this op starts)."""
+
+    epoch: int
+    members: tuple[int, ...]
 
 
 class VrEntry(msgspec.Struct, frozen=True, array_like=True):
@@ -37,10 +47,14 @@ class VrEntry(msgspec.Struct, frozen=True, array_like=True):
 
 
 class VrHard(msgspec.Struct, frozen=True, array_like=True):
-    """Durable mode only: the view promised and the last view in which status was normal."""
+    """Durable mode only: the view promised, the last view in which status was normal, and
+    the epoch with its members."""
 
     view: int = 0
     last_normal_view: int = 0
+    epoch: int = 0
+    members: tuple[int, ...] = ()
+    old_members: tuple[int, ...] = ()
 
 
 BOOT_KEY = "vr.boot"
@@ -61,6 +75,7 @@ class Prepare(Message, frozen=True):
     first_op: int
     entries: tuple[VrEntry, ...]
     commit: int
+    epoch: int = 0
 
 
 class PrepareOK(Message, frozen=True):
@@ -68,6 +83,7 @@ class PrepareOK(Message, frozen=True):
 
     view: int
     op: int
+    epoch: int = 0
 
 
 class Commit(Message, frozen=True):
@@ -75,6 +91,7 @@ class Commit(Message, frozen=True):
 
     view: int
     commit: int
+    epoch: int = 0
 
 
 # -- view change -----------------------------------------------------------------------
@@ -84,6 +101,7 @@ class StartViewChange(Message, frozen=True):
     """``<STARTVIEWCHANGE v, i>``."""
 
     view: int
+    epoch: int = 0
 
 
 class DoViewChange(Message, frozen=True):
@@ -94,6 +112,7 @@ class DoViewChange(Message, frozen=True):
     last_normal_view: int
     op: int
     commit: int
+    epoch: int = 0
 
 
 class StartView(Message, frozen=True):
@@ -103,6 +122,7 @@ class StartView(Message, frozen=True):
     log: tuple[VrEntry, ...]
     op: int
     commit: int
+    epoch: int = 0
 
 
 # -- recovery and state transfer ---------------------------------------------------------
@@ -122,6 +142,8 @@ class RecoveryResponse(Message, frozen=True):
     log: tuple[VrEntry, ...] | None
     op: int
     commit: int
+    epoch: int = 0
+    members: tuple[int, ...] = ()
 
 
 class GetState(Message, frozen=True):
@@ -129,6 +151,7 @@ class GetState(Message, frozen=True):
 
     view: int
     op: int
+    epoch: int = 0
 
 
 class NewState(Message, frozen=True):
@@ -138,6 +161,29 @@ class NewState(Message, frozen=True):
     first_op: int
     entries: tuple[VrEntry, ...]
     commit: int
+    epoch: int = 0
+    members: tuple[int, ...] = ()
+    old_members: tuple[int, ...] = ()
+
+
+# -- reconfiguration (section 7) -----------------------------------------------------------
+
+
+class StartEpoch(Message, frozen=True):
+    """``<STARTEPOCH e, n, old-config, new-config>``: epoch ``epoch`` starts after op ``op``
+    (the committed reconfiguration); the receiver fetches the log with GetState."""
+
+    epoch: int
+    op: int
+    old_members: tuple[int, ...]
+    new_members: tuple[int, ...]
+
+
+class EpochStarted(Message, frozen=True):
+    """``<EPOCHSTARTED e, i>``: a member of epoch ``epoch`` has its state; a replica that
+    left the group stops once a quorum of the new members said so."""
+
+    epoch: int
 
 
 PEER_MESSAGES: tuple[type[Message], ...] = (
@@ -151,4 +197,6 @@ PEER_MESSAGES: tuple[type[Message], ...] = (
     RecoveryResponse,
     GetState,
     NewState,
+    StartEpoch,
+    EpochStarted,
 )

@@ -47,9 +47,13 @@ from pnyx.core import (
     is_client,
 )
 from pnyx.protocols.raft.messages import (
+    ADD_LEARNER,
     READ_SERIALIZABLE,
+    REMOVE,
+    REPLACE,
     AdminRequest,
     ClientRequest,
+    ConfigData,
     ReadRequest,
 )
 from pnyx.protocols.raft.sessions import SessionCommand
@@ -60,15 +64,19 @@ from pnyx.protocols.vr.messages import (
     BOOT_KEY,
     ENTRY_COMMAND,
     ENTRY_READ,
+    ENTRY_RECONFIG,
     HARD_KEY,
     Commit,
     DoViewChange,
+    EpochStarted,
     GetState,
     NewState,
     Prepare,
     PrepareOK,
+    Reconfig,
     Recovery,
     RecoveryResponse,
+    StartEpoch,
     StartView,
     StartViewChange,
     VrEntry,
@@ -79,6 +87,17 @@ from pnyx.protocols.vr.validate import check_peer_message
 NORMAL = "normal"
 VIEW_CHANGE = "view-change"
 RECOVERING = "recovering"
+STANDBY = "standby"
+"""Not a member of the epoch this replica knows: it waits for a StartEpoch."""
+TRANSITIONING = "transitioning"
+"""A member of a new epoch fetching the log through the reconfiguration op (section 7)."""
+RETIRED = "retired"
+"""Left the group at a reconfiguration: answers GetState until a quorum of the new members
+said EpochStarted, then stops (``SHUT_DOWN``)."""
+SHUT_DOWN = "shut-down"
+
+_STAMPED = (Prepare, PrepareOK, Commit, StartViewChange, DoViewChange, StartView, GetState)
+"""Messages stamped with the sender's epoch on the way out."""
 
 NONCE_LIMIT = 1 << 62
 
@@ -99,21 +118,27 @@ class VrNode:
         durable: DurableState,
         config: VrConfig | None = None,
     ) -> None:
-        members = tuple(sorted(set(peers)))
-        if node_id not in members:
-            raise ValueError(f"node {node_id} is not among the members {members}")
+        everyone = tuple(sorted(set(peers)))
+        if node_id not in everyone:
+            raise ValueError(f"node {node_id} is not among the peers {everyone}")
         self.node_id = node_id
-        self.members = members
         self.cfg = config or VrConfig()
-        self.quorum = len(members) // 2 + 1
-        """Replicas that make a quorum: a majority (f+1 for n = 2f+1; safe for even n)."""
-        self.f = len(members) - self.quorum
-        """Replicas that may fail at once."""
-        self._others = tuple(m for m in members if m != node_id)
+        self.peers = everyone
+        """Every replica of the deployment (members of any epoch come from these)."""
+        self._peer_ids = frozenset(everyone) - {node_id}
+        initial = self.cfg.initial_members
+        members = tuple(sorted(set(initial) & set(everyone))) if initial else everyone
+        if not members:
+            raise ValueError(f"initial members {initial} share no node with peers {everyone}")
+        self.epoch = 0
+        self.old_members: tuple[int, ...] = ()
+        self.epoch_op = 0
+        """Op-number of the reconfiguration that started this epoch (0 in epoch 0)."""
+        self._set_members(members)
         self._rng = rng
         self._mutants = self.cfg.mutants
         self.view = 0
-        self.state = NORMAL
+        self.state = NORMAL if node_id in members else STANDBY
         self.last_normal_view = 0
         self.log: list[VrEntry] = []
         self.commit = 0
@@ -133,6 +158,8 @@ class VrNode:
         self._dvc: dict[int, DoViewChange] = {}
         self._dvc_sent: DoViewChange | None = None
         self._responses: dict[int, RecoveryResponse] = {}
+        self._started: set[int] = set()
+        """New members that said EpochStarted (while retired)."""
         self._persist: list[PersistOp] = []
         self._sends: list[Send] = []
         self._applies: list[Apply | Restore] = []
@@ -147,8 +174,18 @@ class VrNode:
             RecoveryResponse: self._on_recovery_response,
             GetState: self._on_get_state,
             NewState: self._on_new_state,
+            StartEpoch: self._on_start_epoch,
+            EpochStarted: self._on_epoch_started,
         }
         self._boot(durable)
+
+    def _set_members(self, members: tuple[int, ...]) -> None:
+        self.members = members
+        self.quorum = len(members) // 2 + 1
+        """Replicas that make a quorum: a majority (f+1 for n = 2f+1; safe for even n)."""
+        self.f = len(members) - self.quorum
+        """Replicas that may fail at once."""
+        self._others = tuple(m for m in members if m != self.node_id)
 
     # -- start ---------------------------------------------------------------------------
 
@@ -161,6 +198,14 @@ class VrNode:
             hard = msgspec.convert(hard, VrHard) if type(hard) is not VrHard else hard
             self.view = hard.view
             self.last_normal_view = hard.last_normal_view
+            if hard.members:
+                self.epoch = hard.epoch
+                self.old_members = hard.old_members
+                self._set_members(hard.members)
+            if self.node_id not in self.members:
+                self.state = STANDBY
+                self.log = [_entry(e) for e in durable.log]
+                return
             self.log = [_entry(e) for e in durable.log]
             self._rebuild_client_table()
             self._start_view_change(self.view + 1)
@@ -174,7 +219,7 @@ class VrNode:
         self.state = RECOVERING
         self.nonce = self._rng.randrange(1, NONCE_LIMIT)
         self._responses = {}
-        self._broadcast(Recovery(self.nonce))
+        self._tell_everyone(Recovery(self.nonce))
 
     # -- the node contract ----------------------------------------------------------------
 
@@ -201,27 +246,61 @@ class VrNode:
             check_client_message(msg)
             self._on_client(msg, from_id)
             return
-        if from_id == self.node_id or from_id not in self._others:
+        if from_id not in self._peer_ids:
             raise InvalidMessage(
                 f"{type(msg).__name__} from node {from_id}, which is not a peer of node "
-                f"{self.node_id} (members: {list(self.members)})"
+                f"{self.node_id} (peers: {list(self.peers)})"
             )
         handler = self._handlers.get(type(msg))
         if handler is None:
             raise InvalidMessage(f"{type(msg).__name__} is not a VR peer message")
         check_peer_message(msg)
-        if self.state == RECOVERING and type(msg) is not RecoveryResponse:
+        if self.state == RECOVERING:
+            if type(msg) is RecoveryResponse:
+                handler(msg, from_id)
             return  # a recovering replica takes part in nothing (4.3)
-        handler(msg, from_id)
+        if self._epoch_gate(msg, from_id):
+            handler(msg, from_id)
+
+    def _epoch_gate(self, msg: Message, source: int) -> bool:
+        """Should ``msg`` reach its handler?  Messages of another epoch lead to state
+        transfer (section 7): the one behind asks, the one ahead says which epoch runs."""
+        kind = type(msg)
+        if kind in (StartEpoch, Recovery, RecoveryResponse):
+            return True
+        epoch: int = msg.epoch  # type: ignore[attr-defined]
+        if epoch > self.epoch:
+            if kind is NewState:
+                return True
+            self._send(source, GetState(0, self.commit))
+            return False
+        if epoch < self.epoch:
+            if kind is GetState:
+                return True
+            if self.epoch_op:
+                start = StartEpoch(self.epoch, self.epoch_op, self.old_members, self.members)
+                self._send(source, start)
+            return False
+        if self.state in (NORMAL, VIEW_CHANGE):
+            return True
+        if self.state == RETIRED:
+            return kind in (GetState, EpochStarted)
+        return kind is NewState
 
     def tick(self) -> None:
         """One tick: the primary's Commit/retransmission timer, the backups' view-change
         timer, resends of view-change and recovery messages."""
         self.tick_now += 1
         self._idle_ticks += 1
+        resend = self._idle_ticks % self.cfg.resend_ticks == 0
         if self.state == RECOVERING:
-            if self._idle_ticks % self.cfg.resend_ticks == 0:
-                self._broadcast(Recovery(self.nonce))
+            if resend:
+                self._tell_everyone(Recovery(self.nonce))
+        elif self.state == TRANSITIONING:
+            if resend:
+                self._ask_state(tuple(sorted(set(self.old_members) | set(self._others))))
+        elif self.state not in (NORMAL, VIEW_CHANGE):
+            return
         elif self.is_primary:
             if self._idle_ticks >= self.cfg.commit_interval_ticks:
                 self._idle_ticks = 0
@@ -251,6 +330,7 @@ class VrNode:
         return {
             "leader": self.primary if self.state == NORMAL else None,
             "view": self.view,
+            "epoch": self.epoch,
             "term": self.view,
             "role": self._role(),
             "vr_state": self.state,
@@ -267,15 +347,29 @@ class VrNode:
     # -- effects ---------------------------------------------------------------------------
 
     def _send(self, to: int, msg: Message) -> None:
+        if self.epoch and type(msg) in _STAMPED:
+            msg = msgspec.structs.replace(msg, epoch=self.epoch)
         self._sends.append(Send(to, msg))
 
     def _broadcast(self, msg: Message) -> None:
         for other in self._others:
-            self._sends.append(Send(other, msg))
+            self._send(other, msg)
+
+    def _tell_everyone(self, msg: Message) -> None:
+        for other in sorted(self._peer_ids):
+            self._send(other, msg)
+
+    def _ask_state(self, sources: tuple[int, ...]) -> None:
+        for source in sources:
+            if source != self.node_id:
+                self._send(source, GetState(self.view, self.commit))
 
     def _save_hard(self) -> None:
         if self.cfg.durable:
-            self._persist.append(PutRecord(HARD_KEY, VrHard(self.view, self.last_normal_view)))
+            hard = VrHard(
+                self.view, self.last_normal_view, self.epoch, self.members, self.old_members
+            )
+            self._persist.append(PutRecord(HARD_KEY, hard))
 
     def _append(self, entries: tuple[VrEntry, ...] | list[VrEntry]) -> None:
         if not entries:
@@ -312,6 +406,12 @@ class VrNode:
                     self._applies.append(Apply(index, entry.data))
                 else:
                     self._applies.append(Apply(index, entry.data, waiter[0], waiter[1]))
+            elif entry.kind == ENTRY_RECONFIG:
+                reconfig = _reconfig(entry.data)
+                if reconfig.epoch == self.epoch + 1:
+                    self.applied = index
+                    self._enter_epoch(reconfig, index)
+                    return
             elif waiter is not None:
                 self._applies.append(Apply(index, entry.data, waiter[0], waiter[1], True))
         self.applied = max(self.applied, top)
@@ -496,13 +596,27 @@ class VrNode:
     # -- state transfer and recovery --------------------------------------------------------
 
     def _on_get_state(self, m: GetState, source: int) -> None:
-        if self.state != NORMAL or m.view != self.view or m.op > len(self.log):
+        if self.state not in (NORMAL, RETIRED) or m.op > len(self.log):
             return
-        self._send(source, NewState(self.view, m.op + 1, tuple(self.log[m.op :]), self.commit))
+        if (m.epoch, m.view) > (self.epoch, self.view):
+            return  # the asker is ahead of us: nothing to give
+        reply = NewState(
+            self.view,
+            m.op + 1,
+            tuple(self.log[m.op :]),
+            self.commit,
+            self.epoch,
+            self.members,
+            self.old_members,
+        )
+        self._send(source, reply)
 
     def _on_new_state(self, m: NewState, source: int) -> None:
         keep = m.first_op - 1
-        if m.view < self.view or keep > len(self.log):
+        if (m.epoch, m.view) < (self.epoch, self.view) or keep > len(self.log):
+            return
+        if m.epoch > self.epoch or self.state in (STANDBY, TRANSITIONING):
+            self._new_epoch_state(m, keep)
             return
         if m.view == self.view and self.state == NORMAL:
             if keep + len(m.entries) <= len(self.log) or self.is_primary:
@@ -515,18 +629,46 @@ class VrNode:
             self._enter_normal(self.log[:keep] + list(m.entries))
         self._advance_commit(m.commit)
         self._idle_ticks = 0
-        self._send(self.primary, PrepareOK(self.view, len(self.log)))
+        if self.primary != self.node_id:
+            self._send(self.primary, PrepareOK(self.view, len(self.log)))
+
+    def _new_epoch_state(self, m: NewState, keep: int) -> None:
+        """Adopt the state of a later epoch (or our first state in this one)."""
+        if keep > self.commit:
+            return  # our ops past the commit-number may be from a discarded view
+        arriving = self.state in (STANDBY, TRANSITIONING)
+        if m.epoch > self.epoch and m.members:
+            self.epoch = m.epoch
+            self.old_members = m.old_members
+            self._set_members(m.members)
+        self.view = m.view
+        log = self.log[:keep] + list(m.entries)
+        if self.node_id in self.members:
+            self._enter_normal(log)
+            self.epoch_op = self._reconfig_op(self.epoch)
+            self._advance_commit(m.commit)
+            if self.primary != self.node_id:
+                self._send(self.primary, PrepareOK(self.view, len(self.log)))
+            if arriving:
+                for old in self.old_members:
+                    if old not in self.members:
+                        self._send(old, EpochStarted(self.epoch))
+        else:
+            self._replace_log(log)
+            self.epoch_op = self._reconfig_op(self.epoch)
+            self.state = RETIRED if self.node_id in self.old_members else STANDBY
+            self._advance_commit(m.commit)
 
     def _on_recovery(self, m: Recovery, source: int) -> None:
         if self.state != NORMAL:
             return
         self._acked.pop(source, None)
         if self.is_primary:
-            reply = RecoveryResponse(
-                self.view, m.nonce, tuple(self.log), len(self.log), self.commit
-            )
+            log: tuple[VrEntry, ...] | None = tuple(self.log)
+            op, commit = len(self.log), self.commit
         else:
-            reply = RecoveryResponse(self.view, m.nonce, None, 0, 0)
+            log, op, commit = None, 0, 0
+        reply = RecoveryResponse(self.view, m.nonce, log, op, commit, self.epoch, self.members)
         self._send(source, reply)
 
     def _on_recovery_response(self, m: RecoveryResponse, source: int) -> None:
@@ -535,19 +677,134 @@ class VrNode:
         if m.nonce != self.nonce and mut.RECOVERY_NO_NONCE not in self._mutants:
             return
         self._responses[source] = m
-        if len(self._responses) < self.quorum:
+        responses = self._responses
+        latest = max((r.epoch, r.view) for r in responses.values())
+        members = next(
+            (r.members for r in responses.values() if (r.epoch, r.view) == latest and r.members),
+            self.members,
+        )
+        agree = [i for i, r in responses.items() if r.epoch == latest[0] and i in members]
+        if len(agree) < len(members) // 2 + 1:
             return
-        latest = max(r.view for r in self._responses.values())
-        primary = primary_of(latest, self.members)
-        answer = self._responses.get(primary)
-        if answer is None or answer.view != latest or answer.log is None:
+        primary = primary_of(latest[1], members)
+        answer = responses.get(primary)
+        if answer is None or (answer.epoch, answer.view) != latest or answer.log is None:
             return
-        self.view = latest
-        self._enter_normal(list(answer.log))
-        self._advance_commit(answer.commit)
-        self.recoveries += 1
         self._responses = {}
-        self._send(primary, PrepareOK(self.view, len(self.log)))
+        self.recoveries += 1
+        if latest[0] > self.epoch:
+            self.epoch = latest[0]
+            self._set_members(members)
+        self.view = latest[1]
+        if self.node_id not in self.members:
+            self._replace_log(list(answer.log))
+            self.state = STANDBY
+        else:
+            self._enter_normal(list(answer.log))
+            self._send(primary, PrepareOK(self.view, len(answer.log)))
+        self.epoch_op = self._reconfig_op(self.epoch)
+        self._advance_commit(answer.commit)
+
+    # -- reconfiguration (section 7) ----------------------------------------------------------
+
+    def _enter_epoch(self, reconfig: Reconfig, op: int) -> None:
+        """The reconfiguration at ``op`` is committed and executed: move to its epoch."""
+        old = self.members
+        self.epoch = reconfig.epoch
+        self.old_members = old
+        self.epoch_op = op
+        self._set_members(reconfig.members)
+        self.view = 0
+        start = StartEpoch(self.epoch, op, old, self.members)
+        for other in sorted(set(old) | set(self.members)):
+            if other != self.node_id:
+                self._send(other, start)
+        if self.node_id in self.members:
+            self._enter_normal(self.log[:op])
+            for gone in old:
+                if gone not in self.members:
+                    self._send(gone, EpochStarted(self.epoch))
+            return
+        self.state = RETIRED
+        self._started = set()
+        self._replace_log(self.log[:op])
+        self._save_hard()
+
+    def _on_start_epoch(self, m: StartEpoch, source: int) -> None:
+        if m.epoch <= self.epoch:
+            if m.epoch == self.epoch and self.state == TRANSITIONING:
+                self._ask_state((source,))
+            return
+        self.epoch = m.epoch
+        self.old_members = m.old_members
+        self.epoch_op = m.op
+        self._set_members(m.new_members)
+        self.view = 0
+        self.last_normal_view = 0
+        self.state = TRANSITIONING
+        self._acked = {}
+        self._waiters = {}
+        self._idle_ticks = 0
+        self._ask_state((source,))
+
+    def _on_epoch_started(self, m: EpochStarted, source: int) -> None:
+        if self.state != RETIRED or m.epoch != self.epoch or source not in self.members:
+            return
+        self._started.add(source)
+        if len(self._started) >= self.quorum:
+            self.state = SHUT_DOWN
+
+    def _reconfig_op(self, epoch: int) -> int:
+        """Op-number of the reconfiguration that started ``epoch`` in our log (0: none)."""
+        for index in range(len(self.log), 0, -1):
+            entry = self.log[index - 1]
+            if entry.kind == ENTRY_RECONFIG and _reconfig(entry.data).epoch == epoch:
+                return index
+        return 0
+
+    def _reconfig_pending(self) -> bool:
+        """Is a reconfiguration to the next epoch in the log (no more ops until it runs)?"""
+        for index in range(len(self.log), self.epoch_op, -1):
+            entry = self.log[index - 1]
+            if entry.kind == ENTRY_RECONFIG and _reconfig(entry.data).epoch > self.epoch:
+                return True
+        return False
+
+    def _on_admin(self, m: AdminRequest, client: int) -> None:
+        conf = ConfigData(voters=self.members)
+        if not self.is_primary:
+            hint = self.primary if self.state == NORMAL else None
+            self._send(client, ClientReply(m.request_id, False, conf, hint, "not_leader"))
+            return
+        target = self._admin_target(m)
+        if isinstance(target, str):
+            self._send(client, ClientReply(m.request_id, False, conf, self.node_id, target))
+            return
+        self._append([VrEntry(self.view, ENTRY_RECONFIG, Reconfig(self.epoch + 1, target))])
+        self._broadcast(Prepare(self.view, len(self.log), (self.log[-1],), self.commit))
+        self._try_commit()
+        self._send(client, ClientReply(m.request_id, True, conf, self.node_id))
+
+    def _admin_target(self, m: AdminRequest) -> tuple[int, ...] | str:
+        """The members ``m`` asks for, or why not."""
+        if self._reconfig_pending():
+            return "reconfiguring: the previous reconfiguration has not run yet"
+        members = set(self.members)
+        if m.action == ADD_LEARNER and m.node in self.peers and m.node not in members:
+            members.add(m.node)
+        elif m.action == REMOVE and m.node in members:
+            members.discard(m.node)
+        elif m.action == REPLACE and m.node in members and m.other in self.peers:
+            members.discard(m.node)
+            members.add(m.other)
+        else:
+            return (
+                f"unsupported: {m.action!r} of node {m.node} (VR reconfigures with "
+                f"{ADD_LEARNER}, {REMOVE} or {REPLACE} of peers {list(self.peers)})"
+            )
+        if len(members) < max(1, m.min_voters) or members == set(self.members):
+            return f"refused: {sorted(members)} would leave fewer than {m.min_voters} members"
+        return tuple(sorted(members))
 
     # -- clients ------------------------------------------------------------------------------
 
@@ -561,8 +818,7 @@ class VrNode:
             entry = VrEntry(self.view, ENTRY_COMMAND, msg.command)
             self._on_request(entry, client, msg.request_id)
         elif isinstance(msg, AdminRequest):
-            error = f"unsupported: VR takes no admin request ({msg.action!r})"
-            self._send(client, ClientReply(msg.request_id, False, error=error))
+            self._on_admin(msg, client)
 
     def _on_request(self, entry: VrEntry, client: int, request_id: int) -> None:
         if not self.is_primary:
@@ -570,7 +826,7 @@ class VrNode:
             reply = ClientReply(request_id, False, leader_hint=hint, error="not_leader")
             self._send(client, reply)
             return
-        if len(self.log) - self.commit >= self.cfg.max_pending_ops:
+        if len(self.log) - self.commit >= self.cfg.max_pending_ops or self._reconfig_pending():
             self._send(
                 client, ClientReply(request_id, False, leader_hint=self.node_id, error="busy")
             )
@@ -622,6 +878,10 @@ def _session_key(data: Any) -> tuple[int, int] | None:
     else:
         return None
     return (session, seq) if session > 0 else None
+
+
+def _reconfig(data: Any) -> Reconfig:
+    return data if type(data) is Reconfig else msgspec.convert(data, Reconfig)
 
 
 def _entry(raw: Any) -> VrEntry:

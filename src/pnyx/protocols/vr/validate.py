@@ -8,6 +8,7 @@ from pnyx.core import InvalidMessage, Message
 from pnyx.protocols.vr.messages import (
     ENTRY_COMMAND,
     ENTRY_READ,
+    ENTRY_RECONFIG,
     DoViewChange,
     NewState,
     Prepare,
@@ -16,7 +17,8 @@ from pnyx.protocols.vr.messages import (
     VrEntry,
 )
 
-_INT_FIELDS = ("view", "op", "commit", "first_op", "last_normal_view", "nonce")
+_INT_FIELDS = ("view", "op", "commit", "first_op", "last_normal_view", "nonce", "epoch")
+_MEMBER_FIELDS = ("members", "old_members", "new_members")
 
 
 def _refuse(msg: Message, why: str) -> InvalidMessage:
@@ -29,6 +31,10 @@ def check_peer_message(msg: Message) -> None:
         value = getattr(msg, name, 0)
         if type(value) is not int or value < 0:
             raise _refuse(msg, f"{name} must be an int >= 0, not {value!r}")
+    for name in _MEMBER_FIELDS:
+        members = getattr(msg, name, ())
+        if any(type(m) is not int or m <= 0 for m in members):
+            raise _refuse(msg, f"{name} must be node ids > 0, not {members!r}")
     log = getattr(msg, "log", None)
     entries = getattr(msg, "entries", None)
     for group in (log, entries):
@@ -55,5 +61,5 @@ def _check_entries(msg: Message, entries: tuple[VrEntry, ...]) -> None:
             raise _refuse(msg, f"entry {entry!r} is not a VrEntry")
         if type(entry.view) is not int or entry.view < 0:
             raise _refuse(msg, f"entry view {entry.view!r}")
-        if entry.kind not in (ENTRY_COMMAND, ENTRY_READ):
+        if entry.kind not in (ENTRY_COMMAND, ENTRY_READ, ENTRY_RECONFIG):
             raise _refuse(msg, f"entry kind {entry.kind!r}")

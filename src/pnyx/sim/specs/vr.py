@@ -28,7 +28,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from pnyx.core import Apply, DurableState, Ready, Restore, Rng
+from pnyx.core import CLIENT_ID_BASE, Apply, DurableState, Ready, Restore, Rng
 from pnyx.core.node import StateMachine
 from pnyx.protocols.raft.client import KvClient
 from pnyx.protocols.raft.kv import KvStateMachine
@@ -68,16 +68,16 @@ class VrMonitor(Monitor):
         self.durable = durable
         self.committed: dict[int, VrEntry] = {}
         """op-number -> the entry some replica committed there."""
-        self.commit_view: dict[int, int] = {}
-        """op-number -> lowest view of a replica seen holding it committed: the op was
-        committed in that view or earlier, so every primary of a later view must hold it."""
+        self.commit_view: dict[int, tuple[int, int]] = {}
+        """op-number -> lowest (epoch, view) of a replica seen holding it committed: the op
+        was committed then or earlier, so every primary of a later view must hold it."""
         self.applied: dict[int, Any] = {}
         self.max_down = 0
         self.outside: str = ""
         """Why the run left the fault model (empty while inside)."""
         self.unknown: list[str] = []
-        self._seen: dict[int, tuple[int, int, int]] = {}
-        """node -> (object id, view, commit checked through) of its current life."""
+        self._seen: dict[int, tuple[int, tuple[int, int], int]] = {}
+        """node -> (object id, (epoch, view), commit checked through) of its current life."""
         self._primaries: dict[tuple[int, int, int], int] = {}
         """(node, object id, view) of a primary -> committed ops checked against its log."""
         self._restart_commit: dict[int, int] = {}
@@ -130,13 +130,15 @@ class VrMonitor(Monitor):
         primaries = [n for n in nodes if n.is_primary]
         if not primaries:
             return "no primary in normal status"
-        primary = max(primaries, key=lambda n: n.view)
+        primary = max(primaries, key=lambda n: (n.epoch, n.view))
         if primary.commit != primary.op_number:
             return f"primary {primary.node_id} committed {primary.commit} of {primary.op_number}"
+        where = (primary.epoch, primary.view)
         behind = [
-            f"{n.node_id} ({n.state}, view {n.view}, applied {n.applied})"
+            f"{n.node_id} ({n.state}, epoch {n.epoch}, view {n.view}, applied {n.applied})"
             for n in nodes
-            if n.state != NORMAL or n.view != primary.view or n.applied < primary.commit
+            if n.node_id in primary.members
+            and (n.state != NORMAL or (n.epoch, n.view) != where or n.applied < primary.commit)
         ]
         if behind:
             return f"replicas behind primary {primary.node_id} of view {primary.view}: " + (
@@ -164,35 +166,40 @@ class VrMonitor(Monitor):
     # -- invariants --------------------------------------------------------------------------
 
     def _count_down(self, world: World, nodes: list[VrNode]) -> None:
-        if self.durable:
+        if self.durable or not nodes:
             return
+        members = max(nodes, key=lambda n: (n.epoch, n.view)).members
+        f = len(members) - (len(members) // 2 + 1)
         down = [
             i
-            for i in self.node_ids
+            for i in members
             if world.stopped(i)
             or not isinstance(n := world.node(i), VrNode)
             or n.state == RECOVERING
         ]
         if len(down) > self.max_down:
             self.max_down = len(down)
-            if len(down) > self.f and not self.outside:
+            if len(down) > f and not self.outside:
                 self.outside = (
                     f"{len(down)} replicas {down} crashed or recovering at "
-                    f"{world.now_us / 1000:.1f} ms (VR assumes at most f={self.f})"
+                    f"{world.now_us / 1000:.1f} ms (VR assumes at most f={f} of "
+                    f"{len(members)})"
                 )
 
     def _check_node(self, node: VrNode) -> Violation | None:
         node_id = node.node_id
         seen = self._seen.get(node_id)
+        where = (node.epoch, node.view)
         if seen is None or seen[0] != id(node):
-            seen = (id(node), node.view, 0)
-        _, view, checked = seen
-        if node.view < view:
+            seen = (id(node), where, 0)
+        _, before, checked = seen
+        if where < before:
             return Violation(
-                "view-monotone", f"node {node_id} went from view {view} back to view {node.view}"
+                "view-monotone",
+                f"node {node_id} went from (epoch, view) {before} back to {where}",
             )
         violation = self._check_commits(node, checked + 1)
-        self._seen[node_id] = (id(node), node.view, max(checked, node.commit))
+        self._seen[node_id] = (id(node), where, max(checked, node.commit))
         if violation is None and node.is_primary:
             violation = self._check_primary(node)
         if violation is None and node.recoveries and node_id not in self._recovery_checked:
@@ -215,8 +222,8 @@ class VrMonitor(Monitor):
                     f"{known!r} was committed there before",
                 )
             first_view = self.commit_view.get(op)
-            if first_view is None or node.view < first_view:
-                self.commit_view[op] = node.view
+            if first_view is None or (node.epoch, node.view) < first_view:
+                self.commit_view[op] = (node.epoch, node.view)
         return None
 
     def _check_primary(self, node: VrNode) -> Violation | None:
@@ -230,16 +237,17 @@ class VrMonitor(Monitor):
         self._primaries[key] = top
         log = node.log
         views = self.commit_view
+        where = (node.epoch, node.view)
         for op in range(checked + 1, top + 1):
-            if views[op] >= node.view:
+            if views[op] >= where:
                 continue
             entry = self.committed[op]
             if op > len(log) or log[op - 1] != entry:
                 have = log[op - 1] if op <= len(log) else "nothing"
                 return Violation(
                     "committed-lost",
-                    f"primary {node.node_id} of view {node.view} holds {have!r} at op {op}, "
-                    f"where {entry!r} was committed in view {views[op]} or earlier",
+                    f"primary {node.node_id} of (epoch, view) {where} holds {have!r} at op "
+                    f"{op}, where {entry!r} was committed in {views[op]} or earlier",
                 )
         return None
 
@@ -278,6 +286,20 @@ def draw_vr_settings(rng: random.Random) -> dict[str, Any]:
         "max_think_ticks": rng.choice((0, 3, 10)),
         "retry_ticks": rng.choice((4, 8, 16)),
     }
+
+
+RECONFIGURE_P = 0.35
+"""Share of swarm seeds that start with members 1-3 (the others on standby) and whose admin
+client asks for reconfigurations (epochs, section 7)."""
+RECONFIGURE_MEMBERS = (1, 2, 3)
+ADMIN_PROBABILITY = 0.1
+"""Share of the admin client's operations that are reconfigurations."""
+
+
+def draw_vr_stream_settings(rng: random.Random) -> dict[str, Any]:
+    """Settings drawn from their own stream (added after the mutant table was measured, see
+    ``ProtocolSpec.draw_stream_settings``): reconfiguration by epochs."""
+    return {"reconfigure": True} if rng.random() < RECONFIGURE_P else {}
 
 
 NEMESIS_RULES: tuple[str, ...] = (
@@ -388,9 +410,11 @@ def _may_crash(world: World, node: VrNode) -> bool:
         return True
     down = sum(
         1
-        for i in world.node_ids
+        for i in node.members
         if world.stopped(i) or not isinstance(n := world.node(i), VrNode) or n.state == RECOVERING
     )
+    if node.node_id not in node.members:
+        return True
     own = 1 if node.state != RECOVERING else 0
     return down + own <= node.f
 
@@ -400,14 +424,18 @@ def vr_spec(
     config: VrConfig | None = None,
     name: str = "vr",
     client_options: Mapping[str, Any] | None = None,
+    reconfigure: bool = False,
 ) -> ProtocolSpec:
     """The VR spec; ``mutants`` (names from ``MUTANTS``) breaks it on purpose (tests and
-    ``pnyx sim vr+NAME``); raises KeyError naming the valid mutants for an unknown one."""
+    ``pnyx sim vr+NAME``); raises KeyError naming the valid mutants for an unknown one.
+    ``reconfigure``: start with members 1-3 and let the admin client reconfigure."""
     unknown = mutants - MUTANTS
     if unknown:
         raise KeyError(f"unknown vr mutants {sorted(unknown)}; valid: {', '.join(sorted(MUTANTS))}")
     base = config or SIM_CONFIG
     node_config = dataclasses.replace(base, mutants=mutants)
+    if reconfigure:
+        node_config = dataclasses.replace(node_config, initial_members=RECONFIGURE_MEMBERS)
     dedup = mut.CLIENT_TABLE_IGNORED not in mutants
     client_kwargs = dict(client_options or {})
 
@@ -415,6 +443,15 @@ def vr_spec(
         return VrNode(node_id, peers, rng, durable, node_config)
 
     def make_client(client_id: int, node_ids: tuple[int, ...], rng: Rng) -> Any:
+        if reconfigure and client_id == CLIENT_ID_BASE:
+            return KvClient(
+                client_id,
+                node_ids,
+                rng,
+                admin=True,
+                admin_probability=ADMIN_PROBABILITY,
+                **client_kwargs,
+            )
         return KvClient(client_id, node_ids, rng, **client_kwargs)
 
     def make_sm() -> StateMachine:
@@ -425,9 +462,14 @@ def vr_spec(
 
     def configure(settings: Mapping[str, Any]) -> ProtocolSpec:
         clients = {k: v for k, v in settings.items() if k in CLIENT_SETTINGS}
-        protocol = {k: v for k, v in settings.items() if k not in CLIENT_SETTINGS}
+        own = ("reconfigure", *CLIENT_SETTINGS)
+        protocol = {k: v for k, v in settings.items() if k not in own}
         return vr_spec(
-            mutants, dataclasses.replace(base, **protocol), name, {**client_kwargs, **clients}
+            mutants,
+            dataclasses.replace(base, **protocol),
+            name,
+            {**client_kwargs, **clients},
+            reconfigure or bool(settings.get("reconfigure")),
         )
 
     return ProtocolSpec(
@@ -443,6 +485,7 @@ def vr_spec(
         default_clients=3,
         broken=bool(mutants),
         draw_settings=draw_vr_settings,
+        draw_stream_settings=draw_vr_stream_settings,
         configure=configure,
         make_nemesis=VrNemesis,
         nemesis_rules=NEMESIS_RULES,
