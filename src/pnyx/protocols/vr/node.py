@@ -158,6 +158,12 @@ class VrNode:
         self._dvc: dict[int, DoViewChange] = {}
         self._dvc_sent: DoViewChange | None = None
         self._responses: dict[int, RecoveryResponse] = {}
+        self._log_generation = 0
+        """Bumped whenever the log is replaced rather than appended to."""
+        self._pending_key = (-1, -1)
+        self._pending_scanned = 0
+        self._pending_op = 0
+        """Op-number of a reconfiguration to the next epoch in the log (0: none)."""
         self._started: set[int] = set()
         """New members that said EpochStarted (while retired)."""
         self._persist: list[PersistOp] = []
@@ -388,6 +394,7 @@ class VrNode:
         while common < limit and old[common] == new[common]:
             common += 1
         self.log = new
+        self._log_generation += 1
         if self.cfg.durable and (common < len(old) or common < len(new)):
             self._persist.append(LogAppend(common + 1, tuple(new[common:])))
         self._rebuild_client_table()
@@ -763,12 +770,23 @@ class VrNode:
         return 0
 
     def _reconfig_pending(self) -> bool:
-        """Is a reconfiguration to the next epoch in the log (no more ops until it runs)?"""
-        for index in range(len(self.log), self.epoch_op, -1):
-            entry = self.log[index - 1]
-            if entry.kind == ENTRY_RECONFIG and _reconfig(entry.data).epoch > self.epoch:
-                return True
-        return False
+        """Is a reconfiguration to the next epoch in the log (no more ops until it runs)?
+
+        The log changes only by appends or by being replaced (which bumps its generation),
+        so the scan goes on from where it stopped: each entry is looked at once."""
+        key = (self._log_generation, self.epoch)
+        if self._pending_key != key:
+            self._pending_key = key
+            self._pending_scanned = self.epoch_op
+            self._pending_op = 0
+        if not self._pending_op:
+            for index in range(self._pending_scanned + 1, len(self.log) + 1):
+                entry = self.log[index - 1]
+                if entry.kind == ENTRY_RECONFIG and _reconfig(entry.data).epoch > self.epoch:
+                    self._pending_op = index
+                    break
+            self._pending_scanned = len(self.log)
+        return self._pending_op > 0
 
     def _on_admin(self, m: AdminRequest, client: int) -> None:
         conf = ConfigData(voters=self.members)
