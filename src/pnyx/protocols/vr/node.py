@@ -23,6 +23,11 @@ client session's latest request number and op-number (rebuilt from the log at ea
 start), does not assign a retried request a second op-number while the first is pending,
 and the replicated :class:`~pnyx.protocols.raft.kv.KvStateMachine` keeps the latest
 result of each session, so a retry of an executed request gets that result again.
+
+Reconfiguration (7): an admin request appends a reconfiguration op; the replicas that
+execute it move to the next epoch with the new members (view 0), new members fetch the
+log with GetState (StartEpoch tells them), members that left retire once a quorum of the
+new members sent EpochStarted.  Every peer message carries its epoch.
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ stopped or recovering) after every event: a run in which more than f were down a
 *outside the fault model*.  Its safety is still checked after every event, but liveness is
 not required: the run is reported in ``SimResult.unknown`` (``outside fault model: ...``)
 and tests bound how many seeds that may happen to.  The nemesis's own crashes keep within
-f.  With ``durable`` (a swarm setting) there is no such bound.
+f.  With ``durable`` (a swarm setting) there is no such bound.  Views are ordered by
+(epoch, view); with reconfiguration (a swarm stream setting) f is that of the latest
+epoch's members.
 """
 
 from __future__ import annotations
