@@ -14,6 +14,7 @@ from pnyx.protocols.multiraft import (
     META_GROUP,
     Batch,
     GroupRequest,
+    MetaPropose,
     MetaQuery,
     MetaStateMachine,
     MoveReplica,
@@ -152,6 +153,8 @@ def test_bad_input_gets_clear_answers_and_never_crashes_the_process() -> None:
     assert any(getattr(s.msg, "error", "") == "meta_is_read_only" for s in node.ready().send)
     with pytest.raises(InvalidMessage, match="not a peer"):
         node.step(Batch(()), 9)
+    with pytest.raises(InvalidMessage, match="not a meta command"):
+        node.step(MetaPropose(KvOp("put", "a", "b")), 2)  # type: ignore[arg-type]
     with pytest.raises(InvalidMessage, match="unexpected client message"):
         node.step(Batch(()), CLIENT_ID_BASE)
     sm = RangeStateMachine(RangeBounds(1, "", None, 1))

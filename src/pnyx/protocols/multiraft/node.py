@@ -196,6 +196,14 @@ class MultiRaftNode:
         """(group, index, command) of recently applied commands, for monitors."""
         self.applied_base = 0
         """How many applied events were dropped from the front of ``applied_events``."""
+        self.group_messages_sent = 0
+        self.batches_sent = 0
+        """Raft messages of all groups, and the envelopes (one per peer and ready batch)
+        that carried them."""
+        self.group_ops_persisted = 0
+        self.journal_appends = 0
+        """Durable writes of all groups, and the journal appends (one per ready batch, one
+        fsync) that carried them."""
         self._journal_next, self._since_checkpoint = self._recover(durable)
 
     def __repr__(self) -> str:
@@ -275,6 +283,8 @@ class MultiRaftNode:
             for gm in msg.msgs:
                 self._step_group(gm.group, gm.msg, from_id)
         elif type(msg) is MetaPropose:
+            if type(msg.command) not in (ReserveSplit, MetaSplit, MetaReplicas):
+                raise InvalidMessage(f"MetaPropose: {msg.command!r} is not a meta command")
             meta = self.groups[META_GROUP]
             if meta.role == LEADER:
                 meta.propose([msg.command])
@@ -332,7 +342,10 @@ class MultiRaftNode:
                     by_peer.setdefault(s.to, []).append(GroupMsg(gid, s.msg))  # type: ignore[arg-type]
         self._flush_journal(batch)
         for peer in sorted(by_peer):
-            batch.send.append(Send(peer, Batch(tuple(by_peer[peer]))))
+            msgs = by_peer[peer]
+            batch.send.append(Send(peer, Batch(tuple(msgs))))
+            self.group_messages_sent += len(msgs)
+            self.batches_sent += 1
         return batch
 
     def advance(self, ready: Ready) -> None:
@@ -371,6 +384,8 @@ class MultiRaftNode:
             return
         entries, self._journal = tuple(self._journal), []
         batch.persist.append(LogAppend(self._journal_next, entries))
+        self.group_ops_persisted += len(entries)
+        self.journal_appends += 1
         self._journal_next += len(entries)
         self._since_checkpoint += len(entries)
         if self._since_checkpoint >= self.cfg.checkpoint_entries:
