@@ -18,7 +18,8 @@ from pnyx.sim.specs.raft import RAFT, SIM_CONFIG, RaftMonitor, raft_spec
 
 ALL = parse_faults("all")
 SOAK = bool(os.environ.get("PNYX_SOAK"))
-SEEDS = 500
+SEEDS = 200
+"""Plain seeds in ``make test``; ``make soak`` runs the rest up to ``SOAK_SEEDS``."""
 SOAK_SEEDS = 10_000
 MUTANT_SEED_BUDGET = 200
 MUTANT_PROPERTIES: dict[str, str] = getattr(raft_config, "MUTANT_PROPERTIES", {})
