@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import sys
 from pathlib import Path
 
@@ -86,7 +87,11 @@ def table(seed_range: str, keys: tuple[str, ...], jobs: int, tradeoff_seeds: int
     load_before = _load()
     started = datetime.datetime.now(datetime.UTC)
     chosen = list(keys) if keys else SCHEME_KEYS
-    matrix = _run(chosen, seeds, jobs, tradeoff_seeds)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # stops the worker pool too
+    try:
+        matrix = _run(chosen, seeds, jobs, tradeoff_seeds)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     header = _header(seed_range, chosen, jobs, tradeoff_seeds, started, load_before)
     table_md = header + "\n\n" + render_table(matrix)
     tradeoffs_md = header + "\n\n" + render_tradeoffs(matrix)
@@ -101,6 +106,10 @@ def table(seed_range: str, keys: tuple[str, ...], jobs: int, tradeoff_seeds: int
     if plots_dir is not None:
         for path in plot(matrix, plots_dir):
             click.echo(f"wrote {path}")
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _run(keys: list[str], seeds: range, jobs: int, tradeoff_seeds: int | None) -> Matrix:

@@ -24,9 +24,9 @@ them between marker comments of docs/CONSISTENCY.md, :func:`plot` draws PNGs.
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
 import multiprocessing
+import signal
 import statistics
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -372,12 +372,17 @@ def run_matrix(keys: Sequence[str], seeds: Sequence[int], jobs: int = 1,
         for task in tasks:
             yield _run_task(task)
         return
-    context = multiprocessing.get_context("spawn")
-    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_ignore_sigint)
     try:
-        yield from pool.map(_run_task, tasks, chunksize=4)
+        yield from pool.imap(_run_task, tasks, chunksize=4)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.terminate()  # whatever ended the iteration: no worker outlives it
+        pool.join()
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which terminates them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @dataclass
