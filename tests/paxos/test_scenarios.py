@@ -231,3 +231,44 @@ def test_bad_client_requests_are_refused_and_far_accepts_ignored() -> None:
     assert node.last_slot == 0 and node.promised == (1, 1), "no billion holes stored"
     node.step(Accept((1, 1), 3, (Slot((1, 1), 0, A),), 0), 1)
     assert node.last_slot == 3 and node.entry(1) is not None and node.entry(3) is not None
+
+
+def test_failed_phase1_attempts_widen_the_randomized_back_off() -> None:
+    config = PaxosConfig(election_timeout_ticks=10, election_jitter_ticks=4)
+    node = PaxosNode(1, (1, 2, 3), SplitMix64(5), DurableState(), config)
+    spans = {}
+    for failures in (0, 3):
+        node.failures = failures
+        draws = []
+        for _ in range(200):
+            node._reset_timer()
+            draws.append(node.timeout_ticks)
+        spans[failures] = (min(draws), max(draws))
+    assert spans[0][0] >= 10 and spans[0][1] < 14
+    assert spans[3][0] >= 10 and 14 <= spans[3][1] < 10 + 4 * 8
+
+
+def test_dueling_proposers_settle_on_one_leader() -> None:
+    """Nodes 1 and 2 time out on the same tick, again and again at first; the widening
+    random back-off lets one of them finish phase 1 and commit."""
+    c = Cluster(3, PaxosConfig(election_timeout_ticks=4, election_jitter_ticks=1))
+    for i in (1, 2):
+        c.node(i).election_elapsed_ticks = c.node(i).timeout_ticks - 1
+    c.node(3).timeout_ticks = 10**6  # node 3 only answers
+    dueled = False
+    for _ in range(400):
+        for i in c.ids:
+            c.node(i).tick()
+            c.flush(i)
+        dueled |= c.node(1).ballot != (0, 0) and c.node(2).ballot != (0, 0)
+        c.deliver_all(rounds=10_000)
+        leaders = [i for i in c.ids if c.node(i).role == LEADER]
+        if len(leaders) == 1 and all(c.node(i).leader == leaders[0] for i in c.ids):
+            break
+    else:
+        raise AssertionError("no single leader after 400 ticks")
+    assert dueled, "both proposers ran phase 1"
+    (leader,) = leaders
+    c.step(leader, ClientRequest(1, A), 1000)
+    c.deliver_all(rounds=10_000)
+    assert c.node(leader).commit >= 1 and c.replies[-1][1].ok
