@@ -78,7 +78,9 @@ __all__ = [
 
 RUNTIME_ERROR = 1
 """Exit status when the command was right but the world refused (disk full, launch failed)."""
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 60.0
+"""How long `up` waits for every node to answer /health (generous: a loaded 2-core machine
+starting several clusters at once takes tens of seconds to import and start them all)."""
 STOP_TIMEOUT_S = 10.0
 KILL_WAIT_S = 5.0
 POLL_S = 0.1
