@@ -64,6 +64,8 @@ soak: $(STAMP)
 		tests/crdt/test_text_trace.py tests/crdt/test_doc_processes.py
 	# Dynamo-style replication: 500 seeds per configuration
 	$(BIN)/python -m pytest -m soak -n 2 tests/dynamo
+	# The etcd MVCC store against its model: 2,000 generated request sequences
+	PNYX_SOAK=1 $(BIN)/python -m pytest -m "soak or not soak" tests/etcd/test_model.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,fast,bench]'
