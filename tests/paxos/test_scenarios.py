@@ -272,3 +272,23 @@ def test_dueling_proposers_settle_on_one_leader() -> None:
     c.step(leader, ClientRequest(1, A), 1000)
     c.deliver_all(rounds=10_000)
     assert c.node(leader).commit >= 1 and c.replies[-1][1].ok
+
+
+def _restart_after_promise(mutants: frozenset[str]) -> list[object]:
+    """Node 2 promises ballot (1, 3), crashes (only its disk survives) and restarts; then
+    an accept of the older ballot (1, 1) reaches it.  Returns what node 2 answers."""
+    c = Cluster(3, PaxosConfig(mutants=mutants))
+    c.step(2, Prepare((1, 3), 0), 3)
+    assert c.node(2).promised == (1, 3)
+    c.nodes[2] = c._build(2)  # a crash: rebuilt from what it made durable
+    c.queue.clear()
+    c.step(2, Accept((1, 1), 1, (Slot((1, 1), 0, A),), 0), 1)
+    return [type(m).__name__ for s, d, m in c.queue if s == 2 and d == 1]
+
+
+def test_a_promise_survives_a_crash() -> None:
+    assert _restart_after_promise(frozenset()) == ["Nack"]
+
+
+def test_mutant_promise_not_persisted_accepts_below_its_promise_after_a_crash() -> None:
+    assert _restart_after_promise(frozenset({"promise_not_persisted"})) == ["Accepted"]
