@@ -77,5 +77,6 @@ def test_a_raft_mutant_in_every_group_is_caught_by_the_per_group_raft_checks() -
     else:
         pytest.fail(f"{name} survived 40 seeds")
     assert result.violation is not None
-    assert result.violation.prop == "leader-completeness"
+    # Applying before a quorum lets a later leader lack (or overwrite) a committed entry.
+    assert result.violation.prop in ("leader-completeness", "state-machine-safety")
     assert result.violation.detail.startswith("group ")

@@ -3,7 +3,8 @@
 One operation at a time (``get`` or ``put`` of a unique value) on keys :data:`KEYS`.  The
 client looks the key up in its cached range map and sends the request to the range's
 leader (as far as it knows) or a replica.  A definite refusal — ``not_leader`` (go to the
-hint), ``key_not_in_range`` / ``range_not_found`` (the route is stale: refresh the map from
+hint; a write the leader had already appended is answered ``leadership_lost`` instead,
+indeterminate), ``key_not_in_range`` / ``range_not_found`` (the route is stale: refresh the map from
 the meta range of some process, then retry), ``busy`` — is retried.  A write whose attempt
 times out may or may not have happened: it is recorded ``info`` and never retried (no
 duplicate can apply after the client moved on).  A read is retried after a time-out.
@@ -24,6 +25,7 @@ from pnyx.protocols.multiraft.messages import (
     RangeBounds,
     RangeDesc,
 )
+from pnyx.protocols.multiraft.node import LEADERSHIP_LOST
 from pnyx.protocols.raft.kv import GET, PUT, KvOp
 from pnyx.protocols.raft.messages import (
     READ_LINEARIZABLE,
@@ -185,8 +187,11 @@ class RoutingKvClient(Outbox):
         if reply.ok:
             self._finish(op, "ok", reply.result if op.f == GET else op.value)
             return
+        if reply.error == LEADERSHIP_LOST and op.f == PUT:
+            self._finish(op, "info", op.value)  # appended, may still commit: never retried
+            return
         desc = self._lookup(op.key)
-        if reply.error == "not_leader" and desc is not None:
+        if reply.error in ("not_leader", LEADERSHIP_LOST) and desc is not None:
             hint = reply.leader_hint
             if hint is not None and hint in desc.replicas:
                 self._leaders[desc.range_id] = hint

@@ -94,6 +94,10 @@ from pnyx.protocols.raft.messages import (
 )
 from pnyx.protocols.raft.node import LEADER, NO_NODE, RaftNode
 
+LEADERSHIP_LOST = "leadership_lost"
+"""Answer to a write the range's leader had appended to its log before it lost leadership:
+it may still commit (Raft answers ``not_leader``, which a client could take for a
+refusal).  Clients must treat it as indeterminate."""
 INTERNAL_CLIENT = 2**31 - 1
 """The client address a process uses for its own admin requests to its groups (replies to
 it are dropped: the process watches the configuration instead)."""
@@ -188,6 +192,8 @@ class MultiRaftNode:
         self._moves: dict[int, _Move] = {}
         self._split_asked: dict[int, int] = {}
         self._admin_seq = 0
+        self._appended: set[tuple[int, int]] = set()
+        """(client, request id) of writes a group leader here appended, not yet answered."""
         self.tick_now = 0
         self.dropped_messages = 0
         """Peer messages a group refused (e.g. from a node its uninitialised replica does
@@ -337,7 +343,7 @@ class MultiRaftNode:
                 if s.to == INTERNAL_CLIENT:
                     continue
                 if is_client(s.to):
-                    batch.send.append(s)
+                    batch.send.append(self._client_send(s))
                 else:
                     by_peer.setdefault(s.to, []).append(GroupMsg(gid, s.msg))  # type: ignore[arg-type]
         self._flush_journal(batch)
@@ -418,7 +424,22 @@ class MultiRaftNode:
         elif type(item.command) is SplitCmd:
             self._split_confs.pop((gid, item.index), None)
         if item.reply_to is not None and item.reply_to != INTERNAL_CLIENT:
+            self._appended.discard((item.reply_to, item.request_id))
             self._out.send.append(Send(item.reply_to, _reply(item.request_id, result)))
+
+    def _client_send(self, send: Send) -> Send:
+        """A group's answer to a client; ``not_leader`` for a write it had appended becomes
+        :data:`LEADERSHIP_LOST` (the write may still commit)."""
+        msg = send.msg
+        if type(msg) is not ClientReply or (send.to, msg.request_id) not in self._appended:
+            return send
+        self._appended.discard((send.to, msg.request_id))
+        if msg.ok or msg.error != "not_leader":
+            return send
+        lost = ClientReply(
+            msg.request_id, False, leader_hint=msg.leader_hint, error=LEADERSHIP_LOST
+        )
+        return Send(send.to, lost)
 
     def _note_applied(self, gid: int, index: int, command: Any) -> None:
         events = self.applied_events
@@ -460,7 +481,10 @@ class MultiRaftNode:
                 )
                 self._out.send.append(Send(client, reply))
                 return
+        before = group.log.last_index
         group.step(request, client)
+        if type(request) is ClientRequest and group.log.last_index > before:
+            self._appended.add((client, request.request_id))
 
     def _answer(self, client: int, request_id: int, error: str) -> None:
         self._out.send.append(Send(client, ClientReply(request_id, False, error=error)))

@@ -36,9 +36,11 @@ SIM_RAFT = RaftConfig(
     snapshot_threshold_entries=32,
     snapshot_chunk_bytes=256,
 )
-SIM_CONFIG = MultiRaftConfig(raft=SIM_RAFT, split_threshold_keys=4, checkpoint_entries=64)
-"""Small ranges (split above 4 keys), frequent snapshots and checkpoints: every mechanism
+SIM_CONFIG = MultiRaftConfig(raft=SIM_RAFT, split_threshold_keys=3, checkpoint_entries=64)
+"""Small ranges (split above 3 keys), frequent snapshots and checkpoints: every mechanism
 runs in a short run."""
+SIM_KEYS = tuple(f"k{i:02d}" for i in range(12))
+"""Few keys for five clients: concurrent operations on one key are common."""
 
 LINEARIZABILITY_TIMEOUT_S = 20.0
 
@@ -265,7 +267,8 @@ def multiraft_spec(
         return MultiRaftNode(node_id, peers, rng, durable, node_config)
 
     def make_client(client_id: int, node_ids: tuple[int, ...], rng: Rng) -> Any:
-        return RoutingKvClient(client_id, node_ids, rng, admin=client_id == CLIENT_ID_BASE)
+        admin = client_id == CLIENT_ID_BASE
+        return RoutingKvClient(client_id, node_ids, rng, admin=admin, keys=SIM_KEYS)
 
     return ProtocolSpec(
         name=name,
@@ -274,7 +277,7 @@ def multiraft_spec(
         make_client=make_client,
         make_monitor=MultiRaftMonitor,
         default_nodes=5,
-        default_clients=4,
+        default_clients=5,
         broken=bool(mutants),
     )
 
