@@ -42,6 +42,10 @@ RECONNECT_AFTER_S = 0.5
 RETRY_BACKOFF_S = 0.02
 """Pause before retrying an operation a member refused without naming where to go."""
 READ_IDLE_S = 1.0
+CHAIN_READ_RETRY_S = 0.5
+"""A chain/CRAQ read unanswered this long is retried (reads are idempotent).  A replica
+whose lease lapsed for a moment drops a CRAQ read waiting for the tail without answering;
+the retry bounds what that costs the client."""
 
 
 class UnsupportedOperation(KvError):
@@ -314,9 +318,12 @@ class AsyncChainKv(_Recorder):
         deadline = loop.time() + self.deadline_s
         target = self._first_target(f)
         said: dict[int, str] = {}
+        attempt_s = self.request_timeout_s
+        if f == "get":
+            attempt_s = min(attempt_s, CHAIN_READ_RETRY_S)
         try:
             while (left := deadline - loop.time()) > 0:
-                reply = await self._attempt(target, msg, min(left, self.request_timeout_s))
+                reply = await self._attempt(target, msg, min(left, attempt_s))
                 if isinstance(reply, str):
                     said[target] = reply
                     target = self._after_silence(target)
