@@ -25,6 +25,7 @@ from pnyx.protocols.multiraft import (
     check_range_map,
 )
 from pnyx.protocols.multiraft.messages import SplitCmd, SplitDone
+from pnyx.protocols.multiraft.node import LEADERSHIP_LOST
 from pnyx.protocols.raft import ClientRequest, KvOp, ReadRequest
 from tests.multiraft.harness import CLIENT, Net, config
 
@@ -222,3 +223,22 @@ def _replicas(rid: int, version: int, conf_ver: int, replicas: tuple[int, ...]) 
     from pnyx.protocols.multiraft.messages import MetaReplicas
 
     return MetaReplicas(rid, version, conf_ver, replicas)
+
+
+def test_a_write_appended_before_leadership_is_lost_is_answered_as_indeterminate() -> None:
+    net = _ready_net(3, split_threshold_keys=100)
+    lead = net.leader(1)
+    for pid in net.ids:
+        if pid != lead:
+            net.crash(pid)  # the leader can no longer commit, and check-quorum demotes it
+    rid = net.put(lead, 1, "k1", "maybe")
+    refused = net.put(lead, 99, "k1", "no")  # unknown range: a refusal
+    net.run(40)
+    assert net.nodes[lead].groups[1].role != "leader"
+    assert net.replies[rid].error == LEADERSHIP_LOST  # appended: it may still commit
+    assert net.replies[refused].error == "range_not_found"
+    for pid in net.ids:
+        if pid != lead:
+            net.restart(pid)
+    net.run(100)
+    assert net.put_routed("k1", "later").ok
