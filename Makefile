@@ -62,6 +62,8 @@ soak: $(STAMP)
 	# partition + kill -9 cycles of three document replicas
 	PNYX_SOAK=1 $(BIN)/python -m pytest -m "soak or not soak" -n 2 tests/crdt/test_state_sim.py \
 		tests/crdt/test_text_trace.py tests/crdt/test_doc_processes.py
+	# Op-based CRDTs: 1,500 crdt-text seeds
+	PNYX_SOAK=1 $(BIN)/python -m pytest -m "soak or not soak" tests/crdt/test_ops_sim.py
 	# Dynamo-style replication: 500 seeds per configuration
 	$(BIN)/python -m pytest -m soak -n 2 tests/dynamo
 	# The etcd MVCC store against its model: 2,000 generated request sequences
