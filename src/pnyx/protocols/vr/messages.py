@@ -55,6 +55,8 @@ class VrHard(msgspec.Struct, frozen=True, array_like=True):
     epoch: int = 0
     members: tuple[int, ...] = ()
     old_members: tuple[int, ...] = ()
+    epoch_op: int = 0
+    """Op-number of the reconfiguration that started ``epoch`` (committed)."""
 
 
 BOOT_KEY = "vr.boot"
@@ -164,6 +166,9 @@ class NewState(Message, frozen=True):
     epoch: int = 0
     members: tuple[int, ...] = ()
     old_members: tuple[int, ...] = ()
+    normal: bool = True
+    """False from a replica in a view change: ``entries`` end at its commit-number (all
+    committed), for a new member to join that view change with."""
 
 
 # -- reconfiguration (section 7) -----------------------------------------------------------

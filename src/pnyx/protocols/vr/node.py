@@ -212,12 +212,14 @@ class VrNode:
             if hard.members:
                 self.epoch = hard.epoch
                 self.old_members = hard.old_members
+                self.epoch_op = hard.epoch_op
                 self._set_members(hard.members)
             if self.node_id not in self.members:
                 self.state = STANDBY
                 self.log = [_entry(e) for e in durable.log]
                 return
             self.log = [_entry(e) for e in durable.log]
+            self.commit = min(self.epoch_op, len(self.log))  # an epoch starts committed
             self._rebuild_client_table()
             self._start_view_change(self.view + 1)
             return
@@ -378,7 +380,12 @@ class VrNode:
     def _save_hard(self) -> None:
         if self.cfg.durable:
             hard = VrHard(
-                self.view, self.last_normal_view, self.epoch, self.members, self.old_members
+                self.view,
+                self.last_normal_view,
+                self.epoch,
+                self.members,
+                self.old_members,
+                self.epoch_op,
             )
             self._persist.append(PutRecord(HARD_KEY, hard))
 
@@ -608,6 +615,9 @@ class VrNode:
     # -- state transfer and recovery --------------------------------------------------------
 
     def _on_get_state(self, m: GetState, source: int) -> None:
+        if self.state == VIEW_CHANGE:
+            self._committed_state(m, source)
+            return
         if self.state not in (NORMAL, RETIRED) or m.op > len(self.log):
             return
         if (m.epoch, m.view) > (self.epoch, self.view):
@@ -620,6 +630,18 @@ class VrNode:
             self.epoch,
             self.members,
             self.old_members,
+        )
+        self._send(source, reply)
+
+    def _committed_state(self, m: GetState, source: int) -> None:
+        """In a view change, a new member of this epoch gets our committed ops, so that it
+        can take part (with last-normal view 0: it never acknowledged anything here)."""
+        top = min(self.commit, len(self.log))
+        if m.epoch > self.epoch or m.op > top or top < self.epoch_op:
+            return
+        entries = tuple(self.log[m.op : top])
+        reply = NewState(
+            self.view, m.op + 1, entries, top, self.epoch, self.members, self.old_members, False
         )
         self._send(source, reply)
 
@@ -655,6 +677,9 @@ class VrNode:
             self._set_members(m.members)
         self.view = m.view
         log = self.log[:keep] + list(m.entries)
+        if not m.normal:
+            self._join_view_change(m, log, arriving)
+            return
         if self.node_id in self.members:
             self._enter_normal(log)
             self.epoch_op = self._reconfig_op(self.epoch)
@@ -670,6 +695,24 @@ class VrNode:
             self.epoch_op = self._reconfig_op(self.epoch)
             self.state = RETIRED if self.node_id in self.old_members else STANDBY
             self._advance_commit(m.commit)
+
+    def _join_view_change(self, m: NewState, log: list[VrEntry], arriving: bool) -> None:
+        """A new member takes the committed ops of a replica in a view change and joins it."""
+        if m.epoch != self.epoch or self.node_id not in self.members:
+            return
+        if self.epoch and not any(
+            e.kind == ENTRY_RECONFIG and _reconfig(e.data).epoch == self.epoch for e in log
+        ):
+            return  # the ops do not reach the start of this epoch
+        self._replace_log(log)
+        self.epoch_op = self._reconfig_op(self.epoch)
+        self._advance_commit(m.commit)
+        self.last_normal_view = 0
+        self._start_view_change(m.view)
+        if arriving:
+            for old in self.old_members:
+                if old not in self.members:
+                    self._send(old, EpochStarted(self.epoch))
 
     def _on_recovery(self, m: Recovery, source: int) -> None:
         if self.state != NORMAL:
