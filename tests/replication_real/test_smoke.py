@@ -1,7 +1,9 @@
 """Each replication scheme comes up as real processes (`pnyx cluster up`) and serves put/get
 through `pnyx kv`; an operation a scheme does not offer is refused with one line.
 
-The four clusters start concurrently (one `cluster up` child each) to keep the test short."""
+The four clusters start concurrently (one `cluster up` child each) to keep the test short;
+the CRAQ one runs with mutual TLS between nodes (and `pnyx kv` verifies the nodes with the
+cluster's CA)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pnyx.cli.main import cli
 
 SCHEMES = ("chain", "craq", "primary-backup", "dynamo")
 UNSUPPORTED = {"chain": "delete", "craq": "delete", "dynamo": "append"}
+WITH_TLS = "craq"
 CLUSTER_TIMEOUT_S = 120.0
 
 
@@ -30,6 +33,7 @@ def _pnyx_cluster(tmp_path: Path, *args: str) -> None:
     children = {
         protocol: subprocess.Popen(
             [sys.executable, "-m", "pnyx", "cluster", *(a.replace("{p}", protocol) for a in args),
+             *(["--tls"] if args[0] == "up" and protocol == WITH_TLS else []),
              "--data-dir", str(tmp_path / protocol)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
@@ -53,6 +57,7 @@ def _check_scheme(protocol: str, data_dir: Path) -> None:
     assert state is not None
     extra = 0 if protocol == "dynamo" else 1  # the configuration process
     assert len(state["nodes"]) == 3 + extra
+    assert bool(state.get("tls")) == (protocol == WITH_TLS)
     assert _kv(data_dir, "put", "greeting", "hello") == (0, "OK\n", ""), protocol
     assert _kv(data_dir, "put", "greeting", "world")[0] == 0, protocol
     code, out, _ = _kv(data_dir, "get", "greeting")

@@ -204,12 +204,11 @@ def _run_scheme(cluster: _Cluster, op: str, *args: Any) -> None:
     from pnyx.services.kv import KvError
     from pnyx.services.schemes_client import UnsupportedOperation
 
-    if cluster.ca_file is not None:
-        fail(f"pnyx kv: TLS is not supported for {cluster.protocol} clusters yet")
     if op == "get" and args[1] != "linearizable":
         fail(f"--serializable: only for raft and primary-backup, not {cluster.protocol}")
     try:
-        result = asyncio.run(_scheme_op(cluster, op, args))
+        context = _ssl_context(cluster.ca_file) if cluster.ca_file is not None else None
+        result = asyncio.run(_scheme_op(cluster, op, args, context))
     except UnsupportedOperation as exc:
         fail(f"kv {op}: {exc}")
     except (ClientError, KvError, OSError) as exc:
@@ -226,10 +225,12 @@ def _run_scheme(cluster: _Cluster, op: str, *args: Any) -> None:
     click.echo("OK" if op in ("put", "append") else json.dumps(result))
 
 
-async def _scheme_op(cluster: _Cluster, op: str, args: tuple[Any, ...]) -> Any:
+async def _scheme_op(
+    cluster: _Cluster, op: str, args: tuple[Any, ...], context: ssl.SSLContext | None
+) -> Any:
     from pnyx.services.schemes_client import AsyncDynamoKv, open_kv
 
-    client = open_kv(cluster.protocol, cluster.members, deadline_s=DEADLINE_S)
+    client = open_kv(cluster.protocol, cluster.members, deadline_s=DEADLINE_S, ssl=context)
     try:
         if isinstance(client, AsyncDynamoKv):
             if op == "get":

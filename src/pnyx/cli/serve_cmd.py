@@ -215,7 +215,10 @@ def serve(
                 use_uvloop=tls is None,
             )
         else:
-            run_event_loop(_serve(service, config))
+            # TLS handshakes between nodes fail under uvloop too (tls_handshake_failed,
+            # ConnectionResetError, in node.log: a chain never got its peers connected, a
+            # Raft cluster ran on a bare majority of links): asyncio's loop with TLS
+            run_event_loop(_serve(service, config), use_uvloop=tls is None)
     except (NodeFailed, WalError) as exc:
         _stopped(node_id, "stopped", exc)
     except (DataDirError, OSError) as exc:

@@ -21,6 +21,7 @@ import asyncio
 import itertools
 import logging
 import random
+import ssl as ssl_module
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
@@ -78,6 +79,7 @@ class Connections:
         *,
         client_id: int,
         connect_timeout_s: float,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         if client_id < CLIENT_ID_BASE:
             raise ValueError(f"client id {client_id} is a node id (< {CLIENT_ID_BASE})")
@@ -85,6 +87,7 @@ class Connections:
         self.client_id = client_id
         self._types = tuple(message_types)
         self._timeout_s = connect_timeout_s
+        self._ssl = ssl
         self._conns: dict[int, FramedClient] = {}
         self._readers: dict[int, asyncio.Task[None]] = {}
         self._dialling: dict[int, asyncio.Task[None]] = {}
@@ -114,7 +117,7 @@ class Connections:
         try:
             conn = await FramedClient.connect(
                 self.members[member], self._types, client_id=self.client_id,
-                timeout_s=self._timeout_s,
+                timeout_s=self._timeout_s, ssl=self._ssl,
             )  # fmt: skip
         except (OSError, TimeoutError, RemoteProtocolError, ConnectionError) as exc:
             log.debug("dial_failed client=%d member=%d error=%r", self.client_id, member, exc)
@@ -241,6 +244,7 @@ class AsyncChainKv(_Recorder):
         request_timeout_s: float = 1.0,
         deadline_s: float = 10.0,
         seed: int | None = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         from pnyx.protocols.chain.messages import WIRE_TYPES
 
@@ -257,7 +261,7 @@ class AsyncChainKv(_Recorder):
         self._rng = random.Random(seed)
         cid = client_id if client_id is not None else _random_client_id()
         self._conns = Connections(
-            members, WIRE_TYPES, client_id=cid, connect_timeout_s=request_timeout_s
+            members, WIRE_TYPES, client_id=cid, connect_timeout_s=request_timeout_s, ssl=ssl
         )
         self._conns.dial_all()
         self._head = self.replicas[0]
@@ -391,6 +395,7 @@ class AsyncDynamoKv(_Recorder):
         request_timeout_s: float = 2.0,
         deadline_s: float = 10.0,
         seed: int | None = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         from pnyx.protocols.dynamo import WIRE_TYPES, Ring
         from pnyx.services.schemes import dynamo_config
@@ -405,7 +410,7 @@ class AsyncDynamoKv(_Recorder):
         self._rng = random.Random(seed)
         cid = client_id if client_id is not None else _random_client_id()
         self._conns = Connections(
-            members, WIRE_TYPES, client_id=cid, connect_timeout_s=request_timeout_s
+            members, WIRE_TYPES, client_id=cid, connect_timeout_s=request_timeout_s, ssl=ssl
         )
         self._conns.dial_all()
         self._request_ids = itertools.count(1)
@@ -554,14 +559,16 @@ def open_kv(
     request_timeout_s: float = 1.0,
     deadline_s: float = 10.0,
     seed: int | None = None,
+    ssl: ssl_module.SSLContext | None = None,
 ) -> KvApi:
-    """An asyncio KV client of a ``protocol`` cluster (call inside a running loop).
+    """An asyncio KV client of a ``protocol`` cluster (call inside a running loop); ``ssl``
+    for a cluster with TLS (``pnyx.runtime.tls.client_ssl_context(ca_file)``).
 
     ValueError naming the supported protocols for any other."""
     if protocol in RAFT_KV_LIKE:
         client = AsyncKvClient(
             members, history=history, process=process,
-            request_timeout_s=request_timeout_s, deadline_s=deadline_s,
+            request_timeout_s=request_timeout_s, deadline_s=deadline_s, ssl=ssl,
         )  # fmt: skip
         return _RaftKv(client)
     if protocol in CHAIN_LIKE:
@@ -569,12 +576,13 @@ def open_kv(
         return AsyncChainKv(
             members, craq=protocol == "craq", master=config_node(protocol, ids),
             history=history, process=process, request_timeout_s=request_timeout_s,
-            deadline_s=deadline_s, seed=seed,
+            deadline_s=deadline_s, seed=seed, ssl=ssl,
         )  # fmt: skip
     if protocol == "dynamo":
         return AsyncDynamoKv(
             members, history=history, process=process,
             request_timeout_s=max(request_timeout_s, 2.0), deadline_s=deadline_s, seed=seed,
+            ssl=ssl,
         )  # fmt: skip
     raise ValueError(
         f"no KV client for protocol {protocol!r}; pnyx kv serves {', '.join(SCHEME_CLIENTS)}"
