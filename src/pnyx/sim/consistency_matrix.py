@@ -24,6 +24,7 @@ them between marker comments of docs/CONSISTENCY.md, :func:`plot` draws PNGs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import signal
@@ -33,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pnyx.core import CLIENT_ID_BASE, HistoryEvent
+from pnyx.core import CLIENT_ID_BASE, Apply, HistoryEvent, Node, Restore
 from pnyx.sim.catalog import get_spec
 from pnyx.sim.runner import SimConfig, SimResult, Simulation
 from pnyx.sim.schedule import FaultEvent, Schedule, parse_faults, split
+from pnyx.sim.spec import Monitor, ProtocolSpec, Violation, World
 
 MODELS: tuple[str, ...] = (
     "linearizable",
@@ -59,8 +61,17 @@ PARTITION_START_US = 500_000
 phase's end."""
 AVAILABILITY_CLIENTS = 4
 """Clients of the availability runs: the first half on the majority side."""
+CONVERGE_WAIT_US = 3_000_000
+"""After the spec's own liveness is reached in the heal phase, how long (virtual) the run
+goes on while the replicas still differ, before the final reads are taken anyway."""
+NOT_CONVERGED = "replicas not converged: "
+SESSION_STRIDE = 1_000_000
+"""Later sessions of a process (after an ``info`` operation): ``process + stride * n``."""
 
 HELD, VIOLATED, UNKNOWN = "held", "violated", "unknown"
+
+StateReader = Callable[[World, Any], dict[int, dict[str, Any]]]
+"""Reads every live replica's state, ``{replica: {key: value}}``, from a simulation."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +92,10 @@ class Scheme:
 
 SCHEMES: tuple[Scheme, ...] = (
     Scheme("primary-backup", "primary-backup", "primary-backup-register", "all", "", (4,),
-           "primary-backup", "node 1 is the view manager (never partitioned away from the "
-           "majority side)"),
+           "primary-backup", "node 1 is the view manager; the replicas read at the end are "
+           "the view's primary and backup that installed the view (when the primary of a "
+           "view not yet acknowledged crashed, the service stops by design and that primary "
+           "holds nothing); with no live manager the verdict is unknown"),
     Scheme("chain", "chain", "chain-register", "all,slow", "", (3,), "chain",
            "node 4 is the configuration master; it is never crashed, paused or cut off on "
            "purpose (it stands in for a fault-tolerant configuration service)"),
@@ -145,13 +158,15 @@ def run_seed(key: str, seed: int, models: Sequence[str] = MODELS, *,
     (latency) and under the availability partition."""
     item = scheme(key)
     spec = get_spec(item.spec)
-    sim = Simulation(spec, SimConfig(seed=seed, faults=parse_faults(faults or item.faults)))
+    waiting = quiescent(spec, item)
+    sim = Simulation(waiting, SimConfig(seed=seed, faults=parse_faults(faults or item.faults)))
     result = sim.run()
     outcome = SeedOutcome(key, seed, _monitor_verdict(result), {})
     outcome.operations = sum(1 for e in result.history if e.type == "invoke")
     finals = final_reads(item, sim, result.history)
+    history = split_sessions(result.history)
     for model in models:
-        verdict, detail = check_model(result.history, finals, model, item.initial)
+        verdict, detail = check_model(history, finals, model, item.initial)
         outcome.verdicts[model] = verdict
         if detail:
             outcome.details[model] = detail
@@ -169,8 +184,11 @@ def run_seed(key: str, seed: int, models: Sequence[str] = MODELS, *,
 
 
 def _monitor_verdict(result: SimResult) -> str:
-    if result.violation is not None:
-        return result.violation.prop
+    violation = result.violation
+    if violation is not None and NOT_CONVERGED in violation.detail:
+        return UNKNOWN  # the spec's own liveness held, its end checks did not run
+    if violation is not None:
+        return violation.prop
     return UNKNOWN if result.unknown else HELD
 
 
@@ -190,6 +208,8 @@ def check_model(history: list[HistoryEvent], finals: list[HistoryEvent], model: 
             return HELD, ""
         verdict = VIOLATED if lin.verdict == "not-linearizable" else UNKNOWN
         return verdict, _short(lin.explain())
+    if model == "convergent" and not finals:
+        return UNKNOWN, "no live replica to read after the run"
     events = history + finals if model == "convergent" else history
     try:
         result = check_consistency(History.from_events(events), model, initial=initial,
@@ -207,10 +227,88 @@ def _short(text: str, lines: int = 12) -> str:
     return "\n".join(kept)
 
 
+def split_sessions(history: list[HistoryEvent]) -> list[HistoryEvent]:
+    """``history`` with each process's operations after an ``info`` one renumbered as a new
+    session (Jepsen's convention: a process whose operation's outcome is unknown is done;
+    its write may still take effect later, after operations the same client starts next)."""
+    session: dict[int, int] = {}
+    renamed: list[HistoryEvent] = []
+    for event in history:
+        count = session.get(event.process, 0)
+        process = event.process + SESSION_STRIDE * count if count else event.process
+        renamed.append(event if process == event.process else
+                       HistoryEvent(process, event.type, event.f, event.value, event.key,
+                                    event.time))
+        if event.type == "info":
+            session[event.process] = count + 1
+    return renamed
+
+
+def quiescent(spec: ProtocolSpec, item: Scheme) -> ProtocolSpec:
+    """``spec`` whose heal phase, once its own liveness holds, also waits (at most
+    :data:`CONVERGE_WAIT_US`) for the replicas to agree, so that final reads are taken
+    after quiescence; otherwise the same run."""
+    reader = _STATE_READERS[item.kind]
+
+    def make_monitor(node_ids: tuple[int, ...]) -> Monitor:
+        return _QuiescenceMonitor(spec.make_monitor(node_ids), reader, item.initial)
+
+    return dataclasses.replace(spec, make_monitor=make_monitor)
+
+
+class _QuiescenceMonitor(Monitor):
+    """The spec's monitor; its liveness also waits for the replicas to agree."""
+
+    def __init__(self, inner: Monitor, reader: StateReader, initial: Any) -> None:
+        self.inner = inner
+        self.reader = reader
+        self.initial = initial
+        self.live_since_us: int | None = None
+
+    def on_apply(self, world: World, node_id: int, item: Apply | Restore, result: Any
+                 ) -> Violation | None:
+        return self.inner.on_apply(world, node_id, item, result)
+
+    def on_restart(self, world: World, node_id: int) -> None:
+        self.inner.on_restart(world, node_id)
+
+    def on_step(self, world: World, node_id: int, node: Node) -> None:
+        self.inner.on_step(world, node_id, node)
+
+    def after_event(self, world: World) -> Violation | None:
+        return self.inner.after_event(world)
+
+    def liveness(self, world: World) -> str | None:
+        missing = self.inner.liveness(world)
+        if missing is not None:
+            self.live_since_us = None
+            return missing
+        if self.live_since_us is None:
+            self.live_since_us = world.now_us
+        if world.now_us - self.live_since_us >= CONVERGE_WAIT_US:
+            return None  # give up waiting: the final reads will show the difference
+        differ = _differing_key(self.reader(world, self.initial))
+        return None if differ is None else f"{NOT_CONVERGED}key {differ!r}"
+
+    def at_end(self, world: World) -> Violation | None:
+        return self.inner.at_end(world)
+
+    def unknowns(self) -> list[str]:
+        return self.inner.unknowns()
+
+
+def _differing_key(states: dict[int, dict[str, Any]]) -> str | None:
+    keys = sorted({k for state in states.values() for k in state})
+    for key in keys:
+        if len({repr(state[key]) for state in states.values() if key in state}) > 1:
+            return key
+    return None
+
+
 # -- final replica states (convergence) ------------------------------------------------------
 
 
-def final_reads(item: Scheme, sim: Simulation, history: list[HistoryEvent]
+def final_reads(item: Scheme, sim: World, history: list[HistoryEvent]
                 ) -> list[HistoryEvent]:
     """``final-read`` operations of every live replica and key after the run, as the
     convergence checker reads them (key per operation; value the replica's state)."""
@@ -233,7 +331,7 @@ def final_reads(item: Scheme, sim: Simulation, history: list[HistoryEvent]
     return events
 
 
-def _dynamo_states(sim: Simulation, initial: Any) -> dict[int, dict[str, Any]]:
+def _dynamo_states(sim: World, initial: Any) -> dict[int, dict[str, Any]]:
     from pnyx.protocols.dynamo import DynamoNode
 
     nodes = {n: node for n in sim.node_ids if isinstance(node := sim.node(n), DynamoNode)}
@@ -249,7 +347,7 @@ def _dynamo_states(sim: Simulation, initial: Any) -> dict[int, dict[str, Any]]:
     return states
 
 
-def _chain_states(sim: Simulation, initial: Any) -> dict[int, dict[str, Any]]:
+def _chain_states(sim: World, initial: Any) -> dict[int, dict[str, Any]]:
     from pnyx.protocols.chain import ChainMaster, ChainNode
 
     master = sim.node(max(sim.node_ids))
@@ -261,7 +359,7 @@ def _chain_states(sim: Simulation, initial: Any) -> dict[int, dict[str, Any]]:
                 for k in keys} for n, node in nodes.items()}
 
 
-def _primary_backup_states(sim: Simulation, initial: Any) -> dict[int, dict[str, Any]]:
+def _primary_backup_states(sim: World, initial: Any) -> dict[int, dict[str, Any]]:
     from pnyx.protocols.primary_backup import Server, ViewManager
 
     manager = sim.node(min(sim.node_ids))
@@ -269,13 +367,14 @@ def _primary_backup_states(sim: Simulation, initial: Any) -> dict[int, dict[str,
         return {}
     view = manager.view
     holders = [n for n in (view.primary, view.backup) if n]
-    nodes = {n: node for n in holders if isinstance(node := sim.node(n), Server)}
+    nodes = {n: node for n in holders if isinstance(node := sim.node(n), Server)
+             and node.installed_view == view.num}  # holds the view's data
     data = {n: dict(node.sm.data) for n, node in nodes.items()}
     keys = sorted({k for d in data.values() for k in d})
     return {n: {k: d.get(k, initial) for k in keys} for n, d in data.items()}
 
 
-_STATE_READERS: dict[str, Callable[[Simulation, Any], dict[int, dict[str, Any]]]] = {
+_STATE_READERS: dict[str, StateReader] = {
     "dynamo": _dynamo_states,
     "chain": _chain_states,
     "primary-backup": _primary_backup_states,
