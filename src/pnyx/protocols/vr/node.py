@@ -652,6 +652,8 @@ class VrNode:
         if m.epoch > self.epoch or self.state in (STANDBY, TRANSITIONING):
             self._new_epoch_state(m, keep)
             return
+        if not m.normal:
+            return  # from a replica in a view change: only for new members to join it
         if m.view == self.view and self.state == NORMAL:
             if keep + len(m.entries) <= len(self.log) or self.is_primary:
                 return
