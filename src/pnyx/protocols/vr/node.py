@@ -673,15 +673,15 @@ class VrNode:
         if keep > self.commit:
             return  # our ops past the commit-number may be from a discarded view
         arriving = self.state in (STANDBY, TRANSITIONING)
+        log = self.log[:keep] + list(m.entries)
+        if not m.normal:
+            self._join_view_change(m, log, arriving)
+            return
         if m.epoch > self.epoch and m.members:
             self.epoch = m.epoch
             self.old_members = m.old_members
             self._set_members(m.members)
         self.view = m.view
-        log = self.log[:keep] + list(m.entries)
-        if not m.normal:
-            self._join_view_change(m, log, arriving)
-            return
         if self.node_id in self.members:
             self._enter_normal(log)
             self.epoch_op = self._reconfig_op(self.epoch)
@@ -700,12 +700,18 @@ class VrNode:
 
     def _join_view_change(self, m: NewState, log: list[VrEntry], arriving: bool) -> None:
         """A new member takes the committed ops of a replica in a view change and joins it."""
-        if m.epoch != self.epoch or self.node_id not in self.members:
+        newer = m.epoch > self.epoch and bool(m.members)
+        members = m.members if newer else self.members
+        if m.epoch < self.epoch or self.node_id not in members:
             return
-        if self.epoch and not any(
-            e.kind == ENTRY_RECONFIG and _reconfig(e.data).epoch == self.epoch for e in log
+        if m.epoch and not any(
+            e.kind == ENTRY_RECONFIG and _reconfig(e.data).epoch == m.epoch for e in log
         ):
-            return  # the ops do not reach the start of this epoch
+            return  # the ops do not reach the start of that epoch
+        if newer:
+            self.epoch = m.epoch
+            self.old_members = m.old_members
+            self._set_members(members)
         self._replace_log(log)
         self.epoch_op = self._reconfig_op(self.epoch)
         self._advance_commit(m.commit)
