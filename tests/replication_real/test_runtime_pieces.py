@@ -87,3 +87,13 @@ def test_cluster_layout(
     ids = tuple(range(1, processes + 1))
     assert config_node(protocol, ids) == config
     assert data_nodes(protocol, ids) == data
+
+
+def test_lost_writes_names_an_acknowledged_append_missing_from_the_final_value() -> None:
+    from pnyx.services.schemes_workload import SchemeRun
+
+    run = SchemeRun(acked=[("a", "0.1;"), ("a", "1.1;"), ("b", "0.2;")])
+    run.final = {"a": "0.1;1.1;", "b": "0.2;"}
+    assert run.lost_writes() == []
+    run.final = {"a": "1.1;", "b": ""}  # 0.1; vanished from a, b was reset
+    assert run.lost_writes() == [("a", "0.1;"), ("b", "0.2;")]
