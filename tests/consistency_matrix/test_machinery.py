@@ -3,6 +3,7 @@ markers, latency and availability bookkeeping, final reads, and the command line
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,18 @@ def test_sessions_are_split_before_checking_causality() -> None:
     assert check_model(history, [], "linearizable", "")[0] == HELD
     assert check_model(history, [], "causal", "")[0] == VIOLATED
     assert check_model(split_sessions(history), [], "causal", "") == (HELD, "")
+
+
+def test_cli_plot_draws_from_saved_json_and_refuses_other_files(tmp_path: Path) -> None:
+    saved = tmp_path / "m.json"
+    saved.write_text(json.dumps(aggregate([_outcome(1, HELD)]).to_json()), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["consistency", "plot", "--json", str(saved), "--plots",
+                                      str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for name in ("consistency-latency.png", "consistency-availability.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+    other = tmp_path / "other.json"
+    other.write_text('{"x": 1}', encoding="utf-8")
+    bad = CliRunner().invoke(cli, ["consistency", "plot", "--json", str(other), "--plots",
+                                   str(tmp_path)])
+    assert bad.exit_code == 2 and "not a `pnyx consistency table --json` file" in bad.output

@@ -104,7 +104,7 @@ def table(seed_range: str, keys: tuple[str, ...], jobs: int, tradeoff_seeds: int
         except ValueError as exc:
             fail(f"{doc_path}: {exc}")
     if plots_dir is not None:
-        for path in plot(matrix, plots_dir):
+        for path in plot(matrix.to_json(), plots_dir):
             click.echo(f"wrote {path}")
 
 
@@ -163,3 +163,21 @@ def seed_cmd(scheme_key: str, seed: int, models: tuple[str, ...]) -> None:
     if verdicts - {HELD, "unknown"}:
         sys.exit(1)
     sys.exit(3 if "unknown" in verdicts else 0)
+
+
+@consistency.command("plot")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, exists=True,
+                                                    dir_okay=False), required=True,
+              help="A file written by `pnyx consistency table --json`.")
+@click.option("--plots", "plots_dir", type=click.Path(path_type=Path, file_okay=False,
+                                                      exists=True), required=True,
+              help="Directory for the PNG plots.")
+def plot_cmd(json_path: Path, plots_dir: Path) -> None:
+    """Draw the trade-off plots again from a saved `--json` file."""
+    try:
+        summary = json.loads(json_path.read_text(encoding="utf-8"))
+        written = plot(summary, plots_dir)
+    except (ValueError, KeyError, TypeError) as exc:
+        fail(f"{json_path}: not a `pnyx consistency table --json` file ({exc!r})")
+    for path in written:
+        click.echo(f"wrote {path}")

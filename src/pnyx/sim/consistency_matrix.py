@@ -61,6 +61,8 @@ PARTITION_START_US = 500_000
 phase's end."""
 AVAILABILITY_CLIENTS = 4
 """Clients of the availability runs: the first half on the majority side."""
+MIN_PLOTTED_TICKS = 0.01
+"""Floor of a plotted latency (log scale)."""
 CONVERGE_WAIT_US = 3_000_000
 """After the spec's own liveness is reached in the heal phase, how long (virtual) the run
 goes on while the replicas still differ, before the final reads are taken anyway."""
@@ -690,30 +692,33 @@ def write_doc(path: Path, table: str, tradeoffs: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def plot(matrix: Matrix, directory: Path) -> list[Path]:
-    """docs/consistency-latency.png and docs/consistency-availability.png; the paths."""
+def plot(summary: dict[str, Any], directory: Path) -> list[Path]:
+    """consistency-latency.png and consistency-availability.png in ``directory``, from
+    :meth:`Matrix.to_json` (so a saved ``--json`` file can be drawn again); the paths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = list(matrix.cells)
-    labels = [scheme(k).key for k in keys]
+    rows: dict[str, Any] = summary["schemes"]
+    keys = list(rows)
     positions = list(range(len(keys)))
     written: list[Path] = []
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    series = [("get", "get p50"), ("put", "put p50"), ("get-faults", "get p99, faults"),
-              ("put-faults", "put p99, faults")]
-    width = 0.2
-    for index, (name, label) in enumerate(series):
-        stat = "p50" if label.endswith("p50") else "p99"
-        values = [percentiles(matrix.latency.get(k, {}).get(name, []))[stat] for k in keys]
-        ax.bar([p + (index - 1.5) * width for p in positions], values, width, label=label)
-    ax.set_xticks(positions, labels, rotation=30, ha="right")
-    ax.set_ylabel("latency (ticks of 10 ms)")
-    ax.set_yscale("symlog", linthresh=1)
-    ax.set_title("Read and write latency in the simulator")
-    ax.legend()
+    series = [("get", "p50", "get p50"), ("put", "p50", "put p50"),
+              ("get", "p99", "get p99"), ("put", "p99", "put p99"),
+              ("get-faults", "p99", "get p99, faults"), ("put-faults", "p99", "put p99, faults")]
+    width = 0.8 / len(series)
+    for index, (name, stat, label) in enumerate(series):
+        values = [max(MIN_PLOTTED_TICKS, rows[k]["latency_ticks"].get(name, {}).get(stat, 0.0))
+                  for k in keys]
+        offset = (index - (len(series) - 1) / 2) * width
+        ax.bar([p + offset for p in positions], values, width, label=label)
+    ax.set_xticks(positions, keys, rotation=30, ha="right")
+    ax.set_ylabel("latency (ticks of 10 ms, log scale)")
+    ax.set_yscale("log")
+    ax.set_title("Read and write latency in the simulator (no faults; p99 also with faults)")
+    ax.legend(fontsize="small", ncols=3)
     fig.tight_layout()
     written.append(directory / "consistency-latency.png")
     fig.savefig(written[-1], dpi=90)
@@ -722,11 +727,11 @@ def plot(matrix: Matrix, directory: Path) -> list[Path]:
     for index, side in enumerate(("majority", "minority")):
         values = []
         for k in keys:
-            ok, total = matrix.availability.get(k, {}).get(side, [0, 0])
+            ok, total = rows[k]["availability"].get(side, [0, 0])
             values.append(100.0 * ok / total if total else 0.0)
         ax.bar([p + (index - 0.5) * 0.35 for p in positions], values, 0.35,
                label=f"{side} side")
-    ax.set_xticks(positions, labels, rotation=30, ha="right")
+    ax.set_xticks(positions, keys, rotation=30, ha="right")
     ax.set_ylabel("operations that succeed during the cut (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Availability under a partition (minority of nodes + half of the clients)")
