@@ -24,7 +24,7 @@ from pnyx.protocols.multiraft import (
     RangeStateMachine,
     check_range_map,
 )
-from pnyx.protocols.multiraft.messages import SplitCmd, SplitDone
+from pnyx.protocols.multiraft.messages import RangeWrite, SplitCmd, SplitDone
 from pnyx.protocols.multiraft.node import LEADERSHIP_LOST
 from pnyx.protocols.raft import ClientRequest, KvOp, ReadRequest
 from tests.multiraft.harness import CLIENT, Net, config
@@ -242,3 +242,34 @@ def test_a_write_appended_before_leadership_is_lost_is_answered_as_indeterminate
             net.restart(pid)
     net.run(100)
     assert net.put_routed("k1", "later").ok
+
+
+def test_a_duplicated_write_applies_once_even_after_its_key_moved_by_a_split() -> None:
+    net = _ready_net(3, split_threshold_keys=100)
+    lead = net.leader(1)
+    first = RangeWrite(CLIENT, 1, KvOp("put", "k5", "old"))
+    second = RangeWrite(CLIENT, 2, KvOp("put", "k5", "new"))
+    for write in (first, second):
+        rid = net.next_id()
+        net.send(lead, 1, ClientRequest(rid, write))
+        net.run(10)
+        assert net.replies[rid].ok
+    late_copy = net.next_id()  # the network delivers an old request again
+    net.send(lead, 1, ClientRequest(late_copy, first))
+    net.run(10)
+    assert net.replies[late_copy].error == "stale_request"
+    assert net.nodes[lead].groups[1].propose([SplitCmd(1, 1, "k3", 7)]) > 0
+    net.run(80)
+    lead7 = net.leader(7)
+    other = RangeWrite(CLIENT + 1, 1, KvOp("put", "k5", "other"))
+    rid = net.next_id()
+    net.send(lead7, 7, ClientRequest(rid, other))
+    net.run(10)
+    assert net.replies[rid].ok
+    retry = net.next_id()  # a retry of op 2, now routed to the right half
+    net.send(lead7, 7, ClientRequest(retry, second))
+    net.run(10)
+    assert net.replies[retry].ok  # it happened (in range 1, before the split) ...
+    for pid in net.ids:
+        sm = net.nodes[pid].range_machine(7)
+        assert sm is not None and sm.data["k5"] == "other"  # ... and is not applied again

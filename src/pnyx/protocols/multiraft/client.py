@@ -24,6 +24,7 @@ from pnyx.protocols.multiraft.messages import (
     MoveReplica,
     RangeBounds,
     RangeDesc,
+    RangeWrite,
 )
 from pnyx.protocols.multiraft.node import LEADERSHIP_LOST
 from pnyx.protocols.raft.kv import GET, PUT, KvOp
@@ -40,9 +41,10 @@ STALE_ROUTE_ERRORS = frozenset({"key_not_in_range", "range_not_found"})
 
 
 class _Op:
-    __slots__ = ("deadline_tick", "f", "key", "request_id", "sent_tick", "value")
+    __slots__ = ("deadline_tick", "f", "key", "op_seq", "request_id", "sent_tick", "value")
 
-    def __init__(self, f: str, key: str, value: Any, deadline_tick: int) -> None:
+    def __init__(self, op_seq: int, f: str, key: str, value: Any, deadline_tick: int) -> None:
+        self.op_seq = op_seq
         self.f = f
         self.key = key
         self.value = value
@@ -130,12 +132,13 @@ class RoutingKvClient(Outbox):
 
     def _start_op(self) -> None:
         key = self._keys[self._rng.randrange(0, len(self._keys))]
+        self._counter += 1
+        deadline = self._now + self._give_up_ticks
         if self._rng.random() < 0.5:
-            op = _Op(GET, key, None, self._now + self._give_up_ticks)
+            op = _Op(self._counter, GET, key, None, deadline)
         else:
-            self._counter += 1
             value = f"{self.node_id}-{self._counter}"
-            op = _Op(PUT, key, value, self._now + self._give_up_ticks)
+            op = _Op(self._counter, PUT, key, value, deadline)
         self._op = op
         self._record("invoke", op, op.value)
         self._attempt(op)
@@ -168,7 +171,8 @@ class RoutingKvClient(Outbox):
         if op.f == GET:
             request = ReadRequest(op.request_id, KvOp(GET, op.key), READ_LINEARIZABLE)
         else:
-            request = ClientRequest(op.request_id, KvOp(PUT, op.key, op.value))
+            write = RangeWrite(self.node_id, op.op_seq, KvOp(PUT, op.key, op.value))
+            request = ClientRequest(op.request_id, write)
         self._send(target, GroupRequest(desc.range_id, request))
 
     def _on_reply(self, reply: ClientReply, from_id: int) -> None:

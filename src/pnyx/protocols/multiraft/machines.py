@@ -26,6 +26,7 @@ from pnyx.protocols.multiraft.messages import (
     MetaSplit,
     RangeBounds,
     RangeDesc,
+    RangeWrite,
     ReserveSplit,
     SplitCmd,
     SplitDone,
@@ -45,10 +46,15 @@ MUTANT_PROPERTIES: dict[str, str] = {SPLIT_LOSES_INFLIGHT: "lost-write"}
 """Mutant -> the violation (of ``pnyx.sim.specs.multiraft``) that catches it."""
 
 
+STALE_REQUEST = "stale_request"
+"""Refusal of a copy of a client's write older than one this range already applied."""
+
+
 class _RangeImage(msgspec.Struct, array_like=True):
     bounds: RangeBounds
     data: list[tuple[str, Any]]
     last_split: SplitDone | None
+    applied_ops: list[tuple[int, int]] = []
 
 
 class RangeStateMachine:
@@ -61,6 +67,9 @@ class RangeStateMachine:
         """The last split this range applied (its leader reports it to the meta range)."""
         self.mutations = 0
         """Counts applied writes, splits and restores (monitors re-check on change)."""
+        self.applied_ops: dict[int, int] = {}
+        """client -> op_seq of its last write applied here (a split copies it to both
+        halves: a retry routed to the right half must not apply again)."""
         self._mutants = mutants
 
     @property
@@ -70,13 +79,29 @@ class RangeStateMachine:
 
     def apply(self, command: Any) -> Any:
         """Apply a KV operation or a split; errors come back as ``{"error": ...}``."""
-        if type(command) is not KvOp and type(command) is not SplitCmd:
+        if type(command) not in (KvOp, SplitCmd, RangeWrite):
             try:
                 command = _convert_command(command)
             except msgspec.ValidationError as exc:
                 return {"error": f"malformed command: {exc}"}
         if type(command) is SplitCmd:
             return self._split(command)
+        if type(command) is RangeWrite:
+            return self._write_once(command)
+        return self._apply_op(command)
+
+    def _write_once(self, w: RangeWrite) -> Any:
+        last = self.applied_ops.get(w.client, 0)
+        if w.op_seq == last:
+            return None  # a copy of the write applied last: it happened (a put returns None)
+        if w.op_seq < last:
+            return {"error": STALE_REQUEST}
+        result = self._apply_op(w.op)
+        if not (isinstance(result, dict) and "error" in result):
+            self.applied_ops[w.client] = w.op_seq
+        return result
+
+    def _apply_op(self, command: KvOp) -> Any:
         key = command.key
         if type(key) is not str:
             return {"error": f"key {key!r} is not a string"}
@@ -101,7 +126,7 @@ class RangeStateMachine:
         moved = sorted((k, v) for k, v in self.store.data.items() if right.contains(k))
         for k, _ in moved:
             del self.store.data[k]
-        image = _RangeImage(right, moved, None)
+        image = _RangeImage(right, moved, None, sorted(self.applied_ops.items()))
         done = SplitDone(left, right, msgspec.msgpack.encode(image))
         self.bounds = left
         self.last_split = done
@@ -110,20 +135,22 @@ class RangeStateMachine:
 
     def snapshot(self) -> bytes:
         data = sorted(self.store.data.items())
-        return msgspec.msgpack.encode(_RangeImage(self.bounds, data, self.last_split))
+        ops = sorted(self.applied_ops.items())
+        return msgspec.msgpack.encode(_RangeImage(self.bounds, data, self.last_split, ops))
 
     def restore(self, data: bytes) -> None:
         image = msgspec.msgpack.decode(data, type=_RangeImage)
         self.bounds = image.bounds
         self.store.data = dict(image.data)
         self.last_split = image.last_split
+        self.applied_ops = dict(image.applied_ops)
         self.mutations += 1
 
 
 def convert_command(group: int, raw: Any) -> Any:
     """The typed command of group ``group`` (0: the meta range) that crossed a wire or a
     checkpoint untyped; ``raw`` unchanged when it is typed or not a command."""
-    if type(raw) in (KvOp, SplitCmd, MetaQuery, ReserveSplit, MetaSplit, MetaReplicas):
+    if type(raw) in (KvOp, SplitCmd, RangeWrite, MetaQuery, ReserveSplit, MetaSplit, MetaReplicas):
         return raw
     try:
         if group == 0:
@@ -133,12 +160,18 @@ def convert_command(group: int, raw: Any) -> Any:
         return raw
 
 
-def _convert_command(raw: Any) -> KvOp | SplitCmd:
-    """A command that crossed a wire or a checkpoint untyped (a msgpack array): a split
-    carries its tag first, a KV operation does not."""
-    if isinstance(raw, list | tuple) and raw and raw[0] == SplitCmd.__name__:
-        return msgspec.convert(raw, SplitCmd)
+def _convert_command(raw: Any) -> KvOp | SplitCmd | RangeWrite:
+    """A command that crossed a wire or a checkpoint untyped (a msgpack array): a split or
+    a client write carries its tag first, a bare KV operation does not."""
+    if isinstance(raw, list | tuple) and raw and raw[0] in _TAGGED:
+        return msgspec.convert(raw, _TAGGED[raw[0]])
     return msgspec.convert(raw, KvOp)
+
+
+_TAGGED: dict[str, type[SplitCmd] | type[RangeWrite]] = {
+    SplitCmd.__name__: SplitCmd,
+    RangeWrite.__name__: RangeWrite,
+}
 
 
 def range_image(bounds: RangeBounds, data: dict[str, Any]) -> bytes:

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from pnyx.core import LogAppend, LogCompact, Message, PutRecord, SnapshotSave
+from pnyx.protocols.raft.kv import KvOp
 from pnyx.protocols.raft.messages import (
     AppendEntries,
     AppendResponse,
@@ -86,6 +87,17 @@ class SplitCmd(msgspec.Struct, frozen=True, tag=True, array_like=True):
     version: int
     split_key: str
     new_range_id: int
+
+
+class RangeWrite(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    """A client's write with its identity: ``op_seq`` numbers the client's operations
+    (every attempt of one operation carries the same number).  A range applies each
+    (client, op_seq) at most once, whatever the network duplicates or delays: a copy of
+    the last applied operation is answered ok again, an older one is refused."""
+
+    client: int
+    op_seq: int
+    op: KvOp
 
 
 class SplitDone(msgspec.Struct, frozen=True, array_like=True):

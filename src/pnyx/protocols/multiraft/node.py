@@ -72,6 +72,7 @@ from pnyx.protocols.multiraft.messages import (
     MoveReplica,
     RangeBounds,
     RangeDesc,
+    RangeWrite,
     ReserveSplit,
     SplitCmd,
     SplitDone,
@@ -468,6 +469,8 @@ class MultiRaftNode:
                 return
             sm = self.machines[msg.group]
             command = request.command
+            if type(command) is RangeWrite:
+                command = command.op
             # Bounds only shrink over versions: a key outside any replica's view of the range
             # is outside its latest bounds too (a definite, early answer).
             if (
