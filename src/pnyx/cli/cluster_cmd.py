@@ -151,7 +151,8 @@ def cluster() -> None:
     "--protocol",
     default="etcd",
     show_default=True,
-    help="The service the nodes run: etcd (etcd v3 API on Raft), raft (pnyx's Raft KV), "
+    help="The service the nodes run: etcd (etcd v3 API on Raft), raft (pnyx's Raft KV), paxos "
+    "(Multi-Paxos KV), vr (Viewstamped Replication KV), tso (timestamp oracle on Raft), "
     "broadcast, or a replication scheme: chain, craq, primary-backup, dynamo.  chain and "
     "craq start one extra process, the configuration master (the highest id, N+1), and "
     "primary-backup one view manager (node 1; servers 2..N+1); it keeps the configuration "

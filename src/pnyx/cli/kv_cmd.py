@@ -29,9 +29,8 @@ DEADLINE_S = 10.0
 """How long one ``pnyx kv`` operation may take, retries and redirects included."""
 
 
-KV_PROTOCOLS = ("raft", "primary-backup", "chain", "craq", "dynamo")
+KV_PROTOCOLS = ("raft", "paxos", "vr", "primary-backup", "chain", "craq", "dynamo")
 """Protocols ``pnyx kv`` has a client for."""
-RAFT_CLIENT = frozenset({"raft", "primary-backup"})
 
 
 @dataclass(frozen=True)
@@ -126,8 +125,8 @@ def kv(
     endpoints: str | None,
     tls_ca: Path | None,
 ) -> None:
-    """Key-value operations against a cluster: Raft and primary-backup (linearizable,
-    exactly once; get/put/append/cas/delete), chain and CRAQ (linearizable;
+    """Key-value operations against a cluster: Raft, Multi-Paxos, VR and primary-backup
+    (linearizable, exactly once; get/put/append/cas/delete), chain and CRAQ (linearizable;
     get/put/append/cas), Dynamo (get/put; a get shows every sibling, a put replaces them)."""
     ctx.obj = _Target(data_dir, endpoints, tls_ca, protocol)
 
@@ -135,9 +134,10 @@ def kv(
 def _run(ctx: click.Context, op: str, *args: Any) -> None:
     from pnyx.services.client import ClientError
     from pnyx.services.kv import KvClient, KvError
+    from pnyx.services.schemes import RAFT_KV_LIKE
 
     cluster = _cluster(ctx.obj)
-    if cluster.protocol not in RAFT_CLIENT:
+    if cluster.protocol not in RAFT_KV_LIKE:
         _run_scheme(cluster, op, *args)
         return
     members, ca_file = cluster.members, cluster.ca_file

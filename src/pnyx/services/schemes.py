@@ -32,7 +32,7 @@ CONFIG_PROCESS: dict[str, str] = {
 """Protocols whose cluster has one extra configuration process, and where its id sits."""
 
 CHAIN_LIKE = frozenset({"chain", "craq"})
-RAFT_KV_LIKE = frozenset({"raft", "primary-backup"})
+RAFT_KV_LIKE = frozenset({"raft", "paxos", "vr", "primary-backup"})
 """Protocols served by the Raft KV client (sessions, ``ClientRequest``/``ReadRequest``)."""
 
 PB_DEAD_TICKS = 50
