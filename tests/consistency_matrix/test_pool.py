@@ -28,6 +28,19 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _workers(pid: int) -> set[int]:
+    """The children of ``pid`` that are multiprocessing workers (not the resource tracker)."""
+    found = set()
+    for child in _children(pid):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in argv:
+            found.add(child)
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
@@ -50,8 +63,8 @@ def test_sigterm_stops_the_worker_processes() -> None:
                "--scheme", "chain", "--jobs", "2"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: len(_children(proc.pid)) >= 2, "the worker processes")
-        workers = _children(proc.pid)
+        _wait_for(lambda: len(_workers(proc.pid)) >= 2, "the worker processes")
+        workers = _children(proc.pid)  # the workers and the resource tracker
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=WAIT_S)
         assert proc.returncode != 0
