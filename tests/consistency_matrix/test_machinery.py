@@ -67,6 +67,7 @@ def test_a_violation_wins_over_unknown_and_names_its_first_seed() -> None:
     assert "dynamo / linearizable, seed 5: why 5" in table
     assert "pnyx sim dynamo --seed 5 --faults all" in table
     assert "**violated** 1/4 (seed 7)" in table  # the monitor column
+    assert "`pnyx consistency seed dynamo --seed 7` · `pnyx sim dynamo --seed 7" in table
     data = matrix.to_json()["schemes"]["dynamo"]
     assert data["cells"]["linearizable"]["violated"] == [5, 7]
     assert data["availability"] == {"majority": [12, 16], "minority": [0, 8]}

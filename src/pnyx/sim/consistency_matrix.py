@@ -596,7 +596,9 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
 def replay_commands(item: Scheme, seed: int, model: str) -> tuple[str, str]:
     """The command that shows the verdict of ``model`` on ``seed``, and the one that
     replays the run itself."""
-    show = f"pnyx consistency seed {item.key} --seed {seed} --model {model}"
+    show = f"pnyx consistency seed {item.key} --seed {seed}"
+    if model in MODELS:  # the monitor's verdict is always shown
+        show += f" --model {model}"
     replay = f"pnyx sim {item.spec} --seed {seed} --faults {item.faults}"
     return show, replay
 
