@@ -36,9 +36,11 @@ and serves the final read."""
 
 def _run(tmp_path: Path, system: PnyxSystem, workload: Workload, nemesis: str,
          interval_s: float, duration_s: float, nemesis_limit: int | None = None,
-         may_fail: bool = False, time_limit_s: float = TIME_LIMIT_S) -> RunResult:  # fmt: skip
+         may_fail: bool = False, time_limit_s: float = TIME_LIMIT_S,
+         report: bool = False) -> RunResult:  # fmt: skip
     """One run on 3 nodes in namespaces (50 ops/s, 5 clients); nothing may be left.
-    ``may_fail``: the run may end in an error (the caller checks why)."""
+    ``may_fail``: the run may end in an error (the caller checks why); ``report``: write
+    the HTML report (plots: a second or more of a busy machine; only one test reads it)."""
     require_namespaces()
     run_id = "b" + new_run_id()[:7]
     net = NamespaceNet(3, run_id)
@@ -47,7 +49,7 @@ def _run(tmp_path: Path, system: PnyxSystem, workload: Workload, nemesis: str,
         result = run_test(system, net, workload, [fault], time_limit_s, 50, 5, SEED,
                           tmp_path / "run", nemesis_interval_s=interval_s,
                           nemesis_duration_s=duration_s,
-                          nemesis_limit=nemesis_limit)  # fmt: skip
+                          nemesis_limit=nemesis_limit, report=report)  # fmt: skip
     finally:
         net.close()
     assert leftovers(run_id) == []
@@ -78,7 +80,7 @@ def _lose_run(tmp_path: Path, mutants: tuple[str, ...]) -> RunResult:
     system = PnyxSystem(mutants=mutants, lose_unsynced=True)
     return _run(tmp_path, system, make_workload("set", seed=SEED), "kill-all", 4.0, 1.0,
                 nemesis_limit=2, may_fail=bool(mutants),
-                time_limit_s=LOSE_TIME_LIMIT_S)  # fmt: skip
+                time_limit_s=LOSE_TIME_LIMIT_S, report=bool(mutants))  # fmt: skip
 
 
 def test_lazy_fsync_loses_acknowledged_writes_when_every_node_crashes(tmp_path: Path) -> None:
