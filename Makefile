@@ -68,6 +68,13 @@ soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -n 2 tests/dynamo
 	# The etcd MVCC store against its model: 2,000 generated request sequences
 	PNYX_SOAK=1 $(BIN)/python -m pytest -m "soak or not soak" tests/etcd/test_model.py
+	# Consensus family: 10,000 Multi-Paxos and VR seeds each, 200 kill -9 of each on real processes
+	PNYX_SOAK=1 $(BIN)/python -m pytest -m "soak or not soak" -n 2 tests/paxos/test_sim.py \
+		tests/paxos/test_kill9.py tests/vr/test_sim.py tests/vr/test_kill9.py
+	# Transactions: 300 seeds each of 2PC, 3PC (crash faults), the timestamp oracle; multi-Raft
+	# sharding: 1,000 more seeds; primary-backup on real processes: 20 kill -9 rounds
+	PNYX_SOAK=1 $(BIN)/python -m pytest -m soak -n 2 tests/commit tests/tso tests/multiraft \
+		tests/replication_real/test_primary_backup_kill9.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,fast,bench]'
