@@ -18,17 +18,21 @@ the other aborts.  The simulator shows it (``pnyx sim 3pc``).
 
 from __future__ import annotations
 
-from pnyx.core import DurableState, InvalidMessage, Message, Rng, is_client
+from pnyx.core import DurableState, InvalidMessage, Message, Rng
 from pnyx.protocols.commit.common import (
     MAX_RESENDS_PER_TICK,
     CommitConfig,
     CommitNode,
     Host,
     check_participants,
-    check_submit,
-    decode_record,
     put_state,
-    rerecord,
+)
+from pnyx.protocols.commit.engines import (
+    CoordEntry,
+    CoordinatorBase,
+    PartEntry,
+    ParticipantBase,
+    txn_records,
 )
 from pnyx.protocols.commit.messages import (
     STATES,
@@ -42,49 +46,45 @@ from pnyx.protocols.commit.messages import (
     StateRequest,
     SubmitTxn,
     Vote,
-    Voted,
 )
 
 
-class _CoordTxn:
+class _CoordTxn(CoordEntry):
     """A transaction the 3PC coordinator has not finished."""
 
-    __slots__ = ("acked", "client", "participants", "phase", "request_id", "votes", "waited")
+    __slots__ = ("phase", "votes")
 
     def __init__(self, participants: tuple[int, ...], client: int | None, request_id: int) -> None:
-        self.participants = participants
-        self.client = client
-        self.request_id = request_id
+        super().__init__(participants, client, request_id)
         self.votes: set[int] = set()
         self.phase = "voting"
         """``voting`` → ``precommit`` → ``committed`` (waiting for acknowledgements)."""
-        self.acked: set[int] = set()
-        self.waited = 0
 
 
-class ThreePcCoordinator:
+class ThreePcCoordinator(CoordinatorBase[_CoordTxn]):
     """The coordinator's side of 3PC.  It logs only commit decisions; after a crash it
     forgets undecided transactions and leaves them to the participants' termination
     protocol (it never presumes abort: participants may have terminated with commit)."""
 
+    LABEL = "3PC"
+
     def __init__(
         self, host: Host, participants: tuple[int, ...], config: CommitConfig, durable: DurableState
     ) -> None:
-        self.host = host
-        self.participants = participants
-        self.config = config
-        self.active: dict[int, _CoordTxn] = {}
-        self.finished: set[int] = set()
-        for key, value in durable.records.items():
-            if key.startswith("txn/"):
-                state, members = decode_record(value)
-                if state == "end":
-                    self.finished.add(int(key[4:]))
-                else:
-                    entry = _CoordTxn(members, None, 0)
-                    entry.phase = "committed"
-                    self.active[int(key[4:])] = entry
-                    host.record(Decided(int(key[4:]), host.node_id, True, members, "recovery"))
+        super().__init__(host, participants, config)
+        for txn, state, members in txn_records(durable):
+            if state == "end":
+                self.finished.add(txn)
+            else:
+                self._recover_commit(txn, members).phase = "committed"
+
+    def _new_entry(
+        self, participants: tuple[int, ...], client: int | None, request_id: int
+    ) -> _CoordTxn:
+        return _CoordTxn(participants, client, request_id)
+
+    def _first_message(self, txn: int, participants: tuple[int, ...]) -> Message:
+        return CanCommit(txn, participants)
 
     def step(self, msg: Message, from_id: int) -> bool:
         """Handle a client submission, a vote or an acknowledgement."""
@@ -107,23 +107,8 @@ class ThreePcCoordinator:
         elif isinstance(msg, DecisionAck) and entry.phase == "committed":
             entry.acked.add(from_id)
             if len(entry.acked) == len(entry.participants):
-                del self.active[msg.txn]
-                self.finished.add(msg.txn)
-                put_state(self.host, msg.txn, "end", entry.participants)
+                self._on_commit_ack(msg.txn, entry)
         return True
-
-    def _on_submit(self, msg: SubmitTxn, client: int) -> None:
-        if not is_client(client):
-            raise InvalidMessage(f"SubmitTxn from non-client {client}")
-        problem = check_submit(msg, self.participants)
-        if problem:
-            self.host.reply(client, msg.request_id, None, problem)
-            return
-        if msg.txn in self.active or msg.txn in self.finished:
-            return
-        self.active[msg.txn] = _CoordTxn(msg.participants, client, msg.request_id)
-        for p in msg.participants:
-            self.host.send(p, CanCommit(msg.txn, msg.participants))
 
     def _on_vote(self, txn: int, entry: _CoordTxn, voter: int, yes: bool) -> None:
         if entry.phase != "voting":
@@ -143,23 +128,12 @@ class ThreePcCoordinator:
             self.host.send(p, PreCommit(txn, entry.participants))
 
     def _abort(self, txn: int, entry: _CoordTxn) -> None:
-        del self.active[txn]
-        self.host.record(Decided(txn, self.host.node_id, False, entry.participants, "coordinator"))
-        for p in entry.participants:
-            self.host.send(p, Decision(txn, False))
-        if entry.client is not None:
-            self.host.reply(entry.client, entry.request_id, "abort")
+        self._announce_abort(txn, entry, list(entry.participants))
 
     def _commit(self, txn: int, entry: _CoordTxn) -> None:
         entry.phase = "committed"
-        entry.waited = 0
         entry.acked = set()
-        put_state(self.host, txn, "committed", entry.participants)
-        self.host.record(Decided(txn, self.host.node_id, True, entry.participants, "coordinator"))
-        for p in entry.participants:
-            self.host.send(p, Decision(txn, True))
-        if entry.client is not None:
-            self.host.reply(entry.client, entry.request_id, "commit")
+        self._announce_commit(txn, entry)
 
     def tick(self) -> None:
         """Vote time-out → abort; PreCommit-ack time-out → commit (Skeen: the sites that did
@@ -178,14 +152,7 @@ class ThreePcCoordinator:
                 self._commit(txn, entry)
             elif entry.phase == "committed" and entry.waited % cfg.resend_ticks == 0:
                 budget -= 1
-                for p in entry.participants:
-                    if p not in entry.acked:
-                        self.host.send(p, Decision(txn, True))
-
-    def invariants(self) -> list[str]:
-        """A transaction is either active or finished, never both."""
-        both = sorted(set(self.active) & self.finished)
-        return [f"3PC coordinator: txns {both[:5]} both active and finished"] if both else []
+                self._resend_commit(txn, entry)
 
 
 class _Termination:
@@ -200,54 +167,29 @@ class _Termination:
         self.waited = 0
 
 
-class _PartTxn:
-    __slots__ = ("idle", "participants", "state", "term")
+class _PartTxn(PartEntry):
+    __slots__ = ("idle", "term")
 
     def __init__(self, state: str, participants: tuple[int, ...]) -> None:
-        self.state = state
-        self.participants = participants
+        super().__init__(state, participants)
         self.idle = 0
         self.term: _Termination | None = None
 
 
-class ThreePcParticipant:
+class ThreePcParticipant(ParticipantBase[_PartTxn]):
     """A participant's side of 3PC, with the termination protocol."""
 
-    def __init__(
-        self,
-        host: Host,
-        coordinator: int,
-        group: tuple[int, ...],
-        config: CommitConfig,
-        rng: Rng,
-        durable: DurableState,
-    ) -> None:
-        self.host = host
-        self.coordinator = coordinator
-        self.group = group
-        self.config = config
-        self.rng = rng
-        self.txns: dict[int, _PartTxn] = {}
-        self.undecided: dict[int, _PartTxn] = {}
-        for key, value in durable.records.items():
-            if key.startswith("txn/"):
-                state, participants = decode_record(value)
-                self._track(int(key[4:]), _PartTxn(state, participants))
-                rerecord(host, int(key[4:]), state, participants)
+    UNDECIDED = ("uncertain", "precommitted")
 
-    def _track(self, txn: int, entry: _PartTxn) -> None:
-        self.txns[txn] = entry
-        if entry.state in ("uncertain", "precommitted"):
-            self.undecided[txn] = entry
-        else:
-            self.undecided.pop(txn, None)
+    def _new_entry(self, state: str, participants: tuple[int, ...]) -> _PartTxn:
+        return _PartTxn(state, participants)
 
     def step(self, msg: Message, from_id: int) -> bool:
         """Handle coordinator and termination-protocol messages."""
         if isinstance(msg, CanCommit):
             self._check_sender(from_id, coordinator_only=True)
             check_participants(msg.txn, msg.participants, self.group)
-            self._on_can_commit(msg)
+            self._vote(msg.txn, msg.participants)
         elif isinstance(msg, PreCommit):
             self._check_sender(from_id)
             self._on_precommit(msg.txn, from_id)
@@ -283,20 +225,6 @@ class ThreePcParticipant:
             )
 
     # -- the coordinator's phases --------------------------------------------------------
-
-    def _on_can_commit(self, msg: CanCommit) -> None:
-        known = self.txns.get(msg.txn)
-        if known is not None:
-            self.host.send(self.coordinator, Vote(msg.txn, known.state != "aborted"))
-            return
-        yes = self.rng.randrange(0, 1000) >= self.config.no_vote_per_mille
-        state = "uncertain" if yes else "aborted"
-        self._track(msg.txn, _PartTxn(state, msg.participants))
-        put_state(self.host, msg.txn, state, msg.participants)
-        self.host.record(Voted(msg.txn, self.host.node_id, yes, msg.participants))
-        if not yes:
-            self.host.record(Decided(msg.txn, self.host.node_id, False, msg.participants, "vote"))
-        self.host.send(self.coordinator, Vote(msg.txn, yes))
 
     def _on_precommit(self, txn: int, sender: int) -> None:
         entry = self.txns.get(txn)

@@ -13,17 +13,21 @@ participants that voted yes stay in doubt: 2PC blocks.
 
 from __future__ import annotations
 
-from pnyx.core import DurableState, InvalidMessage, Message, Rng, is_client
+from pnyx.core import DurableState, InvalidMessage, Message, Rng
 from pnyx.protocols.commit.common import (
     MAX_RESENDS_PER_TICK,
     CommitConfig,
     CommitNode,
     Host,
     check_participants,
-    check_submit,
-    decode_record,
     put_state,
-    rerecord,
+)
+from pnyx.protocols.commit.engines import (
+    CoordEntry,
+    CoordinatorBase,
+    PartEntry,
+    ParticipantBase,
+    txn_records,
 )
 from pnyx.protocols.commit.messages import (
     Decided,
@@ -33,55 +37,47 @@ from pnyx.protocols.commit.messages import (
     Prepare,
     SubmitTxn,
     Vote,
-    Voted,
 )
 
 
-class _CoordTxn:
+class _CoordTxn(CoordEntry):
     """A transaction the 2PC coordinator has not finished."""
 
-    __slots__ = ("acked", "client", "committing", "participants", "request_id", "votes", "waited")
+    __slots__ = ("committing", "votes")
 
     def __init__(self, participants: tuple[int, ...], client: int | None, request_id: int) -> None:
-        self.participants = participants
-        self.client = client
-        self.request_id = request_id
+        super().__init__(participants, client, request_id)
         self.votes: dict[int, bool] = {}
         self.committing = False
-        self.acked: set[int] = set()
-        self.waited = 0
 
 
-class TwoPcCoordinator:
+class TwoPcCoordinator(CoordinatorBase[_CoordTxn]):
     """The coordinator's side of 2PC (presumed abort)."""
+
+    LABEL = "2PC"
 
     def __init__(
         self, host: Host, participants: tuple[int, ...], config: CommitConfig, durable: DurableState
     ) -> None:
-        self.host = host
-        self.participants = participants
-        self.config = config
-        self.active: dict[int, _CoordTxn] = {}
-        """Undecided transactions and commits not yet acknowledged by every participant."""
-        self.finished: set[int] = set()
-        """Committed transactions every participant acknowledged (logged as ``end``)."""
+        super().__init__(host, participants, config)
         self._recover(durable)
 
+    def _new_entry(
+        self, participants: tuple[int, ...], client: int | None, request_id: int
+    ) -> _CoordTxn:
+        return _CoordTxn(participants, client, request_id)
+
+    def _first_message(self, txn: int, participants: tuple[int, ...]) -> Message:
+        return Prepare(txn, participants)
+
     def _recover(self, durable: DurableState) -> None:
-        for key, value in durable.records.items():
-            if not key.startswith("txn/"):
-                continue
-            txn = int(key[4:])
-            state, participants = decode_record(value)
+        for txn, state, participants in txn_records(durable):
             if state == "end":
                 self.finished.add(txn)
             elif state == "committed":
-                entry = _CoordTxn(participants, None, 0)
-                entry.committing = True
-                self.active[txn] = entry
-                self.host.record(Decided(txn, self.host.node_id, True, participants, "recovery"))
+                self._recover_commit(txn, participants).committing = True
             else:
-                raise ValueError(f"2PC coordinator record {key} has state {state!r}")
+                raise ValueError(f"2PC coordinator record txn/{txn} has state {state!r}")
 
     def step(self, msg: Message, from_id: int) -> bool:
         """Handle a client submission, a vote, an acknowledgement or an inquiry."""
@@ -104,19 +100,6 @@ class TwoPcCoordinator:
         if from_id not in self.participants:
             raise InvalidMessage(f"2PC coordinator: message from {from_id}, not a participant")
 
-    def _on_submit(self, msg: SubmitTxn, client: int) -> None:
-        if not is_client(client):
-            raise InvalidMessage(f"SubmitTxn from non-client {client}")
-        problem = check_submit(msg, self.participants)
-        if problem:
-            self.host.reply(client, msg.request_id, None, problem)
-            return
-        if msg.txn in self.active or msg.txn in self.finished:
-            return  # a duplicate: the first copy is being (or was) answered
-        self.active[msg.txn] = _CoordTxn(msg.participants, client, msg.request_id)
-        for p in msg.participants:
-            self.host.send(p, Prepare(msg.txn, msg.participants))
-
     def _on_vote(self, msg: Vote, voter: int) -> None:
         entry = self.active.get(msg.txn)
         if entry is None:
@@ -135,23 +118,12 @@ class TwoPcCoordinator:
     def _commit(self, txn: int, entry: _CoordTxn) -> None:
         """The decision is durable before anyone hears of it (same batch: persist first)."""
         entry.committing = True
-        entry.waited = 0
-        put_state(self.host, txn, "committed", entry.participants)
-        self.host.record(Decided(txn, self.host.node_id, True, entry.participants, "coordinator"))
-        for p in entry.participants:
-            self.host.send(p, Decision(txn, True))
-        if entry.client is not None:
-            self.host.reply(entry.client, entry.request_id, "commit")
+        self._announce_commit(txn, entry)
 
     def _abort(self, txn: int, entry: _CoordTxn) -> None:
         """Presumed abort: nothing logged; participants that miss this will inquire."""
-        del self.active[txn]
-        self.host.record(Decided(txn, self.host.node_id, False, entry.participants, "coordinator"))
-        for p in entry.participants:
-            if entry.votes.get(p, True):
-                self.host.send(p, Decision(txn, False))
-        if entry.client is not None:
-            self.host.reply(entry.client, entry.request_id, "abort")
+        told = [p for p in entry.participants if entry.votes.get(p, True)]
+        self._announce_abort(txn, entry, told)
 
     def _on_ack(self, txn: int, participant: int) -> None:
         entry = self.active.get(txn)
@@ -159,9 +131,7 @@ class TwoPcCoordinator:
             return
         entry.acked.add(participant)
         if entry.acked >= set(entry.participants):
-            del self.active[txn]
-            self.finished.add(txn)
-            put_state(self.host, txn, "end", entry.participants)
+            self._on_commit_ack(txn, entry)
 
     def _on_inquire(self, txn: int, participant: int) -> None:
         entry = self.active.get(txn)
@@ -183,59 +153,24 @@ class TwoPcCoordinator:
                 self._abort(txn, entry)
             elif entry.committing and entry.waited % self.config.resend_ticks == 0:
                 budget -= 1
-                for p in entry.participants:
-                    if p not in entry.acked:
-                        self.host.send(p, Decision(txn, True))
-
-    def invariants(self) -> list[str]:
-        """A transaction is either active or finished, never both."""
-        both = sorted(set(self.active) & self.finished)
-        return [f"2PC coordinator: txns {both[:5]} both active and finished"] if both else []
+                self._resend_commit(txn, entry)
 
 
-class _PartTxn:
+class _PartTxn(PartEntry):
     """A participant's view of one transaction."""
 
-    __slots__ = ("participants", "state", "waited")
+    __slots__ = ("waited",)
 
     def __init__(self, state: str, participants: tuple[int, ...]) -> None:
-        self.state = state
-        self.participants = participants
+        super().__init__(state, participants)
         self.waited = 0
 
 
-class TwoPcParticipant:
+class TwoPcParticipant(ParticipantBase[_PartTxn]):
     """A participant's side of 2PC: votes, stays in doubt while prepared, asks when unsure."""
 
-    def __init__(
-        self,
-        host: Host,
-        coordinator: int,
-        group: tuple[int, ...],
-        config: CommitConfig,
-        rng: Rng,
-        durable: DurableState,
-    ) -> None:
-        self.host = host
-        self.coordinator = coordinator
-        self.group = group
-        self.config = config
-        self.rng = rng
-        self.txns: dict[int, _PartTxn] = {}
-        self.undecided: dict[int, _PartTxn] = {}
-        """The in-doubt transactions (voted yes, no decision), oldest first."""
-        for key, value in durable.records.items():
-            if key.startswith("txn/"):
-                state, participants = decode_record(value)
-                self._track(int(key[4:]), _PartTxn(state, participants))
-                rerecord(host, int(key[4:]), state, participants)
-
-    def _track(self, txn: int, entry: _PartTxn) -> None:
-        self.txns[txn] = entry
-        if entry.state == "uncertain":
-            self.undecided[txn] = entry
-        else:
-            self.undecided.pop(txn, None)
+    def _new_entry(self, state: str, participants: tuple[int, ...]) -> _PartTxn:
+        return _PartTxn(state, participants)
 
     def in_doubt(self) -> list[int]:
         """Transactions this participant voted yes on and has no decision for."""
@@ -246,7 +181,7 @@ class TwoPcParticipant:
         if isinstance(msg, Prepare):
             self._check_coordinator(from_id)
             check_participants(msg.txn, msg.participants, self.group)
-            self._on_prepare(msg)
+            self._vote(msg.txn, msg.participants)
         elif isinstance(msg, Decision):
             self._check_coordinator(from_id)
             self._on_decision(msg)
@@ -257,21 +192,6 @@ class TwoPcParticipant:
     def _check_coordinator(self, from_id: int) -> None:
         if from_id != self.coordinator:
             raise InvalidMessage(f"2PC participant: message from {from_id}, not the coordinator")
-
-    def _on_prepare(self, msg: Prepare) -> None:
-        known = self.txns.get(msg.txn)
-        if known is not None:
-            self.host.send(self.coordinator, Vote(msg.txn, known.state != "aborted"))
-            return
-        yes = self.rng.randrange(0, 1000) >= self.config.no_vote_per_mille
-        state = "uncertain" if yes else "aborted"
-        self._track(msg.txn, _PartTxn(state, msg.participants))
-        put_state(self.host, msg.txn, state, msg.participants)
-        node = self.host.node_id
-        self.host.record(Voted(msg.txn, node, yes, msg.participants))
-        if not yes:
-            self.host.record(Decided(msg.txn, node, False, msg.participants, "vote"))
-        self.host.send(self.coordinator, Vote(msg.txn, yes))
 
     def _on_decision(self, msg: Decision) -> None:
         entry = self.txns.get(msg.txn)
