@@ -14,6 +14,8 @@ from typing import Generic, TypeVar
 from pnyx.core import DurableState, InvalidMessage, Message, Rng, is_client
 from pnyx.protocols.commit.common import (
     CommitConfig,
+    CommitNode,
+    Engine,
     Host,
     check_submit,
     decode_record,
@@ -194,3 +196,29 @@ class ParticipantBase(Generic[P]):
         if not yes:
             self.host.record(Decided(txn, node, False, participants, "vote"))
         self.host.send(self.coordinator, Vote(txn, yes))
+
+
+class EngineNode(CommitNode):
+    """A process of the simulator: the coordinator (lowest id) or a participant.  Subclasses
+    build the protocol's two engines (``_coordinator``, ``_participant``)."""
+
+    def __init__(
+        self,
+        node_id: int,
+        group: tuple[int, ...],
+        rng: Rng,
+        durable: DurableState,
+        config: CommitConfig | None = None,
+    ) -> None:
+        super().__init__(node_id, group)
+        cfg = config or CommitConfig()
+        if node_id == self.coordinator_id:
+            self.engine = self._coordinator(cfg, durable)
+        else:
+            self.engine = self._participant(cfg, rng, durable)
+
+    def _coordinator(self, config: CommitConfig, durable: DurableState) -> Engine:
+        raise NotImplementedError
+
+    def _participant(self, config: CommitConfig, rng: Rng, durable: DurableState) -> Engine:
+        raise NotImplementedError

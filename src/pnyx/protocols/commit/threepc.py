@@ -22,7 +22,7 @@ from pnyx.core import DurableState, InvalidMessage, Message, Rng
 from pnyx.protocols.commit.common import (
     MAX_RESENDS_PER_TICK,
     CommitConfig,
-    CommitNode,
+    Engine,
     Host,
     check_participants,
     put_state,
@@ -30,6 +30,7 @@ from pnyx.protocols.commit.common import (
 from pnyx.protocols.commit.engines import (
     CoordEntry,
     CoordinatorBase,
+    EngineNode,
     PartEntry,
     ParticipantBase,
     txn_records,
@@ -335,25 +336,16 @@ class ThreePcParticipant(ParticipantBase[_PartTxn]):
         return [f"3PC participant: txns {bad[:5]} listed undecided but decided"] if bad else []
 
 
-class ThreePcNode(CommitNode):
+class ThreePcNode(EngineNode):
     """A 3PC process of the simulator: the coordinator (lowest id) or a participant."""
 
-    def __init__(
-        self,
-        node_id: int,
-        group: tuple[int, ...],
-        rng: Rng,
-        durable: DurableState,
-        config: CommitConfig | None = None,
-    ) -> None:
-        super().__init__(node_id, group)
-        cfg = config or CommitConfig()
-        if node_id == self.coordinator_id:
-            self.engine = ThreePcCoordinator(self, self.participant_ids, cfg, durable)
-        else:
-            self.engine = ThreePcParticipant(
-                self, self.coordinator_id, self.participant_ids, cfg, rng, durable
-            )
+    def _coordinator(self, config: CommitConfig, durable: DurableState) -> Engine:
+        return ThreePcCoordinator(self, self.participant_ids, config, durable)
+
+    def _participant(self, config: CommitConfig, rng: Rng, durable: DurableState) -> Engine:
+        return ThreePcParticipant(
+            self, self.coordinator_id, self.participant_ids, config, rng, durable
+        )
 
 
 def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> ThreePcNode:

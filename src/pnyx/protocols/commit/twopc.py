@@ -17,7 +17,7 @@ from pnyx.core import DurableState, InvalidMessage, Message, Rng
 from pnyx.protocols.commit.common import (
     MAX_RESENDS_PER_TICK,
     CommitConfig,
-    CommitNode,
+    Engine,
     Host,
     check_participants,
     put_state,
@@ -25,6 +25,7 @@ from pnyx.protocols.commit.common import (
 from pnyx.protocols.commit.engines import (
     CoordEntry,
     CoordinatorBase,
+    EngineNode,
     PartEntry,
     ParticipantBase,
     txn_records,
@@ -221,25 +222,16 @@ class TwoPcParticipant(ParticipantBase[_PartTxn]):
         return [f"2PC participant: txns {bad[:5]} listed in doubt but decided"] if bad else []
 
 
-class TwoPcNode(CommitNode):
+class TwoPcNode(EngineNode):
     """A 2PC process of the simulator: the coordinator (lowest id) or a participant."""
 
-    def __init__(
-        self,
-        node_id: int,
-        group: tuple[int, ...],
-        rng: Rng,
-        durable: DurableState,
-        config: CommitConfig | None = None,
-    ) -> None:
-        super().__init__(node_id, group)
-        cfg = config or CommitConfig()
-        if node_id == self.coordinator_id:
-            self.engine = TwoPcCoordinator(self, self.participant_ids, cfg, durable)
-        else:
-            self.engine = TwoPcParticipant(
-                self, self.coordinator_id, self.participant_ids, cfg, rng, durable
-            )
+    def _coordinator(self, config: CommitConfig, durable: DurableState) -> Engine:
+        return TwoPcCoordinator(self, self.participant_ids, config, durable)
+
+    def _participant(self, config: CommitConfig, rng: Rng, durable: DurableState) -> Engine:
+        return TwoPcParticipant(
+            self, self.coordinator_id, self.participant_ids, config, rng, durable
+        )
 
 
 def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> TwoPcNode:
