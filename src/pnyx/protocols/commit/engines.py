@@ -147,6 +147,7 @@ class ParticipantBase(Generic[P]):
     """A participant's state, its recovery and its vote.  Subclasses build their entries
     (``_new_entry``) and name the states in which a transaction is undecided."""
 
+    LABEL = "commit"
     UNDECIDED: tuple[str, ...] = ("uncertain",)
 
     def __init__(
@@ -196,6 +197,13 @@ class ParticipantBase(Generic[P]):
         if not yes:
             self.host.record(Decided(txn, node, False, participants, "vote"))
         self.host.send(self.coordinator, Vote(txn, yes))
+
+    def invariants(self) -> list[str]:
+        """Undecided means in one of the ``UNDECIDED`` states."""
+        bad = [t for t, e in self.undecided.items() if e.state not in self.UNDECIDED]
+        if not bad:
+            return []
+        return [f"{self.LABEL} participant: txns {bad[:5]} listed undecided but decided"]
 
 
 class EngineNode(CommitNode):

@@ -180,6 +180,7 @@ class _PartTxn(PartEntry):
 class ThreePcParticipant(ParticipantBase[_PartTxn]):
     """A participant's side of 3PC, with the termination protocol."""
 
+    LABEL = "3PC"
     UNDECIDED = ("uncertain", "precommitted")
 
     def _new_entry(self, state: str, participants: tuple[int, ...]) -> _PartTxn:
@@ -329,11 +330,6 @@ class ThreePcParticipant(ParticipantBase[_PartTxn]):
         for p in entry.participants:
             if p != self.host.node_id:
                 self.host.send(p, Decision(txn, commit))
-
-    def invariants(self) -> list[str]:
-        """Undecided means uncertain or precommitted."""
-        bad = [t for t, e in self.undecided.items() if e.state not in ("uncertain", "precommitted")]
-        return [f"3PC participant: txns {bad[:5]} listed undecided but decided"] if bad else []
 
 
 class ThreePcNode(EngineNode):

@@ -170,6 +170,8 @@ class _PartTxn(PartEntry):
 class TwoPcParticipant(ParticipantBase[_PartTxn]):
     """A participant's side of 2PC: votes, stays in doubt while prepared, asks when unsure."""
 
+    LABEL = "2PC"
+
     def _new_entry(self, state: str, participants: tuple[int, ...]) -> _PartTxn:
         return _PartTxn(state, participants)
 
@@ -215,11 +217,6 @@ class TwoPcParticipant(ParticipantBase[_PartTxn]):
                 budget -= 1
                 if budget <= 0:
                     break
-
-    def invariants(self) -> list[str]:
-        """Every state is one of the 2PC participant states."""
-        bad = [t for t, e in self.undecided.items() if e.state != "uncertain"]
-        return [f"2PC participant: txns {bad[:5]} listed in doubt but decided"] if bad else []
 
 
 class TwoPcNode(EngineNode):
