@@ -1,12 +1,13 @@
 """Raft KV write throughput and latency with fsync on, at 1, 16 and 64 concurrent clients.
 
-Starts a 3-node ``pnyx cluster up --protocol raft`` (WAL + fdatasync per batch) in a
-temporary directory, then for each concurrency runs that many ``AsyncKvClient`` workers
-(one session each, one write at a time: closed loop) doing ``put`` for a fixed time, and
+Starts a 3-node ``pnyx cluster up --protocol raft`` (or ``--protocol P``; WAL + fdatasync
+per batch) in a temporary directory, then for each concurrency runs that many
+``AsyncKvClient`` workers (one session each, one write at a time: closed loop) doing ``put``
+for a fixed time, and
 reports ops/s and p50/p99 latency.  The cluster is stopped with ``pnyx cluster down``
 (and any process it started that is still alive is killed).  Usage:
 
-    python bench/bench_kv_latency.py [--clients 1,16,64] [--seconds 5]
+    python bench/bench_kv_latency.py [--protocol raft] [--clients 1,16,64] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -85,43 +86,56 @@ def _kill_leftovers(data_dir: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def main() -> None:
+def run_cluster_clients(
+    protocol: str, clients: list[int], seconds: float, tick_ms: int = 10
+) -> list[dict[str, Any]]:
+    """Start a 3-process ``protocol`` cluster (fsync on), measure each concurrency of
+    ``clients`` for ``seconds``, stop the cluster; one row per concurrency (none if the
+    cluster did not come up, with the reason printed)."""
     from pnyx.cli.cluster_cmd import load_state
     from pnyx.cli.serve_cmd import parse_peers
     from pnyx.runtime import run_event_loop
 
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="pnyx-kv-bench-") as tmp:
+        data_dir = Path(tmp) / "cluster"
+        up = subprocess.run(
+            [*PNYX, "cluster", "up", "--protocol", protocol, "--nodes", "3",
+             "--data-dir", str(data_dir), "--detach", "--tick-ms", str(tick_ms)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        try:
+            if up.returncode != 0:
+                print(f"  {protocol}: cluster up failed: {up.stderr.strip()}")
+                return rows
+            state = load_state(data_dir)
+            assert state is not None, f"no cluster state in {data_dir}"
+            members = parse_peers(state["peers"])
+            for count in clients:
+                rows.append(run_event_loop(measure(members, count, seconds)))
+        finally:
+            subprocess.run([*PNYX, "cluster", "down", "--data-dir", str(data_dir)],
+                           capture_output=True, timeout=60, check=False)  # fmt: skip
+            _kill_leftovers(data_dir)
+    return rows
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--protocol", default="raft")
     parser.add_argument("--clients", default="1,16,64")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--tick-ms", type=int, default=10)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="pnyx-kv-bench-") as tmp:
-        data_dir = Path(tmp) / "cluster"
-        up = subprocess.run(
-            [*PNYX, "cluster", "up", "--protocol", "raft", "--nodes", "3",
-             "--data-dir", str(data_dir), "--detach", "--tick-ms", str(args.tick_ms)],
-            capture_output=True, text=True, timeout=60, check=False,
+    clients = [int(c) for c in args.clients.split(",")]
+    print(f"{args.protocol} KV put, 3 local processes (pnyx cluster), fsync on, closed loop")
+    for row in run_cluster_clients(args.protocol, clients, args.seconds, args.tick_ms):
+        text = (
+            f"  {row['clients']:>3} clients  {row['ops_per_s']:>8,.0f} ops/s  failed "
+            f"{row['failed']:>4}  p50 {row['p50_ms']:7.2f} ms"
+            f"  p99 {row['p99_ms']:7.2f} ms"
         )
-        try:
-            if up.returncode != 0:
-                print(f"  cluster up failed: {up.stderr.strip()}")
-                return
-            state = load_state(data_dir)
-            assert state is not None, f"no cluster state in {data_dir}"
-            members = parse_peers(state["peers"])
-            print("raft KV put, 3 local processes (pnyx cluster), fsync on, closed loop")
-            for clients in (int(c) for c in args.clients.split(",")):
-                row = run_event_loop(measure(members, clients, args.seconds))
-                text = (
-                    f"  {clients:>3} clients  {row['ops_per_s']:>8,.0f} ops/s  failed "
-                    f"{row['failed']:>4}  p50 {row['p50_ms']:7.2f} ms"
-                    f"  p99 {row['p99_ms']:7.2f} ms"
-                )
-                print(json.dumps(row) if os.environ.get("PNYX_BENCH_JSON") else text, flush=True)
-        finally:
-            subprocess.run([*PNYX, "cluster", "down", "--data-dir", str(data_dir)],
-                           capture_output=True, timeout=60, check=False)
-            _kill_leftovers(data_dir)
+        print(json.dumps(row) if os.environ.get("PNYX_BENCH_JSON") else text, flush=True)
 
 
 if __name__ == "__main__":
