@@ -62,8 +62,19 @@ soak: $(STAMP)
 	# partition + kill -9 cycles of three document replicas
 	PNYX_SOAK=1 $(BIN)/python -m pytest -m "soak or not soak" -n 2 tests/crdt/test_state_sim.py \
 		tests/crdt/test_text_trace.py tests/crdt/test_doc_processes.py
+	# Op-based CRDTs: 1,500 crdt-text seeds
+	PNYX_SOAK=1 $(BIN)/python -m pytest -m "soak or not soak" tests/crdt/test_ops_sim.py
 	# Dynamo-style replication: 500 seeds per configuration
 	$(BIN)/python -m pytest -m soak -n 2 tests/dynamo
+	# The etcd MVCC store against its model: 2,000 generated request sequences
+	PNYX_SOAK=1 $(BIN)/python -m pytest -m "soak or not soak" tests/etcd/test_model.py
+	# Consensus family: 10,000 Multi-Paxos and VR seeds each, 200 kill -9 of each on real processes
+	PNYX_SOAK=1 $(BIN)/python -m pytest -m "soak or not soak" -n 2 tests/paxos/test_sim.py \
+		tests/paxos/test_kill9.py tests/vr/test_sim.py tests/vr/test_kill9.py
+	# Transactions: 300 seeds each of 2PC, 3PC (crash faults), the timestamp oracle; multi-Raft
+	# sharding: 1,000 more seeds; primary-backup on real processes: 20 kill -9 rounds
+	PNYX_SOAK=1 $(BIN)/python -m pytest -m soak -n 2 tests/commit tests/tso tests/multiraft \
+		tests/replication_real/test_primary_backup_kill9.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,fast,bench]'

@@ -16,6 +16,9 @@ from pnyx.sim.spec import ProtocolDef
 _PROTOCOLS: dict[str, str] = {
     "broadcast": "pnyx.protocols.broadcast.spec:BROADCAST",
     "broadcast-broken": "pnyx.protocols.broadcast.spec:BROADCAST_BROKEN",
+    "2pc": "pnyx.protocols.commit.spec:TWO_PC",
+    "3pc": "pnyx.protocols.commit.spec:THREE_PC",
+    "tso": "pnyx.protocols.tso.spec:TSO",
     "causal-broadcast": "pnyx.protocols.crdt.spec_ops:CAUSAL_BROADCAST",
     "causal-broadcast-broken": "pnyx.protocols.crdt.spec_ops:CAUSAL_BROADCAST_BROKEN",
     "crdt-opcounter": "pnyx.protocols.crdt.spec_ops:CRDT_OPCOUNTER",
@@ -29,14 +32,25 @@ _PROTOCOLS: dict[str, str] = {
     "chain": "pnyx.protocols.chain.spec:CHAIN",
     "craq": "pnyx.protocols.chain.spec:CRAQ",
     "craq-broken": "pnyx.protocols.chain.spec:CRAQ_BROKEN",
+    "chain-register": "pnyx.protocols.chain.spec:CHAIN_REGISTER",
+    "craq-register": "pnyx.protocols.chain.spec:CRAQ_REGISTER",
+    "craq-register-broken": "pnyx.protocols.chain.spec:CRAQ_REGISTER_BROKEN",
     "dynamo": "pnyx.protocols.dynamo.spec:DYNAMO",
     "dynamo-sloppy": "pnyx.protocols.dynamo.spec:DYNAMO_SLOPPY",
     "dynamo-weak": "pnyx.protocols.dynamo.spec:DYNAMO_WEAK",
+    "dynamo-weak-norepair": "pnyx.protocols.dynamo.spec:DYNAMO_WEAK_NOREPAIR",
+    "dynamo-sloppy-norepair": "pnyx.protocols.dynamo.spec:DYNAMO_SLOPPY_NOREPAIR",
+    "dynamo-norepair-noae": "pnyx.protocols.dynamo.spec:DYNAMO_NOREPAIR_NOAE",
+    "dynamo-r1w3": "pnyx.protocols.dynamo.spec:DYNAMO_R1W3",
     "etcd": "pnyx.protocols.etcd.spec:ETCD",
     "etcd-compact": "pnyx.protocols.etcd.spec:ETCD_COMPACT",
     "primary-backup": "pnyx.protocols.primary_backup.spec:PRIMARY_BACKUP",
     "primary-backup-broken": "pnyx.protocols.primary_backup.spec:PRIMARY_BACKUP_BROKEN",
+    "primary-backup-register": "pnyx.protocols.primary_backup.spec:PRIMARY_BACKUP_REGISTER",
     "raft": "pnyx.protocols.raft.spec:RAFT",
+    "multiraft": "pnyx.protocols.multiraft.spec:MULTIRAFT",
+    "vr": "pnyx.protocols.vr.spec:VR",
+    "paxos": "pnyx.protocols.paxos.spec:PAXOS",
     "fixed": "pnyx.protocols.membership.spec:FIXED",
     "phi": "pnyx.protocols.membership.spec:PHI",
     "swim": "pnyx.protocols.membership.spec:SWIM",
@@ -92,8 +106,14 @@ def get_protocol(name: str) -> ProtocolDef:
 # function takes ``mutants`` (a non-empty frozenset of names) and ``name`` and raises
 # KeyError naming the valid mutants when one is unknown
 _MUTANT_SPECS: dict[str, str] = {
+    "2pc": "pnyx.protocols.commit.spec:commit_mutant_spec",
+    "3pc": "pnyx.protocols.commit.spec:commit_mutant_spec",
     "etcd": "pnyx.protocols.etcd.spec:etcd_mutant_spec",
+    "multiraft": "pnyx.protocols.multiraft.spec:multiraft_mutant_spec",
+    "paxos": "pnyx.protocols.paxos.spec:paxos_mutant_spec",
     "raft": "pnyx.protocols.raft.spec:raft_mutant_spec",
+    "tso": "pnyx.protocols.tso.spec:tso_mutant_spec",
+    "vr": "pnyx.protocols.vr.spec:vr_mutant_spec",
 }
 
 

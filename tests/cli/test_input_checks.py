@@ -161,24 +161,53 @@ def test_cluster_up_bad_data_dirs(tmp_path: Path) -> None:
     assert_one_line_error(result, 2, "cannot create --data-dir")
 
 
+BAD_RECORDS = [
+    ("{not json", "is not valid JSON"),
+    ("[]", "not an object"),
+    ("{}", "no 'protocol' string"),
+    ('{"protocol": "raft", "peers": "1=127.0.0.1:1", "nodes": []}', "no 'nodes' list"),
+    ('{"protocol": "raft", "peers": "", "nodes": [{"id": 1}]}', "no valid 'metrics_port'"),
+]
+"""Damaged ``cluster.json`` records and the words of their one-line error."""
+RECORD_COMMANDS = ["status", "down", "kill", "start", "up"]
+_RECORD_EXTRA = {"kill": ["--id", "1"], "start": ["--id", "1"], "up": ["--nodes", "1", "--detach"]}
+
+
+def _record_args(tmp_path: Path, record: str, command: str) -> list[str]:
+    (tmp_path / "cluster.json").write_text(record)
+    return ["cluster", command, "--data-dir", str(tmp_path), *_RECORD_EXTRA.get(command, [])]
+
+
 @pytest.mark.parametrize(
-    ("record", "needle"),
-    [
-        ("{not json", "is not valid JSON"),
-        ("[]", "not an object"),
-        ("{}", "no 'protocol' string"),
-        ('{"protocol": "raft", "peers": "1=127.0.0.1:1", "nodes": []}', "no 'nodes' list"),
-        ('{"protocol": "raft", "peers": "", "nodes": [{"id": 1}]}', "no valid 'metrics_port'"),
-    ],
+    ("command", "record", "needle"),
+    [(command, *BAD_RECORDS[i]) for i, command in enumerate(RECORD_COMMANDS)],
 )
-@pytest.mark.parametrize("command", ["status", "down", "kill", "start", "up"])
 def test_bad_cluster_record_is_one_line(
     tmp_path: Path, record: str, needle: str, command: str
 ) -> None:
-    (tmp_path / "cluster.json").write_text(record)
-    extra = {"kill": ["--id", "1"], "start": ["--id", "1"], "up": ["--nodes", "1", "--detach"]}
-    result = pnyx("cluster", command, "--data-dir", str(tmp_path), *extra.get(command, []))
+    """In a real ``pnyx`` process: every command once, every kind of damage once."""
+    result = pnyx(*_record_args(tmp_path, record, command))
     assert_one_line_error(result, 2, needle)
+
+
+@pytest.mark.parametrize(("record", "needle"), BAD_RECORDS)
+@pytest.mark.parametrize("command", RECORD_COMMANDS)
+def test_bad_cluster_record_is_one_line_for_every_command(
+    tmp_path: Path, record: str, needle: str, command: str
+) -> None:
+    """Every command with every kind of damage, in this process (the same click command
+    and error path as the child processes above, without 25 interpreter start-ups)."""
+    from click.testing import CliRunner
+
+    from pnyx.cli.main import cli
+
+    result = CliRunner().invoke(cli, _record_args(tmp_path, record, command))
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stderr and result.stdout == "", result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pnyx: error: "), result.stderr
+    assert needle in lines[0], lines[0]
 
 
 def test_bad_pid_in_cluster_record(tmp_path: Path) -> None:

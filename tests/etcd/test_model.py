@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -101,7 +102,13 @@ def _probe(store: MvccStore, model: Model) -> None:
         assert store.apply(r) == model.apply(r)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MODEL_EXAMPLES = 2_000 if os.environ.get("PNYX_SOAK") else 100
+"""Generated request sequences per run: ``make test`` 100, ``make soak`` 2,000."""
+
+
+@settings(
+    max_examples=MODEL_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(st.lists(requests, min_size=20, max_size=80))
 def test_store_matches_model(reqs: list[Any]) -> None:
     store = MvccStore()

@@ -19,7 +19,9 @@ garbage sectors) must start, not refuse.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,11 +105,33 @@ def build_template(directory: Path) -> Template:
     return Template(directory, fold(acked), fold(acked + in_flight), last, start)
 
 
+def _scratch_dir() -> Path:
+    """A fresh directory on tmpfs when there is one.  The cases copy, open and delete
+    thousands of small files; on a disk shared with fsync-heavy tests each unlink and rmdir
+    waits for the journal (minutes of a busy CI run), and what is checked here is how the
+    WAL reads damaged bytes, not the file system under it."""
+    shm = "/dev/shm"
+    root = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="pnyx-wal-faults-", dir=root))
+
+
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
-    root = tmp_path_factory.mktemp("wal-template")
-    yield build_template(root / "wal")
-    shutil.rmtree(root, ignore_errors=True)
+def template() -> Iterator[Template]:
+    root = _scratch_dir()
+    try:
+        yield build_template(root / "wal")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def work() -> Iterator[Path]:
+    """Where a test's damaged copies are made (removed afterwards, also on failure)."""
+    root = _scratch_dir()
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def same_state(got: DurableState, want: DurableState) -> bool:
@@ -276,7 +300,7 @@ def spans_of(template: Template) -> dict[str, list[Span]]:
 # -- the suite --------------------------------------------------------------------------------
 
 
-def test_bit_flips_everywhere(template: Template, tmp_path: Path) -> None:
+def test_bit_flips_everywhere(template: Template, work: Path) -> None:
     cases: list[Case] = []
     for name, spans in spans_of(template).items():
         size = (template.directory / name).stat().st_size
@@ -288,11 +312,11 @@ def test_bit_flips_everywhere(template: Template, tmp_path: Path) -> None:
         for pos in sorted(p for p in positions if p < size):
             crash = in_flight_only(template, name, pos, pos + 1)
             cases.append((f"flip {name}@{pos}", rewrite(name, flip(pos)), crash))
-    outcome = run_cases(template, tmp_path, cases)
+    outcome = run_cases(template, work, cases)
     assert outcome.refused > 300 and outcome.started > 10, outcome
 
 
-def test_zeroed_sectors_everywhere(template: Template, tmp_path: Path) -> None:
+def test_zeroed_sectors_everywhere(template: Template, work: Path) -> None:
     cases: list[Case] = []
     for name in segment_names(template):
         size = (template.directory / name).stat().st_size
@@ -304,11 +328,11 @@ def test_zeroed_sectors_everywhere(template: Template, tmp_path: Path) -> None:
     last = template.in_flight_segment.name
     for cut in (template.in_flight_start + 1, template.in_flight_start + 300):
         cases.append((f"zero {last}[{cut}:]", rewrite(last, zero(cut, SEGMENT_BYTES)), True))
-    outcome = run_cases(template, tmp_path, cases)
+    outcome = run_cases(template, work, cases)
     assert outcome.refused > 20 and outcome.started > 2, outcome
 
 
-def test_truncations(template: Template, tmp_path: Path) -> None:
+def test_truncations(template: Template, work: Path) -> None:
     cases: list[Case] = []
     for name, spans in spans_of(template).items():
         cuts = {0, 7, 40} | {s.offset for s in spans} | {s.offset + 15 for s in spans}
@@ -316,11 +340,11 @@ def test_truncations(template: Template, tmp_path: Path) -> None:
             cuts.add(spans[-1].end)
         for cut in sorted(cuts):
             cases.append((f"truncate {name} to {cut}", truncate(name, cut), False))
-    outcome = run_cases(template, tmp_path, cases)
+    outcome = run_cases(template, work, cases)
     assert outcome.refused == len(cases), outcome
 
 
-def test_deleted_duplicated_and_reordered_segments(template: Template, tmp_path: Path) -> None:
+def test_deleted_duplicated_and_reordered_segments(template: Template, work: Path) -> None:
     names = segment_names(template)
     cases: list[Case] = []
 
@@ -356,11 +380,11 @@ def test_deleted_duplicated_and_reordered_segments(template: Template, tmp_path:
         if i + 1 < len(names):
             cases.append((f"copy {name} over {names[i + 1]}", copy(name, names[i + 1]), False))
             cases.append((f"swap {name} and {names[i + 1]}", swap(name, names[i + 1]), False))
-    outcome = run_cases(template, tmp_path, cases)
+    outcome = run_cases(template, work, cases)
     assert outcome.refused == len(cases), outcome
 
 
-def test_deleted_wal_directory_of_a_known_wal(template: Template, tmp_path: Path) -> None:
+def test_deleted_wal_directory_of_a_known_wal(template: Template, work: Path) -> None:
     """``must_exist`` is what the runner passes once node.json records the WAL."""
 
     def wipe(case: Path) -> None:
@@ -371,11 +395,11 @@ def test_deleted_wal_directory_of_a_known_wal(template: Template, tmp_path: Path
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
     cases: list[Case] = [("rm -r wal", wipe, False), ("empty wal dir", wipe_contents, False)]
-    outcome = run_cases(template, tmp_path, cases, must_exist=True)
+    outcome = run_cases(template, work, cases, must_exist=True)
     assert outcome.refused == 2, outcome
 
 
-def test_duplicated_reordered_and_dropped_records(template: Template, tmp_path: Path) -> None:
+def test_duplicated_reordered_and_dropped_records(template: Template, work: Path) -> None:
     cases: list[Case] = []
     for name, spans in spans_of(template).items():
         for i, span in enumerate(spans):
@@ -401,12 +425,12 @@ def test_duplicated_reordered_and_dropped_records(template: Template, tmp_path: 
                     same_size(data, bytes(head + second + first + data[b.end :]))
 
                 cases.append((f"swap {name} records {i},{i + 1}", rewrite(name, swap), crash))
-    outcome = run_cases(template, tmp_path, cases)
+    outcome = run_cases(template, work, cases)
     assert outcome.refused > 200 and outcome.started >= 1, outcome
 
 
 def test_the_untouched_template_starts_with_the_in_flight_batch(
-    template: Template, tmp_path: Path
+    template: Template, work: Path
 ) -> None:
-    outcome = run_cases(template, tmp_path, [("no damage", lambda case: None, True)])
+    outcome = run_cases(template, work, [("no damage", lambda case: None, True)])
     assert outcome.started == 1

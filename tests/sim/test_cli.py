@@ -20,7 +20,7 @@ def _invoke(*args: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["raft-nope", "--seed", "1"], "unknown protocol 'raft-nope'; valid: broadcast"),
+        (["raft-nope", "--seed", "1"], "unknown protocol 'raft-nope'; valid: "),
         (["broadcast", "--seeds", "9..3"], "bad seed range '9..3'"),
         (["broadcast", "--seeds", "x..3"], "bad seed range 'x..3'"),
         (["broadcast", "--faults", "drop,fire"], "unknown fault 'fire'; valid: delay, drop"),
@@ -31,6 +31,13 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
     assert code == 2
     assert needle in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_protocol_lists_the_valid_ones_sorted() -> None:
+    code, _out, err = _invoke("raft-nope", "--seed", "1")
+    valid = err.strip().split("; valid: ", 1)[1].split(", ")
+    assert code == 2 and valid == sorted(valid)
+    assert {"broadcast", "raft", "etcd"} <= set(valid), valid
 
 
 def test_missing_schedule_file_is_exit_2(tmp_path: Path) -> None:

@@ -34,9 +34,14 @@ from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import parse_faults
 
 ALL = parse_faults("all")
-SEEDS = 300
-CHUNK = 100
+SEEDS = 100
+"""Plain seeds in ``make test``; ``make soak`` runs the next ``SOAK_SEEDS`` (and as many
+swarm seeds)."""
+CHUNK = 50
 SOAK_SEEDS = 1_000
+COMPACT_SEEDS = 40
+"""etcd-compact seeds in ``make test``; ``make soak`` runs the rest up to ``COMPACT_SOAK_SEEDS``."""
+COMPACT_SOAK_SEEDS = 500
 MUTANT_SEED_BUDGET = 100
 """Plain seeds (all faults) within which each mutant must be caught by its property."""
 
@@ -194,9 +199,21 @@ def test_etcd_with_compactions_keeps_watch_order() -> None:
     assert result.ok, result.violation
 
 
-def test_etcd_with_compactions_is_clean_on_100_seeds() -> None:
-    bad = [s for s in range(100) if not run_sim(ETCD_COMPACT, SimConfig(seed=s, faults=ALL)).ok]
+def _compact_failures(seeds: range) -> list[int]:
+    return [s for s in seeds if not run_sim(ETCD_COMPACT, SimConfig(seed=s, faults=ALL)).ok]
+
+
+def test_etcd_with_compactions_is_clean_on_many_seeds() -> None:
+    bad = _compact_failures(range(COMPACT_SEEDS))
     assert not bad, f"replay: pnyx sim etcd-compact --seed {bad[0]}"
+
+
+@pytest.mark.slow
+@pytest.mark.soak
+@pytest.mark.timeout(3600)
+def test_soak_etcd_with_compactions() -> None:
+    bad = _compact_failures(range(COMPACT_SEEDS, COMPACT_SOAK_SEEDS))
+    assert not bad, f"failing seeds (pnyx sim etcd-compact --seed N): {bad[:20]}"
 
 
 def test_watch_from_the_compact_revision_sees_the_delete_there() -> None:

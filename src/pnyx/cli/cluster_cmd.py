@@ -11,6 +11,11 @@ on a directory inside it (one whose pid was never recorded), so nothing is left 
 ``ETCDCTL_ENDPOINTS=...`` line for ``etcdctl``; ``status`` then shows each member's client
 URL and data size.
 
+``up --protocol chain|craq|primary-backup`` runs one extra process beside the ``--nodes``
+data nodes: the configuration service of the scheme (chain/CRAQ master: the highest id;
+primary-backup view manager: node 1); see :mod:`pnyx.services.schemes`.  The record names
+it as ``config_node``.
+
 ``up`` on a directory left by an earlier cluster reuses its data only when every node
 directory there was stamped for the same membership (``node.json``, see
 :mod:`pnyx.runtime.datadir`); otherwise it refuses before launching anything and says how
@@ -42,7 +47,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pnyx.catalog import runnable_names
 from pnyx.cli import cluster_state
 from pnyx.cli.cluster_state import (
     STATE_FILE,
@@ -53,6 +57,8 @@ from pnyx.cli.cluster_state import (
     pid_alive,
 )
 from pnyx.cli.errors import fail
+from pnyx.catalog import get_runnable
+from pnyx.services.schemes import config_node, process_count
 
 __all__ = [
     "STATE_FILE",
@@ -72,7 +78,9 @@ __all__ = [
 
 RUNTIME_ERROR = 1
 """Exit status when the command was right but the world refused (disk full, launch failed)."""
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 60.0
+"""How long `up` waits for every node to answer /health (generous: a loaded 2-core machine
+starting several clusters at once takes tens of seconds to import and start them all)."""
 STOP_TIMEOUT_S = 10.0
 KILL_WAIT_S = 5.0
 POLL_S = 0.1
@@ -143,7 +151,13 @@ def cluster() -> None:
     "--protocol",
     default="etcd",
     show_default=True,
-    help="The service the nodes run: etcd (etcd v3 API on Raft), raft (pnyx's Raft KV), broadcast.",
+    help="The service the nodes run: etcd (etcd v3 API on Raft), raft (pnyx's Raft KV), paxos "
+    "(Multi-Paxos KV), vr (Viewstamped Replication KV), tso (timestamp oracle on Raft), "
+    "broadcast, or a replication scheme: chain, craq, primary-backup, dynamo.  chain and "
+    "craq start one extra process, the configuration master (the highest id, N+1), and "
+    "primary-backup one view manager (node 1; servers 2..N+1); it keeps the configuration "
+    "in its fsynced WAL and stands in for a replicated configuration store.  dynamo runs N "
+    "equal nodes (N=min(3,nodes) replicas per key, R=W=majority).",
 )
 @click.option("--tick-ms", type=click.IntRange(1, 10_000), default=10, show_default=True)
 @click.option(
@@ -159,14 +173,16 @@ def up(
     nodes: str, data_dir: Path, protocol: str, tick_ms: int, tls: bool, fresh: bool, detach: bool
 ) -> None:
     """Start a local cluster; without --detach, run until Ctrl-C and then stop it."""
-    if protocol not in runnable_names():
-        fail(f"unknown protocol {protocol!r}; valid: {', '.join(runnable_names())}")
+    try:
+        get_runnable(protocol)
+    except KeyError as exc:
+        fail(str(exc.args[0]))
     data_dir = _checked_data_dir(data_dir)
-    count = int(nodes)
+    count = process_count(protocol, int(nodes))
     _refuse_running(data_dir)
     if fresh:
         _remove_cluster_files(data_dir)
-    cluster_id = _reusable_cluster_id(data_dir, count) or secrets.token_hex(8)
+    cluster_id = _reusable_cluster_id(data_dir, count, int(nodes)) or secrets.token_hex(8)
     _make_data_dir(data_dir)
     state = _plan(data_dir, count, protocol, tick_ms, cluster_id, tls)
     _launch_all(data_dir, state)
@@ -229,8 +245,9 @@ def _fresh_hint(data_dir: Path, count: int) -> str:
     )
 
 
-def _reusable_cluster_id(data_dir: Path, count: int) -> str | None:
-    """The cluster id of an earlier cluster in ``data_dir`` with the same membership.
+def _reusable_cluster_id(data_dir: Path, count: int, nodes_flag: int | None = None) -> str | None:
+    """The cluster id of an earlier cluster in ``data_dir`` with the same membership
+    (``count`` processes, started by ``--nodes nodes_flag``; default ``count``).
 
     A usage error, before anything is launched, when a node directory there belongs to
     another membership or cluster (reusing it would put old log entries under a new
@@ -238,26 +255,27 @@ def _reusable_cluster_id(data_dir: Path, count: int) -> str | None:
     from pnyx.runtime.datadir import DataDirError, read_stamp
 
     wanted = tuple(range(1, count + 1))
+    flag = count if nodes_flag is None else nodes_flag
     clusters: dict[str, Path] = {}
     for node_id, node_dir in _node_dirs(data_dir):
         try:
             stamp = read_stamp(node_dir)
         except DataDirError as exc:
-            fail(f"{exc}; {_fresh_hint(data_dir, count)}")
+            fail(f"{exc}; {_fresh_hint(data_dir, flag)}")
         if stamp is None:
             continue
         if stamp.members != wanted or stamp.node_id != node_id:
             fail(
                 f"{node_dir} holds node {stamp.node_id} of an earlier cluster with members "
-                f"{list(stamp.members)}; `cluster up --nodes {count}` would give it members "
-                f"{list(wanted)}; {_fresh_hint(data_dir, count)}"
+                f"{list(stamp.members)}; `cluster up --nodes {flag}` would give it members "
+                f"{list(wanted)}; {_fresh_hint(data_dir, flag)}"
             )
         clusters.setdefault(stamp.cluster, node_dir)
     if len(clusters) > 1:
         shown = ", ".join(f"{d.name}: {c!r}" for c, d in sorted(clusters.items()))
         fail(
             f"the node directories in {data_dir} belong to different clusters ({shown}); "
-            f"{_fresh_hint(data_dir, count)}"
+            f"{_fresh_hint(data_dir, flag)}"
         )
     return next(iter(clusters), None)
 
@@ -329,6 +347,9 @@ def _plan(
         "tls": {"ca": str(data_dir / TLS_DIR / "ca.pem")} if tls else None,
         "nodes": [],
     }
+    config = config_node(protocol, tuple(range(1, count + 1)))
+    if config is not None:
+        state["config_node"] = config
     if etcd:
         scheme = "https://" if tls else ""
         state["client_endpoints"] = ",".join(f"{scheme}127.0.0.1:{p}" for p in client_ports)

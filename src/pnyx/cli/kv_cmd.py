@@ -1,11 +1,16 @@
-"""``pnyx kv``: read and write the Raft key-value service of a running cluster.
+"""``pnyx kv``: read and write the key-value service of a running cluster.
 
-With ``--data-dir`` the members, and the CA of a ``cluster up --tls`` cluster, come from its
-``cluster.json``; with ``--endpoints`` they are given (``--tls-ca`` for a TLS cluster).
+With ``--data-dir`` the members, the protocol, and the CA of a ``cluster up --tls`` cluster
+come from its ``cluster.json``; with ``--endpoints`` they are given (``--protocol``, default
+raft; ``--tls-ca`` for a TLS cluster).  Raft and primary-backup clusters are served by the
+Raft KV client (:mod:`pnyx.services.kv`); chain, CRAQ and Dynamo clusters by the scheme
+clients of :mod:`pnyx.services.schemes_client`.  An operation a scheme does not offer (e.g.
+``delete`` on a chain, ``append`` on Dynamo) is refused with one line and exit status 2.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import sys
@@ -24,35 +29,60 @@ DEADLINE_S = 10.0
 """How long one ``pnyx kv`` operation may take, retries and redirects included."""
 
 
+KV_PROTOCOLS = ("raft", "paxos", "vr", "primary-backup", "chain", "craq", "dynamo")
+"""Protocols ``pnyx kv`` has a client for."""
+
+
 @dataclass(frozen=True)
 class _Target:
     data_dir: Path | None
     endpoints: str | None
     tls_ca: Path | None
+    protocol: str | None
 
 
-def _members(target: _Target) -> tuple[dict[int, Address], Path | None]:
-    """The members to talk to and the CA to verify them with (None: plain TCP)."""
+@dataclass(frozen=True)
+class _Cluster:
+    members: dict[int, Address]
+    ca_file: Path | None
+    protocol: str
+
+
+def _cluster(target: _Target) -> _Cluster:
+    """The members, the CA to verify them with (None: plain TCP) and the protocol."""
     if target.endpoints:
         try:
-            return parse_peers(target.endpoints), target.tls_ca
+            members = parse_peers(target.endpoints)
         except ValueError as exc:
             fail(f"--endpoints: {exc}")
+        return _Cluster(members, target.tls_ca, target.protocol or "raft")
+    members, ca, protocol = _members(target)
+    if target.protocol is not None and target.protocol != protocol:
+        fail(f"--protocol {target.protocol}: the cluster in {target.data_dir} runs {protocol!r}")
+    return _Cluster(members, ca, protocol)
+
+
+def _members(target: _Target) -> tuple[dict[int, Address], Path | None, str]:
+    """Members, CA and protocol of the cluster recorded in ``--data-dir``."""
     if target.data_dir is None:
         fail("give --data-dir of a `pnyx cluster` or --endpoints ID=HOST:PORT,...")
     data_dir = target.data_dir.resolve()
     state = load_state(data_dir)
     if state is None:
         fail(f"no cluster in {data_dir}; start one with `pnyx cluster up --protocol raft`")
-    if state.get("protocol") != "raft":
-        fail(f"the cluster in {data_dir} runs {state.get('protocol')!r}, not the raft KV")
+    protocol = str(state.get("protocol"))
+    if protocol not in KV_PROTOCOLS:
+        fail(
+            f"the cluster in {data_dir} runs {protocol!r}, not the raft KV nor a replication "
+            f"scheme; pnyx kv serves {', '.join(KV_PROTOCOLS)}"
+        )
     try:
         members = parse_peers(state["peers"])
     except ValueError as exc:
         fail(f"{data_dir}/cluster.json: {exc}")
     tls = state.get("tls")
     ca = Path(tls["ca"]) if isinstance(tls, dict) and isinstance(tls.get("ca"), str) else None
-    return members, target.tls_ca or ca
+    return members, target.tls_ca or ca, protocol
 
 
 def _ssl_context(ca_file: Path) -> ssl.SSLContext:
@@ -71,7 +101,14 @@ def _ssl_context(ca_file: Path) -> ssl.SSLContext:
     "--data-dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Data directory of a `pnyx cluster up --protocol raft`.",
+    help="Data directory of a `pnyx cluster up` (protocol raft, primary-backup, chain, "
+    "craq or dynamo).",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(KV_PROTOCOLS),
+    default=None,
+    help="With --endpoints: the cluster's protocol (default raft).",
 )
 @click.option("--endpoints", default=None, help="Members as ID=HOST:PORT,... instead.")
 @click.option(
@@ -82,17 +119,28 @@ def _ssl_context(ca_file: Path) -> ssl.SSLContext:
 )
 @click.pass_context
 def kv(
-    ctx: click.Context, data_dir: Path | None, endpoints: str | None, tls_ca: Path | None
+    ctx: click.Context,
+    data_dir: Path | None,
+    protocol: str | None,
+    endpoints: str | None,
+    tls_ca: Path | None,
 ) -> None:
-    """Key-value operations against a Raft cluster (linearizable, exactly once)."""
-    ctx.obj = _Target(data_dir, endpoints, tls_ca)
+    """Key-value operations against a cluster: Raft, Multi-Paxos, VR and primary-backup
+    (linearizable, exactly once; get/put/append/cas/delete), chain and CRAQ (linearizable;
+    get/put/append/cas), Dynamo (get/put; a get shows every sibling, a put replaces them)."""
+    ctx.obj = _Target(data_dir, endpoints, tls_ca, protocol)
 
 
 def _run(ctx: click.Context, op: str, *args: Any) -> None:
     from pnyx.services.client import ClientError
     from pnyx.services.kv import KvClient, KvError
+    from pnyx.services.schemes import RAFT_KV_LIKE
 
-    members, ca_file = _members(ctx.obj)
+    cluster = _cluster(ctx.obj)
+    if cluster.protocol not in RAFT_KV_LIKE:
+        _run_scheme(cluster, op, *args)
+        return
+    members, ca_file = cluster.members, cluster.ca_file
     options: dict[str, Any] = {"deadline_s": DEADLINE_S}
     if ca_file is not None:
         options["ssl"] = _ssl_context(ca_file)
@@ -148,3 +196,49 @@ def cas(ctx: click.Context, key: str, expected: str, new: str) -> None:
 def delete(ctx: click.Context, key: str) -> None:
     """Remove KEY; prints whether it existed."""
     _run(ctx, "delete", key)
+
+
+def _run_scheme(cluster: _Cluster, op: str, *args: Any) -> None:
+    """One operation with the chain/CRAQ/Dynamo client; prints like the Raft path."""
+    from pnyx.services.client import ClientError
+    from pnyx.services.kv import KvError
+    from pnyx.services.schemes_client import UnsupportedOperation
+
+    if op == "get" and args[1] != "linearizable":
+        fail(f"--serializable: only for raft and primary-backup, not {cluster.protocol}")
+    try:
+        context = _ssl_context(cluster.ca_file) if cluster.ca_file is not None else None
+        result = asyncio.run(_scheme_op(cluster, op, args, context))
+    except UnsupportedOperation as exc:
+        fail(f"kv {op}: {exc}")
+    except (ClientError, KvError, OSError) as exc:
+        click.echo(f"pnyx kv: {op} failed: {exc}", err=True)
+        sys.exit(1)
+    if op == "get" and isinstance(result, tuple):
+        if len(result) > 1:
+            click.echo(f"pnyx kv: {args[0]!r} has {len(result)} siblings (concurrent writes); "
+                       "the next put replaces them", err=True)  # fmt: skip
+            click.echo(json.dumps(list(result)))
+        else:
+            click.echo(json.dumps(result[0] if result else ""))
+        return
+    click.echo("OK" if op in ("put", "append") else json.dumps(result))
+
+
+async def _scheme_op(
+    cluster: _Cluster, op: str, args: tuple[Any, ...], context: ssl.SSLContext | None
+) -> Any:
+    from pnyx.services.schemes_client import AsyncDynamoKv, open_kv
+
+    client = open_kv(cluster.protocol, cluster.members, deadline_s=DEADLINE_S, ssl=context)
+    try:
+        if isinstance(client, AsyncDynamoKv):
+            if op == "get":
+                return await client.get_siblings(args[0])
+            if op == "put":
+                await client.get_siblings(args[0])  # the context: the put replaces them
+        if op == "get":
+            return await client.get(args[0])
+        return await getattr(client, op)(*args)
+    finally:
+        await client.close()

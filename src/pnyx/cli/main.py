@@ -22,6 +22,7 @@ _COMMANDS: dict[str, str] = {
     "service-demo": "pnyx.cli.service_demo_cmd:service_demo",
     "test": "pnyx.cli.test_cmd:test",
     "crdt": "pnyx.cli.crdt_cmd:crdt",
+    "consistency": "pnyx.cli.consistency_cmd:consistency",
 }
 
 

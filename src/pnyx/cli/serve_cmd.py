@@ -62,7 +62,14 @@ FAULT_TESTING_LOG = "fault_testing"
     help="Every member (this one included) as ID=HOST:PORT,...",
 )
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True)
-@click.option("--protocol", default="broadcast", show_default=True)
+@click.option(
+    "--protocol",
+    default="broadcast",
+    show_default=True,
+    help="A protocol that runs as real processes (raft, etcd, paxos, vr, chain, ...; a wrong "
+    "name lists them all).  chain/craq: the highest id of --peers is "
+    "the configuration master; primary-backup: the lowest is the view manager.",
+)
 @click.option(
     "--cluster-id",
     default=None,
@@ -210,7 +217,10 @@ def serve(
                 use_uvloop=tls is None,
             )
         else:
-            run_event_loop(_serve(service, config))
+            # TLS handshakes between nodes fail under uvloop too (tls_handshake_failed,
+            # ConnectionResetError, in node.log: a chain never got its peers connected, a
+            # Raft cluster ran on a bare majority of links): asyncio's loop with TLS
+            run_event_loop(_serve(service, config), use_uvloop=tls is None)
     except (NodeFailed, WalError) as exc:
         _stopped(node_id, "stopped", exc)
     except (DataDirError, OSError) as exc:

@@ -7,7 +7,9 @@ simulator specs never crash, pause or isolate it on purpose (see ``pnyx.protocol
 
 from __future__ import annotations
 
-from pnyx.core import ClientReply, Message, Outbox, is_client
+from typing import Any
+
+from pnyx.core import ClientReply, DurableState, Message, Outbox, PutRecord, is_client
 from pnyx.protocols.chain.messages import ChainConfig, KvRequest, Ping
 
 LEASE_TICKS = 10
@@ -21,11 +23,19 @@ drift, so a removed replica has stopped serving before the new configuration exi
 PING_TICKS = 2
 """Ticks between two heartbeats of a replica."""
 
+CONFIG_RECORD = "chain_config"
+"""Durable record of a master given ``durable``: ``[epoch, members, incarnations, stateful]``."""
+
 
 class ChainMaster(Outbox):
     """The configuration master (implements :class:`pnyx.core.Node`)."""
 
-    def __init__(self, node_id: int, replicas: tuple[int, ...]) -> None:
+    def __init__(
+        self, node_id: int, replicas: tuple[int, ...], durable: DurableState | None = None
+    ) -> None:
+        """``durable``: keep the configuration in durable storage and recover it from there
+        (the real runtime, where the master process may restart); None keeps it in memory
+        only (the simulator never crashes the master)."""
         if not replicas:
             raise ValueError("a chain needs at least one replica")
         self.node_id = node_id
@@ -36,7 +46,23 @@ class ChainMaster(Outbox):
         self._last_heard: dict[int, int] = {n: 0 for n in replicas}
         self.stateful: set[int] = set(replicas)
         """Members that reported holding the state in their current membership."""
+        self._durable = durable is not None
         super().__init__()
+        if durable is not None and CONFIG_RECORD in durable.records:
+            self._recover(durable.records[CONFIG_RECORD])
+
+    def _recover(self, record: Any) -> None:
+        epoch, members, incarnations, stateful = record
+        self.epoch = int(epoch)
+        self.members = [(int(n), int(since)) for n, since in members]
+        self.incarnations.update({int(n): int(i) for n, i in incarnations})
+        self.stateful = {int(n) for n in stateful}
+
+    def _persist(self) -> None:
+        if self._durable:
+            incarnations = sorted(self.incarnations.items())
+            record = [self.epoch, self.members, incarnations, sorted(self.stateful)]
+            self._ready.persist.append(PutRecord(CONFIG_RECORD, record))
 
     @property
     def chain(self) -> tuple[int, ...]:
@@ -45,7 +71,7 @@ class ChainMaster(Outbox):
 
     def status(self) -> dict[str, object]:
         """Health report: epoch and chain."""
-        return {"epoch": self.epoch, "members": list(self.chain)}
+        return {"role": "master", "epoch": self.epoch, "members": list(self.chain)}
 
     def step(self, msg: Message, from_id: int) -> None:
         """Heartbeats from replicas; clients are redirected to the head."""
@@ -77,16 +103,19 @@ class ChainMaster(Outbox):
             if self.stateful - {node}:
                 self.stateful.discard(node)
             else:
+                self._persist()
                 return  # the only holder of the state lost it or was removed: cannot repair
             rest = [m for m in self.members if m[0] != node]
             self._reconfigure([*rest, (node, self.epoch + 1)])
         since = dict(self.members).get(node, self.epoch + 1)
-        if ping.has_state and ping.epoch >= since:
+        if ping.has_state and ping.epoch >= since and node not in self.stateful:
             self.stateful.add(node)
+            self._persist()
         self._send(node, ChainConfig(self.epoch, tuple(self.members), ping.sent_tick))
 
     def _reconfigure(self, members: list[tuple[int, int]]) -> None:
         self.epoch += 1
         self.members = members
+        self._persist()
         for node in self.chain:
             self._send(node, ChainConfig(self.epoch, tuple(self.members)))

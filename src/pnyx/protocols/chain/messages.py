@@ -51,7 +51,9 @@ class Snapshot(Message, frozen=True):
     last_seq: int
     committed: int
     versions: dict[str, list[tuple[int, Any]]]
-    last_writes: dict[int, tuple[int, int, Any]]
+    last_writes: tuple[tuple[int, int, int, Any], ...]
+    """``(client, request_id, seq, result)`` of each client's newest write, sorted by client
+    (a tuple, not a dict: the wire encoding allows only string keys in maps)."""
 
 
 class VersionQuery(Message, frozen=True):

@@ -38,6 +38,10 @@ SYNC_TICKS = 3
 WRITES = ("put", "append", "cas")
 MAX_PENDING_QUERIES = 256
 """Bound on CRAQ reads waiting for the tail's answer at one replica."""
+QUERY_EXPIRY_TICKS = 4 * LEASE_TICKS
+"""A CRAQ read still waiting for the tail after this long is forgotten (its query or the
+answer was lost; the client has retried).  Without it, lost queries would pile up in a
+long-running process until every dirty read is refused as ``busy``."""
 
 
 class ChainNode(Outbox):
@@ -76,6 +80,8 @@ class ChainNode(Outbox):
         self._pending: dict[int, Update] = {}
         """seq -> update not yet known committed (kept to resend to a new successor)."""
         self._queries: dict[int, tuple[int, int, str]] = {}
+        self._query_ticks: dict[int, int] = {}
+        """query id -> tick it was sent (insertion order: oldest first)."""
         self._next_query = 0
         self._now_ticks = 0
         self._lease_until = -1
@@ -117,7 +123,20 @@ class ChainNode(Outbox):
 
     def status(self) -> dict[str, object]:
         """Health report."""
-        return {"epoch": self.epoch, "members": list(self.chain), "commit_index": self.committed}
+        return {
+            "role": self._role(),
+            "epoch": self.epoch,
+            "members": list(self.chain),
+            "commit_index": self.committed,
+            "has_state": self.has_state,
+        }
+
+    def _role(self) -> str:
+        if self._position() < 0:
+            return "outside"
+        if not self.has_state:
+            return "joining"
+        return "head" if self.is_head() else ("tail" if self.is_tail() else "middle")
 
     def clock_stalled(self, missed_ticks: int) -> None:
         """Time was lost: the lease may have run out in real time, so end it, and ignore
@@ -153,6 +172,14 @@ class ChainNode(Outbox):
             self._send(self.master_id, ping)
         if self._now_ticks % SYNC_TICKS == 0:
             self._sync_predecessor()
+        self._expire_queries()
+
+    def _expire_queries(self) -> None:
+        for query_id, sent_tick in list(self._query_ticks.items()):
+            if self._now_ticks - sent_tick < QUERY_EXPIRY_TICKS:
+                return  # the rest are younger
+            del self._query_ticks[query_id]
+            self._queries.pop(query_id, None)
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -165,6 +192,7 @@ class ChainNode(Outbox):
             self.epoch = msg.epoch
             self.members = msg.members
             self._queries.clear()
+            self._query_ticks.clear()
             if self.is_tail() and self.has_state:
                 self._commit_through(self.last_seq)
             self._sync_predecessor()
@@ -267,7 +295,8 @@ class ChainNode(Outbox):
 
     def _snapshot(self) -> Snapshot:
         versions = {k: list(v) for k, v in self.versions.items()}
-        return Snapshot(self.epoch, self.last_seq, self.committed, versions, dict(self.last_writes))
+        writes = tuple((c, *self.last_writes[c]) for c in sorted(self.last_writes))
+        return Snapshot(self.epoch, self.last_seq, self.committed, versions, writes)
 
     def _on_snapshot(self, msg: Snapshot, from_id: int) -> None:
         if msg.epoch != self.epoch or from_id != self._predecessor() or self.has_state:
@@ -276,7 +305,7 @@ class ChainNode(Outbox):
         self.last_seq = msg.last_seq
         self.committed = msg.committed
         self.versions = {k: list(v) for k, v in msg.versions.items()}
-        self.last_writes = dict(msg.last_writes)
+        self.last_writes = {c: (rid, seq, result) for c, rid, seq, result in msg.last_writes}
         self._pending = {}
         if self.is_tail():
             self._commit_through(self.last_seq)
@@ -298,6 +327,7 @@ class ChainNode(Outbox):
             return
         self._next_query += 1
         self._queries[self._next_query] = (client, msg.request_id, msg.key)
+        self._query_ticks[self._next_query] = self._now_ticks
         self._send(self.chain[-1], VersionQuery(self.epoch, self._next_query, msg.key))
 
     def _on_version_query(self, msg: VersionQuery, from_id: int) -> None:
@@ -307,6 +337,7 @@ class ChainNode(Outbox):
 
     def _on_version_reply(self, msg: VersionReply) -> None:
         asked = self._queries.pop(msg.query_id, None)
+        self._query_ticks.pop(msg.query_id, None)
         if asked is None or not self._active():
             return
         client, request_id, key = asked

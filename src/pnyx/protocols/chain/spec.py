@@ -8,6 +8,20 @@ at a time (a crash never overlaps another crash or a partition, with a settling 
 no disk faults.  At the end the KV history must be linearizable, and after the heal every
 write acknowledged to a client must still be in the tail's state (no acknowledged write
 lost) with the chain repaired to every replica.
+
+Targeted fault point (``replica cut``, when partitions are on): one replica is cut off from
+the *other replicas* only (the master and the clients still reach it) for 100-600 ms.  The
+master sees it alive and keeps the chain, so every write behind the cut stays dirty at the
+replicas upstream of it while clients keep reading there: exactly the window in which a
+CRAQ that serves dirty versions (``craq-broken``) answers a read with a value a later read
+at the tail contradicts.  The cuts are drawn from an RNG stream of their own.  With them
+and 6 clients, ``pnyx sim craq-broken --seeds 1..200`` is caught (``linearizability``) on 40
+of 200 seeds (first: seed 4); with 3 clients and no cuts it was 3 of 200.  A cut that would
+overlap a crash is left out (crashes keep the other faults apart, as before).
+
+``*-register`` specs run the same protocols with a get/put-only workload (unique written
+values), the input of the register consistency checkers of :mod:`pnyx.check.consistency`
+(see :mod:`pnyx.cli.consistency_matrix`).
 """
 
 from __future__ import annotations
@@ -15,10 +29,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pnyx.core import DurableState, Node, Rng
+from pnyx.core import DurableState, HistoryEvent, Node, Record, Rng
 from pnyx.protocols.chain import ChainClient, ChainMaster, ChainNode
-from pnyx.sim.schedule import FaultEvent, Schedule, generate
-from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World
+from pnyx.protocols.chain.client import KEYS as CHAIN_KEYS
+from pnyx.protocols.chain.messages import KvRequest
+from pnyx.protocols.chain.runtime_def import chain_runtime
+from pnyx.sim.schedule import FaultEvent, Schedule, generate, split
+from pnyx.sim.spec import Monitor, ProtocolDef, SimRandom, Violation, World
 
 SUPPORTED_FAULTS = frozenset(
     {"delay", "drop", "duplicate", "reorder", "partition", "crash", "pause", "skew", "slow"}
@@ -26,6 +43,14 @@ SUPPORTED_FAULTS = frozenset(
 SETTLE_US = 600_000
 """Gap kept between a crash and any other crash or partition (rejoin and state transfer)."""
 LINEARIZABILITY_TIMEOUT_S = 20.0
+REPLICA_CUTS = (4, 10)
+"""How many replica cuts a seed with partitions draws (inclusive range)."""
+REPLICA_CUT_US = (20_000, 120_000)
+"""Duration range of one replica cut."""
+CRAQ_CLIENTS = 6
+"""Clients of the CRAQ runs (and of ``chain-register``): CRAQ's point is reads at every
+replica, and a dirty read shows only when other clients read the key while its write is
+stuck (with 3 clients, all of them soon wait on writes of their own)."""
 
 
 def _replicas(peers: tuple[int, ...]) -> tuple[int, ...]:
@@ -49,9 +74,34 @@ def _node_factory(*, craq: bool, dirty_reads: bool = False) -> Any:
     return make_node
 
 
-def _client_factory(*, craq: bool) -> Any:
+class RegisterChainClient(ChainClient):
+    """A chain client whose workload is gets and puts only (every put writes a unique
+    token), for the register consistency checkers; otherwise :class:`ChainClient`."""
+
+    def _start(self) -> None:
+        rng = self._rng
+        self._request_id += 1
+        kind = "put" if rng.random() < 0.5 else "get"
+        key = CHAIN_KEYS[rng.randrange(0, len(CHAIN_KEYS))]
+        value = f"{self.node_id % 1000}.{self._request_id}" if kind == "put" else None
+        op = KvRequest(self._request_id, kind, key, value)
+        self._op = op
+        self._age_ticks = 0
+        self._ready.record.append(Record(HistoryEvent(self.node_id, "invoke", kind, value, key)))
+        if kind == "put":
+            target = self._head
+        elif self._reads_anywhere:
+            target = self._pick_any()
+        else:
+            target = self._tail
+        self._send_op(op, target)
+
+
+def _client_factory(*, craq: bool, register: bool = False) -> Any:
+    kind = RegisterChainClient if register else ChainClient
+
     def make_client(client_id: int, node_ids: tuple[int, ...], rng: Rng) -> Node:
-        return ChainClient(client_id, _replicas(node_ids), rng, reads_anywhere=craq)
+        return kind(client_id, _replicas(node_ids), rng, reads_anywhere=craq)
 
     return make_client
 
@@ -155,7 +205,38 @@ class ChainSpec(ProtocolDef):
         self, seed: int, nodes: int, fault_ms: int, faults: frozenset[str]
     ) -> Schedule | None:
         base = generate(seed, nodes, self.default_clients, fault_ms, faults & SUPPORTED_FAULTS)
-        return dataclasses.replace(base, events=_filter_events(base.events, nodes))
+        kept = list(_filter_events(base.events, nodes))
+        if "partition" in faults:  # cuts only where they overlap no crash
+            cuts = replica_cuts(seed, nodes, fault_ms)
+            kept += [cut for cut in cuts if not _crash_with_others(cut, kept)]
+        kept.sort(key=lambda e: (e.start_us, e.kind, e.node))
+        return dataclasses.replace(base, events=tuple(kept))
+
+
+def replica_cuts(seed: int, nodes: int, fault_ms: int) -> tuple[FaultEvent, ...]:
+    """The seed's replica cuts: a replica cut off from the other replicas (not from the
+    master or clients), drawn from the stream ``pnyx-chain-cut:<seed>``."""
+    rng = SimRandom(f"pnyx-chain-cut:{seed}")
+    replicas = tuple(range(1, nodes))
+    if len(replicas) < 2:
+        return ()
+    cuts: list[FaultEvent] = []
+    for _ in range(rng.randint(*REPLICA_CUTS)):
+        node = replicas[rng.randrange(0, len(replicas))]
+        length_us = rng.randrange(*REPLICA_CUT_US)
+        start_us = rng.randrange(0, max(1, fault_ms * 1000 - length_us))
+        links = split((node,), replicas)
+        cuts.append(
+            FaultEvent(
+                "partition",
+                start_us,
+                start_us + length_us,
+                node=node,
+                shape="replica-cut",
+                links=links,
+            )
+        )
+    return tuple(cuts)
 
 
 def _filter_events(events: tuple[FaultEvent, ...], nodes: int) -> tuple[FaultEvent, ...]:
@@ -184,21 +265,66 @@ def _overlaps(a: FaultEvent, b: FaultEvent) -> bool:
     return a.start_us < b.end_us + SETTLE_US and b.start_us < a.end_us + SETTLE_US
 
 
-def _spec(name: str, summary: str, *, craq: bool, dirty: bool = False) -> ChainSpec:
+def _spec(
+    name: str,
+    summary: str,
+    *,
+    craq: bool,
+    dirty: bool = False,
+    register: bool = False,
+    clients: int = 3,
+) -> ChainSpec:
     return ChainSpec(
         name=name,
         summary=summary,
         make_node=_node_factory(craq=craq, dirty_reads=dirty),
-        make_client=_client_factory(craq=craq),
+        make_client=_client_factory(craq=craq, register=register),
         make_monitor=ChainMonitor,
         default_nodes=4,
-        default_clients=3,
+        default_clients=clients,
         broken=dirty,
     )
 
 
 CHAIN = _spec("chain", "chain replication with a configuration master", craq=False)
-CRAQ = _spec("craq", "CRAQ: chain replication with apportioned clean/dirty reads", craq=True)
-CRAQ_BROKEN = _spec(
-    "craq-broken", "deliberately broken CRAQ: serves dirty versions", craq=True, dirty=True
+CRAQ = _spec(
+    "craq",
+    "CRAQ: chain replication with apportioned clean/dirty reads",
+    craq=True,
+    clients=CRAQ_CLIENTS,
 )
+CRAQ_BROKEN = _spec(
+    "craq-broken",
+    "deliberately broken CRAQ: serves dirty versions",
+    craq=True,
+    dirty=True,
+    clients=CRAQ_CLIENTS,
+)
+
+CHAIN_REGISTER = _spec(
+    "chain-register",
+    "chain replication, get/put workload (consistency table)",
+    craq=False,
+    register=True,
+    clients=CRAQ_CLIENTS,
+)
+CRAQ_REGISTER = _spec(
+    "craq-register",
+    "CRAQ, get/put workload (consistency table)",
+    craq=True,
+    register=True,
+    clients=CRAQ_CLIENTS,
+)
+CRAQ_REGISTER_BROKEN = _spec(
+    "craq-register-broken",
+    "deliberately broken CRAQ (serves dirty versions), get/put workload (consistency table)",
+    craq=True,
+    dirty=True,
+    register=True,
+    clients=CRAQ_CLIENTS,
+)
+
+
+# -- as real processes (pnyx serve / cluster up --protocol): the runtime part ----------
+CHAIN = dataclasses.replace(CHAIN, runtime=chain_runtime("chain", craq=False))
+CRAQ = dataclasses.replace(CRAQ, runtime=chain_runtime("craq", craq=True))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from pnyx.core import (
     ClientReply,
     DurableState,
@@ -185,10 +187,10 @@ class DynamoNode(Outbox):
             if name.startswith(COUNTER_PREFIX):
                 self.counters[name[len(COUNTER_PREFIX):]] = int(value)
             elif name.startswith(KEY_PREFIX) and value:
-                self.store[name[len(KEY_PREFIX):]] = tuple(value)
+                self.store[name[len(KEY_PREFIX):]] = _versions(value)
             elif name.startswith(HINT_PREFIX) and value:
                 intended, _, key = name[len(HINT_PREFIX):].partition(":")
-                self.hints.setdefault(int(intended), {})[key] = tuple(value)
+                self.hints.setdefault(int(intended), {})[key] = _versions(value)
 
     def _store_versions(self, key: str, versions: tuple[Version, ...]) -> None:
         old = self.store.get(key, ())
@@ -392,6 +394,14 @@ class DynamoNode(Outbox):
         if isinstance(msg, MerkleDiff):
             data = self._leaf_data(msg.range_index, msg.leaves)
             self._send(from_id, MerklePush(msg.range_index, data))
+
+
+def _versions(value: Any) -> tuple[Version, ...]:
+    """Stored siblings as :class:`Version` structs: the simulator hands back the structs,
+    a real WAL plain msgpack arrays (its records are untyped)."""
+    if all(isinstance(v, Version) for v in value):
+        return tuple(value)
+    return msgspec.convert(value, tuple[Version, ...])
 
 
 def _merge_all(replies: dict[int, tuple[Version, ...]]) -> tuple[Version, ...]:

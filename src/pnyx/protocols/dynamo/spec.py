@@ -2,7 +2,12 @@
 
 ``dynamo``: N=3, R=2, W=2 (R+W>N), strict quorums.  ``dynamo-weak``: N=3, R=1, W=1.
 ``dynamo-sloppy``: N=3, R=2, W=2 with sloppy quorums and hinted handoff.  All three run
-read repair and Merkle anti-entropy.
+read repair and Merkle anti-entropy.  Variants for the consistency table
+(:mod:`pnyx.cli.consistency_matrix`): ``dynamo-weak-norepair`` and
+``dynamo-sloppy-norepair`` (read repair off, anti-entropy on), ``dynamo-norepair-noae``
+(N=3, R=2, W=2 with neither read repair nor anti-entropy: replicas may stay apart, which
+its monitor reports as a liveness failure), and ``dynamo-r1w3`` (N=3, R=1, W=3: R+W>N with
+fast reads).
 
 Monitor: during the heal phase, liveness is convergence — no hint left undelivered and
 every key's replicas holding the same siblings, which anti-entropy and hand-off must
@@ -17,17 +22,23 @@ history (``get``/``put`` with unique written values) is the run's history, reada
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any
 
 from pnyx.core import DurableState, Rng
 from pnyx.protocols.dynamo import DynamoClient, DynamoConfig, DynamoNode, Ring
+from pnyx.protocols.dynamo.runtime_def import DYNAMO_RUNTIME
 from pnyx.protocols.dynamo.versions import Version, dominated
 from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World
 
 STRICT = DynamoConfig(n=3, r=2, w=2)
 WEAK = DynamoConfig(n=3, r=1, w=1)
 SLOPPY = DynamoConfig(n=3, r=2, w=2, sloppy=True)
+WEAK_NOREPAIR = DynamoConfig(n=3, r=1, w=1, read_repair=False)
+SLOPPY_NOREPAIR = DynamoConfig(n=3, r=2, w=2, sloppy=True, read_repair=False)
+NOREPAIR_NOAE = DynamoConfig(n=3, r=2, w=2, read_repair=False, anti_entropy=False)
+R1W3 = DynamoConfig(n=3, r=1, w=3)
 
 
 class DynamoMonitor(Monitor):
@@ -150,3 +161,23 @@ DYNAMO_SLOPPY = dynamo_spec(
     "Dynamo quorum replication, N=3 R=2 W=2, sloppy quorum + hinted handoff",
     SLOPPY,
 )
+DYNAMO_WEAK_NOREPAIR = dynamo_spec(
+    "dynamo-weak-norepair", "Dynamo, N=3 R=1 W=1 (R+W<=N), no read repair", WEAK_NOREPAIR
+)
+DYNAMO_SLOPPY_NOREPAIR = dynamo_spec(
+    "dynamo-sloppy-norepair",
+    "Dynamo, N=3 R=2 W=2, sloppy quorum + hinted handoff, no read repair",
+    SLOPPY_NOREPAIR,
+)
+DYNAMO_NOREPAIR_NOAE = dynamo_spec(
+    "dynamo-norepair-noae",
+    "Dynamo, N=3 R=2 W=2, neither read repair nor anti-entropy (replicas may never converge)",
+    NOREPAIR_NOAE,
+)
+DYNAMO_R1W3 = dynamo_spec(
+    "dynamo-r1w3", "Dynamo, N=3 R=1 W=3 (R+W>N, reads from one replica)", R1W3
+)
+
+
+# -- as real processes (pnyx serve / cluster up --protocol): the runtime part ----------
+DYNAMO = dataclasses.replace(DYNAMO, runtime=DYNAMO_RUNTIME)

@@ -103,7 +103,12 @@ class ViewManager(Outbox):
 
     def status(self) -> dict[str, Any]:
         """The current view, for health reports."""
-        return {"leader": self.view.primary, "term": self.view.num, "acked": self.acked}
+        return {
+            "role": "view-manager",
+            "leader": self.view.primary,
+            "term": self.view.num,
+            "acked": self.acked,
+        }
 
     def _on_ping(self, msg: Ping, from_id: int) -> None:
         if from_id not in self.servers:
@@ -234,7 +239,16 @@ class Server(Outbox):
 
     def status(self) -> dict[str, Any]:
         """Role and progress, for health reports."""
-        return {"leader": self.view.primary, "term": self.view.num, "applied": self.applied_index}
+        view = self.view
+        role = "backup" if view.backup == self.node_id else "idle"
+        if view.primary == self.node_id:
+            role = "primary" if self.serving else "primary-pending"
+        return {
+            "role": role,
+            "leader": view.primary,
+            "term": view.num,
+            "applied": self.applied_index,
+        }
 
     def invariants(self) -> list[str]:
         """Broken local invariants (empty when all hold)."""

@@ -9,15 +9,21 @@ monitor's ``unavailable`` says so).  At the end the clients' history must be
 linearizable against the ``kv`` model.
 
 Violation names: ``acknowledged-write-lost``, ``linearizability``, ``liveness``.
+
+``primary-backup-register`` runs the same with a get/put-only workload (unique written
+values), the input of the register consistency checkers (:mod:`pnyx.cli.consistency_matrix`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pnyx.core import DurableState, Node, Rng
 from pnyx.protocols.primary_backup import Server, ViewManager, make_node
+from pnyx.protocols.primary_backup.runtime_def import PRIMARY_BACKUP_RUNTIME
 from pnyx.protocols.raft.client import KvClient
+from pnyx.protocols.raft.kv import GET, PUT
 from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World
 
 LINEARIZABILITY_TIMEOUT_S = 20.0
@@ -101,6 +107,17 @@ def _make_client(client_id: int, node_ids: tuple[int, ...], rng: Rng) -> Any:
     return KvClient(client_id, node_ids, rng, admin=False)
 
 
+class RegisterKvClient(KvClient):
+    """A KV client whose workload is gets and puts only (each put writes a unique token)."""
+
+    def _pick_kind(self) -> str:
+        return PUT if self._rng.random() < 0.5 else GET
+
+
+def _make_register_client(client_id: int, node_ids: tuple[int, ...], rng: Rng) -> Any:
+    return RegisterKvClient(client_id, node_ids, rng, admin=False)
+
+
 def _node_factory(**broken: bool) -> Any:
     def build(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> Any:
         return make_node(node_id, peers, rng, durable, **broken)
@@ -128,3 +145,18 @@ PRIMARY_BACKUP_BROKEN = ProtocolDef(
     default_clients=3,
     broken=True,
 )
+
+
+PRIMARY_BACKUP_REGISTER = ProtocolDef(
+    name="primary-backup-register",
+    summary="primary-backup KV, get/put workload (consistency table)",
+    make_node=_node_factory(),
+    make_client=_make_register_client,
+    make_monitor=PrimaryBackupMonitor,
+    default_nodes=4,
+    default_clients=3,
+)
+
+
+# -- as real processes (pnyx serve / cluster up --protocol): the runtime part ----------
+PRIMARY_BACKUP = dataclasses.replace(PRIMARY_BACKUP, runtime=PRIMARY_BACKUP_RUNTIME)

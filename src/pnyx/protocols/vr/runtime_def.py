@@ -1,0 +1,57 @@
+"""Viewstamped Replication on real processes (``pnyx cluster up --protocol vr``).
+
+The same KV state machine and client vocabulary as Raft's service, so ``pnyx kv`` and
+:class:`pnyx.services.kv.KvClient` work unchanged.  Disk-less by default (the paper's
+model): the write-ahead log holds only the boot marker, and a restarted process recovers
+its state from the others with the nonce protocol (at most f members down at once).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pnyx.core import DurableState, NodeFactory, Rng
+from pnyx.protocols.vr import (
+    CLIENT_MESSAGE_TYPES,
+    PEER_MESSAGE_TYPES,
+    RECORD_TYPES,
+    VrConfig,
+    VrEntry,
+    VrNode,
+    make_state_machine,
+    serve,
+)
+from pnyx.sim.spec import RuntimeDef
+
+RUNTIME_CONFIG_FIELDS: dict[str, Any] = {
+    "commit_interval_ticks": 5,
+    "view_change_timeout_ticks": 50,
+    "view_change_jitter_ticks": 30,
+    "resend_ticks": 10,
+    "max_prepare_entries": 256,
+    "max_pending_ops": 4096,
+}
+"""VR timers for real processes (10 ms ticks): Commit every 50 ms, view change after
+0.5-0.8 s of silence, like Raft's service's election timeout."""
+
+
+def vr_node_factory(durable: bool = False) -> NodeFactory:
+    """VR nodes with the runtime timers (``durable``: write view and log to the WAL instead
+    of recovering from the other members)."""
+    config = VrConfig(durable=durable, **RUNTIME_CONFIG_FIELDS)
+
+    def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, disk: DurableState) -> VrNode:
+        return VrNode(node_id, peers, rng, disk, config)
+
+    return make_node
+
+
+VR_RUNTIME = RuntimeDef(
+    peer_message_types=PEER_MESSAGE_TYPES,
+    client_message_types=CLIENT_MESSAGE_TYPES,
+    entry_type=VrEntry,
+    record_types=RECORD_TYPES,
+    make_node=vr_node_factory(),
+    make_state_machine=make_state_machine,
+    serve=serve,
+)
