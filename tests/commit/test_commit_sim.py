@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from pnyx.catalog import get_protocol
 from pnyx.protocols.commit.common import CommitNode
 from pnyx.protocols.commit.mutants import HaltingThreePcCoordinator, HaltingTwoPcCoordinator
+from pnyx.protocols.commit.spec import CommitMonitor
 from pnyx.protocols.commit.twopc import TwoPcParticipant
-from pnyx.catalog import get_protocol
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import parse_faults
-from pnyx.protocols.commit.spec import CommitMonitor
 
 PARTITIONS = frozenset({"partition"})
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from pnyx.core import Apply
 from pnyx.protocols.commit.messages import Decided, Voted
-from pnyx.sim.schedule import FaultEvent
 from pnyx.protocols.commit.spec import CommitMonitor
+from pnyx.sim.schedule import FaultEvent
 
 NODES = (1, 2, 3, 4)
 

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pnyx.cli.main import cli
-from pnyx.core import CLIENT_ID_BASE, HistoryEvent
 from pnyx.catalog import get_protocol
 from pnyx.cli.consistency_matrix import (
     HELD,
@@ -33,6 +31,8 @@ from pnyx.cli.consistency_matrix import (
     split_sessions,
     write_doc,
 )
+from pnyx.cli.main import cli
+from pnyx.core import CLIENT_ID_BASE, HistoryEvent
 from pnyx.sim.runner import SimConfig, Simulation
 from pnyx.sim.schedule import parse_faults
 

@@ -11,9 +11,9 @@ import pytest
 
 from pnyx.catalog import get_protocol
 from pnyx.cli.consistency_matrix import HELD, MODELS, VIOLATED, run_seed
+from pnyx.protocols.chain.spec import replica_cuts
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.schedule import parse_faults
-from pnyx.protocols.chain.spec import replica_cuts
 
 
 @pytest.mark.parametrize("key", ["chain", "craq"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pnyx.protocols.multiraft import MUTANT_PROPERTIES, SPLIT_LOSES_INFLIGHT
 from pnyx.catalog import get_protocol
+from pnyx.protocols.multiraft import MUTANT_PROPERTIES, SPLIT_LOSES_INFLIGHT
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.schedule import parse_faults
 

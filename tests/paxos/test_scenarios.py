@@ -20,8 +20,8 @@ from pnyx.protocols.paxos import (
 )
 from pnyx.protocols.paxos.config import ADOPT_LOWEST_BALLOT, GAP_SKIPPED
 from pnyx.protocols.paxos.messages import KIND_HOLE, KIND_NOOP
-from pnyx.protocols.raft import AdminRequest, ClientRequest, KvOp, ReadRequest
 from pnyx.protocols.paxos.spec import PaxosMonitor
+from pnyx.protocols.raft import AdminRequest, ClientRequest, KvOp, ReadRequest
 
 from .cluster import Cluster
 

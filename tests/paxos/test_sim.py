@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from pnyx.protocols.paxos import MUTANT_ALSO_CAUGHT_AS, MUTANT_PROPERTIES, MUTANTS, Slot
 from pnyx.catalog import get_protocol
+from pnyx.protocols.paxos import MUTANT_ALSO_CAUGHT_AS, MUTANT_PROPERTIES, MUTANTS, Slot
+from pnyx.protocols.paxos.spec import PAXOS, PaxosMonitor, paxos_spec
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.schedule import parse_faults
-from pnyx.protocols.paxos.spec import PAXOS, PaxosMonitor, paxos_spec
 
 ALL = parse_faults("all")
 SEEDS = 300

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pnyx.catalog import get_runnable
 from pnyx.core import DurableState, PutRecord
 from pnyx.protocols.chain import ChainMaster
 from pnyx.protocols.chain.master import CONFIG_RECORD, DETECT_TICKS
@@ -17,7 +18,6 @@ from pnyx.protocols.chain.messages import ChainConfig, Ping, Snapshot
 from pnyx.protocols.dynamo import DynamoNode, Version
 from pnyx.runtime.transport import make_wire_codec
 from pnyx.runtime.wal import PersistCodec
-from pnyx.catalog import get_runnable
 from pnyx.services.schemes import config_node, data_nodes, process_count
 
 

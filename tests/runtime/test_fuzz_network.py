@@ -45,8 +45,7 @@ EXAMPLES = int(os.environ.get("PNYX_FUZZ_EXAMPLES", "300"))
 
 SERVICE = get_runnable("raft")
 WIRE_TYPES: tuple[type[Message], ...] = (
-    *SERVICE.peer_message_types,
-    *SERVICE.client_message_types,
+    *SERVICE.message_types,
     ClientReply,
     Hello,
     Welcome,

@@ -7,13 +7,13 @@ import random
 
 import pytest
 
+from pnyx.catalog import get_protocol
 from pnyx.core import ClientReply, DurableState, HistoryEvent, LogAppend, Send
 from pnyx.protocols.raft import RaftConfig
 from pnyx.protocols.tso import SetHighWater, TsoNode, TsoRequest, TsoStateMachine, as_command
-from pnyx.catalog import get_protocol
+from pnyx.protocols.tso.spec import TsoMonitor
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import parse_faults
-from pnyx.protocols.tso.spec import TsoMonitor
 
 CLIENT = 1000
 WINDOW = 100

@@ -47,6 +47,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pnyx.catalog import get_runnable
 from pnyx.cli import cluster_state
 from pnyx.cli.cluster_state import (
     STATE_FILE,
@@ -57,7 +58,6 @@ from pnyx.cli.cluster_state import (
     pid_alive,
 )
 from pnyx.cli.errors import fail
-from pnyx.catalog import get_runnable
 from pnyx.services.schemes import config_node, process_count
 
 __all__ = [

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import click
 
-from pnyx.cli.errors import fail
-from pnyx.cli.sim_cmd import parse_seed_range
 from pnyx.cli.consistency_matrix import (
     HELD,
     MODELS,
@@ -37,6 +35,8 @@ from pnyx.cli.consistency_matrix import (
     scheme,
     write_doc,
 )
+from pnyx.cli.errors import fail
+from pnyx.cli.sim_cmd import parse_seed_range
 from pnyx.sim.parallel import validate_jobs
 
 SCHEME_KEYS = [s.key for s in SCHEMES]

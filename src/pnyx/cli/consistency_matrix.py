@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pnyx.core import CLIENT_ID_BASE, Apply, HistoryEvent, Node, Restore
 from pnyx.catalog import get_protocol
+from pnyx.core import CLIENT_ID_BASE, Apply, HistoryEvent, Node, Restore
 from pnyx.sim.runner import SimConfig, SimResult, Simulation
 from pnyx.sim.schedule import FaultEvent, Schedule, parse_faults, split
 from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World

@@ -40,8 +40,8 @@ def vr_node_factory(durable: bool = False) -> NodeFactory:
     of recovering from the other members)."""
     config = VrConfig(durable=durable, **RUNTIME_CONFIG_FIELDS)
 
-    def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, disk: DurableState) -> VrNode:
-        return VrNode(node_id, peers, rng, disk, config)
+    def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> VrNode:
+        return VrNode(node_id, peers, rng, durable, config)
 
     return make_node
 
