@@ -56,7 +56,9 @@ class CoordinatorBase(Generic[C]):
 
     LABEL = "commit"
 
-    def __init__(self, host: Host, participants: tuple[int, ...], config: CommitConfig) -> None:
+    def __init__(
+        self, host: Host, participants: tuple[int, ...], config: CommitConfig, durable: DurableState
+    ) -> None:
         self.host = host
         self.participants = participants
         self.config = config
@@ -64,6 +66,19 @@ class CoordinatorBase(Generic[C]):
         """Undecided transactions and commits not yet acknowledged by every participant."""
         self.finished: set[int] = set()
         """Committed transactions every participant acknowledged (logged as ``end``)."""
+        self._recover(durable)
+
+    def _recover(self, durable: DurableState) -> None:
+        """Rebuild the state from the records of ``durable`` (at construction)."""
+        raise NotImplementedError
+
+    def step(self, msg: Message, from_id: int) -> bool:
+        """Handle ``msg``; False when it is not for this engine."""
+        raise NotImplementedError
+
+    def tick(self) -> None:
+        """One tick."""
+        raise NotImplementedError
 
     def _new_entry(self, participants: tuple[int, ...], client: int | None, request_id: int) -> C:
         raise NotImplementedError

@@ -23,7 +23,6 @@ from pnyx.protocols.commit.common import (
     MAX_RESENDS_PER_TICK,
     CommitConfig,
     Engine,
-    Host,
     check_participants,
     put_state,
 )
@@ -69,10 +68,7 @@ class ThreePcCoordinator(CoordinatorBase[_CoordTxn]):
 
     LABEL = "3PC"
 
-    def __init__(
-        self, host: Host, participants: tuple[int, ...], config: CommitConfig, durable: DurableState
-    ) -> None:
-        super().__init__(host, participants, config)
+    def _recover(self, durable: DurableState) -> None:
         for txn, state, members in txn_records(durable):
             if state == "end":
                 self.finished.add(txn)

@@ -18,7 +18,6 @@ from pnyx.protocols.commit.common import (
     MAX_RESENDS_PER_TICK,
     CommitConfig,
     Engine,
-    Host,
     check_participants,
     put_state,
 )
@@ -56,12 +55,6 @@ class TwoPcCoordinator(CoordinatorBase[_CoordTxn]):
     """The coordinator's side of 2PC (presumed abort)."""
 
     LABEL = "2PC"
-
-    def __init__(
-        self, host: Host, participants: tuple[int, ...], config: CommitConfig, durable: DurableState
-    ) -> None:
-        super().__init__(host, participants, config)
-        self._recover(durable)
 
     def _new_entry(
         self, participants: tuple[int, ...], client: int | None, request_id: int
