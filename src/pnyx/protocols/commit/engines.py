@@ -9,13 +9,12 @@ The protocol-specific steps stay in :mod:`pnyx.protocols.commit.twopc` and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pnyx.core import DurableState, InvalidMessage, Message, Rng, is_client
 from pnyx.protocols.commit.common import (
     CommitConfig,
     CommitNode,
-    Engine,
     Host,
     check_submit,
     decode_record,
@@ -189,6 +188,14 @@ class ParticipantBase(Generic[P]):
     def _new_entry(self, state: str, participants: tuple[int, ...]) -> P:
         raise NotImplementedError
 
+    def step(self, msg: Message, from_id: int) -> bool:
+        """Handle ``msg``; False when it is not for this engine."""
+        raise NotImplementedError
+
+    def tick(self) -> None:
+        """One tick."""
+        raise NotImplementedError
+
     def _track(self, txn: int, entry: P) -> None:
         self.txns[txn] = entry
         if entry.state in self.UNDECIDED:
@@ -223,7 +230,10 @@ class ParticipantBase(Generic[P]):
 
 class EngineNode(CommitNode):
     """A process of the simulator: the coordinator (lowest id) or a participant.  Subclasses
-    build the protocol's two engines (``_coordinator``, ``_participant``)."""
+    name the protocol's two engines (``COORDINATOR``, ``PARTICIPANT``)."""
+
+    COORDINATOR: type[CoordinatorBase[Any]]
+    PARTICIPANT: type[ParticipantBase[Any]]
 
     def __init__(
         self,
@@ -235,13 +245,8 @@ class EngineNode(CommitNode):
     ) -> None:
         super().__init__(node_id, group)
         cfg = config or CommitConfig()
+        ids = self.participant_ids
         if node_id == self.coordinator_id:
-            self.engine = self._coordinator(cfg, durable)
+            self.engine = self.COORDINATOR(self, ids, cfg, durable)
         else:
-            self.engine = self._participant(cfg, rng, durable)
-
-    def _coordinator(self, config: CommitConfig, durable: DurableState) -> Engine:
-        raise NotImplementedError
-
-    def _participant(self, config: CommitConfig, rng: Rng, durable: DurableState) -> Engine:
-        raise NotImplementedError
+            self.engine = self.PARTICIPANT(self, self.coordinator_id, ids, cfg, rng, durable)

@@ -16,8 +16,6 @@ from __future__ import annotations
 from pnyx.core import DurableState, InvalidMessage, Message, Rng
 from pnyx.protocols.commit.common import (
     MAX_RESENDS_PER_TICK,
-    CommitConfig,
-    Engine,
     check_participants,
     put_state,
 )
@@ -215,13 +213,8 @@ class TwoPcParticipant(ParticipantBase[_PartTxn]):
 class TwoPcNode(EngineNode):
     """A 2PC process of the simulator: the coordinator (lowest id) or a participant."""
 
-    def _coordinator(self, config: CommitConfig, durable: DurableState) -> Engine:
-        return TwoPcCoordinator(self, self.participant_ids, config, durable)
-
-    def _participant(self, config: CommitConfig, rng: Rng, durable: DurableState) -> Engine:
-        return TwoPcParticipant(
-            self, self.coordinator_id, self.participant_ids, config, rng, durable
-        )
+    COORDINATOR = TwoPcCoordinator
+    PARTICIPANT = TwoPcParticipant
 
 
 def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> TwoPcNode:
