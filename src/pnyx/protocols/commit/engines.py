@@ -32,6 +32,19 @@ def txn_records(durable: DurableState) -> Iterator[tuple[int, str, tuple[int, ..
             yield int(key[4:]), state, participants
 
 
+class EngineBase:
+    """The engine interface (:class:`~pnyx.protocols.commit.common.Engine`) that the
+    coordinator and participant bases leave to the protocols."""
+
+    def step(self, msg: Message, from_id: int) -> bool:
+        """Handle ``msg``; False when it is not for this engine."""
+        raise NotImplementedError
+
+    def tick(self) -> None:
+        """One tick."""
+        raise NotImplementedError
+
+
 class CoordEntry:
     """What a coordinator keeps of a transaction it has not finished."""
 
@@ -48,7 +61,7 @@ class CoordEntry:
 C = TypeVar("C", bound=CoordEntry)
 
 
-class CoordinatorBase(Generic[C]):
+class CoordinatorBase(EngineBase, Generic[C]):
     """A coordinator's state and the steps 2PC and 3PC take alike.  Subclasses name the
     protocol (``LABEL``), build their entries (``_new_entry``) and the first message of a
     transaction (``_first_message``)."""
@@ -69,14 +82,6 @@ class CoordinatorBase(Generic[C]):
 
     def _recover(self, durable: DurableState) -> None:
         """Rebuild the state from the records of ``durable`` (at construction)."""
-        raise NotImplementedError
-
-    def step(self, msg: Message, from_id: int) -> bool:
-        """Handle ``msg``; False when it is not for this engine."""
-        raise NotImplementedError
-
-    def tick(self) -> None:
-        """One tick."""
         raise NotImplementedError
 
     def _new_entry(self, participants: tuple[int, ...], client: int | None, request_id: int) -> C:
@@ -157,7 +162,7 @@ class PartEntry:
 P = TypeVar("P", bound=PartEntry)
 
 
-class ParticipantBase(Generic[P]):
+class ParticipantBase(EngineBase, Generic[P]):
     """A participant's state, its recovery and its vote.  Subclasses build their entries
     (``_new_entry``) and name the states in which a transaction is undecided."""
 
@@ -186,14 +191,6 @@ class ParticipantBase(Generic[P]):
             rerecord(host, txn, state, participants)
 
     def _new_entry(self, state: str, participants: tuple[int, ...]) -> P:
-        raise NotImplementedError
-
-    def step(self, msg: Message, from_id: int) -> bool:
-        """Handle ``msg``; False when it is not for this engine."""
-        raise NotImplementedError
-
-    def tick(self) -> None:
-        """One tick."""
         raise NotImplementedError
 
     def _track(self, txn: int, entry: P) -> None:
