@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pnyx.core.effects import Ready, Send
+from pnyx.core.effects import Apply, Ready, Restore, Send
 from pnyx.core.messages import Message
 from pnyx.core.rng import Rng
-from pnyx.core.storage import DurableState
+from pnyx.core.storage import DurableState, PersistOp
 
 
 class Node(Protocol):
@@ -104,3 +104,41 @@ class Outbox:
     def _send(self, to: int, msg: Message) -> None:
         """Queue ``msg`` for ``to``."""
         self._ready.send.append(Send(to, msg))
+
+
+class StagedEffects:
+    """Base for replicated-log nodes that stage effects in four queues (persist, send,
+    apply, services) and turn pending decisions into effects lazily, once per batch.
+
+    A subclass calls ``StagedEffects.__init__(self)`` before anything may stage an effect,
+    and overrides :meth:`_prepare` (called by :meth:`has_ready` and :meth:`ready` before
+    they look at the queues).  :meth:`advance` stays the subclass's.
+    """
+
+    def __init__(self) -> None:
+        self._persist: list[PersistOp] = []
+        self._sends: list[Send] = []
+        self._applies: list[Apply | Restore] = []
+        self._services: list[Any] = []
+
+    def _prepare(self) -> None:
+        """Turn pending decisions into staged effects; nothing by default."""
+
+    def has_ready(self) -> bool:
+        """True when :meth:`ready` would return a non-empty batch."""
+        self._prepare()
+        return bool(self._persist or self._sends or self._applies or self._services)
+
+    def ready(self) -> Ready:
+        """Hand over the staged effects as one batch."""
+        self._prepare()
+        batch = Ready()
+        batch.persist, self._persist = self._persist, []
+        batch.send, self._sends = self._sends, []
+        batch.apply, self._applies = self._applies, []
+        batch.services, self._services = self._services, []
+        return batch
+
+    def _send(self, to: int, msg: Message) -> None:
+        """Stage ``msg`` for ``to``."""
+        self._sends.append(Send(to, msg))

@@ -224,7 +224,63 @@ class _Recorder:
         return result
 
 
-class AsyncChainKv(_Recorder):
+class _SchemeClient(_Recorder):
+    """What the chain and Dynamo clients share: the recorded history, the bounds, a
+    connection to every member, request ids and one-operation-at-a-time lock."""
+
+    def _connect(
+        self,
+        members: Mapping[int, Address],
+        wire_types: Iterable[type[Message]],
+        *,
+        history: list[HistoryEvent] | None,
+        process: int,
+        client_id: int | None,
+        request_timeout_s: float,
+        deadline_s: float,
+        seed: int | None,
+        ssl: ssl_module.SSLContext | None,
+    ) -> None:
+        self.history = history
+        self.process = process
+        self.request_timeout_s = request_timeout_s
+        self.deadline_s = deadline_s
+        self._rng = random.Random(seed)
+        cid = client_id if client_id is not None else _random_client_id()
+        self._conns = Connections(
+            members, wire_types, client_id=cid, connect_timeout_s=request_timeout_s, ssl=ssl
+        )
+        self._conns.dial_all()
+        self._request_ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+
+    @property
+    def client_id(self) -> int:
+        """The id every member knows this client by."""
+        return self._conns.client_id
+
+    async def close(self) -> None:
+        """Close every connection."""
+        await self._conns.close()
+
+    async def _send_and_wait(
+        self, target: int, msg: Any, timeout_s: float, *, dial_wait_s: float, pause_s: float
+    ) -> ClientReply | str:
+        """One attempt: the reply to ``msg`` from ``target``, or why there is none.  Not
+        connected: wait up to ``dial_wait_s`` for the dials, then (still not) pause
+        ``pause_s`` before giving up."""
+        future = self._conns.expect(msg.request_id)
+        if not await self._conns.send(target, msg):
+            await self._conns.wait_dialled(dial_wait_s)
+            if not await self._conns.send(target, msg):
+                if pause_s > 0:
+                    await asyncio.sleep(pause_s)
+                return "not connected"
+        done, _ = await asyncio.wait({future}, timeout=timeout_s)
+        return future.result() if done else "no reply"
+
+
+class AsyncChainKv(_SchemeClient):
     """KV client of a chain (``craq=False``: reads at the tail) or of CRAQ (reads at a random
     replica).  Writes go to the head; refusals name the head or tail to try instead; a
     member that does not answer is replaced by a random one (the master redirects too).
@@ -254,29 +310,12 @@ class AsyncChainKv(_Recorder):
         if not self.replicas:
             raise ValueError(f"a chain client needs replicas besides the master in {ids}")
         self.craq = craq
-        self.history = history
-        self.process = process
-        self.request_timeout_s = request_timeout_s
-        self.deadline_s = deadline_s
-        self._rng = random.Random(seed)
-        cid = client_id if client_id is not None else _random_client_id()
-        self._conns = Connections(
-            members, WIRE_TYPES, client_id=cid, connect_timeout_s=request_timeout_s, ssl=ssl
-        )
-        self._conns.dial_all()
+        self._connect(
+            members, WIRE_TYPES, history=history, process=process, client_id=client_id,
+            request_timeout_s=request_timeout_s, deadline_s=deadline_s, seed=seed, ssl=ssl,
+        )  # fmt: skip
         self._head = self.replicas[0]
         self._tail = self.replicas[-1]
-        self._request_ids = itertools.count(1)
-        self._lock = asyncio.Lock()
-
-    @property
-    def client_id(self) -> int:
-        """The id every member knows this client by."""
-        return self._conns.client_id
-
-    async def close(self) -> None:
-        """Close every connection."""
-        await self._conns.close()
 
     async def get(self, key: str) -> Any:
         """The value of ``key`` ("" when absent)."""
@@ -342,16 +381,11 @@ class AsyncChainKv(_Recorder):
         raise ClientError(f"{f} {key!r} got no answer within {self.deadline_s:g} s ({shown})")
 
     async def _attempt(self, target: int, msg: Any, timeout_s: float) -> ClientReply | str:
-        future = self._conns.expect(msg.request_id)
-        if not await self._conns.send(target, msg):
-            await self._conns.wait_dialled(min(timeout_s, self.request_timeout_s))
-            if not await self._conns.send(target, msg):
-                await asyncio.sleep(min(timeout_s, RETRY_BACKOFF_S * 5))
-                return "not connected"
-        done, _ = await asyncio.wait({future}, timeout=timeout_s)
-        if not done:
-            return "no reply"
-        return future.result()
+        return await self._send_and_wait(
+            target, msg, timeout_s,
+            dial_wait_s=min(timeout_s, self.request_timeout_s),
+            pause_s=min(timeout_s, RETRY_BACKOFF_S * 5),
+        )  # fmt: skip
 
     def _after_silence(self, target: int) -> int:
         """Someone else: the master (which names head and tail) or a random replica."""
@@ -374,7 +408,7 @@ class AsyncChainKv(_Recorder):
         return self._after_silence(target)
 
 
-class AsyncDynamoKv(_Recorder):
+class AsyncDynamoKv(_SchemeClient):
     """KV client of a Dynamo-style cluster (``get`` and ``put`` only).
 
     A request goes to a random node among the key's top N replicas (the ring is computed
@@ -403,24 +437,12 @@ class AsyncDynamoKv(_Recorder):
         ids = tuple(sorted(members))
         self.config = dynamo_config(len(ids))
         self._ring = Ring(ids, self.config.vnodes)
-        self.history = history
-        self.process = process
-        self.request_timeout_s = request_timeout_s
-        self.deadline_s = deadline_s
-        self._rng = random.Random(seed)
-        cid = client_id if client_id is not None else _random_client_id()
-        self._conns = Connections(
-            members, WIRE_TYPES, client_id=cid, connect_timeout_s=request_timeout_s, ssl=ssl
-        )
-        self._conns.dial_all()
-        self._request_ids = itertools.count(1)
-        self._lock = asyncio.Lock()
+        self._connect(
+            members, WIRE_TYPES, history=history, process=process, client_id=client_id,
+            request_timeout_s=request_timeout_s, deadline_s=deadline_s, seed=seed, ssl=ssl,
+        )  # fmt: skip
         self.contexts: dict[str, Any] = {}
         self.own_latest: dict[str, str] = {}
-
-    async def close(self) -> None:
-        """Close every connection."""
-        await self._conns.close()
 
     async def get_siblings(self, key: str) -> tuple[Any, ...]:
         """Every sibling value of ``key`` (empty when absent); remembers the context."""
@@ -504,13 +526,7 @@ class AsyncDynamoKv(_Recorder):
         raise ClientError(f"{key!r}: no quorum answer within {self.deadline_s:g} s ({shown})")
 
     async def _attempt(self, target: int, msg: Any, timeout_s: float) -> ClientReply | str:
-        future = self._conns.expect(msg.request_id)
-        if not await self._conns.send(target, msg):
-            await self._conns.wait_dialled(timeout_s)
-            if not await self._conns.send(target, msg):
-                return "not connected"
-        done, _ = await asyncio.wait({future}, timeout=timeout_s)
-        return future.result() if done else "no reply"
+        return await self._send_and_wait(target, msg, timeout_s, dial_wait_s=timeout_s, pause_s=0)
 
 
 class _RaftKv:

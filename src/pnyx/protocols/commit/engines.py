@@ -9,13 +9,12 @@ The protocol-specific steps stay in :mod:`pnyx.protocols.commit.twopc` and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pnyx.core import DurableState, InvalidMessage, Message, Rng, is_client
 from pnyx.protocols.commit.common import (
     CommitConfig,
     CommitNode,
-    Engine,
     Host,
     check_submit,
     decode_record,
@@ -31,6 +30,19 @@ def txn_records(durable: DurableState) -> Iterator[tuple[int, str, tuple[int, ..
         if key.startswith("txn/"):
             state, participants = decode_record(value)
             yield int(key[4:]), state, participants
+
+
+class EngineBase:
+    """The engine interface (:class:`~pnyx.protocols.commit.common.Engine`) that the
+    coordinator and participant bases leave to the protocols."""
+
+    def step(self, msg: Message, from_id: int) -> bool:
+        """Handle ``msg``; False when it is not for this engine."""
+        raise NotImplementedError
+
+    def tick(self) -> None:
+        """One tick."""
+        raise NotImplementedError
 
 
 class CoordEntry:
@@ -49,14 +61,16 @@ class CoordEntry:
 C = TypeVar("C", bound=CoordEntry)
 
 
-class CoordinatorBase(Generic[C]):
+class CoordinatorBase(EngineBase, Generic[C]):
     """A coordinator's state and the steps 2PC and 3PC take alike.  Subclasses name the
     protocol (``LABEL``), build their entries (``_new_entry``) and the first message of a
     transaction (``_first_message``)."""
 
     LABEL = "commit"
 
-    def __init__(self, host: Host, participants: tuple[int, ...], config: CommitConfig) -> None:
+    def __init__(
+        self, host: Host, participants: tuple[int, ...], config: CommitConfig, durable: DurableState
+    ) -> None:
         self.host = host
         self.participants = participants
         self.config = config
@@ -64,6 +78,11 @@ class CoordinatorBase(Generic[C]):
         """Undecided transactions and commits not yet acknowledged by every participant."""
         self.finished: set[int] = set()
         """Committed transactions every participant acknowledged (logged as ``end``)."""
+        self._recover(durable)
+
+    def _recover(self, durable: DurableState) -> None:
+        """Rebuild the state from the records of ``durable`` (at construction)."""
+        raise NotImplementedError
 
     def _new_entry(self, participants: tuple[int, ...], client: int | None, request_id: int) -> C:
         raise NotImplementedError
@@ -143,7 +162,7 @@ class PartEntry:
 P = TypeVar("P", bound=PartEntry)
 
 
-class ParticipantBase(Generic[P]):
+class ParticipantBase(EngineBase, Generic[P]):
     """A participant's state, its recovery and its vote.  Subclasses build their entries
     (``_new_entry``) and name the states in which a transaction is undecided."""
 
@@ -208,7 +227,10 @@ class ParticipantBase(Generic[P]):
 
 class EngineNode(CommitNode):
     """A process of the simulator: the coordinator (lowest id) or a participant.  Subclasses
-    build the protocol's two engines (``_coordinator``, ``_participant``)."""
+    name the protocol's two engines (``COORDINATOR``, ``PARTICIPANT``)."""
+
+    COORDINATOR: type[CoordinatorBase[Any]]
+    PARTICIPANT: type[ParticipantBase[Any]]
 
     def __init__(
         self,
@@ -220,13 +242,8 @@ class EngineNode(CommitNode):
     ) -> None:
         super().__init__(node_id, group)
         cfg = config or CommitConfig()
+        ids = self.participant_ids
         if node_id == self.coordinator_id:
-            self.engine = self._coordinator(cfg, durable)
+            self.engine = self.COORDINATOR(self, ids, cfg, durable)
         else:
-            self.engine = self._participant(cfg, rng, durable)
-
-    def _coordinator(self, config: CommitConfig, durable: DurableState) -> Engine:
-        raise NotImplementedError
-
-    def _participant(self, config: CommitConfig, rng: Rng, durable: DurableState) -> Engine:
-        raise NotImplementedError
+            self.engine = self.PARTICIPANT(self, self.coordinator_id, ids, cfg, rng, durable)

@@ -8,7 +8,8 @@ participants abort among themselves).  Test hooks live here, not in the engines.
 from __future__ import annotations
 
 from pnyx.core import DurableState, Message, PutRecord, Rng
-from pnyx.protocols.commit.common import CommitConfig
+from pnyx.protocols.commit.common import CommitConfig, Host
+from pnyx.protocols.commit.engines import C, CoordinatorBase
 from pnyx.protocols.commit.threepc import ThreePcCoordinator, ThreePcNode
 from pnyx.protocols.commit.threepc import _CoordTxn as _Coord3Txn
 from pnyx.protocols.commit.twopc import TwoPcCoordinator, TwoPcNode, _CoordTxn
@@ -24,29 +25,18 @@ HALTED_KEY = "halted"
 """Durable mark of the halt, so that a simulator restart does not revive the coordinator."""
 
 
-class _Halting:
-    """Mixin state: ticks counted and whether the halt happened."""
+class _Halting(CoordinatorBase[C]):
+    """A coordinator that, once halted, ignores every message and tick (a crash-stop)."""
 
     halted: bool
     ticks: int
 
-    def _init_halt(self, durable: DurableState) -> None:
+    def __init__(
+        self, host: Host, participants: tuple[int, ...], config: CommitConfig, durable: DurableState
+    ) -> None:
         self.halted = bool(durable.records.get(HALTED_KEY, False))
         self.ticks = 0
-
-
-class HaltingTwoPcCoordinator(TwoPcCoordinator, _Halting):
-    """A 2PC coordinator that halts instead of making its commit decision."""
-
-    def __init__(
-        self,
-        host: TwoPcNode,
-        participants: tuple[int, ...],
-        cfg: CommitConfig,
-        durable: DurableState,
-    ) -> None:
-        self._init_halt(durable)
-        super().__init__(host, participants, cfg, durable)
+        super().__init__(host, participants, config, durable)
 
     def step(self, msg: Message, from_id: int) -> bool:
         return True if self.halted else super().step(msg, from_id)
@@ -56,39 +46,28 @@ class HaltingTwoPcCoordinator(TwoPcCoordinator, _Halting):
         if not self.halted:
             super().tick()
 
+    def _halt(self) -> None:
+        """Stop for good (durably, so that a restart does not revive the coordinator)."""
+        self.halted = True
+        self.host.persist(PutRecord(HALTED_KEY, True))
+
+
+class HaltingTwoPcCoordinator(_Halting[_CoordTxn], TwoPcCoordinator):
+    """A 2PC coordinator that halts instead of making its commit decision."""
+
     def _commit(self, txn: int, entry: _CoordTxn) -> None:
         if self.ticks >= HALT_AFTER_TICKS and entry.client is not None:
-            self.halted = True
-            self.host.persist(PutRecord(HALTED_KEY, True))
+            self._halt()
             return
         super()._commit(txn, entry)
 
 
-class HaltingThreePcCoordinator(ThreePcCoordinator, _Halting):
+class HaltingThreePcCoordinator(_Halting[_Coord3Txn], ThreePcCoordinator):
     """A 3PC coordinator that halts instead of sending PreCommit."""
-
-    def __init__(
-        self,
-        host: ThreePcNode,
-        participants: tuple[int, ...],
-        cfg: CommitConfig,
-        durable: DurableState,
-    ) -> None:
-        self._init_halt(durable)
-        super().__init__(host, participants, cfg, durable)
-
-    def step(self, msg: Message, from_id: int) -> bool:
-        return True if self.halted else super().step(msg, from_id)
-
-    def tick(self) -> None:
-        self.ticks += 1
-        if not self.halted:
-            super().tick()
 
     def _precommit(self, txn: int, entry: _Coord3Txn) -> None:
         if self.ticks >= HALT_AFTER_TICKS:
-            self.halted = True
-            self.host.persist(PutRecord(HALTED_KEY, True))
+            self._halt()
             return
         super()._precommit(txn, entry)
 

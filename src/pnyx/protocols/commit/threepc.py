@@ -21,9 +21,6 @@ from __future__ import annotations
 from pnyx.core import DurableState, InvalidMessage, Message, Rng
 from pnyx.protocols.commit.common import (
     MAX_RESENDS_PER_TICK,
-    CommitConfig,
-    Engine,
-    Host,
     check_participants,
     put_state,
 )
@@ -69,10 +66,7 @@ class ThreePcCoordinator(CoordinatorBase[_CoordTxn]):
 
     LABEL = "3PC"
 
-    def __init__(
-        self, host: Host, participants: tuple[int, ...], config: CommitConfig, durable: DurableState
-    ) -> None:
-        super().__init__(host, participants, config)
+    def _recover(self, durable: DurableState) -> None:
         for txn, state, members in txn_records(durable):
             if state == "end":
                 self.finished.add(txn)
@@ -335,13 +329,8 @@ class ThreePcParticipant(ParticipantBase[_PartTxn]):
 class ThreePcNode(EngineNode):
     """A 3PC process of the simulator: the coordinator (lowest id) or a participant."""
 
-    def _coordinator(self, config: CommitConfig, durable: DurableState) -> Engine:
-        return ThreePcCoordinator(self, self.participant_ids, config, durable)
-
-    def _participant(self, config: CommitConfig, rng: Rng, durable: DurableState) -> Engine:
-        return ThreePcParticipant(
-            self, self.coordinator_id, self.participant_ids, config, rng, durable
-        )
+    COORDINATOR = ThreePcCoordinator
+    PARTICIPANT = ThreePcParticipant
 
 
 def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> ThreePcNode:

@@ -16,9 +16,6 @@ from __future__ import annotations
 from pnyx.core import DurableState, InvalidMessage, Message, Rng
 from pnyx.protocols.commit.common import (
     MAX_RESENDS_PER_TICK,
-    CommitConfig,
-    Engine,
-    Host,
     check_participants,
     put_state,
 )
@@ -56,12 +53,6 @@ class TwoPcCoordinator(CoordinatorBase[_CoordTxn]):
     """The coordinator's side of 2PC (presumed abort)."""
 
     LABEL = "2PC"
-
-    def __init__(
-        self, host: Host, participants: tuple[int, ...], config: CommitConfig, durable: DurableState
-    ) -> None:
-        super().__init__(host, participants, config)
-        self._recover(durable)
 
     def _new_entry(
         self, participants: tuple[int, ...], client: int | None, request_id: int
@@ -222,13 +213,8 @@ class TwoPcParticipant(ParticipantBase[_PartTxn]):
 class TwoPcNode(EngineNode):
     """A 2PC process of the simulator: the coordinator (lowest id) or a participant."""
 
-    def _coordinator(self, config: CommitConfig, durable: DurableState) -> Engine:
-        return TwoPcCoordinator(self, self.participant_ids, config, durable)
-
-    def _participant(self, config: CommitConfig, rng: Rng, durable: DurableState) -> Engine:
-        return TwoPcParticipant(
-            self, self.coordinator_id, self.participant_ids, config, rng, durable
-        )
+    COORDINATOR = TwoPcCoordinator
+    PARTICIPANT = TwoPcParticipant
 
 
 def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> TwoPcNode:

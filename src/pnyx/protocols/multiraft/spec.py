@@ -26,8 +26,8 @@ from pnyx.protocols.multiraft.node import MultiRaftConfig, MultiRaftNode
 from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
 from pnyx.protocols.raft.config import RaftConfig
 from pnyx.protocols.raft.node import LEADER, RaftNode
-from pnyx.protocols.raft.spec import RaftMonitor
-from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World
+from pnyx.protocols.raft.spec import KvHistoryMonitor, RaftMonitor
+from pnyx.sim.spec import ProtocolDef, Violation, World
 
 SIM_RAFT = RaftConfig(
     election_jitter_ticks=4,
@@ -42,10 +42,8 @@ runs in a short run."""
 SIM_KEYS = tuple(f"k{i:02d}" for i in range(12))
 """Few keys for five clients: concurrent operations on one key are common."""
 
-LINEARIZABILITY_TIMEOUT_S = 20.0
 
-
-class MultiRaftMonitor(Monitor):
+class MultiRaftMonitor(KvHistoryMonitor):
     """The invariants of the module docstring, checked incrementally."""
 
     def __init__(self, node_ids: tuple[int, ...]) -> None:
@@ -176,18 +174,7 @@ class MultiRaftMonitor(Monitor):
         violation = self._lost_at_end(world)
         if violation is not None:
             return violation
-        from pnyx.check.history import History
-        from pnyx.check.linearizability import check_linearizable
-        from pnyx.check.models import KVModel
-
-        result = check_linearizable(
-            History.from_events(world.history), KVModel(), timeout_s=LINEARIZABILITY_TIMEOUT_S
-        )
-        if result.verdict == "not-linearizable":
-            return Violation("linearizability", result.explain())
-        if result.verdict != "linearizable":
-            self.unknown.append(f"linearizability {result.verdict}: {result.explain()}")
-        return None
+        return super().at_end(world)
 
     def _lost_at_end(self, world: World) -> Violation | None:
         """Every key with an acknowledged write is held by the range that owns it now."""
@@ -218,9 +205,6 @@ class MultiRaftMonitor(Monitor):
                     "does not hold it",
                 )
         return None
-
-    def unknowns(self) -> list[str]:
-        return list(self.unknown)
 
 
 def _range_not_live(nodes: list[MultiRaftNode], desc: RangeDesc) -> str:

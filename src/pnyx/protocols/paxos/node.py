@@ -23,15 +23,14 @@ from pnyx.core import (
     LogAppend,
     LogCompact,
     Message,
-    PersistOp,
     PutRecord,
     Ready,
     Restore,
     Rng,
-    Send,
     SnapshotSave,
     is_client,
 )
+from pnyx.core.node import StagedEffects
 from pnyx.protocols.paxos import config as mut
 from pnyx.protocols.paxos.config import PaxosConfig, quorum_sizes
 from pnyx.protocols.paxos.messages import (
@@ -64,6 +63,7 @@ from pnyx.protocols.raft.messages import (
     ClientRequest,
     ReadRequest,
 )
+from pnyx.protocols.raft.node import ReadWaiter
 from pnyx.protocols.raft.validate import MAX_WIRE_INT, check_client_message
 
 FOLLOWER = "follower"
@@ -83,17 +83,7 @@ ACCEPT_JOURNAL_SIZE = 4096
 _PEER_TYPES = frozenset(PEER_MESSAGES)
 
 
-class ReadWaiter(msgspec.Struct):
-    """A linearizable read between its arrival and its answer."""
-
-    client: int
-    request_id: int
-    query: Any
-    ctx: int = 0
-    read_index: int = 0
-
-
-class PaxosNode:
+class PaxosNode(StagedEffects):
     """One Multi-Paxos replica (implements :class:`pnyx.core.Node`).
 
     Runtime hook beyond the node contract: answer a :class:`TakeSnapshot` found in
@@ -155,10 +145,7 @@ class PaxosNode:
         self._dirty_from = 0
         self._snapshot_requested = 0
         self._accepted_ballot: Ballot = NO_BALLOT
-        self._persist: list[PersistOp] = []
-        self._sends: list[Send] = []
-        self._applies: list[Apply | Restore] = []
-        self._services: list[Any] = []
+        StagedEffects.__init__(self)
         self._restore(durable)
         self._hs_saved = HardState(self.promised, self.commit)
         self._reset_timer()
@@ -266,19 +253,6 @@ class PaxosNode:
         if self.election_elapsed_ticks >= self.timeout_ticks:
             self._start_phase1()
 
-    def has_ready(self) -> bool:
-        self._prepare()
-        return bool(self._persist or self._sends or self._applies or self._services)
-
-    def ready(self) -> Ready:
-        self._prepare()
-        batch = Ready()
-        batch.persist, self._persist = self._persist, []
-        batch.send, self._sends = self._sends, []
-        batch.apply, self._applies = self._applies, []
-        batch.services, self._services = self._services, []
-        return batch
-
     def advance(self, ready: Ready) -> None:
         """The batch is durable: journal its acceptances; our own count toward the quorum."""
         for op in ready.persist:
@@ -374,13 +348,22 @@ class PaxosNode:
             if slot.kind != KIND_HOLE
         )
 
-    def _on_prepare(self, m: Prepare, from_id: int) -> None:
-        ballot: Ballot = tuple(m.ballot)  # type: ignore[assignment]
+    def _promise_or_nack(self, raw: Any, from_id: int, *, candidate: bool = False) -> Ballot | None:
+        """A ballot from a (would-be) leader: below our promise, nack it and return None;
+        else promise it (a ``candidate``'s ballot names no leader yet), restart the election
+        timer and return it."""
+        ballot: Ballot = tuple(raw)
         if ballot < self.promised:
             self._send(from_id, Nack(ballot, self.promised))
-            return
-        self._raise_promise(ballot, leader=0)
+            return None
+        self._raise_promise(ballot, leader=0 if candidate else ballot[1])
         self._reset_timer()
+        return ballot
+
+    def _on_prepare(self, m: Prepare, from_id: int) -> None:
+        ballot = self._promise_or_nack(m.ballot, from_id, candidate=True)
+        if ballot is None:
+            return
         if m.commit < self.offset and self.snapshot is not None:
             self._send(from_id, Snapshot(ballot, self.offset, self.snapshot.data))
         accepted = self._accepted_above(m.commit)
@@ -567,12 +550,9 @@ class PaxosNode:
     # -- learners ----------------------------------------------------------------------------
 
     def _on_commit(self, m: Commit, from_id: int) -> None:
-        ballot: Ballot = tuple(m.ballot)  # type: ignore[assignment]
-        if ballot < self.promised:
-            self._send(from_id, Nack(ballot, self.promised))
+        ballot = self._promise_or_nack(m.ballot, from_id)
+        if ballot is None:
             return
-        self._raise_promise(ballot, leader=ballot[1])
-        self._reset_timer()
         self._learn_through(ballot, m.commit)
         if m.heartbeat:
             self._send(from_id, CommitAck(ballot, self.commit))
@@ -754,13 +734,9 @@ class PaxosNode:
             self._reads_ready.append(reads.popleft())
 
     def _on_read_probe(self, m: ReadProbe, from_id: int) -> None:
-        ballot: Ballot = tuple(m.ballot)  # type: ignore[assignment]
-        if ballot < self.promised:
-            self._send(from_id, Nack(ballot, self.promised))
-            return
-        self._raise_promise(ballot, leader=ballot[1])
-        self._reset_timer()
-        self._send(from_id, ReadAck(ballot, m.ctx))
+        ballot = self._promise_or_nack(m.ballot, from_id)
+        if ballot is not None:
+            self._send(from_id, ReadAck(ballot, m.ctx))
 
     def _on_read_ack(self, m: ReadAck, from_id: int) -> None:
         if self.role != LEADER or tuple(m.ballot) != self.ballot:
@@ -768,9 +744,6 @@ class PaxosNode:
         if m.ctx > self._read_acks.get(from_id, 0):
             self._read_acks[from_id] = m.ctx
             self._confirm_reads()
-
-    def _send(self, to: int, msg: Message) -> None:
-        self._sends.append(Send(to, msg))
 
 
 def _convert_slot(raw: Any) -> Slot:

@@ -44,7 +44,10 @@ from pnyx.protocols.paxos.messages import KIND_HOLE, Ballot
 from pnyx.protocols.paxos.runtime_def import PAXOS_RUNTIME
 from pnyx.protocols.raft.client import KvClient
 from pnyx.protocols.raft.kv import KvStateMachine
-from pnyx.protocols.raft.spec import CLIENT_SETTINGS, LINEARIZABILITY_TIMEOUT_S
+from pnyx.protocols.raft.spec import (
+    KvHistoryMonitor,
+    split_settings,
+)
 from pnyx.sim.nemesis import Strike
 from pnyx.sim.spec import Monitor, ProtocolDef, SimRandom, Violation, World
 
@@ -60,7 +63,7 @@ SKIPPED = ("<skipped gap>",)
 """What the monitor records for a slot a node counts as chosen without holding a value."""
 
 
-class PaxosMonitor(Monitor):
+class PaxosMonitor(KvHistoryMonitor):
     """Paxos' invariants, checked incrementally (each acceptance and commit looked at once)."""
 
     def __init__(self, node_ids: tuple[int, ...], config: PaxosConfig = SIM_CONFIG) -> None:
@@ -201,23 +204,6 @@ class PaxosMonitor(Monitor):
         behind = [f"{n.node_id} (applied {n.applied})" for n in nodes if n.applied < leader.commit]
         if behind:
             return f"behind leader commit {leader.commit}: {', '.join(behind)}"
-        return None
-
-    def unknowns(self) -> list[str]:
-        return list(self.unknown)
-
-    def at_end(self, world: World) -> Violation | None:
-        from pnyx.check.history import History
-        from pnyx.check.linearizability import check_linearizable
-        from pnyx.check.models import KVModel
-
-        result = check_linearizable(
-            History.from_events(world.history), KVModel(), timeout_s=LINEARIZABILITY_TIMEOUT_S
-        )
-        if result.verdict == "not-linearizable":
-            return Violation("linearizability", result.explain())
-        if result.verdict != "linearizable":
-            self.unknown.append(f"linearizability {result.verdict}: {result.explain()}")
         return None
 
 
@@ -394,8 +380,7 @@ def paxos_spec(
         return PaxosMonitor(node_ids, node_config)
 
     def configure(settings: Mapping[str, Any]) -> ProtocolDef:
-        clients = {k: v for k, v in settings.items() if k in CLIENT_SETTINGS}
-        protocol = {k: v for k, v in settings.items() if k not in CLIENT_SETTINGS}
+        clients, protocol = split_settings(settings)
         return paxos_spec(
             mutants, dataclasses.replace(base, **protocol), name, {**client_kwargs, **clients}
         )

@@ -21,15 +21,14 @@ from pnyx.core import (
     LogAppend,
     LogCompact,
     Message,
-    PersistOp,
     PutRecord,
     Ready,
     Restore,
     Rng,
-    Send,
     SnapshotSave,
     is_client,
 )
+from pnyx.core.node import StagedEffects
 from pnyx.protocols.raft import config as mut
 from pnyx.protocols.raft.config import RaftConfig
 from pnyx.protocols.raft.log import RaftLog
@@ -116,7 +115,7 @@ class ReadWaiter(msgspec.Struct, array_like=True):
     read_index: int = 0
 
 
-class RaftNode:
+class RaftNode(StagedEffects):
     """One Raft server (implements :class:`pnyx.core.Node`).
 
     Runtime hooks beyond the node contract: ``Ready.services`` may hold a
@@ -176,10 +175,7 @@ class RaftNode:
         self._snapshot_requested = 0
         self._incoming: tuple[int, int, bytearray] | None = None
         self._hs_saved = HardState()
-        self._persist: list[PersistOp] = []
-        self._sends: list[Send] = []
-        self._applies: list[Apply | Restore] = []
-        self._services: list[Any] = []
+        StagedEffects.__init__(self)
         self.log = self._restore(durable, peers)
         self._reset_election_timer()
         self._handlers: dict[type[Message], Callable[[Any, int], None]] = {
@@ -288,19 +284,6 @@ class RaftNode:
             self._tick_leader()
         else:
             self._tick_election()
-
-    def has_ready(self) -> bool:
-        self._prepare()
-        return bool(self._persist or self._sends or self._applies or self._services)
-
-    def ready(self) -> Ready:
-        self._prepare()
-        batch = Ready()
-        batch.persist, self._persist = self._persist, []
-        batch.send, self._sends = self._sends, []
-        batch.apply, self._applies = self._applies, []
-        batch.services, self._services = self._services, []
-        return batch
 
     def advance(self, ready: Ready) -> None:
         """The batch was carried out: entries it persisted now count toward our own match."""
@@ -1232,9 +1215,6 @@ class RaftNode:
         return ""
 
     # -- plumbing ------------------------------------------------------------------------------
-
-    def _send(self, to: int, msg: Message) -> None:
-        self._sends.append(Send(to, msg))
 
     # -- views for monitors and tests ------------------------------------------------------------
 

@@ -77,7 +77,39 @@ LINEARIZABILITY_MAX_STEPS: int | None = None
 """Optional search-step budget per partition (deterministic, unlike the time-out)."""
 
 
-class RaftMonitor(Monitor):
+class KvHistoryMonitor(Monitor):
+    """Base for monitors of a KV service driven by :class:`KvClient`: at the end of a run the
+    clients' history must be linearizable against the ``kv`` model.
+
+    A subclass sets ``self.unknown`` (a list) in its ``__init__``; verdicts the check could
+    not reach in its budget are added there and reported by :meth:`unknowns`.
+    """
+
+    unknown: list[str]
+
+    def unknowns(self) -> list[str]:
+        return list(self.unknown)
+
+    def at_end(self, world: World) -> Violation | None:
+        from pnyx.check.history import History
+        from pnyx.check.linearizability import check_linearizable
+        from pnyx.check.models import KVModel
+
+        history = History.from_events(world.history)
+        result = check_linearizable(
+            history,
+            KVModel(),
+            timeout_s=LINEARIZABILITY_TIMEOUT_S,
+            max_steps=LINEARIZABILITY_MAX_STEPS,
+        )
+        if result.verdict == "not-linearizable":
+            return Violation("linearizability", result.explain())
+        if result.verdict != "linearizable":
+            self.unknown.append(f"linearizability {result.verdict}: {result.explain()}")
+        return None
+
+
+class RaftMonitor(KvHistoryMonitor):
     """Raft's invariants, checked incrementally (each entry and commit is looked at once)."""
 
     def __init__(self, node_ids: tuple[int, ...]) -> None:
@@ -175,27 +207,6 @@ class RaftMonitor(Monitor):
         ]
         if behind:
             return f"members behind leader commit {leader.commit}: {', '.join(behind)}"
-        return None
-
-    def unknowns(self) -> list[str]:
-        return list(self.unknown)
-
-    def at_end(self, world: World) -> Violation | None:
-        from pnyx.check.history import History
-        from pnyx.check.linearizability import check_linearizable
-        from pnyx.check.models import KVModel
-
-        history = History.from_events(world.history)
-        result = check_linearizable(
-            history,
-            KVModel(),
-            timeout_s=LINEARIZABILITY_TIMEOUT_S,
-            max_steps=LINEARIZABILITY_MAX_STEPS,
-        )
-        if result.verdict == "not-linearizable":
-            return Violation("linearizability", result.explain())
-        if result.verdict != "linearizable":
-            self.unknown.append(f"linearizability {result.verdict}: {result.explain()}")
         return None
 
     # -- invariants ---------------------------------------------------------------------------
@@ -336,6 +347,19 @@ class RaftMonitor(Monitor):
 
 CLIENT_SETTINGS = ("admin_probability", "max_think_ticks", "retry_ticks")
 """Swarm settings that shape the client mix (``KvClient`` arguments)."""
+
+
+def split_settings(
+    settings: Mapping[str, Any],
+    client_keys: tuple[str, ...] = CLIENT_SETTINGS,
+    spec_keys: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split one swarm seed's settings into (client arguments, protocol config fields):
+    ``client_keys`` go to the clients, ``spec_keys`` (read by the spec itself) to neither."""
+    clients = {k: v for k, v in settings.items() if k in client_keys}
+    not_config = (*client_keys, *spec_keys)
+    protocol = {k: v for k, v in settings.items() if k not in not_config}
+    return clients, protocol
 
 
 def draw_raft_settings(rng: SimRandom) -> dict[str, Any]:
@@ -752,8 +776,7 @@ def raft_spec(
         return KvStateMachine(dedup=dedup)
 
     def configure(settings: Mapping[str, Any]) -> ProtocolDef:
-        clients = {k: v for k, v in settings.items() if k in CLIENT_SETTINGS}
-        protocol = {k: v for k, v in settings.items() if k not in CLIENT_SETTINGS}
+        clients, protocol = split_settings(settings)
         return raft_spec(
             mutants,
             dataclasses.replace(base, **protocol),

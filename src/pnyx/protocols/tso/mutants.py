@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from pnyx.core import DurableState, NodeFactory, Rng
 from pnyx.protocols.raft import RaftConfig
-from pnyx.protocols.tso.messages import SetHighWater
-from pnyx.protocols.tso.node import Allocator, TsoNode
+from pnyx.protocols.tso.node import TsoNode
 
 MUTANTS: frozenset[str] = frozenset({"no_barrier", "stale_base"})
 
@@ -28,14 +27,8 @@ class NoBarrierTsoNode(TsoNode):
 class StaleBaseTsoNode(TsoNode):
     """Starts its window at once, from whatever mark it has applied."""
 
-    def _maybe_start(self, alloc: Allocator) -> None:
-        base = self.applied_mark
-        if self.raft.propose([SetHighWater(base + self.window_size, self.raft.term)]) == 0:
-            return
-        alloc.started = True
-        alloc.next_ts = base + 1
-        alloc.limit = base
-        alloc.proposed = base + self.window_size
+    def _may_start(self) -> bool:
+        return True
 
 
 def mutant_factory(

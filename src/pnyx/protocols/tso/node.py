@@ -246,11 +246,18 @@ class TsoNode:
 
     def _maybe_start(self, alloc: Allocator) -> None:
         """Once every entry before our term is applied (and seen), propose our window."""
+        if self._may_start():
+            self._start_window(alloc)
+
+    def _may_start(self) -> bool:
+        """Whether an entry of our term is committed and everything up to it seen."""
         raft = self.raft
-        if raft.log.term(raft.commit) != raft.term or self._seen_through < raft.commit:
-            return
+        return raft.log.term(raft.commit) == raft.term and self._seen_through >= raft.commit
+
+    def _start_window(self, alloc: Allocator) -> None:
+        """Propose the first window above the applied mark and serve from it."""
         base = self.applied_mark
-        if raft.propose([SetHighWater(base + self.window_size, raft.term)]) == 0:
+        if self.raft.propose([SetHighWater(base + self.window_size, self.raft.term)]) == 0:
             return
         alloc.started = True
         alloc.next_ts = base + 1

@@ -43,14 +43,13 @@ from pnyx.core import (
     InvalidMessage,
     LogAppend,
     Message,
-    PersistOp,
     PutRecord,
     Ready,
-    Restore,
     Rng,
     Send,
     is_client,
 )
+from pnyx.core.node import StagedEffects
 from pnyx.protocols.raft.messages import (
     ADD_LEARNER,
     READ_SERIALIZABLE,
@@ -112,7 +111,7 @@ def primary_of(view: int, members: tuple[int, ...]) -> int:
     return members[view % len(members)]
 
 
-class VrNode:
+class VrNode(StagedEffects):
     """One VR replica (implements :class:`pnyx.core.Node`)."""
 
     def __init__(
@@ -171,9 +170,7 @@ class VrNode:
         """Op-number of a reconfiguration to the next epoch in the log (0: none)."""
         self._started: set[int] = set()
         """New members that said EpochStarted (while retired)."""
-        self._persist: list[PersistOp] = []
-        self._sends: list[Send] = []
-        self._applies: list[Apply | Restore] = []
+        StagedEffects.__init__(self)
         self._handlers: dict[type[Message], Any] = {
             Prepare: self._on_prepare,
             PrepareOK: self._on_prepare_ok,
@@ -322,18 +319,6 @@ class VrNode:
             self._start_view_change(self.view + 1)
         elif self.state == VIEW_CHANGE and self._idle_ticks % self.cfg.resend_ticks == 0:
             self._resend_view_change()
-
-    def has_ready(self) -> bool:
-        self._prepare()
-        return bool(self._persist or self._sends or self._applies)
-
-    def ready(self) -> Ready:
-        self._prepare()
-        batch = Ready()
-        batch.persist, self._persist = self._persist, []
-        batch.send, self._sends = self._sends, []
-        batch.apply, self._applies = self._applies, []
-        return batch
 
     def advance(self, ready: Ready) -> None:
         """Nothing to acknowledge: persists come first in their batch."""
@@ -525,12 +510,7 @@ class VrNode:
         self.view = view
         self.state = VIEW_CHANGE
         self._svc = {self.node_id}
-        self._dvc = {}
-        self._dvc_sent = None
-        self._acked = {}
-        self._waiters = {}
-        self._idle_ticks = 0
-        self._timeout_ticks = self._draw_timeout()
+        self._reset_view_round()
         self._save_hard()
         self._broadcast(StartViewChange(view))
         if mut.NO_DVC_QUORUM in self._mutants and self.primary == self.node_id:
@@ -593,6 +573,11 @@ class VrNode:
         self.last_normal_view = self.view
         self._replace_log(log)
         self._save_hard()
+        self._reset_view_round()
+
+    def _reset_view_round(self) -> None:
+        """Forget the round of the view before (view-change votes, acks, waiting replies)
+        and restart the timer with a fresh draw."""
         self._dvc = {}
         self._dvc_sent = None
         self._acked = {}

@@ -33,6 +33,7 @@ from pnyx.core import CLIENT_ID_BASE, Apply, DurableState, Ready, Restore, Rng
 from pnyx.core.node import StateMachine
 from pnyx.protocols.raft.client import KvClient
 from pnyx.protocols.raft.kv import KvStateMachine
+from pnyx.protocols.raft.spec import KvHistoryMonitor, split_settings
 from pnyx.protocols.vr import config as mut
 from pnyx.protocols.vr.config import MUTANTS, VrConfig
 from pnyx.protocols.vr.messages import (
@@ -54,14 +55,11 @@ from pnyx.sim.spec import Monitor, ProtocolDef, SimRandom, Violation, World
 SIM_CONFIG = VrConfig(max_prepare_entries=4)
 """Small retransmission batches, so that lagging backups take several rounds."""
 
-LINEARIZABILITY_TIMEOUT_S = 20.0
-"""Budget of the end-of-run history check; past it the verdict is counted unknown."""
-
 OUTSIDE_FAULT_MODEL = "outside fault model"
 """Start of the ``unknown`` note of a run in which more than f replicas were down at once."""
 
 
-class VrMonitor(Monitor):
+class VrMonitor(KvHistoryMonitor):
     """VR's invariants, checked incrementally (each committed op is looked at once)."""
 
     def __init__(self, node_ids: tuple[int, ...], durable: bool = False) -> None:
@@ -146,23 +144,6 @@ class VrMonitor(Monitor):
             return f"replicas behind primary {primary.node_id} of view {primary.view}: " + (
                 ", ".join(behind)
             )
-        return None
-
-    def unknowns(self) -> list[str]:
-        return list(self.unknown)
-
-    def at_end(self, world: World) -> Violation | None:
-        from pnyx.check.history import History
-        from pnyx.check.linearizability import check_linearizable
-        from pnyx.check.models import KVModel
-
-        result = check_linearizable(
-            History.from_events(world.history), KVModel(), timeout_s=LINEARIZABILITY_TIMEOUT_S
-        )
-        if result.verdict == "not-linearizable":
-            return Violation("linearizability", result.explain())
-        if result.verdict != "linearizable":
-            self.unknown.append(f"linearizability {result.verdict}: {result.explain()}")
         return None
 
     # -- invariants --------------------------------------------------------------------------
@@ -461,9 +442,7 @@ def vr_spec(
         return VrMonitor(node_ids, durable=node_config.durable)
 
     def configure(settings: Mapping[str, Any]) -> ProtocolDef:
-        clients = {k: v for k, v in settings.items() if k in CLIENT_SETTINGS}
-        own = ("reconfigure", *CLIENT_SETTINGS)
-        protocol = {k: v for k, v in settings.items() if k not in own}
+        clients, protocol = split_settings(settings, CLIENT_SETTINGS, ("reconfigure",))
         return vr_spec(
             mutants,
             dataclasses.replace(base, **protocol),
