@@ -164,8 +164,9 @@ def seeds_per_minute(definition: ProtocolDef, seeds: int) -> dict[str, Any]:
 
 
 def core_lines(name: str) -> int:
-    """Non-blank, non-comment lines of ``src/pnyx/protocols/<package>/`` minus simulator glue."""
-    package = ROOT / "src" / "pnyx" / "protocols" / name
+    """Non-blank, non-comment lines of ``src/pnyx/protocols/<package>/`` minus simulator glue
+    (``vr-durable`` counts the ``vr`` package)."""
+    package = ROOT / "src" / "pnyx" / "protocols" / name.split("-")[0]
     total = 0
     for path in sorted(package.rglob("*.py")):
         if path.name.startswith(CORE_EXCLUDED):
@@ -268,7 +269,7 @@ def write_doc(doc: Path, rows: dict[str, dict[str, Any]], real: bool, command: s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--protocols", default="raft,paxos,vr")
+    parser.add_argument("--protocols", default="raft,paxos,vr,vr-durable")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--fault-seeds", type=int, default=60)
     parser.add_argument("--clients", default="1,16,64")

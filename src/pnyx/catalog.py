@@ -50,6 +50,7 @@ _PROTOCOLS: dict[str, str] = {
     "raft": "pnyx.protocols.raft.spec:RAFT",
     "multiraft": "pnyx.protocols.multiraft.spec:MULTIRAFT",
     "vr": "pnyx.protocols.vr.spec:VR",
+    "vr-durable": "pnyx.protocols.vr.spec:VR_DURABLE",
     "paxos": "pnyx.protocols.paxos.spec:PAXOS",
     "fixed": "pnyx.protocols.membership.spec:FIXED",
     "phi": "pnyx.protocols.membership.spec:PHI",

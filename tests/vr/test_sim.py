@@ -55,6 +55,17 @@ def test_registered_in_both_catalogs() -> None:
     assert service.runtime.make_state_machine is not None
 
 
+def test_vr_durable_runs_durable_nodes_in_both_worlds() -> None:
+    definition = get_runnable("vr-durable")
+    assert definition.runtime is not None and definition.runtime.make_node is not None
+    real = definition.runtime.make_node(1, (1, 2, 3), SplitMix64(1), DurableState())
+    simulated = definition.make_node(1, (1, 2, 3), SplitMix64(1), DurableState())
+    assert isinstance(real, VrNode) and real.cfg.durable
+    assert isinstance(simulated, VrNode) and simulated.cfg.durable
+    failed = [s for s in range(10) if not run_sim(definition, SimConfig(s, faults=ALL)).ok]
+    assert not failed, f"replay with: pnyx sim vr-durable --seed {failed[0]}"
+
+
 def test_every_mutant_names_the_property_it_violates() -> None:
     assert set(MUTANT_PROPERTIES) == set(MUTANTS) == set(FIRST_CATCH)
     assert len(MUTANTS) >= 6

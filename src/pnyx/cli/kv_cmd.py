@@ -29,7 +29,7 @@ DEADLINE_S = 10.0
 """How long one ``pnyx kv`` operation may take, retries and redirects included."""
 
 
-KV_PROTOCOLS = ("raft", "paxos", "vr", "primary-backup", "chain", "craq", "dynamo")
+KV_PROTOCOLS = ("raft", "paxos", "vr", "vr-durable", "primary-backup", "chain", "craq", "dynamo")
 """Protocols ``pnyx kv`` has a client for."""
 
 

@@ -27,7 +27,7 @@ CONFIG_PROCESS: dict[str, str] = {
 """Protocols whose cluster has one extra configuration process, and where its id sits."""
 
 CHAIN_LIKE = frozenset({"chain", "craq"})
-RAFT_KV_LIKE = frozenset({"raft", "paxos", "vr", "primary-backup"})
+RAFT_KV_LIKE = frozenset({"raft", "paxos", "vr", "vr-durable", "primary-backup"})
 """Protocols served by the Raft KV client (sessions, ``ClientRequest``/``ReadRequest``)."""
 
 

@@ -47,7 +47,7 @@ from pnyx.protocols.vr.messages import (
     VrEntry,
 )
 from pnyx.protocols.vr.node import NORMAL, RECOVERING, VrNode
-from pnyx.protocols.vr.runtime_def import VR_RUNTIME
+from pnyx.protocols.vr.runtime_def import VR_RUNTIME, vr_node_factory
 from pnyx.protocols.vr.services import serve
 from pnyx.sim.nemesis import Strike
 from pnyx.sim.spec import Monitor, ProtocolDef, SimRandom, Violation, World
@@ -482,3 +482,10 @@ VR = vr_spec()
 
 # -- as real processes (pnyx serve / cluster up --protocol): the runtime part ----------
 VR = dataclasses.replace(VR, runtime=VR_RUNTIME)
+VR_DURABLE = dataclasses.replace(
+    vr_spec(config=dataclasses.replace(SIM_CONFIG, durable=True), name="vr-durable"),
+    runtime=dataclasses.replace(VR_RUNTIME, make_node=vr_node_factory(durable=True)),
+)
+"""``vr-durable``: VR with view and log written (and synced) before a replica acts on them,
+instead of the disk-less nonce recovery; a restarted replica rejoins through a view change.
+As real processes it pays an fsync per batch, like Raft and Multi-Paxos."""
