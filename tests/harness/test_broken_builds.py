@@ -124,11 +124,22 @@ def _lock_run(tmp_path: Path, mutants: tuple[str, ...]) -> RunResult:
     return _run(tmp_path, PnyxSystem(mutants=mutants), workload, "partition-leader", 3.0, 3.0)
 
 
+LEASE_MUTANT_RUNS = 2
+"""Runs the lease mutant gets to show two holders: it needs a leader change while a lease
+older than its TTL is held, and on a loaded machine one 30 s run sometimes has too few
+acquisitions for that (seen once in make test: 6 sections, no overlap)."""
+
+
 def test_lease_expires_early_gives_the_lock_two_holders(tmp_path: Path) -> None:
-    result = _lock_run(tmp_path, ("lease_expires_early",))
-    verdict, details, summary = _check(result, "mutual exclusion")
-    assert verdict == "invalid", summary
-    assert int(str(details["overlaps"])) >= 1, summary
+    summaries = []
+    for run in range(LEASE_MUTANT_RUNS):
+        result = _lock_run(tmp_path / f"run{run}", ("lease_expires_early",))
+        verdict, details, summary = _check(result, "mutual exclusion")
+        summaries.append(summary)
+        if verdict == "invalid":
+            assert int(str(details["overlaps"])) >= 1, summary
+            return
+    raise AssertionError(f"no two holders in {LEASE_MUTANT_RUNS} runs: {summaries}")
 
 
 def test_correct_pnyx_lock_has_one_holder_under_leader_partitions(tmp_path: Path) -> None:
