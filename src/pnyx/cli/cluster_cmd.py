@@ -151,8 +151,9 @@ def cluster() -> None:
     "--protocol",
     default="etcd",
     show_default=True,
-    help="The service the nodes run: etcd (etcd v3 API on Raft), raft (pnyx's Raft KV), paxos "
-    "(Multi-Paxos KV), vr (Viewstamped Replication KV), tso (timestamp oracle on Raft), "
+    help="The service the nodes run: etcd (etcd v3 API on Raft, or on --consensus), raft "
+    "(pnyx's Raft KV), paxos (Multi-Paxos KV), vr (Viewstamped Replication KV), tso "
+    "(timestamp oracle on Raft), "
     "broadcast, or a replication scheme: chain, craq, primary-backup, dynamo.  chain and "
     "craq start one extra process, the configuration master (the highest id, N+1), and "
     "primary-backup one view manager (node 1; servers 2..N+1); it keeps the configuration "
@@ -160,6 +161,12 @@ def cluster() -> None:
     "equal nodes (N=min(3,nodes) replicas per key, R=W=majority).",
 )
 @click.option("--tick-ms", type=click.IntRange(1, 10_000), default=10, show_default=True)
+@click.option(
+    "--consensus",
+    type=click.Choice(["raft", "paxos", "vr", "vr-durable"]),
+    default=None,
+    help="--protocol etcd: the consensus under the etcd state machine (default raft).",
+)
 @click.option(
     "--tls", is_flag=True, help="Mutual TLS between nodes (CA and certs in DATA_DIR/tls)."
 )
@@ -170,13 +177,22 @@ def cluster() -> None:
 )
 @click.option("--detach", is_flag=True, help="Return once the cluster is up.")
 def up(
-    nodes: str, data_dir: Path, protocol: str, tick_ms: int, tls: bool, fresh: bool, detach: bool
+    nodes: str,
+    data_dir: Path,
+    protocol: str,
+    tick_ms: int,
+    consensus: str | None,
+    tls: bool,
+    fresh: bool,
+    detach: bool,
 ) -> None:
     """Start a local cluster; without --detach, run until Ctrl-C and then stop it."""
     try:
         get_runnable(protocol)
     except KeyError as exc:
         fail(str(exc.args[0]))
+    if consensus is not None and protocol != ETCD_PROTOCOL:
+        fail(f"--consensus {consensus}: only for --protocol etcd (the others are their own)")
     data_dir = _checked_data_dir(data_dir)
     count = process_count(protocol, int(nodes))
     _refuse_running(data_dir)
@@ -185,6 +201,10 @@ def up(
     cluster_id = _reusable_cluster_id(data_dir, count, int(nodes)) or secrets.token_hex(8)
     _make_data_dir(data_dir)
     state = _plan(data_dir, count, protocol, tick_ms, cluster_id, tls)
+    if consensus is not None:
+        state["consensus"] = consensus
+        for node in state["nodes"]:
+            node["argv"] += ["--consensus", consensus]
     _launch_all(data_dir, state)
     if not _wait_healthy(state):
         _stop_all(data_dir, state)

@@ -11,7 +11,9 @@ that refuses to open) print one line and exit 1; bad arguments exit 2.
 
 ``--protocol etcd`` also serves etcd's v3 gRPC API on ``--client-port`` (default 2379) in
 the same process (:mod:`pnyx.services.etcd`); the ``--client-*``, ``--max-request-bytes``,
-``--quota-backend-bytes`` and timeout options are for it only.
+``--quota-backend-bytes`` and timeout options are for it only.  ``--consensus
+raft|paxos|vr|vr-durable`` picks the protocol under its state machine (default raft;
+:mod:`pnyx.services.etcd.consensus`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pnyx.runtime.node_runner import NodeFailed, NodeRunner, RunnerConfig, run_e
 from pnyx.runtime.tls import TlsConfig, peer_ssl_context, server_ssl_context
 from pnyx.runtime.transport import Address, TransportConfig
 from pnyx.runtime.wal import LAZY_FSYNC, LAZY_FSYNC_MS, RUNTIME_MUTANTS, WalConfig, WalError
+from pnyx.services.etcd.consensus import DEFAULT_CONSENSUS, consensus_names, get_consensus
 from pnyx.sim.spec import ProtocolDef
 
 __all__ = ["parse_peers", "serve"]
@@ -95,6 +98,13 @@ FAULT_TESTING_LOG = "fault_testing"
     default=None,
     help="For fault testing only: take the node's time from this clock file "
     '({"jump_ms": .., "rate": ..}, re-read when it changes; see pnyx.runtime.faultclock).',
+)
+@click.option(
+    "--consensus",
+    type=click.Choice(consensus_names()),
+    default=None,
+    help="etcd: the consensus under the etcd state machine (default raft).  paxos and vr "
+    "have fixed members (no member add/remove/promote) and no MoveLeader.",
 )
 @click.option(
     "--client-port",
@@ -241,6 +251,17 @@ def _protocol_mutants(protocol: str, mutants: tuple[str, ...]) -> frozenset[str]
     return chosen
 
 
+def _check_consensus_mutants(flags: dict[str, Any]) -> None:
+    """A usage error for Raft's mutants over another consensus."""
+    consensus = flags.get("consensus", DEFAULT_CONSENSUS)
+    raft_mutants = flags.get("test_mutants", frozenset()) & RAFT_MUTANTS
+    if raft_mutants and consensus != DEFAULT_CONSENSUS:
+        fail(
+            f"--test-mutant {', '.join(sorted(raft_mutants))}: Raft's mutants need "
+            f"--consensus raft, not {consensus}"
+        )
+
+
 def _stopped(node_id: int, what: str, exc: BaseException) -> NoReturn:
     text = str(exc) if not isinstance(exc, OSError) or not exc.strerror else _os_error(exc)
     click.echo(f"pnyx serve: node {node_id} {what}: {' '.join(text.split())}", err=True)
@@ -330,6 +351,7 @@ def _etcd_options(config: RunnerConfig, tls: TlsConfig | None, flags: dict[str, 
 
     if flags.get("client_cert_auth") and tls is None:
         fail("--client-cert-auth needs --tls-ca, --tls-cert and --tls-key")
+    _check_consensus_mutants(flags)
     _check_raft_timeouts(config.tick_ms, flags)
     options: dict[str, Any] = {
         "client_host": flags.get("client_host") or config.listen_host,
@@ -340,6 +362,7 @@ def _etcd_options(config: RunnerConfig, tls: TlsConfig | None, flags: dict[str, 
         "test_mutants": flags.get("test_mutants", frozenset()),
     }
     for name in (
+        "consensus",
         "max_request_bytes",
         "quota_backend_bytes",
         "election_timeout_ms",
@@ -352,12 +375,12 @@ def _etcd_options(config: RunnerConfig, tls: TlsConfig | None, flags: dict[str, 
 
 def _check_raft_timeouts(tick_ms: int, flags: dict[str, Any]) -> None:
     """A usage error unless the heartbeat, in ticks, is below the election timeout."""
-    from pnyx.protocols.raft import RaftConfig
     from pnyx.services.etcd.server import DEFAULT_HEARTBEAT_TICKS
 
+    consensus = get_consensus(flags.get("consensus", DEFAULT_CONSENSUS))
     election = flags.get("election_timeout_ms")
     heartbeat = flags.get("heartbeat_interval_ms")
-    election_ticks = election // tick_ms if election else RaftConfig().election_timeout_ticks
+    election_ticks = election // tick_ms if election else consensus.default_election_ticks
     heartbeat_ticks = max(1, heartbeat // tick_ms) if heartbeat else DEFAULT_HEARTBEAT_TICKS
     if election is not None and election_ticks < 2:
         fail(f"--election-timeout-ms {election} is below two ticks of --tick-ms {tick_ms}")

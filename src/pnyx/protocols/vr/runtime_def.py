@@ -35,10 +35,12 @@ RUNTIME_CONFIG_FIELDS: dict[str, Any] = {
 0.5-0.8 s of silence, like Raft's service's election timeout."""
 
 
-def vr_node_factory(durable: bool = False) -> NodeFactory:
+def vr_node_factory(durable: bool = False, **overrides: Any) -> NodeFactory:
     """VR nodes with the runtime timers (``durable``: write view and log to the WAL instead
-    of recovering from the other members)."""
-    config = VrConfig(durable=durable, **RUNTIME_CONFIG_FIELDS)
+    of recovering from the other members) and ``overrides`` of
+    :class:`~pnyx.protocols.vr.VrConfig` fields (e.g. the etcd service's
+    ``commit_interval_ticks=1``)."""
+    config = VrConfig(**{**RUNTIME_CONFIG_FIELDS, **overrides, "durable": durable})
 
     def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> VrNode:
         return VrNode(node_id, peers, rng, durable, config)

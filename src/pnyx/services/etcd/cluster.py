@@ -8,6 +8,8 @@ and current, else in the background (bounded) while the response already names i
 ``MemberRemove``, ``MemberPromote`` are the Raft changes of the same names (joint
 consensus for voters); ``MemberUpdate`` accepts only the URLs a member already has.
 Members are listed from this node's view of the configuration, sorted by id as etcd does.
+Over Multi-Paxos or VR (``--consensus``) the members are the fixed ``--peers``: Add, Remove
+and Promote answer ``UNIMPLEMENTED`` (:meth:`ClusterService._check_membership`).
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):  # type: ignore[misc]
     @unary
     async def MemberAdd(self, request: Any, context: Any) -> Any:
         await authorize_admin(self.server, context)
+        self._check_membership("MemberAdd")
         node = self._node_for_urls(request.peerURLs)
         conf = self._config()
         if node in {*conf.voters, *conf.outgoing, *conf.learners}:
@@ -157,6 +160,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):  # type: ignore[misc]
     @unary
     async def MemberRemove(self, request: Any, context: Any) -> Any:
         await authorize_admin(self.server, context)
+        self._check_membership("MemberRemove")
         node = self._node(request.ID, self._config())
         conf = await self._change(REMOVE, node)
         return rpc_pb2.MemberRemoveResponse(header=self._header(), members=self._members(conf))
@@ -164,6 +168,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):  # type: ignore[misc]
     @unary
     async def MemberPromote(self, request: Any, context: Any) -> Any:
         await authorize_admin(self.server, context)
+        self._check_membership("MemberPromote")
         conf = self._config()
         node = self._node(request.ID, conf)
         if node not in conf.learners:
@@ -183,6 +188,14 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):  # type: ignore[misc]
                 "the cluster runs",
             )
         return rpc_pb2.MemberUpdateResponse(header=self._header(), members=self._members(conf))
+
+    def _check_membership(self, method: str) -> None:
+        """``UNIMPLEMENTED`` unless the consensus has Raft's learner and joint-consensus
+        membership changes (Multi-Paxos here has a fixed set of acceptors; VR reconfigures
+        by epochs, with no learners to add and promote)."""
+        consensus = self.server.consensus
+        if not consensus.membership:
+            raise RpcFailure(grpc.StatusCode.UNIMPLEMENTED, consensus.refusal(method))
 
     # -- Raft changes --------------------------------------------------------------------------
 

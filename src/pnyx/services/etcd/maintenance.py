@@ -6,7 +6,8 @@ Snapshot.
 are this member's: NOSPACE is raised when a write would take the state past
 ``--quota-backend-bytes`` (see :meth:`EtcdServer.write`).  ``Defragment`` has nothing to
 do.  ``MoveLeader`` is a Raft leadership transfer; it returns once this member has heard
-from the new leader.  ``Snapshot`` streams this member's state in pnyx's format.
+from the new leader (over Multi-Paxos or VR: ``UNIMPLEMENTED``, they have no transfer).
+``Snapshot`` streams this member's state in pnyx's format.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):  # type: ignore[misc
     @unary
     async def MoveLeader(self, request: Any, context: Any) -> Any:
         server = self.server
+        if not server.consensus.move_leader:
+            message = server.consensus.refusal("MoveLeader (a leadership transfer)")
+            raise RpcFailure(grpc.StatusCode.UNIMPLEMENTED, message)
         node = server.directory.node_of(request.targetID)
         if node is None:
             raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, MSG_BAD_TRANSFEREE)

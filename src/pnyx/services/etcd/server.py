@@ -1,4 +1,5 @@
-"""One node of the etcd service: a Raft node (``NodeRunner``) and, in the same process and
+"""One node of the etcd service: a consensus node (``NodeRunner``: Raft by default, or
+Multi-Paxos or VR, see :mod:`pnyx.services.etcd.consensus`) and, in the same process and
 event loop, a ``grpc.aio`` server speaking etcd's v3 API on the node's client port.
 
 ::
@@ -29,7 +30,6 @@ import grpc  # type: ignore[import-untyped]
 import msgspec
 from prometheus_client import Counter
 
-from pnyx.catalog import get_runnable
 from pnyx.protocols.etcd import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_TXN_OPS,
@@ -44,14 +44,18 @@ from pnyx.protocols.etcd.machine import decode_result
 from pnyx.protocols.etcd.mutants import LEASE_EXPIRES_EARLY, LOCAL_READS, forgetful_lessor
 from pnyx.protocols.etcd.requests import LeaseRevokeRequest
 from pnyx.protocols.etcd.watch import DEFAULT_MAX_PENDING_RESPONSES, WatchHub
-from pnyx.protocols.raft import LEADER
 from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
 from pnyx.protocols.raft.sessions import OPEN_SESSION, SESSION_EXPIRED, SessionCommand
-from pnyx.protocols.raft.spec import raft_node_factory
-from pnyx.runtime.node_runner import NodeRunner, RunnerConfig, node_status
+from pnyx.runtime.node_runner import NodeRunner, RunnerConfig
 from pnyx.runtime.tls import TlsConfig, client_ssl_context
 from pnyx.runtime.transport import Address
 from pnyx.services.client import run_bounded, wait_cancelled
+from pnyx.services.etcd.consensus import (
+    DEFAULT_CONSENSUS,
+    DEFAULT_HEARTBEAT_TICKS,
+    NodeTuning,
+    get_consensus,
+)
 from pnyx.services.etcd.gateway import (
     Gateway,
     GatewayError,
@@ -76,10 +80,12 @@ DEFAULT_CLIENT_PORT = 2379
 """etcd's client port."""
 ETCD_VERSION = "3.4.23"
 """The etcd version this server reports (``Status.version``): the API it follows."""
-DEFAULT_HEARTBEAT_TICKS = 1
-"""The etcd service's Raft heartbeat interval in ticks (the runtime's default is 2)."""
 STOP_STEP_S = 5.0
 """Each step of :meth:`EtcdServer.stop` is bounded by this (twice, when cancelled)."""
+CONSENSUS_FILE = "etcd-consensus"
+"""A file in the data directory naming the consensus whose log is there."""
+REVOKE_OPTIONS = GatewayOptions(max_lanes=16, connections=1, flights=1, deadline_s=5.0)
+"""The lease clock's own gateway: to this node only (see :meth:`EtcdServer._revoke`)."""
 
 SESSIONS = SessionCodec(
     open_command=SessionCommand(0, 0, OPEN_SESSION),
@@ -92,7 +98,11 @@ SESSIONS = SessionCodec(
 
 @dataclass(frozen=True)
 class EtcdOptions:
-    """The etcd-facing settings of one node (the Raft side is its ``RunnerConfig``)."""
+    """The etcd-facing settings of one node (the consensus side is its ``RunnerConfig``)."""
+
+    consensus: str = DEFAULT_CONSENSUS
+    """The consensus under the state machine: ``raft``, ``paxos``, ``vr`` or ``vr-durable``
+    (:mod:`pnyx.services.etcd.consensus`)."""
 
     client_host: str = "127.0.0.1"
     client_port: int = DEFAULT_CLIENT_PORT
@@ -106,9 +116,12 @@ class EtcdOptions:
     max_txn_ops: int = DEFAULT_MAX_TXN_OPS
     min_lease_ttl_s: int = DEFAULT_MIN_LEASE_TTL_S
     election_timeout_ms: int | None = None
-    """Raft election timeout; None keeps the runtime default (10 ticks)."""
+    """Election timeout (Paxos: phase-1 timeout, VR: view-change timeout); None keeps the
+    runtime default (Raft 10 ticks, Paxos 30, VR 50)."""
     heartbeat_interval_ms: int | None = None
-    """Raft heartbeat interval; None: every tick (``DEFAULT_HEARTBEAT_TICKS``)."""
+    """Heartbeat interval (VR: idle Commit interval); None: every tick
+    (``DEFAULT_HEARTBEAT_TICKS``; Paxos: its runtime default, 5 ticks: it sends a Commit
+    notice whenever its commit index moves)."""
     snapshot_threshold_entries: int | None = None
     """Log entries between snapshots of the state machine; None keeps the runtime's."""
     lease_check_ms: int = 100
@@ -137,13 +150,17 @@ class EtcdOptions:
 
 
 class EtcdServer:
-    """A Raft node with the etcd v3 gRPC API on its client port (see the module doc)."""
+    """A consensus node with the etcd v3 gRPC API on its client port (see the module doc)."""
 
     def __init__(
         self, config: RunnerConfig, options: EtcdOptions | None = None, **runner_options: Any
     ) -> None:
         self.config = config
         self.options = options or EtcdOptions()
+        self.consensus = get_consensus(self.options.consensus)
+        """How this server runs over its consensus (raises ValueError for an unknown one)."""
+        self._lead_term: int | None = None
+        self._revoke_gateway: Gateway | None = None
         self._runner_options = runner_options
         inner = EtcdStateMachine(
             max_txn_ops=self.options.max_txn_ops, min_lease_ttl_s=self.options.min_lease_ttl_s
@@ -187,7 +204,9 @@ class EtcdServer:
             raise
 
     async def _start(self) -> None:
-        service = get_runnable("etcd")
+        service = self.consensus.runnable()
+        if self.config.data_dir is not None:
+            _claim_data_dir(self.config.data_dir, self.consensus.name)
         runner = NodeRunner.for_protocol(
             service,
             self.config,
@@ -196,7 +215,7 @@ class EtcdServer:
             **self._runner_options,
         )
         self._runner = runner
-        self.machine.is_leader = lambda: getattr(runner.node, "role", None) == LEADER
+        self.machine.is_leader = self._leading
         await runner.start()
         if runner.fault_clock is not None:  # fault testing: leases on the node's clock too
             self.machine.clock_ms = runner.fault_clock.now_ms
@@ -207,12 +226,13 @@ class EtcdServer:
             registry=runner.metrics.registry,
         )
         peer_tls = self.config.transport.tls
+        ssl = client_ssl_context(peer_tls.ca_file) if peer_tls else None
         self._gateway = Gateway(
-            self._group_addresses(),
-            service.message_types,
-            SESSIONS,
-            self.options.gateway,
-            ssl=client_ssl_context(peer_tls.ca_file) if peer_tls else None,
+            self._group_addresses(), service.message_types, SESSIONS, self.options.gateway, ssl=ssl
+        )
+        own = {self.config.node_id: self.runner.address}
+        self._revoke_gateway = Gateway(
+            own, service.message_types, SESSIONS, REVOKE_OPTIONS, ssl=ssl
         )
         runner.metrics.registry.register(EtcdCollector(self))
         await self._start_grpc()
@@ -230,23 +250,35 @@ class EtcdServer:
         )
 
     def _node_factory(self) -> Any:
-        """Raft nodes with the runtime tuning, a heartbeat every tick unless configured (a
-        follower learns the commit index of a write it forwarded from the next append or
-        heartbeat: every tick halves that wait) and the configured timeouts."""
+        """Nodes of the chosen consensus with the runtime tuning, a heartbeat every tick
+        unless configured (a follower learns the commit index of a write it forwarded from
+        the next append or heartbeat: every tick halves that wait; Paxos sends a Commit
+        notice whenever its commit index moves) and the configured timeouts."""
         tick = self.config.tick_ms
-        overrides: dict[str, Any] = {"heartbeat_interval_ticks": DEFAULT_HEARTBEAT_TICKS}
-        raft_mutants = self.options.test_mutants & RAFT_MUTANTS
-        if raft_mutants:
-            overrides["mutants"] = raft_mutants
-        if self.options.election_timeout_ms is not None:
-            overrides["election_timeout_ticks"] = max(2, self.options.election_timeout_ms // tick)
-        if self.options.snapshot_threshold_entries is not None:
-            overrides["snapshot_threshold_entries"] = self.options.snapshot_threshold_entries
-        if self.options.heartbeat_interval_ms is not None:
-            overrides["heartbeat_interval_ticks"] = max(
-                1, self.options.heartbeat_interval_ms // tick
-            )
-        return raft_node_factory(**overrides)
+        options = self.options
+        election = options.election_timeout_ms
+        heartbeat = options.heartbeat_interval_ms
+        tuning = NodeTuning(
+            election_timeout_ticks=max(2, election // tick) if election is not None else None,
+            heartbeat_ticks=max(1, heartbeat // tick) if heartbeat is not None else None,
+            snapshot_threshold_entries=options.snapshot_threshold_entries,
+            raft_mutants=options.test_mutants & RAFT_MUTANTS,
+        )
+        return self.consensus.node_factory(tuning)
+
+    def _leading(self) -> bool:
+        """Whether this node leads now (the lessor's question).  A new term (ballot round,
+        view) of this node's leadership demotes the lessor first, so that its promotion
+        restarts every TTL: the keep-alives of a leader in between never reached it."""
+        runner = self._runner
+        term = self.consensus.leader_term(runner.node) if runner is not None else None
+        if term is None:
+            return False
+        if term != self._lead_term:
+            self._lead_term = term
+            if self.machine.lessor.primary:
+                self.machine.lessor.demote()
+        return True
 
     def _group_addresses(self) -> dict[int, Address]:
         """Every member's pnyx address (this node's real one, even when it picked a port)."""
@@ -312,6 +344,8 @@ class EtcdServer:
         await wait_cancelled(tasks, STOP_STEP_S, "etcd background")
         if self._gateway is not None:
             await _bounded(self._gateway.close(), "closing the gateway")
+        if self._revoke_gateway is not None:
+            await _bounded(self._revoke_gateway.close(), "closing the lease gateway")
         if self._runner is not None:
             await _bounded(self._runner.stop(), "stopping the node")
 
@@ -351,8 +385,9 @@ class EtcdServer:
         return self.directory.member_id(self.config.node_id)
 
     def status(self) -> dict[str, Any]:
-        """The Raft node's status report (role, leader, term, commit/applied index, members)."""
-        return node_status(self._runner.node) if self._runner is not None else {}
+        """The node's status report in Raft's shape (role, leader, term, commit/applied
+        index, members as voters/outgoing/learners), whatever the consensus."""
+        return self.consensus.status(self._runner.node) if self._runner is not None else {}
 
     def header(self, revision: int = 0) -> ResponseHeader:
         """A response header as this member fills it."""
@@ -479,13 +514,41 @@ class EtcdServer:
             self.watch_streams.progress_tick()
 
     async def _revoke(self, lease_id: int) -> None:
+        """Propose the expiry of ``lease_id`` to *this* node only (its own gateway knows no
+        other member): the proposal is chosen only while this node still leads in the term
+        whose lessor decided the expiry, never forwarded to a newer leader whose lessor
+        may have renewed the lease."""
         request = LeaseRevokeRequest(ID=lease_id)
+        gateway = self._revoke_gateway
+        if gateway is None:
+            return
         try:
-            result = await self.write(request, len(msgspec.msgpack.encode(request)))
-        except (GatewayError, RpcFailure) as exc:
+            raw = await gateway.write(request, len(msgspec.msgpack.encode(request)))
+            result = _typed(request, raw)
+        except (GatewayError, RefusedError, RpcFailure) as exc:
             log.info("lease_revoke_failed lease=%x error=%s (offered again later)", lease_id, exc)
             return
         log.info("lease_expired lease=%x revision=%d", lease_id, result.header.revision)
+
+
+def _claim_data_dir(data_dir: Path, consensus: str) -> None:
+    """Record the consensus whose log ``data_dir`` holds; OSError when another one's does
+    (its WAL could not be read back: the entry types differ)."""
+    path = Path(data_dir) / CONSENSUS_FILE
+    if path.exists():
+        found = path.read_text().strip()
+    elif (Path(data_dir) / "wal").exists():
+        found = DEFAULT_CONSENSUS  # written before the file existed: by Raft
+    else:
+        found = consensus
+    if found != consensus:
+        raise OSError(
+            f"{data_dir} holds the log of an etcd node over {found!r}: start it with "
+            f"--consensus {found}, or use a new --data-dir for --consensus {consensus}"
+        )
+    if not path.exists():
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        path.write_text(consensus + "\n")
 
 
 def proposal_size(request_bytes: int) -> int:
@@ -525,7 +588,9 @@ async def _bounded(coro: Any, what: str) -> None:
 
 
 __all__ = [
+    "CONSENSUS_FILE",
     "DEFAULT_CLIENT_PORT",
+    "DEFAULT_HEARTBEAT_TICKS",
     "DEFAULT_QUOTA_BACKEND_BYTES",
     "ETCD_VERSION",
     "GRPC_OVERHEAD_BYTES",
