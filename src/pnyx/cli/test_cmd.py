@@ -97,6 +97,9 @@ class Broken:
 @click.option("--mutant", "mutants", multiple=True, metavar="NAME",
               help="pnyx only, fault testing: every node runs this deliberately broken "
                    "variant (repeatable; docs/HARNESS.md, 'Broken builds').")
+@click.option("--consensus", type=click.Choice(["raft", "paxos", "vr", "vr-durable"]),
+              default=None, help="pnyx only: the consensus under pnyx's etcd service "
+                                 "(pnyx serve --consensus) [raft].")
 @click.option("--lose-unsynced", is_flag=True,
               help="A crash (kill-all, kill-majority) loses what the nodes had not "
                    "fsynced, as a power failure would: pnyx keeps WAL writes in memory "
@@ -104,26 +107,30 @@ class Broken:
 def test(system_name: str, workload: str, nemesis: str, time_limit_s: float, nodes: int,
          rate: float, concurrency: int, keys: int | None, seed: int | None,
          directory: Path | None, interval_s: float, duration_s: float,
-         loopback: bool, mutants: tuple[str, ...], lose_unsynced: bool) -> None:  # fmt: skip
+         loopback: bool, mutants: tuple[str, ...], consensus: str | None,
+         lose_unsynced: bool) -> None:  # fmt: skip
     """Run a fault test against a real cluster and check the history."""
     console = Console(highlight=False, soft_wrap=True)
     try:
         names = _parse_nemeses(nemesis)
         broken = Broken(_parse_mutants(system_name, mutants), lose_unsynced)
+        if consensus is not None and system_name != "pnyx":
+            raise click.BadParameter(f"--consensus is for --system pnyx only, not {system_name}")
     except click.BadParameter as exc:
         console.print(f"[red]error: {exc.message}[/red]")
         sys.exit(EXIT_USAGE)
     sys.exit(run_cli(console, system_name, workload, names, time_limit_s, nodes, rate,
                      concurrency, keys, seed, directory, interval_s, duration_s, loopback,
-                     broken))
+                     broken, consensus=consensus))
 
 
 def run_cli(console: Console, system_name: str, workload_name: str, names: list[str],
             time_limit_s: float, nodes: int, rate: float, concurrency: int,
             keys: int | None, seed: int | None, directory: Path | None, interval_s: float,
-            duration_s: float, loopback: bool, broken: Broken | None = None
-            ) -> int:  # fmt: skip
-    """Build the net, system, workload and nemeses, run, print; the exit status."""
+            duration_s: float, loopback: bool, broken: Broken | None = None,
+            *, consensus: str | None = None) -> int:  # fmt: skip
+    """Build the net, system, workload and nemeses, run, print; the exit status.
+    ``consensus``: pnyx's nodes run ``--consensus`` (None: Raft, their default)."""
     import random
 
     from pnyx.harness.api import NemesisUnavailable
@@ -145,7 +152,8 @@ def run_cli(console: Console, system_name: str, workload_name: str, names: list[
     broken = broken or Broken()
     try:
         lose = broken.lose_unsynced
-        system = (PnyxSystem(mutants=broken.mutants, lose_unsynced=lose)
+        extra = ("--consensus", consensus) if consensus else ()
+        system = (PnyxSystem(mutants=broken.mutants, lose_unsynced=lose, extra_args=extra)
                   if system_name == "pnyx" else EtcdSystem(lazyfs=lose))  # fmt: skip
     except RuntimeError as exc:
         console.print(f"[red]error: {exc}[/red]")
@@ -168,7 +176,8 @@ def run_cli(console: Console, system_name: str, workload_name: str, names: list[
         net.close()
         raise
     mode = "network namespaces" if net.isolated else "loopback"
-    console.print(f"pnyx test: {system_name}, {nodes} nodes ({mode}, run {run_id}), workload "
+    over = f" over {consensus}" if consensus else ""
+    console.print(f"pnyx test: {system_name}{over}, {nodes} nodes ({mode}, run {run_id}), workload "
                   f"{workload_name}, nemeses {', '.join(n.name for n in nemeses) or 'none'}, "
                   f"{time_limit_s:g} s at {rate:g} ops/s x {concurrency} clients, seed {seed}")
     if broken.mutants:
