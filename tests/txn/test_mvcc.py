@@ -19,7 +19,7 @@ from pnyx.protocols.txn.messages import (
     Prewrite,
     Resolve,
 )
-from pnyx.protocols.txn.mvcc import READER_IGNORES_LOCK, SPLIT_LOSES_LOCK, MvccStore
+from pnyx.protocols.txn.mvcc import READER_IGNORES_LOCK, MvccStore
 
 
 def _prewrite(store: MvccStore, start_ts: int, *kv: tuple[str, object], **kw: object) -> object:
@@ -147,21 +147,6 @@ def test_timestamps_from_the_allocator_increase() -> None:
     assert s.apply(AllocTs("!ts")) == 7
     with pytest.raises(ValueError, match="count"):
         s.apply(AllocTs("!ts", 0))
-
-
-def test_a_split_carries_whole_records_and_the_mutant_drops_moved_locks() -> None:
-    for mutants, kept in ((frozenset(), True), (frozenset({SPLIT_LOSES_LOCK}), False)):
-        s = MvccStore(mutants)
-        _committed(s, "m", 1, start_ts=5, commit_ts=6)
-        _prewrite(s, 10, ("m", 2))
-        _prewrite(s, 11, ("c", 3))
-        right = s.split_off(lambda k: k >= "k")
-        assert s.keys() == ["c"] and right.keys() == ["m"]
-        assert ("m" in right.locks()) is kept
-        assert right.apply(Get("m", 6)).value == 1
-        clone = MvccStore()
-        clone.load(right.image())
-        assert clone.image() == right.image()
 
 
 def test_unknown_mutant_and_foreign_command_are_refused() -> None:

@@ -135,6 +135,8 @@ class PrewriteResult(msgspec.Struct, frozen=True, array_like=True):
     min_commit_ts: int = 0
     commit_ts: int = 0
     lock: Lock | None = None
+    key: str = ""
+    """The key refused (its ``lock`` blocks it)."""
 
     @property
     def ok(self) -> bool:

@@ -44,9 +44,7 @@ from pnyx.protocols.txn.messages import (
 READER_IGNORES_LOCK = "reader_ignores_lock"
 """Mutant: a read at ``ts`` skips a lock that should block it (it reads the last committed
 version under a write that may commit below ``ts``)."""
-SPLIT_LOSES_LOCK = "split_loses_lock"
-"""Mutant: a range split drops the locks of the keys it moves to the new range."""
-STORE_MUTANTS: frozenset[str] = frozenset({READER_IGNORES_LOCK, SPLIT_LOSES_LOCK})
+STORE_MUTANTS: frozenset[str] = frozenset({READER_IGNORES_LOCK})
 
 
 class KeyRecord(msgspec.Struct, array_like=True):
@@ -95,22 +93,20 @@ class KeyRecord(msgspec.Struct, array_like=True):
         return not (self.data or self.writes or self.rollbacks or self.lock or self.counter)
 
 
-class StoreImage(msgspec.Struct, array_like=True):
-    """The serialised store: records by key and the largest read timestamp."""
-
-    records: list[tuple[str, KeyRecord]]
-    max_read_ts: int
-
-
 class MvccStore:
     """Percolator's columns for a set of keys, and the transaction commands over them."""
 
-    def __init__(self, mutants: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        mutants: frozenset[str] = frozenset(),
+        records: dict[str, KeyRecord] | None = None,
+    ) -> None:
         unknown = mutants - STORE_MUTANTS
         if unknown:
             valid = sorted(STORE_MUTANTS)
             raise ValueError(f"unknown mvcc mutants {sorted(unknown)}; valid: {valid}")
-        self.records: dict[str, KeyRecord] = {}
+        self.records: dict[str, KeyRecord] = {} if records is None else records
+        """Records by key (a range machine shares its per-key data dict here)."""
         self.max_read_ts = 0
         self._mutants = mutants
 
@@ -183,7 +179,7 @@ class MvccStore:
             return PrewriteResult(ROLLED_BACK)
         lock = rec.lock
         if lock is not None and lock.start_ts != start_ts:
-            return PrewriteResult(LOCKED, lock=lock)
+            return PrewriteResult(LOCKED, lock=lock, key=key)
         if rec.last_commit_ts() > start_ts:
             return PrewriteResult(WRITE_CONFLICT)
         return None
@@ -260,28 +256,7 @@ class MvccStore:
         rec.counter += cmd.count
         return first
 
-    # -- splits and snapshots ---------------------------------------------------------------------
-
-    def split_off(self, moves: Callable[[str], bool]) -> MvccStore:
-        """Move the records of the keys ``moves`` selects into a new store (whole: data,
-        writes, rollbacks and lock); both keep ``max_read_ts``."""
-        right = MvccStore(self._mutants)
-        right.max_read_ts = self.max_read_ts
-        for key in sorted(k for k in self.records if moves(k)):
-            rec = self.records.pop(key)
-            if SPLIT_LOSES_LOCK in self._mutants:
-                rec.lock = None
-            right.records[key] = rec
-        return right
-
-    def image(self) -> StoreImage:
-        """The store as a serialisable image (keys sorted)."""
-        return StoreImage(sorted(self.records.items()), self.max_read_ts)
-
-    def load(self, image: StoreImage) -> None:
-        """Replace the whole store with ``image``."""
-        self.records = dict(image.records)
-        self.max_read_ts = image.max_read_ts
+    # -- views -----------------------------------------------------------------------------------
 
     def keys(self) -> list[str]:
         """Keys with a record (sorted)."""

@@ -1,0 +1,72 @@
+"""The transactional range machine: bounds checked at apply time, splits carry whole
+records (locks included), snapshots round-trip, commands typed again after msgpack."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from pnyx.protocols.multiraft.machines import KEY_NOT_IN_RANGE
+from pnyx.protocols.multiraft.messages import RangeBounds, SplitCmd, SplitDone
+from pnyx.protocols.txn.machine import SPLIT_LOSES_LOCK, TxnRangeMachine
+from pnyx.protocols.txn.messages import Get, GetResult, Mutation, Prewrite, Resolve
+
+WHOLE = RangeBounds(1, "", None, 1)
+
+
+def _machine(txn_mutants: frozenset[str] = frozenset()) -> TxnRangeMachine:
+    sm = TxnRangeMachine(WHOLE, frozenset(), txn_mutants)
+    sm.apply(Prewrite(5, "a", (Mutation("a", 1), Mutation("m", 1))))
+    sm.apply(Resolve(("a", "m"), 5, 6))
+    sm.apply(Prewrite(10, "m", (Mutation("m", 2),)))  # in flight across the split
+    return sm
+
+
+def _right_half(sm: TxnRangeMachine) -> TxnRangeMachine:
+    done = sm.apply(SplitCmd(1, 1, "k", 2))
+    assert type(done) is SplitDone
+    right = TxnRangeMachine(RangeBounds(2, "", "", 0), frozenset(), frozenset())
+    right.restore(done.right_data)
+    return right
+
+
+def test_a_split_moves_whole_records_with_their_locks() -> None:
+    sm = _machine()
+    sm.apply(Get("a", 40))
+    right = _right_half(sm)
+    assert sorted(sm.data) == ["a"] and sorted(right.data) == ["m"]
+    assert right.mvcc.locks()["m"].start_ts == 10
+    assert right.apply(Get("m", 20)).lock is not None
+    assert right.mvcc.max_read_ts == 40
+    assert right.apply(Resolve(("m",), 10, 11)).status == ""
+    assert right.apply(Get("m", 11)) == GetResult(2)
+
+
+def test_the_split_loses_lock_mutant_drops_the_moved_lock() -> None:
+    right = _right_half(_machine(frozenset({SPLIT_LOSES_LOCK})))
+    assert right.mvcc.locks() == {}
+    assert right.apply(Get("m", 20)) == GetResult(1)  # reads under the lost lock
+
+
+def test_a_command_on_a_key_outside_the_range_is_refused_when_applied() -> None:
+    sm = _machine()
+    _right_half(sm)
+    refused = sm.apply(Prewrite(20, "m", (Mutation("m", 3),)))
+    assert refused["error"] == KEY_NOT_IN_RANGE
+    assert sm.op_keys(Prewrite(20, "a", (Mutation("a", 3), Mutation("z", 1)))) == ("a", "z")
+
+
+def test_snapshot_round_trip_and_untyped_commands() -> None:
+    sm = _machine()
+    copy = TxnRangeMachine(WHOLE)
+    copy.restore(sm.snapshot())
+    assert copy.snapshot() == sm.snapshot()
+    raw = msgspec.msgpack.decode(msgspec.msgpack.encode(Get("m", 6)))
+    assert copy.apply(raw).lock is None and copy.apply(raw).value == 1
+
+
+def test_bad_input_is_answered_with_an_error_not_a_crash() -> None:
+    sm = _machine()
+    assert "error" in sm.apply(["Get", 3, "x"])
+    with pytest.raises(ValueError, match="unknown txn range mutants"):
+        TxnRangeMachine(WHOLE, frozenset(), frozenset({"nope"}))
