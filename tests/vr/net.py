@@ -11,10 +11,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from pnyx.core import CLIENT_ID_BASE, Apply, ClientReply, DurableState, Message, SplitMix64
+from pnyx.core import CLIENT_ID_BASE, ClientReply, DurableState, Message, Restore, SplitMix64
 from pnyx.protocols.raft import ClientRequest, KvStateMachine, ReadRequest
 from pnyx.protocols.raft.kv import OPEN_SESSION, PUT, Command, KvOp
 from pnyx.protocols.vr import VrConfig, VrNode
+from pnyx.protocols.vr.checkpoints import serve_checkpoint
 
 CLIENT = CLIENT_ID_BASE
 MAX_DELIVERIES = 100_000
@@ -89,11 +90,15 @@ class Net:
                 for send in batch.send:
                     self.queue.append((i, send.to, send.msg))
                 for item in batch.apply:
-                    assert isinstance(item, Apply)
+                    if isinstance(item, Restore):
+                        self.sms[i].restore(item.data)
+                        continue
                     result = self.sms[i].apply(item.command)
                     if item.reply_to is not None:
                         reply = ClientReply(item.request_id, True, result)
                         self.queue.append((i, item.reply_to, reply))
+                for request in batch.services:
+                    serve_checkpoint(node, self.sms[i], request)
                 node.advance(batch)
 
     def tick(self, ticks: int = 1) -> None:

@@ -188,7 +188,7 @@ def test_bad_input_is_refused_before_any_state_changes() -> None:
         node.step(Commit(-1, 0), 2)
     with pytest.raises(InvalidMessage, match="not a peer"):
         node.step(Commit(0, 0), 7)
-    with pytest.raises(InvalidMessage, match="op 2 but a log of 0"):
+    with pytest.raises(InvalidMessage, match="op 2 but a checkpoint at 0 and 0 entries"):
         node.step(StartView(1, (), 2, 0), 2)
     assert node.view == 0 and node.state == NORMAL
     with pytest.raises(ValueError, match="unknown mutants"):

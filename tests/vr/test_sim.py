@@ -112,9 +112,10 @@ def test_same_seed_same_trace_hash() -> None:
     assert first.trace_hash != other.trace_hash
 
 
-def test_runs_exercise_view_changes_and_recoveries() -> None:
-    """Guard against a quiet simulation: ops commit, views change, replicas recover."""
-    views = recoveries = ops = 0
+def test_runs_exercise_view_changes_recoveries_and_checkpoints() -> None:
+    """Guard against a quiet simulation: ops commit, views change, replicas recover, logs
+    are compacted and replicas take checkpoints from others (state transfer, recovery)."""
+    views = recoveries = ops = compacted = installs = 0
     for seed in range(8):
         sim = Simulation(VR, SimConfig(seed=seed, faults=ALL))
         result = sim.run()
@@ -123,7 +124,10 @@ def test_runs_exercise_view_changes_and_recoveries() -> None:
         nodes = [n for i in sim.node_ids if isinstance(n := sim.node(i), VrNode)]
         views += max(n.view for n in nodes)
         recoveries += sum(n.recoveries for n in nodes)
+        compacted += sum(n.offset > 0 for n in nodes)
+        installs += sum(n.installs for n in nodes)
     assert ops > 200 and views > 8 and recoveries > 2, (ops, views, recoveries)
+    assert compacted > 20 and installs > 2, (compacted, installs)
 
 
 def test_runs_reconfigure_by_epochs_under_faults() -> None:

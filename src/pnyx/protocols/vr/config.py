@@ -83,6 +83,11 @@ class VrConfig:
     """Entries per retransmitted Prepare or NewState."""
     max_pending_ops: int = 256
     """Uncommitted ops the primary accepts before answering ``busy``."""
+    checkpoint_interval_ops: int = 0
+    """Take a checkpoint (snapshot of the state machine, section 5.1) every this many
+    executed ops and drop the log through it; 0: never (the log grows for ever).  Needs a
+    runtime that answers :class:`~pnyx.protocols.vr.messages.TakeCheckpoint` (the
+    simulator's spec does)."""
     durable: bool = False
     initial_members: tuple[int, ...] | None = None
     """The members of epoch 0 (None: every peer); the other peers wait on standby until a
@@ -96,6 +101,10 @@ class VrConfig:
             raise ValueError(
                 f"view_change_timeout_ticks {self.view_change_timeout_ticks} must exceed "
                 f"commit_interval_ticks {self.commit_interval_ticks}"
+            )
+        if self.checkpoint_interval_ops < 0:
+            raise ValueError(
+                f"checkpoint_interval_ops must be >= 0, not {self.checkpoint_interval_ops}"
             )
         if self.view_change_jitter_ticks < 0 or self.max_prepare_entries < 1:
             raise ValueError(f"bad jitter or batch size: {self!r}")

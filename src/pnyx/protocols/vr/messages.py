@@ -46,6 +46,26 @@ class VrEntry(msgspec.Struct, frozen=True, array_like=True):
     data: Any = None
 
 
+class Checkpoint(msgspec.Struct, frozen=True, array_like=True):
+    """The state machine after executing ops 1..``op`` (VRR section 5.1's checkpoint): the
+    log prefix through ``op`` is dropped once a replica holds this.  ``epoch`` and
+    ``epoch_op`` are the epoch in force after ``op`` and the op-number of the
+    reconfiguration that started it (the log that held that op may be gone)."""
+
+    op: int
+    data: bytes
+    epoch: int = 0
+    epoch_op: int = 0
+
+
+class TakeCheckpoint(msgspec.Struct, frozen=True, array_like=True):
+    """A service request in ``Ready.services``: snapshot the state machine, which has
+    executed exactly the ops through ``op`` once this batch's applies are done, and hand
+    it to :meth:`~pnyx.protocols.vr.node.VrNode.checkpoint_taken`."""
+
+    op: int
+
+
 class VrHard(msgspec.Struct, frozen=True, array_like=True):
     """Durable mode only: the view promised, the last view in which status was normal, and
     the epoch with its members."""
@@ -107,7 +127,8 @@ class StartViewChange(Message, frozen=True):
 
 
 class DoViewChange(Message, frozen=True):
-    """``<DOVIEWCHANGE v, l, v', n, k, i>``: to the primary of view ``view``."""
+    """``<DOVIEWCHANGE v, l, v', n, k, i>``: to the primary of view ``view``.  ``log`` holds
+    the ops after ``checkpoint`` (all ops when there is none) through op-number ``op``."""
 
     view: int
     log: tuple[VrEntry, ...]
@@ -115,16 +136,19 @@ class DoViewChange(Message, frozen=True):
     op: int
     commit: int
     epoch: int = 0
+    checkpoint: Checkpoint | None = None
 
 
 class StartView(Message, frozen=True):
-    """``<STARTVIEW v, l, n, k>``: the new primary's log and commit-number."""
+    """``<STARTVIEW v, l, n, k>``: the new primary's log (the ops after ``checkpoint``) and
+    commit-number."""
 
     view: int
     log: tuple[VrEntry, ...]
     op: int
     commit: int
     epoch: int = 0
+    checkpoint: Checkpoint | None = None
 
 
 # -- recovery and state transfer ---------------------------------------------------------
@@ -137,7 +161,8 @@ class Recovery(Message, frozen=True):
 
 
 class RecoveryResponse(Message, frozen=True):
-    """``<RECOVERYRESPONSE v, x, l, n, k, j>``; ``log`` is None unless from the primary."""
+    """``<RECOVERYRESPONSE v, x, l, n, k, j>``; ``log`` is None unless from the primary (then
+    the ops after ``checkpoint``)."""
 
     view: int
     nonce: int
@@ -146,6 +171,7 @@ class RecoveryResponse(Message, frozen=True):
     commit: int
     epoch: int = 0
     members: tuple[int, ...] = ()
+    checkpoint: Checkpoint | None = None
 
 
 class GetState(Message, frozen=True):
@@ -169,6 +195,9 @@ class NewState(Message, frozen=True):
     normal: bool = True
     """False from a replica in a view change: ``entries`` end at its commit-number (all
     committed), for a new member to join that view change with."""
+    checkpoint: Checkpoint | None = None
+    """The sender's checkpoint when the asker needs ops it has compacted (``first_op`` is
+    then ``checkpoint.op + 1``)."""
 
 
 # -- reconfiguration (section 7) -----------------------------------------------------------

@@ -42,11 +42,14 @@ from pnyx.core import (
     DurableState,
     InvalidMessage,
     LogAppend,
+    LogCompact,
     Message,
     PutRecord,
     Ready,
+    Restore,
     Rng,
     Send,
+    SnapshotSave,
     is_client,
 )
 from pnyx.core.node import StagedEffects
@@ -70,6 +73,7 @@ from pnyx.protocols.vr.messages import (
     ENTRY_READ,
     ENTRY_RECONFIG,
     HARD_KEY,
+    Checkpoint,
     Commit,
     DoViewChange,
     EpochStarted,
@@ -83,6 +87,7 @@ from pnyx.protocols.vr.messages import (
     StartEpoch,
     StartView,
     StartViewChange,
+    TakeCheckpoint,
     VrEntry,
     VrHard,
 )
@@ -145,11 +150,23 @@ class VrNode(StagedEffects):
         self.state = NORMAL if node_id in members else STANDBY
         self.last_normal_view = 0
         self.log: list[VrEntry] = []
+        """Ops ``offset + 1 ..`` (the ones before are in ``checkpoint``)."""
+        self.offset = 0
+        """Op-number of ``checkpoint``: the log prefix through it is dropped."""
+        self.checkpoint: Checkpoint | None = None
         self.commit = 0
         self.applied = 0
+        self._checkpoint_asked: tuple[int, int, int] | None = None
+        """(op, epoch, epoch_op) of a TakeCheckpoint not yet answered: no op past it is
+        executed until the answer comes (the snapshot must be of exactly that op)."""
+        self._checkpoint_due: Checkpoint | None = None
+        """A checkpoint taken but not yet used to drop the log: that happens at the next
+        step or tick, so the ops it covers are seen in the log once they are committed."""
         self.nonce = 0
         self.recoveries = 0
         """Recoveries this life completed (0 or 1)."""
+        self.installs = 0
+        """Checkpoints of other replicas taken this life (state transfer, recovery)."""
         self.tick_now = 0
         self._idle_ticks = 0
         self._timeout_ticks = self._draw_timeout()
@@ -211,12 +228,12 @@ class VrNode(StagedEffects):
                 self.old_members = hard.old_members
                 self.epoch_op = hard.epoch_op
                 self._set_members(hard.members)
+            self._load_log(durable)
             if self.node_id not in self.members:
                 self.state = STANDBY
-                self.log = [_entry(e) for e in durable.log]
                 return
-            self.log = [_entry(e) for e in durable.log]
-            self.commit = min(self.epoch_op, len(self.log))  # an epoch starts committed
+            # an epoch starts committed
+            self.commit = max(self.offset, min(self.epoch_op, self.op_number))
             self._rebuild_client_table()
             self._start_view_change(self.view + 1)
             return
@@ -224,6 +241,19 @@ class VrNode(StagedEffects):
             self._persist.append(PutRecord(BOOT_KEY, 1))
             return
         self._start_recovery()
+
+    def _load_log(self, durable: DurableState) -> None:
+        """Durable mode: the checkpoint (restored into the state machine) and the log."""
+        snap = durable.snapshot
+        if snap is not None and snap.index > 0:
+            epoch, epoch_op = snap.meta if snap.meta else (0, 0)
+            self.checkpoint = Checkpoint(snap.index, snap.data, int(epoch), int(epoch_op))
+            self.offset = self.applied = self.commit = snap.index
+            self._applies.append(Restore(snap.index, snap.data))
+        start = durable.log_start
+        if start > self.offset + 1:
+            raise ValueError(f"durable log starts at op {start}, after checkpoint {self.offset}")
+        self.log = [_entry(e) for e in durable.log[self.offset + 1 - start :]]
 
     def _start_recovery(self) -> None:
         self.state = RECOVERING
@@ -235,8 +265,8 @@ class VrNode(StagedEffects):
 
     @property
     def op_number(self) -> int:
-        """The paper's op-number: ops in the log."""
-        return len(self.log)
+        """The paper's op-number: ops in the checkpoint and the log."""
+        return self.offset + len(self.log)
 
     @property
     def primary(self) -> int:
@@ -254,6 +284,7 @@ class VrNode(StagedEffects):
         negative or inconsistent fields."""
         if is_client(from_id):
             check_client_message(msg)
+            self._drop_checkpointed()
             self._on_client(msg, from_id)
             return
         if from_id not in self._peer_ids:
@@ -265,6 +296,7 @@ class VrNode(StagedEffects):
         if handler is None:
             raise InvalidMessage(f"{type(msg).__name__} is not a VR peer message")
         check_peer_message(msg)
+        self._drop_checkpointed()
         if self.state == RECOVERING:
             if type(msg) is RecoveryResponse:
                 handler(msg, from_id)
@@ -302,6 +334,7 @@ class VrNode(StagedEffects):
         timer, resends of view-change and recovery messages."""
         self.tick_now += 1
         self._idle_ticks += 1
+        self._drop_checkpointed()
         resend = self._idle_ticks % self.cfg.resend_ticks == 0
         if self.state == RECOVERING:
             if resend:
@@ -322,6 +355,107 @@ class VrNode(StagedEffects):
 
     def advance(self, ready: Ready) -> None:
         """Nothing to acknowledge: persists come first in their batch."""
+
+    def invariants(self) -> list[str]:
+        """Broken local invariants (empty when all hold)."""
+        problems = []
+        if not self.offset <= self.applied <= self.commit:
+            problems.append(
+                f"order: checkpoint {self.offset} applied {self.applied} commit {self.commit}"
+            )
+        held = self.checkpoint.op if self.checkpoint is not None else 0
+        if held != self.offset:
+            problems.append(f"checkpoint at op {held} but the log starts after {self.offset}")
+        return problems
+
+    # -- checkpoints (section 5.1) ----------------------------------------------------------
+
+    def checkpoint_taken(self, op: int, data: bytes) -> None:
+        """The runtime's answer to :class:`TakeCheckpoint`: the state machine after op ``op``.
+        The log through ``op`` is dropped at the next step or tick."""
+        asked = self._checkpoint_asked
+        if asked is None or asked[0] != op:
+            return  # superseded: a checkpoint from elsewhere was installed meanwhile
+        self._checkpoint_asked = None
+        if op <= self.offset:
+            return
+        if op > self.applied:
+            raise ValueError(f"checkpoint at op {op} beyond the executed op {self.applied}")
+        self._checkpoint_due = Checkpoint(op, data, asked[1], asked[2])
+
+    def _drop_checkpointed(self) -> None:
+        """Drop the log through a checkpoint taken since the last input."""
+        due = self._checkpoint_due
+        if due is None:
+            return
+        self._checkpoint_due = None
+        if not self.offset < due.op <= min(self.applied, self.op_number):
+            return
+        del self.log[: due.op - self.offset]
+        self.offset = due.op
+        self.checkpoint = due
+        if self.cfg.durable:
+            self._persist.append(SnapshotSave(due.op, 0, due.data, (due.epoch, due.epoch_op)))
+            self._persist.append(LogCompact(due.op))
+
+    def _ask_checkpoint(self, op: int) -> None:
+        """Ask the runtime for the state machine after ``op`` (executed in this batch)."""
+        epoch, epoch_op = self._epoch_at(op)
+        self._checkpoint_asked = (op, epoch, epoch_op)
+        self._services.append(TakeCheckpoint(op))
+
+    def _epoch_at(self, op: int) -> tuple[int, int]:
+        """(epoch, op-number of the reconfiguration that started it) in force after ``op``."""
+        for index in range(min(op, self.op_number), self.offset, -1):
+            entry = self.log[index - self.offset - 1]
+            if entry.kind == ENTRY_RECONFIG:
+                return _reconfig(entry.data).epoch, index
+        held = self.checkpoint
+        return (held.epoch, held.epoch_op) if held is not None else (0, 0)
+
+    def _install(self, checkpoint: Checkpoint, entries: list[VrEntry]) -> None:
+        """Take ``checkpoint`` (from another replica) and ``entries`` after it as our state."""
+        self.offset = checkpoint.op
+        self.checkpoint = checkpoint
+        self._checkpoint_asked = None
+        self._checkpoint_due = None
+        self.log = list(entries)
+        self._log_generation += 1
+        self._rebuild_client_table()
+        self.applied = checkpoint.op
+        self.commit = max(self.commit, checkpoint.op)
+        self._applies.append(Restore(checkpoint.op, checkpoint.data))
+        self.installs += 1
+        if self.cfg.durable:
+            meta = (checkpoint.epoch, checkpoint.epoch_op)
+            self._persist.append(SnapshotSave(checkpoint.op, 0, checkpoint.data, meta))
+            self._persist.append(LogCompact(checkpoint.op))
+            self._persist.append(LogAppend(checkpoint.op + 1, tuple(entries)))
+
+    def _take_image(
+        self, checkpoint: Checkpoint | None, first_op: int, entries: tuple[VrEntry, ...]
+    ) -> bool:
+        """Make our log the ops before ``first_op`` and then ``entries``.  The ops before
+        come from our own log when we hold them committed (so every replica's are the same),
+        else from ``checkpoint``; False, with nothing changed, when neither has them."""
+        keep = first_op - 1
+        if keep <= min(self.commit, self.op_number):
+            if keep >= self.offset:
+                self._replace_log(self.log[: keep - self.offset] + list(entries))
+            else:
+                self._replace_log(list(entries[self.offset - keep :]))
+            return True
+        if checkpoint is None or checkpoint.op != keep:
+            return False
+        self._install(checkpoint, list(entries))
+        return True
+
+    def _image_of(self, upto: int) -> tuple[Checkpoint | None, int, tuple[VrEntry, ...]]:
+        """What to send a replica that holds ops through ``upto`` (committed): (our
+        checkpoint when it lacks ops we dropped, first op-number sent, the ops)."""
+        if upto >= self.offset:
+            return None, upto + 1, tuple(self.log[upto - self.offset :])
+        return self.checkpoint, self.offset + 1, tuple(self.log)
 
     def status(self) -> dict[str, Any]:
         """What health reports show (``leader`` is the primary while the state is normal)."""
@@ -377,7 +511,7 @@ class VrNode(StagedEffects):
     def _append(self, entries: tuple[VrEntry, ...] | list[VrEntry]) -> None:
         if not entries:
             return
-        first = len(self.log) + 1
+        first = self.op_number + 1
         self.log.extend(entries)
         for offset, entry in enumerate(entries):
             self._note_client_op(entry, first + offset)
@@ -385,6 +519,7 @@ class VrNode(StagedEffects):
             self._persist.append(LogAppend(first, tuple(entries)))
 
     def _replace_log(self, new: list[VrEntry]) -> None:
+        """Replace the ops after ``offset`` by ``new``."""
         old = self.log
         common = 0
         limit = min(len(old), len(new))
@@ -393,7 +528,7 @@ class VrNode(StagedEffects):
         self.log = new
         self._log_generation += 1
         if self.cfg.durable and (common < len(old) or common < len(new)):
-            self._persist.append(LogAppend(common + 1, tuple(new[common:])))
+            self._persist.append(LogAppend(self.offset + common + 1, tuple(new[common:])))
         self._rebuild_client_table()
 
     def _prepare(self) -> None:
@@ -401,9 +536,15 @@ class VrNode(StagedEffects):
             self._emit_applies()
 
     def _emit_applies(self) -> None:
-        top = min(self.commit, len(self.log))
+        top = min(self.commit, self.op_number)
+        interval = self.cfg.checkpoint_interval_ops
+        due = 0
+        if self._checkpoint_asked is not None:
+            top = min(top, self._checkpoint_asked[0])  # nothing past an unanswered request
+        elif interval and (self.applied // interval + 1) * interval <= top:
+            due = top = (self.applied // interval + 1) * interval
         for index in range(self.applied + 1, top + 1):
-            entry = self.log[index - 1]
+            entry = self.log[index - self.offset - 1]
             waiter = self._waiters.pop(index, None)
             if entry.kind == ENTRY_COMMAND:
                 if waiter is None:
@@ -419,40 +560,60 @@ class VrNode(StagedEffects):
             elif waiter is not None:
                 self._applies.append(Apply(index, entry.data, waiter[0], waiter[1], True))
         self.applied = max(self.applied, top)
+        if due and self.applied == due:
+            self._ask_checkpoint(due)
 
     # -- normal operation --------------------------------------------------------------------
 
     def _heartbeat(self) -> None:
         """Commit to caught-up backups, the next Prepares to lagging ones."""
         log = self.log
+        offset = self.offset
         batch = self.cfg.max_prepare_entries
         for other in self._others:
             acked = self._acked.get(other, 0)
-            if acked < len(log):
-                entries = tuple(log[acked : acked + batch])
+            if acked < offset:
+                self._send_checkpoint(other)
+            elif acked < self.op_number:
+                entries = tuple(log[acked - offset : acked - offset + batch])
                 self._send(other, Prepare(self.view, acked + 1, entries, self.commit))
             else:
                 self._send(other, Commit(self.view, self.commit))
 
+    def _send_checkpoint(self, backup: int) -> None:
+        """A backup lacks ops we dropped: our checkpoint and every op after it (a NewState
+        is a whole log: a receiver outside normal status takes it as its log)."""
+        state = NewState(
+            self.view,
+            self.offset + 1,
+            tuple(self.log),
+            self.commit,
+            self.epoch,
+            self.members,
+            self.old_members,
+            checkpoint=self.checkpoint,
+        )
+        self._send(backup, state)
+
     def _propose(self, entry: VrEntry, client: int, request_id: int) -> None:
         self._append([entry])
-        op = len(self.log)
+        op = self.op_number
         self._waiters[op] = (client, request_id)
         self._broadcast(Prepare(self.view, op, (entry,), self.commit))
         self._try_commit()
 
     def _try_commit(self) -> None:
         if mut.COMMIT_BEFORE_QUORUM in self._mutants:
-            self.commit = len(self.log)
+            self.commit = self.op_number
             return
         held = sorted((self._acked.get(o, 0) for o in self._others), reverse=True)
-        held.insert(0, len(self.log))
-        candidate = min(held[self.quorum - 1], len(self.log))
+        held.insert(0, self.op_number)
+        candidate = min(held[self.quorum - 1], self.op_number)
         if candidate > self.commit:
             self.commit = candidate
 
     def _advance_commit(self, commit: int) -> None:
-        commit = min(commit, len(self.log))
+        commit = min(commit, self.op_number)
         if commit > self.commit:
             self.commit = commit
 
@@ -471,19 +632,19 @@ class VrNode(StagedEffects):
         if self.is_primary:
             return
         self._idle_ticks = 0
-        op = len(self.log)
+        op = self.op_number
         if m.first_op > op + 1:
             self._send(source, GetState(self.view, op))
             return
         fresh = m.entries[op + 1 - m.first_op :]
         self._append(fresh)
         self._advance_commit(m.commit)
-        self._send(source, PrepareOK(self.view, len(self.log)))
+        self._send(source, PrepareOK(self.view, self.op_number))
 
     def _on_prepare_ok(self, m: PrepareOK, source: int) -> None:
         if m.view != self.view or not self.is_primary:
             return
-        op = min(m.op, len(self.log))
+        op = min(m.op, self.op_number)
         if op > self._acked.get(source, 0):
             self._acked[source] = op
             self._try_commit()
@@ -495,8 +656,8 @@ class VrNode(StagedEffects):
         if m.view < self.view or self.is_primary:
             return
         self._idle_ticks = 0
-        if m.commit > len(self.log):
-            self._send(source, GetState(self.view, len(self.log)))
+        if m.commit > self.op_number:
+            self._send(source, GetState(self.view, self.op_number))
         self._advance_commit(m.commit)
 
     # -- view change ---------------------------------------------------------------------------
@@ -537,7 +698,12 @@ class VrNode(StagedEffects):
 
     def _send_do_view_change(self) -> None:
         dvc = DoViewChange(
-            self.view, tuple(self.log), self.last_normal_view, len(self.log), self.commit
+            self.view,
+            tuple(self.log),
+            self.last_normal_view,
+            self.op_number,
+            self.commit,
+            checkpoint=self.checkpoint,
         )
         self._dvc_sent = dvc
         if self.primary == self.node_id:
@@ -564,14 +730,21 @@ class VrNode(StagedEffects):
         else:
             best = max(sorted(dvcs.items()), key=lambda kv: (kv[1].last_normal_view, kv[1].op))[1]
         commit = max(d.commit for d in dvcs.values())
-        self._enter_normal(list(best.log))
+        if not self._take_image(best.checkpoint, best.op - len(best.log) + 1, best.log):
+            return  # cannot happen: its start is its checkpoint (ours or taken) or op 1
+        self._enter_normal()
         self._advance_commit(max(commit, self.commit))
-        self._broadcast(StartView(self.view, tuple(self.log), len(self.log), self.commit))
+        start = StartView(
+            self.view, tuple(self.log), self.op_number, self.commit, checkpoint=self.checkpoint
+        )
+        self._broadcast(start)
 
-    def _enter_normal(self, log: list[VrEntry]) -> None:
+    def _enter_normal(self, log: list[VrEntry] | None = None) -> None:
+        """Normal status in our view, with ``log`` as the ops after ``offset`` (if given)."""
         self.state = NORMAL
         self.last_normal_view = self.view
-        self._replace_log(log)
+        if log is not None:
+            self._replace_log(log)
         self._save_hard()
         self._reset_view_round()
 
@@ -592,10 +765,12 @@ class VrNode(StagedEffects):
             return
         if m.view == self.view and self.state == NORMAL:
             return
+        if not self._take_image(m.checkpoint, m.op - len(m.log) + 1, m.log):
+            return  # cannot happen: the start of a StartView is its checkpoint or op 1
         self.view = m.view
-        self._enter_normal(list(m.log))
+        self._enter_normal()
         self._advance_commit(m.commit)
-        self._send(source, PrepareOK(self.view, len(self.log)))
+        self._send(source, PrepareOK(self.view, self.op_number))
 
     # -- state transfer and recovery --------------------------------------------------------
 
@@ -603,36 +778,49 @@ class VrNode(StagedEffects):
         if self.state == VIEW_CHANGE:
             self._committed_state(m, source)
             return
-        if self.state not in (NORMAL, RETIRED) or m.op > len(self.log):
+        if self.state not in (NORMAL, RETIRED) or m.op > self.op_number:
             return
         if (m.epoch, m.view) > (self.epoch, self.view):
             return  # the asker is ahead of us: nothing to give
+        checkpoint, first, entries = self._image_of(m.op)
         reply = NewState(
             self.view,
-            m.op + 1,
-            tuple(self.log[m.op :]),
+            first,
+            entries,
             self.commit,
             self.epoch,
             self.members,
             self.old_members,
+            checkpoint=checkpoint,
         )
         self._send(source, reply)
 
     def _committed_state(self, m: GetState, source: int) -> None:
         """In a view change, a new member of this epoch gets our committed ops, so that it
         can take part (with last-normal view 0: it never acknowledged anything here)."""
-        top = min(self.commit, len(self.log))
+        top = min(self.commit, self.op_number)
         if m.epoch > self.epoch or m.op > top or top < self.epoch_op:
             return
-        entries = tuple(self.log[m.op : top])
+        checkpoint, first, entries = self._image_of(m.op)
+        entries = entries[: top - first + 1]
         reply = NewState(
-            self.view, m.op + 1, entries, top, self.epoch, self.members, self.old_members, False
+            self.view,
+            first,
+            entries,
+            top,
+            self.epoch,
+            self.members,
+            self.old_members,
+            False,
+            checkpoint,
         )
         self._send(source, reply)
 
     def _on_new_state(self, m: NewState, source: int) -> None:
         keep = m.first_op - 1
-        if (m.epoch, m.view) < (self.epoch, self.view) or keep > len(self.log):
+        if (m.epoch, m.view) < (self.epoch, self.view):
+            return
+        if keep > self.op_number and m.checkpoint is None:
             return
         if m.epoch > self.epoch or self.state in (STANDBY, TRANSITIONING):
             self._new_epoch_state(m, keep)
@@ -640,64 +828,84 @@ class VrNode(StagedEffects):
         if not m.normal:
             return  # from a replica in a view change: only for new members to join it
         if m.view == self.view and self.state == NORMAL:
-            if keep + len(m.entries) <= len(self.log) or self.is_primary:
+            if self.is_primary:
                 return
-            self._append(m.entries[len(self.log) - keep :])
+            if keep + len(m.entries) <= self.op_number:
+                pass  # nothing new: acknowledge what we hold
+            elif keep <= self.op_number:
+                self._append(m.entries[self.op_number - keep :])
+            elif m.checkpoint is not None:  # its op is keep (validated)
+                self._install(m.checkpoint, list(m.entries))
         else:
-            if keep > self.commit:
+            if not self._take_image(m.checkpoint, m.first_op, m.entries):
                 return  # our ops past the commit-number may be from a discarded view
             self.view = m.view
-            self._enter_normal(self.log[:keep] + list(m.entries))
+            self._enter_normal()
         self._advance_commit(m.commit)
         self._idle_ticks = 0
         if self.primary != self.node_id:
-            self._send(self.primary, PrepareOK(self.view, len(self.log)))
+            self._send(self.primary, PrepareOK(self.view, self.op_number))
+
+    def _can_take_image(self, checkpoint: Checkpoint | None, keep: int) -> bool:
+        """Would :meth:`_take_image` of ops after ``keep`` succeed?"""
+        if keep <= min(self.commit, self.op_number):
+            return True
+        return checkpoint is not None and checkpoint.op == keep
 
     def _new_epoch_state(self, m: NewState, keep: int) -> None:
         """Adopt the state of a later epoch (or our first state in this one)."""
-        if keep > self.commit:
+        if not self._can_take_image(m.checkpoint, keep):
             return  # our ops past the commit-number may be from a discarded view
         arriving = self.state in (STANDBY, TRANSITIONING)
-        log = self.log[:keep] + list(m.entries)
         if not m.normal:
-            self._join_view_change(m, log, arriving)
+            self._join_view_change(m, keep, arriving)
             return
         if m.epoch > self.epoch and m.members:
             self.epoch = m.epoch
             self.old_members = m.old_members
             self._set_members(m.members)
         self.view = m.view
+        self._take_image(m.checkpoint, m.first_op, m.entries)
         if self.node_id in self.members:
-            self._enter_normal(log)
+            self._enter_normal()
             self.epoch_op = self._reconfig_op(self.epoch)
             self._advance_commit(m.commit)
             if self.primary != self.node_id:
-                self._send(self.primary, PrepareOK(self.view, len(self.log)))
+                self._send(self.primary, PrepareOK(self.view, self.op_number))
             if arriving:
                 for old in self.old_members:
                     if old not in self.members:
                         self._send(old, EpochStarted(self.epoch))
         else:
-            self._replace_log(log)
             self.epoch_op = self._reconfig_op(self.epoch)
             self.state = RETIRED if self.node_id in self.old_members else STANDBY
             self._advance_commit(m.commit)
 
-    def _join_view_change(self, m: NewState, log: list[VrEntry], arriving: bool) -> None:
+    def _reaches_epoch(self, m: NewState, keep: int) -> bool:
+        """Do the ops of ``m`` (with what we keep before them) reach the start of its epoch?"""
+        if any(_starts(e, m.epoch) for e in m.entries):
+            return True
+        if keep <= min(self.commit, self.op_number):
+            mine = self.log[: max(0, keep - self.offset)]
+            held = self.checkpoint
+            return any(_starts(e, m.epoch) for e in mine) or (
+                held is not None and held.epoch >= m.epoch
+            )
+        return m.checkpoint is not None and m.checkpoint.epoch >= m.epoch
+
+    def _join_view_change(self, m: NewState, keep: int, arriving: bool) -> None:
         """A new member takes the committed ops of a replica in a view change and joins it."""
         newer = m.epoch > self.epoch and bool(m.members)
         members = m.members if newer else self.members
         if m.epoch < self.epoch or self.node_id not in members:
             return
-        if m.epoch and not any(
-            e.kind == ENTRY_RECONFIG and _reconfig(e.data).epoch == m.epoch for e in log
-        ):
+        if m.epoch and not self._reaches_epoch(m, keep):
             return  # the ops do not reach the start of that epoch
         if newer:
             self.epoch = m.epoch
             self.old_members = m.old_members
             self._set_members(members)
-        self._replace_log(log)
+        self._take_image(m.checkpoint, m.first_op, m.entries)
         self.epoch_op = self._reconfig_op(self.epoch)
         self._advance_commit(m.commit)
         self.last_normal_view = 0
@@ -711,12 +919,15 @@ class VrNode(StagedEffects):
         if self.state != NORMAL:
             return
         self._acked.pop(source, None)
+        checkpoint = None
         if self.is_primary:
             log: tuple[VrEntry, ...] | None = tuple(self.log)
-            op, commit = len(self.log), self.commit
+            op, commit, checkpoint = self.op_number, self.commit, self.checkpoint
         else:
             log, op, commit = None, 0, 0
-        reply = RecoveryResponse(self.view, m.nonce, log, op, commit, self.epoch, self.members)
+        reply = RecoveryResponse(
+            self.view, m.nonce, log, op, commit, self.epoch, self.members, checkpoint
+        )
         self._send(source, reply)
 
     def _on_recovery_response(self, m: RecoveryResponse, source: int) -> None:
@@ -744,12 +955,13 @@ class VrNode(StagedEffects):
             self.epoch = latest[0]
             self._set_members(members)
         self.view = latest[1]
+        if not self._take_image(answer.checkpoint, answer.op - len(answer.log) + 1, answer.log):
+            return  # cannot happen: a recovering replica holds nothing, the answer all ops
         if self.node_id not in self.members:
-            self._replace_log(list(answer.log))
             self.state = STANDBY
         else:
-            self._enter_normal(list(answer.log))
-            self._send(primary, PrepareOK(self.view, len(answer.log)))
+            self._enter_normal()
+            self._send(primary, PrepareOK(self.view, self.op_number))
         self.epoch_op = self._reconfig_op(self.epoch)
         self._advance_commit(answer.commit)
 
@@ -768,14 +980,14 @@ class VrNode(StagedEffects):
             if other != self.node_id:
                 self._send(other, start)
         if self.node_id in self.members:
-            self._enter_normal(self.log[:op])
+            self._enter_normal(self.log[: op - self.offset])
             for gone in old:
                 if gone not in self.members:
                     self._send(gone, EpochStarted(self.epoch))
             return
         self.state = RETIRED
         self._started = set()
-        self._replace_log(self.log[:op])
+        self._replace_log(self.log[: op - self.offset])
         self._save_hard()
 
     def _on_start_epoch(self, m: StartEpoch, source: int) -> None:
@@ -803,12 +1015,13 @@ class VrNode(StagedEffects):
             self.state = SHUT_DOWN
 
     def _reconfig_op(self, epoch: int) -> int:
-        """Op-number of the reconfiguration that started ``epoch`` in our log (0: none)."""
-        for index in range(len(self.log), 0, -1):
-            entry = self.log[index - 1]
-            if entry.kind == ENTRY_RECONFIG and _reconfig(entry.data).epoch == epoch:
+        """Op-number of the reconfiguration that started ``epoch`` in our log or checkpoint
+        (0: none)."""
+        for index in range(self.op_number, self.offset, -1):
+            if _starts(self.log[index - self.offset - 1], epoch):
                 return index
-        return 0
+        held = self.checkpoint
+        return held.epoch_op if held is not None and held.epoch == epoch else 0
 
     def _reconfig_pending(self) -> bool:
         """Is a reconfiguration to the next epoch in the log (no more ops until it runs)?
@@ -821,12 +1034,12 @@ class VrNode(StagedEffects):
             self._pending_scanned = self.epoch_op
             self._pending_op = 0
         if not self._pending_op:
-            for index in range(self._pending_scanned + 1, len(self.log) + 1):
-                entry = self.log[index - 1]
+            for index in range(max(self._pending_scanned, self.offset) + 1, self.op_number + 1):
+                entry = self.log[index - self.offset - 1]
                 if entry.kind == ENTRY_RECONFIG and _reconfig(entry.data).epoch > self.epoch:
                     self._pending_op = index
                     break
-            self._pending_scanned = len(self.log)
+            self._pending_scanned = self.op_number
         return self._pending_op > 0
 
     def _on_admin(self, m: AdminRequest, client: int) -> None:
@@ -840,7 +1053,7 @@ class VrNode(StagedEffects):
             self._send(client, ClientReply(m.request_id, False, conf, self.node_id, target))
             return
         self._append([VrEntry(self.view, ENTRY_RECONFIG, Reconfig(self.epoch + 1, target))])
-        self._broadcast(Prepare(self.view, len(self.log), (self.log[-1],), self.commit))
+        self._broadcast(Prepare(self.view, self.op_number, (self.log[-1],), self.commit))
         self._try_commit()
         self._send(client, ClientReply(m.request_id, True, conf, self.node_id))
 
@@ -885,7 +1098,7 @@ class VrNode(StagedEffects):
             reply = ClientReply(request_id, False, leader_hint=hint, error="not_leader")
             self._send(client, reply)
             return
-        if len(self.log) - self.commit >= self.cfg.max_pending_ops or self._reconfig_pending():
+        if self.op_number - self.commit >= self.cfg.max_pending_ops or self._reconfig_pending():
             self._send(
                 client, ClientReply(request_id, False, leader_hint=self.node_id, error="busy")
             )
@@ -922,7 +1135,7 @@ class VrNode(StagedEffects):
 
     def _rebuild_client_table(self) -> None:
         self._client_table = {}
-        for op, entry in enumerate(self.log, start=1):
+        for op, entry in enumerate(self.log, start=self.offset + 1):
             self._note_client_op(entry, op)
 
 
@@ -937,6 +1150,11 @@ def _session_key(data: Any) -> tuple[int, int] | None:
     else:
         return None
     return (session, seq) if session > 0 else None
+
+
+def _starts(entry: VrEntry, epoch: int) -> bool:
+    """Is ``entry`` the reconfiguration that starts ``epoch``?"""
+    return entry.kind == ENTRY_RECONFIG and _reconfig(entry.data).epoch == epoch
 
 
 def _reconfig(data: Any) -> Reconfig:

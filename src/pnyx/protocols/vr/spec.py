@@ -6,7 +6,11 @@ when a primary enters normal status and when an op is first seen committed
 (``committed-lost``: committed ops never lost across view changes); one entry per
 committed op-number and one command per applied op-number across all replicas and lives
 (``state-machine-safety``); ops applied in order (``apply-order``); a replica that
-recovered holds every op that was committed when it restarted (``recovery-state``).  At
+recovered holds every op that was committed when it restarted (``recovery-state``).
+Checkpoints (log compaction, section 5.1): a replica's checkpoint covers only committed
+ops and equals the state a reference state machine reaches by executing the committed ops
+through it (``checkpoint-state``); the ops a checkpoint covers count as held by its
+replica, so ``committed-lost`` still binds every op of every later primary.  At
 the end the clients' history must be linearizable (``linearizability``); in the heal phase
 a primary in normal status whose view every replica shares, with everything committed
 and applied everywhere (``liveness``).
@@ -26,7 +30,7 @@ epoch's members.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pnyx.core import CLIENT_ID_BASE, Apply, DurableState, Ready, Restore, Rng
@@ -35,8 +39,10 @@ from pnyx.protocols.raft.client import KvClient
 from pnyx.protocols.raft.kv import KvStateMachine
 from pnyx.protocols.raft.spec import KvHistoryMonitor, split_settings
 from pnyx.protocols.vr import config as mut
+from pnyx.protocols.vr.checkpoints import serve_checkpoint
 from pnyx.protocols.vr.config import MUTANTS, VrConfig
 from pnyx.protocols.vr.messages import (
+    ENTRY_COMMAND,
     DoViewChange,
     Prepare,
     PrepareOK,
@@ -48,12 +54,12 @@ from pnyx.protocols.vr.messages import (
 )
 from pnyx.protocols.vr.node import NORMAL, RECOVERING, VrNode
 from pnyx.protocols.vr.runtime_def import VR_RUNTIME, vr_node_factory
-from pnyx.protocols.vr.services import serve
 from pnyx.sim.nemesis import Strike
 from pnyx.sim.spec import Monitor, ProtocolDef, SimRandom, Violation, World
 
-SIM_CONFIG = VrConfig(max_prepare_entries=4)
-"""Small retransmission batches, so that lagging backups take several rounds."""
+SIM_CONFIG = VrConfig(max_prepare_entries=4, checkpoint_interval_ops=8)
+"""Small retransmission batches, so that lagging backups take several rounds; a checkpoint
+every 8 ops, so that view changes, recoveries and state transfers meet compacted logs."""
 
 OUTSIDE_FAULT_MODEL = "outside fault model"
 """Start of the ``unknown`` note of a run in which more than f replicas were down at once."""
@@ -62,7 +68,13 @@ OUTSIDE_FAULT_MODEL = "outside fault model"
 class VrMonitor(KvHistoryMonitor):
     """VR's invariants, checked incrementally (each committed op is looked at once)."""
 
-    def __init__(self, node_ids: tuple[int, ...], durable: bool = False) -> None:
+    def __init__(
+        self,
+        node_ids: tuple[int, ...],
+        durable: bool = False,
+        make_sm: Callable[[], StateMachine] | None = None,
+        checkpoint_interval_ops: int = 0,
+    ) -> None:
         self.node_ids = node_ids
         self.f = len(node_ids) - (len(node_ids) // 2 + 1)
         self.durable = durable
@@ -84,6 +96,14 @@ class VrMonitor(KvHistoryMonitor):
         """node -> ops committed (as far as the monitor saw) when it last restarted."""
         self._recovery_checked: set[int] = set()
         self._last_apply: dict[int, int] = {}
+        self._reference = (make_sm or KvStateMachine)()
+        """Executes the committed ops in order: what every checkpoint must equal."""
+        self._reference_op = 0
+        self._interval = checkpoint_interval_ops
+        self._images: dict[int, bytes] = {}
+        """op-number (a multiple of the interval) -> the reference state after it."""
+        self._checkpoints_checked: set[tuple[int, int, int]] = set()
+        """(node, object id, op) of checkpoints already compared."""
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -94,7 +114,10 @@ class VrMonitor(KvHistoryMonitor):
     def on_apply(
         self, world: World, node_id: int, item: Apply | Restore, result: Any
     ) -> Violation | None:
-        if isinstance(item, Restore) or item.read_only:
+        if isinstance(item, Restore):
+            self._last_apply[node_id] = item.index
+            return None
+        if item.read_only:
             return None
         last = self._last_apply.get(node_id, 0)
         if item.index <= last:  # gaps are reads (evaluated by one primary only)
@@ -183,6 +206,8 @@ class VrMonitor(KvHistoryMonitor):
             )
         violation = self._check_commits(node, checked + 1)
         self._seen[node_id] = (id(node), where, max(checked, node.commit))
+        if violation is None and node.checkpoint is not None:
+            violation = self._check_checkpoint(node)
         if violation is None and node.is_primary:
             violation = self._check_primary(node)
         if violation is None and node.recoveries and node_id not in self._recovery_checked:
@@ -194,9 +219,10 @@ class VrMonitor(KvHistoryMonitor):
 
     def _check_commits(self, node: VrNode, start: int) -> Violation | None:
         log = node.log
-        top = min(node.commit, len(log))
-        for op in range(start, top + 1):
-            entry = log[op - 1]
+        offset = node.offset
+        top = min(node.commit, node.op_number)
+        for op in range(max(start, offset + 1), top + 1):
+            entry = log[op - offset - 1]
             known = self.committed.setdefault(op, entry)
             if known != entry:
                 return Violation(
@@ -219,14 +245,15 @@ class VrMonitor(KvHistoryMonitor):
             return None
         self._primaries[key] = top
         log = node.log
+        offset = node.offset
         views = self.commit_view
         where = (node.epoch, node.view)
-        for op in range(checked + 1, top + 1):
+        for op in range(max(checked, offset) + 1, top + 1):  # the checkpoint holds the rest
             if views[op] >= where:
                 continue
             entry = self.committed[op]
-            if op > len(log) or log[op - 1] != entry:
-                have = log[op - 1] if op <= len(log) else "nothing"
+            if op > node.op_number or log[op - offset - 1] != entry:
+                have = log[op - offset - 1] if op <= node.op_number else "nothing"
                 return Violation(
                     "committed-lost",
                     f"primary {node.node_id} of (epoch, view) {where} holds {have!r} at op "
@@ -237,15 +264,54 @@ class VrMonitor(KvHistoryMonitor):
     def _check_recovered(self, node: VrNode) -> Violation | None:
         need = self._restart_commit.get(node.node_id, 0)
         log = node.log
-        for op in range(1, need + 1):
-            if op > len(log) or log[op - 1] != self.committed[op]:
-                have = log[op - 1] if op <= len(log) else "nothing"
+        offset = node.offset
+        for op in range(offset + 1, need + 1):  # the checkpoint (checked itself) holds the rest
+            if op > node.op_number or log[op - offset - 1] != self.committed[op]:
+                have = log[op - offset - 1] if op <= node.op_number else "nothing"
                 return Violation(
                     "recovery-state",
                     f"node {node.node_id} recovered in view {node.view} with {have!r} at op "
                     f"{op}, committed as {self.committed[op]!r} before it restarted",
                 )
         return None
+
+    def _check_checkpoint(self, node: VrNode) -> Violation | None:
+        """A checkpoint covers committed ops only and equals the reference state there."""
+        checkpoint = node.checkpoint
+        assert checkpoint is not None
+        key = (node.node_id, id(node), checkpoint.op)
+        if key in self._checkpoints_checked:
+            return None
+        self._checkpoints_checked.add(key)
+        op = checkpoint.op
+        if op > len(self.committed):
+            return Violation(
+                "checkpoint-state",
+                f"node {node.node_id} holds a checkpoint at op {op}; only ops through "
+                f"{len(self.committed)} were committed",
+            )
+        image = self._reference_image(op)
+        if image is not None and image != checkpoint.data:
+            return Violation(
+                "checkpoint-state",
+                f"node {node.node_id}'s checkpoint at op {op} differs from the state after "
+                f"executing the committed ops through {op}",
+            )
+        return None
+
+    def _reference_image(self, op: int) -> bytes | None:
+        """The reference state after committed op ``op`` (None: not a kept op-number)."""
+        interval = self._interval
+        while self._reference_op < op:
+            self._reference_op += 1
+            entry = self.committed[self._reference_op]
+            if entry.kind == ENTRY_COMMAND:
+                self._reference.apply(entry.data)
+            if interval and self._reference_op % interval == 0:
+                self._images[self._reference_op] = self._reference.snapshot()
+        if self._reference_op == op and op not in self._images:
+            self._images[op] = self._reference.snapshot()
+        return self._images.get(op)
 
 
 # -- swarm settings and the protocol-aware nemesis -------------------------------------------
@@ -279,10 +345,16 @@ ADMIN_PROBABILITY = 0.1
 """Share of the admin client's operations that are reconfigurations."""
 
 
+CHECKPOINT_INTERVALS = (0, 4, 8, 8, 32)
+"""Swarm choices of ``checkpoint_interval_ops`` (0: no compaction)."""
+
+
 def draw_vr_stream_settings(rng: SimRandom) -> dict[str, Any]:
     """Settings drawn from their own stream (added after the mutant table was measured, see
-    ``ProtocolDef.draw_stream_settings``): reconfiguration by epochs."""
-    return {"reconfigure": True} if rng.random() < RECONFIGURE_P else {}
+    ``ProtocolDef.draw_stream_settings``): reconfiguration by epochs, checkpoint interval."""
+    settings: dict[str, Any] = {"reconfigure": True} if rng.random() < RECONFIGURE_P else {}
+    settings["checkpoint_interval_ops"] = rng.choice(CHECKPOINT_INTERVALS)
+    return settings
 
 
 NEMESIS_RULES: tuple[str, ...] = (
@@ -439,7 +511,8 @@ def vr_spec(
         return KvStateMachine(dedup=dedup)
 
     def make_monitor(node_ids: tuple[int, ...]) -> Monitor:
-        return VrMonitor(node_ids, durable=node_config.durable)
+        interval = node_config.checkpoint_interval_ops
+        return VrMonitor(node_ids, node_config.durable, make_sm, interval)
 
     def configure(settings: Mapping[str, Any]) -> ProtocolDef:
         clients, protocol = split_settings(settings, CLIENT_SETTINGS, ("reconfigure",))
@@ -459,7 +532,7 @@ def vr_spec(
         make_client=make_client,
         make_monitor=make_monitor,
         make_state_machine=make_sm,
-        serve=serve,
+        serve=serve_checkpoint,
         default_nodes=5,
         default_clients=3,
         broken=bool(mutants),
