@@ -44,6 +44,8 @@ _PROTOCOLS: dict[str, str] = {
     "dynamo-r1w3": "pnyx.protocols.dynamo.spec:DYNAMO_R1W3",
     "etcd": "pnyx.protocols.etcd.spec:ETCD",
     "etcd-compact": "pnyx.protocols.etcd.spec:ETCD_COMPACT",
+    "etcd-paxos": "pnyx.protocols.etcd.spec_consensus:ETCD_PAXOS",
+    "etcd-vr": "pnyx.protocols.etcd.spec_consensus:ETCD_VR",
     "primary-backup": "pnyx.protocols.primary_backup.spec:PRIMARY_BACKUP",
     "primary-backup-broken": "pnyx.protocols.primary_backup.spec:PRIMARY_BACKUP_BROKEN",
     "primary-backup-register": "pnyx.protocols.primary_backup.spec:PRIMARY_BACKUP_REGISTER",
@@ -57,6 +59,9 @@ _PROTOCOLS: dict[str, str] = {
     "swim": "pnyx.protocols.membership.spec:SWIM",
     "swim-broken": "pnyx.protocols.membership.spec:SWIM_BROKEN",
     "swim-lifeguard": "pnyx.protocols.membership.spec:SWIM_LIFEGUARD",
+    "percolator": "pnyx.protocols.txn.spec:PERCOLATOR_SPEC",
+    "percolator-async": "pnyx.protocols.txn.spec:PERCOLATOR_ASYNC",
+    "percolator-1pc": "pnyx.protocols.txn.spec:PERCOLATOR_1PC",
 }
 
 
@@ -110,8 +115,13 @@ _MUTANT_SPECS: dict[str, str] = {
     "2pc": "pnyx.protocols.commit.spec:commit_mutant_spec",
     "3pc": "pnyx.protocols.commit.spec:commit_mutant_spec",
     "etcd": "pnyx.protocols.etcd.spec:etcd_mutant_spec",
+    "etcd-paxos": "pnyx.protocols.etcd.spec_consensus:etcd_paxos_mutant_spec",
+    "etcd-vr": "pnyx.protocols.etcd.spec_consensus:etcd_vr_mutant_spec",
     "multiraft": "pnyx.protocols.multiraft.spec:multiraft_mutant_spec",
     "paxos": "pnyx.protocols.paxos.spec:paxos_mutant_spec",
+    "percolator": "pnyx.protocols.txn.spec:txn_mutant_spec",
+    "percolator-async": "pnyx.protocols.txn.spec:txn_mutant_spec",
+    "percolator-1pc": "pnyx.protocols.txn.spec:txn_mutant_spec",
     "raft": "pnyx.protocols.raft.spec:raft_mutant_spec",
     "tso": "pnyx.protocols.tso.spec:tso_mutant_spec",
     "vr": "pnyx.protocols.vr.spec:vr_mutant_spec",

@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from pnyx.core import DurableState, Rng
+from pnyx.core import DurableState, Node, Rng
 from pnyx.protocols.multiraft.messages import META_GROUP, RangeBounds
 from pnyx.protocols.multiraft.node import MultiRaftConfig, MultiRaftNode
 from pnyx.protocols.multiraft.spec import SIM_RAFT, MultiRaftMonitor
@@ -76,12 +76,43 @@ class TxnMonitor(MultiRaftMonitor):
     def __init__(self, node_ids: tuple[int, ...], bank: BankConfig) -> None:
         super().__init__(node_ids)
         self.bank = bank
+        self._nodes = frozenset(node_ids)
+        self._dirty: set[int] = set(node_ids)
+        """Processes that stepped, ticked or restarted since the last check: only their
+        state can have changed (the simulator calls on_step before every batch it drains,
+        in the event that applies it), so only they are checked."""
+
+    def on_step(self, world: World, node_id: int, node: Node) -> None:
+        if node_id in self._nodes:
+            self._dirty.add(node_id)
+
+    def on_restart(self, world: World, node_id: int) -> None:
+        super().on_restart(world, node_id)
+        self._dirty.add(node_id)
+
+    def after_event(self, world: World) -> Violation | None:
+        """Multi-Raft's invariants, on the processes whose state may have changed."""
+        if not self._dirty:
+            return None
+        dirty, self._dirty = sorted(self._dirty), set()
+        for pid in dirty:
+            node = world.node(pid)
+            if isinstance(node, MultiRaftNode):
+                violation = (
+                    self._check_groups(node)
+                    or self._check_applied(node)
+                    or self._check_meta(node)
+                    or self._check_ranges(node)
+                )
+                if violation is not None:
+                    return violation
+        return None
 
     def at_end(self, world: World) -> Violation | None:
         return (
-            self._final_state(world)
+            self._snapshot_isolation(world)
             or self._bank_reads(world)
-            or self._snapshot_isolation(world)
+            or self._final_state(world)
         )
 
     def _final_state(self, world: World) -> Violation | None:
