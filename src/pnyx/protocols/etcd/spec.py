@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -95,10 +96,10 @@ from pnyx.protocols.etcd.sim_client import (
     WatchOpen,
     WatchRecord,
 )
-from pnyx.protocols.raft import CLIENT_MESSAGE_TYPES, PEER_MESSAGE_TYPES
+from pnyx.protocols.raft import CLIENT_MESSAGE_TYPES, PEER_MESSAGE_TYPES, ClientRequest
 from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
 from pnyx.protocols.raft.config import RaftConfig
-from pnyx.protocols.raft.messages import HARD_STATE_KEY, Entry, HardState, TakeSnapshot
+from pnyx.protocols.raft.messages import HARD_STATE_KEY, Entry, HardState
 from pnyx.protocols.raft.node import LEADER, RaftNode
 from pnyx.protocols.raft.services import serve as raft_serve
 from pnyx.protocols.raft.spec import (
@@ -113,7 +114,15 @@ from pnyx.protocols.raft.spec import (
     raft_node_factory,
 )
 from pnyx.sim.schedule import MAX_DRIFT, Schedule
-from pnyx.sim.spec import Monitor, ProtocolDef, RuntimeDef, SimRandom, Violation, World
+from pnyx.sim.spec import (
+    Monitor,
+    ProtocolDef,
+    RuntimeDef,
+    ServiceHandler,
+    SimRandom,
+    Violation,
+    World,
+)
 
 ETCD_TICK_MS = 40
 """Milliseconds of the lease clock per tick.  The simulator's nominal tick is 10 ms: lease
@@ -203,6 +212,48 @@ def _new_lessor(store: EtcdStore) -> Lessor:
     return store.new_lessor(revoke_retry_ms=REVOKE_RETRY_MS)
 
 
+# -- the consensus under the node ------------------------------------------------------------------
+
+LEASE_CLIENT_ID = 2**31 - 1
+"""The client id under which an :class:`EtcdNode` proposes its lease expiries to a node
+with no local proposal call (Multi-Paxos, VR); the node's replies to it are dropped."""
+
+
+@dataclass(frozen=True)
+class Inner:
+    """How an :class:`EtcdNode` drives the consensus node it wraps (Raft by default;
+    :mod:`pnyx.protocols.etcd.spec_consensus` has Multi-Paxos and VR)."""
+
+    name: str
+    leading: Callable[[Any], bool]
+    """Whether the node leads now (its lessor expires leases then)."""
+    propose: Callable[[Any, Any, int], None]
+    """Propose ``command`` (with a request id) through the node, as its leader; dropped by
+    the protocol when the node does not lead."""
+    serve: ServiceHandler
+    """The protocol's own service handler (snapshots), for the requests of the node."""
+    client_proposals: bool = False
+    """``propose`` steps a ``ClientRequest`` from :data:`LEASE_CLIENT_ID`: the node's
+    replies to it are dropped, and its applies are not answered."""
+
+
+def _raft_propose(node: Any, command: Any, request_id: int) -> None:
+    node.propose([command])
+
+
+def propose_as_client(node: Any, command: Any, request_id: int) -> None:
+    """``propose`` of a node that takes proposals only from clients (see :class:`Inner`)."""
+    node.step(ClientRequest(request_id, command), LEASE_CLIENT_ID)
+
+
+RAFT_INNER = Inner(
+    name="raft",
+    leading=lambda node: node.role == LEADER,
+    propose=_raft_propose,
+    serve=raft_serve,
+)
+
+
 # -- the node ------------------------------------------------------------------------------------
 
 
@@ -215,14 +266,20 @@ class _Stream:
 
 
 class EtcdNode:
-    """A Raft node with etcd's node-local parts: lessor driving, watch streams (a
-    :class:`pnyx.core.Node`; the wrapped node is :attr:`raft`)."""
+    """A consensus node (Raft unless ``inner`` says otherwise) with etcd's node-local parts:
+    lessor driving, watch streams (a :class:`pnyx.core.Node`; the wrapped node is
+    :attr:`consensus`)."""
 
     def __init__(
-        self, raft: RaftNode, make_hub: Callable[[EtcdStore], WatchHub] = WatchHub
+        self,
+        consensus: Any,
+        make_hub: Callable[[EtcdStore], WatchHub] = WatchHub,
+        inner: Inner = RAFT_INNER,
     ) -> None:
-        self.node_id = raft.node_id
-        self.raft = raft
+        self.node_id: int = consensus.node_id
+        self.consensus = consensus
+        self.inner = inner
+        self._revokes = 0
         self._make_hub = make_hub
         self.machine: SimEtcdMachine | None = None
         self.hub: WatchHub | None = None
@@ -235,8 +292,12 @@ class EtcdNode:
         """Watch requests that came before the node was joined to its state machine."""
         self._bind_asked = False
         self._ticks = 0
-        invariants = raft.invariants
-        self.invariants = invariants
+        self.invariants = consensus.invariants
+
+    @property
+    def raft(self) -> Any:
+        """The wrapped node (a ``RaftNode`` over Raft): :attr:`consensus`."""
+        return self.consensus
 
     # -- node contract ----------------------------------------------------------------------
 
@@ -247,26 +308,29 @@ class EtcdNode:
         elif kind is WatchClose:
             self._close(from_id, msg.ref)
         else:
-            self.raft.step(msg, from_id)
+            self.consensus.step(msg, from_id)
 
     def tick(self) -> None:
-        self.raft.tick()
+        self.consensus.tick()
         self._ticks += 1
         machine = self.machine
         if machine is None:
             return
         for lease_id in machine.expired_leases():
-            self.raft.propose([LeaseRevokeRequest(ID=lease_id)])
+            self._revokes += 1
+            self.inner.propose(self.consensus, LeaseRevokeRequest(ID=lease_id), self._revokes)
         if self._ticks % PROGRESS_TICKS == 0 and self.hub is not None and self._streams:
             self.hub.progress_tick()
             self._flush()
 
     def has_ready(self) -> bool:
-        return bool(self._sends) or not self._bind_asked or self.raft.has_ready()
+        return bool(self._sends) or not self._bind_asked or self.consensus.has_ready()
 
     def ready(self) -> Ready:
-        raft = self.raft
-        batch = raft.ready() if raft.has_ready() else Ready()
+        inner = self.consensus
+        batch = inner.ready() if inner.has_ready() else Ready()
+        if self.inner.client_proposals:
+            _drop_lease_client(batch)
         if self._sends:
             batch.send.extend(self._sends)
             self._sends = []
@@ -278,20 +342,26 @@ class EtcdNode:
         return batch
 
     def advance(self, ready: Ready) -> None:
-        self.raft.advance(ready)
+        self.consensus.advance(ready)
 
     def clock_stalled(self, missed_ticks: int) -> None:
-        self.raft.clock_stalled(missed_ticks)
+        stalled = getattr(self.consensus, "clock_stalled", None)
+        if stalled is not None:
+            stalled(missed_ticks)
 
     def status(self) -> dict[str, Any]:
-        return self.raft.status()
+        status: dict[str, Any] = self.consensus.status()
+        return status
 
     def clock_ms(self) -> int:
-        """The lease clock: this node's ticks (stalls included) x ETCD_TICK_MS."""
-        return self.raft.tick_now * ETCD_TICK_MS
+        """The lease clock: the wrapped node's ticks x ETCD_TICK_MS (Raft counts a stall's
+        missed ticks too; a node that does not runs its lease clock late: leases then
+        expire later, never earlier)."""
+        ticks: int = self.consensus.tick_now
+        return ticks * ETCD_TICK_MS
 
     def leading(self) -> bool:
-        return self.raft.role == LEADER
+        return self.inner.leading(self.consensus)
 
     # -- runtime services -------------------------------------------------------------------
 
@@ -354,9 +424,26 @@ class EtcdNode:
                 stream.seq += 1
 
 
+def _drop_lease_client(batch: Ready) -> None:
+    """Drop the wrapped node's replies to :data:`LEASE_CLIENT_ID` and its applies' answers."""
+    if any(send.to == LEASE_CLIENT_ID for send in batch.send):
+        batch.send = [send for send in batch.send if send.to != LEASE_CLIENT_ID]
+    if any(_to_lease_client(item) for item in batch.apply):
+        batch.apply = [
+            msgspec.structs.replace(item, reply_to=None, request_id=0)
+            if _to_lease_client(item)
+            else item
+            for item in batch.apply
+        ]
+
+
+def _to_lease_client(item: Apply | Restore) -> bool:
+    return isinstance(item, Apply) and item.reply_to == LEASE_CLIENT_ID
+
+
 def serve(node: Node, sm: StateMachine | None, request: Any) -> None:
     """Runtime services of :class:`EtcdNode`: join it to its state machine, advance its
-    watch hub after applies, take Raft snapshots."""
+    watch hub after applies, and the wrapped protocol's own (Raft's snapshots)."""
     assert isinstance(node, EtcdNode) and isinstance(sm, SimEtcdMachine)
     if request == _BIND:
         node.bind(sm)
@@ -364,8 +451,7 @@ def serve(node: Node, sm: StateMachine | None, request: Any) -> None:
         node.bind(sm)
         node.after_apply()
     else:
-        assert isinstance(request, TakeSnapshot), f"unknown etcd service request {request!r}"
-        node.raft.snapshot_taken(request.index, sm.snapshot())
+        node.inner.serve(node.consensus, sm, request)
 
 
 # -- mutants ---------------------------------------------------------------------------------------
@@ -404,7 +490,8 @@ class GapWatchHub(WatchHub):
 
 
 class _RaftView:
-    """The world as Raft's monitor and nemesis expect it: nodes are the wrapped RaftNodes."""
+    """The world as the wrapped protocol's monitor and nemesis expect it: nodes are the
+    wrapped consensus nodes (RaftNodes over Raft)."""
 
     def __init__(self, world: World) -> None:
         self.world = world
@@ -439,7 +526,7 @@ class _RaftView:
 
     def node(self, node_id: int) -> Node | None:
         node = self.world.node(node_id)
-        return node.raft if isinstance(node, EtcdNode) else node
+        return node.consensus if isinstance(node, EtcdNode) else node
 
     def durable(self, node_id: int) -> DurableState:
         return self.world.durable(node_id)
@@ -461,10 +548,12 @@ LINEARIZABILITY_TIMEOUT_S = 20.0
 
 
 class EtcdMonitor(Monitor):
-    """Raft's invariants + revision agreement, lease safety, watch order, linearizability."""
+    """The consensus's invariants (Raft's unless ``consensus`` is given) + revision
+    agreement, lease safety, watch order, linearizability."""
 
-    def __init__(self, node_ids: tuple[int, ...]) -> None:
-        self.raft = RaftMonitor(node_ids)
+    def __init__(self, node_ids: tuple[int, ...], consensus: Monitor | None = None) -> None:
+        self.raft: Monitor = consensus if consensus is not None else RaftMonitor(node_ids)
+        """The wrapped protocol's monitor (``RaftMonitor`` over Raft), fed the wrapped nodes."""
         self._views: list[_RaftView] = []
         self.revisions: dict[int, list[tuple[int, Any]]] = {}
         """revision -> its events as (type, KeyValue), from the first node to apply it."""
@@ -716,10 +805,13 @@ def _describe_event(event: tuple[int, Any]) -> str:
 
 
 class EtcdNemesis:
-    """Raft's protocol-aware nemesis (:class:`RaftNemesis`) over the wrapped Raft nodes."""
+    """The wrapped protocol's protocol-aware nemesis (:class:`RaftNemesis` unless
+    ``make_inner`` builds another) over the wrapped nodes."""
 
-    def __init__(self, rules: frozenset[str]) -> None:
-        self.raft = RaftNemesis(rules)
+    def __init__(
+        self, rules: frozenset[str], make_inner: Callable[[frozenset[str]], Any] = RaftNemesis
+    ) -> None:
+        self.raft = make_inner(rules)
         self._views: list[_RaftView] = []
 
     def on_batch(self, world: World, node_id: int, ready: Ready, rng: SimRandom) -> Any:
@@ -728,13 +820,47 @@ class EtcdNemesis:
     def stream_strike(
         self, world: World, node_id: int, ready: Ready, rngs: Mapping[str, SimRandom]
     ) -> Any:
-        return self.raft.stream_strike(_view(self._views, world), node_id, ready, rngs)
+        strike = getattr(self.raft, "stream_strike", None)
+        if strike is None:
+            return None
+        return strike(_view(self._views, world), node_id, ready, rngs)
 
     def stream_struck(self, hit: Any) -> None:
-        self.raft.stream_struck(hit)
+        struck = getattr(self.raft, "stream_struck", None)
+        if struck is not None:
+            struck(hit)
 
 
 # -- the spec --------------------------------------------------------------------------------------
+
+
+def etcd_hub_factory(mutants: frozenset[str]) -> Callable[[EtcdStore], WatchHub]:
+    """The watch hub of a node (the ``watch_gap`` mutant's when asked for)."""
+    return GapWatchHub if WATCH_GAP in mutants else WatchHub
+
+
+def etcd_client_factory(compactions: bool) -> Callable[[int, tuple[int, ...], Rng], Any]:
+    """etcd's simulated clients (the first one is the admin); ``compactions``: they compact."""
+
+    def make_client(client_id: int, node_ids: tuple[int, ...], rng: Rng) -> Any:
+        admin = client_id == CLIENT_ID_BASE
+        return EtcdClient(
+            client_id, node_ids, rng, tick_ms=ETCD_TICK_MS, admin=admin, compactions=compactions
+        )
+
+    return make_client
+
+
+def etcd_machine_factory(mutants: frozenset[str]) -> Callable[[], StateMachine]:
+    """A node's state machine: the etcd machine with its lessor (the ``lease_expires_early``
+    mutant's when asked for)."""
+    make_lessor = _forgetful_lessor if LEASE_EXPIRES_EARLY in mutants else _new_lessor
+
+    def make_sm() -> StateMachine:
+        inner = EtcdStateMachine(min_lease_ttl_s=MIN_LEASE_TTL_S)
+        return SimEtcdMachine(inner, make_lessor(inner.store))
+
+    return make_sm
 
 
 def draw_etcd_settings(rng: SimRandom) -> dict[str, Any]:
@@ -764,21 +890,13 @@ def etcd_spec(
     assert not unknown, f"unknown mutants {sorted(unknown)}; valid: {sorted(MUTANTS)}"
     base = config or SIM_ETCD_CONFIG
     node_config = dataclasses.replace(base, mutants=mutants & RAFT_MUTANTS)
-    make_lessor = _forgetful_lessor if LEASE_EXPIRES_EARLY in mutants else _new_lessor
-    make_hub: Callable[[EtcdStore], WatchHub] = GapWatchHub if WATCH_GAP in mutants else WatchHub
+    make_hub = etcd_hub_factory(mutants)
 
     def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> Any:
         return EtcdNode(RaftNode(node_id, peers, rng, durable, node_config), make_hub)
 
-    def make_client(client_id: int, node_ids: tuple[int, ...], rng: Rng) -> Any:
-        admin = client_id == CLIENT_ID_BASE
-        return EtcdClient(
-            client_id, node_ids, rng, tick_ms=ETCD_TICK_MS, admin=admin, compactions=compactions
-        )
-
-    def make_sm() -> StateMachine:
-        inner = EtcdStateMachine(min_lease_ttl_s=MIN_LEASE_TTL_S)
-        return SimEtcdMachine(inner, make_lessor(inner.store))
+    make_client = etcd_client_factory(compactions)
+    make_sm = etcd_machine_factory(mutants)
 
     def configure(settings: Mapping[str, Any]) -> ProtocolDef:
         protocol = {k: v for k, v in settings.items() if k not in CLIENT_SETTINGS}
