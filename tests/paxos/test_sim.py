@@ -28,8 +28,9 @@ FIRST_CATCH: dict[str, int] = {
 }
 """The first swarm seed (``--faults all``) that caught each mutant when the table was
 measured (2026-12-06); replay with ``pnyx sim paxos+NAME --seed N --swarm --faults all``.
-The test searches from seed 0 again and asserts the catch lies within the budget (not the
-exact seed: any change to the simulator's draws moves it)."""
+The budget test searches from seed 0 again and asserts the catch lies within the budget;
+``test_recorded_seed_still_catches_its_mutant`` replays each recorded seed (a change to
+the simulator's draws that moves one shows up there: measure again, update the table)."""
 
 
 def test_registered_in_the_catalog() -> None:
@@ -44,6 +45,18 @@ def test_every_mutant_names_its_property_and_has_a_recorded_seed() -> None:
     assert set(MUTANT_PROPERTIES) == set(MUTANTS) == set(FIRST_CATCH)
     assert all(seed < MUTANT_SEED_BUDGET for seed in FIRST_CATCH.values())
     assert len(MUTANTS) >= 6
+
+
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_recorded_seed_still_catches_its_mutant(mutant: str) -> None:
+    seed = FIRST_CATCH[mutant]
+    violation = run_sim(
+        paxos_spec(frozenset({mutant})), SimConfig(seed, faults=ALL, swarm=True)
+    ).violation
+    accepted = {MUTANT_PROPERTIES[mutant], *MUTANT_ALSO_CAUGHT_AS.get(mutant, ())}
+    assert violation is not None and violation.prop in accepted, (
+        f"pnyx sim paxos+{mutant} --seed {seed} --swarm --faults all: {violation}"
+    )
 
 
 @pytest.mark.slow
