@@ -77,6 +77,9 @@ class TxnMonitor(MultiRaftMonitor):
         super().__init__(node_ids)
         self.bank = bank
         self._nodes = frozenset(node_ids)
+        self.client_stats: dict[int, dict[str, int]] = {}
+        """Each coordinator's counters (committed, aborted attempts, resolutions, crashes
+        by step), for reports and tests."""
         self._dirty: set[int] = set(node_ids)
         """Processes that stepped, ticked or restarted since the last check: only their
         state can have changed (the simulator calls on_step before every batch it drains,
@@ -85,6 +88,8 @@ class TxnMonitor(MultiRaftMonitor):
     def on_step(self, world: World, node_id: int, node: Node) -> None:
         if node_id in self._nodes:
             self._dirty.add(node_id)
+        elif isinstance(node, TxnClient):
+            self.client_stats[node_id] = node.stats
 
     def on_restart(self, world: World, node_id: int) -> None:
         super().on_restart(world, node_id)
@@ -226,6 +231,11 @@ def txn_spec(
     unknown = sorted(mutants - MUTANTS)
     if unknown:
         raise KeyError(f"unknown percolator mutants {unknown}; valid: {', '.join(sorted(MUTANTS))}")
+    if COMMIT_TS_BEFORE_PREWRITE in mutants and mode != PERCOLATOR:
+        raise KeyError(
+            f"mutant {COMMIT_TS_BEFORE_PREWRITE} breaks the percolator mode only (async "
+            f"commit and 1PC take no commit timestamp), not {mode}"
+        )
     base_client = client or TxnClientConfig()
     client_cfg = dataclasses.replace(base_client, mode=mode, mutants=mutants & CLIENT_MUTANTS)
     machine_mutants = mutants & MACHINE_MUTANTS
