@@ -23,6 +23,7 @@ from pnyx.protocols.vr import (
     Prepare,
     RecoveryResponse,
     StartView,
+    StartViewChange,
     VrConfig,
     VrEntry,
     VrNode,
@@ -248,3 +249,29 @@ def test_reconfiguration_by_epochs_adds_and_retires_members() -> None:
     # A refused change says why.
     refused = _admin(net, primary.node_id, 43, "remove", 2)
     assert refused is not None and not refused.ok and "fewer than 3" in refused.error
+
+
+def _new_primary_choice(mutants: frozenset[str]) -> tuple[VrNode, list[Message]]:
+    """Node 2 becomes primary of view 4 (of 1, 2, 3) from two DoViewChanges: its own, last
+    normal in view 3 with ops [A, C], and node 3's, last normal in view 1 with the longer
+    stale log [A, B, B2].  Returns node 2 and the messages it sent."""
+    a, b, b2, c = (VrEntry(v, data=d) for v, d in ((0, "a"), (1, "b"), (1, "b2"), (3, "c")))
+    node = VrNode(2, (1, 2, 3), SplitMix64(2), DurableState(), VrConfig(mutants=mutants))
+    node.view, node.last_normal_view, node.log, node.commit = 3, 3, [a, c], 1
+    node.step(StartViewChange(4), 3)
+    assert node.state == VIEW_CHANGE and node.view == 4 and node.primary == 2
+    node.ready()
+    node.step(DoViewChange(4, (a, b, b2), 1, 3, 1), 3)
+    return node, [s.msg for s in node.ready().send]
+
+
+def test_the_new_primary_takes_the_log_of_the_latest_normal_view_not_the_longest() -> None:
+    node, sent = _new_primary_choice(frozenset())
+    assert node.is_primary and [e.data for e in node.log] == ["a", "c"]
+    starts = [m for m in sent if isinstance(m, StartView)]
+    assert starts and all([e.data for e in m.log] == ["a", "c"] for m in starts)
+
+
+def test_mutant_dvc_by_op_number_takes_the_longest_stale_log() -> None:
+    node, _ = _new_primary_choice(frozenset({mut.DVC_BY_OP_NUMBER}))
+    assert node.is_primary and [e.data for e in node.log] == ["a", "b", "b2"]
