@@ -20,8 +20,10 @@ from pnyx.protocols.vr import (
     NewState,
     RecoveryResponse,
     StartView,
+    VrConfig,
     VrNode,
 )
+from pnyx.protocols.vr import config as mut
 from pnyx.protocols.vr.messages import Checkpoint, VrEntry
 from pnyx.protocols.vr.spec import SIM_CONFIG, VrMonitor
 from tests.vr.net import CONFIG, Net
@@ -92,8 +94,9 @@ def test_checkpoints_drop_the_log_prefix_at_multiples_of_the_interval() -> None:
     assert net.sms[1].data["a"] == _expected(9)
 
 
-def test_a_cut_off_backup_catches_up_from_the_primary_checkpoint() -> None:
-    net = Net(3, COMPACTING)
+def _cut_off_backup_catches_up(config: VrConfig) -> tuple[Net, list[NewState]]:
+    """Node 3 is cut off for ten writes (the others compact through op 12), then returns."""
+    net = Net(3, config)
     session = _write(net, 2)
     net.cut = {3}
     _write(net, 10, first_seq=3, session=session)
@@ -102,12 +105,26 @@ def test_a_cut_off_backup_catches_up_from_the_primary_checkpoint() -> None:
     seen = _record(net)
     net.cut = set()
     _tick_until(net, lambda: net.nodes[3].op_number == net.nodes[1].op_number, "catch-up")
-    sent = [m for _, dst, m in seen if dst == 3 and type(m) is NewState]
+    sent = [m for _, dst, m in seen if isinstance(m, NewState) and dst == 3]
+    return net, sent
+
+
+def test_a_cut_off_backup_catches_up_from_the_primary_checkpoint() -> None:
+    net, sent = _cut_off_backup_catches_up(COMPACTING)
     assert any(m.checkpoint is not None and m.checkpoint.op == 12 for m in sent), sent
     lagging = net.nodes[3]
     assert lagging.installs == 1 and lagging.offset == 12
     assert net.sms[3].data["a"] == _expected(12)
     _converged(net)
+
+
+def test_mutant_checkpoint_no_restore_leaves_the_state_machine_behind() -> None:
+    mutants = frozenset({mut.CHECKPOINT_NO_RESTORE})
+    net, _ = _cut_off_backup_catches_up(dataclasses.replace(COMPACTING, mutants=mutants))
+    assert net.nodes[3].installs == 1 and net.nodes[3].op_number == 13
+    # ops 4..12 (w3..w11) reached it only inside the checkpoint it did not restore
+    assert net.sms[3].data["a"] == "w1;w2;w12;", net.sms[3].data
+    assert net.sms[1].data["a"] == _expected(12)
 
 
 def test_a_recovering_replica_restores_the_primary_checkpoint() -> None:
@@ -134,7 +151,7 @@ def test_a_view_change_over_compacted_logs_keeps_every_committed_op() -> None:
     net.crash(1)  # the primary; its successor starts view 1 from DoViewChange suffixes
     seen = _record(net)
     _tick_until(net, lambda: net.nodes[2].is_primary, "node 2 leads view 1")
-    changes = [m for _, _, m in seen if type(m) in (DoViewChange, StartView)]
+    changes = [m for _, _, m in seen if isinstance(m, (DoViewChange, StartView))]
     assert changes and all(m.checkpoint is not None for m in changes)
     assert all(len(m.log) == m.op - 8 for m in changes)  # suffixes, not whole logs
     _write(net, 3, first_seq=10, session=session)
@@ -212,6 +229,9 @@ class _World:
     def stopped(self, node_id: int) -> bool:
         return False
 
+    def as_world(self) -> Any:
+        return self
+
 
 PUTS = [VrEntry(0, data=KvOp("put", f"k{i}", f"v{i}")) for i in range(1, 5)]
 
@@ -233,7 +253,7 @@ def _replica(node_id: int, log: list[VrEntry], checkpoint: Checkpoint | None = N
 
 
 def test_monitor_accepts_a_checkpoint_of_the_committed_state() -> None:
-    world = _World({1: _replica(1, PUTS)})
+    world = _World({1: _replica(1, PUTS)}).as_world()
     monitor = VrMonitor((1, 2, 3), make_sm=KvStateMachine, checkpoint_interval_ops=2)
     assert monitor.after_event(world) is None
     world.nodes[2] = _replica(2, PUTS, Checkpoint(2, _reference_image(2)))
@@ -243,7 +263,7 @@ def test_monitor_accepts_a_checkpoint_of_the_committed_state() -> None:
 
 
 def test_monitor_catches_a_checkpoint_that_differs_from_the_committed_state() -> None:
-    world = _World({1: _replica(1, PUTS)})
+    world = _World({1: _replica(1, PUTS)}).as_world()
     monitor = VrMonitor((1, 2, 3), make_sm=KvStateMachine, checkpoint_interval_ops=2)
     assert monitor.after_event(world) is None
     world.nodes[2] = _replica(2, PUTS, Checkpoint(2, _reference_image(1)))
@@ -255,5 +275,6 @@ def test_monitor_catches_a_checkpoint_beyond_the_committed_ops() -> None:
     node = _replica(1, PUTS[:2], Checkpoint(2, _reference_image(2)))
     node.checkpoint, node.offset = Checkpoint(3, _reference_image(3)), 3
     node.log, node.commit, node.applied = [], 3, 3  # op 3 never seen committed
-    violation = VrMonitor((1, 2, 3), make_sm=KvStateMachine).after_event(_World({1: node}))
+    monitor = VrMonitor((1, 2, 3), make_sm=KvStateMachine)
+    violation = monitor.after_event(_World({1: node}).as_world())
     assert violation is not None and violation.prop == "checkpoint-state", violation

@@ -32,6 +32,7 @@ that share so a protocol change that makes recovery slower shows up."""
 
 FIRST_CATCH: dict[str, int] = {
     "accept_old_view_prepare": 4,
+    "checkpoint_no_restore": 1,
     "client_table_ignored": 1,
     "commit_before_quorum": 2,
     "dvc_by_op_number": 4,

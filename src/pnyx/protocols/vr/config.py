@@ -21,6 +21,9 @@ CLIENT_TABLE_IGNORED = "client_table_ignored"
 is executed again."""
 OLD_START_VIEW = "old_start_view"
 """A replica adopts a StartView of a lower view than its own (its view goes back)."""
+CHECKPOINT_NO_RESTORE = "checkpoint_no_restore"
+"""A replica that takes another's checkpoint (state transfer, recovery) drops its log
+through it but does not restore its state machine from it."""
 
 MUTANTS: frozenset[str] = frozenset(
     {
@@ -31,6 +34,7 @@ MUTANTS: frozenset[str] = frozenset(
         NO_DVC_QUORUM,
         CLIENT_TABLE_IGNORED,
         OLD_START_VIEW,
+        CHECKPOINT_NO_RESTORE,
     }
 )
 
@@ -42,6 +46,7 @@ MUTANT_PROPERTIES: dict[str, str] = {
     NO_DVC_QUORUM: "committed-lost",
     CLIENT_TABLE_IGNORED: "linearizability",
     OLD_START_VIEW: "view-monotone",
+    CHECKPOINT_NO_RESTORE: "checkpoint-state",
 }
 """mutant -> the monitor property (violation name) it is meant to break."""
 
@@ -51,6 +56,7 @@ MUTANT_ALSO_CAUGHT_AS: dict[str, frozenset[str]] = {
     ACCEPT_OLD_VIEW_PREPARE: frozenset({"committed-lost"}),
     NO_DVC_QUORUM: frozenset({"state-machine-safety"}),
     RECOVERY_NO_NONCE: frozenset({"committed-lost", "state-machine-safety"}),
+    CHECKPOINT_NO_RESTORE: frozenset({"linearizability"}),
 }
 """mutant -> further violations its defect is known to cause first on some seeds."""
 

@@ -424,7 +424,8 @@ class VrNode(StagedEffects):
         self._rebuild_client_table()
         self.applied = checkpoint.op
         self.commit = max(self.commit, checkpoint.op)
-        self._applies.append(Restore(checkpoint.op, checkpoint.data))
+        if mut.CHECKPOINT_NO_RESTORE not in self._mutants:
+            self._applies.append(Restore(checkpoint.op, checkpoint.data))
         self.installs += 1
         if self.cfg.durable:
             meta = (checkpoint.epoch, checkpoint.epoch_op)
