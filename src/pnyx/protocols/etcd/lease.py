@@ -340,3 +340,14 @@ class Lessor:
                 self._set_deadline(lease_id, now_ms + 1000 * ttl)
                 self._granted_at[lease_id] = granted_at
         self._seen_version = table.version
+
+
+EPOCH_NODE_BITS = 16
+"""Bits of a lease epoch that hold the node id of a ballot (see :func:`ballot_epoch`)."""
+
+
+def ballot_epoch(round_: int, node_id: int) -> int:
+    """A Paxos ballot ``(round, node)`` as one lease epoch, in the ballots' order."""
+    if not 0 <= node_id < 1 << EPOCH_NODE_BITS or round_ < 0:
+        raise ValueError(f"ballot ({round_}, {node_id}) out of range for a lease epoch")
+    return round_ << EPOCH_NODE_BITS | node_id

@@ -49,6 +49,9 @@ from pnyx.protocols.etcd.requests import (
     Event,
     HashKVRequest,
     HashKVResponse,
+    LeaseEpochRequest,
+    LeaseEpochResponse,
+    LeaseExpireRequest,
     LeaseGrantRequest,
     LeaseGrantResponse,
     LeaseLeasesRequest,
@@ -85,6 +88,8 @@ EtcdCommand = (
     | LeaseGrantRequest
     | LeaseRevokeRequest
     | LeaseLeasesRequest
+    | LeaseEpochRequest
+    | LeaseExpireRequest
     | AuthRequest
     | AuthedRequest
 )
@@ -104,6 +109,8 @@ _COMMAND_TYPES: tuple[type, ...] = (
     LeaseGrantRequest,
     LeaseRevokeRequest,
     LeaseLeasesRequest,
+    LeaseEpochRequest,
+    LeaseExpireRequest,
     *AUTH_REQUEST_TYPES,
     AuthedRequest,
 )
@@ -118,6 +125,8 @@ RESPONSE_TYPES: dict[type, type] = {
     LeaseGrantRequest: LeaseGrantResponse,
     LeaseRevokeRequest: LeaseRevokeResponse,
     LeaseLeasesRequest: LeaseLeasesResponse,
+    LeaseEpochRequest: LeaseEpochResponse,
+    LeaseExpireRequest: LeaseRevokeResponse,
     **{t: AuthResponse for t in AUTH_REQUEST_TYPES},
     AuthCheckQuery: AuthCheckResult,
 }
@@ -168,6 +177,13 @@ class _StoreImage(msgspec.Struct, frozen=True, array_like=True):
     auth: bytes = b""
 
 
+class _EpochImage(_StoreImage, frozen=True, array_like=True):
+    """:class:`_StoreImage` and the lease epoch, written only once an epoch was applied
+    (so a store that never saw one has the same snapshot bytes as before epochs)."""
+
+    lease_epoch: int = 0
+
+
 class EtcdStore:
     """MVCC store + lease table: etcd's apply (``applierV3backend``) for KV and leases.
 
@@ -188,6 +204,9 @@ class EtcdStore:
         self.leases = LeaseTable(min_lease_ttl_s)
         self.auth = AuthStore()
         self.mvcc = self._new_mvcc()
+        self.lease_epoch = 0
+        """The highest :class:`LeaseEpochRequest` applied: expiries of earlier epochs are
+        refused."""
 
     def _new_mvcc(self) -> MvccStore:
         return MvccStore(
@@ -245,7 +264,24 @@ class EtcdStore:
         if isinstance(request, LeaseLeasesRequest):
             leases = [LeaseStatus(ID=lease_id) for lease_id in self.leases.ids()]
             return LeaseLeasesResponse(header=self._header(), leases=leases)
+        if isinstance(request, LeaseEpochRequest | LeaseExpireRequest):
+            return self._lease_epoch(request)
         return self.mvcc.execute(request)
+
+    def _lease_epoch(self, request: LeaseEpochRequest | LeaseExpireRequest) -> Any:
+        """A new lease epoch, or an expiry decided in one (refused if a later one began)."""
+        if request.epoch < 0:
+            raise EtcdError(GrpcCode.INVALID_ARGUMENT, f"pnyx: negative epoch {request.epoch}")
+        if isinstance(request, LeaseEpochRequest):
+            self.lease_epoch = max(self.lease_epoch, request.epoch)
+            return LeaseEpochResponse(header=self._header(), epoch=self.lease_epoch)
+        if request.epoch < self.lease_epoch:
+            raise EtcdError(
+                GrpcCode.FAILED_PRECONDITION,
+                f"pnyx: stale lease expiry of {request.ID:x} (epoch {request.epoch}, a "
+                f"later leader's epoch {self.lease_epoch} began)",
+            )
+        return self.revoke(request.ID)
 
     def _execute_as(self, user: str, request: EtcdCommand) -> Any:
         """``request`` sent by ``user``: etcd's ``authApplierV3`` checks, then apply."""
@@ -285,14 +321,17 @@ class EtcdStore:
             lease_id_seq=self.leases.id_seq,
             auth=self.auth.image(),
         )
+        if self.lease_epoch:
+            fields = msgspec.structs.asdict(image)
+            image = _EpochImage(**fields, lease_epoch=self.lease_epoch)
         return msgspec.msgpack.encode(image)
 
     def restore(self, data: bytes) -> None:
         """Replace the state with a :meth:`snapshot`; a bad image raises
         :class:`MvccCorrupted` and leaves the state untouched."""
         try:
-            image = msgspec.msgpack.decode(data, type=_StoreImage)
-        except msgspec.DecodeError as exc:
+            image = msgspec.msgpack.decode(data, type=_EpochImage)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise MvccCorrupted(f"undecodable etcd snapshot: {exc}") from exc
         if image.format != STORE_SNAPSHOT_FORMAT:
             raise MvccCorrupted(
@@ -311,6 +350,7 @@ class EtcdStore:
         except ValueError as exc:
             raise MvccCorrupted(f"etcd snapshot: {exc}") from exc
         self.mvcc = mvcc
+        self.lease_epoch = image.lease_epoch
         self.auth.load(auth.image())  # in place: the member's token listener stays
 
 
@@ -365,6 +405,8 @@ _KV_WRITES = (
     CompactionRequest,
     LeaseGrantRequest,
     LeaseRevokeRequest,
+    LeaseEpochRequest,
+    LeaseExpireRequest,
 )
 
 

@@ -249,6 +249,30 @@ class LeaseRevokeResponse(msgspec.Struct, frozen=True, kw_only=True):
     header: ResponseHeader = ResponseHeader()
 
 
+class LeaseEpochRequest(msgspec.Struct, frozen=True, kw_only=True, tag="lease_epoch"):
+    """pnyx (no etcd counterpart): a new leader's lessor starts in ``epoch`` (its term,
+    ballot or view as one increasing number).  A leader proposes it on gaining leadership
+    and expires leases only once it applied it; the store keeps the highest epoch."""
+
+    epoch: int = 0
+
+
+class LeaseEpochResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The store's lease epoch after a :class:`LeaseEpochRequest`."""
+
+    header: ResponseHeader = ResponseHeader()
+    epoch: int = 0
+
+
+class LeaseExpireRequest(msgspec.Struct, frozen=True, kw_only=True, tag="lease_expire"):
+    """pnyx: the lessor of ``epoch`` revokes lease ``ID`` because its TTL ran out; refused
+    (nothing changes) once a later epoch has started: that leader's lessor restarted every
+    TTL and may have renewed the lease since.  Answered like a ``LeaseRevokeRequest``."""
+
+    ID: int = 0
+    epoch: int = 0
+
+
 class LeaseKeepAliveRequest(msgspec.Struct, frozen=True, kw_only=True, tag="lease_keep_alive"):
     """``LeaseKeepAliveRequest`` (one message of the keep-alive stream)."""
 

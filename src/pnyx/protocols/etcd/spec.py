@@ -81,6 +81,8 @@ from pnyx.core.node import StateMachine
 from pnyx.protocols.etcd import EtcdStateMachine, EtcdStore, Lessor, WatchHub
 from pnyx.protocols.etcd.mutants import LEASE_EXPIRES_EARLY, ForgetfulLessor, forgetful_lessor
 from pnyx.protocols.etcd.requests import (
+    LeaseEpochRequest,
+    LeaseExpireRequest,
     LeaseKeepAliveRequest,
     LeaseRevokeRequest,
     LeaseRevokeResponse,
@@ -235,6 +237,19 @@ class Inner:
     client_proposals: bool = False
     """``propose`` steps a ``ClientRequest`` from :data:`LEASE_CLIENT_ID`: the node's
     replies to it are dropped, and its applies are not answered."""
+    epoch: Callable[[Any], int] | None = None
+    """Lease epochs (see :class:`~pnyx.protocols.etcd.requests.LeaseEpochRequest`): the
+    leader's epoch, increasing with each leadership.  A consensus that can choose a
+    deposed leader's proposal *after* a later leader served reads (Multi-Paxos: a value
+    accepted by a minority at an old ballot is adopted by the next phase 1, in a slot the
+    leader in between never used) needs them, or that deposed leader's expiry revoke
+    deletes a lease the leader in between renewed.  With epochs a leader's lessor runs
+    only once its own ``LeaseEpochRequest`` is applied, and its revokes are
+    ``LeaseExpireRequest(epoch)``, refused by the store once a later epoch began.  None:
+    bare ``LeaseRevokeRequest``s (Raft and VR order such a proposal before the reads of
+    any later leader: its log wins, or the proposal is dropped)."""
+    epoch_retry_ticks: int = 20
+    """A leader proposes its epoch again after this many ticks without seeing it applied."""
 
 
 def _raft_propose(node: Any, command: Any, request_id: int) -> None:
@@ -292,6 +307,8 @@ class EtcdNode:
         """Watch requests that came before the node was joined to its state machine."""
         self._bind_asked = False
         self._ticks = 0
+        self._epoch_asked = (0, 0)
+        """(epoch, tick) of this node's last ``LeaseEpochRequest``."""
         self.invariants = consensus.invariants
 
     @property
@@ -316,9 +333,13 @@ class EtcdNode:
         machine = self.machine
         if machine is None:
             return
+        epoch = self._claim_epoch()
         for lease_id in machine.expired_leases():
             self._revokes += 1
-            self.inner.propose(self.consensus, LeaseRevokeRequest(ID=lease_id), self._revokes)
+            revoke: Any = LeaseRevokeRequest(ID=lease_id)
+            if epoch is not None:
+                revoke = LeaseExpireRequest(ID=lease_id, epoch=epoch)
+            self.inner.propose(self.consensus, revoke, self._revokes)
         if self._ticks % PROGRESS_TICKS == 0 and self.hub is not None and self._streams:
             self.hub.progress_tick()
             self._flush()
@@ -361,7 +382,31 @@ class EtcdNode:
         return ticks * ETCD_TICK_MS
 
     def leading(self) -> bool:
-        return self.inner.leading(self.consensus)
+        """Whether this node's lessor may run: it leads (and, with lease epochs, the store
+        applied its epoch)."""
+        if not self.inner.leading(self.consensus):
+            return False
+        epoch_of = self.inner.epoch
+        if epoch_of is None:
+            return True
+        machine = self.machine
+        return machine is not None and machine.store.lease_epoch == epoch_of(self.consensus)
+
+    def _claim_epoch(self) -> int | None:
+        """With lease epochs, while leading: propose this leadership's epoch until applied;
+        the epoch (None: no epochs, or not leading)."""
+        epoch_of = self.inner.epoch
+        if epoch_of is None or not self.inner.leading(self.consensus):
+            return None
+        epoch = epoch_of(self.consensus)
+        machine = self.machine
+        applied = machine is not None and machine.store.lease_epoch >= epoch
+        asked, at = self._epoch_asked
+        if not applied and (asked != epoch or self._ticks - at >= self.inner.epoch_retry_ticks):
+            self._epoch_asked = (epoch, self._ticks)
+            self._revokes += 1
+            self.inner.propose(self.consensus, LeaseEpochRequest(epoch=epoch), self._revokes)
+        return epoch
 
     # -- runtime services -------------------------------------------------------------------
 
@@ -767,11 +812,12 @@ class EtcdMonitor(Monitor):
 
 
 def _expiry_revoke(command: Any) -> int | None:
-    """The lease of a leader's expiry revoke (a bare ``LeaseRevokeRequest``; a client's
-    revoke travels in a session command), typed or untyped after a disk round trip."""
-    if type(command) is LeaseRevokeRequest:
+    """The lease of a leader's expiry revoke (a bare ``LeaseRevokeRequest`` or
+    ``LeaseExpireRequest``; a client's revoke travels in a session command), typed or
+    untyped after a disk round trip."""
+    if type(command) is LeaseRevokeRequest or type(command) is LeaseExpireRequest:
         return command.ID
-    if isinstance(command, dict) and command.get("type") == "lease_revoke":
+    if isinstance(command, dict) and command.get("type") in ("lease_revoke", "lease_expire"):
         lease_id = command.get("ID", 0)
         return lease_id if isinstance(lease_id, int) else None
     return None

@@ -9,10 +9,14 @@ sessions), clients (KV, txns, a lease and a watch each) and monitor checks
 :class:`~pnyx.protocols.etcd.spec.Inner`:
 
 * **Multi-Paxos** (:class:`~pnyx.protocols.paxos.PaxosNode`): the node leads once its phase
-  1 completed (role ``leader``); a lease expiry is proposed as a ``ClientRequest`` stepped
-  into the node from :data:`~pnyx.protocols.etcd.spec.LEASE_CLIENT_ID` (Paxos has no local
-  proposal call; the node refuses it unless it leads, and its reply is dropped); keep-alives
-  are linearizable reads answered after a phase-2 quorum confirmed the leader's ballot;
+  1 completed (role ``leader``), and its lessor runs once the store applied the node's
+  lease epoch (its ballot; see :attr:`~pnyx.protocols.etcd.spec.Inner.epoch`: seed 229
+  found a deposed leader's expiry, adopted by a later phase 1, deleting a lease that the
+  leader in between had renewed); a lease expiry (``LeaseExpireRequest(epoch)``) is
+  proposed as a ``ClientRequest`` stepped into the node from
+  :data:`~pnyx.protocols.etcd.spec.LEASE_CLIENT_ID` (Paxos has no local proposal call; the
+  node refuses it unless it leads, and its reply is dropped); keep-alives are
+  linearizable reads answered after a phase-2 quorum confirmed the leader's ballot;
   snapshots through Paxos's own ``TakeSnapshot``.
 * **VR** (:class:`~pnyx.protocols.vr.VrNode`): the node leads while it is the primary of
   its view in normal status; expiries are proposed the same way; keep-alives are read
@@ -33,6 +37,7 @@ from typing import Any
 
 from pnyx.core import DurableState, NodeFactory, Rng
 from pnyx.core.node import StateMachine
+from pnyx.protocols.etcd.lease import ballot_epoch
 from pnyx.protocols.etcd.spec import (
     ETCD_MUTANTS,
     EtcdMonitor,
@@ -58,12 +63,20 @@ from pnyx.protocols.vr.spec import NEMESIS_RULES as VR_NEMESIS_RULES
 from pnyx.protocols.vr.spec import VrMonitor, VrNemesis, draw_vr_settings
 from pnyx.sim.spec import Monitor, ProtocolDef, SimRandom
 
+
+def paxos_epoch(node: Any) -> int:
+    """A Paxos leader's lease epoch: its ballot."""
+    round_, node_id = node.ballot
+    return ballot_epoch(round_, node_id)
+
+
 PAXOS_INNER = Inner(
     name="paxos",
     leading=lambda node: node.role == PAXOS_LEADER,
     propose=propose_as_client,
     serve=paxos_serve,
     client_proposals=True,
+    epoch=paxos_epoch,
 )
 """How an :class:`EtcdNode` drives a ``PaxosNode``."""
 

@@ -40,6 +40,8 @@ from pnyx.protocols.etcd.machine import decode_command
 from pnyx.protocols.etcd.requests import (
     CompactionRequest,
     DeleteRangeRequest,
+    LeaseEpochRequest,
+    LeaseExpireRequest,
     LeaseGrantRequest,
     LeaseKeepAliveRequest,
     LeaseRevokeRequest,
@@ -74,7 +76,15 @@ def write_batch(command: Any) -> list[Any] | None:
 ERR_BARE_WRITE = ErrorResult(
     int(GrpcCode.INVALID_ARGUMENT), "pnyx: a write must be a session command, not a query"
 )
-_WRITES = (PutRequest, DeleteRangeRequest, CompactionRequest, LeaseGrantRequest, LeaseRevokeRequest)
+_WRITES = (
+    PutRequest,
+    DeleteRangeRequest,
+    CompactionRequest,
+    LeaseGrantRequest,
+    LeaseRevokeRequest,
+    LeaseEpochRequest,
+    LeaseExpireRequest,
+)
 
 
 def bare_write(command: Any) -> bool:
