@@ -14,9 +14,9 @@ message types.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pnyx.core import (
     Apply,
@@ -152,6 +152,11 @@ ClientFactory = Callable[[int, tuple[int, ...], Rng], Node]
 """Builds a client ``(client_id, node_ids, rng)``; it records history via ``Ready.record``."""
 
 
+ConfigNodePosition = Literal["none", "lowest", "highest"]
+"""Where a cluster's configuration process sits among its ids (:attr:`RuntimeDef.config_node`)."""
+CONFIG_NODE_POSITIONS: tuple[ConfigNodePosition, ...] = ("none", "lowest", "highest")
+
+
 @dataclass(frozen=True)
 class RuntimeDef:
     """What the real runtime needs beyond the simulator's part of a :class:`ProtocolDef`:
@@ -173,11 +178,31 @@ class RuntimeDef:
     """None: the definition's ``make_state_machine``."""
     serve: ServiceHandler | None = None
     """None: the definition's ``serve``."""
+    config_node: ConfigNodePosition = "none"
+    """Where a cluster's configuration process sits among its process ids: ``"highest"``
+    (chain and CRAQ: the master), ``"lowest"`` (primary-backup: the view manager) or
+    ``"none"`` (no such process: every process holds data).  Read by the node factories
+    and by the cluster layout (:mod:`pnyx.services.schemes`): a cluster of ``N`` data
+    nodes runs one extra process for it."""
+
+    def __post_init__(self) -> None:
+        if self.config_node not in CONFIG_NODE_POSITIONS:
+            raise ValueError(
+                f"config_node={self.config_node!r}; valid: {', '.join(CONFIG_NODE_POSITIONS)}"
+            )
 
     @property
     def message_types(self) -> tuple[type[Message], ...]:
         """Every wire message type of the protocol (peer and client), for codecs."""
         return tuple(dict.fromkeys((*self.peer_message_types, *self.client_message_types)))
+
+    def config_id(self, ids: Iterable[int]) -> int | None:
+        """The configuration process among ``ids`` (see :attr:`config_node`); None when the
+        protocol has none or ``ids`` is empty."""
+        listed = tuple(ids)
+        if self.config_node == "none" or not listed:
+            return None
+        return max(listed) if self.config_node == "highest" else min(listed)
 
 
 SimRandom = random.Random

@@ -53,12 +53,21 @@ replica, and a dirty read shows only when other clients read the key while its w
 stuck (with 3 clients, all of them soon wait on writes of their own)."""
 
 
-def _replicas(peers: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(sorted(peers))[:-1]
+_LAYOUT = chain_runtime("chain", craq=False)
+"""Where the master sits (:attr:`~pnyx.sim.spec.RuntimeDef.config_node`: the highest id),
+the same in the simulator as on real processes."""
 
 
 def _master(peers: tuple[int, ...]) -> int:
-    return max(peers)
+    master = _LAYOUT.config_id(peers)
+    if master is None:
+        raise ValueError(f"chain needs a master and at least one replica, got {peers}")
+    return master
+
+
+def _replicas(peers: tuple[int, ...]) -> tuple[int, ...]:
+    master = _master(peers)
+    return tuple(sorted(p for p in peers if p != master))
 
 
 def _node_factory(*, craq: bool, dirty_reads: bool = False) -> Any:
@@ -217,7 +226,7 @@ def replica_cuts(seed: int, nodes: int, fault_ms: int) -> tuple[FaultEvent, ...]
     """The seed's replica cuts: a replica cut off from the other replicas (not from the
     master or clients), drawn from the stream ``pnyx-chain-cut:<seed>``."""
     rng = SimRandom(f"pnyx-chain-cut:{seed}")
-    replicas = tuple(range(1, nodes))
+    replicas = _replicas(tuple(range(1, nodes + 1))) if nodes >= 2 else ()
     if len(replicas) < 2:
         return ()
     cuts: list[FaultEvent] = []
@@ -240,7 +249,7 @@ def replica_cuts(seed: int, nodes: int, fault_ms: int) -> tuple[FaultEvent, ...]
 
 
 def _filter_events(events: tuple[FaultEvent, ...], nodes: int) -> tuple[FaultEvent, ...]:
-    master = nodes
+    master = _master(tuple(range(1, nodes + 1)))
     kept: list[FaultEvent] = []
     for event in sorted(events, key=lambda e: (e.start_us, e.kind, e.node)):
         if event.kind in ("crash", "pause", "slow") and event.node == master:
