@@ -102,7 +102,9 @@ class SimConfig:
             nodes = self.nodes if self.nodes is not None else spec.default_nodes
             own = spec.draw_schedule(self.seed, nodes, self.fault_ms, self.faults)
             if own is not None:
-                return own
+                # a spec's own schedule draws nothing from its client count (its faults
+                # name nodes only), so --clients replaces that count as it is
+                return own if self.clients is None else replace(own, clients=self.clients)
         if swarm is not None:
             return generate(
                 self.seed, swarm.nodes, swarm.clients, self.fault_ms, swarm.faults, swarm.intensity
