@@ -11,10 +11,18 @@ from types import SimpleNamespace
 from typing import Any
 
 import grpc
+import msgspec
 import pytest
 from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 
-from pnyx.protocols.etcd.requests import LeaseGrantRequest
+from pnyx.protocols.etcd import ErrorResult, EtcdStateMachine
+from pnyx.protocols.etcd.lease import ballot_epoch
+from pnyx.protocols.etcd.requests import (
+    LeaseEpochRequest,
+    LeaseExpireRequest,
+    LeaseGrantRequest,
+    LeaseRevokeResponse,
+)
 from pnyx.protocols.raft.sessions import OPEN_SESSION, SessionCommand
 from pnyx.runtime.node_runner import RunnerConfig
 from pnyx.runtime.transport import TransportConfig
@@ -44,13 +52,15 @@ def test_leadership_per_consensus() -> None:
     raft, paxos, vr = CONSENSUS["raft"], CONSENSUS["paxos"], CONSENSUS["vr"]
     assert raft.leader_term(SimpleNamespace(role="leader", term=4)) == 4
     assert raft.leader_term(SimpleNamespace(role="follower", term=4)) is None
-    assert paxos.leader_term(SimpleNamespace(role="leader", ballot=(7, 2))) == 7
+    assert paxos.leader_term(SimpleNamespace(role="leader", ballot=(7, 2))) == 7 << 16 | 2
+    assert paxos.leader_term(SimpleNamespace(role="leader", ballot=(7, 3))) > 7 << 16 | 2
     assert paxos.leader_term(SimpleNamespace(role="candidate", ballot=(7, 2))) is None
     assert vr.leader_term(SimpleNamespace(is_primary=True, view=3)) == 3
     assert vr.leader_term(SimpleNamespace(is_primary=False, view=3)) is None
     assert raft.membership and raft.move_leader
     for name in ("paxos", "vr", "vr-durable"):
         assert not CONSENSUS[name].membership and not CONSENSUS[name].move_leader
+    assert [n for n, c in CONSENSUS.items() if c.epochs] == ["paxos"]
 
 
 def test_vr_status_in_rafts_shape() -> None:
@@ -69,8 +79,8 @@ def test_vr_status_in_rafts_shape() -> None:
 def test_a_new_term_of_the_same_leader_restarts_every_lease_ttl(tmp_path: Path) -> None:
     """A node that led, lost leadership and led again between two lease checks must not
     expire a lease that the leader in between renewed: its lessor restarts every TTL."""
-    server = EtcdServer(_config(tmp_path), EtcdOptions(consensus="paxos"))
-    node = SimpleNamespace(role="leader", ballot=(1, 1))
+    server = EtcdServer(_config(tmp_path), EtcdOptions(consensus="raft"))
+    node = SimpleNamespace(role="leader", term=1)
     server._runner = SimpleNamespace(node=node)  # type: ignore[assignment]
     now = [0]
     machine = server.machine
@@ -80,12 +90,58 @@ def test_a_new_term_of_the_same_leader_restarts_every_lease_ttl(tmp_path: Path) 
     machine.apply(SessionCommand(session, 1, LeaseGrantRequest(TTL=2, ID=7)))
     assert machine.expired_leases() == []  # promoted at 0: deadline 2000 ms
     now[0] = 2500
-    node.ballot = (9, 1)  # led again, in a later ballot
+    node.term = 9  # led again, in a later term
     assert machine.expired_leases() == []  # TTL restarted at 2500
     now[0] = 4600
     assert machine.expired_leases() == [7]
     node.role = "follower"
     assert machine.expired_leases() == []
+
+
+def test_a_paxos_lessor_waits_for_its_epoch_and_a_stale_expiry_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Multi-Paxos: the lessor runs only once the store applied the leader's ballot as its
+    lease epoch; an expiry of an earlier epoch changes nothing (a later phase 1 may choose a
+    deposed leader's expiry after a leader in between renewed the lease)."""
+    server = EtcdServer(_config(tmp_path), EtcdOptions(consensus="paxos"))
+    node = SimpleNamespace(role="leader", ballot=(2, 1))
+    server._runner = SimpleNamespace(node=node)  # type: ignore[assignment]
+    machine = server.machine
+    now = [0]
+    machine.clock_ms = lambda: now[0]
+    machine.is_leader = server._leading
+    session = machine.apply(SessionCommand(0, 0, OPEN_SESSION))
+    machine.apply(SessionCommand(session, 1, LeaseGrantRequest(TTL=2, ID=7)))
+    now[0] = 5000
+    assert machine.expired_leases() == [] and not machine.lessor.primary  # no epoch yet
+    epoch = ballot_epoch(2, 1)
+    machine.apply(SessionCommand(session, 2, LeaseEpochRequest(epoch=epoch)))
+    assert machine.expired_leases() == [] and machine.lessor.primary  # TTL from 5000
+    now[0] = 7100
+    assert machine.expired_leases() == [7]
+    later = ballot_epoch(3, 2)  # another leader's epoch began meanwhile
+    machine.apply(SessionCommand(session, 3, LeaseEpochRequest(epoch=later)))
+    stale = machine.apply(SessionCommand(session, 4, LeaseExpireRequest(ID=7, epoch=epoch)))
+    assert isinstance(stale, ErrorResult) and "stale lease expiry" in stale.message
+    assert machine.inner.store.leases.exists(7)
+    assert machine.expired_leases() == [] and not machine.lessor.primary  # not its epoch
+    current = machine.apply(SessionCommand(session, 5, LeaseExpireRequest(ID=7, epoch=later)))
+    assert isinstance(current, LeaseRevokeResponse) and not machine.inner.store.leases.exists(7)
+
+
+def test_the_lease_epoch_survives_a_snapshot_and_unset_leaves_the_bytes_alone() -> None:
+    fresh = EtcdStateMachine()
+    assert len(msgspec.msgpack.decode(fresh.store.snapshot())) == 5  # the format before epochs
+    session = fresh.apply(SessionCommand(0, 0, OPEN_SESSION))
+    fresh.apply(SessionCommand(session, 1, LeaseEpochRequest(epoch=5)))
+    assert len(msgspec.msgpack.decode(fresh.store.snapshot())) == 6
+    copy = EtcdStateMachine()
+    copy.restore(fresh.snapshot())
+    assert copy.store.lease_epoch == 5
+    plain = EtcdStateMachine()
+    plain.store.restore(EtcdStateMachine().store.snapshot())
+    assert plain.store.lease_epoch == 0
 
 
 def test_a_data_dir_keeps_its_consensus(tmp_path: Path) -> None:

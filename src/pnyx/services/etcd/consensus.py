@@ -74,6 +74,12 @@ class Consensus:
     """The election timeout in ticks when none is configured (for usage checks)."""
     membership: bool = False
     move_leader: bool = False
+    epochs: bool = False
+    """Lease epochs (:class:`~pnyx.protocols.etcd.requests.LeaseEpochRequest`): the
+    lessor of a new leader runs only once the store applied its term as the lease epoch,
+    and its expiries are ``LeaseExpireRequest(epoch)``, refused once a later epoch began.
+    Multi-Paxos needs them: its next phase 1 may choose a deposed leader's expiry, accepted
+    at an old ballot, after a leader in between renewed the lease."""
 
     def runnable(self) -> ProtocolDef:
         """The protocol definition the node runner takes its runtime parts from."""
@@ -154,11 +160,14 @@ def _paxos_factory(tuning: NodeTuning) -> NodeFactory:
 
 
 def _paxos_leader_term(node: Any) -> int | None:
+    """The leader's ballot as one number (its lease epoch)."""
+    from pnyx.protocols.etcd.lease import ballot_epoch
     from pnyx.protocols.paxos import LEADER
 
     if getattr(node, "role", None) != LEADER:
         return None
-    return int(node.ballot[0])
+    round_, node_id = node.ballot
+    return ballot_epoch(int(round_), int(node_id))
 
 
 # -- Viewstamped Replication -------------------------------------------------------------------
@@ -212,6 +221,7 @@ CONSENSUS: Mapping[str, Consensus] = {
         leader_term_of=_paxos_leader_term,
         status_of=_plain_status,
         default_election_ticks=30,
+        epochs=True,
     ),
     VR: Consensus(
         name=VR,

@@ -42,7 +42,11 @@ from pnyx.protocols.etcd import (
 from pnyx.protocols.etcd.lease import DEFAULT_MIN_LEASE_TTL_S, Lessor
 from pnyx.protocols.etcd.machine import decode_result
 from pnyx.protocols.etcd.mutants import LEASE_EXPIRES_EARLY, LOCAL_READS, forgetful_lessor
-from pnyx.protocols.etcd.requests import LeaseRevokeRequest
+from pnyx.protocols.etcd.requests import (
+    LeaseEpochRequest,
+    LeaseExpireRequest,
+    LeaseRevokeRequest,
+)
 from pnyx.protocols.etcd.watch import DEFAULT_MAX_PENDING_RESPONSES, WatchHub
 from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
 from pnyx.protocols.raft.sessions import OPEN_SESSION, SESSION_EXPIRED, SessionCommand
@@ -161,6 +165,7 @@ class EtcdServer:
         """How this server runs over its consensus (raises ValueError for an unknown one)."""
         self._lead_term: int | None = None
         self._revoke_gateway: Gateway | None = None
+        self._epoch_claim: asyncio.Task[None] | None = None
         self._runner_options = runner_options
         inner = EtcdStateMachine(
             max_txn_ops=self.options.max_txn_ops, min_lease_ttl_s=self.options.min_lease_ttl_s
@@ -278,7 +283,41 @@ class EtcdServer:
             self._lead_term = term
             if self.machine.lessor.primary:
                 self.machine.lessor.demote()
+        if self.consensus.epochs:
+            return self.machine.inner.store.lease_epoch == term
         return True
+
+    def _claim_epoch(self) -> None:
+        """With lease epochs (Multi-Paxos), while this node leads in a term the store has
+        not applied as its lease epoch: propose it (one proposal at a time, to this node
+        only).  Until it is applied the lessor stays demoted (see ``Consensus.epochs``)."""
+        runner = self._runner
+        if not self.consensus.epochs or runner is None:
+            return
+        term = self.consensus.leader_term(runner.node)
+        if term is None or self.machine.inner.store.lease_epoch >= term:
+            return
+        if self._epoch_claim is not None and not self._epoch_claim.done():
+            return
+        self._epoch_claim = asyncio.ensure_future(
+            self._propose_locally(LeaseEpochRequest(epoch=term))
+        )
+        self._revokes.add(self._epoch_claim)
+        self._epoch_claim.add_done_callback(self._revokes.discard)
+
+    async def _propose_locally(self, request: Any) -> Any:
+        """``request`` through this node only (None when it failed: offered again later)."""
+        gateway = self._revoke_gateway
+        if gateway is None:
+            return None
+        try:
+            raw = await gateway.write(request, len(msgspec.msgpack.encode(request)))
+            return _typed(request, raw)
+        except (GatewayError, RefusedError, RpcFailure) as exc:
+            log.info(
+                "lease_proposal_failed request=%r error=%s (offered again later)", request, exc
+            )
+            return None
 
     def _group_addresses(self) -> dict[int, Address]:
         """Every member's pnyx address (this node's real one, even when it picked a port)."""
@@ -503,6 +542,7 @@ class EtcdServer:
         period_s = self.options.lease_check_ms / 1000
         while True:
             await asyncio.sleep(period_s)
+            self._claim_epoch()
             for lease_id in self.machine.expired_leases():
                 task = asyncio.ensure_future(self._revoke(lease_id))
                 self._revokes.add(task)
@@ -515,20 +555,19 @@ class EtcdServer:
 
     async def _revoke(self, lease_id: int) -> None:
         """Propose the expiry of ``lease_id`` to *this* node only (its own gateway knows no
-        other member): the proposal is chosen only while this node still leads in the term
-        whose lessor decided the expiry, never forwarded to a newer leader whose lessor
-        may have renewed the lease."""
-        request = LeaseRevokeRequest(ID=lease_id)
-        gateway = self._revoke_gateway
-        if gateway is None:
-            return
-        try:
-            raw = await gateway.write(request, len(msgspec.msgpack.encode(request)))
-            result = _typed(request, raw)
-        except (GatewayError, RefusedError, RpcFailure) as exc:
-            log.info("lease_revoke_failed lease=%x error=%s (offered again later)", lease_id, exc)
-            return
-        log.info("lease_expired lease=%x revision=%d", lease_id, result.header.revision)
+        other member), never forwarded to a newer leader whose lessor may have renewed the
+        lease.  Raft and VR choose it only while this node still leads (a deposed
+        leader's entry is overwritten or ordered before any later leader's reads); with
+        lease epochs (Multi-Paxos, whose next phase 1 may adopt a deposed leader's value)
+        it is a ``LeaseExpireRequest`` of this leadership's epoch, which the store refuses
+        once a later epoch began."""
+        epoch = self._lead_term
+        request: Any = LeaseRevokeRequest(ID=lease_id)
+        if self.consensus.epochs and epoch is not None:
+            request = LeaseExpireRequest(ID=lease_id, epoch=epoch)
+        result = await self._propose_locally(request)
+        if result is not None:
+            log.info("lease_expired lease=%x revision=%d", lease_id, result.header.revision)
 
 
 def _claim_data_dir(data_dir: Path, consensus: str) -> None:
