@@ -32,16 +32,16 @@ that share so a protocol change that makes recovery slower shows up."""
 
 FIRST_CATCH: dict[str, int] = {
     "accept_old_view_prepare": 4,
-    "checkpoint_no_restore": 1,
-    "client_table_ignored": 1,
-    "commit_before_quorum": 2,
+    "checkpoint_no_restore": 4,
+    "client_table_ignored": 4,
+    "commit_before_quorum": 1,
     "dvc_by_op_number": 4,
     "no_dvc_quorum": 1,
     "old_start_view": 2,
     "recovery_no_nonce": 91,
 }
 """The first swarm seed (``--faults all``) that catches each mutant, measured again with
-log compaction on (2026-12-06); replay with ``pnyx sim vr+MUTANT --seed N --swarm --faults
+log compaction and the checkpoint nemesis rules on (2026-12-06); replay with ``pnyx sim vr+MUTANT --seed N --swarm --faults
 all``.  ``test_recorded_seed_still_catches_its_mutant`` replays each: a change to the
 simulator's draws that moves a seed shows up there (measure again and update the table)."""
 

@@ -44,12 +44,14 @@ from pnyx.protocols.vr.config import MUTANTS, VrConfig
 from pnyx.protocols.vr.messages import (
     ENTRY_COMMAND,
     DoViewChange,
+    NewState,
     Prepare,
     PrepareOK,
     Recovery,
     RecoveryResponse,
     StartView,
     StartViewChange,
+    TakeCheckpoint,
     VrEntry,
 )
 from pnyx.protocols.vr.node import NORMAL, RECOVERING, VrNode
@@ -384,11 +386,22 @@ that a view change runs during the recovery.
 Crashes are proposed only while fewer than f replicas are down (disk-less mode)."""
 
 
+STREAM_NEMESIS_RULES: tuple[str, ...] = ("checkpoint-crash", "install-crash", "checkpoint-echo")
+"""Rules with RNG streams of their own (added after the mutant table was first measured):
+``checkpoint-crash``: crash a replica right after it asked for a checkpoint (the log is not
+yet dropped; a durable replica may not have saved it);
+``install-crash``: crash a replica right after it took another's checkpoint (state
+transfer or recovery) into its state machine;
+``checkpoint-echo``: deliver a NewState that carries a checkpoint again much later (a stale
+state transfer reaches a replica that has moved on).
+Crashes keep within f, as the main rules' do."""
+
+
 class VrNemesis:
     """Proposes strikes at the moments VR is vulnerable (see :data:`NEMESIS_RULES`)."""
 
     def __init__(self, rules: frozenset[str]) -> None:
-        unknown = rules - set(NEMESIS_RULES)
+        unknown = rules - set(NEMESIS_RULES) - set(STREAM_NEMESIS_RULES)
         if unknown:
             raise ValueError(f"unknown vr nemesis rules {sorted(unknown)}")
         self.rules = rules
@@ -407,6 +420,30 @@ class VrNemesis:
         if hit is None:
             hit = self._recovery_strike(world, node, kinds, can_crash, rng)
         return hit
+
+    def stream_strike(
+        self, world: World, node_id: int, ready: Ready, rngs: Mapping[str, SimRandom]
+    ) -> Strike | None:
+        """Strikes of :data:`STREAM_NEMESIS_RULES` (each draws from its own stream)."""
+        node = world.node(node_id)
+        if not isinstance(node, VrNode):
+            return None
+        can_crash = _may_crash(world, node)
+        rng = rngs.get("checkpoint-crash")
+        if rng is not None and can_crash and any(type(r) is TakeCheckpoint for r in ready.services):
+            return Strike("crash", node_id, rng.randrange(1_000, 100_000), "checkpoint-crash")
+        rng = rngs.get("install-crash")
+        if rng is not None and can_crash and any(type(a) is Restore for a in ready.apply):
+            return Strike("crash", node_id, rng.randrange(1_000, 100_000), "install-crash")
+        rng = rngs.get("checkpoint-echo")
+        if rng is not None and any(
+            type(s.msg) is NewState and s.msg.checkpoint is not None for s in ready.send
+        ):
+            return Strike("echo", node_id, rng.randrange(100_000, 1_500_000), "checkpoint-echo")
+        return None
+
+    def stream_struck(self, hit: Strike) -> None:
+        """Nothing to remember: each stream rule strikes at one batch."""
 
     def _view_change_strike(
         self, world: World, node: VrNode, kinds: set[type], can_crash: bool, rng: SimRandom
@@ -541,6 +578,7 @@ def vr_spec(
         configure=configure,
         make_nemesis=VrNemesis,
         nemesis_rules=NEMESIS_RULES,
+        stream_nemesis_rules=STREAM_NEMESIS_RULES,
         swarm_nodes=(3, 5, 5, 7),
     )
 
