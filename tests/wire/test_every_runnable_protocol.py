@@ -15,7 +15,7 @@ refuses (or changes) shows up only on real processes.  For every protocol of
 
 No protocol failed these when they were written.  The mutant tests at the end show that
 each check catches what it is for (an undeclared type, a value the codec refuses, a value
-that decodes differently).
+that decodes differently, and the int-keyed map the chain snapshot once carried).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pnyx.core import ClientReply, LogAppend, Message, Node, PutRecord, Ready, S
 from pnyx.protocols.chain.messages import ChainConfig
 from pnyx.protocols.etcd.sim_client import WatchClose, WatchData, WatchOpen
 from pnyx.protocols.raft.messages import Heartbeat
+from pnyx.runtime.transport import make_wire_codec
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.spec import RuntimeDef
 from tests.wire.strategies import strategy_for
@@ -283,3 +284,22 @@ def test_round_trip_helpers_fail_on_what_the_runtime_refuses() -> None:
     assert unfaithful(ChainConfig(1, [2, 3], 0), ChainConfig(1, (2, 3), 0))  # type: ignore[arg-type]
     assert unfaithful(PutRecord("k", (1, 2)), PutRecord("k", [1, 2])) == ""
     assert unfaithful(PutRecord("k", 1), PutRecord("k", 2))
+
+
+class _OldChainSnapshot(Message, frozen=True):
+    """The chain snapshot's ``last_writes`` as it once was: a map with int keys, which the
+    runtime's deterministic encoder refuses (found only on real processes then)."""
+
+    last_writes: dict[int, tuple[int, int, Any]]
+
+
+def test_generated_instances_catch_the_old_chain_snapshot() -> None:
+    codec = make_wire_codec((_OldChainSnapshot,))
+
+    @EXAMPLES
+    @given(msg=strategy_for(_OldChainSnapshot))
+    def round_trip(msg: Message) -> None:
+        assert over_the_wire(codec, msg) == msg
+
+    with pytest.raises(TypeError, match="str keys"):
+        round_trip()
