@@ -15,7 +15,7 @@ only over its predecessor version, a replica set only at a higher ``conf_ver``.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -31,7 +31,7 @@ from pnyx.protocols.multiraft.messages import (
     SplitCmd,
     SplitDone,
 )
-from pnyx.protocols.raft.kv import GET, KvOp, KvStore
+from pnyx.protocols.raft.kv import APPEND, CAS, DELETE, GET, PUT, KvOp, KvStore
 
 KEY_NOT_IN_RANGE = "key_not_in_range"
 """Error of an operation on a key outside the applying range (a stale route: definite)."""
@@ -46,19 +46,66 @@ MUTANT_PROPERTIES: dict[str, str] = {SPLIT_LOSES_INFLIGHT: "lost-write"}
 """Mutant -> the violation (of ``pnyx.protocols.multiraft.spec``) that catches it."""
 
 
+KV_KINDS = frozenset({GET, PUT, APPEND, CAS, DELETE})
+"""The kinds of :class:`KvOp` a range applies."""
+
 STALE_REQUEST = "stale_request"
 """Refusal of a copy of a client's write older than one this range already applied."""
 
 
 class _RangeImage(msgspec.Struct, array_like=True):
+    """A range's snapshot without extra state (the bytes of a plain KV range)."""
+
     bounds: RangeBounds
     data: list[tuple[str, Any]]
     last_split: SplitDone | None
     applied_ops: list[tuple[int, int]] = []
 
 
+class _RangeImageExtra(msgspec.Struct, array_like=True):
+    """A range's snapshot as it is decoded (``extra``: a subclass's range-wide state; an
+    image written without it decodes with None)."""
+
+    bounds: RangeBounds
+    data: list[tuple[str, Any]]
+    last_split: SplitDone | None
+    applied_ops: list[tuple[int, int]] = []
+    extra: Any = None
+
+
+def _encode_image(
+    bounds: RangeBounds,
+    records: list[tuple[str, Any]],
+    last_split: SplitDone | None,
+    applied_ops: list[tuple[int, int]],
+    extra: Any,
+) -> bytes:
+    if extra is None:
+        return msgspec.msgpack.encode(_RangeImage(bounds, records, last_split, applied_ops))
+    image = _RangeImageExtra(bounds, records, last_split, applied_ops, extra)
+    return msgspec.msgpack.encode(image)
+
+
 class RangeStateMachine:
-    """A range's KV data and bounds (implements :class:`pnyx.core.StateMachine`)."""
+    """A range's KV data and bounds (implements :class:`pnyx.core.StateMachine`).
+
+    **Extending it** (a subclass runs in every group when it is
+    :attr:`MultiRaftConfig.make_range_machine <pnyx.protocols.multiraft.node.MultiRaftConfig>`):
+
+    - commands: list your tagged struct types (``tag=True, array_like=True``; tags other
+      than ``SplitCmd`` / ``RangeWrite``) in :attr:`op_types` and handle them in
+      :meth:`apply_other` (check keys with :meth:`key_error`); they travel bare or as the
+      ``op`` of a :class:`RangeWrite` (exactly-once), and :meth:`op_keys` tells the node
+      which keys a command touches (early ``key_not_in_range`` answers);
+    - per-key data: a key's record is ``self.store.data[key]`` (any msgpack-encodable
+      value); a split moves whole records to the right half with :meth:`split_records`,
+      images carry them and :meth:`load_records` types them again after decoding;
+    - range-wide state: :meth:`image_extra` / :meth:`restore_extra` (snapshots),
+      :meth:`split_extra` (what the right half of a split starts with).
+    """
+
+    op_types: ClassVar[tuple[type[msgspec.Struct], ...]] = ()
+    """Tagged command types a subclass adds (decoded by :meth:`convert_op`)."""
 
     def __init__(self, bounds: RangeBounds, mutants: frozenset[str] = frozenset()) -> None:
         self.bounds = bounds
@@ -71,24 +118,75 @@ class RangeStateMachine:
         """client -> op_seq of its last write applied here (a split copies it to both
         halves: a retry routed to the right half must not apply again)."""
         self._mutants = mutants
+        self._tags: dict[str, type[msgspec.Struct]] = {
+            SplitCmd.__name__: SplitCmd,
+            RangeWrite.__name__: RangeWrite,
+        }
+        for t in self.op_types:
+            tag = t.__struct_config__.tag
+            if not isinstance(tag, str) or tag in self._tags:
+                raise TypeError(f"op type {t.__name__}: needs a string tag other than {tag!r}")
+            self._tags[tag] = t
 
     @property
     def data(self) -> dict[str, Any]:
-        """The range's key-value data."""
+        """The range's per-key records (key -> value for plain KV)."""
         return self.store.data
 
     def apply(self, command: Any) -> Any:
         """Apply a KV operation or a split; errors come back as ``{"error": ...}``."""
-        if type(command) not in (KvOp, SplitCmd, RangeWrite):
-            try:
-                command = _convert_command(command)
-            except msgspec.ValidationError as exc:
-                return {"error": f"malformed command: {exc}"}
+        try:
+            command = self.convert_command(command)
+        except msgspec.ValidationError as exc:
+            return {"error": f"malformed command: {exc}"}
         if type(command) is SplitCmd:
             return self._split(command)
         if type(command) is RangeWrite:
             return self._write_once(command)
-        return self._apply_op(command)
+        return self.apply_op(command)
+
+    # -- typing commands that crossed a wire or a disk untyped ----------------------------------
+
+    def convert_command(self, raw: Any) -> Any:
+        """``raw`` as a typed command of this range (a split, a client write, an
+        operation); raises ``msgspec.ValidationError`` when it is none of them."""
+        kind = type(raw)
+        if kind is SplitCmd or kind is KvOp or kind in self.op_types:
+            return raw
+        if kind is RangeWrite:
+            op = raw.op
+            typed = self.convert_op(op)
+            return raw if typed is op else RangeWrite(raw.client, raw.op_seq, typed)
+        if isinstance(raw, list | tuple) and raw and raw[0] == RangeWrite.__name__:
+            w = msgspec.convert(raw, RangeWrite)
+            return RangeWrite(w.client, w.op_seq, self.convert_op(w.op))
+        if isinstance(raw, list | tuple) and raw and raw[0] == SplitCmd.__name__:
+            return msgspec.convert(raw, SplitCmd)
+        return self.convert_op(raw)
+
+    def convert_op(self, raw: Any) -> Any:
+        """``raw`` as a :class:`KvOp` or one of :attr:`op_types` (by its tag, the first
+        element); raises ``msgspec.ValidationError`` otherwise."""
+        kind = type(raw)
+        if kind is KvOp or kind in self.op_types:
+            return raw
+        if isinstance(raw, list | tuple) and raw and isinstance(raw[0], str):
+            t = self._tags.get(raw[0])
+            if t is not None and t in self.op_types:
+                return msgspec.convert(raw, t)
+        op = msgspec.convert(raw, KvOp)
+        if op.kind not in KV_KINDS:
+            raise msgspec.ValidationError(f"unknown operation kind {op.kind!r}")
+        return op
+
+    def op_keys(self, op: Any) -> tuple[str, ...]:
+        """The keys a typed operation touches (the node answers ``key_not_in_range`` early
+        when one is outside the range); override for :attr:`op_types`."""
+        if type(op) is KvOp and type(op.key) is str:
+            return (op.key,)
+        return ()
+
+    # -- applying -------------------------------------------------------------------------------
 
     def _write_once(self, w: RangeWrite) -> Any:
         last = self.applied_ops.get(w.client, 0)
@@ -96,23 +194,43 @@ class RangeStateMachine:
             return None  # a copy of the write applied last: it happened (a put returns None)
         if w.op_seq < last:
             return {"error": STALE_REQUEST}
-        result = self._apply_op(w.op)
+        result = self.apply_op(w.op)
         if not (isinstance(result, dict) and "error" in result):
             self.applied_ops[w.client] = w.op_seq
         return result
 
-    def _apply_op(self, command: KvOp) -> Any:
-        key = command.key
+    def apply_op(self, op: Any) -> Any:
+        """Apply one typed operation: a :class:`KvOp` here, anything else goes to
+        :meth:`apply_other`."""
+        if type(op) is not KvOp:
+            return self.apply_other(op)
+        key = op.key
         if type(key) is not str:
             return {"error": f"key {key!r} is not a string"}
-        if not self.bounds.contains(key) and not self._skips_check(command):
+        if not self.bounds.contains(key) and not self._skips_check(op):
             return {"error": KEY_NOT_IN_RANGE, "bounds": self.bounds}
-        if command.kind != GET:
+        if op.kind != GET:
             self.mutations += 1
-        return self.store.apply(command)
+        return self.store.apply(op)
+
+    def apply_other(self, op: Any) -> Any:
+        """Apply an operation of :attr:`op_types` (a subclass's); the base has none.  Count
+        changes in :attr:`mutations`; answer errors as ``{"error": ...}``."""
+        return {"error": f"unknown operation {type(op).__name__}"}
+
+    def key_error(self, key: Any) -> dict[str, Any] | None:
+        """The error answer for an operation on ``key`` when this range does not own it
+        (apply-time bounds check, for :meth:`apply_other`), else None."""
+        if type(key) is not str:
+            return {"error": f"key {key!r} is not a string"}
+        if not self.bounds.contains(key):
+            return {"error": KEY_NOT_IN_RANGE, "bounds": self.bounds}
+        return None
 
     def _skips_check(self, op: KvOp) -> bool:
         return SPLIT_LOSES_INFLIGHT in self._mutants and op.kind != GET
+
+    # -- split ----------------------------------------------------------------------------------
 
     def _split(self, cmd: SplitCmd) -> Any:
         b = self.bounds
@@ -123,60 +241,84 @@ class RangeStateMachine:
             return {"error": STALE_SPLIT, "bounds": b}
         left = RangeBounds(b.range_id, b.start, key, b.version + 1)
         right = RangeBounds(cmd.new_range_id, key, b.end, b.version + 1)
-        moved = sorted((k, v) for k, v in self.store.data.items() if right.contains(k))
-        for k, _ in moved:
-            del self.store.data[k]
-        image = _RangeImage(right, moved, None, sorted(self.applied_ops.items()))
-        done = SplitDone(left, right, msgspec.msgpack.encode(image))
+        moved = self.split_records(right)
+        ops = sorted(self.applied_ops.items())
+        right_data = _encode_image(right, moved, None, ops, self.split_extra(right))
+        done = SplitDone(left, right, right_data)
         self.bounds = left
         self.last_split = done
         self.mutations += 1
         return done
 
+    def split_records(self, right: RangeBounds) -> list[tuple[str, Any]]:
+        """Remove the records of the keys ``right`` covers and return them sorted by key:
+        the right half of a split starts with exactly these (whole records)."""
+        moved = sorted((k, v) for k, v in self.store.data.items() if right.contains(k))
+        for k, _ in moved:
+            del self.store.data[k]
+        return moved
+
+    def split_extra(self, right: RangeBounds) -> Any:
+        """The range-wide extra state the right half ``right`` of a split starts with
+        (msgpack-encodable; None: none).  Called after :meth:`split_records`."""
+        return None
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def records(self) -> list[tuple[str, Any]]:
+        """Every key's record, sorted by key (what an image holds)."""
+        return sorted(self.store.data.items())
+
+    def load_records(self, records: list[tuple[str, Any]]) -> None:
+        """Install the records of an image (decoded untyped from msgpack: a subclass types
+        its records again here)."""
+        self.store.data = dict(records)
+
+    def image_extra(self) -> Any:
+        """Range-wide state beyond records, bounds and the exactly-once table, for
+        snapshots (msgpack-encodable; None: none, and the image is a plain KV range's)."""
+        return None
+
+    def restore_extra(self, extra: Any) -> None:
+        """Install what :meth:`image_extra` (or :meth:`split_extra`) gave, decoded untyped;
+        None when the image had none."""
+
     def snapshot(self) -> bytes:
-        data = sorted(self.store.data.items())
         ops = sorted(self.applied_ops.items())
-        return msgspec.msgpack.encode(_RangeImage(self.bounds, data, self.last_split, ops))
+        extra = self.image_extra()
+        return _encode_image(self.bounds, self.records(), self.last_split, ops, extra)
 
     def restore(self, data: bytes) -> None:
-        image = msgspec.msgpack.decode(data, type=_RangeImage)
+        image = msgspec.msgpack.decode(data, type=_RangeImageExtra)
         self.bounds = image.bounds
-        self.store.data = dict(image.data)
+        self.load_records(image.data)
         self.last_split = image.last_split
         self.applied_ops = dict(image.applied_ops)
+        self.restore_extra(image.extra)
         self.mutations += 1
 
 
-def convert_command(group: int, raw: Any) -> Any:
+def convert_command(group: int, raw: Any, machine: RangeStateMachine | None = None) -> Any:
     """The typed command of group ``group`` (0: the meta range) that crossed a wire or a
-    checkpoint untyped; ``raw`` unchanged when it is typed or not a command."""
-    if type(raw) in (KvOp, SplitCmd, RangeWrite, MetaQuery, ReserveSplit, MetaSplit, MetaReplicas):
+    checkpoint untyped; ``raw`` unchanged when it is typed or not a command.  Data range
+    commands are typed by ``machine`` (a plain :class:`RangeStateMachine` if None)."""
+    kind = type(raw)
+    if kind in (KvOp, SplitCmd, MetaQuery, ReserveSplit, MetaSplit, MetaReplicas):
         return raw
     try:
         if group == 0:
             return msgspec.convert(raw, MetaQuery | MetaCommand)
-        return _convert_command(raw)
+        return (machine or _PLAIN).convert_command(raw)
     except msgspec.ValidationError:
         return raw
 
 
-def _convert_command(raw: Any) -> KvOp | SplitCmd | RangeWrite:
-    """A command that crossed a wire or a checkpoint untyped (a msgpack array): a split or
-    a client write carries its tag first, a bare KV operation does not."""
-    if isinstance(raw, list | tuple) and raw and raw[0] in _TAGGED:
-        return msgspec.convert(raw, _TAGGED[raw[0]])
-    return msgspec.convert(raw, KvOp)
-
-
-_TAGGED: dict[str, type[SplitCmd] | type[RangeWrite]] = {
-    SplitCmd.__name__: SplitCmd,
-    RangeWrite.__name__: RangeWrite,
-}
-
-
 def range_image(bounds: RangeBounds, data: dict[str, Any]) -> bytes:
-    """The snapshot bytes of a range holding ``data`` (bootstrap)."""
-    return msgspec.msgpack.encode(_RangeImage(bounds, sorted(data.items()), None))
+    """The snapshot bytes of a plain KV range holding ``data``."""
+    return _encode_image(bounds, sorted(data.items()), None, [], None)
+
+
+_PLAIN = RangeStateMachine(RangeBounds(0, "", "", 0))
 
 
 class _MetaImage(msgspec.Struct, array_like=True):

@@ -13,7 +13,6 @@ from typing import Any
 import msgspec
 
 from pnyx.core import LogAppend, LogCompact, Message, PutRecord, SnapshotSave
-from pnyx.protocols.raft.kv import KvOp
 from pnyx.protocols.raft.messages import (
     AppendEntries,
     AppendResponse,
@@ -93,11 +92,16 @@ class RangeWrite(msgspec.Struct, frozen=True, tag=True, array_like=True):
     """A client's write with its identity: ``op_seq`` numbers the client's operations
     (every attempt of one operation carries the same number).  A range applies each
     (client, op_seq) at most once, whatever the network duplicates or delays: a copy of
-    the last applied operation is answered ok again, an older one is refused."""
+    the last applied operation is answered ok again, an older one is refused.
+
+    ``op`` is a :class:`~pnyx.protocols.raft.kv.KvOp` or a command type a range machine
+    subclass adds (``RangeStateMachine.op_types``); it crosses a wire untyped and the
+    receiving node types it with its range machine (``convert_command``): an operation of
+    no known type is refused (a client's: its connection is closed)."""
 
     client: int
     op_seq: int
-    op: KvOp
+    op: Any
 
 
 class SplitDone(msgspec.Struct, frozen=True, array_like=True):

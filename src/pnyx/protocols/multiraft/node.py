@@ -24,6 +24,7 @@ first), and carries out replica moves (learner first, then a joint-consensus swa
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,6 @@ from pnyx.protocols.multiraft.machines import (
     MetaStateMachine,
     RangeStateMachine,
     convert_command,
-    range_image,
 )
 from pnyx.protocols.multiraft.messages import (
     FIRST_RANGE,
@@ -67,6 +67,7 @@ from pnyx.protocols.multiraft.messages import (
     GroupRequest,
     MetaCommand,
     MetaPropose,
+    MetaQuery,
     MetaReplicas,
     MetaSplit,
     MoveReplica,
@@ -78,7 +79,6 @@ from pnyx.protocols.multiraft.messages import (
     SplitDone,
 )
 from pnyx.protocols.raft.config import RaftConfig
-from pnyx.protocols.raft.kv import KvOp
 from pnyx.protocols.raft.messages import (
     ADD_LEARNER,
     ENTRY_COMMAND,
@@ -86,10 +86,12 @@ from pnyx.protocols.raft.messages import (
     HARD_STATE_KEY,
     REPLACE,
     AdminRequest,
+    AppendEntries,
     ClientRequest,
     ConfigData,
     Entry,
     HardState,
+    ReadRequest,
     SnapshotMeta,
     TakeSnapshot,
 )
@@ -125,6 +127,16 @@ class MultiRaftConfig:
     checkpoint_entries: int = 512
     """Journal entries between two checkpoints of the process's durable state."""
     mutants: frozenset[str] = frozenset()
+    make_range_machine: Callable[[RangeBounds, frozenset[str]], RangeStateMachine] = field(
+        default=RangeStateMachine
+    )
+    """Factory of every data range's state machine (bounds, mutants): bootstrap, a split's
+    right half, replicas created by a message, recovery.  A subclass of
+    :class:`RangeStateMachine` with more commands thus runs in every group."""
+    initial_split_keys: tuple[str, ...] = ()
+    """A fresh cluster starts with ``len + 1`` data ranges split at these keys (strictly
+    increasing, non-empty), range ``i`` (from 1) on ``replicas_per_range`` processes
+    starting at the ``i``-th (round-robin); the meta range records all of them."""
 
     def __post_init__(self) -> None:
         unknown = self.mutants - MUTANTS
@@ -135,6 +147,13 @@ class MultiRaftConfig:
                 f"replicas_per_range {self.replicas_per_range} must be >= 1 and "
                 f"split_threshold_keys {self.split_threshold_keys} >= 2"
             )
+        keys = self.initial_split_keys
+        for i, key in enumerate(keys):
+            if type(key) is not str or key == "" or (i > 0 and key <= keys[i - 1]):
+                raise ValueError(
+                    f"initial_split_keys must be non-empty strings in increasing order; "
+                    f"{key!r} at position {i} is not"
+                )
         for name in (
             "sync_interval_ticks",
             "split_retry_ticks",
@@ -182,6 +201,8 @@ class MultiRaftNode:
             self.cfg.raft, initial_voters=(others[0],) if others else None
         )
         self._rng = rng
+        self._probe = self.cfg.make_range_machine(RangeBounds(0, "", "", 0), self.cfg.mutants)
+        """A machine of the configured type, to type commands that crossed a wire or disk."""
         self.groups: dict[int, RaftNode] = {}
         self.machines: dict[int, Machine] = {}
         self._order: list[int] = []
@@ -228,26 +249,40 @@ class MultiRaftNode:
             for g in image.groups:
                 ds = DurableState()
                 ds.records = dict(g.records)
-                ds.log = [_typed_entry(g.group, e) for e in g.log]
+                ds.log = [_typed_entry(g.group, e, self._probe) for e in g.log]
                 ds.log_start = g.log_start
                 ds.snapshot = g.snapshot
                 self._mirrors[g.group] = ds
         for raw in durable.log:
-            entry = _typed_op(raw if type(raw) is GroupOp else msgspec.convert(raw, GroupOp))
+            op = raw if type(raw) is GroupOp else msgspec.convert(raw, GroupOp)
+            entry = _typed_op(op, self._probe)
             self._mirrors.setdefault(entry.group, DurableState()).apply(entry.op)
         for gid in sorted(self._mirrors):
             self._start_group(gid, self._mirrors[gid])
         return durable.last_index + 1, len(durable.log)
 
     def _bootstrap(self) -> None:
-        """A fresh cluster: the meta range on every process, one range over all keys on the
-        first ``replicas_per_range`` processes (every process derives the same)."""
-        replicas = self.peers[: self.cfg.replicas_per_range]
-        whole = RangeDesc(FIRST_RANGE, "", None, 1, INIT_INDEX, replicas)
-        meta = MetaStateMachine((whole,), next_id=FIRST_RANGE + 1)
+        """A fresh cluster: the meta range on every process, the initial ranges
+        (:meth:`initial_ranges`) on their replicas (every process derives the same)."""
+        ranges = self.initial_ranges()
+        meta = MetaStateMachine(ranges, next_id=FIRST_RANGE + len(ranges))
         self._create_group(META_GROUP, ConfigData(self.peers), meta.snapshot())
-        if self.node_id in replicas:
-            self._create_group(FIRST_RANGE, ConfigData(replicas), range_image(whole.bounds, {}))
+        for desc in ranges:
+            if self.node_id in desc.replicas:
+                sm = self.cfg.make_range_machine(desc.bounds, self.cfg.mutants)
+                self._create_group(desc.range_id, ConfigData(desc.replicas), sm.snapshot())
+
+    def initial_ranges(self) -> tuple[RangeDesc, ...]:
+        """The data ranges of a fresh cluster: split at ``initial_split_keys``, range ``i``
+        on ``replicas_per_range`` processes from the ``i``-th on (round-robin)."""
+        starts = ("", *self.cfg.initial_split_keys)
+        ends = (*self.cfg.initial_split_keys, None)
+        count = min(self.cfg.replicas_per_range, len(self.peers))
+        ranges = []
+        for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
+            chosen = sorted(self.peers[(i + j) % len(self.peers)] for j in range(count))
+            ranges.append(RangeDesc(FIRST_RANGE + i, start, end, 1, INIT_INDEX, tuple(chosen)))
+        return tuple(ranges)
 
     def _create_group(self, gid: int, conf: ConfigData, data: bytes) -> None:
         """A new initialised group: a synthesized snapshot at INIT_INDEX, made durable."""
@@ -263,7 +298,9 @@ class MultiRaftNode:
         if gid == META_GROUP:
             self.machines[gid] = MetaStateMachine()
         else:
-            self.machines[gid] = RangeStateMachine(RangeBounds(gid, "", "", 0), self.cfg.mutants)
+            self.machines[gid] = self.cfg.make_range_machine(
+                RangeBounds(gid, "", "", 0), self.cfg.mutants
+            )
         self._order = sorted(self.groups)
 
     def _log_op(self, gid: int, op: PersistOp) -> None:
@@ -299,6 +336,8 @@ class MultiRaftNode:
             raise InvalidMessage(f"unexpected peer message {type(msg).__name__}")
 
     def _step_group(self, gid: int, msg: Message, from_id: int) -> None:
+        if type(msg) is AppendEntries and msg.entries:
+            msg = _typed_append(gid, msg, self._probe)
         group = self.groups.get(gid)
         if group is None:  # a replica being added here, or a split not applied here yet
             self._mirrors[gid] = ds = DurableState()
@@ -458,27 +497,22 @@ class MultiRaftNode:
             return
         if type(msg) is not GroupRequest:
             raise InvalidMessage(f"unexpected client message {type(msg).__name__}")
-        request = msg.request
         group = self.groups.get(msg.group)
         if group is None:
-            self._answer(client, request.request_id, "range_not_found")
+            self._answer(client, msg.request.request_id, "range_not_found")
             return
-        if type(request) is ClientRequest:
-            if msg.group == META_GROUP:
-                self._answer(client, request.request_id, "meta_is_read_only")
-                return
-            sm = self.machines[msg.group]
+        if type(msg.request) is ClientRequest and msg.group == META_GROUP:
+            self._answer(client, msg.request.request_id, "meta_is_read_only")
+            return
+        request = self._typed_request(msg.group, msg.request)
+        sm = self.machines[msg.group]
+        if isinstance(sm, RangeStateMachine) and isinstance(request, ClientRequest):
             command = request.command
             if type(command) is RangeWrite:
                 command = command.op
             # Bounds only shrink over versions: a key outside any replica's view of the range
             # is outside its latest bounds too (a definite, early answer).
-            if (
-                type(command) is KvOp
-                and type(command.key) is str
-                and isinstance(sm, RangeStateMachine)
-                and not sm.bounds.contains(command.key)
-            ):
+            if any(not sm.bounds.contains(k) for k in sm.op_keys(command)):
                 reply = ClientReply(
                     request.request_id, False, result=sm.bounds, error=KEY_NOT_IN_RANGE
                 )
@@ -488,6 +522,32 @@ class MultiRaftNode:
         group.step(request, client)
         if type(request) is ClientRequest and group.log.last_index > before:
             self._appended.add((client, request.request_id))
+
+    def _typed_request(
+        self, gid: int, request: ClientRequest | ReadRequest
+    ) -> ClientRequest | ReadRequest:
+        """``request`` with its command typed (it may have crossed a wire untyped); a
+        command of no known type, or a client's split, is refused (InvalidMessage)."""
+        raw = request.command if isinstance(request, ClientRequest) else request.query
+        try:
+            if gid == META_GROUP:
+                typed: Any = msgspec.convert(raw, MetaQuery)
+            else:
+                sm = self.machines[gid]
+                assert isinstance(sm, RangeStateMachine)
+                typed = sm.convert_command(raw)
+        except msgspec.ValidationError as exc:
+            raise InvalidMessage(
+                f"group {gid}: request {request.request_id} carries no valid command "
+                f"({exc}): {raw!r:.200}"
+            ) from None
+        if type(typed) is SplitCmd:
+            raise InvalidMessage(f"group {gid}: a client may not propose {typed!r}")
+        if typed is raw:
+            return request
+        if isinstance(request, ClientRequest):
+            return ClientRequest(request.request_id, typed)
+        return ReadRequest(request.request_id, typed, request.consistency)
 
     def _answer(self, client: int, request_id: int, error: str) -> None:
         self._out.send.append(Send(client, ClientReply(request_id, False, error=error)))
@@ -614,25 +674,35 @@ class MultiRaftNode:
         return sm
 
 
-def _typed_entry(group: int, raw: Any) -> Entry:
-    """A log entry read back from a checkpoint or a decoded journal, with its command (or
-    configuration) typed again, so every replica holds equal entries."""
+def _typed_entry(group: int, raw: Any, machine: RangeStateMachine) -> Entry:
+    """A log entry read back from a checkpoint or a decoded journal, or received from a
+    peer, with its command (or configuration) typed again, so every replica holds equal
+    entries.  A command of no known type stays raw (the machine answers it an error, the
+    same on every replica)."""
     entry = raw if type(raw) is Entry else msgspec.convert(raw, Entry)
     if entry.kind == ENTRY_COMMAND and entry.data is not None:
-        data = convert_command(group, entry.data)
+        data = convert_command(group, entry.data, machine)
         return entry if data is entry.data else Entry(entry.term, entry.kind, data)
     if entry.kind == ENTRY_CONFIG and type(entry.data) is not ConfigData:
         return Entry(entry.term, entry.kind, msgspec.convert(entry.data, ConfigData))
     return entry
 
 
-def _typed_op(op: GroupOp) -> GroupOp:
+def _typed_op(op: GroupOp, machine: RangeStateMachine) -> GroupOp:
     """A journal entry decoded from bytes, its log entries typed again."""
     inner = op.op
     if type(inner) is LogAppend:
-        entries = tuple(_typed_entry(op.group, e) for e in inner.entries)
+        entries = tuple(_typed_entry(op.group, e, machine) for e in inner.entries)
         return GroupOp(op.group, LogAppend(inner.first_index, entries))
     return op
+
+
+def _typed_append(group: int, msg: AppendEntries, machine: RangeStateMachine) -> AppendEntries:
+    """A peer's AppendEntries with its entries typed (they cross the wire untyped)."""
+    entries = tuple(_typed_entry(group, e, machine) for e in msg.entries)
+    if all(a is b for a, b in zip(entries, msg.entries, strict=True)):
+        return msg
+    return msgspec.structs.replace(msg, entries=entries)
 
 
 def _replica_view(group: RaftNode) -> tuple[tuple[int, ...], int]:
