@@ -122,22 +122,24 @@ def etcd_paxos_spec(
     mutants: frozenset[str] = frozenset(),
     config: PaxosConfig | None = None,
     name: str = "etcd-paxos",
+    inner: Inner = PAXOS_INNER,
 ) -> ProtocolDef:
-    """etcd over Multi-Paxos; ``mutants`` (etcd's) break it on purpose."""
+    """etcd over Multi-Paxos; ``mutants`` (etcd's) break it on purpose.  ``inner``: how
+    the nodes are driven (tests: :data:`PAXOS_INNER` without lease epochs)."""
     _check_mutants(mutants, name)
     node_config = config or PAXOS_SIM_CONFIG
     make_hub = etcd_hub_factory(mutants)
 
     def make_node(node_id: int, peers: tuple[int, ...], rng: Rng, durable: DurableState) -> Any:
         paxos = PaxosNode(node_id, peers, rng, durable, node_config)
-        return EtcdNode(paxos, make_hub, PAXOS_INNER)
+        return EtcdNode(paxos, make_hub, inner)
 
     def make_monitor(node_ids: tuple[int, ...]) -> Monitor:
         return EtcdMonitor(node_ids, PaxosMonitor(node_ids, node_config))
 
     def configure(settings: Mapping[str, Any]) -> ProtocolDef:
         fields = _protocol_settings(settings)
-        return etcd_paxos_spec(mutants, dataclasses.replace(node_config, **fields), name)
+        return etcd_paxos_spec(mutants, dataclasses.replace(node_config, **fields), name, inner)
 
     return _definition(
         name,
