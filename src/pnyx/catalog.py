@@ -62,6 +62,7 @@ _PROTOCOLS: dict[str, str] = {
     "percolator": "pnyx.protocols.txn.spec:PERCOLATOR_SPEC",
     "percolator-async": "pnyx.protocols.txn.spec:PERCOLATOR_ASYNC",
     "percolator-1pc": "pnyx.protocols.txn.spec:PERCOLATOR_1PC",
+    "txn-2pc": "pnyx.protocols.txn.spec:TXN_2PC",
 }
 
 
@@ -122,6 +123,7 @@ _MUTANT_SPECS: dict[str, str] = {
     "percolator": "pnyx.protocols.txn.spec:txn_mutant_spec",
     "percolator-async": "pnyx.protocols.txn.spec:txn_mutant_spec",
     "percolator-1pc": "pnyx.protocols.txn.spec:txn_mutant_spec",
+    "txn-2pc": "pnyx.protocols.txn.spec:txn_mutant_spec",
     "raft": "pnyx.protocols.raft.spec:raft_mutant_spec",
     "tso": "pnyx.protocols.tso.spec:tso_mutant_spec",
     "vr": "pnyx.protocols.vr.spec:vr_mutant_spec",

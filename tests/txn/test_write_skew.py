@@ -70,3 +70,17 @@ def test_a_lost_update_is_refused_by_the_first_committer_wins_rule() -> None:
     _commit(store, 10, "x", [*base, 1], commit_ts=12)
     refused = store.apply(Prewrite(11, "x", (Mutation("x", [2]),)))
     assert refused.status == "write_conflict"
+
+
+def test_read_locks_of_the_2pc_mode_refuse_write_skew() -> None:
+    store = MvccStore()
+    for key in ("x", "y"):
+        assert _read(store, key, 10) == [] and _read(store, key, 11) == []
+    t1 = store.apply(Prewrite(10, "x", (Mutation("x", [1]), Mutation("y", None, read_only=True))))
+    assert t1.ok
+    t2 = store.apply(Prewrite(11, "y", (Mutation("y", [2]), Mutation("x", None, read_only=True))))
+    assert t2.status == "locked" and t2.key == "y"
+    assert store.apply(Resolve(("x", "y"), 10, 12)).status == ""
+    assert _read(store, "y", 20) == []  # the read lock wrote nothing
+    late = store.apply(Prewrite(11, "y", (Mutation("y", [2]), Mutation("x", None, read_only=True))))
+    assert late.status == "write_conflict"  # x changed after T2's snapshot

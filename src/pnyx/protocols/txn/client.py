@@ -82,14 +82,26 @@ from pnyx.protocols.txn.workloads import (
 )
 
 PERCOLATOR = "percolator"
+TWO_PC = "2pc"
+"""Two-phase commit over the Raft groups, serializable: as ``percolator`` (prepare = the
+prewrites, the decision record = the primary's commit record in its own group, phase 2 =
+the secondaries), and every key read but not written is validated and read-locked in the
+prepare (no write since the start timestamp, none until the commit)."""
 ASYNC_COMMIT = "async-commit"
 ONE_PC = "1pc"
-MODES = (PERCOLATOR, ASYNC_COMMIT, ONE_PC)
+MODES = (PERCOLATOR, ASYNC_COMMIT, ONE_PC, TWO_PC)
+TWO_PHASE_MODES = (PERCOLATOR, TWO_PC)
+"""Modes whose commit point is the primary's commit record at a timestamp from the
+allocator."""
 
 COMMIT_TS_BEFORE_PREWRITE = "commit_ts_before_prewrite"
 """Mutant (percolator mode): the commit timestamp is taken before the prewrites are sent,
 so a reader between the two timestamps may miss a lock that lands after its read."""
-CLIENT_MUTANTS: frozenset[str] = frozenset({COMMIT_TS_BEFORE_PREWRITE})
+ACK_BEFORE_DURABLE = "ack_before_durable"
+"""Mutant (2pc mode): the coordinator acknowledges the commit before the decision record
+is durable (before the primary's commit answered), so a crash or a resolver may still
+abort an acknowledged transaction."""
+CLIENT_MUTANTS: frozenset[str] = frozenset({COMMIT_TS_BEFORE_PREWRITE, ACK_BEFORE_DURABLE})
 
 CRASH_STEPS = ("start", "reads", "prewriting", "commit_ts", "primary", "secondaries")
 ONE_PC_SPLIT = "one_pc_split"
@@ -161,6 +173,8 @@ class _Txn:
         self.commit_ts = 0
         self.values: dict[str, Any] = {}
         self.writes: dict[str, Any] = {}
+        self.mutations: dict[str, Mutation] = {}
+        """What the prewrites lock, by key: the writes, and in 2pc mode read locks."""
         self.primary = ""
         self.waiting = 0
         """Answers still awaited in the current step."""
@@ -283,7 +297,7 @@ class TxnClient(Outbox):
 
     def _begin_attempt(self, txn: _Txn) -> None:
         txn.attempt += 1
-        txn.values, txn.writes, txn.refused = {}, {}, None
+        txn.values, txn.writes, txn.mutations, txn.refused = {}, {}, {}, None
         txn.start_ts = txn.commit_ts = txn.min_commit_ts = 0
         txn.one_pc_done = False
         attempt = txn.attempt
@@ -335,8 +349,12 @@ class TxnClient(Outbox):
         if not txn.writes:
             self._finish(txn, "ok", txn.program.output(txn.values))  # read-only: its snapshot
             return
-        keys = sorted(txn.writes)
-        txn.primary = keys[0]
+        txn.mutations = {k: Mutation(k, v) for k, v in txn.writes.items()}
+        if self.cfg.mode == TWO_PC:
+            for key in txn.program.reads():
+                if key not in txn.writes:
+                    txn.mutations[key] = Mutation(key, None, read_only=True)
+        txn.primary = min(txn.writes)
         if COMMIT_TS_BEFORE_PREWRITE in self.cfg.mutants and self.cfg.mode == PERCOLATOR:
             self._call(AllocTs(TS_KEY), txn, lambda ts: self._early_commit_ts(txn, attempt, ts))
             return
@@ -354,15 +372,15 @@ class TxnClient(Outbox):
     # -- prewrite -------------------------------------------------------------------------------
 
     def _prewrite(self, txn: _Txn, attempt: int) -> None:
-        keys = sorted(txn.writes)
+        keys = sorted(txn.mutations)
         one_range = self._one_range(keys)
-        use_async = self.cfg.mode != PERCOLATOR
+        use_async = self.cfg.mode not in TWO_PHASE_MODES
         secondaries = tuple(k for k in keys if k != txn.primary) if use_async else ()
         one_pc = self.cfg.mode == ONE_PC and one_range
         groups = [keys] if one_pc else self._group_keys(keys)
         txn.waiting = len(groups)
         for i, group in enumerate(groups):
-            muts = tuple(Mutation(k, txn.writes[k]) for k in group)
+            muts = tuple(txn.mutations[k] for k in group)
             mine = secondaries if txn.primary in group else ()
             cmd = Prewrite(txn.start_ts, txn.primary, muts, use_async, mine, one_pc)
             self._call(cmd, txn, self._prewrite_done(txn, attempt, group))
@@ -380,11 +398,11 @@ class TxnClient(Outbox):
             return
         if isinstance(result, dict) and result.get("error") == ONE_PC_SPLIT:
             # The 1PC command met a split: prewrite the keys key by key instead (async).
-            secondaries = tuple(k for k in sorted(txn.writes) if k != txn.primary)
+            secondaries = tuple(k for k in sorted(txn.mutations) if k != txn.primary)
             for key in group:
                 txn.waiting += 1
                 mine = secondaries if key == txn.primary else ()
-                muts = (Mutation(key, txn.writes[key]),)
+                muts = (txn.mutations[key],)
                 cmd = Prewrite(txn.start_ts, txn.primary, muts, True, mine)
                 self._call(cmd, txn, self._prewrite_done(txn, attempt, [key]))
         elif not isinstance(result, PrewriteResult):
@@ -394,7 +412,7 @@ class TxnClient(Outbox):
                 txn.refused = result
         elif result.status == COMMITTED:
             txn.min_commit_ts = max(txn.min_commit_ts, result.commit_ts)
-            txn.one_pc_done = txn.one_pc_done or len(group) == len(txn.writes)
+            txn.one_pc_done = txn.one_pc_done or len(group) == len(txn.mutations)
         else:
             txn.min_commit_ts = max(txn.min_commit_ts, result.min_commit_ts)
         txn.waiting -= 1
@@ -405,7 +423,7 @@ class TxnClient(Outbox):
         if txn.refused is not None:
             self._abort(txn, attempt)
             return
-        if self.cfg.mode == PERCOLATOR:
+        if self.cfg.mode in TWO_PHASE_MODES:
             if txn.commit_ts:  # the mutant took it before the prewrites
                 self._commit_primary(txn, attempt)
                 return
@@ -417,7 +435,7 @@ class TxnClient(Outbox):
         txn.commit_ts = txn.min_commit_ts
         self._committed(txn)
         if not txn.one_pc_done:
-            self._commit_keys(txn, sorted(txn.writes))
+            self._commit_keys(txn, sorted(txn.mutations))
 
     def _on_commit_ts(self, txn: _Txn, attempt: int, ts: Any) -> None:
         if not self._live(txn, attempt):
@@ -430,6 +448,9 @@ class TxnClient(Outbox):
         self._commit_primary(txn, attempt)
 
     def _commit_primary(self, txn: _Txn, attempt: int) -> None:
+        if ACK_BEFORE_DURABLE in self.cfg.mutants and self.cfg.mode == TWO_PC:
+            self._ack_then_commit(txn)
+            return
         if self._crashes("primary"):
             return
 
@@ -443,9 +464,24 @@ class TxnClient(Outbox):
                 self._abort(txn, attempt)
             else:
                 self._committed(txn)
-                self._commit_keys(txn, [k for k in sorted(txn.writes) if k != txn.primary])
+                self._commit_keys(txn, [k for k in sorted(txn.mutations) if k != txn.primary])
 
         self._call(Resolve((txn.primary,), txn.start_ts, txn.commit_ts), txn, done)
+
+    def _ack_then_commit(self, txn: _Txn) -> None:
+        """The mutant: acknowledge first, then make the decision durable (maybe never)."""
+        self._committed(txn)
+        if self._rng.random() < self.cfg.crash_probability:
+            self._count("crash_primary")
+            self._idle_until = self._now + self.cfg.restart_ticks
+            return
+        secondaries = [k for k in sorted(txn.mutations) if k != txn.primary]
+
+        def done(result: Any) -> None:
+            if isinstance(result, ResolveResult) and not result.status:
+                self._commit_keys(txn, secondaries)
+
+        self._call(Resolve((txn.primary,), txn.start_ts, txn.commit_ts), None, done)
 
     def _committed(self, txn: _Txn) -> None:
         self._count(f"committed_{self.cfg.mode}")
@@ -471,7 +507,7 @@ class TxnClient(Outbox):
     def _abort(self, txn: _Txn, attempt: int) -> None:
         """Roll every key back; then retry, or record the outcome."""
         self._count("aborted_attempts")
-        groups = self._group_keys(sorted(txn.writes))
+        groups = self._group_keys(sorted(txn.mutations))
         txn.waiting = len(groups)
         txn.rollback_committed = False
         unsure = [False]

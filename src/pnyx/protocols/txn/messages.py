@@ -38,13 +38,18 @@ class Lock(msgspec.Struct, frozen=True, array_like=True):
     use_async: bool = False
     min_commit_ts: int = 0
     secondaries: tuple[str, ...] = ()
+    read_only: bool = False
+    """A read lock (serializable 2PC mode): the transaction read the key and does not
+    write it; committing it writes nothing, and it never blocks a reader."""
 
 
 class Mutation(msgspec.Struct, frozen=True, array_like=True):
-    """Write ``value`` to ``key`` (None: delete it)."""
+    """Write ``value`` to ``key`` (None: delete it); with ``read_only``, validate and lock a
+    key the transaction read without writing it (no write since its start timestamp)."""
 
     key: str
     value: Any
+    read_only: bool = False
 
 
 # -- commands ---------------------------------------------------------------------------------

@@ -154,6 +154,8 @@ class MvccStore:
             min_commit_ts = max(cmd.start_ts, self.max_read_ts) + 1
         if cmd.one_pc:
             for m in cmd.mutations:
+                if m.read_only:
+                    continue
                 rec = self.record(m.key)
                 rec.data[cmd.start_ts] = m.value
                 rec.writes.append((min_commit_ts, cmd.start_ts))
@@ -163,7 +165,13 @@ class MvccStore:
             if rec.lock is None:
                 secondaries = cmd.secondaries if m.key == cmd.primary else ()
                 rec.lock = Lock(
-                    cmd.primary, cmd.start_ts, m.value, cmd.use_async, min_commit_ts, secondaries
+                    cmd.primary,
+                    cmd.start_ts,
+                    m.value,
+                    cmd.use_async,
+                    min_commit_ts,
+                    secondaries,
+                    m.read_only,
                 )
         return PrewriteResult("", min_commit_ts)
 
@@ -210,9 +218,11 @@ class MvccStore:
         lock = rec.lock
         if lock is None or lock.start_ts != start_ts:
             return TXN_NOT_FOUND
+        rec.lock = None
+        if lock.read_only:
+            return ""  # a read lock: validated, nothing to write
         rec.data[start_ts] = lock.value
         bisect.insort(rec.writes, (commit_ts, start_ts))
-        rec.lock = None
         return ""
 
     # -- resolution -------------------------------------------------------------------------------
@@ -269,7 +279,7 @@ class MvccStore:
 
 def _blocks(lock: Lock, read_ts: int) -> bool:
     """True when ``lock`` may hide a write visible at ``read_ts``."""
-    if lock.start_ts > read_ts:
+    if lock.start_ts > read_ts or lock.read_only:
         return False
     return not (lock.use_async and lock.min_commit_ts > read_ts)
 

@@ -32,11 +32,13 @@ from pnyx.protocols.multiraft.node import MultiRaftConfig, MultiRaftNode
 from pnyx.protocols.multiraft.spec import SIM_RAFT, MultiRaftMonitor
 from pnyx.protocols.raft.node import LEADER
 from pnyx.protocols.txn.client import (
+    ACK_BEFORE_DURABLE,
     ASYNC_COMMIT,
     CLIENT_MUTANTS,
     COMMIT_TS_BEFORE_PREWRITE,
     ONE_PC,
     PERCOLATOR,
+    TWO_PC,
     TxnClient,
     TxnClientConfig,
 )
@@ -55,6 +57,7 @@ MUTANT_PROPERTIES: dict[str, str] = {
     READER_IGNORES_LOCK: "G-single",
     COMMIT_TS_BEFORE_PREWRITE: "G-single",
     SPLIT_LOSES_LOCK: "lost-commit",
+    ACK_BEFORE_DURABLE: "lost-commit",
 }
 """Mutant -> the property that catches it (first catching seeds in the package README)."""
 
@@ -67,15 +70,24 @@ SIM_CONFIG = MultiRaftConfig(
     checkpoint_entries=64,
     initial_split_keys=SIM_SPLIT_KEYS,
 )
-MODE_NAMES = {PERCOLATOR: "percolator", ASYNC_COMMIT: "percolator-async", ONE_PC: "percolator-1pc"}
+MODE_NAMES = {
+    PERCOLATOR: "percolator",
+    ASYNC_COMMIT: "percolator-async",
+    ONE_PC: "percolator-1pc",
+    TWO_PC: "txn-2pc",
+}
 
 
 class TxnMonitor(MultiRaftMonitor):
     """Multi-Raft's invariants after every event, the transaction checks at the end."""
 
-    def __init__(self, node_ids: tuple[int, ...], bank: BankConfig) -> None:
+    def __init__(
+        self, node_ids: tuple[int, ...], bank: BankConfig, serializable: bool = False
+    ) -> None:
         super().__init__(node_ids)
         self.bank = bank
+        self.serializable = serializable
+        """Check the list-append history for serializability (2pc mode), not only SI."""
         self._nodes = frozenset(node_ids)
         self.client_stats: dict[int, dict[str, int]] = {}
         """Each coordinator's counters (committed, aborted attempts, resolutions, crashes
@@ -114,8 +126,9 @@ class TxnMonitor(MultiRaftMonitor):
         return None
 
     def at_end(self, world: World) -> Violation | None:
+        isolation = self._serializable if self.serializable else self._snapshot_isolation
         return (
-            self._snapshot_isolation(world)
+            isolation(world)
             or self._bank_reads(world)
             or self._final_state(world)
         )
@@ -154,6 +167,18 @@ class TxnMonitor(MultiRaftMonitor):
         return None
 
 
+    def _serializable(self, world: World) -> Violation | None:
+        from pnyx.check.history import History
+        from pnyx.check.serializability import check_serializable
+
+        history = History.from_events(world.history)
+        txns = [op for op in history if op.f == "txn"]
+        result = check_serializable(txns, kind="list-append")
+        if not result.ok:
+            return Violation(result.anomaly_names[0], result.explain())
+        return None
+
+
 def final_records(world: World, node_ids: tuple[int, ...]) -> dict[str, KeyRecord]:
     """Every key's record on its range's current leader (the latest term's)."""
     nodes = [n for i in node_ids if isinstance(n := world.node(i), MultiRaftNode)]
@@ -182,7 +207,7 @@ def committed_values(records: Mapping[str, KeyRecord]) -> dict[str, Any]:
     for key, rec in records.items():
         value = rec.visible(2**62)
         lock = rec.lock
-        if lock is not None and _decided_committed(records, lock):
+        if lock is not None and not lock.read_only and _decided_committed(records, lock):
             value = lock.value
         out[key] = value
     return out
@@ -236,6 +261,8 @@ def txn_spec(
             f"mutant {COMMIT_TS_BEFORE_PREWRITE} breaks the percolator mode only (async "
             f"commit and 1PC take no commit timestamp), not {mode}"
         )
+    if ACK_BEFORE_DURABLE in mutants and mode != TWO_PC:
+        raise KeyError(f"mutant {ACK_BEFORE_DURABLE} breaks the 2pc mode only, not {mode}")
     base_client = client or TxnClientConfig()
     client_cfg = dataclasses.replace(base_client, mode=mode, mutants=mutants & CLIENT_MUTANTS)
     machine_mutants = mutants & MACHINE_MUTANTS
@@ -252,11 +279,12 @@ def txn_spec(
         return TxnClient(client_id, node_ids, rng, client_cfg)
 
     def make_monitor(node_ids: tuple[int, ...]) -> TxnMonitor:
-        return TxnMonitor(node_ids, client_cfg.bank)
+        return TxnMonitor(node_ids, client_cfg.bank, serializable=mode == TWO_PC)
 
+    checked = "serializability" if mode == TWO_PC else "SI"
     return ProtocolDef(
         name=name or MODE_NAMES[mode],
-        summary=f"{mode} transactions over multi-Raft (bank + list-append, SI checked)",
+        summary=f"{mode} transactions over multi-Raft (bank + list-append, {checked} checked)",
         make_node=make_node,
         make_client=make_client,
         make_monitor=make_monitor,
@@ -267,7 +295,7 @@ def txn_spec(
 
 
 def txn_mutant_spec(mutants: frozenset[str], name: str) -> ProtocolDef:
-    """``percolator+MUTANT`` (or ``percolator-async+...``, ``percolator-1pc+...``) for
+    """``percolator+MUTANT`` (or ``percolator-async+``, ``percolator-1pc+``, ``txn-2pc+``) for
     ``pnyx sim`` (registered in the catalog's mutant table)."""
     base = name.partition("+")[0]
     modes = {v: k for k, v in MODE_NAMES.items()}
@@ -279,3 +307,4 @@ def txn_mutant_spec(mutants: frozenset[str], name: str) -> ProtocolDef:
 PERCOLATOR_SPEC = txn_spec(PERCOLATOR)
 PERCOLATOR_ASYNC = txn_spec(ASYNC_COMMIT)
 PERCOLATOR_1PC = txn_spec(ONE_PC)
+TXN_2PC = txn_spec(TWO_PC)
