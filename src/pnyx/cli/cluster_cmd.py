@@ -168,6 +168,12 @@ def cluster() -> None:
     help="--protocol etcd: the consensus under the etcd state machine (default raft).",
 )
 @click.option(
+    "--ranges",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="--protocol multiraft: data ranges the cluster starts with (default 1).",
+)
+@click.option(
     "--tls", is_flag=True, help="Mutual TLS between nodes (CA and certs in DATA_DIR/tls)."
 )
 @click.option(
@@ -182,6 +188,7 @@ def up(
     protocol: str,
     tick_ms: int,
     consensus: str | None,
+    ranges: int | None,
     tls: bool,
     fresh: bool,
     detach: bool,
@@ -193,6 +200,8 @@ def up(
         fail(str(exc.args[0]))
     if consensus is not None and protocol != ETCD_PROTOCOL:
         fail(f"--consensus {consensus}: only for --protocol etcd (the others are their own)")
+    if ranges is not None and protocol != "multiraft":
+        fail(f"--ranges {ranges}: only for --protocol multiraft")
     data_dir = _checked_data_dir(data_dir)
     count = process_count(protocol, int(nodes))
     _refuse_running(data_dir)
@@ -205,6 +214,9 @@ def up(
         state["consensus"] = consensus
         for node in state["nodes"]:
             node["argv"] += ["--consensus", consensus]
+    if ranges is not None:
+        for node in state["nodes"]:
+            node["argv"] += ["--ranges", str(ranges)]
     _launch_all(data_dir, state)
     if not _wait_healthy(state):
         _stop_all(data_dir, state)

@@ -29,7 +29,10 @@ DEADLINE_S = 10.0
 """How long one ``pnyx kv`` operation may take, retries and redirects included."""
 
 
-KV_PROTOCOLS = ("raft", "paxos", "vr", "vr-durable", "primary-backup", "chain", "craq", "dynamo")
+KV_PROTOCOLS = (
+    *("raft", "paxos", "vr", "vr-durable", "primary-backup", "chain", "craq", "dynamo"),
+    "multiraft",
+)
 """Protocols ``pnyx kv`` has a client for."""
 
 
@@ -137,6 +140,11 @@ def _run(ctx: click.Context, op: str, *args: Any) -> None:
     from pnyx.services.schemes import RAFT_KV_LIKE
 
     cluster = _cluster(ctx.obj)
+    if cluster.protocol == "multiraft":
+        from pnyx.cli.multiraft_kv import run_op
+
+        run_op(cluster.members, _context(cluster), op, args)
+        return
     if cluster.protocol not in RAFT_KV_LIKE:
         _run_scheme(cluster, op, *args)
         return
@@ -196,6 +204,22 @@ def cas(ctx: click.Context, key: str, expected: str, new: str) -> None:
 def delete(ctx: click.Context, key: str) -> None:
     """Remove KEY; prints whether it existed."""
     _run(ctx, "delete", key)
+
+
+@kv.command()
+@click.pass_context
+def ranges(ctx: click.Context) -> None:
+    """multiraft: the range map (id, bounds, version, conf_ver, replicas, leader)."""
+    from pnyx.cli.multiraft_kv import show_ranges
+
+    cluster = _cluster(ctx.obj)
+    if cluster.protocol != "multiraft":
+        fail(f"kv ranges: only for a multiraft cluster, not {cluster.protocol}")
+    show_ranges(cluster.members, _context(cluster))
+
+
+def _context(cluster: _Cluster) -> ssl.SSLContext | None:
+    return _ssl_context(cluster.ca_file) if cluster.ca_file is not None else None
 
 
 def _run_scheme(cluster: _Cluster, op: str, *args: Any) -> None:

@@ -162,6 +162,13 @@ FAULT_TESTING_LOG = "fault_testing"
     "'Broken builds').",
 )
 @click.option(
+    "--ranges",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="multiraft: data ranges a fresh cluster starts with (default 1; keep it the same on "
+    "every node).",
+)
+@click.option(
     "--test-lose-unsynced",
     is_flag=True,
     help="For fault testing only: WAL writes stay in memory until fsynced, so a SIGKILL "
@@ -191,6 +198,8 @@ def serve(
         service = get_runnable(protocol)
     except KeyError:
         fail(f"unknown protocol {protocol!r}; valid: {', '.join(runnable_names())}")
+    if (ranges := etcd_flags.pop("ranges", None)) is not None:
+        service = _multiraft_with_ranges(protocol, ranges)
     peers = _peers(peers_text, node_id)
     etcd_flags = _etcd_flags(protocol, etcd_flags)
     etcd_flags["test_mutants"] = _protocol_mutants(protocol, test_mutants)
@@ -235,6 +244,15 @@ def serve(
         _stopped(node_id, "stopped", exc)
     except (DataDirError, OSError) as exc:
         _stopped(node_id, "cannot start", exc)
+
+
+def _multiraft_with_ranges(protocol: str, ranges: int) -> ProtocolDef:
+    """``--ranges``: multiraft starting with that many ranges (a usage error otherwise)."""
+    if protocol != "multiraft":
+        fail(f"--ranges {ranges}: only for --protocol multiraft")
+    from pnyx.protocols.multiraft.spec import multiraft_with_ranges
+
+    return multiraft_with_ranges(ranges)
 
 
 def _wal_config(no_fsync: bool, lose_unsynced: bool, mutants: tuple[str, ...]) -> WalConfig:

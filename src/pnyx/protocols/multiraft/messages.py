@@ -206,7 +206,15 @@ class MoveReplica(Message, frozen=True):
     to_node: int
 
 
-CLIENT_MESSAGES: tuple[type[Message], ...] = (GroupRequest, MoveReplica)
+class LeadersQuery(Message, frozen=True):
+    """Which groups does this process lead?  Answered at once (no log) with
+    ``ClientReply(result=[(group, term), ...])``, for range-map displays (a process may
+    still believe it leads a group a newer term took over: keep the highest term)."""
+
+    request_id: int
+
+
+CLIENT_MESSAGES: tuple[type[Message], ...] = (GroupRequest, MoveReplica, LeadersQuery)
 
 # -- the journal (the process's one write-ahead log) ---------------------------------------
 

@@ -65,6 +65,7 @@ from pnyx.protocols.multiraft.messages import (
     GroupMsg,
     GroupOp,
     GroupRequest,
+    LeadersQuery,
     MetaCommand,
     MetaPropose,
     MetaQuery,
@@ -494,6 +495,10 @@ class MultiRaftNode:
     def _on_client(self, msg: Message, client: int) -> None:
         if type(msg) is MoveReplica:
             self._on_move(msg, client)
+            return
+        if type(msg) is LeadersQuery:
+            led = [(g, self.groups[g].term) for g in self._order if self.groups[g].role == LEADER]
+            self._out.send.append(Send(client, ClientReply(msg.request_id, True, led)))
             return
         if type(msg) is not GroupRequest:
             raise InvalidMessage(f"unexpected client message {type(msg).__name__}")

@@ -23,6 +23,11 @@ from pnyx.protocols.multiraft.client import RoutingKvClient
 from pnyx.protocols.multiraft.machines import MUTANTS, check_range_map
 from pnyx.protocols.multiraft.messages import META_GROUP, RangeDesc
 from pnyx.protocols.multiraft.node import MultiRaftConfig, MultiRaftNode
+from pnyx.protocols.multiraft.runtime_def import (
+    MULTIRAFT_RUNTIME,
+    multiraft_runtime,
+    runtime_config,
+)
 from pnyx.protocols.raft.config import MUTANTS as RAFT_MUTANTS
 from pnyx.protocols.raft.config import RaftConfig
 from pnyx.protocols.raft.node import LEADER, RaftNode
@@ -274,3 +279,12 @@ def multiraft_mutant_spec(mutants: frozenset[str], name: str) -> ProtocolDef:
 
 
 MULTIRAFT = multiraft_spec()
+
+# -- as real processes (pnyx serve / cluster up --protocol multiraft): the runtime part ------
+MULTIRAFT = dataclasses.replace(MULTIRAFT, runtime=MULTIRAFT_RUNTIME)
+
+
+def multiraft_with_ranges(ranges: int) -> ProtocolDef:
+    """``multiraft`` whose fresh clusters start with ``ranges`` data ranges
+    (``pnyx serve --protocol multiraft --ranges N``; see ``runtime_def.split_keys``)."""
+    return dataclasses.replace(MULTIRAFT, runtime=multiraft_runtime(runtime_config(ranges)))
