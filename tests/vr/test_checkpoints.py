@@ -12,10 +12,13 @@ import msgspec
 import pytest
 
 from pnyx.core import DurableState, InvalidMessage, Message, SplitMix64
+from pnyx.protocols.raft import AdminRequest
 from pnyx.protocols.raft.kv import APPEND, Command, KvOp, KvStateMachine
+from pnyx.protocols.raft.messages import ADD_LEARNER
 from pnyx.protocols.vr import (
     NORMAL,
     RECOVERING,
+    STANDBY,
     DoViewChange,
     NewState,
     RecoveryResponse,
@@ -26,7 +29,7 @@ from pnyx.protocols.vr import (
 from pnyx.protocols.vr import config as mut
 from pnyx.protocols.vr.messages import Checkpoint, VrEntry
 from pnyx.protocols.vr.spec import SIM_CONFIG, VrMonitor
-from tests.vr.net import CONFIG, Net
+from tests.vr.net import CLIENT, CONFIG, Net
 
 INTERVAL = 4
 COMPACTING = dataclasses.replace(CONFIG, checkpoint_interval_ops=INTERVAL)
@@ -74,6 +77,8 @@ def _converged(net: Net) -> VrNode:
     nodes = net.live()
     primary = next(n for n in nodes if n.is_primary)
     for node in nodes:
+        if node.node_id not in primary.members:
+            continue
         assert node.state == NORMAL and node.view == primary.view, node.status()
         assert node.op_number == primary.op_number and node.commit == primary.commit
         assert net.sms[node.node_id].data == net.sms[primary.node_id].data
@@ -173,6 +178,33 @@ def test_a_durable_replica_restarts_from_its_saved_checkpoint() -> None:
     _tick_until(net, lambda: net.nodes[3].state == NORMAL, "node 3 rejoins")
     _converged(net)
     assert net.sms[3].data["a"] == _expected(9)
+
+
+def test_epochs_over_compacted_logs_a_new_member_and_a_recovery_start_from_checkpoints() -> None:
+    net = Net(5, dataclasses.replace(COMPACTING, initial_members=(1, 2, 3)))
+    session = _write(net, 3)  # ops 1-4: the checkpoint at 4 drops them all
+    net.tick(1)
+    assert net.nodes[1].offset == 4 and net.nodes[4].state == STANDBY
+    seen = _record(net)
+    net.nodes[1].step(AdminRequest(40, ADD_LEARNER, 4, 3), CLIENT)  # op 5 starts epoch 1
+    net.pump()
+    _tick_until(net, lambda: net.nodes[4].state == NORMAL, "node 4 joins epoch 1")
+    joined = net.nodes[4]
+    assert joined.epoch == 1 and joined.epoch_op == 5 and joined.installs == 1
+    assert any(type(m) is NewState and m.checkpoint is not None for _, d, m in seen if d == 4)
+    _write(net, 4, first_seq=4, session=session)  # ops 6-9: the checkpoint at 8 drops op 5
+    net.tick(1)
+    assert all(n.offset == 8 for n in net.live() if n.node_id in (1, 2, 3, 4))
+    checkpoint = net.nodes[1].checkpoint
+    assert checkpoint is not None and (checkpoint.epoch, checkpoint.epoch_op) == (1, 5)
+    net.crash(2)
+    net.restart(2)  # disk-less: recovers from the primary's checkpoint of epoch 1
+    _tick_until(net, lambda: net.nodes[2].state == NORMAL, "node 2 recovers")
+    recovered = net.nodes[2]
+    assert recovered.epoch == 1 and recovered.epoch_op == 5 and recovered.offset == 8
+    primary = _converged(net)
+    assert net.sms[primary.node_id].data["a"] == _expected(7)
+    assert net.sms[2].data == net.sms[4].data == net.sms[primary.node_id].data
 
 
 # -- malformed checkpoints are refused before any state changes -----------------------------

@@ -41,9 +41,10 @@ FIRST_CATCH: dict[str, int] = {
     "recovery_no_nonce": 91,
 }
 """The first swarm seed (``--faults all``) that catches each mutant, measured again with
-log compaction and the checkpoint nemesis rules on (2026-12-06); replay with ``pnyx sim vr+MUTANT --seed N --swarm --faults
-all``.  ``test_recorded_seed_still_catches_its_mutant`` replays each: a change to the
-simulator's draws that moves a seed shows up there (measure again and update the table)."""
+log compaction and the checkpoint nemesis rules on (2026-12-06); replay with
+``pnyx sim vr+MUTANT --seed N --swarm --faults all``.
+``test_recorded_seed_still_catches_its_mutant`` replays each: a change to the simulator's
+draws that moves a seed shows up there (measure again and update the table)."""
 
 
 def test_registered_in_both_catalogs() -> None:
