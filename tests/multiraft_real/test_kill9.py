@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from pnyx.cli.cluster_cmd import KillRestartNemesis, members_of
 from tests.multiraft_real.conftest import RANGES
 from tests.multiraft_real.workload import run_workload
 
-SOAK = bool(os.environ.get("PNYX_SOAK"))
 INTERVAL_S = 0.8
 
 
@@ -60,6 +58,5 @@ def test_kill9_loses_no_acknowledged_write_and_every_range_stays_served(
 
 
 @pytest.mark.soak
-@pytest.mark.skipif(not SOAK, reason="200 kills: set PNYX_SOAK=1 (make soak)")
 def test_kill9_200_times(multiraft_cluster: Path) -> None:
     _run(multiraft_cluster, 200)
