@@ -208,7 +208,11 @@ def _final_puts(world: World) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class ChainSpec(ProtocolDef):
-    """A chain spec that draws its own schedule (master kept safe, one replica out at a time)."""
+    """A chain spec that draws its own schedule (master kept safe, one replica out at a time).
+
+    The schedule is drawn for :attr:`default_clients`; its faults name nodes only, so a run
+    asked for another client count (``SimConfig.clients``, ``pnyx sim chain --clients N``)
+    keeps the same faults with that many clients."""
 
     def draw_schedule(
         self, seed: int, nodes: int, fault_ms: int, faults: frozenset[str]
