@@ -418,10 +418,16 @@ class MultiRaftNode:
             self.groups[gid].clock_stalled(missed_ticks)
 
     def status(self) -> dict[str, Any]:
-        """The meta group's status, plus how many groups and led ranges this process has."""
+        """The meta group's status, plus how many groups and led ranges this process has
+        and the coalescing counters (group writes / journal appends, Raft messages /
+        envelopes)."""
         status = self.groups[META_GROUP].status()
         status["groups"] = len(self.groups)
         status["leading"] = [g for g in self._order if self.groups[g].role == LEADER]
+        status["group_ops_persisted"] = self.group_ops_persisted
+        status["journal_appends"] = self.journal_appends
+        status["group_messages_sent"] = self.group_messages_sent
+        status["batches_sent"] = self.batches_sent
         return status
 
     # -- journal ---------------------------------------------------------------------------
