@@ -45,7 +45,7 @@ def _run(data_dir: Path, kills: int) -> None:
     }
     assert len(served) >= RANGES, f"keys reach only ranges {sorted(served)}"
     assert len(result.acked) > 20, f"too little progress under kills: {len(result.acked)}"
-    print(f"acked {len(result.acked)} indeterminate {result.indeterminate} faults {result.faults}")
+    print(f"acked {len(result.acked)} indeterminate {result.indeterminate} kills {kills}")
     assert result.lost_writes() == []
     verdict = check_linearizable(History.from_events(result.history), KVModel(), timeout_s=120)
     assert verdict.verdict == "linearizable", verdict.explain()
