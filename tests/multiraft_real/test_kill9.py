@@ -10,9 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from pnyx.check import History, KVModel, check_linearizable
 from pnyx.cli.cluster_cmd import KillRestartNemesis, members_of
+from pnyx.cli.kv_cmd import kv
 from tests.multiraft_real.conftest import RANGES
 from tests.multiraft_real.workload import run_workload
 
@@ -55,6 +57,16 @@ def test_kill9_loses_no_acknowledged_write_and_every_range_stays_served(
     multiraft_cluster: Path,
 ) -> None:
     _run(multiraft_cluster, 4)
+    # pnyx kv against the cluster after the kills.
+    runner = CliRunner()
+    target = ["--data-dir", str(multiraft_cluster)]
+    assert runner.invoke(kv, [*target, "put", "cli-key", "v1"]).output.strip() == "OK"
+    assert json.loads(runner.invoke(kv, [*target, "get", "cli-key"]).output) == "v1"
+    shown = runner.invoke(kv, [*target, "ranges"])
+    assert shown.exit_code == 0, shown.output
+    assert f"{RANGES} ranges" in shown.output
+    for line in ("│ 1  │ ''    │ '4i'", "│ 8  │ 'vi'  │ (end)"):
+        assert line in shown.output, shown.output
 
 
 @pytest.mark.soak

@@ -197,3 +197,16 @@ def test_garbage_and_wrong_type_frames_close_that_connection_and_the_node_keeps_
                 await client.close()
 
     asyncio.run(scenario())
+
+
+def test_ranges_is_refused_for_other_protocols(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pnyx.cli.cluster_cmd import cluster
+
+    data_dir = tmp_path / "c"
+    args = ["up", "--protocol", "raft", "--ranges", "4", "--data-dir", str(data_dir)]
+    result = CliRunner().invoke(cluster, args)
+    assert result.exit_code != 0
+    assert "--ranges 4: only for --protocol multiraft" in result.output
+    assert not data_dir.exists()
