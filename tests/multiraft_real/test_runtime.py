@@ -28,9 +28,14 @@ CLOSE_BOUND_S = 15.0
 
 
 @asynccontextmanager
-async def _cluster(tmp_path: Path, split_threshold_keys: int) -> AsyncIterator[list[NodeRunner]]:
-    config = runtime_config(1, split_threshold_keys=split_threshold_keys)
-    socks = [bind_listen_socket() for _ in range(3)]
+async def _cluster(
+    tmp_path: Path,
+    split_threshold_keys: int,
+    ports: tuple[int, ...] = (0, 0, 0),
+    **changes: int,
+) -> AsyncIterator[list[NodeRunner]]:
+    config = runtime_config(1, split_threshold_keys=split_threshold_keys, **changes)
+    socks = [bind_listen_socket(port=port) for port in ports]
     peers = {i + 1: sock.getsockname()[:2] for i, sock in enumerate(socks)}
     runners: list[NodeRunner] = []
     try:
@@ -93,6 +98,33 @@ def test_ranges_split_under_routed_writes_and_the_map_shows_their_leaders(
             appends = sum(n.journal_appends for n in nodes)  # type: ignore[attr-defined]
             assert ops > appends, "no journal append carried more than one group write"
             assert all(r.failure is None for r in runners)
+
+    asyncio.run(scenario())
+
+
+def test_a_restart_rebuilds_every_range_from_the_journal_checkpoint(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with _cluster(tmp_path, 8, checkpoint_entries=32) as runners:
+            members = _members(runners)
+            ports = tuple(address[1] for address in members.values())
+            await asyncio.gather(*(_writer(members, 10 * w, 10) for w in range(3)))
+            client = RangeClient(members, deadline_s=30.0)
+            try:
+                before = await _settled_ranges(client, at_least=2)
+            finally:
+                await client.close()
+        async with _cluster(tmp_path, 8, ports, checkpoint_entries=32) as runners:
+            for runner in runners:
+                recovered = runner.wal.recovered()
+                assert recovered.snapshot is not None, "no checkpoint was written"
+            client = RangeClient(members, deadline_s=30.0)
+            try:
+                after = await _settled_ranges(client, at_least=len(before))
+                assert [i.desc.range_id for i in after] == [i.desc.range_id for i in before]
+                for n in range(30):
+                    assert await client.get(spread_key(n)) == f"v{n}"
+            finally:
+                await client.close()
 
     asyncio.run(scenario())
 
