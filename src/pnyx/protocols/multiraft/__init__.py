@@ -3,6 +3,8 @@
 See README.md beside this file for the design, what TiKV and CockroachDB do and which parts
 this follows.  One :class:`MultiRaftNode` per process implements :class:`pnyx.core.Node`;
 it needs no runtime state machine or services (it applies its groups' commands itself).
+Real processes: ``runtime_def`` (``pnyx cluster up --protocol multiraft --ranges N``); the
+routing client is :class:`pnyx.services.multiraft.RangeClient`.
 """
 
 from pnyx.protocols.multiraft.client import KEYS, RoutingKvClient
@@ -23,6 +25,7 @@ from pnyx.protocols.multiraft.messages import (
     Batch,
     GroupMsg,
     GroupRequest,
+    LeadersQuery,
     MetaPropose,
     MetaQuery,
     MoveReplica,
@@ -44,6 +47,7 @@ __all__ = [
     "Batch",
     "GroupMsg",
     "GroupRequest",
+    "LeadersQuery",
     "MetaPropose",
     "MetaQuery",
     "MetaStateMachine",
