@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -39,15 +40,13 @@ RETRY_WITHIN_S = 30.0
 """A write retried across a leader change."""
 
 
-@pytest.fixture(scope="module", params=CONSENSUSES)
-def cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[EtcdCluster]:
-    """A started 3-node etcd cluster over ``--consensus PARAM``; stopped and removed after
-    the module's tests of that consensus."""
+@pytest.fixture(params=CONSENSUSES)
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A started 3-node etcd cluster over ``--consensus PARAM``; stopped and removed
+    afterwards."""
     if not (os.path.isfile(ETCDCTL_BIN) and os.access(ETCDCTL_BIN, os.X_OK)):
         pytest.fail(f"etcdctl not found at {ETCDCTL_BIN}: `make test` installs etcd-client")
-    directory = tmp_path_factory.mktemp(f"etcd-{request.param}")
+    directory = tmp_path / f"etcd-{request.param}"  # the reaping fixture watches tmp_path
     with EtcdCluster(directory, nodes=3, extra_args=("--consensus", request.param)) as started:
         yield started
     shutil.rmtree(directory, ignore_errors=True)
@@ -106,7 +105,15 @@ async def retrying(call: Callable[[], Awaitable[T]], within_s: float = RETRY_WIT
 # -- the API ----------------------------------------------------------------------------------
 
 
-def test_etcdctl_kv_txn_watch_lease_lock(cluster: EtcdCluster) -> None:
+def test_etcd_api_refusals_and_a_leader_kill(cluster: EtcdCluster) -> None:
+    """One cluster per consensus for all three parts (a cluster's start is most of the
+    cost; one test keeps them together under ``pytest -n``)."""
+    _kv_txn_watch_lease_lock(cluster)
+    _membership_changes_and_move_leader_are_refused(cluster)
+    _killing_the_leader_loses_no_acknowledged_write(cluster)
+
+
+def _kv_txn_watch_lease_lock(cluster: EtcdCluster) -> None:
     # put / get / range / delete
     assert ok(cluster, "put", "/a/1", "one") == "OK\n"
     assert ok(cluster, "put", "/a/2", "two") == "OK\n"
@@ -171,7 +178,7 @@ async def _until_gone(cluster: EtcdCluster, key: bytes) -> None:
         await client.close()
 
 
-def test_membership_changes_and_move_leader_are_refused(cluster: EtcdCluster) -> None:
+def _membership_changes_and_move_leader_are_refused(cluster: EtcdCluster) -> None:
     members = json.loads(ok(cluster, "member", "list", "-w", "json"))["members"]
     assert len(members) == 3
     add = ctl(cluster, "member", "add", "n4", "--peer-urls=http://127.0.0.1:1")
@@ -193,7 +200,7 @@ def test_membership_changes_and_move_leader_are_refused(cluster: EtcdCluster) ->
 # -- a leader killed ------------------------------------------------------------------------
 
 
-def test_killing_the_leader_loses_no_acknowledged_write(cluster: EtcdCluster) -> None:
+def _killing_the_leader_loses_no_acknowledged_write(cluster: EtcdCluster) -> None:
     leader = cluster.leader()
     survivors = [n for n in cluster.node_ids if n != leader]
     acked: dict[bytes, bytes] = {}
