@@ -8,10 +8,11 @@ children; siblings on one side ordered by ``(replica, counter)``).  Storage is r
   of characters each the right child of the one before (one typed run), a delete entry
   tombstones a list of id ranges;
 * the list: the tree's traversal as *pieces* (a slice of one insert entry, all visible or
-  all tombstoned) in chunks of at most :data:`CHUNK_MAX_PIECES`, with a visible-length per
-  chunk and lazily rebuilt prefix sums: a position lookup is a bisect over the chunk
-  starts plus a scan of one chunk, i.e. O(n/B) C-level work + O(B) Python steps (B = chunk
-  size; O(sqrt n) when B ~ sqrt n), and O(1) for typing at the end of one's own run.
+  all tombstoned) in a counted B+ tree (:mod:`.index`): leaves (chunks) of at most
+  :data:`CHUNK_MAX_PIECES` pieces, every node knowing its visible length, so a position
+  lookup is one root-to-leaf descent and a length change one leaf-to-root walk, both
+  O(log n) for n pieces; a cursor at the last edit makes nearby lookups a scan of one leaf,
+  and typing at the end of one's own run extends it in place.
 
 Tree invariants the code relies on: only the last character of a piece has explicit right
 children (an interior character's only right child is the next character of its piece),
@@ -23,21 +24,25 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from heapq import heappop, heappush
-from itertools import accumulate, repeat
-from operator import attrgetter
+from itertools import repeat
 from typing import Final, NamedTuple
 
 from pnyx.protocols.crdt.base import WireError, check_replica
+from pnyx.protocols.crdt.text.index import Chunk, CountedTree, add_vis
 from pnyx.protocols.crdt.text.ops import TextOp, check_op, decode_ops, encode_ops
 
 CHUNK_MAX_PIECES: Final = 64
-"""A chunk of the list holding more pieces than this is split in two."""
+"""A chunk (leaf of the list's tree) holding more pieces than this is split in two."""
+
+TREE_FANOUT: Final = 32
+"""An inner node of the list's tree holding more children than this is split in two."""
 
 DEFAULT_MAX_PENDING_OPS: Final = 100_000
 """Default bound on ops buffered while their causal predecessors are missing."""
 
 _SHIFT: Final = 24
 _MASK: Final = (1 << _SHIFT) - 1
+_WALK_MAX_PIECES: Final = 16  # a lookup walks this far from the cursor, then asks the tree
 _ROOT: Final = 0  # key of the root (counters start at 1, so no character has key 0)
 _LEFT: Final = 0
 _RIGHT: Final = 1
@@ -47,7 +52,7 @@ class _Piece:
     __slots__ = ("agent", "chunk", "entry", "length", "start", "vis")
 
     def __init__(
-        self, agent: int, start: int, length: int, vis: int, chunk: _Chunk, entry: _Ins
+        self, agent: int, start: int, length: int, vis: int, chunk: Chunk[_Piece], entry: _Ins
     ) -> None:
         self.agent = agent
         self.start = start
@@ -55,17 +60,6 @@ class _Piece:
         self.vis = vis  # == length (visible) or 0 (tombstones)
         self.chunk = chunk
         self.entry = entry
-
-
-_vis_of = attrgetter("vis")
-
-
-class _Chunk:
-    __slots__ = ("idx", "pieces")
-
-    def __init__(self, pieces: list[_Piece]) -> None:
-        self.pieces = pieces
-        self.idx = 0  # position in the chunk list (valid while FugueText._idx_valid)
 
 
 class _Ins:
@@ -175,23 +169,16 @@ class FugueText:
         self._log_starts: list[list[int]] = []
         self._right_kids: dict[int, list[int]] = {}
         self._left_kids: dict[int, list[int]] = {}
-        self._chunks: list[_Chunk] = [_Chunk([])]
-        self._chunk_vis: list[int] = [0]
-        self._chunk_start: list[int] = [0]
-        self._dirty_from = 1
-        self._cur_ci = 0
-        self._cur_piece: _Piece | None = None  # a piece of chunk _cur_ci ...
+        self._tree: CountedTree[_Piece] = CountedTree(CHUNK_MAX_PIECES, TREE_FANOUT)
+        self._cur_piece: _Piece | None = None  # a piece ...
         self._cur_start = 0  # ... whose first character is at this visible position
-        self._overfull: list[int] = []
         self._len = 0
         self._seq = 0
         self._hot_pos = -1
         self._hot_piece: _Piece | None = None
-        self._hot_ci = 0
         self._waiting: dict[int, list[tuple[int, int, _Op]]] = {}
         self._pending = 0
         self._indexed = False  # entry -> pieces lists exist (built at the first id lookup)
-        self._idx_valid = True  # every chunk's idx is its position
         self.dropped_ops = 0
         """Ops not buffered because the buffer was full (anti-entropy sends them again)."""
         self.rejected_ops = 0
@@ -207,8 +194,7 @@ class FugueText:
         chars = self._chars
         return "".join(
             "".join(chars[p.agent][p.start - 1 : p.start - 1 + p.length])
-            for chunk in self._chunks
-            for p in chunk.pieces
+            for p in self._tree.items()
             if p.vis
         )
 
@@ -247,8 +233,8 @@ class FugueText:
             self._local_delete(pos, delete_count)
         if text:
             self._local_insert(pos, text)
-        if self._overfull:
-            self._fix_overfull()
+        if self._tree.overfull:
+            self._tree.fix()
 
     def encode(self) -> bytes:
         """The whole document (all ops; text of deleted characters left out)."""
@@ -353,90 +339,45 @@ class FugueText:
                              f"(length {self._len})")
 
     # ----------------------------------------------------------------- list index
-    def _dirty(self, ci: int) -> None:
-        if ci < self._dirty_from:
-            self._dirty_from = ci
-
-    def _fix_starts(self, upto: int) -> None:
-        """Make the chunk starts valid for chunks ``< upto`` (at least)."""
-        d = self._dirty_from
-        n = len(self._chunks)
-        if d < upto:
-            upto = min(max(upto, d + 256), n)
-            base = self._chunk_start[d - 1] + self._chunk_vis[d - 1]
-            self._chunk_start[d:upto] = accumulate(self._chunk_vis[d : upto - 1], initial=base)
-            self._dirty_from = upto
-
-    def _chunk_of(self, p: int) -> int:
-        """Index of the chunk holding visible code point ``p`` (``0 <= p < len``)."""
-        starts = self._chunk_start
-        vis = self._chunk_vis
-        n = len(self._chunks)
-        while True:
-            d = self._dirty_from
-            if p < starts[d - 1] + vis[d - 1] or d >= n:
-                return bisect_right(starts, p, 0, d) - 1
-            self._fix_starts(d + 1)
-
-    def _locate(self, p: int) -> tuple[int, int, int, _Piece]:
-        """(chunk index, piece index, offset in piece, piece) of visible code point ``p``."""
+    def _locate(self, p: int) -> tuple[Chunk[_Piece], int, int, _Piece]:
+        """(chunk, piece index, offset in piece, piece) of visible code point ``p``."""
         cp = self._cur_piece
-        ci = self._cur_ci
-        if cp is not None and (
-            ci >= self._dirty_from
-            or self._chunk_start[ci] <= p < self._chunk_start[ci] + self._chunk_vis[ci]
-        ):
+        if cp is not None:
             found = self._walk(cp, p)
             if found is not None:
                 return found
-        if ci >= self._dirty_from:
-            self._fix_starts(ci + 1)
-        s = self._chunk_start[ci]
-        if not s <= p < s + self._chunk_vis[ci]:
-            ci = self._chunk_of(p)
-            self._cur_ci = ci
-            s = self._chunk_start[ci]
-        off = p - s
-        pieces = self._chunks[ci].pieces
-        ends = list(accumulate(map(_vis_of, pieces)))
-        pi = bisect_right(ends, off)
-        if pi >= len(pieces):
-            raise AssertionError(f"position {p} not found in chunk {ci}")
-        piece = pieces[pi]
-        return ci, pi, off - ends[pi] + piece.vis, piece
+        chunk, pi, off = self._tree.locate(p)
+        return chunk, pi, off, chunk.items[pi]
 
-    def _walk(self, cp: _Piece, p: int) -> tuple[int, int, int, _Piece] | None:
-        """Find ``p`` near the cursor piece (same chunk), or None."""
-        ci = self._cur_ci
-        pieces = self._chunks[ci].pieces
+    def _walk(self, cp: _Piece, p: int) -> tuple[Chunk[_Piece], int, int, _Piece] | None:
+        """Find ``p`` near the cursor piece (at most a few pieces away, same chunk), or None."""
+        chunk = cp.chunk
+        pieces = chunk.items
         pi = pieces.index(cp)
         s = self._cur_start
         if p >= s:
             off = p - s
-            n = len(pieces)
-            while pi < n:
+            end = min(len(pieces), pi + _WALK_MAX_PIECES)
+            while pi < end:
                 piece = pieces[pi]
                 v = piece.vis
                 if off < v:
-                    return ci, pi, off, piece
+                    return chunk, pi, off, piece
                 off -= v
                 pi += 1
             return None
-        while pi > 0:
+        end = max(0, pi - _WALK_MAX_PIECES)
+        while pi > end:
             pi -= 1
             piece = pieces[pi]
             s -= piece.vis
             if s <= p:
-                return ci, pi, p - s, piece
+                return chunk, pi, p - s, piece
         return None
 
-    def _where(self, piece: _Piece) -> tuple[int, int]:
-        if not self._idx_valid:
-            for k, c in enumerate(self._chunks):
-                c.idx = k
-            self._idx_valid = True
+    def _where(self, piece: _Piece) -> tuple[Chunk[_Piece], int]:
         chunk = piece.chunk
-        return chunk.idx, chunk.pieces.index(piece)
+        return chunk, chunk.items.index(piece)
 
     def _find(self, a: int, ctr: int) -> _Piece:
         e = self._entry_at(a, ctr)
@@ -452,9 +393,8 @@ class FugueText:
             for e in log:
                 if isinstance(e, _Ins):
                     e.pieces.clear()
-        for chunk in self._chunks:
-            for p in chunk.pieces:
-                p.entry.pieces.append(p)
+        for p in self._tree.items():
+            p.entry.pieces.append(p)
         for log in self._log:
             for e in log:
                 if isinstance(e, _Ins):
@@ -462,18 +402,15 @@ class FugueText:
                     e.piece_starts = [p.start for p in e.pieces]
         self._indexed = True
 
-    def _split(self, ci: int, pi: int, k: int) -> _Piece:
-        """Split piece ``pi`` of chunk ``ci`` after ``k`` chars; returns the second half."""
-        p = self._chunks[ci].pieces[pi]
+    def _split(self, chunk: Chunk[_Piece], pi: int, k: int) -> _Piece:
+        """Split piece ``pi`` of ``chunk`` after ``k`` chars; returns the second half."""
+        p = chunk.items[pi]
         rest = p.length - k
-        q = _Piece(p.agent, p.start + k, rest, rest if p.vis else 0, p.chunk, p.entry)
+        q = _Piece(p.agent, p.start + k, rest, rest if p.vis else 0, chunk, p.entry)
         p.length = k
         if p.vis:
             p.vis = k
-        pieces = p.chunk.pieces
-        pieces.insert(pi + 1, q)
-        if len(pieces) > CHUNK_MAX_PIECES:
-            self._overfull.append(ci)
+        self._tree.insert_split(chunk, pi + 1, q)
         if self._indexed:
             e = p.entry
             j = bisect_right(e.piece_starts, p.start)
@@ -482,51 +419,18 @@ class FugueText:
         self._right_kids[((q.start - 1) << _SHIFT) | p.agent] = [(q.start << _SHIFT) | p.agent]
         return q
 
-    def _put(self, ci: int, pi: int, piece: _Piece) -> None:
-        chunk = self._chunks[ci]
-        chunk.pieces.insert(pi, piece)
-        piece.chunk = chunk
-        if len(chunk.pieces) > CHUNK_MAX_PIECES:
-            self._overfull.append(ci)
-        if piece.vis:
-            self._chunk_vis[ci] += piece.vis
-            self._len += piece.vis
-            self._dirty(ci + 1)
+    def _put(self, chunk: Chunk[_Piece], pi: int, piece: _Piece) -> None:
+        self._tree.insert(chunk, pi, piece)
+        self._len += piece.vis
 
-    def _fix_overfull(self) -> None:
-        for ci in sorted(set(self._overfull), reverse=True):
-            while len(self._chunks[ci].pieces) > CHUNK_MAX_PIECES:
-                self._split_chunk(ci)
-        self._overfull.clear()
-
-    def _split_chunk(self, ci: int) -> None:
-        chunk = self._chunks[ci]
-        half = len(chunk.pieces) // 2
-        new = _Chunk(chunk.pieces[half:])
-        del chunk.pieces[half:]
-        vis = 0
-        for p in new.pieces:
-            p.chunk = new
-            vis += p.vis
-        self._chunks.insert(ci + 1, new)
-        self._idx_valid = False
-        self._chunk_vis[ci] -= vis
-        self._chunk_vis.insert(ci + 1, vis)
-        self._chunk_start.insert(ci + 1, 0)
-        self._dirty(ci + 1)
-        self._hot_pos = -1
-        self._cur_piece = None
-        if self._cur_ci > ci:
-            self._cur_ci += 1
-
-    def _next_piece(self, ci: int, pi: int) -> _Piece:
-        pieces = self._chunks[ci].pieces
+    def _next_piece(self, chunk: Chunk[_Piece], pi: int) -> _Piece:
+        pieces = chunk.items
         if pi + 1 < len(pieces):
             return pieces[pi + 1]
-        for chunk in self._chunks[ci + 1 :]:
-            if chunk.pieces:
-                return chunk.pieces[0]
-        raise AssertionError("a character with right children is last in the list")
+        nxt = chunk.next  # leaves other than the first one are never empty
+        if nxt is None or not nxt.items:
+            raise AssertionError("a character with right children is last in the list")
+        return nxt.items[0]
 
     # ----------------------------------------------------------------- local edits
     def _local_insert(self, pos: int, text: str) -> None:
@@ -541,55 +445,55 @@ class FugueText:
         if pos == self._hot_pos:
             piece = self._hot_piece
             assert piece is not None
-            self._extend(self._hot_ci, piece, n)
+            self._extend(piece, n)
             self._hot_pos = pos + n
             return
         if pos == 0:
-            ci, pi = 0, 0
-            first = self._chunks[0].pieces
+            chunk, pi = self._tree.first, 0
+            first = chunk.items
             if first:
                 parent, side = (first[0].start << _SHIFT) | first[0].agent, _LEFT
             else:
                 parent, side = _ROOT, _RIGHT
         else:
-            ci, pi, off, piece = self._locate(pos - 1)
+            chunk, pi, off, piece = self._locate(pos - 1)
             xctr = piece.start + off
             pi += 1
             if off < piece.length - 1:
-                self._split(ci, pi - 1, off + 1)
+                self._split(chunk, pi - 1, off + 1)
                 parent, side = ((xctr + 1) << _SHIFT) | piece.agent, _LEFT
             else:
                 xkey = (xctr << _SHIFT) | piece.agent
                 if xkey in self._right_kids:
-                    nxt = self._next_piece(ci, pi - 1)
+                    nxt = self._next_piece(chunk, pi - 1)
                     parent, side = (nxt.start << _SHIFT) | nxt.agent, _LEFT
                 elif piece.agent == me and xctr == c - 1:
-                    self._extend(ci, piece, n)
-                    self._hot_pos, self._hot_piece, self._hot_ci = pos + n, piece, ci
-                    self._cur_piece, self._cur_start, self._cur_ci = piece, pos - off - 1, ci
+                    self._extend(piece, n)
+                    self._hot_pos, self._hot_piece = pos + n, piece
+                    self._cur_piece, self._cur_start = piece, pos - off - 1
                     return
                 else:
                     parent, side = xkey, _RIGHT
-        piece = self._new_run(me, c, n, parent, side, ci, pi)
-        self._hot_pos, self._hot_piece, self._hot_ci = pos + n, piece, ci
-        self._cur_piece, self._cur_start, self._cur_ci = piece, pos, ci
+        piece = self._new_run(me, c, n, parent, side, chunk, pi)
+        self._hot_pos, self._hot_piece = pos + n, piece
+        self._cur_piece, self._cur_start = piece, pos
 
-    def _extend(self, ci: int, piece: _Piece, n: int) -> None:
+    def _extend(self, piece: _Piece, n: int) -> None:
         """Grow a visible piece ending its entry by ``n`` ids (the run goes on)."""
         piece.length += n
         piece.vis += n
         piece.entry.length += n
-        self._chunk_vis[ci] += n
+        add_vis(piece.chunk, n)
         self._len += n
-        if ci + 1 < self._dirty_from:
-            self._dirty_from = ci + 1
 
-    def _new_run(self, a: int, c: int, n: int, parent: int, side: int, ci: int, pi: int) -> _Piece:
-        """Log a new insert entry and put its piece at ``(ci, pi)``; registers the child."""
+    def _new_run(
+        self, a: int, c: int, n: int, parent: int, side: int, chunk: Chunk[_Piece], pi: int
+    ) -> _Piece:
+        """Log a new insert entry and put its piece at ``(chunk, pi)``; registers the child."""
         self._seq += 1
         entry = _Ins(c, n, parent, side, self._seq)
         self._append_entry(a, entry)
-        piece = _Piece(a, c, n, n, self._chunks[ci], entry)
+        piece = _Piece(a, c, n, n, chunk, entry)
         if self._indexed:
             entry.pieces.append(piece)
             entry.piece_starts.append(c)
@@ -600,7 +504,7 @@ class FugueText:
             kids[parent] = [key]
         else:
             lst.append(key)
-        self._put(ci, pi, piece)
+        self._put(chunk, pi, piece)
         return piece
 
     def _local_delete(self, pos: int, count: int) -> None:
@@ -610,26 +514,25 @@ class FugueText:
         targets: list[list[int]] = []
         remaining = count
         while remaining > 0:
-            ci, pi, off, piece = self._locate(pos)
+            chunk, pi, off, piece = self._locate(pos)
             if off:
-                piece = self._split(ci, pi, off)
+                piece = self._split(chunk, pi, off)
                 pi += 1
             take = piece.vis
             if take > remaining:
-                self._split(ci, pi, remaining)
+                self._split(chunk, pi, remaining)
                 take = remaining
-            self._tombstone(ci, piece)
+            self._tombstone(piece)
             _merge_target(targets, piece.agent, piece.start, take)
             remaining -= take
-            self._cur_piece, self._cur_start, self._cur_ci = piece, pos, ci
+            self._cur_piece, self._cur_start = piece, pos
         self._log_delete(me, c, count, targets)
 
-    def _tombstone(self, ci: int, piece: _Piece) -> None:
+    def _tombstone(self, piece: _Piece) -> None:
         take = piece.vis
         piece.vis = 0
-        self._chunk_vis[ci] -= take
+        add_vis(piece.chunk, -take)
         self._len -= take
-        self._dirty(ci + 1)
 
     def _log_delete(self, a: int, c: int, count: int, targets: list[list[int]]) -> None:
         if count == 1:
@@ -736,15 +639,15 @@ class FugueText:
                 self._apply_insert(op)
             else:
                 self._apply_delete(op)
-            if self._overfull:
-                self._fix_overfull()
+            if self._tree.overfull:
+                self._tree.fix()
             heap = self._waiting.get(op.agent)
             ver = self._ver[op.agent]
             while heap and heap[0][0] <= ver:
                 stack.append(heappop(heap)[2])
                 self._pending -= 1
-        if self._overfull:
-            self._fix_overfull()
+        if self._tree.overfull:
+            self._tree.fix()
 
     def _ready_ok(self, op: _Op) -> bool:
         """Whether every id ``op`` refers to is an inserted character (not a delete)."""
@@ -784,9 +687,9 @@ class FugueText:
         self._ver[a] = c + n - 1
         me_order = (self._names[a], c)
         if side == _RIGHT:
-            ci, pi, extend = self._place_right(a, c, parent, me_order)
+            chunk, pi, extend = self._place_right(a, c, parent, me_order)
         else:
-            ci, pi = self._place_left(parent, me_order)
+            chunk, pi = self._place_left(parent, me_order)
             extend = None
         log = self._log[a]
         last = log[-1] if log else None
@@ -797,30 +700,29 @@ class FugueText:
             extend.length += n
             extend.vis += n
             last.length += n
-            self._chunk_vis[ci] += n
+            add_vis(extend.chunk, n)
             self._len += n
-            self._dirty(ci + 1)
         elif chained:
             assert isinstance(last, _Ins)
             last.length += n
-            piece = _Piece(a, c, n, n, self._chunks[ci], last)
+            piece = _Piece(a, c, n, n, chunk, last)
             last.pieces.append(piece)
             last.piece_starts.append(c)
             self._right_kids.setdefault(parent, []).append((c << _SHIFT) | a)
-            self._put(ci, pi, piece)
+            self._put(chunk, pi, piece)
         else:
-            self._new_run(a, c, n, parent, side, ci, pi)
+            self._new_run(a, c, n, parent, side, chunk, pi)
 
     def _place_right(
         self, a: int, c: int, parent: int, me_order: tuple[str, int]
-    ) -> tuple[int, int, _Piece | None]:
+    ) -> tuple[Chunk[_Piece], int, _Piece | None]:
         """Where a new right child of ``parent`` goes: (chunk, index, piece to extend)."""
         kids = self._right_kids.get(parent, [])
         order = self._order
         if parent == _ROOT:
             pred = max((k for k in kids if order(k) < me_order), key=order, default=None)
             if pred is None:
-                return 0, 0, None
+                return self._tree.first, 0, None
             return self._after(self._subtree_end(pred))
         pa, pc = parent & _MASK, parent >> _SHIFT
         p = self._find(pa, pc)
@@ -828,23 +730,23 @@ class FugueText:
         cands = [*kids, ((pc + 1) << _SHIFT) | pa] if interior else kids
         pred = max((k for k in cands if order(k) < me_order), key=order, default=None)
         if pred is None:
-            ci, pi = self._where(p)
+            chunk, pi = self._where(p)
             if interior:
-                self._split(ci, pi, pc + 1 - p.start)
-                return ci, pi + 1, None
+                self._split(chunk, pi, pc + 1 - p.start)
+                return chunk, pi + 1, None
             if not kids and p.vis and pa == a and pc == c - 1:
-                return ci, pi, p
-            return ci, pi + 1, None
+                return chunk, pi, p
+            return chunk, pi + 1, None
         if interior:
-            ci, pi = self._where(p)
-            self._split(ci, pi, pc + 1 - p.start)
+            chunk, pi = self._where(p)
+            self._split(chunk, pi, pc + 1 - p.start)
         return self._after(self._subtree_end(pred))
 
-    def _after(self, piece: _Piece) -> tuple[int, int, None]:
-        ci, pi = self._where(piece)
-        return ci, pi + 1, None
+    def _after(self, piece: _Piece) -> tuple[Chunk[_Piece], int, None]:
+        chunk, pi = self._where(piece)
+        return chunk, pi + 1, None
 
-    def _place_left(self, parent: int, me_order: tuple[str, int]) -> tuple[int, int]:
+    def _place_left(self, parent: int, me_order: tuple[str, int]) -> tuple[Chunk[_Piece], int]:
         """Where a new left child of ``parent`` goes: (chunk, index)."""
         if parent == _ROOT:
             raise WireError("the root has no left children")
@@ -854,11 +756,11 @@ class FugueText:
         target = parent if succ is None else self._subtree_start(succ)
         ta, tc = target & _MASK, target >> _SHIFT
         p = self._find(ta, tc)
-        ci, pi = self._where(p)
+        chunk, pi = self._where(p)
         if tc > p.start:
-            self._split(ci, pi, tc - p.start)
+            self._split(chunk, pi, tc - p.start)
             pi += 1
-        return ci, pi
+        return chunk, pi
 
     def _subtree_end(self, key: int) -> _Piece:
         """The piece whose last character ends the subtree of ``key`` in list order."""
@@ -892,13 +794,13 @@ class FugueText:
                 p = self._find(ta, cur)
                 end = min(p.start + p.length, hi)
                 if p.vis:
-                    ci, pi = self._where(p)
+                    chunk, pi = self._where(p)
                     if cur > p.start:
-                        p = self._split(ci, pi, cur - p.start)
+                        p = self._split(chunk, pi, cur - p.start)
                         pi += 1
                     if end < p.start + p.length:
-                        self._split(ci, pi, end - p.start)
-                    self._tombstone(ci, p)
+                        self._split(chunk, pi, end - p.start)
+                    self._tombstone(p)
                 cur = end
             targets.append([ta, tc, tl])
         self._log_delete(op.agent, op.ctr, op.length, targets)
