@@ -217,3 +217,39 @@ def test_a_paxos_node_snapshots_the_etcd_state_and_restarts_from_it(tmp_path: Pa
         assert again == keys
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--protocol", "raft", "--consensus", "vr"], "only for --protocol etcd"),
+        (
+            [
+                "serve",
+                "--protocol",
+                "etcd",
+                "--consensus",
+                "paxos",
+                "--test-mutant",
+                "vote_not_persisted",
+            ],
+            "Raft's mutants need --consensus raft",
+        ),
+        (["serve", "--protocol", "etcd", "--consensus", "zab"], "'zab' is not one of"),
+        (["cluster", "up", "--protocol", "paxos", "--consensus", "vr"], "only for --protocol etcd"),
+        (["test", "--system", "etcd", "--consensus", "paxos"], "for --system pnyx only"),
+    ],
+)
+def test_the_consensus_option_is_refused_where_it_does_not_apply(
+    tmp_path: Path, argv: list[str], message: str
+) -> None:
+    from click.testing import CliRunner
+
+    from pnyx.cli.main import cli
+
+    where = ["--data-dir", str(tmp_path / "d")] if argv[0] != "test" else []
+    node = ["--id", "1", "--peers", "1=127.0.0.1:1"] if argv[0] == "serve" else []
+    result = CliRunner().invoke(cli, [*argv, *node, *where])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "d").exists()  # refused before anything started
