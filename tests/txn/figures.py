@@ -15,7 +15,7 @@ from pnyx.catalog import get_protocol
 from pnyx.sim.runner import SimConfig, Simulation
 from pnyx.sim.schedule import parse_faults
 
-MODES = ("percolator", "percolator-async", "percolator-1pc")
+MODES = ("percolator", "percolator-async", "percolator-1pc", "txn-2pc")
 
 
 def _latencies_ms(history: list) -> list[float]:  # type: ignore[type-arg]

@@ -9,8 +9,9 @@ from collections import Counter
 import pytest
 
 from pnyx.catalog import get_protocol
-from pnyx.protocols.txn.client import CRASH_STEPS
-from pnyx.protocols.txn.spec import SIM_SPLIT_KEYS, TxnMonitor
+from pnyx.protocols.multiraft.node import MultiRaftNode
+from pnyx.protocols.txn.client import CRASH_STEPS, TxnClientConfig
+from pnyx.protocols.txn.spec import SIM_SPLIT_KEYS, TxnMonitor, txn_spec
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import parse_faults
 
@@ -56,19 +57,23 @@ def test_same_seed_same_run() -> None:
 
 
 def test_coordinators_crash_at_every_step_and_readers_resolve_their_locks_both_ways() -> None:
+    # Crashes ten times likelier than in the registered definition, so that 20 seeds
+    # cover every step; the checks must still pass.
+    spec = txn_spec("percolator", client=TxnClientConfig(crash_probability=0.1))
     totals: Counter[str] = Counter()
     most_ranges = 0
-    for seed in range(1, 31):
-        sim = Simulation(get_protocol("percolator"), SimConfig(seed=seed, faults=ALL))
-        assert sim.run().ok
+    for seed in range(1, 21):
+        sim = Simulation(spec, SimConfig(seed=seed, faults=ALL))
+        result = sim.run()
+        assert result.ok, f"seed {seed}: {result.violation}"
         monitor = sim.monitor
         assert isinstance(monitor, TxnMonitor)
         for stats in monitor.client_stats.values():
             totals.update(stats)
         for pid in sim.node_ids:
             node = sim.node(pid)
-            if node is not None:
-                most_ranges = max(most_ranges, len(node.meta.ranges))  # type: ignore[attr-defined]
+            if isinstance(node, MultiRaftNode):
+                most_ranges = max(most_ranges, len(node.meta.ranges))
     assert all(totals[f"crash_{step}"] > 0 for step in CRASH_STEPS), totals
     assert totals["rolled_forward"] > 0 and totals["rolled_back"] > 0, totals
     assert totals["committed_percolator"] > 0 and totals["aborted_attempts"] > 0, totals

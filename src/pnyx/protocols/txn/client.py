@@ -18,7 +18,9 @@ One transaction at a time, drawn from the workloads (bank and list-append, half 
      transaction is committed once every prewrite succeeded, at the largest
      ``min_commit_ts`` they returned; the keys are committed afterwards without waiting;
    - ``1pc``: as async commit, but a transaction whose keys all live in one range (per the
-     cached range map) is one :class:`Prewrite` with ``one_pc`` (commits in one command).
+     cached range map) is one :class:`Prewrite` with ``one_pc`` (commits in one command);
+   - ``2pc``: as ``percolator`` (prepare, decision record in the primary's group, phase 2),
+     plus a read lock on every key read and not written (serializable).
 
 A refused prewrite (write conflict, another lock, rolled back) aborts the attempt: the
 coordinator rolls its keys back, resolves the lock it met, backs off and retries (at most
@@ -48,7 +50,6 @@ from pnyx.protocols.multiraft.messages import (
     META_GROUP,
     GroupRequest,
     MetaQuery,
-    RangeBounds,
     RangeDesc,
 )
 from pnyx.protocols.raft.messages import READ_SERIALIZABLE, ClientRequest, ReadRequest
@@ -811,10 +812,13 @@ def _merge(cmd: TxnCommand, parts: list[Any]) -> Any:
     refused = [p for p in parts if not p.ok]
     if refused:
         return refused[0]
-    return PrewriteResult("", max(p.min_commit_ts for p in parts))
+    # A part a resolver already committed answers its commit timestamp (the largest
+    # min_commit_ts of all the transaction's locks): keep it.
+    return PrewriteResult("", max(max(p.min_commit_ts, p.commit_ts) for p in parts))
 
 
 __all__ = [
+    "ACK_BEFORE_DURABLE",
     "ASYNC_COMMIT",
     "CLIENT_MUTANTS",
     "COMMIT_TS_BEFORE_PREWRITE",
@@ -822,7 +826,7 @@ __all__ = [
     "MODES",
     "ONE_PC",
     "PERCOLATOR",
-    "RangeBounds",
+    "TWO_PC",
     "TxnClient",
     "TxnClientConfig",
 ]

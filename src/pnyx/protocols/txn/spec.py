@@ -1,8 +1,9 @@
 """Percolator-style transactions over multi-Raft in the simulator: one definition per mode.
 
 ``percolator`` (plain: prewrite, commit timestamp, primary commit), ``percolator-async``
-(async commit) and ``percolator-1pc`` (async commit, and 1PC for transactions whose keys
-share a range).  Each run drives the bank and list-append workloads at once (half the
+(async commit), ``percolator-1pc`` (async commit, and 1PC for transactions whose keys
+share a range) and ``txn-2pc`` (two-phase commit over the Raft groups, serializable).
+Each run drives the bank and list-append workloads at once (half the
 transactions each, disjoint keys) with every simulator fault, coordinator crashes at every
 step (:data:`pnyx.protocols.txn.client.CRASH_STEPS`) and ranges splitting as keys appear.
 
@@ -15,9 +16,10 @@ liveness, and at the end checks:
   state is atomic (the final state is read as a resolver would decide each lock);
 - ``bank``: every committed read of all accounts sees the total and no negative balance,
   and so does the final state;
-- snapshot isolation of the list-append transactions (:mod:`pnyx.check.snapshot_isolation`):
-  the violation is named by the checker (``G0``, ``G1a``, ``G1b``, ``G1c``, ``G-single``,
-  ``G-nonadjacent``, ``lost-update``, ...) with its explanation.
+- snapshot isolation of the list-append transactions (:mod:`pnyx.check.snapshot_isolation`;
+  ``txn-2pc``: serializability, :mod:`pnyx.check.serializability`): the violation is named
+  by the checker (``G0``, ``G1a``, ``G1b``, ``G1c``, ``G-single``, ``G-nonadjacent``,
+  ``lost-update``, ``G2-item``, ...) with its explanation.
 """
 
 from __future__ import annotations
