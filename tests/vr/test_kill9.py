@@ -92,3 +92,13 @@ def test_kill9_loses_no_acknowledged_write_and_history_is_linearizable(vr_cluste
     assert result.lost_writes() == []
     verdict = check_linearizable(History.from_events(result.history), KVModel(), timeout_s=120)
     assert verdict.verdict == "linearizable", verdict.explain()
+    if SOAK:  # 200 kills run past the runtime's checkpoint interval: kills hit compacted logs
+        assert max(checkpoint_ops(vr_cluster)) > 0, "no member took a checkpoint"
+
+
+def checkpoint_ops(data_dir: Path) -> list[int]:
+    """Each member's checkpoint op-number (0: none yet), from its health report."""
+    state = load_state(data_dir)
+    assert state is not None
+    healths = [fetch_health(node["metrics_port"]) or {} for node in state["nodes"]]
+    return [int(health.get("checkpoint_op", 0)) for health in healths]

@@ -469,6 +469,7 @@ class VrNode(StagedEffects):
             "vr_state": self.state,
             "commit_index": self.commit,
             "op_number": self.op_number,
+            "checkpoint_op": self.offset,
             "members": list(self.members),
         }
 

@@ -1,12 +1,12 @@
-"""The runtime hook of a VR replica: it asks for no services (no snapshots)."""
+"""The runtime hook of a VR replica: it asks only for checkpoints (``TakeCheckpoint``).
+
+A replica configured with ``VrConfig.checkpoint_interval_ops`` asks its runtime for a
+snapshot of the state machine every that many executed ops, then drops its log prefix
+(:mod:`pnyx.protocols.vr.checkpoints`); anything else in ``Ready.services`` is a bug.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from pnyx.protocols.vr.checkpoints import serve_checkpoint as serve
 
-from pnyx.core import Node, StateMachine
-
-
-def serve(node: Node, sm: StateMachine | None, request: Any) -> None:
-    """VR puts nothing in ``Ready.services``; a request here is a bug, reported as such."""
-    raise RuntimeError(f"a VR replica asked for an unknown service {request!r}")
+__all__ = ["serve"]

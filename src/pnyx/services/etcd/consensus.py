@@ -53,7 +53,7 @@ class NodeTuning:
     heartbeat_ticks: int | None = None
     """Raft's and Paxos's heartbeat, VR's idle Commit interval (None: every tick)."""
     snapshot_threshold_entries: int | None = None
-    """Log entries between snapshots (Raft and Paxos; VR keeps its whole log)."""
+    """Log entries between snapshots (Raft and Paxos) or executed ops between checkpoints (VR)."""
     raft_mutants: frozenset[str] = frozenset()
     """Raft's bug catalogue (fault testing; Raft only)."""
 
@@ -173,11 +173,19 @@ def _paxos_leader_term(node: Any) -> int | None:
 # -- Viewstamped Replication -------------------------------------------------------------------
 
 
+ETCD_VR_CHECKPOINT_OPS = 10_000
+"""Executed ops between two VR checkpoints of the etcd state machine (its snapshot is much
+larger than a KV store's; Raft's etcd service snapshots as often)."""
+
+
 def _vr_factory(durable: bool) -> Callable[[NodeTuning], NodeFactory]:
     def make(tuning: NodeTuning) -> NodeFactory:
         from pnyx.protocols.vr.runtime_def import vr_node_factory
 
-        overrides: dict[str, Any] = {"commit_interval_ticks": tuning.heartbeat_ticks or 1}
+        overrides: dict[str, Any] = {
+            "commit_interval_ticks": tuning.heartbeat_ticks or 1,
+            "checkpoint_interval_ops": tuning.snapshot_threshold_entries or ETCD_VR_CHECKPOINT_OPS,
+        }
         if tuning.election_timeout_ticks is not None:
             overrides["view_change_timeout_ticks"] = tuning.election_timeout_ticks
         return vr_node_factory(durable=durable, **overrides)
