@@ -16,8 +16,9 @@ O(log n) for n items.
 * :meth:`CountedTree.insert` puts an item into a leaf (ancestors' weights updated,
   O(log n)); a leaf over ``leaf_max`` is only *noted*, so callers may keep using
   ``(leaf, index)`` pairs until they call :meth:`CountedTree.fix`, which splits each noted
-  leaf in halves and inserts the new leaf after it in its parent, splitting inner nodes
-  upwards as needed: O(leaf_max + fanout * height), i.e. amortised O(log n) per insert.
+  leaf into parts of at least ``leaf_max / 2`` items and inserts the new leaves after it in
+  its parent, splitting inner nodes upwards as needed: O(leaf_max + fanout * height) per
+  new leaf, at most one per ``leaf_max / 2`` inserts -- amortised O(log n) per insert.
 
 Pure data structure: no I/O, deterministic.
 """
@@ -168,20 +169,25 @@ class CountedTree(Generic[T]):
             self.overfull.append(chunk)
 
     def fix(self) -> None:
-        """Split every over-full leaf (and inner nodes upwards); invalidates item indices."""
+        """Split every over-full leaf (and inner nodes upwards); invalidates item indices.
+
+        A leaf of L > leaf_max items becomes m = ceil(L / leaf_max) leaves of L // m or
+        L // m + 1 items each: at least half of ``leaf_max`` (leaves never shrink after).
+        """
         work = self.overfull
         limit = self.leaf_max
         while work:
             chunk = work.pop()
-            if len(chunk.items) > limit:
-                new = self._split_chunk(chunk)
-                work.append(chunk)
-                work.append(new)
+            size = len(chunk.items)
+            while size > limit:
+                parts = -(-size // limit)
+                self._split_chunk(chunk, size - size // parts)  # the last part moves out
+                size = len(chunk.items)
 
-    def _split_chunk(self, chunk: Chunk[T]) -> Chunk[T]:
-        half = len(chunk.items) // 2
-        moved = chunk.items[half:]
-        del chunk.items[half:]
+    def _split_chunk(self, chunk: Chunk[T], at: int) -> Chunk[T]:
+        """Move ``chunk.items[at:]`` to a new leaf right after ``chunk``."""
+        moved = chunk.items[at:]
+        del chunk.items[at:]
         vis = 0
         new: Chunk[T] = Chunk(moved, 0)
         for item in moved:
@@ -240,7 +246,8 @@ class CountedTree(Generic[T]):
         is_root = parent is None
         if isinstance(node, Chunk):
             depths.add(depth)
-            if len(node.items) > self.leaf_max or (not is_root and len(node.items) < 1):
+            low = 0 if is_root else self.leaf_max // 2
+            if not low <= len(node.items) <= self.leaf_max:
                 raise AssertionError(f"leaf holds {len(node.items)} items")
             if any(item.chunk is not node for item in node.items):
                 raise AssertionError("item's chunk pointer is not its leaf")
