@@ -3,10 +3,13 @@ is caught by the property it breaks."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pnyx.catalog import get_protocol
 from pnyx.protocols.multiraft import MUTANT_PROPERTIES, SPLIT_LOSES_INFLIGHT
+from pnyx.protocols.multiraft.spec import SIM_CONFIG, multiraft_spec
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.schedule import parse_faults
 
@@ -93,3 +96,19 @@ def test_a_raft_mutant_in_every_group_is_caught_by_the_per_group_raft_checks() -
     # Applying before a quorum lets a later leader lack (or overwrite) a committed entry.
     assert result.violation.prop in ("leader-completeness", "state-machine-safety")
     assert result.violation.detail.startswith("group ")
+
+
+def test_replies_first_passes_seeds_with_all_faults_and_changes_the_batches() -> None:
+    # Real processes hand out replies as a batch of their own (no wait for the next fsync).
+    config = dataclasses.replace(SIM_CONFIG, replies_first=True)
+    spec = multiraft_spec(config=config)
+    failures = []
+    for seed in range(1, 7):
+        result = run_sim(spec, SimConfig(seed=seed, faults=ALL, hash_trace=True))
+        if not result.ok or result.unknown:
+            failures.append(f"seed {seed}: {result.violation} {result.unknown}")
+        if seed == 1:
+            sim = SimConfig(seed=1, faults=ALL, hash_trace=True)
+            plain = run_sim(get_protocol("multiraft"), sim)
+            assert plain.trace_hash != result.trace_hash  # the option is in effect
+    assert not failures, "\n".join(failures)
