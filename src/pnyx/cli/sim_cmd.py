@@ -16,6 +16,7 @@ from rich.table import Table
 
 from pnyx.catalog import get_protocol, protocol_names
 from pnyx.cli.errors import fail
+from pnyx.protocols.paxos.spec import QUORUM_PROTOCOLS, takes_quorums, with_quorums
 from pnyx.sim.parallel import MAX_JOBS, PoolError, SeedError, run_seeds, validate_jobs
 from pnyx.sim.runner import SimConfig, SimResult, run_sim
 from pnyx.sim.schedule import FaultSpecError, Schedule, format_faults, parse_faults
@@ -39,9 +40,15 @@ def parse_seed_range(text: str) -> range:
     return range(low, high + 1)
 
 
-def replay_command(name: str, config: SimConfig, schedule_file: Path | None = None) -> str:
-    """The one command that reproduces a run."""
-    parts = ["pnyx", "sim", name, "--seed", str(config.seed)]
+def replay_command(
+    name: str,
+    config: SimConfig,
+    schedule_file: Path | None = None,
+    options: tuple[str, ...] = (),
+) -> str:
+    """The one command that reproduces a run (``options``: further arguments it was given,
+    e.g. ``--phase1-quorum 4``)."""
+    parts = ["pnyx", "sim", name, "--seed", str(config.seed), *options]
     if schedule_file is not None:
         parts += ["--schedule", str(schedule_file)]
     else:
@@ -120,6 +127,20 @@ def replay_command(name: str, config: SimConfig, schedule_file: Path | None = No
     help="Fail a seed range when more seeds than this end with an undecided check "
     "(e.g. the linearizability checker timed out).",
 )
+@click.option(
+    "--phase1-quorum",
+    type=int,
+    default=None,
+    help=f"Flexible Paxos ({', '.join(QUORUM_PROTOCOLS)}): promises a leader needs in "
+    "phase 1 (default: majority, or N - Q2 + 1 with --phase2-quorum); Q1 + Q2 must exceed N.",
+)
+@click.option(
+    "--phase2-quorum",
+    type=int,
+    default=None,
+    help="Flexible Paxos: accepts that choose a value (default: majority, or N - Q1 + 1 "
+    "with --phase1-quorum).",
+)
 def sim(
     protocol: str,
     seed: int | None,
@@ -137,12 +158,16 @@ def sim(
     jobs: int,
     swarm: bool,
     max_unknown: int,
+    phase1_quorum: int | None,
+    phase2_quorum: int | None,
 ) -> None:
     """Simulate PROTOCOL deterministically under faults (one seed or a range of seeds)."""
     spec = _resolve_spec(protocol)
     _check_jobs(jobs, seed_range)
     faults = _resolve_faults(faults_text)
     schedule = _load_schedule(schedule_path)
+    quorums = (phase1_quorum, phase2_quorum)
+    spec, replay_args = _with_quorums(spec, quorums, nodes, schedule, swarm, jobs)
     base = SimConfig(
         seed=0,
         nodes=nodes,
@@ -169,12 +194,17 @@ def sim(
             schedule_path,
             max_unknown,
             jobs=jobs,
+            replay_args=replay_args,
         )
         sys.exit(code)
     config = replace(
         base, seed=seed if seed is not None else 1, trace=replay, hash_trace=trace_hash or replay
     )
-    sys.exit(_run_one(spec, config, as_json, trace_hash, no_shrink, schedule_path))
+    sys.exit(
+        _run_one(
+            spec, config, as_json, trace_hash, no_shrink, schedule_path, replay_args=replay_args
+        )
+    )
 
 
 def _resolve_spec(name: str) -> ProtocolDef:
@@ -184,6 +214,42 @@ def _resolve_spec(name: str) -> ProtocolDef:
         if "+" in name:
             fail(str(exc.args[0]))
         fail(f"unknown protocol {name!r}; valid: {', '.join(protocol_names())}")
+
+
+def _with_quorums(
+    spec: ProtocolDef,
+    quorums: tuple[int | None, int | None],
+    nodes: int | None,
+    schedule: Schedule | None,
+    swarm: bool,
+    jobs: int,
+) -> tuple[ProtocolDef, tuple[str, ...]]:
+    """``--phase1-quorum`` / ``--phase2-quorum``: the spec with those Flexible Paxos quorum
+    sizes and the arguments a replay command repeats (usage errors for an invalid pair, a
+    protocol without quorums, or options that would not keep them)."""
+    phase1, phase2 = quorums
+    if phase1 is None and phase2 is None:
+        return spec, ()
+    given = [f"--phase{i}-quorum {q}" for i, q in enumerate(quorums, 1) if q is not None]
+    shown = " ".join(given)
+    if not takes_quorums(spec.name):
+        fail(f"{shown}: protocol {spec.name!r} has no Flexible Paxos quorums; only for "
+             f"{', '.join(QUORUM_PROTOCOLS)} (and their +MUTANT variants)")  # fmt: skip
+    if swarm:
+        fail(f"{shown} cannot be combined with --swarm (a swarm seed draws its cluster size "
+             "and quorums)")  # fmt: skip
+    if jobs > 1:
+        fail(f"{shown} cannot be combined with --jobs {jobs} (workers rebuild the protocol "
+             "by name); run the seeds in one process")  # fmt: skip
+    if schedule is not None:
+        count = schedule.nodes
+    else:
+        count = nodes if nodes is not None else spec.default_nodes
+    try:
+        configured = with_quorums(spec, count, phase1, phase2)
+    except ValueError as exc:
+        fail(f"{shown}: {exc}")
+    return configured, tuple(" ".join(given).split())
 
 
 def _check_jobs(jobs: int, seed_range: str | None) -> None:
@@ -235,23 +301,28 @@ def _run_one(
     trace_hash: bool,
     no_shrink: bool,
     schedule_path: Path | None,
+    *,
+    replay_args: tuple[str, ...] = (),
 ) -> int:
     console = Console(highlight=False, soft_wrap=True)
     result = run_sim(spec, config)
     if config.trace:
         _print_trace(console, result, as_json)
     if as_json:
-        click.echo(msgspec.json.encode(_summary(spec, config, result)).decode())
+        summary = _summary(spec, config, result, replay_args=replay_args)
+        click.echo(msgspec.json.encode(summary).decode())
     else:
-        _print_result(console, spec, config, result, schedule_path)
+        _print_result(console, spec, config, result, schedule_path, replay_args=replay_args)
     if not result.ok and not no_shrink and schedule_path is None:
-        _shrink_and_report(console, spec, config, result, as_json)
+        _shrink_and_report(console, spec, config, result, as_json, replay_args=replay_args)
     if trace_hash:
         click.echo(result.trace_hash)
     return 0 if result.ok else 1
 
 
-def _summary(spec: ProtocolDef, config: SimConfig, result: SimResult) -> dict[str, Any]:
+def _summary(
+    spec: ProtocolDef, config: SimConfig, result: SimResult, *, replay_args: tuple[str, ...] = ()
+) -> dict[str, Any]:
     stats = result.stats
     return {
         "protocol": spec.name,
@@ -265,7 +336,7 @@ def _summary(spec: ProtocolDef, config: SimConfig, result: SimResult) -> dict[st
         "wall_s": round(stats.wall_s, 4),
         "unknown": result.unknown,
         "swarm": result.swarm.as_dict() if result.swarm is not None else None,
-        "replay": replay_command(spec.name, config),
+        "replay": replay_command(spec.name, config, options=replay_args),
     }
 
 
@@ -275,6 +346,8 @@ def _print_result(
     config: SimConfig,
     result: SimResult,
     schedule_path: Path | None,
+    *,
+    replay_args: tuple[str, ...] = (),
 ) -> None:
     stats = result.stats
     verdict = "[green]ok[/green]" if result.ok else "[red]FAILED[/red]"
@@ -288,7 +361,8 @@ def _print_result(
     if result.violation is not None:
         console.print(f"  violated [bold]{result.violation.prop}[/bold]: {result.violation.detail}")
         _print_swarm(console, result)
-        console.print(f"  replay: {replay_command(spec.name, config, schedule_path)} --replay")
+        replay = replay_command(spec.name, config, schedule_path, replay_args)
+        console.print(f"  replay: {replay} --replay")
 
 
 def _print_swarm(console: Console, result: SimResult, indent: str = "  ") -> None:
@@ -299,12 +373,18 @@ def _print_swarm(console: Console, result: SimResult, indent: str = "  ") -> Non
 
 
 def _shrink_and_report(
-    console: Console, spec: ProtocolDef, config: SimConfig, result: SimResult, as_json: bool
+    console: Console,
+    spec: ProtocolDef,
+    config: SimConfig,
+    result: SimResult,
+    as_json: bool,
+    *,
+    replay_args: tuple[str, ...] = (),
 ) -> None:
     outcome = shrink(spec, replace(config, trace=False, hash_trace=False), result)
     path = Path(f"pnyx-{spec.name}-seed{config.seed}.schedule.json")
     outcome.schedule.save(path)
-    command = replay_command(spec.name, config, path)
+    command = replay_command(spec.name, config, path, replay_args)
     if as_json:
         record = {
             "shrunk": True,
@@ -357,6 +437,7 @@ def _run_many(
     max_unknown: int = 0,
     *,
     jobs: int = 1,
+    replay_args: tuple[str, ...] = (),
 ) -> int:
     console = Console(stderr=as_json, highlight=False, soft_wrap=True)
     failures: list[tuple[SimConfig, SimResult]] = []
@@ -382,7 +463,8 @@ def _run_many(
             events += result.stats.events
             wall_s += result.stats.wall_s
             if as_json:
-                click.echo(msgspec.json.encode(_seed_summary(spec, config, result)).decode())
+                summary = _seed_summary(spec, config, result, replay_args=replay_args)
+                click.echo(msgspec.json.encode(summary).decode())
             elif base.hash_trace:
                 hashes.append((seed, result.trace_hash))
             if not result.ok:
@@ -390,19 +472,31 @@ def _run_many(
             unknown.extend((seed, note) for note in result.unknown)
             progress.update(task, advance=1, failed=len(failures))
     if not as_json:
-        _print_table(console, spec, seeds, failures, deliveries, events, wall_s, schedule_path)
+        _print_table(
+            console,
+            spec,
+            seeds,
+            failures,
+            deliveries,
+            events,
+            wall_s,
+            schedule_path,
+            replay_args=replay_args,
+        )
         for seed, digest in hashes:
             console.print(f"seed {seed} trace hash {digest}")
     too_many_unknown = _report_unknown(console, unknown, max_unknown)
     if failures and not no_shrink and schedule_path is None:
         config, result = failures[0]
-        _shrink_and_report(console, spec, config, result, as_json)
+        _shrink_and_report(console, spec, config, result, as_json, replay_args=replay_args)
     return 1 if failures or too_many_unknown else 0
 
 
-def _seed_summary(spec: ProtocolDef, config: SimConfig, result: SimResult) -> dict[str, Any]:
+def _seed_summary(
+    spec: ProtocolDef, config: SimConfig, result: SimResult, *, replay_args: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """One JSON line of a seed range (with the trace hash when it was asked for)."""
-    summary = _summary(spec, config, result)
+    summary = _summary(spec, config, result, replay_args=replay_args)
     if config.hash_trace:
         summary["trace_hash"] = result.trace_hash
     return summary
@@ -433,6 +527,8 @@ def _print_table(
     events: int,
     wall_s: float,
     schedule_path: Path | None,
+    *,
+    replay_args: tuple[str, ...] = (),
 ) -> None:
     table = Table(title=f"pnyx sim {spec.name}: seeds {seeds.start}..{seeds.stop - 1}")
     for column in ("seeds", "passed", "failed", "deliveries", "events", "deliveries/s"):
@@ -453,5 +549,6 @@ def _print_table(
             console.print(f"  seed {config.seed}: {result.violation}")
             _print_swarm(console, result, "    ")
             console.print(
-                f"    replay: {replay_command(spec.name, config, schedule_path)} --replay"
+                f"    replay: {replay_command(spec.name, config, schedule_path, replay_args)} "
+                "--replay"
             )

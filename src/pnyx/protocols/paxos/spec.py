@@ -41,7 +41,7 @@ from pnyx.protocols.paxos import (
 )
 from pnyx.protocols.paxos.config import SESSION_NO_DEDUP
 from pnyx.protocols.paxos.messages import KIND_HOLE, Ballot
-from pnyx.protocols.paxos.runtime_def import PAXOS_RUNTIME
+from pnyx.protocols.paxos.runtime_def import PAXOS_RUNTIME, paxos_node_factory
 from pnyx.protocols.raft.client import KvClient
 from pnyx.protocols.raft.kv import KvStateMachine
 from pnyx.protocols.raft.spec import (
@@ -415,3 +415,53 @@ PAXOS = paxos_spec()
 
 # -- as real processes (pnyx serve / cluster up --protocol): the runtime part ----------
 PAXOS = dataclasses.replace(PAXOS, runtime=PAXOS_RUNTIME)
+
+
+# -- Flexible Paxos quorum sizes from the command line --------------------------------------
+
+QUORUM_PROTOCOLS: tuple[str, ...] = ("paxos", "etcd-paxos")
+"""Simulator protocols (and their ``+MUTANT`` variants) whose nodes take Flexible Paxos
+quorum sizes (``pnyx sim NAME --phase1-quorum Q1 --phase2-quorum Q2``)."""
+
+
+def takes_quorums(name: str) -> bool:
+    """True for a protocol name of the Paxos family (``paxos``, ``etcd-paxos+MUTANT``)."""
+    return name.split("+", 1)[0] in QUORUM_PROTOCOLS
+
+
+def checked_quorums(nodes: int, phase1: int | None, phase2: int | None) -> tuple[int, int]:
+    """:func:`quorum_sizes`, but a size given out of range is named as given (rather than
+    through the size derived from it)."""
+    for name, size in (("phase-1", phase1), ("phase-2", phase2)):
+        if size is not None and not 1 <= size <= nodes:
+            raise ValueError(f"{name} quorum {size} must be between 1 and {nodes} acceptors")
+    return quorum_sizes(nodes, phase1, phase2)
+
+
+def with_quorums(
+    spec: ProtocolDef, nodes: int, phase1: int | None, phase2: int | None
+) -> ProtocolDef:
+    """``spec`` (of the Paxos family) whose nodes and monitor use these quorum sizes for a
+    cluster of ``nodes`` acceptors (None: derived, see :func:`quorum_sizes`).
+
+    Raises ValueError with :func:`quorum_sizes`' message for an invalid pair, and naming
+    the protocol for one outside :data:`QUORUM_PROTOCOLS`.
+    """
+    if not takes_quorums(spec.name) or spec.configure is None:
+        raise ValueError(
+            f"protocol {spec.name!r} has no Flexible Paxos quorums; "
+            f"only {', '.join(QUORUM_PROTOCOLS)} (and their mutants) take them"
+        )
+    q1, q2 = checked_quorums(nodes, phase1, phase2)
+    return spec.configure({"phase1_quorum": q1, "phase2_quorum": q2})
+
+
+def paxos_runtime_with_quorums(nodes: int, phase1: int | None, phase2: int | None) -> ProtocolDef:
+    """Multi-Paxos on real processes whose nodes use these quorum sizes for ``nodes``
+    acceptors (``pnyx serve --protocol paxos --phase1-quorum Q1 --phase2-quorum Q2``).
+
+    Raises ValueError with :func:`quorum_sizes`' message for an invalid pair.
+    """
+    q1, q2 = checked_quorums(nodes, phase1, phase2)
+    factory = paxos_node_factory(phase1_quorum=q1, phase2_quorum=q2)
+    return dataclasses.replace(PAXOS, runtime=dataclasses.replace(PAXOS_RUNTIME, make_node=factory))
