@@ -169,6 +169,20 @@ FAULT_TESTING_LOG = "fault_testing"
     "every node).",
 )
 @click.option(
+    "--phase1-quorum",
+    type=int,
+    default=None,
+    help="paxos: Flexible Paxos phase-1 quorum (promises a leader needs; default majority, "
+    "or N - Q2 + 1).  Q1 + Q2 must exceed the N members of --peers; give every node the same.",
+)
+@click.option(
+    "--phase2-quorum",
+    type=int,
+    default=None,
+    help="paxos: Flexible Paxos phase-2 quorum (accepts that choose a value; default "
+    "majority, or N - Q1 + 1).",
+)
+@click.option(
     "--test-lose-unsynced",
     is_flag=True,
     help="For fault testing only: WAL writes stay in memory until fsynced, so a SIGKILL "
@@ -200,7 +214,10 @@ def serve(
         fail(f"unknown protocol {protocol!r}; valid: {', '.join(runnable_names())}")
     if (ranges := etcd_flags.pop("ranges", None)) is not None:
         service = _multiraft_with_ranges(protocol, ranges)
+    quorums = (etcd_flags.pop("phase1_quorum", None), etcd_flags.pop("phase2_quorum", None))
     peers = _peers(peers_text, node_id)
+    if quorums != (None, None):
+        service = _paxos_with_quorums(protocol, quorums, len(peers))
     etcd_flags = _etcd_flags(protocol, etcd_flags)
     etcd_flags["test_mutants"] = _protocol_mutants(protocol, test_mutants)
     _check_data_dir(data_dir)
@@ -253,6 +270,22 @@ def _multiraft_with_ranges(protocol: str, ranges: int) -> ProtocolDef:
     from pnyx.protocols.multiraft.spec import multiraft_with_ranges
 
     return multiraft_with_ranges(ranges)
+
+
+def _paxos_with_quorums(
+    protocol: str, quorums: tuple[int | None, int | None], members: int
+) -> ProtocolDef:
+    """``--phase1-quorum`` / ``--phase2-quorum``: Multi-Paxos whose nodes use those quorum
+    sizes among ``members`` acceptors (a usage error for an invalid pair or another protocol)."""
+    shown = " ".join(f"--phase{i}-quorum {q}" for i, q in enumerate(quorums, 1) if q is not None)
+    if protocol != "paxos":
+        fail(f"{shown}: only for --protocol paxos (etcd over Paxos keeps majorities)")
+    from pnyx.protocols.paxos.spec import paxos_runtime_with_quorums
+
+    try:
+        return paxos_runtime_with_quorums(members, *quorums)
+    except ValueError as exc:
+        fail(f"{shown}: {exc}")
 
 
 def _wal_config(no_fsync: bool, lose_unsynced: bool, mutants: tuple[str, ...]) -> WalConfig:
