@@ -174,6 +174,20 @@ def cluster() -> None:
     help="--protocol multiraft: data ranges the cluster starts with (default 1).",
 )
 @click.option(
+    "--phase1-quorum",
+    type=int,
+    default=None,
+    help="--protocol paxos: Flexible Paxos phase-1 quorum (promises a leader needs; default "
+    "majority, or N - Q2 + 1).  Q1 + Q2 must exceed --nodes; kept by `cluster start`.",
+)
+@click.option(
+    "--phase2-quorum",
+    type=int,
+    default=None,
+    help="--protocol paxos: Flexible Paxos phase-2 quorum (accepts that choose a value; "
+    "default majority, or N - Q1 + 1).",
+)
+@click.option(
     "--tls", is_flag=True, help="Mutual TLS between nodes (CA and certs in DATA_DIR/tls)."
 )
 @click.option(
@@ -192,6 +206,8 @@ def up(
     tls: bool,
     fresh: bool,
     detach: bool,
+    phase1_quorum: int | None,
+    phase2_quorum: int | None,
 ) -> None:
     """Start a local cluster; without --detach, run until Ctrl-C and then stop it."""
     try:
@@ -202,12 +218,16 @@ def up(
         fail(f"--consensus {consensus}: only for --protocol etcd (the others are their own)")
     if ranges is not None and protocol != "multiraft":
         fail(f"--ranges {ranges}: only for --protocol multiraft")
+    quorums = _quorums(protocol, int(nodes), phase1_quorum, phase2_quorum)
     data_dir = _checked_data_dir(data_dir)
     count = process_count(protocol, int(nodes))
     _refuse_running(data_dir)
     if fresh:
         _remove_cluster_files(data_dir)
-    cluster_id = _reusable_cluster_id(data_dir, count, int(nodes)) or secrets.token_hex(8)
+    reused_id = _reusable_cluster_id(data_dir, count, int(nodes))
+    if reused_id is not None and protocol == PAXOS_PROTOCOL:
+        _refuse_changed_quorums(data_dir, count, quorums)
+    cluster_id = reused_id or secrets.token_hex(8)
     _make_data_dir(data_dir)
     state = _plan(data_dir, count, protocol, tick_ms, cluster_id, tls)
     if consensus is not None:
@@ -217,6 +237,10 @@ def up(
     if ranges is not None:
         for node in state["nodes"]:
             node["argv"] += ["--ranges", str(ranges)]
+    if quorums is not None:
+        state["quorums"] = list(quorums)
+        for node in state["nodes"]:
+            node["argv"] += ["--phase1-quorum", str(quorums[0]), "--phase2-quorum", str(quorums[1])]
     _launch_all(data_dir, state)
     if not _wait_healthy(state):
         _stop_all(data_dir, state)
@@ -236,6 +260,46 @@ def up(
     except KeyboardInterrupt:
         pass
     _stop_all(data_dir, state)
+
+
+PAXOS_PROTOCOL = "paxos"
+
+
+def _quorums(
+    protocol: str, nodes: int, phase1: int | None, phase2: int | None
+) -> tuple[int, int] | None:
+    """``--phase1-quorum`` / ``--phase2-quorum``: the sizes every node gets (None: not
+    given); a usage error, before anything runs, for an invalid pair or another protocol."""
+    if phase1 is None and phase2 is None:
+        return None
+    given = ((1, phase1), (2, phase2))
+    shown = " ".join(f"--phase{i}-quorum {q}" for i, q in given if q is not None)
+    if protocol != PAXOS_PROTOCOL:
+        fail(f"{shown}: only for --protocol paxos (etcd over Paxos keeps majorities)")
+    from pnyx.protocols.paxos.spec import checked_quorums
+
+    try:
+        return checked_quorums(nodes, phase1, phase2)
+    except ValueError as exc:
+        fail(f"{shown}: {exc}")
+
+
+def _refuse_changed_quorums(data_dir: Path, count: int, quorums: tuple[int, int] | None) -> None:
+    """A usage error when the Paxos data reused in ``data_dir`` was written under other
+    quorum sizes (a value chosen by the old phase-2 quorum could escape a new phase 1)."""
+    previous = load_state(data_dir)
+    if previous is None or previous.get("protocol") != PAXOS_PROTOCOL:
+        return
+    majority = count // 2 + 1
+    recorded = previous.get("quorums")
+    before = tuple(recorded) if isinstance(recorded, list) else (majority, majority)
+    now = quorums if quorums is not None else (majority, majority)
+    if before != now:
+        fail(
+            f"the Paxos data in {data_dir} was written with quorums phase-1 {before[0]}, "
+            f"phase-2 {before[1]}; this start asks for {now[0]}, {now[1]}: give the same "
+            f"sizes, or {_fresh_hint(data_dir, count)}"
+        )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -583,7 +647,9 @@ def _status_rows(data_dir: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _print_status(data_dir: Path, state: dict[str, Any]) -> None:
     tls = " with TLS" if state.get("tls") else ""
-    table = Table(title=f"pnyx cluster ({state['protocol']}{tls}) in {data_dir}")
+    quorums = state.get("quorums")
+    shape = f", quorums {quorums[0]}/{quorums[1]}" if isinstance(quorums, list) else ""
+    table = Table(title=f"pnyx cluster ({state['protocol']}{tls}{shape}) in {data_dir}")
     columns: tuple[str, ...] = (
         "id",
         "pid",
