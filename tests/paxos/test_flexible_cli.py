@@ -109,6 +109,49 @@ def test_cluster_up_refuses_an_invalid_pair_before_starting_anything(tmp_path: P
     assert not data_dir.exists()  # refused before the data dir, let alone a process
 
 
+def _earlier_paxos_cluster(data_dir: Path, quorums: list[int] | None) -> None:
+    """The files a stopped 5-node Paxos cluster (with ``quorums`` recorded) leaves behind."""
+    from pnyx.cli.cluster_state import save_state
+    from pnyx.runtime.datadir import DataDirStamp, claim_data_dir
+
+    ids = tuple(range(1, NODES + 1))
+    nodes = []
+    for node_id in ids:
+        node_dir = data_dir / f"node-{node_id}"
+        claim_data_dir(node_dir, DataDirStamp(node_id, ids, "c0ffee"))
+        nodes.append(
+            {"id": node_id, "pid": None, "metrics_port": 1, "argv": ["pnyx"],
+             "address": "127.0.0.1:1", "dir": str(node_dir)}
+        )  # fmt: skip
+    state: dict[str, Any] = {"protocol": "paxos", "peers": "-", "nodes": nodes}
+    if quorums is not None:
+        state["quorums"] = quorums
+    save_state(data_dir, state)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "asked", "message"),
+    [
+        ([Q1, Q2], [], "written with quorums phase-1 4, phase-2 2; this start asks for 3, 3"),
+        (None, ["--phase1-quorum", "4"], "phase-1 3, phase-2 3; this start asks for 4, 2"),
+    ],
+)
+def test_cluster_up_refuses_reusing_paxos_data_under_other_quorums(
+    tmp_path: Path, recorded: list[int] | None, asked: list[str], message: str
+) -> None:
+    data_dir = tmp_path / "old"
+    _earlier_paxos_cluster(data_dir, recorded)
+    before = (data_dir / "cluster.json").read_bytes()
+    result = CliRunner().invoke(
+        cluster,
+        ["up", "--nodes", "5", "--protocol", "paxos", "--data-dir", str(data_dir), "--detach",
+         *asked],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "--fresh" in result.output
+    assert (data_dir / "cluster.json").read_bytes() == before  # nothing planned or started
+
+
 def test_serve_refuses_an_invalid_pair(tmp_path: Path) -> None:
     peers = ",".join(f"{i}=127.0.0.1:{9000 + i}" for i in range(1, NODES + 1))
     data_dir = tmp_path / "node"
@@ -214,6 +257,8 @@ def test_real_cluster_commits_on_phase2_quorum_and_needs_phase1_quorum(
     data_dir = flexible_cluster
     state = json.loads((data_dir / "cluster.json").read_text())
     assert state["quorums"] == [Q1, Q2]
+    flags = ["--phase1-quorum", str(Q1), "--phase2-quorum", str(Q2)]
+    assert all(node["argv"][-4:] == flags for node in state["nodes"])  # kept by cluster start
     members = members_of(data_dir)
     ports = {node["id"]: node["metrics_port"] for node in state["nodes"]}
     with KvClient(members, deadline_s=WAIT_S) as kv:
