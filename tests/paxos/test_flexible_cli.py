@@ -29,7 +29,8 @@ from pnyx.cli.cluster_cmd import (
 from pnyx.cli.cluster_state import pid_alive
 from pnyx.cli.serve_cmd import serve
 from pnyx.cli.sim_cmd import sim
-from pnyx.protocols.paxos import quorum_sizes
+from pnyx.core import DurableState, SplitMix64
+from pnyx.protocols.paxos import PaxosNode, quorum_sizes
 from pnyx.protocols.paxos.spec import PAXOS, PaxosMonitor, with_quorums
 from pnyx.services.client import ClientError
 from pnyx.services.kv import KvClient, KvError
@@ -187,8 +188,8 @@ def test_monitor_judges_chosen_values_with_the_configured_phase2_quorum() -> Non
 
 def test_sim_with_q1_4_q2_2_passes_seeds_under_all_faults() -> None:
     spec = with_quorums(PAXOS, NODES, Q1, Q2)
-    node = spec.make_node(1, tuple(range(1, NODES + 1)), _rng(), _durable())
-    assert (node.q1, node.q2) == (Q1, Q2)
+    node = spec.make_node(1, tuple(range(1, NODES + 1)), SplitMix64(1), DurableState())
+    assert isinstance(node, PaxosNode) and (node.q1, node.q2) == (Q1, Q2)
     faults = parse_faults("all")
     failed = [
         (seed, str(result.violation))
@@ -218,18 +219,6 @@ def test_mutant_committing_below_the_phase2_quorum_is_caught() -> None:
     assert result.exit_code == 1, result.output
     summary = json.loads(result.output.splitlines()[-1])
     assert summary["violation"].startswith("state-machine-safety")
-
-
-def _rng() -> Any:
-    from pnyx.core import SplitMix64
-
-    return SplitMix64(1)
-
-
-def _durable() -> Any:
-    from pnyx.core import DurableState
-
-    return DurableState()
 
 
 # -- real processes -----------------------------------------------------------------------
