@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from click.testing import CliRunner
 from rich.console import Console
 
 from pnyx.cli import sim_cmd
 from pnyx.core import Message
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import FaultEvent, Schedule
-from pnyx.sim.spec import Monitor, ProtocolDef, Violation, World
+from pnyx.sim.spec import OUTSIDE_FAULT_MODEL, Monitor, ProtocolDef, Violation, World
 from tests.sim.probe import PROBE, ProbeNode
 
 PAUSE_US = (100_000, 500_000)
@@ -103,6 +104,21 @@ def test_unknown_verdicts_are_reported_and_fail_a_seed_set_over_the_bound() -> N
         assert not sim_cmd._report_unknown(console, [(1, "x"), (1, "y")], 1)
     finally:
         console.file.close()
+
+
+def test_runs_outside_the_fault_model_are_listed_but_not_counted_as_undecided() -> None:
+    console = Console(record=True, width=200)
+    outside = f"{OUTSIDE_FAULT_MODEL}: 3 replicas down; liveness not required"
+    assert not sim_cmd._report_unknown(console, [(4, outside), (9, outside)], 0)
+    assert "2 seed(s) left the fault model" in console.export_text()
+    assert sim_cmd._report_unknown(console, [(4, outside), (5, "timed out")], 0)
+    assert "1 seed(s) with an undecided check" in console.export_text()
+
+
+def test_pnyx_sim_vr_exits_0_when_seeds_only_left_the_fault_model() -> None:
+    result = CliRunner().invoke(sim_cmd.sim, ["vr", "--seeds", "0..5", "--no-shrink"])
+    assert "left the fault model" in result.output, result.output  # seeds 0, 3, 5 do
+    assert result.exit_code == 0, result.output
 
 
 def test_raft_counts_a_timed_out_linearizability_check(monkeypatch: Any) -> None:

@@ -13,9 +13,10 @@ from pnyx.core import DurableState, SplitMix64
 from pnyx.protocols.vr import NORMAL, VIEW_CHANGE, VrNode
 from pnyx.protocols.vr.config import MUTANT_ALSO_CAUGHT_AS, MUTANT_PROPERTIES, MUTANTS
 from pnyx.protocols.vr.messages import VrEntry
-from pnyx.protocols.vr.spec import OUTSIDE_FAULT_MODEL, SIM_CONFIG, VR, VrMonitor, vr_spec
+from pnyx.protocols.vr.spec import SIM_CONFIG, VR, VrMonitor, vr_spec
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import parse_faults
+from pnyx.sim.spec import OUTSIDE_FAULT_MODEL
 
 ALL = parse_faults("all")
 SOAK = bool(os.environ.get("PNYX_SOAK"))

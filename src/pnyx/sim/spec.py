@@ -143,6 +143,13 @@ class Monitor:
         return []
 
 
+OUTSIDE_FAULT_MODEL = "outside fault model"
+"""Start of an ``unknowns`` note saying the run left the protocol's fault model (e.g. more
+than f disk-less VR replicas down at once): safety was still checked after every event,
+liveness was not required.  Such a run is reported but is not an undecided check, so it does
+not count against ``pnyx sim --max-unknown``."""
+
+
 ServiceHandler = Callable[[Node, StateMachine | None, Any], None]
 """Carries out one protocol-specific ``Ready.services`` request ``(node, sm, request)``,
 e.g. take a state-machine snapshot and hand it back to the node.  Runtimes call it after

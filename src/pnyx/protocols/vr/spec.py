@@ -57,14 +57,12 @@ from pnyx.protocols.vr.messages import (
 from pnyx.protocols.vr.node import NORMAL, RECOVERING, VrNode
 from pnyx.protocols.vr.runtime_def import VR_RUNTIME, vr_node_factory
 from pnyx.sim.nemesis import Strike
-from pnyx.sim.spec import Monitor, ProtocolDef, SimRandom, Violation, World
+from pnyx.sim.spec import OUTSIDE_FAULT_MODEL, Monitor, ProtocolDef, SimRandom, Violation, World
 
 SIM_CONFIG = VrConfig(max_prepare_entries=4, checkpoint_interval_ops=8)
 """Small retransmission batches, so that lagging backups take several rounds; a checkpoint
 every 8 ops, so that view changes, recoveries and state transfers meet compacted logs."""
 
-OUTSIDE_FAULT_MODEL = "outside fault model"
-"""Start of the ``unknown`` note of a run in which more than f replicas were down at once."""
 
 
 class VrMonitor(KvHistoryMonitor):
