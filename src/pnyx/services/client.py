@@ -73,17 +73,8 @@ class AsyncClient:
         deadline_s: float = 30.0,
         ssl: ssl_module.SSLContext | None = None,
     ) -> None:
-        if not members:
-            raise ValueError("a client needs at least one member address")
-        if request_timeout_s <= 0 or deadline_s <= 0:
-            raise ValueError(
-                f"request_timeout_s ({request_timeout_s}) and deadline_s ({deadline_s}) "
-                "must be positive"
-            )
+        self.client_id = client_identity(members, client_id, request_timeout_s, deadline_s)
         self.members = dict(members)
-        self.client_id = client_id if client_id is not None else _random_client_id()
-        if self.client_id < CLIENT_ID_BASE:
-            raise ValueError(f"client id {self.client_id} is a node id (< {CLIENT_ID_BASE})")
         self.request_timeout_s = request_timeout_s
         self.deadline_s = deadline_s
         self._ssl = ssl
@@ -417,6 +408,27 @@ def _known_leader(reply: ClientReply) -> int | None:
     """The leader a refusal names, None when the member does not know one (hint 0/None)."""
     hint = reply.leader_hint
     return hint if hint is not None and hint > 0 else None
+
+
+def client_identity(
+    members: Mapping[int, Address],
+    client_id: int | None,
+    request_timeout_s: float,
+    deadline_s: float,
+) -> int:
+    """Check a client's options and return its id (a random one above the node ids when
+    ``client_id`` is None); ValueError naming the bad value."""
+    if not members:
+        raise ValueError("a client needs at least one member address")
+    if request_timeout_s <= 0 or deadline_s <= 0:
+        raise ValueError(
+            f"request_timeout_s ({request_timeout_s}) and deadline_s ({deadline_s}) "
+            "must be positive"
+        )
+    chosen = client_id if client_id is not None else _random_client_id()
+    if chosen < CLIENT_ID_BASE:
+        raise ValueError(f"client id {chosen} is a node id (< {CLIENT_ID_BASE})")
+    return chosen
 
 
 def _random_client_id() -> int:

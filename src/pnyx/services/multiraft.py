@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
 import ssl as ssl_module
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from typing import Any
 
 import msgspec
 
-from pnyx.core import CLIENT_ID_BASE, ClientReply, Message
+from pnyx.core import ClientReply, Message
 from pnyx.protocols.multiraft.machines import KEY_NOT_IN_RANGE, check_range_map
 from pnyx.protocols.multiraft.messages import (
     CLIENT_MESSAGES,
@@ -59,7 +58,7 @@ from pnyx.protocols.raft.messages import (
 from pnyx.runtime.client import FramedClient
 from pnyx.runtime.framing import RemoteProtocolError
 from pnyx.runtime.transport import Address
-from pnyx.services.client import TASK_END_BOUND_S, LoopThread, wait_cancelled
+from pnyx.services.client import TASK_END_BOUND_S, LoopThread, client_identity, wait_cancelled
 
 log = logging.getLogger("pnyx.multiraft.client")
 
@@ -157,17 +156,8 @@ class RangeClient:
         deadline_s: float = 30.0,
         ssl: ssl_module.SSLContext | None = None,
     ) -> None:
-        if not members:
-            raise ValueError("a client needs at least one member address")
-        if request_timeout_s <= 0 or deadline_s <= 0:
-            raise ValueError(
-                f"request_timeout_s ({request_timeout_s}) and deadline_s ({deadline_s}) "
-                "must be positive"
-            )
+        self.client_id = client_identity(members, client_id, request_timeout_s, deadline_s)
         self.members = dict(members)
-        self.client_id = client_id if client_id is not None else _random_client_id()
-        if self.client_id < CLIENT_ID_BASE:
-            raise ValueError(f"client id {self.client_id} is a node id (< {CLIENT_ID_BASE})")
         self.request_timeout_s = request_timeout_s
         self.deadline_s = deadline_s
         self._ssl = ssl
@@ -442,10 +432,6 @@ def _range_map(reply: ClientReply) -> list[RangeDesc] | None:
     if check_range_map(ranges):
         return None
     return sorted(ranges, key=lambda d: d.start)
-
-
-def _random_client_id() -> int:
-    return CLIENT_ID_BASE + random.SystemRandom().randrange(1, 1 << 48)
 
 
 class SyncRangeClient:
