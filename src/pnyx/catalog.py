@@ -63,6 +63,7 @@ _PROTOCOLS: dict[str, str] = {
     "percolator-async": "pnyx.protocols.txn.spec:PERCOLATOR_ASYNC",
     "percolator-1pc": "pnyx.protocols.txn.spec:PERCOLATOR_1PC",
     "txn-2pc": "pnyx.protocols.txn.spec:TXN_2PC",
+    "txn": "pnyx.protocols.txn.runtime_def:TXN",
 }
 
 

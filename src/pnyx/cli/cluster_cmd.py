@@ -216,8 +216,8 @@ def up(
         fail(str(exc.args[0]))
     if consensus is not None and protocol != ETCD_PROTOCOL:
         fail(f"--consensus {consensus}: only for --protocol etcd (the others are their own)")
-    if ranges is not None and protocol != "multiraft":
-        fail(f"--ranges {ranges}: only for --protocol multiraft")
+    if ranges is not None and protocol not in ("multiraft", "txn"):
+        fail(f"--ranges {ranges}: only for --protocol multiraft or txn")
     quorums = _quorums(protocol, int(nodes), phase1_quorum, phase2_quorum)
     data_dir = _checked_data_dir(data_dir)
     count = process_count(protocol, int(nodes))

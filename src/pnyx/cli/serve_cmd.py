@@ -265,8 +265,12 @@ def serve(
 
 def _multiraft_with_ranges(protocol: str, ranges: int) -> ProtocolDef:
     """``--ranges``: multiraft starting with that many ranges (a usage error otherwise)."""
+    if protocol == "txn":
+        from pnyx.protocols.txn.runtime_def import txn_with_ranges
+
+        return txn_with_ranges(ranges)
     if protocol != "multiraft":
-        fail(f"--ranges {ranges}: only for --protocol multiraft")
+        fail(f"--ranges {ranges}: only for --protocol multiraft or txn")
     from pnyx.protocols.multiraft.spec import multiraft_with_ranges
 
     return multiraft_with_ranges(ranges)
