@@ -23,6 +23,7 @@ _COMMANDS: dict[str, str] = {
     "test": "pnyx.cli.test_cmd:test",
     "crdt": "pnyx.cli.crdt_cmd:crdt",
     "consistency": "pnyx.cli.consistency_cmd:consistency",
+    "txn": "pnyx.cli.txn_cmd:txn",
 }
 
 

@@ -610,4 +610,81 @@ __all__ = [
     "TxnIndeterminate",
     "TxnStats",
     "TxnStore",
+    "bank_account_key",
+    "bank_init",
+    "bank_problem",
+    "bank_read",
+    "bank_transfer",
 ]
+
+
+# -- the bank workload (pnyx txn bank-*, tests) ----------------------------------------------
+
+BANK_META_KEY = "bank.meta"
+"""Holds ``[accounts, total]`` of the bank made by :func:`bank_init`."""
+
+
+def bank_account_key(account: int) -> str:
+    """The key of bank account ``account`` (spread over the initial ranges)."""
+    from pnyx.services.multiraft import spread_key
+
+    if type(account) is not int or account < 0:
+        raise TxnError(f"an account is a number >= 0, got {account!r}")
+    return f"{spread_key(account)}.bank"
+
+
+async def bank_init(tx: Transaction, accounts: int, amount: int) -> None:
+    """Create ``accounts`` accounts holding ``amount`` each (in one transaction)."""
+    if accounts < 1 or amount < 0:
+        raise TxnError(f"bank-init needs accounts >= 1 and amount >= 0, got {accounts}, {amount}")
+    for account in range(accounts):
+        tx.put(bank_account_key(account), amount)
+    tx.put(BANK_META_KEY, [accounts, accounts * amount])
+
+
+async def bank_meta(tx: Transaction) -> tuple[int, int]:
+    """(accounts, total) of the bank (TxnError when there is none)."""
+    meta = await tx.get(BANK_META_KEY)
+    shaped = isinstance(meta, list | tuple) and len(meta) == 2
+    if not (shaped and all(type(v) is int for v in meta)):
+        raise TxnError(f"no bank here ({BANK_META_KEY!r} holds {meta!r}); run bank-init first")
+    return int(meta[0]), int(meta[1])
+
+
+async def bank_transfer(tx: Transaction, source: int, target: int, amount: int) -> bool:
+    """Move ``amount`` from account ``source`` to ``target`` if ``source`` holds it;
+    whether it did."""
+    if source == target or amount < 1:
+        raise TxnError(
+            f"a transfer needs two accounts and amount >= 1, got {source}, {target}, {amount}"
+        )
+    src, dst = bank_account_key(source), bank_account_key(target)
+    balances = await asyncio.gather(tx.get(src), tx.get(dst))
+    if not all(type(b) is int for b in balances):
+        raise TxnError(f"accounts {source}, {target} hold {balances!r}: not a bank's accounts")
+    if balances[0] < amount:
+        return False
+    tx.put(src, balances[0] - amount)
+    tx.put(dst, balances[1] + amount)
+    return True
+
+
+async def bank_read(tx: Transaction) -> tuple[list[int], int]:
+    """Every balance of the bank (in this transaction's snapshot) and the total it should
+    sum to."""
+    accounts, total = await bank_meta(tx)
+    keys = [bank_account_key(a) for a in range(accounts)]
+    balances = await asyncio.gather(*(tx.get(k) for k in keys))
+    if not all(type(b) is int for b in balances):
+        raise TxnError(f"bank accounts hold non-numbers: {balances!r}")
+    return [int(b) for b in balances], total
+
+
+def bank_problem(balances: list[int], total: int) -> str:
+    """What is wrong with a read of every balance ("" nothing)."""
+    if sum(balances) != total:
+        return f"balances {balances} sum to {sum(balances)}, not {total}"
+    negative = [b for b in balances if b < 0]
+    if negative:
+        return f"negative balances {negative} in {balances}"
+    return ""
