@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pnyx.runtime.transport import Address
 from pnyx.services.txn import (
     MODES,
+    Transaction,
     TxnConflict,
     TxnError,
     TxnIndeterminate,
@@ -63,11 +64,14 @@ async def _transfers(
                 break
             source, target = rng.sample(range(result.accounts), 2)
             amount = rng.randint(1, 30)
+
+            async def transfer(
+                tx: Transaction, s: int = source, t: int = target, a: int = amount
+            ) -> bool:
+                return await bank_transfer(tx, s, t, a)
+
             try:
-                moved = await store.run(
-                    lambda tx, s=source, t=target, a=amount: bank_transfer(tx, s, t, a),
-                    retries=20,
-                )
+                moved = await store.run(transfer, retries=20)
             except TxnIndeterminate:
                 result.indeterminate += 1
                 continue
