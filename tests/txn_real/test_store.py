@@ -1,0 +1,293 @@
+"""The coordinator of :mod:`pnyx.services.txn` against in-process ranges: the real
+Percolator columns (:class:`~pnyx.protocols.txn.mvcc.MvccStore`, two ranges split at
+``"m"``) behind a fake router that encodes every answer as the wire does and can lose
+answers.  Outcomes the real cluster rarely shows: a commit point without an answer is
+reported indeterminate (never committed, never failed), a lost prewrite is a definite
+failure in Percolator but indeterminate in async commit when the rollback is lost too,
+conflicts roll every key back, readers roll locks forward and back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import pytest
+
+from pnyx.protocols.txn.messages import (
+    AllocTs,
+    Lock,
+    Mutation,
+    Prewrite,
+    Resolve,
+    TxnCommand,
+    command_keys,
+)
+from pnyx.protocols.txn.mvcc import MvccStore
+from pnyx.services.txn import (
+    ASYNC_COMMIT,
+    ONE_PC,
+    PERCOLATOR,
+    Transaction,
+    TxnConflict,
+    TxnError,
+    TxnIndeterminate,
+    TxnStore,
+    _NoAnswer,
+)
+
+SPLIT = "m"
+MEMBERS = {1: ("127.0.0.1", 1)}  # never dialled: the fake router answers
+
+
+class FakeRouter:
+    """Two ranges of real MVCC columns; ``lose(command) -> bool`` drops an answer after
+    the command was applied (``lose_before``: before)."""
+
+    def __init__(self) -> None:
+        self.left, self.right = MvccStore(), MvccStore()
+        self.sent: list[TxnCommand] = []
+        self.lose: Callable[[TxnCommand], bool] = lambda c: False
+        self.lose_before: Callable[[TxnCommand], bool] = lambda c: False
+
+    def range_of(self, key: str) -> MvccStore:
+        return self.left if key < SPLIT else self.right
+
+    async def call(self, command: TxnCommand, route_key: str) -> Any:
+        self.sent.append(command)
+        keys = command_keys(command)
+        if any(self.range_of(k) is not self.range_of(route_key) for k in keys):
+            raise AssertionError(f"{command} spans ranges")
+        if self.lose_before(command):
+            raise _NoAnswer("lost before applying")
+        result = self.range_of(route_key).apply(command)
+        if self.lose(command):
+            raise _NoAnswer("lost after applying")
+        return msgspec.msgpack.decode(msgspec.msgpack.encode(result))  # as the wire does
+
+    async def groups(self, keys: list[str]) -> list[list[str]]:
+        left = sorted(k for k in set(keys) if k < SPLIT)
+        right = sorted(k for k in set(keys) if k >= SPLIT)
+        return [g for g in (left, right) if g]
+
+
+def _store(mode: str = PERCOLATOR) -> tuple[TxnStore, FakeRouter]:
+    store = TxnStore(MEMBERS, mode=mode, lock_wait_s=0.0)
+    router = FakeRouter()
+    store._router = router  # type: ignore[assignment]
+    return store, router
+
+
+def _value(router: FakeRouter, key: str) -> Any:
+    return router.range_of(key).record(key).visible(2**62)
+
+
+async def _write(store: TxnStore, **values: Any) -> Transaction:
+    async with store.transaction() as tx:
+        for key, value in values.items():
+            tx.put(key, value)
+    return tx
+
+
+@pytest.mark.parametrize("mode", [PERCOLATOR, ASYNC_COMMIT, ONE_PC])
+def test_a_transaction_commits_on_both_ranges_and_reads_its_snapshot(mode: str) -> None:
+    async def scenario() -> None:
+        store, router = _store(mode)
+        first = await _write(store, a=1, z=2)
+        assert first.commit_ts > first.start_ts
+        async with store.transaction() as old:
+            await _write(store, a=10)
+            assert await old.get("a") == 1  # its snapshot, not the later commit
+            old.put("b", 5)
+            assert await old.get("b") == 5  # its own write
+        assert (_value(router, "a"), _value(router, "b"), _value(router, "z")) == (10, 5, 2)
+        assert not router.left.locks() and not router.right.locks()
+
+    asyncio.run(scenario())
+
+
+def test_one_pc_commits_a_single_range_transaction_with_one_command() -> None:
+    async def scenario() -> None:
+        store, router = _store(ONE_PC)
+        await _write(store, a=1, b=2)
+        prewrites = [c for c in router.sent if type(c) is Prewrite]
+        assert len(prewrites) == 1 and prewrites[0].one_pc
+        assert not [c for c in router.sent if type(c) is Resolve]
+        assert _value(router, "b") == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_write_write_conflict_rolls_the_later_transaction_back() -> None:
+    async def scenario() -> None:
+        store, router = _store()
+        with pytest.raises(TxnConflict, match="write_conflict"):
+            async with store.transaction() as t1:
+                await t1.get("a")
+                t1.put("a", "t1")
+                t1.put("z", "t1")
+                await _write(store, a="t2")  # commits after t1's snapshot
+        assert _value(router, "a") == "t2" and _value(router, "z") is None
+        assert router.right.record("z").rolled_back(t1.start_ts)
+        assert store.stats.conflicts == 1
+
+    asyncio.run(scenario())
+
+
+def test_no_answer_for_the_primary_commit_is_indeterminate_never_failed() -> None:
+    async def scenario() -> None:
+        store, router = _store()
+        router.lose = lambda c: type(c) is Resolve and c.commit_ts > 0 and "a" in c.keys
+        with pytest.raises(TxnIndeterminate, match="may or may not"):
+            await _write(store, a=1, z=2)
+        assert _value(router, "a") == 1  # it did commit: reporting a failure would lie
+        assert store.stats.indeterminate == 1 and store.stats.committed == 0
+
+    asyncio.run(scenario())
+
+
+def test_run_does_not_retry_an_indeterminate_commit() -> None:
+    async def scenario() -> None:
+        store, router = _store()
+        router.lose = lambda c: type(c) is Resolve and c.commit_ts > 0
+        calls = []
+
+        async def fn(tx: Transaction) -> None:
+            calls.append(1)
+            tx.put("a", len(calls))
+
+        with pytest.raises(TxnIndeterminate):
+            await store.run(fn, retries=5)
+        assert calls == [1]
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_prewrite_in_percolator_is_a_definite_failure() -> None:
+    async def scenario() -> None:
+        store, router = _store()
+        router.lose = lambda c: type(c) is Prewrite and c.mutations[0].key == "z"
+        with pytest.raises(TxnError) as caught:
+            await _write(store, a=1, z=2)
+        assert type(caught.value) is TxnError, caught.value  # not indeterminate
+        assert _value(router, "a") is None and _value(router, "z") is None
+        assert not router.left.locks() and not router.right.locks()
+
+    asyncio.run(scenario())
+
+
+def test_async_commit_with_prewrite_and_rollback_lost_is_indeterminate() -> None:
+    async def scenario() -> None:
+        store, router = _store(ASYNC_COMMIT)
+        router.lose = lambda c: type(c) is Prewrite and c.mutations[0].key == "z"
+        router.lose_before = lambda c: type(c) is Resolve and c.commit_ts == 0
+        with pytest.raises(TxnIndeterminate):
+            await _write(store, a=1, z=2)
+        # every prewrite landed, so the transaction is committed (a reader decides so)
+        reader, _ = _store(ASYNC_COMMIT)
+        reader._router = router  # type: ignore[assignment]
+        async with reader.transaction() as tx:
+            assert (await tx.get("a"), await tx.get("z")) == (1, 2)
+        assert reader.stats.rolled_forward >= 1
+
+    asyncio.run(scenario())
+
+
+def test_async_commit_with_a_lost_prewrite_rolled_back_is_a_definite_failure() -> None:
+    async def scenario() -> None:
+        store, router = _store(ASYNC_COMMIT)
+        router.lose_before = lambda c: type(c) is Prewrite and c.mutations[0].key == "z"
+        with pytest.raises(TxnError) as caught:
+            await _write(store, a=1, z=2)
+        assert type(caught.value) is TxnError
+        assert _value(router, "a") is None
+        assert router.right.record("z").rolled_back(caught_start(router))
+
+    asyncio.run(scenario())
+
+
+def caught_start(router: FakeRouter) -> int:
+    return next(c.start_ts for c in router.sent if type(c) is Prewrite)
+
+
+def _abandoned(router: FakeRouter, start_ts: int, use_async: bool, commit_primary: bool) -> None:
+    """A coordinator that prewrote ``a`` (primary) and ``z`` and vanished (after
+    committing the primary, if asked)."""
+    secondaries = ("z",) if use_async else ()
+    router.left.apply(Prewrite(start_ts, "a", (Mutation("a", "old"),), use_async, secondaries))
+    router.right.apply(Prewrite(start_ts, "a", (Mutation("z", "old"),), use_async))
+    if commit_primary:
+        router.left.apply(Resolve(("a",), start_ts, start_ts + 1))
+
+
+@pytest.mark.parametrize(
+    ("use_async", "commit_primary", "expected"),
+    [(False, True, "old"), (False, False, None), (True, False, "old")],
+    ids=["primary-committed", "primary-locked", "async-all-locked"],
+)
+def test_a_reader_resolves_an_abandoned_lock_forward_or_back(
+    use_async: bool, commit_primary: bool, expected: Any
+) -> None:
+    async def scenario() -> None:
+        store, router = _store()
+        ts = router.left.apply(AllocTs("!ts", 5))
+        _abandoned(router, ts, use_async, commit_primary)
+        async with store.transaction() as tx:
+            assert await tx.get("z") == expected
+        assert router.right.record("z").lock is None
+        if expected is None:
+            assert store.stats.rolled_back == 1 and router.left.record("a").rolled_back(ts)
+        else:
+            assert store.stats.rolled_forward == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_prewrite_meeting_a_lock_resolves_it_and_run_retries() -> None:
+    async def scenario() -> None:
+        store, router = _store()
+        ts = router.left.apply(AllocTs("!ts", 5))
+        _abandoned(router, ts, use_async=False, commit_primary=False)
+
+        async def fn(tx: Transaction) -> None:
+            tx.put("z", "new")
+
+        await store.run(fn, retries=3)
+        assert _value(router, "z") == "new"
+        assert store.stats.conflicts == 1 and store.stats.retries == 1
+        assert store.stats.rolled_back == 1
+
+    asyncio.run(scenario())
+
+
+def test_run_gives_up_after_its_retries() -> None:
+    async def scenario() -> None:
+        store, router = _store()
+        lock = Lock("a", 10**9, "x")  # a lock no status check clears: its start is ahead
+
+        async def fn(tx: Transaction) -> None:
+            router.right.record("z").lock = lock
+            tx.put("z", 1)
+
+        with pytest.raises(TxnConflict, match="locked"):
+            await store.run(fn, retries=2)
+        assert store.stats.conflicts == 3 and store.stats.retries == 2
+
+    asyncio.run(scenario())
+
+
+def test_bad_keys_and_values_are_refused_with_the_value() -> None:
+    async def scenario() -> None:
+        store, _ = _store()
+        async with store.transaction() as tx:
+            with pytest.raises(TxnError, match="reserved"):
+                tx.put("!ts", 1)
+            with pytest.raises(TxnError, match="42"):
+                await tx.get(42)  # type: ignore[arg-type]
+            with pytest.raises(TxnError, match="use delete"):
+                tx.put("a", None)
+        with pytest.raises(ValueError, match="'2pc'"):
+            TxnStore(MEMBERS, mode="2pc")
+
+    asyncio.run(scenario())
