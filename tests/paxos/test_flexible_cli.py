@@ -254,6 +254,7 @@ def test_real_cluster_commits_on_phase2_quorum_and_needs_phase1_quorum(
         kv.put("k", "v1")
         assert kv.get("k") == "v1"
     leader = _wait_leader(ports, set(ports))
+    assert all(fetch_health(port)["quorums"] == [Q1, Q2] for port in ports.values())
     down = sorted(set(ports) - {leader})[:3]
     # Phase 2 needs two: with three acceptors down, the leader and one follower commit.
     for victim in down:

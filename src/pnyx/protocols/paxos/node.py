@@ -279,6 +279,7 @@ class PaxosNode(StagedEffects):
             "commit_index": self.commit,
             "applied_index": self.applied,
             "last_index": self.last_slot,
+            "quorums": [self.q1, self.q2],
             "members": {"voters": list(self.peers), "outgoing": [], "learners": []},
         }
 
