@@ -1,6 +1,7 @@
 """The bank workload against a real ``txn`` cluster: coordinators transfer money between
-accounts spread over every range while a reader reads all accounts in one transaction and
-a blocking nemesis (kill -9 and restart) runs in a thread."""
+accounts spread over every range while a reader reads all accounts in one transaction,
+list-append coordinators (Elle) record a history for the snapshot-isolation checker, and a
+blocking nemesis (kill -9 and restart) runs in a thread."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from pnyx.core import HistoryEvent
+from pnyx.protocols.txn.workloads import ListAppendTxn
 from pnyx.runtime.transport import Address
+from pnyx.services.multiraft import spread_key
 from pnyx.services.txn import (
     MODES,
     Transaction,
@@ -52,6 +56,50 @@ class BankResult:
     lock_resolutions: int = 0
     faults: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    history: list[HistoryEvent] = field(default_factory=list)
+    """The list-append transactions (invoke, then ok / fail / info)."""
+
+
+LIST_KEYS = tuple(f"{spread_key(1000 + i)}.list" for i in range(5))
+LIST_PROCESS_BASE = 100
+
+
+async def _appends(
+    members: Mapping[int, Address], mode: str, worker: int, result: BankResult, stop: asyncio.Event
+) -> None:
+    """List-append transactions of 1-4 reads and appends of unique values."""
+    rng = random.Random(worker)
+    process = LIST_PROCESS_BASE + worker
+    async with TxnStore(members, mode=mode, request_timeout_s=1.0, deadline_s=8.0) as store:
+        for n in range(MAX_TXNS_PER_WORKER):
+            if stop.is_set():
+                break
+            mops = tuple(
+                ("r", rng.choice(LIST_KEYS), None)
+                if rng.random() < 0.5
+                else ("append", rng.choice(LIST_KEYS), process * 1_000_000 + n * 10 + i)
+                for i in range(rng.randint(1, 4))
+            )
+            program = ListAppendTxn(mops)
+            result.history.append(HistoryEvent(process, "invoke", "txn", program.invocation()))
+
+            async def body(tx: Transaction, p: ListAppendTxn = program) -> object:
+                values = {k: await tx.get(k) for k in p.reads()}
+                for key, value in p.writes(values).items():
+                    tx.put(key, value)
+                return p.output(values)
+
+            try:
+                output = await store.run(body, retries=20)
+            except TxnIndeterminate:
+                result.history.append(HistoryEvent(process, "info", "txn", program.invocation()))
+                result.indeterminate += 1
+                continue
+            except TxnError:
+                result.history.append(HistoryEvent(process, "fail", "txn", program.invocation()))
+                continue
+            result.history.append(HistoryEvent(process, "ok", "txn", output))
+        _add_stats(result, store)
 
 
 async def _transfers(
@@ -133,8 +181,10 @@ async def run_bank(
     seed: int,
     min_transfers: int = 0,
     min_reads: int = 0,
+    appenders: int = 2,
 ) -> BankResult:
-    """``clients`` transferring coordinators (modes in turn) and one reader while
+    """``clients`` transferring coordinators (modes in turn), one reader and
+    ``appenders`` list-append coordinators while
     ``nemesis`` runs ``rounds`` times, ``interval_s`` apart, and until ``min_transfers``
     transfers and ``min_reads`` reads of all committed (at most :data:`PROGRESS_BOUND_S`
     more); then a final read of all."""
@@ -148,6 +198,10 @@ async def run_bank(
         for c in range(clients)
     ]
     tasks.append(asyncio.ensure_future(_reader(members, result, stop)))
+    tasks += [
+        asyncio.ensure_future(_appends(members, MODES[w % len(MODES)], w, result, stop))
+        for w in range(appenders)
+    ]
     rng = random.Random(seed)
     try:
         for _ in range(rounds):

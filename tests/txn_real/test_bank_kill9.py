@@ -2,7 +2,8 @@
 coordinators (percolator, async commit, 1PC) transfer money between accounts spread over
 the ranges while random processes are killed and restarted; then every read of all
 accounts that committed, and the final state, conserve the total with no negative
-balance, conflicts happened and were retried, and ``pnyx txn`` / ``pnyx cluster`` work
+balance, the list-append history recorded meanwhile is snapshot-isolated (Elle-style
+checker), conflicts happened and were retried, and ``pnyx txn`` / ``pnyx cluster`` work
 against the same cluster."""
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from pnyx.check.history import History
+from pnyx.check.snapshot_isolation import check_snapshot_isolation
 from pnyx.cli.cluster_cmd import KillRestartNemesis, cluster_command, members_of
 from pnyx.cli.txn_cmd import txn
 from pnyx.services.txn import bank_problem
@@ -51,7 +54,8 @@ def _run(data_dir: Path, kills: int, clients: int = 4) -> BankResult:
         f"transfers {result.transfers} declined {result.declined} reads {len(result.reads)} "
         f"conflicts {result.conflicts} retries {result.retries} gave_up {result.gave_up} "
         f"failed {result.failed} indeterminate {result.indeterminate} "
-        f"resolutions {result.lock_resolutions} in {result.elapsed_s:.1f} s "
+        f"resolutions {result.lock_resolutions} list-append events {len(result.history)} "
+        f"in {result.elapsed_s:.1f} s "
         f"({(result.transfers + result.declined) / result.elapsed_s:.1f} txn/s)"
     )
     problems = [p for b in result.reads if (p := bank_problem(b, result.total))]
@@ -61,6 +65,12 @@ def _run(data_dir: Path, kills: int, clients: int = 4) -> BankResult:
     assert result.transfers >= MIN_TRANSFERS, f"too little progress: {result.transfers}"
     assert result.final != [INITIAL] * ACCOUNTS, "no money moved"
     assert result.conflicts > 0 and result.retries > 0, "no conflict was met and retried"
+    history = History.from_events(result.history)
+    txns = [op for op in history if op.f == "txn"]
+    assert sum(op.outcome == "ok" for op in txns) >= MIN_READS
+    verdict = check_snapshot_isolation(txns, kind="list-append")
+    assert verdict.verdict != "unknown", verdict.reason
+    assert verdict.ok, verdict.explain()
     return result
 
 
