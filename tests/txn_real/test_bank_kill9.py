@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from pnyx.check.history import History
 from pnyx.check.snapshot_isolation import check_snapshot_isolation
 from pnyx.cli.cluster_cmd import KillRestartNemesis, cluster_command, members_of
+from pnyx.cli.kv_cmd import kv
 from pnyx.cli.txn_cmd import txn
 from pnyx.services.txn import bank_problem
 from tests.txn_real.bank import BankResult, run_bank
@@ -87,6 +88,10 @@ def test_bank_transfers_conserve_money_under_kill9_and_the_cli_works(txn_cluster
     got = runner.invoke(txn, [*target, "get", "cli-key"])
     assert got.exit_code == 0 and json.loads(got.output) == "v1"
     assert runner.invoke(txn, [*target, "get", "!ts"]).exit_code == 2
+    shown = runner.invoke(kv, [*target, "ranges"])
+    assert shown.exit_code == 0 and "8 ranges" in shown.output, shown.output
+    refused = runner.invoke(kv, [*target, "put", "k", "v"])  # would clobber a txn record
+    assert refused.exit_code == 2 and "pnyx txn put" in refused.output
     status = cluster_command("status", "--data-dir", str(txn_cluster))
     assert status.returncode == 0 and "txn" in status.stdout, status.stderr
     down = cluster_command("down", "--data-dir", str(txn_cluster))

@@ -32,8 +32,9 @@ DEADLINE_S = 10.0
 KV_PROTOCOLS = (
     *("raft", "paxos", "vr", "vr-durable", "primary-backup", "chain", "craq", "dynamo"),
     "multiraft",
+    "txn",
 )
-"""Protocols ``pnyx kv`` has a client for."""
+"""Protocols ``pnyx kv`` has a client for (``txn``: ``pnyx kv ranges`` only)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,8 @@ def _run(ctx: click.Context, op: str, *args: Any) -> None:
     from pnyx.services.schemes import RAFT_KV_LIKE
 
     cluster = _cluster(ctx.obj)
+    if cluster.protocol == "txn":
+        fail(f"kv {op}: a txn cluster's keys hold transaction records; use `pnyx txn {op}`")
     if cluster.protocol == "multiraft":
         from pnyx.cli.multiraft_kv import run_op
 
@@ -213,8 +216,8 @@ def ranges(ctx: click.Context) -> None:
     from pnyx.cli.multiraft_kv import show_ranges
 
     cluster = _cluster(ctx.obj)
-    if cluster.protocol != "multiraft":
-        fail(f"kv ranges: only for a multiraft cluster, not {cluster.protocol}")
+    if cluster.protocol not in ("multiraft", "txn"):
+        fail(f"kv ranges: only for a multiraft or txn cluster, not {cluster.protocol}")
     show_ranges(cluster.members, _context(cluster))
 
 
