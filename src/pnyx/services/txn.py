@@ -285,16 +285,16 @@ class TxnStore:
                     outcome = status or outcome
         return outcome
 
-    async def _resolve_lock(self, key: str, lock: Lock) -> None:
+    async def _resolve_lock(self, key: str, lock: Lock) -> bool:
         """Decide ``lock``'s transaction from its primary and roll ``key`` (and the
-        primary) forward or back accordingly."""
+        primary) forward or back accordingly; False when it could not be decided yet."""
         self.stats.lock_resolutions += 1
         check = CheckTxnStatus(lock.primary, lock.start_ts, True)
         status = _typed(await self._router.call(check, lock.primary), TxnStatus)
         if status.state == LOCKED and status.lock is not None:
             commit_ts = await self._decide_async(status.lock)
             if commit_ts is None:
-                return  # undecided: read again later
+                return False  # some key did not answer: read again later
         else:
             commit_ts = status.commit_ts if status.state == COMMITTED else 0
         if commit_ts:
@@ -302,6 +302,7 @@ class TxnStore:
         else:
             self.stats.rolled_back += 1
         await self._resolve(sorted({key, lock.primary}), lock.start_ts, commit_ts)
+        return True
 
     async def _decide_async(self, primary_lock: Lock) -> int | None:
         """An async-commit transaction's fate from all its keys: its commit timestamp, 0
@@ -369,10 +370,9 @@ class Transaction:
                 result = _typed(raw, GetResult)
                 if result.lock is None:
                     return result.value
-                if seen is not None and seen.start_ts == result.lock.start_ts:
-                    await store._resolve_lock(key, result.lock)
-                else:
-                    await asyncio.sleep(store.lock_wait_s)
+                same = seen is not None and seen.start_ts == result.lock.start_ts
+                if not (same and await store._resolve_lock(key, result.lock)):
+                    await asyncio.sleep(store.lock_wait_s)  # give its owner time first
                 seen = result.lock
         except _NoAnswer as exc:
             raise TxnError(f"read of {key!r}: {exc}") from None
