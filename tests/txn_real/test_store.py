@@ -291,3 +291,39 @@ def test_bad_keys_and_values_are_refused_with_the_value() -> None:
             TxnStore(MEMBERS, mode="2pc")
 
     asyncio.run(scenario())
+
+
+def test_an_exception_in_the_block_writes_nothing() -> None:
+    async def scenario() -> None:
+        store, router = _store()
+        with pytest.raises(KeyError):
+            async with store.transaction() as tx:
+                tx.put("a", 1)
+                raise KeyError("the caller's own error")
+        assert not [c for c in router.sent if type(c) is Prewrite]
+        assert _value(router, "a") is None
+
+    asyncio.run(scenario())
+
+
+def test_the_sync_facade_commits_and_retries() -> None:
+    from pnyx.services.txn import SyncTransaction, SyncTxnStore
+
+    with SyncTxnStore(MEMBERS, lock_wait_s=0.0) as store:
+        router = FakeRouter()
+        store._async._router = router  # type: ignore[assignment]
+        with store.transaction() as tx:
+            tx.put("a", 1)
+            tx.put("z", 2)
+        ts = router.left.apply(AllocTs("!ts", 5))
+        _abandoned(router, ts, use_async=False, commit_primary=False)  # blocks a first try
+
+        def move(tx: SyncTransaction) -> int:
+            a = tx.get("a")
+            tx.put("a", a - 1)
+            tx.put("z", "moved")
+            return int(a)
+
+        assert store.run(move, retries=3) == 1
+        assert (_value(router, "a"), _value(router, "z")) == (0, "moved")
+        assert store.stats.committed == 2
