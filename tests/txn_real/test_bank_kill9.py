@@ -88,6 +88,14 @@ def test_bank_transfers_conserve_money_under_kill9_and_the_cli_works(txn_cluster
     got = runner.invoke(txn, [*target, "get", "cli-key"])
     assert got.exit_code == 0 and json.loads(got.output) == "v1"
     assert runner.invoke(txn, [*target, "get", "!ts"]).exit_code == 2
+    ops = txn_cluster.parent / "ops.txt"
+    ops.write_text("# one transaction\nput f1 x\nget f1\nget cli-key\ndelete cli-key\n")
+    ran = runner.invoke(txn, [*target, "run", "--file", str(ops)])
+    assert ran.exit_code == 0 and ran.output.split() == ['"x"', '"v1"'], ran.output
+    assert json.loads(runner.invoke(txn, [*target, "get", "cli-key"]).output) is None
+    ops.write_text("put only-a-key\n")
+    bad = runner.invoke(txn, [*target, "run", "--file", str(ops)])
+    assert bad.exit_code == 2 and "line 1" in bad.output
     shown = runner.invoke(kv, [*target, "ranges"])
     assert shown.exit_code == 0 and "8 ranges" in shown.output, shown.output
     refused = runner.invoke(kv, [*target, "put", "k", "v"])  # would clobber a txn record
