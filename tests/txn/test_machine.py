@@ -6,9 +6,11 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from pnyx.core import CLIENT_ID_BASE
 from pnyx.protocols.multiraft.machines import KEY_NOT_IN_RANGE
-from pnyx.protocols.multiraft.messages import RangeBounds, SplitCmd, SplitDone
-from pnyx.protocols.txn.machine import SPLIT_LOSES_LOCK, TxnRangeMachine
+from pnyx.protocols.multiraft.messages import RangeBounds, RangeWrite, SplitCmd, SplitDone
+from pnyx.protocols.raft.kv import PUT, KvOp
+from pnyx.protocols.txn.machine import PLAIN_KV_REFUSED, SPLIT_LOSES_LOCK, TxnRangeMachine
 from pnyx.protocols.txn.messages import Get, GetResult, Mutation, Prewrite, Resolve
 
 WHOLE = RangeBounds(1, "", None, 1)
@@ -70,3 +72,14 @@ def test_bad_input_is_answered_with_an_error_not_a_crash() -> None:
     assert "error" in sm.apply(["Get", 3, "x"])
     with pytest.raises(ValueError, match="unknown txn range mutants"):
         TxnRangeMachine(WHOLE, frozenset(), frozenset({"nope"}))
+
+
+def test_a_plain_kv_write_is_refused_and_the_record_keeps_working() -> None:
+    sm = _machine()
+    before = sm.snapshot()
+    answer = sm.apply(RangeWrite(CLIENT_ID_BASE + 1, 1, KvOp(PUT, "m", "bare")))
+    assert PLAIN_KV_REFUSED in answer["error"]
+    raw = msgspec.msgpack.decode(msgspec.msgpack.encode(KvOp(PUT, "a", "bare")))
+    assert PLAIN_KV_REFUSED in sm.apply(raw)["error"]  # as a replica replays it from the log
+    assert sm.snapshot() == before
+    assert sm.apply(Get("a", 7)).value == 1  # the record is still Percolator's

@@ -17,12 +17,17 @@ import msgspec
 
 from pnyx.protocols.multiraft.machines import RangeStateMachine
 from pnyx.protocols.multiraft.messages import RangeBounds
+from pnyx.protocols.raft.kv import KvOp
 from pnyx.protocols.txn.messages import TXN_COMMAND_TYPES, Get, TxnCommand, command_keys
 from pnyx.protocols.txn.mvcc import STORE_MUTANTS, KeyRecord, MvccStore
 
 SPLIT_LOSES_LOCK = "split_loses_lock"
 """Mutant: a range split drops the locks of the keys it moves to the new range."""
 MACHINE_MUTANTS: frozenset[str] = STORE_MUTANTS | {SPLIT_LOSES_LOCK}
+
+
+PLAIN_KV_REFUSED = "plain KV operations are refused by a transaction range (use transactions)"
+"""Error of a plain :class:`~pnyx.protocols.raft.kv.KvOp` sent to a transaction range."""
 
 
 class TxnRangeMachine(RangeStateMachine):
@@ -50,6 +55,14 @@ class TxnRangeMachine(RangeStateMachine):
         if type(op) in TXN_COMMAND_TYPES:
             return command_keys(op)
         return super().op_keys(op)
+
+    def apply_op(self, op: Any) -> Any:
+        """Refuse the plain KV operations of the base range: a ``put`` would replace a key's
+        Percolator record with a bare value that every later transaction command on the key
+        (and every replica replaying the log) would trip over."""
+        if type(op) is KvOp:
+            return {"error": f"{PLAIN_KV_REFUSED}: {op.kind} {op.key!r}"}
+        return super().apply_op(op)
 
     def apply_other(self, op: Any) -> Any:
         """Apply a transaction command if every key it touches is this range's."""
