@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pnyx.core import HistoryEvent
@@ -55,20 +55,30 @@ def run_kv_workload(
     nemesis_interval_s: float = 1.0,
     nemesis_rounds: int | None = None,
     seed: int = 1,
+    keys: Sequence[str] = KEYS,
+    think_s: float = 0.0,
 ) -> WorkloadResult:
     """Run ``workers`` clients while calling ``nemesis`` every interval.
 
     The run lasts ``duration_s``, or — when ``nemesis_rounds`` is given — until the nemesis
-    has run that many times (then one more interval for the cluster to settle).
+    has run that many times (then one more interval for the cluster to settle).  Each
+    worker picks one of ``keys`` per operation and pauses ``think_s`` between operations:
+    appended values grow with the appends per key, and the history (and its
+    linearizability check) with both, so a fast system under a long run wants more keys
+    and some think time.
     """
-    assert workers >= 1 and duration_s > 0
+    if workers < 1 or duration_s <= 0 or not keys or think_s < 0:
+        raise ValueError(
+            f"workers {workers} must be >= 1, duration_s {duration_s} > 0, keys non-empty "
+            f"({len(keys)}), think_s {think_s} >= 0"
+        )
     result = WorkloadResult()
     stop = threading.Event()
     lock = threading.Lock()
     threads = [
         threading.Thread(
             target=_worker,
-            args=(members, p, result, lock, stop, seed),
+            args=(members, p, result, lock, stop, seed, tuple(keys), think_s),
             daemon=True,
             name=f"pnyx-workload-{p}",
         )
@@ -84,7 +94,7 @@ def run_kv_workload(
         _join_workers(threads)
     result.duration_s = time.monotonic() - started
     with KvClient(members, history=result.history, process=FINAL_READER, deadline_s=30.0) as kv:
-        result.final = {key: kv.get(key) for key in KEYS}
+        result.final = {key: kv.get(key) for key in keys}
     return result
 
 
@@ -131,6 +141,8 @@ def _worker(
     lock: threading.Lock,
     stop: threading.Event,
     seed: int,
+    keys: tuple[str, ...],
+    think_s: float,
 ) -> None:
     rng = random.Random(f"{seed}:{process}")
     local: list[HistoryEvent] = []
@@ -140,7 +152,7 @@ def _worker(
         n = 0
         while not stop.is_set():
             n += 1
-            key = KEYS[rng.randrange(len(KEYS))]
+            key = keys[rng.randrange(len(keys))]
             token = f"{process}.{n};"
             try:
                 if rng.random() < 0.5:
@@ -154,3 +166,5 @@ def _worker(
             with lock:
                 result.history.extend(local)
             local.clear()
+            if think_s:
+                stop.wait(think_s)
