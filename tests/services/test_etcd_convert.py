@@ -20,10 +20,11 @@ STRUCTS: list[type[msgspec.Struct]] = sorted(
         if isinstance(value, type)
         and issubclass(value, msgspec.Struct)
         and value.__module__ == etcd.__name__
+        and value not in etcd.LOG_ONLY_STRUCTS
     ),
     key=lambda t: t.__name__,
 )
-"""Every etcd request/response struct (KV, txn, lease, watch, ...)."""
+"""Every etcd request/response struct (KV, txn, lease, watch, ...) of the gRPC API."""
 
 _INTS = {
     "TYPE_INT64": (-(2**63), 2**63 - 1),
@@ -144,3 +145,9 @@ def test_empty_message_field_is_present() -> None:
     op = etcd.RequestOp(request_txn=etcd.TxnRequest())
     assert to_proto(op).WhichOneof("request") == "request_txn"
     assert from_proto(to_proto(op), etcd.RequestOp) == op
+
+
+@pytest.mark.parametrize("struct_type", sorted(etcd.LOG_ONLY_STRUCTS, key=lambda t: t.__name__))
+def test_log_only_structs_have_no_proto_counterpart(struct_type: type[msgspec.Struct]) -> None:
+    with pytest.raises(KeyError, match="no etcd protobuf message"):
+        proto_class(struct_type)

@@ -273,6 +273,13 @@ class LeaseExpireRequest(msgspec.Struct, frozen=True, kw_only=True, tag="lease_e
     epoch: int = 0
 
 
+LOG_ONLY_STRUCTS: frozenset[type[msgspec.Struct]] = frozenset(
+    {LeaseEpochRequest, LeaseEpochResponse, LeaseExpireRequest}
+)
+"""pnyx's own commands with no etcd protobuf counterpart: they travel only on the log, never
+through the gRPC API (so ``pnyx.services.etcd.convert`` has nothing to map them to)."""
+
+
 class LeaseKeepAliveRequest(msgspec.Struct, frozen=True, kw_only=True, tag="lease_keep_alive"):
     """``LeaseKeepAliveRequest`` (one message of the keep-alive stream)."""
 
