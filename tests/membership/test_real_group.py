@@ -3,7 +3,7 @@
 One group goes through every phase (one start-up of ten processes is most of the CPU cost):
 it forms; garbage datagrams sent to every member leave them all running and the group
 intact; a ``kill -9`` of a member is declared dead by every other member within the bound
-computed from the configuration (``detection_bound_ticks``) plus stated slack, and the
+computed from the configuration (``detection_bound_ticks``), and the
 member restarted with the same id and port comes back alive with a higher incarnation; a
 SIGSTOPped member is suspected (or declared dead) by all and seen alive again after
 SIGCONT.  Every process is stopped by pid in ``finally``.
@@ -37,7 +37,8 @@ CONFIG = lan_config(TICK_MS, probe_ms=PROBE_MS)
 BOUND_S = detection_bound_ticks(CONFIG, MEMBERS) * TICK_MS / 1000
 """Worst-case detection time of a crash by each live member (about 34 s here; typically a few s)."""
 SLACK_S = 0.5 * BOUND_S + 10.0
-"""Allowance for a loaded 2-core machine: late timers, processes descheduled, dropped ticks."""
+"""How much longer than the bound the test keeps waiting, so that a detection that misses the
+bound on a loaded 2-core machine is reported with its time instead of a bare timeout."""
 FORM_TIMEOUT_S = 90.0
 """Start-up of ten Python processes on a busy machine, then joining."""
 STOP_TIMEOUT_S = 15.0
@@ -240,8 +241,10 @@ def _kill9_is_detected_and_the_restarted_member_readmitted(group: Group, victim:
     }  # fmt: skip
     slowest_s = max(declared.values()) - killed_at
     print(f"kill -9: all {len(observers)} others declared member {victim} dead after "
-          f"{slowest_s:.2f} s (bound {BOUND_S:.1f} s + slack {SLACK_S:.1f} s)")  # fmt: skip
-    assert slowest_s <= BOUND_S + SLACK_S, (slowest_s, BOUND_S, SLACK_S)
+          f"{slowest_s:.2f} s (bound {BOUND_S:.1f} s)")  # fmt: skip
+    # the wait above allows the slack so that a miss reports its time; the detection itself
+    # must meet the configured bound (typically a few seconds against ~34 s)
+    assert slowest_s <= BOUND_S, (slowest_s, BOUND_S)
     dead_incarnation = max(s.incarnation for o in observers if (s := group.latest(o, victim)))
 
     group.start(victim)  # same id, same port
