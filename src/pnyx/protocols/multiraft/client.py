@@ -35,6 +35,27 @@ from pnyx.protocols.raft.messages import (
     ReadRequest,
 )
 
+
+def find_range(ranges: list[RangeDesc], key: str) -> RangeDesc | None:
+    """The range of a cached map holding ``key`` (one with replicas), or None."""
+    for desc in ranges:
+        if desc.contains(key) and desc.replicas:
+            return desc
+    return None
+
+
+def range_map_request(request_id: int) -> GroupRequest:
+    """A serializable read of the range map from a meta replica."""
+    return GroupRequest(META_GROUP, ReadRequest(request_id, MetaQuery(), READ_SERIALIZABLE))
+
+
+def range_map_of(reply: ClientReply, cached: list[RangeDesc]) -> list[RangeDesc]:
+    """The range map a meta replica answered, or ``cached`` when the answer holds none."""
+    if reply.ok and isinstance(reply.result, tuple | list):
+        return [d for d in reply.result if isinstance(d, RangeDesc)]
+    return cached
+
+
 KEYS: tuple[str, ...] = tuple(f"k{i:02d}" for i in range(24))
 RETRIED_ERRORS = frozenset({"not_leader", "busy", "transferring"})
 STALE_ROUTE_ERRORS = frozenset({"key_not_in_range", "range_not_found"})
@@ -226,10 +247,7 @@ class RoutingKvClient(Outbox):
     # -- the range map ------------------------------------------------------------------------
 
     def _lookup(self, key: str) -> RangeDesc | None:
-        for desc in self.ranges:
-            if desc.contains(key) and desc.replicas:
-                return desc
-        return None
+        return find_range(self.ranges, key)
 
     def _refresh(self) -> None:
         """Ask some process's meta replica for the range map (a serializable read)."""
@@ -238,13 +256,11 @@ class RoutingKvClient(Outbox):
         self._refreshing = self._request_id
         self._refresh_sent = self._now
         node = self._nodes[self._rng.randrange(0, len(self._nodes))]
-        query = ReadRequest(self._request_id, MetaQuery(), READ_SERIALIZABLE)
-        self._ready.send.append(Send(node, GroupRequest(META_GROUP, query)))
+        self._ready.send.append(Send(node, range_map_request(self._request_id)))
 
     def _on_map(self, reply: ClientReply) -> None:
         self._refreshing = 0
-        if reply.ok and isinstance(reply.result, tuple | list):
-            self.ranges = [d for d in reply.result if isinstance(d, RangeDesc)]
+        self.ranges = range_map_of(reply, self.ranges)
         op = self._op
         if op is not None and self._newer is not None and self._now < op.deadline_tick:
             # The refused request named a range version this map does not know yet: the

@@ -46,13 +46,12 @@ from typing import Any
 
 from pnyx.core import ClientReply, HistoryEvent, Message, Outbox, Quiesce, Record, Rng
 from pnyx.core.history import EventType
+from pnyx.protocols.multiraft.client import find_range, range_map_of, range_map_request
 from pnyx.protocols.multiraft.messages import (
-    META_GROUP,
     GroupRequest,
-    MetaQuery,
     RangeDesc,
 )
-from pnyx.protocols.raft.messages import READ_SERIALIZABLE, ClientRequest, ReadRequest
+from pnyx.protocols.raft.messages import ClientRequest
 from pnyx.protocols.txn.messages import (
     ALREADY_COMMITTED,
     COMMITTED,
@@ -761,10 +760,7 @@ class TxnClient(Outbox):
         return [groups[r] for r in sorted(groups)] + alone
 
     def _lookup(self, key: str) -> RangeDesc | None:
-        for desc in self.ranges:
-            if desc.contains(key) and desc.replicas:
-                return desc
-        return None
+        return find_range(self.ranges, key)
 
     def _refresh(self) -> None:
         self._count("map_refreshes")
@@ -772,13 +768,11 @@ class TxnClient(Outbox):
         self._refreshing = self._request_id
         self._refresh_sent = self._now
         node = self._nodes[self._rng.randrange(0, len(self._nodes))]
-        query = ReadRequest(self._request_id, MetaQuery(), READ_SERIALIZABLE)
-        self._send(node, GroupRequest(META_GROUP, query))
+        self._send(node, range_map_request(self._request_id))
 
     def _on_map(self, reply: ClientReply) -> None:
         self._refreshing = 0
-        if reply.ok and isinstance(reply.result, tuple | list):
-            self.ranges = [d for d in reply.result if isinstance(d, RangeDesc)]
+        self.ranges = range_map_of(reply, self.ranges)
         parked, self._parked = self._parked, []
         for call in parked:
             self._resend_or_give_up(call)
