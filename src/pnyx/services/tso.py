@@ -1,9 +1,18 @@
 """The timestamp oracle as a real service (``pnyx cluster up --protocol tso``) and its client.
 
-:class:`AsyncTsoClient` asks the leader for batches of timestamps and hands them out one by
-one from memory (client-side batching, as TiDB's PD client does): ``await next()`` costs a
-round trip only when the local batch is used up.  Every timestamp is unique and larger than
-any timestamp handed out (to any client) before the request for its batch was sent.
+:class:`AsyncTsoClient` has two ways to get timestamps:
+
+- ``await get_batch(count)``: one request for ``count`` timestamps (a range), for callers
+  that want many at once;
+- ``await next()``: one timestamp per call, with *concurrent* calls coalesced the way
+  TiDB's PD client does it: while a request is in flight, callers queue; when it returns,
+  one request asks for as many timestamps as there are callers waiting and gives each
+  caller one.  No timestamp is kept for later: every caller's timestamp comes from a
+  request sent after the caller asked.
+
+Guarantees: every timestamp is unique (across all clients of the group), and a timestamp
+asked for after another one was returned (to any client) is larger than it; so a
+transaction that takes its timestamp after a commit was acknowledged sees that commit.
 """
 
 from __future__ import annotations
@@ -24,8 +33,8 @@ from pnyx.services.client import AsyncClient, ClientError, LoopThread
 TSO_MESSAGES: tuple[type[Message], ...] = (*PEER_MESSAGE_TYPES, TsoRequest)
 """Everything a TSO node may send or receive."""
 
-DEFAULT_BATCH = 1_000
-"""Timestamps a client asks for per request by default."""
+DEFAULT_MAX_COALESCED = 10_000
+"""Most ``next()`` callers one coalesced request serves by default."""
 
 
 class TsoError(Exception):
@@ -33,23 +42,31 @@ class TsoError(Exception):
 
 
 class AsyncTsoClient:
-    """Timestamps from a TSO group, fetched ``batch`` at a time.
+    """Timestamps from a TSO group over one connection.
 
-    ``get_batch`` is safe to call concurrently (requests share one connection);
-    ``next`` serves from the local batch.  Options go to
+    ``get_batch(count)`` asks for ``count`` timestamps at once; ``next()`` asks for one,
+    coalescing concurrent callers into one request of at most ``max_coalesced``
+    timestamps.  Both are safe to call concurrently.  Options go to
     :class:`~pnyx.services.client.AsyncClient` (``request_timeout_s``, ``deadline_s``, ...).
     """
 
     def __init__(
-        self, members: Mapping[int, Address], *, batch: int = DEFAULT_BATCH, **options: Any
+        self,
+        members: Mapping[int, Address],
+        *,
+        max_coalesced: int = DEFAULT_MAX_COALESCED,
+        **options: Any,
     ) -> None:
-        if not 1 <= batch <= MAX_BATCH:
-            raise ValueError(f"batch must be in [1, {MAX_BATCH}], got {batch}")
-        self.batch = batch
+        if not 1 <= max_coalesced <= MAX_BATCH:
+            raise ValueError(f"max_coalesced must be in [1, {MAX_BATCH}], got {max_coalesced}")
+        self.max_coalesced = max_coalesced
         self._client = AsyncClient(members, TSO_MESSAGES, **options)
-        self._next = 0
-        self._end = 0
-        self._refill = asyncio.Lock()
+        self._waiting: list[asyncio.Future[int]] = []
+        self._pump: asyncio.Task[None] | None = None
+        self.requests_sent = 0
+        """Requests sent so far (``get_batch`` calls and coalesced ``next()`` rounds)."""
+        self.timestamps_served = 0
+        """Timestamps received so far."""
 
     @property
     def leader(self) -> int:
@@ -57,31 +74,67 @@ class AsyncTsoClient:
         return self._client.target
 
     async def get_batch(self, count: int) -> range:
-        """``count`` fresh timestamps, as a range."""
+        """``count`` fresh timestamps, as a range (one request)."""
         if not 1 <= count <= MAX_BATCH:
             raise ValueError(f"count must be in [1, {MAX_BATCH}], got {count}")
+        self.requests_sent += 1
         reply = await self._client.call(lambda request_id: TsoRequest(request_id, count))
         if not reply.ok:
             raise TsoError(f"timestamp request refused: {reply.error}")
         first, got = int(reply.result[0]), int(reply.result[1])
         if got != count or first < 1:
             raise TsoError(f"malformed answer {reply.result!r} to a request for {count}")
+        self.timestamps_served += got
         return range(first, first + got)
 
     async def next(self) -> int:
-        """One fresh timestamp (from the local batch; a round trip when it is used up)."""
-        if self._next >= self._end:
-            async with self._refill:
-                if self._next >= self._end:
-                    fresh = await self.get_batch(self.batch)
-                    self._next, self._end = fresh.start, fresh.stop
-        value = self._next
-        self._next += 1
-        return value
+        """One fresh timestamp, from a request sent after this call began (concurrent
+        callers share one request).  Raises what the request raised (ClientError,
+        TsoError)."""
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.ensure_future(self._serve_waiting())
+        return await waiter
+
+    async def _serve_waiting(self) -> None:
+        """Serve the queued ``next()`` callers, one request per round, until none waits.
+
+        Each round takes at least one caller off the queue and only callers add to it, so
+        the loop ends once callers stop arriving."""
+        while self._waiting:
+            callers = [w for w in self._waiting[: self.max_coalesced] if not w.done()]
+            del self._waiting[: self.max_coalesced]
+            if not callers:
+                continue
+            try:
+                stamps = await self.get_batch(len(callers))
+            except asyncio.CancelledError:
+                _fail([*callers, *self._waiting], ClientError("the timestamp client was closed"))
+                self._waiting.clear()
+                raise
+            except Exception as exc:
+                _fail(callers, exc)
+                continue
+            for caller, stamp in zip(callers, stamps, strict=True):
+                if not caller.done():  # a caller cancelled meanwhile: its timestamp is skipped
+                    caller.set_result(stamp)
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Close the connection; waiting ``next()`` callers get ClientError."""
+        pump, self._pump = self._pump, None
+        if pump is not None and not pump.done():
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+        _fail(self._waiting, ClientError("the timestamp client was closed"))
+        self._waiting.clear()
         await self._client.close()
+
+
+def _fail(callers: list[asyncio.Future[int]], exc: BaseException) -> None:
+    for caller in callers:
+        if not caller.done():
+            caller.set_exception(exc)
 
 
 class TsoClient:
