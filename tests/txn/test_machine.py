@@ -11,7 +11,16 @@ from pnyx.protocols.multiraft.machines import KEY_NOT_IN_RANGE
 from pnyx.protocols.multiraft.messages import RangeBounds, RangeWrite, SplitCmd, SplitDone
 from pnyx.protocols.raft.kv import PUT, KvOp
 from pnyx.protocols.txn.machine import PLAIN_KV_REFUSED, SPLIT_LOSES_LOCK, TxnRangeMachine
-from pnyx.protocols.txn.messages import Get, GetResult, Mutation, Prewrite, Resolve
+from pnyx.protocols.txn.messages import (
+    AllocTs,
+    Get,
+    GetResult,
+    Mutation,
+    Prewrite,
+    Resolve,
+    Scan,
+    ScanResult,
+)
 
 WHOLE = RangeBounds(1, "", None, 1)
 
@@ -83,3 +92,27 @@ def test_a_plain_kv_write_is_refused_and_the_record_keeps_working() -> None:
     assert PLAIN_KV_REFUSED in sm.apply(raw)["error"]  # as a replica replays it from the log
     assert sm.snapshot() == before
     assert sm.apply(Get("a", 7)).value == 1  # the record is still Percolator's
+
+
+def test_a_scan_is_clipped_to_the_range_and_resumes_at_its_end() -> None:
+    sm = _machine()  # a=1, m=1 committed at 6; m locked by 10
+    sm.apply(AllocTs("!ts", 3))
+    right = _right_half(sm)  # sm keeps ["", "k"), right holds ["k", ...)
+    assert sm.apply(Scan("", "", 8, 10)) == ScanResult((("a", 1),), None, "k")
+    assert sm.apply(Scan("", "c", 8, 10)) == ScanResult((("a", 1),))  # ends inside
+    assert sm.apply(Scan("", "k", 8, 10)) == ScanResult((("a", 1),))
+    assert right.apply(Scan("k", "", 8, 10)) == ScanResult((("m", 1),))  # the last range
+    assert right.apply(Scan("k", "", 20, 10)).resume == "m"  # the moved lock stops it
+    assert right.mvcc.max_read_ts == 20 and sm.mvcc.max_read_ts == 8
+
+
+def test_a_scan_starting_outside_the_range_is_refused_when_applied() -> None:
+    sm = _machine()
+    _right_half(sm)
+    assert sm.apply(Scan("m", "", 8, 10))["error"] == KEY_NOT_IN_RANGE
+    assert sm.op_keys(Scan("m", "z", 8, 10)) == ("m",)
+    assert "scan limit must be >= 1, got -1" in sm.apply(Scan("a", "", 8, -1))["error"]
+    raw = msgspec.msgpack.decode(msgspec.msgpack.encode(Scan("", "", 8, 10)))
+    assert sm.apply(raw).items == (("a", 1),)  # typed again after the wire
+    assert "error" in sm.apply(["Scan", "", "", "x", 1])
+    assert "count must be in 1..65536, got 0" in sm.apply(AllocTs("!ts", 0))["error"]

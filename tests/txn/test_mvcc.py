@@ -18,8 +18,10 @@ from pnyx.protocols.txn.messages import (
     Mutation,
     Prewrite,
     Resolve,
+    Scan,
+    ScanResult,
 )
-from pnyx.protocols.txn.mvcc import READER_IGNORES_LOCK, MvccStore
+from pnyx.protocols.txn.mvcc import READER_IGNORES_LOCK, SCAN_IGNORES_LOCK, MvccStore
 
 
 def _prewrite(store: MvccStore, start_ts: int, *kv: tuple[str, object], **kw: object) -> object:
@@ -154,3 +156,71 @@ def test_unknown_mutant_and_foreign_command_are_refused() -> None:
         MvccStore(frozenset({"nope"}))
     with pytest.raises(TypeError, match="not a transaction command"):
         MvccStore().apply("get a")  # type: ignore[arg-type]
+
+
+# -- scans ----------------------------------------------------------------------------------------
+
+
+def _scan_store(mutants: frozenset[str] = frozenset()) -> MvccStore:
+    """b=1 c=2 (deleted at 31) d=3 f=6 committed at 11..; e written at 40 only; the
+    allocator's reserved key at the front."""
+    s = MvccStore(mutants)
+    s.apply(AllocTs("!ts", 100))
+    for i, (key, value) in enumerate((("b", 1), ("c", 2), ("d", 3), ("f", 6))):
+        _committed(s, key, value, start_ts=10 + 2 * i, commit_ts=11 + 2 * i)
+    _committed(s, "c", None, start_ts=30, commit_ts=31)
+    _committed(s, "e", 5, start_ts=40, commit_ts=41)
+    return s
+
+
+def test_a_scan_lists_visible_values_in_key_order_without_deletes_or_reserved_keys() -> None:
+    s = _scan_store()
+    assert s.apply(Scan("", "", 20, 10)) == ScanResult((("b", 1), ("c", 2), ("d", 3), ("f", 6)))
+    assert s.apply(Scan("", "", 50, 10)).items == (("b", 1), ("d", 3), ("e", 5), ("f", 6))
+    assert s.apply(Scan("c", "f", 50, 10)).items == (("d", 3), ("e", 5))  # end excluded
+    assert s.apply(Scan("a", "b", 50, 10)) == ScanResult()
+    assert s.apply(Scan("!", "", 50, 10)).items[0] == ("b", 1)  # "!ts" never listed
+    assert s.max_read_ts == 50
+
+
+def test_a_scan_stops_at_its_limit_and_resumes_at_the_next_key() -> None:
+    s = _scan_store()
+    first = s.apply(Scan("", "", 50, 2))
+    assert first == ScanResult((("b", 1), ("d", 3)), None, "e")
+    assert s.apply(Scan(first.resume, "", 50, 2)) == ScanResult((("e", 5), ("f", 6)))
+    with pytest.raises(ValueError, match="limit must be >= 1, got 0"):
+        s.apply(Scan("", "", 50, 0))
+
+
+def test_a_scan_stops_at_a_blocking_lock_as_a_get_does() -> None:
+    s = _scan_store()
+    _prewrite(s, 60, ("d", 30))
+    blocked = s.apply(Scan("a", "", 70, 10))
+    assert blocked.items == (("b", 1),) and blocked.resume == "d"
+    assert blocked.lock is not None and blocked.lock.start_ts == 60
+    assert s.apply(Scan("a", "", 55, 10)).lock is None  # a newer lock hides nothing at 55
+    s.apply(Get("zz", 90))  # async locks after this read get min_commit_ts 91
+    _prewrite(s, 62, ("g", 7), use_async=True)
+    assert s.apply(Scan("f", "", 90, 10)).lock is None  # min_commit_ts above the read
+
+
+def test_the_scan_ignores_lock_mutant_lists_the_value_under_a_lock() -> None:
+    s = _scan_store(frozenset({SCAN_IGNORES_LOCK}))
+    _prewrite(s, 60, ("d", 30))
+    assert s.apply(Scan("a", "", 70, 10)).items == (("b", 1), ("d", 3), ("e", 5), ("f", 6))
+    assert s.apply(Get("d", 70)).lock is not None  # gets still honour locks
+
+
+def test_a_scan_raises_max_read_ts_so_an_async_insert_commits_above_it() -> None:
+    s = MvccStore()
+    assert s.apply(Scan("a", "z", 40, 5)) == ScanResult()
+    result = _prewrite(s, 10, ("m", 1), use_async=True)
+    assert result.min_commit_ts == 41  # type: ignore[attr-defined]
+    assert s.apply(Scan("a", "z", 40, 5)).items == ()  # the phantom stays invisible at 40
+
+
+def test_alloc_ts_refuses_a_count_beyond_the_bound() -> None:
+    s = MvccStore()
+    with pytest.raises(ValueError, match=r"1\.\.65536, got 65537"):
+        s.apply(AllocTs("!ts", 65537))
+    assert s.apply(AllocTs("!ts", 65536)) == 1 and s.apply(AllocTs("!ts")) == 65537

@@ -18,7 +18,14 @@ import msgspec
 from pnyx.protocols.multiraft.machines import RangeStateMachine
 from pnyx.protocols.multiraft.messages import RangeBounds
 from pnyx.protocols.raft.kv import KvOp
-from pnyx.protocols.txn.messages import TXN_COMMAND_TYPES, Get, TxnCommand, command_keys
+from pnyx.protocols.txn.messages import (
+    TXN_COMMAND_TYPES,
+    Get,
+    Scan,
+    ScanResult,
+    TxnCommand,
+    command_keys,
+)
 from pnyx.protocols.txn.mvcc import STORE_MUTANTS, KeyRecord, MvccStore
 
 SPLIT_LOSES_LOCK = "split_loses_lock"
@@ -72,12 +79,25 @@ class TxnRangeMachine(RangeStateMachine):
             if error is not None:
                 return error
         try:
+            if type(command) is Scan:
+                return self._scan(command)
             result = self.mvcc.apply(command)
         except ValueError as exc:
             return {"error": f"bad {type(op).__name__}: {exc}"}
         if type(op) is not Get:
             self.mutations += 1
         return result
+
+    def _scan(self, cmd: Scan) -> ScanResult:
+        """The scan clipped to this range (its start is this range's: checked above); when
+        the interval goes on past the range, the answer resumes at the range's end."""
+        range_end = self.bounds.end
+        if range_end is None or (cmd.end and cmd.end <= range_end):
+            return self.mvcc.scan(cmd)
+        result = self.mvcc.scan(Scan(cmd.start, range_end, cmd.read_ts, cmd.limit))
+        if result.resume or result.lock is not None:
+            return result
+        return ScanResult(result.items, None, range_end)
 
     # -- split and snapshots ----------------------------------------------------------------
 

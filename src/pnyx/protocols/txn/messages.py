@@ -20,6 +20,11 @@ TXN_NOT_FOUND = "txn_not_found"
 """A commit found neither the transaction's lock nor its commit record (it was rolled back)."""
 ALREADY_COMMITTED = "already_committed"
 """A rollback found the transaction's commit record: it committed."""
+RESERVED_PREFIX = "!"
+"""Keys starting with this are the store's own (the timestamp allocator's ``!ts``): no
+scan returns them and clients may not write them."""
+MAX_ALLOC_COUNT = 1 << 16
+"""The most timestamps one :class:`AllocTs` may take."""
 
 
 class Lock(msgspec.Struct, frozen=True, array_like=True):
@@ -60,6 +65,18 @@ class Get(msgspec.Struct, frozen=True, tag=True, array_like=True):
 
     key: str
     read_ts: int
+
+
+class Scan(msgspec.Struct, frozen=True, tag=True, array_like=True):
+    """Read the keys of ``[start, end)`` at ``read_ts`` in key order, at most ``limit``
+    values; ``end`` "" means no upper bound.  The range holding ``start`` answers for the
+    part of the interval it holds (the scan is clipped to its bounds when applied) with a
+    :class:`ScanResult` saying where the client goes on."""
+
+    start: str
+    end: str
+    read_ts: int
+    limit: int
 
 
 class Prewrite(msgspec.Struct, frozen=True, tag=True, array_like=True):
@@ -104,16 +121,18 @@ class CheckSecondaryLocks(msgspec.Struct, frozen=True, tag=True, array_like=True
 
 
 class AllocTs(msgspec.Struct, frozen=True, tag=True, array_like=True):
-    """Take ``count`` timestamps from the allocator kept under ``key``; answered with the
-    first one (the rest follow it)."""
+    """Take ``count`` timestamps (1 to :data:`MAX_ALLOC_COUNT`) from the allocator kept
+    under ``key``; answered with the first one ``t``: the window ``t .. t + count - 1`` is
+    the caller's, above every timestamp allocated before."""
 
     key: str
     count: int = 1
 
 
-TxnCommand = Get | Prewrite | Resolve | CheckTxnStatus | CheckSecondaryLocks | AllocTs
+TxnCommand = Get | Scan | Prewrite | Resolve | CheckTxnStatus | CheckSecondaryLocks | AllocTs
 TXN_COMMAND_TYPES: tuple[type, ...] = (
     Get,
+    Scan,
     Prewrite,
     Resolve,
     CheckTxnStatus,
@@ -129,6 +148,20 @@ class GetResult(msgspec.Struct, frozen=True, array_like=True):
 
     value: Any = None
     lock: Lock | None = None
+
+
+class ScanResult(msgspec.Struct, frozen=True, array_like=True):
+    """The visible ``(key, value)`` pairs of a :class:`Scan` in key order (deleted and
+    never-committed keys omitted, reserved keys never listed).
+
+    ``resume`` is where the scan goes on: "" when nothing of ``[start, end)`` is left;
+    otherwise the first key not covered — the key whose ``lock`` stopped the scan (the
+    lock may hide a value visible at the read timestamp, as for :class:`Get`), the next
+    key once ``limit`` values were listed, or the end of the answering range."""
+
+    items: tuple[tuple[str, Any], ...] = ()
+    lock: Lock | None = None
+    resume: str = ""
 
 
 class PrewriteResult(msgspec.Struct, frozen=True, array_like=True):
@@ -175,4 +208,6 @@ def command_keys(command: TxnCommand) -> tuple[str, ...]:
         return command.keys  # type: ignore[union-attr]
     if type(command) is CheckTxnStatus:
         return (command.primary,)
+    if type(command) is Scan:
+        return (command.start,)
     return (command.key,)  # type: ignore[union-attr]

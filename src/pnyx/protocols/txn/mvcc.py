@@ -24,6 +24,8 @@ from pnyx.protocols.txn.messages import (
     ALREADY_COMMITTED,
     COMMITTED,
     LOCKED,
+    MAX_ALLOC_COUNT,
+    RESERVED_PREFIX,
     ROLLED_BACK,
     TXN_NOT_FOUND,
     WRITE_CONFLICT,
@@ -37,6 +39,8 @@ from pnyx.protocols.txn.messages import (
     PrewriteResult,
     Resolve,
     ResolveResult,
+    Scan,
+    ScanResult,
     TxnCommand,
     TxnStatus,
 )
@@ -44,7 +48,10 @@ from pnyx.protocols.txn.messages import (
 READER_IGNORES_LOCK = "reader_ignores_lock"
 """Mutant: a read at ``ts`` skips a lock that should block it (it reads the last committed
 version under a write that may commit below ``ts``)."""
-STORE_MUTANTS: frozenset[str] = frozenset({READER_IGNORES_LOCK})
+SCAN_IGNORES_LOCK = "scan_ignores_lock"
+"""Mutant: a scan lists the last committed value under a lock that should stop it (gets
+still honour locks)."""
+STORE_MUTANTS: frozenset[str] = frozenset({READER_IGNORES_LOCK, SCAN_IGNORES_LOCK})
 
 
 class KeyRecord(msgspec.Struct, array_like=True):
@@ -137,6 +144,37 @@ class MvccStore:
         if lock is not None and _blocks(lock, cmd.read_ts) and not ignores:
             return GetResult(lock=lock)
         return GetResult(rec.visible(cmd.read_ts))
+
+    def scan(self, cmd: Scan) -> ScanResult:
+        """The committed values of ``[start, end)`` at ``read_ts`` in key order, up to
+        ``limit``, stopping at the first lock that may hide a newer value (as :meth:`get`);
+        records the read timestamp like a get (for the whole store: a key inserted later
+        anywhere here gets a commit timestamp above it)."""
+        if cmd.limit < 1:
+            raise ValueError(f"scan limit must be >= 1, got {cmd.limit}")
+        self.max_read_ts = max(self.max_read_ts, cmd.read_ts)
+        ignores = SCAN_IGNORES_LOCK in self._mutants
+        items: list[tuple[str, Any]] = []
+        for key in self._keys_between(cmd.start, cmd.end):
+            if len(items) == cmd.limit:
+                return ScanResult(tuple(items), None, key)
+            rec = self.records[key]
+            lock = rec.lock
+            if lock is not None and _blocks(lock, cmd.read_ts) and not ignores:
+                return ScanResult(tuple(items), lock, key)
+            value = rec.visible(cmd.read_ts)
+            if value is not None:
+                items.append((key, value))
+        return ScanResult(tuple(items))
+
+    def _keys_between(self, start: str, end: str) -> list[str]:
+        """Keys with a record in ``[start, end)`` (``end`` "": unbounded), sorted, reserved
+        keys left out."""
+        return sorted(
+            k
+            for k in self.records
+            if start <= k and (not end or k < end) and not k.startswith(RESERVED_PREFIX)
+        )
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -259,8 +297,8 @@ class MvccStore:
 
     def alloc_ts(self, cmd: AllocTs) -> int:
         """Hand out ``count`` timestamps (the first is returned)."""
-        if cmd.count < 1:
-            raise ValueError(f"AllocTs count must be >= 1, got {cmd.count}")
+        if not 1 <= cmd.count <= MAX_ALLOC_COUNT:
+            raise ValueError(f"AllocTs count must be in 1..{MAX_ALLOC_COUNT}, got {cmd.count}")
         rec = self.record(cmd.key)
         first = rec.counter + 1
         rec.counter += cmd.count
@@ -295,6 +333,7 @@ def _settled(rec: KeyRecord, start_ts: int) -> TxnStatus | None:
 
 _HANDLERS: dict[type, Callable[[MvccStore, Any], Any]] = {
     Get: MvccStore.get,
+    Scan: MvccStore.scan,
     Prewrite: MvccStore.prewrite,
     Resolve: MvccStore.resolve,
     CheckTxnStatus: MvccStore.check_txn_status,
