@@ -8,7 +8,12 @@ One transaction at a time, drawn from the workloads (bank and list-append, half 
    blocked by a lock waits ``lock_wait_ticks``, then asks the lock's primary how its
    transaction ended (:class:`CheckTxnStatus`, rolling a plain lock back) — for an
    async-commit lock, all its keys (:class:`CheckSecondaryLocks`) — and resolves the key
-   (roll forward or back), then reads again;
+   (roll forward or back), then reads again.  With ``scan_share`` > 0 a share of the bank's
+   reads of all accounts and of the list-append transactions read their keys with one
+   :class:`Scan` instead: range by range in key order (the cached range map routes each
+   page by its first key; ``key_not_in_range`` after a split refreshes the map and sends
+   the page again), a lock stopping a page is resolved as for a get and the scan goes on
+   from the locked key;
 3. **commit**, by mode:
 
    - ``percolator``: prewrite every key (grouped by range, in parallel; the primary is the
@@ -20,7 +25,11 @@ One transaction at a time, drawn from the workloads (bank and list-append, half 
    - ``1pc``: as async commit, but a transaction whose keys all live in one range (per the
      cached range map) is one :class:`Prewrite` with ``one_pc`` (commits in one command);
    - ``2pc``: as ``percolator`` (prepare, decision record in the primary's group, phase 2),
-     plus a read lock on every key read and not written (serializable).
+     plus a read lock on every key read and not written (serializable) — every key the
+     program reads and every key a scan listed.  Scans take no range lock: a key inserted
+     into a scanned interval after the start timestamp (a phantom) is not prevented, so a
+     transaction whose writes depend on the *absence* of keys it did not name is not
+     serializable (the workloads name every key they depend on).
 
 A refused prewrite (write conflict, another lock, rolled back) aborts the attempt: the
 coordinator rolls its keys back, resolves the lock it met, backs off and retries (at most
@@ -68,6 +77,8 @@ from pnyx.protocols.txn.messages import (
     PrewriteResult,
     Resolve,
     ResolveResult,
+    Scan,
+    ScanResult,
     TxnCommand,
     TxnStatus,
     command_keys,
@@ -132,6 +143,12 @@ class TxnClientConfig:
     lists: ListAppendConfig = field(default_factory=ListAppendConfig)
     bank_share: float = 0.5
     mutants: frozenset[str] = frozenset()
+    scan_share: float = 0.0
+    """Chance that a bank read of all accounts or a list-append transaction reads its keys
+    with one scan instead of gets.  0 (the default) draws nothing from the RNG, so runs are
+    those of a client without scans, seed for seed."""
+    scan_limit: int = 3
+    """Values one scan command lists at most (small, so that scans go on page by page)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -139,7 +156,10 @@ class TxnClientConfig:
         unknown = self.mutants - CLIENT_MUTANTS
         if unknown:
             raise ValueError(f"unknown client mutants {sorted(unknown)}")
-        for name in ("attempt_ticks", "give_up_ticks", "max_attempts", "restart_ticks"):
+        if not 0.0 <= self.scan_share <= 1.0:
+            raise ValueError(f"scan_share {self.scan_share} not in [0, 1]")
+        names = ("attempt_ticks", "give_up_ticks", "max_attempts", "restart_ticks", "scan_limit")
+        for name in names:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.crash_probability < 1.0:
@@ -183,6 +203,8 @@ class _Txn:
         self.one_pc_done = False
         """A prewrite of all keys answered committed (1PC, or resolved by a reader)."""
         self.rollback_committed = False
+        self.scanned: tuple[str, ...] = ()
+        """Keys a scan of this attempt listed (2pc read-locks them too)."""
 
 
 class TxnClient(Outbox):
@@ -300,6 +322,7 @@ class TxnClient(Outbox):
         txn.values, txn.writes, txn.mutations, txn.refused = {}, {}, {}, None
         txn.start_ts = txn.commit_ts = txn.min_commit_ts = 0
         txn.one_pc_done = False
+        txn.scanned = ()
         attempt = txn.attempt
         self._call(AllocTs(TS_KEY), txn, lambda ts: self._on_start_ts(txn, attempt, ts))
 
@@ -313,9 +336,54 @@ class TxnClient(Outbox):
         if self._crashes("start"):
             return
         keys = txn.program.reads()
+        if self._scans(txn.program):
+            self._scan_reads(txn, attempt, keys)
+            return
         txn.waiting = len(keys)
         for key in keys:
             self._read(txn, attempt, key)
+
+    def _scans(self, program: Program) -> bool:
+        """Whether this attempt reads by scan (no RNG draw when scans are off)."""
+        if self.cfg.scan_share <= 0.0 or program.f not in ("read", "txn"):
+            return False
+        return self._rng.random() < self.cfg.scan_share
+
+    def _scan_reads(self, txn: _Txn, attempt: int, keys: tuple[str, ...]) -> None:
+        """Read ``keys`` (sorted) with one scan of ``[keys[0], keys[-1]]``, page by page;
+        a key the scan does not list is absent (None)."""
+        self._count("scans")
+        found: dict[str, Any] = {}
+        end = keys[-1] + "\x00"  # the smallest key after the last one
+
+        def page(cursor: str) -> None:
+            if self._live(txn, attempt):
+                cmd = Scan(cursor, end, txn.start_ts, self.cfg.scan_limit)
+                self._count("scan_pages")
+                self._call(cmd, txn, done)
+
+        def done(result: Any) -> None:
+            if not self._live(txn, attempt):
+                return
+            if not isinstance(result, ScanResult):
+                self._finish(txn, "fail", None)  # given up before writing anything
+                return
+            found.update(result.items)
+            lock, resume = result.lock, result.resume
+            if lock is not None:
+                self._count("scans_blocked")
+                self._after(
+                    self.cfg.lock_wait_ticks,
+                    lambda: self._resolve_lock(txn, attempt, resume, lock, lambda: page(resume)),
+                )
+            elif resume:
+                page(resume)
+            else:
+                txn.values = {k: found.get(k) for k in keys}
+                txn.scanned = tuple(sorted(found))
+                self._on_reads(txn, attempt)
+
+        page(keys[0])
 
     def _read(self, txn: _Txn, attempt: int, key: str) -> None:
         def done(result: Any) -> None:
@@ -351,7 +419,10 @@ class TxnClient(Outbox):
             return
         txn.mutations = {k: Mutation(k, v) for k, v in txn.writes.items()}
         if self.cfg.mode == TWO_PC:
-            for key in txn.program.reads():
+            read = txn.program.reads()
+            if txn.scanned:
+                read = tuple(sorted({*read, *txn.scanned}))
+            for key in read:
                 if key not in txn.writes:
                     txn.mutations[key] = Mutation(key, None, read_only=True)
         txn.primary = min(txn.writes)
@@ -699,6 +770,8 @@ class TxnClient(Outbox):
             return
         desc = self._lookup(call.route_key)
         if reply.error in STALE_ROUTE_ERRORS:
+            if type(call.command) is Scan:
+                self._count("scan_reroutes")
             if type(call.command) is Prewrite and call.command.one_pc:
                 call.on_done({"error": ONE_PC_SPLIT})
                 if not self._refreshing:
