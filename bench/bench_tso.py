@@ -1,7 +1,7 @@
 """Timestamp oracle throughput: timestamps/s served by a 3-process ``tso`` cluster.
 
     python bench/bench_tso.py [--clients 1,8,32] [--batch 1000] [--callers 64,256,1024]
-        [--seconds 5] [--json bench/results/tso.json]
+        [--seconds 5] [--json bench/results/tso.json] [--write-doc docs/TRANSACTIONS.md]
 
 Starts ``pnyx cluster up --protocol tso`` (Raft with WAL + fsync; the leader persists a
 high-water window of 1,000,000 timestamps through the log and confirms leadership with a
@@ -184,6 +184,41 @@ def run_all(args: argparse.Namespace, members: dict[int, Any]) -> list[dict[str,
     return rows
 
 
+BEGIN_MARK = "<!-- bench_tso: begin -->"
+END_MARK = "<!-- bench_tso: end -->"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a Markdown table."""
+    lines = [
+        "| how | concurrency | timestamps/s | requests/s | timestamps / request | "
+        "p50 ms | p99 ms | failed | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        batch = r["mode"] == "batch"
+        how = f"get_batch({r['batch']})" if batch else "next(), 1 connection"
+        who = f"{r['clients']} clients" if batch else f"{r['callers']} callers"
+        per = r["batch"] if batch else r["per_request"]
+        lines.append(
+            f"| {how} | {who} | {r['timestamps_per_s']:,} | {r['requests_per_s']:,} | {per:,} | "
+            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['failed']} | "
+            f"{r['load_before']:.1f}-{r['load_after']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_doc(doc: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Replace the part of ``doc`` between the markers with the date and the table."""
+    text = doc.read_text()
+    if BEGIN_MARK not in text or END_MARK not in text:
+        raise SystemExit(f"{doc}: no {BEGIN_MARK} ... {END_MARK} section to replace")
+    body = f"`{meta['command']}` on {meta['date']}, {meta['cores']} cores.\n\n{table(rows)}\n"
+    before, rest = text.split(BEGIN_MARK, 1)
+    after = rest.split(END_MARK, 1)[1]
+    doc.write_text(f"{before}{BEGIN_MARK}\n{body}{END_MARK}{after}")
+
+
 def main() -> None:
     from pnyx.cli.cluster_cmd import load_state
     from pnyx.cli.serve_cmd import parse_peers
@@ -195,6 +230,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--tick-ms", type=int, default=10)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--write-doc", type=Path, default=None, help="e.g. docs/TRANSACTIONS.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pnyx-tso-bench-") as tmp:
         data_dir = Path(tmp) / "cluster"
@@ -216,11 +252,14 @@ def main() -> None:
             subprocess.run([*PNYX, "cluster", "down", "--data-dir", str(data_dir)],
                            capture_output=True, timeout=60, check=False)  # fmt: skip
             _kill_leftovers(data_dir)
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": " ".join(["python", "bench/bench_tso.py", *sys.argv[1:]]),
+            "cores": os.cpu_count(), "seconds": args.seconds}  # fmt: skip
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "cores": os.cpu_count(), "seconds": args.seconds}  # fmt: skip
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    if args.write_doc is not None:
+        write_doc(args.write_doc, meta, rows)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python bench/bench_txn.py [--modes percolator,async-commit,1pc] [--shapes 1,2,4]
         [--clients 16,64] [--seconds 8] [--runs 3] [--ranges 8] [--keys-per-range 100]
-        [--client-procs 1] [--json bench/results/txn.json]
+        [--client-procs 1] [--json bench/results/txn.json] [--write-doc docs/TRANSACTIONS.md]
 
 Each run starts a fresh ``pnyx cluster up --protocol txn --nodes 3 --ranges R`` (WAL with
 fsync) in a temporary directory and waits until every range has a leader; then, for every
@@ -28,6 +28,7 @@ rolled back) per committed transaction, transactions that gave up, indeterminate
 failed ones; the client process CPU time over the wall time (near 1.0 per process: the
 client is the bottleneck); the load average before and after.  With ``--runs N`` every
 figure is the median of the N runs (the per-run throughputs are kept too).
+``--write-doc`` replaces the generated table of the doc (between its marker comments).
 """
 
 from __future__ import annotations
@@ -350,6 +351,30 @@ def table(merged: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+BEGIN_MARK = "<!-- bench_txn: begin -->"
+END_MARK = "<!-- bench_txn: end -->"
+
+
+def write_doc(doc: Path, meta: dict[str, Any], merged: list[dict[str, Any]]) -> None:
+    """Replace the part of ``doc`` between the markers with the command, date, load and
+    the table."""
+    text = doc.read_text()
+    if BEGIN_MARK not in text or END_MARK not in text:
+        raise SystemExit(f"{doc}: no {BEGIN_MARK} ... {END_MARK} section to replace")
+    loads = [r["load_min"] for r in merged] + [r["load_max"] for r in merged]
+    body = (
+        f"`{meta['command']}` on {meta['date']} (tree {meta['git_head']}), "
+        f"{meta['cores']} cores, load average {min(loads):.1f}-{max(loads):.1f} during the "
+        f"cells; {meta['ranges']} ranges, {meta['keys_per_range']} keys per range, "
+        f"{meta['seconds']:g} s per cell, median of {merged[0]['runs']} runs.\n\n"
+        + table(merged)
+        + "\n"
+    )
+    before, rest = text.split(BEGIN_MARK, 1)
+    after = rest.split(END_MARK, 1)[1]
+    doc.write_text(f"{before}{BEGIN_MARK}\n{body}{END_MARK}{after}")
+
+
 def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part]
 
@@ -366,6 +391,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keys-per-range", type=int, default=100)
     parser.add_argument("--client-procs", type=int, default=1)
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "txn.json")
+    parser.add_argument("--write-doc", type=Path, default=None, help="e.g. docs/TRANSACTIONS.md")
     args = parser.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
     bad = [m for m in args.modes if m not in MODES]
@@ -419,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": meta, "cells": merged, "runs": rows}, indent=1) + "\n")
+    if args.write_doc is not None:
+        write_doc(args.write_doc, meta, merged)
     return 0
 
 
