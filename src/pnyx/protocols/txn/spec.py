@@ -86,46 +86,18 @@ class TxnMonitor(MultiRaftMonitor):
     def __init__(
         self, node_ids: tuple[int, ...], bank: BankConfig, serializable: bool = False
     ) -> None:
-        super().__init__(node_ids)
+        super().__init__(node_ids, only_stepped=True)
         self.bank = bank
         self.serializable = serializable
         """Check the list-append history for serializability (2pc mode), not only SI."""
-        self._nodes = frozenset(node_ids)
         self.client_stats: dict[int, dict[str, int]] = {}
         """Each coordinator's counters (committed, aborted attempts, resolutions, crashes
         by step), for reports and tests."""
-        self._dirty: set[int] = set(node_ids)
-        """Processes that stepped, ticked or restarted since the last check: only their
-        state can have changed (the simulator calls on_step before every batch it drains,
-        in the event that applies it), so only they are checked."""
 
     def on_step(self, world: World, node_id: int, node: Node) -> None:
-        if node_id in self._nodes:
-            self._dirty.add(node_id)
-        elif isinstance(node, TxnClient):
+        super().on_step(world, node_id, node)
+        if isinstance(node, TxnClient):
             self.client_stats[node_id] = node.stats
-
-    def on_restart(self, world: World, node_id: int) -> None:
-        super().on_restart(world, node_id)
-        self._dirty.add(node_id)
-
-    def after_event(self, world: World) -> Violation | None:
-        """Multi-Raft's invariants, on the processes whose state may have changed."""
-        if not self._dirty:
-            return None
-        dirty, self._dirty = sorted(self._dirty), set()
-        for pid in dirty:
-            node = world.node(pid)
-            if isinstance(node, MultiRaftNode):
-                violation = (
-                    self._check_groups(node)
-                    or self._check_applied(node)
-                    or self._check_meta(node)
-                    or self._check_ranges(node)
-                )
-                if violation is not None:
-                    return violation
-        return None
 
     def at_end(self, world: World) -> Violation | None:
         isolation = self._serializable if self.serializable else self._snapshot_isolation
