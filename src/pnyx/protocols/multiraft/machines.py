@@ -117,6 +117,11 @@ class RangeStateMachine:
         self.applied_ops: dict[int, int] = {}
         """client -> op_seq of its last write applied here (a split copies it to both
         halves: a retry routed to the right half must not apply again)."""
+        self._sizes: dict[str, int] = {}
+        """key -> bytes of its record when last measured (see :meth:`size_bytes`)."""
+        self._size_total = 0
+        self._dirty: dict[str, None] = {}
+        """Keys written since they were last measured (insertion-ordered)."""
         self._mutants = mutants
         self._tags: dict[str, type[msgspec.Struct]] = {
             SplitCmd.__name__: SplitCmd,
@@ -203,7 +208,7 @@ class RangeStateMachine:
         """Apply one typed operation: a :class:`KvOp` here, anything else goes to
         :meth:`apply_other`."""
         if type(op) is not KvOp:
-            return self.apply_other(op)
+            return self._apply_other(op)
         key = op.key
         if type(key) is not str:
             return {"error": f"key {key!r} is not a string"}
@@ -211,7 +216,15 @@ class RangeStateMachine:
             return {"error": KEY_NOT_IN_RANGE, "bounds": self.bounds}
         if op.kind != GET:
             self.mutations += 1
+            self._dirty[key] = None
         return self.store.apply(op)
+
+    def _apply_other(self, op: Any) -> Any:
+        """:meth:`apply_other`, the keys it names marked for measuring again (a subclass
+        may change their records in place)."""
+        for key in self.op_keys(op):
+            self._dirty[key] = None
+        return self.apply_other(op)
 
     def apply_other(self, op: Any) -> Any:
         """Apply an operation of :attr:`op_types` (a subclass's); the base has none.  Count
@@ -230,6 +243,49 @@ class RangeStateMachine:
     def _skips_check(self, op: KvOp) -> bool:
         return SPLIT_LOSES_INFLIGHT in self._mutants and op.kind != GET
 
+    # -- size in bytes --------------------------------------------------------------------------
+
+    def record_size_bytes(self, key: str, record: Any) -> int:
+        """The approximate bytes ``key`` and its record take: the key's UTF-8 length plus
+        the record's msgpack encoding.  Override for a cheaper estimate of large records."""
+        return len(key.encode()) + len(msgspec.msgpack.encode(record))
+
+    def size_bytes(self) -> int:
+        """The approximate size of the range's records (:meth:`record_size_bytes` summed).
+        Tracked incrementally: only the keys written since the last call are measured again
+        (a write marks its keys; a split or a restore marks the keys it moved or loaded)."""
+        if self._dirty:
+            dirty, self._dirty = self._dirty, {}
+            data = self.store.data
+            for key in dirty:
+                old = self._sizes.pop(key, 0)
+                new = self.record_size_bytes(key, data[key]) if key in data else 0
+                if key in data:
+                    self._sizes[key] = new
+                self._size_total += new - old
+        return self._size_total
+
+    def byte_split_key(self) -> str | None:
+        """The key that halves the range's bytes: the first key (in order, not the first
+        one) at which the sizes of the keys before it reach half the total; None when the
+        range holds fewer than two keys."""
+        total = self.size_bytes()
+        keys = sorted(k for k in self._sizes if self.bounds.contains(k))
+        if len(keys) < 2:
+            return None
+        below = 0
+        for i, key in enumerate(keys):
+            if i > 0 and 2 * below >= total:
+                return key
+            below += self._sizes[key]
+        return keys[-1]
+
+    def _measure_all(self) -> None:
+        """Forget every measurement: every key is measured again at the next check."""
+        self._sizes = {}
+        self._size_total = 0
+        self._dirty = dict.fromkeys(self.store.data)
+
     # -- split ----------------------------------------------------------------------------------
 
     def _split(self, cmd: SplitCmd) -> Any:
@@ -242,6 +298,8 @@ class RangeStateMachine:
         left = RangeBounds(b.range_id, b.start, key, b.version + 1)
         right = RangeBounds(cmd.new_range_id, key, b.end, b.version + 1)
         moved = self.split_records(right)
+        for k, _ in moved:
+            self._dirty[k] = None
         ops = sorted(self.applied_ops.items())
         right_data = _encode_image(right, moved, None, ops, self.split_extra(right))
         done = SplitDone(left, right, right_data)
@@ -295,6 +353,7 @@ class RangeStateMachine:
         self.last_split = image.last_split
         self.applied_ops = dict(image.applied_ops)
         self.restore_extra(image.extra)
+        self._measure_all()
         self.mutations += 1
 
 

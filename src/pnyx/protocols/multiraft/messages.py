@@ -206,6 +206,20 @@ class MoveReplica(Message, frozen=True):
     to_node: int
 
 
+class MoveReplicaExplained(MoveReplica, frozen=True):
+    """:class:`MoveReplica` whose answers say why: a refusal ``move_refused`` (or
+    ``range_not_found``) carries its reason in ``result`` (a string), and a copy of the move
+    the leader is already carrying out is answered ``started`` again (a client's retry).
+    The plain :class:`MoveReplica` keeps its bare answers (the simulator's admin client,
+    whose traces are pinned)."""
+
+
+MOVE_REFUSED = "move_refused"
+"""Error of a move the range's leader will not start (definite: nothing changed)."""
+MOVE_STARTED = "started"
+"""Result of a move the range's leader started (it ends when the map shows it)."""
+
+
 class LeadersQuery(Message, frozen=True):
     """Which groups does this process lead?  Answered at once (no log) with
     ``ClientReply(result=[(group, term), ...])``, for range-map displays (a process may
@@ -214,7 +228,12 @@ class LeadersQuery(Message, frozen=True):
     request_id: int
 
 
-CLIENT_MESSAGES: tuple[type[Message], ...] = (GroupRequest, MoveReplica, LeadersQuery)
+CLIENT_MESSAGES: tuple[type[Message], ...] = (
+    GroupRequest,
+    MoveReplica,
+    MoveReplicaExplained,
+    LeadersQuery,
+)
 
 # -- the journal (the process's one write-ahead log) ---------------------------------------
 

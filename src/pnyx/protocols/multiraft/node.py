@@ -17,8 +17,9 @@ One :class:`MultiRaftNode` per process, as the runtime expects one node per proc
 The ranges: group 0 is the metadata range (the range map, a replica on every process);
 a fresh cluster has one data range covering the keyspace.  A range's leader reports
 changes of its range (splits, replica sets) to the meta range, splits its range when it
-holds more than ``split_threshold_keys`` keys (the new range id reserved in the meta range
-first), and carries out replica moves (learner first, then a joint-consensus swap).
+holds more than ``split_threshold_keys`` keys or more than ``split_threshold_bytes`` bytes
+(the new range id reserved in the meta range first), and carries out replica moves (learner
+first, then a joint-consensus swap).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ from pnyx.protocols.multiraft.messages import (
     INIT_INDEX,
     INIT_TERM,
     META_GROUP,
+    MOVE_REFUSED,
+    MOVE_STARTED,
     Batch,
     Checkpoint,
     GroupImage,
@@ -72,6 +75,7 @@ from pnyx.protocols.multiraft.messages import (
     MetaReplicas,
     MetaSplit,
     MoveReplica,
+    MoveReplicaExplained,
     RangeBounds,
     RangeDesc,
     RangeWrite,
@@ -120,6 +124,10 @@ class MultiRaftConfig:
     replicas_per_range: int = 3
     split_threshold_keys: int = 8
     """A range holding more keys than this is split at its median key."""
+    split_threshold_bytes: int = 0
+    """A range whose records take more bytes than this (keys plus encoded records,
+    ``RangeStateMachine.size_bytes``) is split at the key that halves its bytes; 0: off
+    (splits by key count only)."""
     sync_interval_ticks: int = 5
     """How often a range leader compares its range with the meta range's view of it."""
     split_retry_ticks: int = 20
@@ -153,6 +161,10 @@ class MultiRaftConfig:
             raise ValueError(
                 f"replicas_per_range {self.replicas_per_range} must be >= 1 and "
                 f"split_threshold_keys {self.split_threshold_keys} >= 2"
+            )
+        if self.split_threshold_bytes < 0:
+            raise ValueError(
+                f"split_threshold_bytes must be >= 0 (0: off), got {self.split_threshold_bytes}"
             )
         keys = self.initial_split_keys
         for i, key in enumerate(keys):
@@ -217,6 +229,8 @@ class MultiRaftNode:
         self._journal: list[GroupOp] = []
         self._out = Ready()
         self._pending: list[tuple[int, Ready]] = []
+        self._idle: dict[int, RaftNode] = {}
+        """Groups found with nothing ready and not called since (see :meth:`_has_work`)."""
         self._split_confs: dict[tuple[int, int], ConfigData] = {}
         self._moves: dict[int, _Move] = {}
         self._split_asked: dict[int, int] = {}
@@ -320,6 +334,7 @@ class MultiRaftNode:
 
     def step(self, msg: Message, from_id: int) -> None:
         """A peer's batch or meta proposal, or a client's request (see ``messages.py``)."""
+        self._wake_groups(msg)
         if is_client(from_id):
             self._on_client(msg, from_id)
             return
@@ -358,6 +373,7 @@ class MultiRaftNode:
     def tick(self) -> None:
         """Tick every group; leader duties every few ticks."""
         self.tick_now += 1
+        self._idle.clear()
         for gid in self._order:
             self.groups[gid].tick()
         if self.tick_now % self.cfg.sync_interval_ticks == 0:
@@ -369,10 +385,44 @@ class MultiRaftNode:
         return not self._out.is_empty() or self._has_work()
 
     def _has_work(self) -> bool:
-        """Journal entries to write or a group with a batch."""
+        """Journal entries to write or a group with a batch.
+
+        A group whose ``has_ready()`` said no is remembered as idle and not asked again
+        until something calls it: ``step`` wakes the groups its message is for
+        (:meth:`_wake_groups`), ``tick`` and ``clock_stalled`` all of them, and a group
+        with a batch stays awake until asked again after its ``advance``.  Asking an idle
+        group again would change nothing: ``has_ready()`` turns pending decisions into
+        effects and answers whether there are any, so when it says no it has reached a
+        state where it would say no again, and only a call into the group leaves that
+        state.  (Callers that call a group directly, as some tests do, are seen at the next
+        tick.)
+        """
         if self._journal:
             return True
-        return any(self.groups[gid].has_ready() for gid in self._order)
+        idle = self._idle
+        groups = self.groups
+        for gid in self._order:
+            group = groups[gid]
+            if idle.get(gid) is group:
+                continue
+            if group.has_ready():
+                return True
+            idle[gid] = group
+        return False
+
+    def _wake_groups(self, msg: Message) -> None:
+        """Forget that the groups ``msg`` will call were idle: a batch's groups, a client
+        request's group, the meta group for a proposal; every group for other messages."""
+        idle = self._idle
+        if type(msg) is Batch:
+            for gm in msg.msgs:
+                idle.pop(gm.group, None)
+        elif type(msg) is GroupRequest:
+            idle.pop(msg.group, None)
+        elif type(msg) is MetaPropose:
+            idle.pop(META_GROUP, None)
+        elif type(msg) is not LeadersQuery:
+            idle.clear()
 
     def ready(self) -> Ready:
         """All groups' effects as one batch: one journal append, one envelope per peer
@@ -382,9 +432,13 @@ class MultiRaftNode:
             return batch
         batch, self._out = self._out, Ready()
         by_peer: dict[int, list[GroupMsg]] = {}
+        idle = self._idle
         for gid in self._order:
             group = self.groups[gid]
+            if idle.get(gid) is group:
+                continue  # would say no again (see _has_work)
             if not group.has_ready():
+                idle[gid] = group
                 continue
             r = group.ready()
             self._pending.append((gid, r))
@@ -428,6 +482,7 @@ class MultiRaftNode:
 
     def clock_stalled(self, missed_ticks: int) -> None:
         """Forwarded to every group (their leases end)."""
+        self._idle.clear()
         for gid in self._order:
             self.groups[gid].clock_stalled(missed_ticks)
 
@@ -513,7 +568,7 @@ class MultiRaftNode:
     # -- clients -------------------------------------------------------------------------------
 
     def _on_client(self, msg: Message, client: int) -> None:
-        if type(msg) is MoveReplica:
+        if type(msg) is MoveReplica or type(msg) is MoveReplicaExplained:
             self._on_move(msg, client)
             return
         if type(msg) is LeadersQuery:
@@ -614,10 +669,10 @@ class MultiRaftNode:
         self, gid: int, group: RaftNode, sm: RangeStateMachine, meta: MetaStateMachine
     ) -> None:
         b = sm.bounds
-        keys = sorted(k for k in sm.data if b.contains(k))
-        if len(keys) <= self.cfg.split_threshold_keys or gid in self._moves:
+        if gid in self._moves or group.log.config().outgoing:
             return
-        if group.log.config().outgoing:
+        split_key = self._split_key(sm)
+        if split_key is None:
             return
         new_id = meta.reserved.get((gid, b.version))
         if new_id is None:
@@ -627,7 +682,21 @@ class MultiRaftNode:
         if asked is not None and self.tick_now - asked < self.cfg.split_retry_ticks:
             return
         self._split_asked[gid] = self.tick_now
-        group.propose([SplitCmd(gid, b.version, keys[len(keys) // 2], new_id)])
+        group.propose([SplitCmd(gid, b.version, split_key, new_id)])
+
+    def _split_key(self, sm: RangeStateMachine) -> str | None:
+        """Where to split a range that is too large: the median key when it holds more than
+        ``split_threshold_keys`` keys, else the key halving its bytes when they exceed
+        ``split_threshold_bytes``; None when it is small enough."""
+        b = sm.bounds
+        count = sum(1 for k in sm.data if b.contains(k))
+        if count > self.cfg.split_threshold_keys:
+            keys = sorted(k for k in sm.data if b.contains(k))
+            return keys[len(keys) // 2]
+        limit = self.cfg.split_threshold_bytes
+        if limit > 0 and sm.size_bytes() > limit:
+            return sm.byte_split_key()
+        return None
 
     def _propose_meta(self, command: MetaCommand) -> None:
         meta = self.groups[META_GROUP]
@@ -639,27 +708,57 @@ class MultiRaftNode:
     # -- replica moves ------------------------------------------------------------------------
 
     def _on_move(self, m: MoveReplica, client: int) -> None:
+        """Start a replica move at the range's leader, or answer why not (always an answer:
+        ``not_leader`` with a hint, ``range_not_found``, ``move_refused`` or ``started``)."""
+        explain = type(m) is MoveReplicaExplained
         group = self.groups.get(m.range_id)
         if m.range_id == META_GROUP or group is None:
-            self._answer(client, m.request_id, "range_not_found")
+            reason = (
+                "the meta range (0) is never moved"
+                if m.range_id == META_GROUP
+                else f"process {self.node_id} has no replica of range {m.range_id}"
+            )
+            self._refuse(client, m.request_id, "range_not_found", reason if explain else None)
             return
         if group.role != LEADER:
             hint = group.leader if group.leader != NO_NODE else None
             reply = ClientReply(m.request_id, False, leader_hint=hint, error="not_leader")
             self._out.send.append(Send(client, reply))
             return
-        conf = group.log.config()
-        if (
-            m.from_node not in conf.voters
-            or m.to_node in conf.members
-            or m.to_node not in self._peer_set
-            or m.range_id in self._moves
-        ):
-            self._answer(client, m.request_id, "move_refused")
+        current = self._moves.get(m.range_id)
+        same = current is not None and current.from_node == m.from_node
+        if explain and same and current is not None and current.to_node == m.to_node:
+            self._out.send.append(Send(client, ClientReply(m.request_id, True, MOVE_STARTED)))
+            return
+        reason = self._move_refusal(m, group)
+        if reason:
+            self._refuse(client, m.request_id, MOVE_REFUSED, reason if explain else None)
             return
         deadline = self.tick_now + self.cfg.move_timeout_ticks
         self._moves[m.range_id] = _Move(m.from_node, m.to_node, deadline)
-        self._out.send.append(Send(client, ClientReply(m.request_id, True, "started")))
+        self._out.send.append(Send(client, ClientReply(m.request_id, True, MOVE_STARTED)))
+
+    def _move_refusal(self, m: MoveReplica, group: RaftNode) -> str:
+        """Why the leader of range ``m.range_id`` will not start move ``m`` ("" if it will)."""
+        conf = group.log.config()
+        rid = m.range_id
+        if m.to_node not in self._peer_set:
+            return f"process {m.to_node} is not a process of the cluster {list(self.peers)}"
+        if m.from_node not in conf.voters:
+            return f"process {m.from_node} is not a voter of range {rid} " + _members(conf)
+        if m.to_node in conf.members:
+            return f"process {m.to_node} already holds a replica of range {rid} " + _members(conf)
+        moving = self._moves.get(rid)
+        if moving is not None:
+            return (
+                f"range {rid} is already moving a replica from process {moving.from_node} "
+                f"to process {moving.to_node}"
+            )
+        return ""
+
+    def _refuse(self, client: int, request_id: int, error: str, reason: str | None) -> None:
+        reply = ClientReply(request_id, False, result=reason, error=error)
+        self._out.send.append(Send(client, reply))
 
     def _drive_moves(self) -> None:
         for gid in sorted(self._moves):
@@ -728,6 +827,11 @@ def _typed_append(group: int, msg: AppendEntries, machine: RangeStateMachine) ->
     if all(a is b for a, b in zip(entries, msg.entries, strict=True)):
         return msg
     return msgspec.structs.replace(msg, entries=entries)
+
+
+def _members(conf: Any) -> str:
+    """A configuration's voters and learners, for refusals."""
+    return f"(voters {sorted(conf.voters)}, learners {sorted(conf.learners)})"
 
 
 def _replica_view(group: RaftNode) -> tuple[tuple[int, ...], int]:
