@@ -1,7 +1,7 @@
 """Timestamp oracle throughput: timestamps/s served by a 3-process ``tso`` cluster.
 
     python bench/bench_tso.py [--clients 1,8,32] [--batch 1000] [--callers 64,256,1024]
-        [--seconds 5] [--json bench/results/tso.json] [--write-doc docs/TRANSACTIONS.md]
+        [--seconds 5] [--json bench/results/tso.json (default)] [--write-doc docs/TRANSACTIONS.md]
 
 Starts ``pnyx cluster up --protocol tso`` (Raft with WAL + fsync; the leader persists a
 high-water window of 1,000,000 timestamps through the log and confirms leadership with a
@@ -229,7 +229,9 @@ def main() -> None:
     parser.add_argument("--callers", default="64,256,1024")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--tick-ms", type=int, default=10)
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--json", type=Path, default=Path(__file__).resolve().parent / "results" / "tso.json"
+    )
     parser.add_argument("--write-doc", type=Path, default=None, help="e.g. docs/TRANSACTIONS.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pnyx-tso-bench-") as tmp:
