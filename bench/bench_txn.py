@@ -413,8 +413,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _git_head() -> str:
-    """The tree's commit (``+dirty`` if the coordinator's source differs from it)."""
+    """The tree's commit (``+dirty`` if the store's sources differ from it), or where pnyx
+    was imported from when that is not this tree (e.g. a ``git archive`` on PYTHONPATH,
+    which keeps other people's uncommitted edits out of the measurement)."""
     import subprocess
+
+    import pnyx
+
+    source = Path(pnyx.__file__).resolve().parent.parent
+    if source != ROOT / "src":
+        return f"pnyx from {source}"
 
     def git(*args: str) -> str:
         done = subprocess.run(
