@@ -255,6 +255,15 @@ async def _settle(members: dict[int, tuple[str, int]], ranges: int) -> None:
         await client.close()
 
 
+async def _range_count(members: dict[int, tuple[str, int]]) -> int:
+    """Data ranges in the range map now."""
+    client = RangeClient(members, deadline_s=30.0)
+    try:
+        return len(await client.ranges())
+    finally:
+        await client.close()
+
+
 def one_run(args: argparse.Namespace, run: int) -> list[dict[str, Any]]:
     """Every cell once, on a fresh cluster (removed afterwards, even on failure)."""
     layout = keys_by_range(args.ranges, args.keys_per_range)
@@ -277,6 +286,9 @@ def one_run(args: argparse.Namespace, run: int) -> list[dict[str, Any]]:
                         spec = CellSpec(members, mode, shape, clients, args.seconds, layout, seed)
                         row = measure(spec, args.client_procs)
                         row["run"] = run
+                        row["ranges_after"] = asyncio.run(_range_count(members))
+                        if row["ranges_after"] != args.ranges:  # a split moved the layout
+                            print(f"warning: {row['ranges_after']} ranges now", flush=True)
                         rows.append(row)
                         print(json.dumps(row), flush=True)
         finally:
@@ -326,6 +338,7 @@ def merge_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for name in SUM_FIELDS:
             out[name] = sum(r[name] for r in runs)
         out["txn_per_s_runs"] = [r["txn_per_s"] for r in runs]
+        out["ranges_after"] = max(r.get("ranges_after", 0) for r in runs)
         out["load_min"] = min(r["load_before"] for r in runs)
         out["load_max"] = max(max(r["load_before"], r["load_after"]) for r in runs)
         merged.append(out)
