@@ -117,6 +117,10 @@ class MultiRaftMonitor(KvHistoryMonitor):
         once (see :meth:`_changed_groups`)."""
         changed = self._changed_groups(node)
         if not changed:
+            seen = self._apply_seen.get(node.node_id)
+            end = node.applied_base + len(node.applied_events)
+            if seen is not None and seen[1] == end and seen[0] == id(node):
+                return None  # nothing changed, nothing applied since the last check
             return self._check_applied(node)
         meta_changed = any(gid == META_GROUP for gid, _ in changed)
         violation = (

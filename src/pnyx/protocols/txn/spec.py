@@ -95,8 +95,9 @@ class TxnMonitor(MultiRaftMonitor):
         by step), for reports and tests."""
 
     def on_step(self, world: World, node_id: int, node: Node) -> None:
-        super().on_step(world, node_id, node)
-        if isinstance(node, TxnClient):
+        if node_id in self._nodes:
+            self._dirty.add(node_id)  # as MultiRaftMonitor.on_step (inline: called per batch)
+        elif isinstance(node, TxnClient):
             self.client_stats[node_id] = node.stats
 
     def at_end(self, world: World) -> Violation | None:
