@@ -174,6 +174,13 @@ def cluster() -> None:
     help="--protocol multiraft: data ranges the cluster starts with (default 1).",
 )
 @click.option(
+    "--split-bytes",
+    type=click.IntRange(0),
+    default=None,
+    help="--protocol multiraft or txn: a range splits above this many bytes (default 64 MiB; "
+    "0: by key count only).",
+)
+@click.option(
     "--phase1-quorum",
     type=int,
     default=None,
@@ -203,6 +210,7 @@ def up(
     tick_ms: int,
     consensus: str | None,
     ranges: int | None,
+    split_bytes: int | None,
     tls: bool,
     fresh: bool,
     detach: bool,
@@ -218,6 +226,8 @@ def up(
         fail(f"--consensus {consensus}: only for --protocol etcd (the others are their own)")
     if ranges is not None and protocol not in ("multiraft", "txn"):
         fail(f"--ranges {ranges}: only for --protocol multiraft or txn")
+    if split_bytes is not None and protocol not in ("multiraft", "txn"):
+        fail(f"--split-bytes {split_bytes}: only for --protocol multiraft or txn")
     quorums = _quorums(protocol, int(nodes), phase1_quorum, phase2_quorum)
     data_dir = _checked_data_dir(data_dir)
     count = process_count(protocol, int(nodes))
@@ -237,6 +247,9 @@ def up(
     if ranges is not None:
         for node in state["nodes"]:
             node["argv"] += ["--ranges", str(ranges)]
+    if split_bytes is not None:
+        for node in state["nodes"]:
+            node["argv"] += ["--split-bytes", str(split_bytes)]
     if quorums is not None:
         state["quorums"] = list(quorums)
         for node in state["nodes"]:

@@ -27,6 +27,8 @@ from pnyx.runtime.transport import Address
 
 DEADLINE_S = 10.0
 """How long one ``pnyx kv`` operation may take, retries and redirects included."""
+MOVE_WAIT_S = 60.0
+"""How long ``pnyx kv move-replica`` waits by default for the range map to show the move."""
 
 
 KV_PROTOCOLS = (
@@ -219,6 +221,47 @@ def ranges(ctx: click.Context) -> None:
     if cluster.protocol not in ("multiraft", "txn"):
         fail(f"kv ranges: only for a multiraft or txn cluster, not {cluster.protocol}")
     show_ranges(cluster.members, _context(cluster))
+
+
+@kv.command("move-replica")
+@click.argument("range_id", metavar="RANGE", type=click.IntRange(1))
+@click.option("--from", "source", type=click.IntRange(1), required=True, help="Process to leave.")
+@click.option("--to", "target", type=click.IntRange(1), required=True, help="Process to join.")
+@click.option(
+    "--wait-s",
+    type=click.FloatRange(1.0, 3600.0),
+    default=MOVE_WAIT_S,
+    show_default=True,
+    help="How long to wait for the range map to show the move.",
+)
+@click.pass_context
+def move_replica(
+    ctx: click.Context, range_id: int, source: int, target: int, wait_s: float
+) -> None:
+    """multiraft/txn: move RANGE's replica from process --from to process --to (the range's
+    leader adds it as a learner, then swaps it in by joint consensus); prints the range's new
+    descriptor.  Exit 2 when the move is invalid, 1 when it failed or its outcome is unknown."""
+    from pnyx.services.multiraft import Indeterminate, MoveRefused, RangeError, SyncRangeClient
+
+    cluster = _cluster(ctx.obj)
+    if cluster.protocol not in ("multiraft", "txn"):
+        fail(f"kv move-replica: only for a multiraft or txn cluster, not {cluster.protocol}")
+    try:
+        with SyncRangeClient(cluster.members, deadline_s=DEADLINE_S, ssl=_context(cluster)) as c:
+            desc = c.move_replica(range_id, source, target, wait_s=wait_s)
+    except MoveRefused as exc:
+        fail(f"kv move-replica: {exc}")
+    except Indeterminate as exc:
+        click.echo(f"pnyx kv: move-replica may or may not have taken effect: {exc}", err=True)
+        sys.exit(1)
+    except (RangeError, OSError) as exc:
+        click.echo(f"pnyx kv: move-replica failed: {exc}", err=True)
+        sys.exit(1)
+    end = "(end)" if desc.end is None else repr(desc.end)
+    click.echo(
+        f"range {desc.range_id} [{desc.start!r}, {end}) version {desc.version} "
+        f"conf_ver {desc.conf_ver} replicas {','.join(map(str, desc.replicas))}"
+    )
 
 
 def _context(cluster: _Cluster) -> ssl.SSLContext | None:

@@ -169,6 +169,13 @@ FAULT_TESTING_LOG = "fault_testing"
     "every node).",
 )
 @click.option(
+    "--split-bytes",
+    type=click.IntRange(0),
+    default=None,
+    help="multiraft, txn: a range splits when its keys and records exceed this many bytes "
+    "(default 64 MiB; 0: by key count only; give every node the same).",
+)
+@click.option(
     "--phase1-quorum",
     type=int,
     default=None,
@@ -214,6 +221,8 @@ def serve(
         fail(f"unknown protocol {protocol!r}; valid: {', '.join(runnable_names())}")
     if (ranges := etcd_flags.pop("ranges", None)) is not None:
         service = _multiraft_with_ranges(protocol, ranges)
+    if (split_bytes := etcd_flags.pop("split_bytes", None)) is not None:
+        service = _multiraft_split_bytes(service, protocol, ranges or 1, split_bytes)
     quorums = (etcd_flags.pop("phase1_quorum", None), etcd_flags.pop("phase2_quorum", None))
     peers = _peers(peers_text, node_id)
     if quorums != (None, None):
@@ -274,6 +283,26 @@ def _multiraft_with_ranges(protocol: str, ranges: int) -> ProtocolDef:
     from pnyx.protocols.multiraft.spec import multiraft_with_ranges
 
     return multiraft_with_ranges(ranges)
+
+
+def _multiraft_split_bytes(
+    service: ProtocolDef, protocol: str, ranges: int, split_bytes: int
+) -> ProtocolDef:
+    """``--split-bytes``: multiraft/txn ranges split above that size (a usage error otherwise)."""
+    import dataclasses
+
+    from pnyx.protocols.multiraft.runtime_def import multiraft_runtime, runtime_config
+
+    if protocol == "txn":
+        from pnyx.protocols.txn.runtime_def import txn_runtime_config
+
+        config = txn_runtime_config(ranges)
+    elif protocol == "multiraft":
+        config = runtime_config(ranges)
+    else:
+        fail(f"--split-bytes {split_bytes}: only for --protocol multiraft or txn")
+    config = dataclasses.replace(config, split_threshold_bytes=split_bytes)
+    return dataclasses.replace(service, runtime=multiraft_runtime(config))
 
 
 def _paxos_with_quorums(

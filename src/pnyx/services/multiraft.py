@@ -43,6 +43,7 @@ from pnyx.protocols.multiraft.messages import (
     GroupRequest,
     LeadersQuery,
     MetaQuery,
+    MoveReplicaExplained,
     RangeDesc,
     RangeWrite,
 )
@@ -69,6 +70,9 @@ MAX_ATTEMPTS = 200
 BACKOFF_FIRST_S = 0.01
 BACKOFF_MAX_S = 0.2
 READ_IDLE_S = 1.0
+MOVE_POLL_S = 0.1
+"""How often a replica move reads the range map while it waits for the move to show."""
+MAX_MOVE_POLLS = 10_000
 
 
 class RangeError(Exception):
@@ -79,6 +83,12 @@ class RangeError(Exception):
 class Indeterminate(RangeError):
     """A write that may or may not have taken effect (time-out, connection lost after
     sending, ``leadership_lost``)."""
+
+
+class MoveRefused(RangeError):
+    """A replica move the cluster will not make (unknown range, the source is not a voter,
+    the target already holds a replica or is no process, another move under way): nothing
+    changed."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +217,182 @@ class RangeClient:
             self._op_seq += 1
             write = RangeWrite(self.client_id, self._op_seq, op)
             return await self._run(op.key, lambda rid: ClientRequest(rid, write), True)
+
+    # -- commands of layers on top (e.g. transactions) ---------------------------------------
+
+    async def command(self, route_key: str, command: Any, *, exactly_once: bool = False) -> Any:
+        """Send ``command`` (a command type of the cluster's range machine, e.g. a
+        transaction command of :mod:`pnyx.protocols.txn.messages`) to the range holding
+        ``route_key`` and return its result as the range answered it (decoded from the
+        wire, untyped).  Routing as for ``get``/``put``: the cached map, refreshed on a
+        stale route; ``not_leader`` hints followed; all within ``deadline_s``.
+
+        - ``exactly_once=False``: the command is sent bare and re-sent after a time-out:
+          use it for idempotent commands (applying one twice has the effect of once).
+        - ``exactly_once=True``: the command travels as ``RangeWrite(client, op_seq,
+          command)``, one at a time per client like the KV writes; a time-out raises
+          :class:`Indeterminate` (not re-sent).
+
+        A refusal of the range (an ``{"error": ...}`` result other than a stale route) or
+        no answer in time raises :class:`RangeError`.  The range's machine checks every key
+        the command names against its bounds: ``route_key`` must be one of them."""
+        key = _checked_key(route_key)
+        if not exactly_once:
+            return await self._run(key, lambda rid: ClientRequest(rid, command), False)
+        async with self._write_lock:
+            self._op_seq += 1
+            write = RangeWrite(self.client_id, self._op_seq, command)
+            return await self._run(key, lambda rid: ClientRequest(rid, write), True)
+
+    async def range_of(self, key: str) -> RangeDesc:
+        """The range holding ``key`` in the cached map (read first if there is none yet).
+        The map may be stale: :meth:`command` refreshes it when a range refuses a key."""
+        key = _checked_key(key)
+        desc = self._route(key)
+        if desc is None:
+            await self.refresh()
+            desc = self._route(key)
+        if desc is None:
+            raise RangeError(f"the range map covers no range for key {key!r}")
+        return desc
+
+    async def group_keys(self, keys: list[str]) -> list[list[str]]:
+        """``keys`` (deduplicated, sorted) grouped by the range holding them in the cached
+        map, in key order (e.g. one transaction command per group)."""
+        by_range: dict[int, list[str]] = {}
+        for key in sorted(set(keys)):
+            desc = await self.range_of(key)
+            by_range.setdefault(desc.range_id, []).append(key)
+        return list(by_range.values())
+
+    # -- replica moves ----------------------------------------------------------------------
+
+    async def move_replica(
+        self, range_id: int, source: int, target: int, *, wait_s: float = 60.0
+    ) -> RangeDesc:
+        """Move range ``range_id``'s replica from process ``source`` to process ``target``
+        (membership change: the range's leader adds ``target`` as a learner, lets it catch
+        up, then swaps it in for ``source`` in one joint-consensus change) and wait until
+        the range map shows the new replica set at a higher ``conf_ver``; returns that
+        descriptor.
+
+        Raises :class:`MoveRefused` when the move is invalid (unknown range, the meta range,
+        ``source`` not a voter, ``target`` already a replica or not a process, another move
+        of the range under way), :class:`Indeterminate` when the leader started the move
+        but the map does not show it within ``wait_s`` (it gives up a move that does not
+        finish in its ``move_timeout_ticks``), :class:`RangeError` when no leader answered."""
+        if min(range_id, source, target) < 0 or range_id == META_GROUP:
+            raise MoveRefused(
+                f"range {range_id} from {source} to {target}: the meta range (0) is never "
+                "moved; range and process ids are positive"
+            )
+        if source == target:
+            raise MoveRefused(f"range {range_id}: source and target are both process {source}")
+        if target not in self.members:
+            raise MoveRefused(
+                f"process {target} is not a member of the cluster {sorted(self.members)}"
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        before = await self._find_range(range_id)
+        if before is None:
+            raise MoveRefused(f"unknown range {range_id}; ranges: {self._range_ids()}")
+        move = _MoveState(range_id, source, target, before)
+        await self._start_move(move, deadline)
+        if move.done is not None:
+            return move.done
+        return await self._await_move(move, deadline)
+
+    async def _find_range(self, range_id: int) -> RangeDesc | None:
+        """Range ``range_id`` of a fresh map (maps of several processes: one may lag)."""
+        for _ in range(len(self._order)):
+            for desc in await self.refresh():
+                if desc.range_id == range_id:
+                    return desc
+        return None
+
+    def _range_ids(self) -> list[int]:
+        return sorted(d.range_id for d in self._map)
+
+    async def _start_move(self, move: _MoveState, deadline: float) -> None:
+        """Have the range's leader start ``move`` (retries within the deadline)."""
+        loop = asyncio.get_running_loop()
+        backoff = BACKOFF_FIRST_S
+        last = "no attempt"
+        for _ in range(MAX_ATTEMPTS):
+            if loop.time() >= deadline:
+                break
+            member = self._pick(move.desc)
+            rid = next(self._ids)
+            request = MoveReplicaExplained(rid, move.range_id, move.source, move.target)
+            try:
+                reply = await self._send(member, request, deadline, rid)
+            except (_Unsent, _NoReply) as exc:
+                move.maybe_started = move.maybe_started or isinstance(exc, _NoReply)
+                last = f"member {member}: {exc}"
+                self._leaders.pop(move.range_id, None)
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, BACKOFF_MAX_S)
+                continue
+            if reply.ok:
+                self._leaders[move.range_id] = member
+                return
+            last = f"member {member}: {reply.error} {reply.result or ''}".strip()
+            if not await self._after_move_refusal(move, member, reply, backoff):
+                return
+            backoff = min(2 * backoff, BACKOFF_MAX_S)
+        raise RangeError(f"{move}: no leader started it within the deadline (last: {last})")
+
+    async def _after_move_refusal(
+        self, move: _MoveState, member: int, reply: ClientReply, backoff_s: float
+    ) -> bool:
+        """Prepare the next attempt after a refusal; False when the move is over (done by
+        an earlier attempt, see ``move.done``).  Raises MoveRefused when it is refused."""
+        error = reply.error
+        if error == "not_leader":
+            hint = reply.leader_hint
+            if hint is not None and hint > 0 and hint != member and hint in self.members:
+                self._leaders[move.range_id] = hint
+            else:
+                self._leaders.pop(move.range_id, None)
+                await asyncio.sleep(backoff_s)
+            return True
+        if error == "range_not_found":  # this member holds no replica: the map is stale
+            self._leaders.pop(move.range_id, None)
+            desc = await self._find_range(move.range_id)
+            if desc is None:
+                raise MoveRefused(f"unknown range {move.range_id}; ranges: {self._range_ids()}")
+            move.desc = desc
+            return True
+        if error in WAIT_ERRORS:
+            await asyncio.sleep(backoff_s)
+            return True
+        if move.maybe_started:  # an unanswered attempt may have done it already
+            desc = await self._find_range(move.range_id)
+            if desc is not None and move.shown_by(desc):
+                move.done = desc
+                return False
+        reason = reply.result if isinstance(reply.result, str) else error
+        raise MoveRefused(f"{move}: refused by process {member}: {reason}")
+
+    async def _await_move(self, move: _MoveState, deadline: float) -> RangeDesc:
+        """Poll the range map until it shows ``move`` done (or the deadline passes)."""
+        loop = asyncio.get_running_loop()
+        seen = move.desc
+        for _ in range(MAX_MOVE_POLLS):
+            desc = await self._find_range(move.range_id)
+            if desc is not None:
+                seen = desc
+                if move.shown_by(desc):
+                    return desc
+            if loop.time() >= deadline:
+                break
+            await asyncio.sleep(MOVE_POLL_S)
+        raise Indeterminate(
+            f"{move}: started, but the range map does not show it (replicas "
+            f"{list(seen.replicas)}, conf_ver {seen.conf_ver}); the leader gives up a move "
+            "that does not finish in time or when it loses office: see `pnyx kv ranges`"
+        )
 
     # -- the range map ------------------------------------------------------------------
 
@@ -415,6 +601,32 @@ class RangeClient:
                 await conn.close()
 
 
+class _MoveState:
+    """One replica move in progress at the client."""
+
+    def __init__(self, range_id: int, source: int, target: int, desc: RangeDesc) -> None:
+        self.range_id = range_id
+        self.source = source
+        self.target = target
+        self.desc = desc
+        """The range as the client knows it (to route the request)."""
+        self.conf_ver = desc.conf_ver
+        """The range's ``conf_ver`` before the move: the map must show a higher one."""
+        self.maybe_started = False
+        self.done: RangeDesc | None = None
+
+    def shown_by(self, desc: RangeDesc) -> bool:
+        """True when ``desc`` shows the move done: target in, source out, newer conf_ver."""
+        return (
+            self.target in desc.replicas
+            and self.source not in desc.replicas
+            and desc.conf_ver > self.conf_ver
+        )
+
+    def __str__(self) -> str:
+        return f"move of range {self.range_id} from process {self.source} to {self.target}"
+
+
 def _checked_key(key: Any) -> str:
     if type(key) is not str:
         raise TypeError(f"keys are strings, got {key!r}")
@@ -465,6 +677,17 @@ class SyncRangeClient:
         """Blocking :meth:`RangeClient.ranges`."""
         return self._loop.run(self._async.ranges())
 
+    def command(self, route_key: str, command: Any, *, exactly_once: bool = False) -> Any:
+        """Blocking :meth:`RangeClient.command`."""
+        return self._loop.run(self._async.command(route_key, command, exactly_once=exactly_once))
+
+    def move_replica(
+        self, range_id: int, source: int, target: int, *, wait_s: float = 60.0
+    ) -> RangeDesc:
+        """Blocking :meth:`RangeClient.move_replica`."""
+        move = self._async.move_replica(range_id, source, target, wait_s=wait_s)
+        return self._loop.run(move, wait_s + self._async.deadline_s + 30.0)
+
     def close(self) -> None:
         """Close the connections and stop the loop."""
         try:
@@ -485,6 +708,7 @@ async def _make(members: Mapping[int, Address], options: dict[str, Any]) -> Rang
 
 __all__ = [
     "Indeterminate",
+    "MoveRefused",
     "RangeClient",
     "RangeError",
     "RangeInfo",

@@ -40,14 +40,23 @@ RUNTIME_RAFT = RaftConfig(
 )
 """Every group's Raft for 10 ms ticks: elections after 300-600 ms (many groups per process
 on a busy machine), snapshots every 1,000 entries (a checkpoint holds every group's log)."""
+SPLIT_BYTES = 64 * 1024 * 1024
+"""Default size at which a range splits (``--split-bytes``): 64 MiB.  TiKV splits a region
+at 96 MiB (``region-split-size``), CockroachDB at 512 MiB (``range_max_bytes``); pnyx takes
+less than TiKV because a range's snapshot is one msgpack image built in one step of the
+process's event loop (a new replica, a move) and every journal checkpoint encodes every
+group's image again."""
 RUNTIME_CONFIG = MultiRaftConfig(
     raft=RUNTIME_RAFT,
     split_threshold_keys=128,
+    split_threshold_bytes=SPLIT_BYTES,
     checkpoint_entries=4_096,
+    move_timeout_ticks=3_000,
     replies_first=True,
 )
-"""Ranges split above 128 keys; the journal is checkpointed every 4,096 entries; replies
-go out without waiting for the next batch's fsync."""
+"""Ranges split above 128 keys or 64 MiB; the journal is checkpointed every 4,096 entries;
+a replica move is given up after 30 s (the learner's snapshot may be large); replies go out
+without waiting for the next batch's fsync."""
 
 
 def split_keys(ranges: int) -> tuple[str, ...]:

@@ -1,0 +1,78 @@
+"""Ranges split by size in bytes on real processes: ``pnyx cluster up --protocol multiraft
+--split-bytes 16384`` (one range at the start), 48 values of about 1 KB written (far below
+the 128-key split): the range splits by bytes into several, every value reads back, ``pnyx
+kv ranges`` shows the ranges, and the option is kept for restarts; ``--split-bytes`` is
+refused for protocols without ranges."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from pnyx.cli.cluster_cmd import cluster_command, members_of
+from pnyx.cli.kv_cmd import kv
+from pnyx.cli.serve_cmd import serve
+from pnyx.services.multiraft import SyncRangeClient, spread_key
+
+SPLIT_BYTES = 16_384
+VALUES = 48
+VALUE_BYTES = 1_000
+SPLIT_WAIT_S = 60.0
+
+
+def _value(n: int) -> str:
+    return f"v{n}-" + "x" * VALUE_BYTES
+
+
+def test_ranges_split_by_bytes_and_every_value_reads_back(tmp_path: Path) -> None:
+    data_dir = tmp_path / "bytes"
+    result = cluster_command(
+        *("up", "--protocol", "multiraft", "--nodes", "3", "--split-bytes", str(SPLIT_BYTES)),
+        *("--data-dir", str(data_dir), "--detach"),
+    )
+    assert result.returncode == 0, result.stderr
+    state = json.loads((data_dir / "cluster.json").read_text())
+    for node in state["nodes"]:
+        assert node["argv"][-2:] == ["--split-bytes", str(SPLIT_BYTES)]  # kept for restarts
+    keys = [spread_key(n) for n in range(VALUES)]
+    with SyncRangeClient(members_of(data_dir), deadline_s=30.0) as client:
+        assert len(client.ranges()) == 1
+        for n, key in enumerate(keys):
+            client.put(key, _value(n))
+        # About 48 KB: split at 16 KB, then each half again, in the leaders' own time.
+        deadline = time.monotonic() + SPLIT_WAIT_S
+        ranges = client.ranges()
+        while len(ranges) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            ranges = client.ranges()
+        assert len(ranges) >= 3, ranges
+        assert [client.get(key) for key in keys] == [_value(n) for n in range(VALUES)]
+    print(
+        f"{len(ranges)} ranges: " + ", ".join(f"[{r.desc.start!r}, {r.desc.end!r})" for r in ranges)
+    )
+    shown = CliRunner().invoke(kv, ["--data-dir", str(data_dir), "ranges"])
+    assert shown.exit_code == 0, shown.output
+    shown_count = re.search(r"(\d+) ranges", shown.output)
+    assert shown_count is not None and int(shown_count.group(1)) >= 3, shown.output
+
+
+def test_split_bytes_is_refused_without_ranges(tmp_path: Path) -> None:
+    result = cluster_command(
+        *("up", "--protocol", "raft", "--nodes", "1", "--split-bytes", "100"),
+        *("--data-dir", str(tmp_path / "raft"), "--detach"),
+    )
+    assert result.returncode == 2
+    assert "--split-bytes 100: only for --protocol multiraft or txn" in result.stderr
+    served = CliRunner().invoke(
+        serve,
+        [
+            *("--id", "1", "--peers", "1=127.0.0.1:1", "--protocol", "raft"),
+            *("--data-dir", str(tmp_path / "serve"), "--split-bytes", "100"),
+        ],
+    )
+    assert served.exit_code == 2, served.output
+    assert "--split-bytes 100: only for --protocol multiraft or txn" in served.output
