@@ -11,12 +11,14 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from pnyx.cli.cluster_cmd import cluster_command, members_of
 from pnyx.cli.kv_cmd import kv
 from pnyx.cli.serve_cmd import serve
-from pnyx.services.multiraft import SyncRangeClient, spread_key
+from pnyx.protocols.raft.kv import GET, PUT, KvOp
+from pnyx.services.multiraft import RangeError, RangeInfo, SyncRangeClient, spread_key
 
 SPLIT_BYTES = 16_384
 VALUES = 48
@@ -51,6 +53,7 @@ def test_ranges_split_by_bytes_and_every_value_reads_back(tmp_path: Path) -> Non
             ranges = client.ranges()
         assert len(ranges) >= 3, ranges
         assert [client.get(key) for key in keys] == [_value(n) for n in range(VALUES)]
+        _commands(client, keys, ranges)
     print(
         f"{len(ranges)} ranges: " + ", ".join(f"[{r.desc.start!r}, {r.desc.end!r})" for r in ranges)
     )
@@ -58,6 +61,18 @@ def test_ranges_split_by_bytes_and_every_value_reads_back(tmp_path: Path) -> Non
     assert shown.exit_code == 0, shown.output
     shown_count = re.search(r"(\d+) ranges", shown.output)
     assert shown_count is not None and int(shown_count.group(1)) >= 3, shown.output
+
+
+def _commands(client: SyncRangeClient, keys: list[str], ranges: list[RangeInfo]) -> None:
+    """``RangeClient.command``: range commands routed by key (here the plain KV ones)."""
+    first = keys[0]
+    (home,) = [r.desc for r in ranges if r.desc.contains(first)]
+    far = next(k for k in keys if not home.contains(k))
+    assert client.command(first, KvOp(PUT, first, "by-command"), exactly_once=True) is None
+    assert client.command(first, KvOp(GET, first)) == "by-command"
+    with pytest.raises(RangeError, match=f"names a key outside range {home.range_id}"):
+        client.command(first, KvOp(PUT, far, "misrouted"))
+    assert client.get(far) == _value(keys.index(far))
 
 
 def test_split_bytes_is_refused_without_ranges(tmp_path: Path) -> None:

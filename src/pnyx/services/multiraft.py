@@ -44,6 +44,7 @@ from pnyx.protocols.multiraft.messages import (
     LeadersQuery,
     MetaQuery,
     MoveReplicaExplained,
+    RangeBounds,
     RangeDesc,
     RangeWrite,
 )
@@ -500,6 +501,11 @@ class RangeClient:
             last = f"member {member} range {desc.range_id}: {reply.error}"
             if reply.error == LEADERSHIP_LOST and write:
                 raise Indeterminate(f"write of {key!r}: {last}")
+            if _names_other_keys(reply, key):
+                raise RangeError(
+                    f"{key!r}: the command names a key outside range {desc.range_id}, which "
+                    f"holds {key!r} ({last}: {reply.result})"
+                )
             if not await self._after_refusal(desc, member, reply, backoff):
                 raise RangeError(f"{key!r}: {last}")
             backoff = min(2 * backoff, BACKOFF_MAX_S)
@@ -625,6 +631,18 @@ class _MoveState:
 
     def __str__(self) -> str:
         return f"move of range {self.range_id} from process {self.source} to {self.target}"
+
+
+def _names_other_keys(reply: ClientReply, route_key: str) -> bool:
+    """True when a ``key_not_in_range`` refusal came from a range whose bounds hold the
+    route key: the map was right, the command names a key of another range (definite)."""
+    if reply.error != KEY_NOT_IN_RANGE or reply.result is None:
+        return False
+    try:
+        bounds = msgspec.convert(reply.result, RangeBounds)
+    except msgspec.ValidationError:
+        return False
+    return bounds.contains(route_key)
 
 
 def _checked_key(key: Any) -> str:
