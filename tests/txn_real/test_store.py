@@ -21,6 +21,8 @@ from pnyx.protocols.txn.messages import (
     Mutation,
     Prewrite,
     Resolve,
+    Scan,
+    ScanResult,
     TxnCommand,
     command_keys,
 )
@@ -61,10 +63,23 @@ class FakeRouter:
             raise AssertionError(f"{command} spans ranges")
         if self.lose_before(command):
             raise _NoAnswer("lost before applying")
-        result = self.range_of(route_key).apply(command)
+        if type(command) is AllocTs:
+            await asyncio.sleep(0)  # in flight for a moment: callers arriving now queue
+        result = self._scan(command) if type(command) is Scan else None
+        if result is None:
+            result = self.range_of(route_key).apply(command)
         if self.lose(command):
             raise _NoAnswer("lost after applying")
         return msgspec.msgpack.decode(msgspec.msgpack.encode(result))  # as the wire does
+
+    def _scan(self, cmd: Scan) -> ScanResult | None:
+        """A scan from the left range clipped at the split, as the range machine clips it."""
+        if cmd.start >= SPLIT or (cmd.end and cmd.end <= SPLIT):
+            return None
+        result = self.left.apply(Scan(cmd.start, SPLIT, cmd.read_ts, cmd.limit))
+        if result.resume or result.lock is not None:
+            return result
+        return ScanResult(result.items, None, SPLIT)
 
     async def groups(self, keys: list[str]) -> list[list[str]]:
         left = sorted(k for k in set(keys) if k < SPLIT)
@@ -327,3 +342,137 @@ def test_the_sync_facade_commits_and_retries() -> None:
         assert store.run(move, retries=3) == 1
         assert (_value(router, "a"), _value(router, "z")) == (0, "moved")
         assert store.stats.committed == 2
+
+
+# -- scans -----------------------------------------------------------------------------------
+
+
+def test_a_scan_crosses_ranges_page_by_page_and_merges_its_own_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pnyx.services.txn as txn_module
+
+    monkeypatch.setattr(txn_module, "SCAN_PAGE_ITEMS", 2)
+
+    async def scenario() -> None:
+        store, router = _store()
+        await _write(store, a=1, b=2, c=3, n=4, p=5, z=6)
+        async with store.transaction() as tx:
+            tx.delete("b")
+            tx.put("c", 30)
+            tx.put("o", 15)
+            assert await tx.scan() == [
+                ("a", 1), ("c", 30), ("n", 4), ("o", 15), ("p", 5), ("z", 6)
+            ]
+            assert await tx.scan("b", "p") == [("c", 30), ("n", 4), ("o", 15)]
+            assert await tx.scan("b", limit=3) == [("c", 30), ("n", 4), ("o", 15)]
+            assert await tx.scan("a", limit=1) == [("a", 1)]
+            assert await tx.scan("q", "y") == []
+            await _write(store, d=7)  # after the snapshot: not seen
+            assert [k for k, _ in await tx.scan("c", "e")] == ["c"]
+        scans = [c for c in router.sent if type(c) is Scan]
+        assert [c.start for c in scans[:4]] == ["", "c", SPLIT, "z"]  # pages; the range end
+        assert max(c.limit for c in scans) == 2
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("use_async", "commit_primary", "expected"),
+    [(False, True, "old"), (False, False, None), (True, False, "old")],
+    ids=["primary-committed", "primary-locked", "async-all-locked"],
+)
+def test_a_scan_resolves_an_abandoned_lock_forward_or_back(
+    use_async: bool, commit_primary: bool, expected: Any
+) -> None:
+    async def scenario() -> None:
+        store, router = _store()
+        await _write(store, y=1)
+        ts = router.left.apply(AllocTs("!ts", 5))
+        _abandoned(router, ts, use_async, commit_primary)
+        async with store.transaction() as tx:
+            got = await tx.scan("b")
+        assert got == [("y", 1)] + ([("z", expected)] if expected is not None else [])
+        assert router.right.record("z").lock is None
+        assert (store.stats.rolled_forward, store.stats.rolled_back) == (
+            (1, 0) if expected is not None else (0, 1)
+        )
+
+    asyncio.run(scenario())
+
+
+def test_bad_scan_arguments_are_refused_with_the_value() -> None:
+    async def scenario() -> None:
+        store, router = _store()
+        async with store.transaction() as tx:
+            with pytest.raises(TxnError, match="end 'a' must be above start 'b'"):
+                await tx.scan("b", "a")
+            with pytest.raises(TxnError, match="reserved"):
+                await tx.scan("!ts")
+            with pytest.raises(TxnError, match=r"limit .* got 0"):
+                await tx.scan("a", limit=0)
+            with pytest.raises(TxnError, match="got True"):
+                await tx.scan("a", limit=True)
+            with pytest.raises(TxnError, match="start must be a string, got 3"):
+                await tx.scan(3)  # type: ignore[arg-type]
+        assert not [c for c in router.sent if type(c) is Scan]
+
+    asyncio.run(scenario())
+
+
+def test_the_sync_facade_scans() -> None:
+    from pnyx.services.txn import SyncTxnStore
+
+    with SyncTxnStore(MEMBERS, lock_wait_s=0.0) as store:
+        store._async._router = FakeRouter()  # type: ignore[assignment]
+        with store.transaction() as tx:
+            tx.put("a", 1)
+            tx.put("z", 2)
+        with store.transaction() as tx:
+            assert tx.scan("", "", 5) == [("a", 1), ("z", 2)]
+
+
+# -- batched timestamps ----------------------------------------------------------------------
+
+
+def test_concurrent_timestamp_callers_share_allocator_requests() -> None:
+    async def scenario() -> None:
+        store, router = _store()
+        first = await store._alloc_ts()
+        many = await asyncio.gather(*(store._alloc_ts() for _ in range(50)))
+        assert len(set(many)) == 50 and min(many) > first
+        allocs = [c for c in router.sent if type(c) is AllocTs]
+        assert [c.count for c in allocs] == [1, 50]  # one request for all 50 waiting
+        assert (store.stats.ts_requests, store.stats.timestamps) == (2, 51)
+
+    asyncio.run(scenario())
+
+
+def test_a_timestamp_comes_from_a_request_sent_after_its_caller_asked() -> None:
+    async def scenario() -> None:
+        store, router = _store()
+        early = asyncio.ensure_future(store._alloc_ts())
+        await asyncio.sleep(0)  # the first request is in flight now
+        late = asyncio.ensure_future(store._alloc_ts())
+        assert await late > await early  # not a spare number of the early window
+        assert [c.count for c in router.sent if type(c) is AllocTs] == [1, 1]
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_caller_leaves_the_batch_working_and_a_failure_reaches_all() -> None:
+    async def scenario() -> None:
+        store, router = _store()
+        waiters = [asyncio.ensure_future(store._alloc_ts()) for _ in range(3)]
+        waiters[1].cancel()
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+        assert isinstance(results[1], asyncio.CancelledError)
+        assert results[0] != results[2] and all(type(r) is int for r in (results[0], results[2]))
+        router.lose_before = lambda c: type(c) is AllocTs
+        failing = await asyncio.gather(
+            *(store._alloc_ts() for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(f, TxnError) and "no timestamp" in str(f) for f in failing)
+        await store.close()
+
+    asyncio.run(scenario())

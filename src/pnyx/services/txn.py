@@ -8,17 +8,23 @@ coordinator as an asyncio client.
         balance = await tx.get("alice")
         tx.put("alice", balance - 5)
         tx.delete("old-key")
+        pairs = await tx.scan("a", "b", limit=100)   # [(key, value), ...] in key order
     total = await store.run(transfer, retries=10)   # retries on TxnConflict
 
 Snapshot isolation by Percolator's protocol (Peng & Dabek, OSDI 2010) over the ranges'
 Raft logs (:mod:`pnyx.protocols.txn.mvcc` holds the columns and commands):
 
 - **start**: the start timestamp from the store's allocator (``AllocTs`` on the reserved key
-  ``!ts``, a command of the first range's log);
+  ``!ts``, a command of the first range's log); concurrent callers share one request
+  (:class:`TimestampBatcher`: one Raft commit serves every caller waiting meanwhile);
 - **reads** at the start timestamp (a transaction sees its own buffered writes); a read
   blocked by another transaction's lock waits ``lock_wait_s``, then resolves the lock from
   its primary (``CheckTxnStatus`` with forced rollback; for an async-commit lock,
   ``CheckSecondaryLocks`` on all its keys) by rolling it forward or back, and reads again;
+- **scans** at the start timestamp go range by range in key order (``Scan`` commands of
+  :data:`SCAN_PAGE_ITEMS` values at most, each routed by the key it starts at, so a split
+  met on the way refreshes the range map and the page is sent again), resolve the locks
+  they meet as reads do, and merge the transaction's own writes;
 - **writes** are buffered; at the end of the ``async with`` block the commit runs:
 
   - ``percolator`` (default): prewrite the primary's range, then the others in parallel;
@@ -38,8 +44,6 @@ failure raises :class:`TxnError`: the transaction did not commit.
 Routing: each command goes through :class:`pnyx.services.multiraft.RangeClient` (range map
 cache, refresh on a stale route, leader hints, retries of unanswered requests: every
 transaction command is idempotent).  :class:`SyncTxnStore` is a blocking facade.
-
-Not provided: range scans (the range machine has no scan command yet).
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ from pnyx.protocols.txn.messages import (
     ALREADY_COMMITTED,
     COMMITTED,
     LOCKED,
+    MAX_ALLOC_COUNT,
+    RESERVED_PREFIX,
     ROLLED_BACK,
     WRITE_CONFLICT,
     AllocTs,
@@ -72,12 +78,14 @@ from pnyx.protocols.txn.messages import (
     PrewriteResult,
     Resolve,
     ResolveResult,
+    Scan,
+    ScanResult,
     TxnCommand,
     TxnStatus,
 )
 from pnyx.protocols.txn.workloads import TS_KEY
 from pnyx.runtime.transport import Address
-from pnyx.services.client import TASK_END_BOUND_S, LoopThread
+from pnyx.services.client import TASK_END_BOUND_S, LoopThread, wait_cancelled
 from pnyx.services.multiraft import RangeClient, RangeError
 
 log = logging.getLogger("pnyx.txn.client")
@@ -86,12 +94,15 @@ PERCOLATOR = "percolator"
 ASYNC_COMMIT = "async-commit"
 ONE_PC = "1pc"
 MODES = (PERCOLATOR, ASYNC_COMMIT, ONE_PC)
-RESERVED_PREFIX = "!"
-"""Keys starting with this are the store's own (the timestamp allocator's ``!ts``)."""
 MAX_LOCK_ROUNDS = 40
 """Locks one read may meet and resolve before the transaction gives up (TxnConflict)."""
 BACKOFF_FIRST_S = 0.01
 BACKOFF_MAX_S = 0.5
+SCAN_PAGE_ITEMS = 256
+"""Values one ``Scan`` command asks for at most (bounds an answer's size)."""
+MAX_SCAN_PAGES = 100_000
+"""Scan commands one :meth:`Transaction.scan` sends at most (each lists a value or
+finishes a range; lock rounds are bounded apart)."""
 
 T = TypeVar("T")
 
@@ -116,6 +127,24 @@ def check_key(key: Any) -> str:
     if key.startswith(RESERVED_PREFIX):
         raise TxnError(f"key {key!r}: keys starting with {RESERVED_PREFIX!r} are reserved")
     return key
+
+
+def check_scan(start: Any, end: Any, limit: Any) -> tuple[str, str, int | None]:
+    """``(start, end, limit)`` if they describe a scan: ``start`` a string ("" = from the
+    first key), ``end`` "" (no upper bound) or a key above ``start``, ``limit`` None (all)
+    or an int >= 1; TxnError naming the bad value otherwise."""
+    for name, bound in (("start", start), ("end", end)):
+        if type(bound) is not str:
+            raise TxnError(f"scan {name} must be a string, got {bound!r}")
+        if bound.startswith(RESERVED_PREFIX):
+            raise TxnError(
+                f"scan {name} {bound!r}: keys starting with {RESERVED_PREFIX!r} are reserved"
+            )
+    if end and end <= start:
+        raise TxnError(f"scan end {end!r} must be above start {start!r} (or \"\": unbounded)")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise TxnError(f"scan limit must be an int >= 1 or None, got {limit!r}")
+    return start, end, limit
 
 
 class _Router:
@@ -159,6 +188,66 @@ def _typed(raw: Any, kind: type[T]) -> T:
         raise _NoAnswer(f"unexpected answer {raw!r:.120}: {exc}") from None
 
 
+class TimestampBatcher:
+    """Coalesces concurrent timestamp requests, as TiDB's PD client does: while one
+    ``AllocTs`` is in flight, callers queue; the next request asks for as many timestamps
+    as callers are queued (``AllocTs(TS_KEY, count=n)``, one Raft commit) and hands each
+    one of the window it answers.
+
+    **Real time is kept**: a caller only gets a timestamp of a request sent after it
+    asked (it never takes one from a window fetched before), and the allocator's counter
+    only grows, so its timestamp is larger than every timestamp handed to anyone before it
+    asked — a transaction that starts after another committed sees it.
+    ``fetch(count)`` returns the first timestamp of a window of ``count``."""
+
+    def __init__(self, fetch: Callable[[int], Awaitable[int]]) -> None:
+        self._fetch = fetch
+        self._queued: list[asyncio.Future[int]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def next(self) -> int:
+        """A timestamp of this caller's own (TxnError when the allocator did not answer)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._queued.append(future)
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._serve())
+        return await future
+
+    async def _serve(self) -> None:
+        try:
+            while self._queued:
+                batch = [f for f in self._queued[:MAX_ALLOC_COUNT] if not f.done()]
+                del self._queued[:MAX_ALLOC_COUNT]
+                if batch:
+                    await self._answer(batch)
+        finally:
+            for future in self._queued:  # only when cancelled (close)
+                future.cancel()
+
+    async def _answer(self, batch: list[asyncio.Future[int]]) -> None:
+        """Fetch one window for ``batch`` (every caller in it asked before this request)."""
+        try:
+            first = await self._fetch(len(batch))
+        except TxnError as exc:
+            for future in batch:
+                if not future.done():
+                    future.set_exception(TxnError(str(exc)))
+            return
+        except asyncio.CancelledError:
+            for future in batch:
+                future.cancel()
+            raise
+        for i, future in enumerate(batch):
+            if not future.done():  # its caller was cancelled: the timestamp goes unused
+                future.set_result(first + i)
+
+    async def close(self) -> None:
+        """Stop serving; callers still waiting are cancelled."""
+        if self._task is not None:
+            await wait_cancelled([self._task], TASK_END_BOUND_S, "timestamp batcher")
+
+
 class TxnStats:
     """Counters of one store (all transactions through it)."""
 
@@ -172,6 +261,10 @@ class TxnStats:
         self.rolled_back = 0
         self.retries = 0
         """Attempts that :meth:`TxnStore.run` started again after a conflict."""
+        self.ts_requests = 0
+        """``AllocTs`` requests sent (each serves every caller that waited for it)."""
+        self.timestamps = 0
+        """Timestamps those requests took."""
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -214,6 +307,7 @@ class TxnStore:
         self._router = _Router(self.ranges)
         self.stats = TxnStats()
         self._rng = random.Random()
+        self._timestamps = TimestampBatcher(self._alloc_window)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -245,8 +339,11 @@ class TxnStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
-        """Close the connections."""
-        await self.ranges.close()
+        """Stop the timestamp batcher and close the connections."""
+        try:
+            await self._timestamps.close()
+        finally:
+            await self.ranges.close()
 
     async def __aenter__(self) -> TxnStore:
         return self
@@ -257,12 +354,20 @@ class TxnStore:
     # -- commands shared by transactions ----------------------------------------------------
 
     async def _alloc_ts(self) -> int:
+        """A timestamp above every one handed out before this call (see
+        :class:`TimestampBatcher`)."""
+        return await self._timestamps.next()
+
+    async def _alloc_window(self, count: int) -> int:
+        """The first of ``count`` fresh timestamps (one ``AllocTs`` command)."""
+        self.stats.ts_requests += 1
         try:
-            ts = await self._router.call(AllocTs(TS_KEY), TS_KEY)
+            ts = await self._router.call(AllocTs(TS_KEY, count), TS_KEY)
         except _NoAnswer as exc:
             raise TxnError(f"no timestamp: {exc}") from None
         if type(ts) is not int or ts < 1:
             raise TxnError(f"the allocator answered {ts!r}, not a timestamp")
+        self.stats.timestamps += count
         return ts
 
     async def _resolve(self, keys: list[str], start_ts: int, commit_ts: int) -> str:
@@ -361,6 +466,55 @@ class Transaction:
             raise TxnError("the transaction has ended")
         self._writes[key] = value
 
+    async def scan(
+        self, start: str = "", end: str = "", limit: int | None = None
+    ) -> list[tuple[str, Any]]:
+        """The ``(key, value)`` pairs of ``[start, end)`` in this transaction's snapshot with
+        its own writes (its deletes hide keys, its puts add them), in key order, at most
+        ``limit`` (None: all).  ``start`` "" is the first key, ``end`` "" has no bound; the
+        store's reserved keys never appear."""
+        start, end, limit = check_scan(start, end, limit)
+        mine = {k: v for k, v in self._writes.items() if start <= k and (not end or k < end)}
+        hidden = sum(v is None for v in mine.values())
+        found: list[tuple[str, Any]] = []
+        cursor = start
+        try:
+            for _ in range(MAX_SCAN_PAGES):
+                merged = _merge(found, mine, cursor)
+                if limit is not None and len(merged) >= limit:
+                    return merged[:limit]
+                want = SCAN_PAGE_ITEMS
+                if limit is not None:
+                    want = min(want, limit - len(merged) + hidden)
+                items, cursor = await self._scan_page(cursor, end, want)
+                found += items
+                if not cursor:
+                    merged = _merge(found, mine, None)
+                    return merged if limit is None else merged[:limit]
+        except _NoAnswer as exc:
+            raise TxnError(f"scan of [{start!r}, {end!r}): {exc}") from None
+        raise TxnError(f"scan of [{start!r}, {end!r}): more than {MAX_SCAN_PAGES} pages")
+
+    async def _scan_page(
+        self, cursor: str, end: str, want: int
+    ) -> tuple[list[tuple[str, Any]], str]:
+        """One range's values from ``cursor`` on, past any lock (resolved as reads do), and
+        the key the scan goes on at ("" done)."""
+        seen: Lock | None = None
+        for _ in range(MAX_LOCK_ROUNDS):
+            raw = await self.store._router.call(Scan(cursor, end, self.start_ts, want), cursor)
+            page = _typed(raw, ScanResult)
+            behind = page.resume and page.resume < cursor
+            if behind or (page.resume == cursor and page.lock is None):
+                raise _NoAnswer(f"a scan from {cursor!r} answered resume {page.resume!r}")
+            if page.lock is None or page.items:
+                return [(str(k), v) for k, v in page.items], page.resume
+            cursor = page.resume  # the locked key (no value before it)
+            await self._past_lock(cursor, page.lock, seen)
+            seen = page.lock
+        self.store.stats.conflicts += 1
+        raise TxnConflict(f"scan at {cursor!r}: still locked after {MAX_LOCK_ROUNDS} rounds")
+
     async def _read(self, key: str) -> Any:
         store = self.store
         seen: Lock | None = None
@@ -370,14 +524,20 @@ class Transaction:
                 result = _typed(raw, GetResult)
                 if result.lock is None:
                     return result.value
-                same = seen is not None and seen.start_ts == result.lock.start_ts
-                if not (same and await store._resolve_lock(key, result.lock)):
-                    await asyncio.sleep(store.lock_wait_s)  # give its owner time first
+                await self._past_lock(key, result.lock, seen)
                 seen = result.lock
         except _NoAnswer as exc:
             raise TxnError(f"read of {key!r}: {exc}") from None
         store.stats.conflicts += 1
         raise TxnConflict(f"read of {key!r}: still locked after {MAX_LOCK_ROUNDS} rounds")
+
+    async def _past_lock(self, key: str, lock: Lock, seen: Lock | None) -> None:
+        """Met ``lock`` on ``key``: the first time, give its owner ``lock_wait_s``; met again
+        (``seen``), resolve it from its primary (waiting when it cannot be decided yet)."""
+        store = self.store
+        same = seen is not None and seen.start_ts == lock.start_ts
+        if not (same and await store._resolve_lock(key, lock)):
+            await asyncio.sleep(store.lock_wait_s)
 
     # -- commit ---------------------------------------------------------------------------
 
@@ -522,6 +682,22 @@ def _all_ok(results: list[PrewriteResult | None]) -> bool:
     return all(r is not None and r.ok for r in results)
 
 
+def _merge(
+    found: list[tuple[str, Any]], mine: dict[str, Any], upto: str | None
+) -> list[tuple[str, Any]]:
+    """The snapshot's ``found`` pairs overlaid with the transaction's own writes to keys
+    below ``upto`` (None: all of them; a None value deletes), in key order."""
+    merged = dict(found)
+    for key, value in mine.items():
+        if upto is not None and key >= upto:
+            continue
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return sorted(merged.items())
+
+
 class SyncTxnStore:
     """Blocking facade over :class:`TxnStore` (same options); its loop runs in a thread.
 
@@ -584,6 +760,12 @@ class SyncTransaction:
         """Blocking :meth:`Transaction.get`."""
         return self._loop.run(self._tx.get(key))
 
+    def scan(
+        self, start: str = "", end: str = "", limit: int | None = None
+    ) -> list[tuple[str, Any]]:
+        """Blocking :meth:`Transaction.scan`."""
+        return self._loop.run(self._tx.scan(start, end, limit))
+
     def put(self, key: str, value: Any) -> None:
         """:meth:`Transaction.put`."""
         self._tx.put(key, value)
@@ -604,6 +786,7 @@ __all__ = [
     "PERCOLATOR",
     "SyncTransaction",
     "SyncTxnStore",
+    "TimestampBatcher",
     "Transaction",
     "TxnConflict",
     "TxnError",
