@@ -1,9 +1,11 @@
 """``pnyx txn``: transactions against a ``txn`` cluster (``pnyx cluster up --protocol txn``).
 
 Each command is one transaction (retried on conflict up to ``--retries`` times): ``get``,
-``put``, ``delete``, ``run --file`` (lines ``get K`` / ``put K V`` / ``delete K`` as one
-transaction), and the bank: ``bank-init N AMOUNT``, ``transfer FROM TO AMOUNT``,
-``bank-check`` (one snapshot of every account: total conserved, no negative balance).
+``put``, ``delete``, ``scan START [END] [--limit N]`` (one ``[key, value]`` JSON line per
+key of ``[START, END)`` in key order; END "" or absent: no upper bound), ``run --file``
+(lines ``get K`` / ``put K V`` / ``delete K`` as one transaction), and the bank:
+``bank-init N AMOUNT``, ``transfer FROM TO AMOUNT``, ``bank-check`` (one snapshot of every
+account: total conserved, no negative balance).
 Exit status 0: done; 1: conflict, no answer, may-or-may-not-have-committed, or a failed
 check (one line on stderr); 2: bad usage.
 """
@@ -179,6 +181,34 @@ def delete(target: _Target, key: str) -> None:
 
     _run(target, fn)
     click.echo("OK")
+
+
+@txn.command()
+@click.argument("start")
+@click.argument("end", required=False, default="")
+@click.option("--limit", default=None, help="List at most N keys (N >= 1).")
+@click.pass_obj
+def scan(target: _Target, start: str, end: str, limit: str | None) -> None:
+    """Print the keys of [START, END) in one snapshot, in key order, as JSON lines
+    ``[key, value]`` (START "" is the first key; END "" or absent: no upper bound)."""
+    from pnyx.services.txn import TxnError, check_scan
+
+    count: int | None = None
+    if limit is not None:
+        try:
+            count = int(limit)
+        except ValueError:
+            fail(f"--limit must be a number >= 1, got {limit!r}")
+    try:
+        check_scan(start, end, count)
+    except TxnError as exc:
+        fail(str(exc))
+
+    async def fn(tx: Any) -> list[tuple[str, Any]]:
+        return list(await tx.scan(start, end, count))
+
+    for key, value in _run(target, fn):
+        click.echo(json.dumps([key, value]))
 
 
 def parse_ops(text: str) -> list[tuple[str, ...]]:
