@@ -256,6 +256,8 @@ class TxnStats:
         self.conflicts = 0
         """Attempts rolled back on a conflict (TxnConflict raised)."""
         self.indeterminate = 0
+        self.locks_met = 0
+        """Times a read or a scan was stopped by another transaction's lock."""
         self.lock_resolutions = 0
         self.rolled_forward = 0
         self.rolled_back = 0
@@ -504,8 +506,8 @@ class Transaction:
         for _ in range(MAX_LOCK_ROUNDS):
             raw = await self.store._router.call(Scan(cursor, end, self.start_ts, want), cursor)
             page = _typed(raw, ScanResult)
-            behind = page.resume and page.resume < cursor
-            if behind or (page.resume == cursor and page.lock is None):
+            stuck = page.resume < cursor or (page.resume == cursor and page.lock is None)
+            if page.resume and stuck:
                 raise _NoAnswer(f"a scan from {cursor!r} answered resume {page.resume!r}")
             if page.lock is None or page.items:
                 return [(str(k), v) for k, v in page.items], page.resume
@@ -535,6 +537,7 @@ class Transaction:
         """Met ``lock`` on ``key``: the first time, give its owner ``lock_wait_s``; met again
         (``seen``), resolve it from its primary (waiting when it cannot be decided yet)."""
         store = self.store
+        store.stats.locks_met += 1
         same = seen is not None and seen.start_ts == lock.start_ts
         if not (same and await store._resolve_lock(key, lock)):
             await asyncio.sleep(store.lock_wait_s)
