@@ -17,7 +17,7 @@ from pnyx.protocols.txn.client import (
     TxnClientConfig,
 )
 from pnyx.protocols.txn.machine import SPLIT_LOSES_LOCK, TxnRangeMachine
-from pnyx.protocols.txn.mvcc import READER_IGNORES_LOCK, KeyRecord, MvccStore
+from pnyx.protocols.txn.mvcc import READER_IGNORES_LOCK, SCAN_IGNORES_LOCK, KeyRecord, MvccStore
 
 __all__ = [
     "ACK_BEFORE_DURABLE",
@@ -27,6 +27,7 @@ __all__ = [
     "ONE_PC",
     "PERCOLATOR",
     "READER_IGNORES_LOCK",
+    "SCAN_IGNORES_LOCK",
     "SPLIT_LOSES_LOCK",
     "TWO_PC",
     "KeyRecord",
