@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from pnyx.check import History, KVModel, check_linearizable
@@ -24,7 +25,7 @@ from pnyx.cli.cluster_state import pid_alive
 from pnyx.cli.kv_cmd import kv
 from pnyx.protocols.multiraft import RangeDesc
 from pnyx.runtime.transport import Address
-from pnyx.services.multiraft import RangeClient, SyncRangeClient
+from pnyx.services.multiraft import Indeterminate, RangeClient, SyncRangeClient
 from tests.multiraft_real.workload import run_workload
 
 MOVED = 1
@@ -177,3 +178,45 @@ async def _read_all(members: Mapping[int, Address], keys: list[str]) -> dict[str
         return {k: await client.get(k) for k in keys}
     finally:
         await client.close()
+
+
+class _RandomMover:
+    """Soak nemesis: move a random range's replica (from a random voter, the leader
+    included) to a random process outside the range."""
+
+    def __init__(self, members: Mapping[int, Address]) -> None:
+        self.members = members
+        self.moves: list[str] = []
+        self.unfinished = 0
+
+    def __call__(self, rng: random.Random) -> str:
+        with SyncRangeClient(self.members, deadline_s=30.0) as client:
+            desc = rng.choice(client.ranges()).desc
+            source = rng.choice(desc.replicas)
+            target = rng.choice(sorted(set(self.members) - set(desc.replicas)))
+            try:
+                after = client.move_replica(desc.range_id, source, target, wait_s=60.0)
+            except Indeterminate as exc:
+                self.unfinished += 1
+                return f"range {desc.range_id} {source}->{target}: {exc}"
+        assert set(after.replicas) == set(desc.replicas) - {source} | {target}
+        self.moves.append(f"{desc.range_id}:{source}->{target}")
+        return f"moved range {desc.range_id} from {source} to {target}"
+
+
+@pytest.mark.soak
+def test_40_random_moves_under_writes(tmp_path: Path) -> None:
+    data_dir = _up(tmp_path)
+    members = members_of(data_dir)
+    mover = _RandomMover(members)
+    result = asyncio.run(
+        run_workload(
+            members, key_count=24, workers=4, nemesis=mover, rounds=40, interval_s=0.5, seed=41
+        )
+    )
+    print(f"{len(mover.moves)} moves, {mover.unfinished} unfinished, acked {len(result.acked)}")
+    assert len(mover.moves) >= 36 and mover.unfinished <= 4, result.faults
+    assert result.lost_writes() == []
+    assert all(r.leader is not None for r in result.ranges), result.ranges
+    verdict = check_linearizable(History.from_events(result.history), KVModel(), timeout_s=300)
+    assert verdict.verdict == "linearizable", verdict.explain()
