@@ -120,6 +120,14 @@ def _cli_moves(data_dir: Path, mover: _Mover) -> None:
         if not message.startswith("Missing"):  # click's usage errors have their own form
             assert result.stderr.startswith("pnyx: error: kv move-replica: "), result.stderr
             assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    endpoints = ",".join(f"{i}={h}:{p}" for i, (h, p) in sorted(members_of(data_dir).items()))
+    for protocol, message in (
+        ("multiraft", "unknown range 99"),
+        ("raft", "only for a multiraft or txn cluster, not raft"),
+    ):
+        args = ["--endpoints", endpoints, "--protocol", protocol, "move-replica", "99"]
+        result = runner.invoke(kv, [*args, "--from", "1", "--to", "2"])
+        assert result.exit_code == 2 and message in result.output, result.output
     # Another range, whose replicas do not include process 5: 5 replaces its first replica.
     with SyncRangeClient(members_of(data_dir), deadline_s=30.0) as client:
         other = next(
