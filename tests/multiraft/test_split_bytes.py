@@ -1,7 +1,9 @@
 """Ranges split by size in bytes: the range machine's incremental size, the key that halves
 the bytes (not the keys), the same for the transaction range's Percolator records, and
 simulated runs whose ranges split by bytes only (key-count splits out of reach) under all
-faults; the default (off) leaves the simulator's traces as they were."""
+faults; the default (off) leaves the simulator's traces as they were.  Also what a range's
+leader answers to every kind of replica move (``MoveReplicaExplained``: a reason for each
+refusal; the simulator's ``MoveReplica``: the bare answers it always had)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,16 @@ import msgspec
 import pytest
 
 from pnyx.catalog import get_protocol
-from pnyx.core import DurableState
+from pnyx.core import ClientReply, DurableState
 from pnyx.protocols.multiraft.machines import RangeStateMachine
-from pnyx.protocols.multiraft.messages import RangeBounds, RangeWrite, SplitCmd, SplitDone
+from pnyx.protocols.multiraft.messages import (
+    MoveReplica,
+    MoveReplicaExplained,
+    RangeBounds,
+    RangeWrite,
+    SplitCmd,
+    SplitDone,
+)
 from pnyx.protocols.multiraft.node import MultiRaftConfig, MultiRaftNode
 from pnyx.protocols.multiraft.spec import SIM_CONFIG, MultiRaftMonitor, multiraft_spec
 from pnyx.protocols.raft.kv import APPEND, DELETE, PUT, KvOp
@@ -23,6 +32,8 @@ from pnyx.protocols.txn.messages import Mutation, Prewrite, Resolve
 from pnyx.sim.runner import SimConfig, run_sim
 from pnyx.sim.schedule import parse_faults
 from pnyx.sim.spec import Violation, World
+from tests.multiraft.harness import CLIENT, Net
+from tests.multiraft.harness import config as harness_config
 
 WHOLE = RangeBounds(1, "", None, 1)
 
@@ -185,3 +196,49 @@ def test_the_default_leaves_the_simulator_trace_unchanged() -> None:
         a = run_sim(base, config).trace_hash
         b = run_sim(multiraft_spec(config=huge), config).trace_hash
         assert a == b != ""
+
+
+# -- what a range's leader answers to a move (MoveReplicaExplained; MoveReplica unchanged) ----
+
+
+def _move(net: Net, pid: int, move: MoveReplica) -> ClientReply:
+    net.nodes[pid].step(move, CLIENT)
+    net.pump(pid)
+    return net.replies[move.request_id]
+
+
+def test_every_move_gets_a_definite_answer_with_its_reason() -> None:
+    net = Net(5, harness_config(split_threshold_keys=100))
+    net.run(80)
+    lead = net.leader(1)
+    follower = min({1, 2, 3} - {lead})
+
+    def ask(pid: int, range_id: int, source: int, target: int) -> ClientReply:
+        return _move(net, pid, MoveReplicaExplained(net.next_id(), range_id, source, target))
+
+    answer = ask(follower, 1, lead, 4)
+    assert (answer.ok, answer.error, answer.leader_hint) == (False, "not_leader", lead)
+    cases = {
+        (lead, 1, 4, 5): "process 4 is not a voter of range 1 (voters [1, 2, 3], learners [])",
+        (lead, 1, follower, 2 if follower != 2 else 3): "already holds a replica of range 1",
+        (lead, 1, follower, 9): "process 9 is not a process of the cluster [1, 2, 3, 4, 5]",
+        (4, 1, 1, 4): "process 4 has no replica of range 1",
+        (lead, 0, 1, 4): "the meta range (0) is never moved",
+        (lead, 77, 1, 4): "has no replica of range 77",
+    }
+    for (pid, rng, src, dst), reason in cases.items():
+        answer = ask(pid, rng, src, dst)
+        assert not answer.ok and answer.error in ("move_refused", "range_not_found"), answer
+        assert isinstance(answer.result, str) and reason in answer.result, answer
+    started = ask(lead, 1, follower, 4)
+    assert (started.ok, started.result) == (True, "started")
+    again = ask(lead, 1, follower, 4)  # a retry of the move under way
+    assert (again.ok, again.result) == (True, "started")
+    other = ask(lead, 1, follower, 5)
+    assert other.error == "move_refused" and "already moving a replica" in other.result
+    # The simulator's plain MoveReplica keeps its bare answers (its traces are pinned).
+    plain = _move(net, lead, MoveReplica(net.next_id(), 1, follower, 4))
+    assert (plain.ok, plain.error, plain.result) == (False, "move_refused", None)
+    net.run(250)
+    voters = net.nodes[net.leader(1)].groups[1].log.config().voters
+    assert set(voters) == {1, 2, 3, 4} - {follower}
