@@ -476,3 +476,32 @@ def test_a_cancelled_caller_leaves_the_batch_working_and_a_failure_reaches_all()
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_the_batcher_fails_every_waiter_on_any_error_and_close_cancels_the_waiting() -> None:
+    from pnyx.services.txn import TimestampBatcher
+
+    async def scenario() -> None:
+        async def broken(count: int) -> int:
+            raise RuntimeError(f"boom for {count}")
+
+        failing = TimestampBatcher(broken)
+        got = await asyncio.gather(*(failing.next() for _ in range(3)), return_exceptions=True)
+        assert all(isinstance(g, TxnError) and "boom for 3" in str(g) for g in got), got
+        gate = asyncio.Event()
+
+        async def stuck(count: int) -> int:
+            await gate.wait()
+            return 1
+
+        for started in (False, True):  # closed before the request left, and while in flight
+            batcher = TimestampBatcher(stuck)
+            waiters = [asyncio.ensure_future(batcher.next()) for _ in range(2)]
+            await asyncio.sleep(0)
+            if started:
+                await asyncio.sleep(0)
+            await batcher.close()
+            results = await asyncio.gather(*waiters, return_exceptions=True)
+            assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+
+    asyncio.run(scenario())

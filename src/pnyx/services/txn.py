@@ -215,29 +215,26 @@ class TimestampBatcher:
         return await future
 
     async def _serve(self) -> None:
-        try:
-            while self._queued:
-                batch = [f for f in self._queued[:MAX_ALLOC_COUNT] if not f.done()]
-                del self._queued[:MAX_ALLOC_COUNT]
-                if batch:
-                    await self._answer(batch)
-        finally:
-            for future in self._queued:  # only when cancelled (close)
-                future.cancel()
+        while self._queued:
+            batch = [f for f in self._queued[:MAX_ALLOC_COUNT] if not f.done()]
+            del self._queued[:MAX_ALLOC_COUNT]
+            if batch:
+                await self._answer(batch)
 
     async def _answer(self, batch: list[asyncio.Future[int]]) -> None:
         """Fetch one window for ``batch`` (every caller in it asked before this request)."""
         try:
             first = await self._fetch(len(batch))
-        except TxnError as exc:
-            for future in batch:
-                if not future.done():
-                    future.set_exception(TxnError(str(exc)))
-            return
         except asyncio.CancelledError:
             for future in batch:
                 future.cancel()
             raise
+        except Exception as exc:  # every waiter hears of it (never left waiting)
+            why = str(exc) if isinstance(exc, TxnError) else f"no timestamp: {exc!r}"
+            for future in batch:
+                if not future.done():
+                    future.set_exception(TxnError(why))
+            return
         for i, future in enumerate(batch):
             if not future.done():  # its caller was cancelled: the timestamp goes unused
                 future.set_result(first + i)
@@ -246,6 +243,9 @@ class TimestampBatcher:
         """Stop serving; callers still waiting are cancelled."""
         if self._task is not None:
             await wait_cancelled([self._task], TASK_END_BOUND_S, "timestamp batcher")
+        queued, self._queued = self._queued, []
+        for future in queued:
+            future.cancel()
 
 
 class TxnStats:
