@@ -1,8 +1,9 @@
 """Ranges split by size in bytes on real processes: ``pnyx cluster up --protocol multiraft
 --split-bytes 16384`` (one range at the start), 48 values of about 1 KB written (far below
 the 128-key split): the range splits by bytes into several, every value reads back, ``pnyx
-kv ranges`` shows the ranges, and the option is kept for restarts; ``--split-bytes`` is
-refused for protocols without ranges."""
+kv ranges`` shows the ranges, and the option is kept for restarts; the same for a txn
+cluster (Percolator records measured); ``--split-bytes`` is refused for protocols without
+ranges."""
 
 from __future__ import annotations
 
@@ -91,3 +92,34 @@ def test_split_bytes_is_refused_without_ranges(tmp_path: Path) -> None:
     )
     assert served.exit_code == 2, served.output
     assert "--split-bytes 100: only for --protocol multiraft or txn" in served.output
+
+
+def test_transaction_ranges_split_by_bytes_of_their_records(tmp_path: Path) -> None:
+    # A txn range measures its Percolator records (KeyRecord) through the same hooks.
+    from pnyx.services.txn import SyncTxnStore
+
+    data_dir = tmp_path / "txn-bytes"
+    result = cluster_command(
+        *("up", "--protocol", "txn", "--nodes", "3", "--split-bytes", "40000"),
+        *("--data-dir", str(data_dir), "--detach"),
+    )
+    assert result.returncode == 0, result.stderr
+    members = members_of(data_dir)
+    keys = [spread_key(n) for n in range(32)]
+    store = SyncTxnStore(members)
+    try:
+        for n, key in enumerate(keys):  # about 160 KB of committed values
+            with store.transaction() as tx:
+                tx.put(key, f"{n}:" + "t" * 5_000)
+        with SyncRangeClient(members, deadline_s=30.0) as client:
+            deadline = time.monotonic() + SPLIT_WAIT_S
+            ranges = client.ranges()
+            while len(ranges) < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                ranges = client.ranges()
+        assert len(ranges) >= 3, ranges
+        with store.transaction() as tx:
+            values = [tx.get(key) for key in keys]
+        assert values == [f"{n}:" + "t" * 5_000 for n in range(len(keys))]
+    finally:
+        store.close()
