@@ -19,7 +19,7 @@ from pnyx.cli.cluster_cmd import cluster_command, members_of
 from pnyx.cli.kv_cmd import kv
 from pnyx.cli.serve_cmd import serve
 from pnyx.protocols.raft.kv import GET, PUT, KvOp
-from pnyx.services.multiraft import RangeError, RangeInfo, SyncRangeClient, spread_key
+from pnyx.services.multiraft import KeyOutsideRange, RangeInfo, SyncRangeClient, spread_key
 
 SPLIT_BYTES = 16_384
 VALUES = 48
@@ -71,7 +71,7 @@ def _commands(client: SyncRangeClient, keys: list[str], ranges: list[RangeInfo])
     far = next(k for k in keys if not home.contains(k))
     assert client.command(first, KvOp(PUT, first, "by-command"), exactly_once=True) is None
     assert client.command(first, KvOp(GET, first)) == "by-command"
-    with pytest.raises(RangeError, match=f"names a key outside range {home.range_id}"):
+    with pytest.raises(KeyOutsideRange, match=f"names a key outside range {home.range_id}"):
         client.command(first, KvOp(PUT, far, "misrouted"))
     assert client.get(far) == _value(keys.index(far))
 

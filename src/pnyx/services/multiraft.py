@@ -86,6 +86,12 @@ class Indeterminate(RangeError):
     sending, ``leadership_lost``)."""
 
 
+class KeyOutsideRange(RangeError):
+    """A command names a key outside the range that holds its route key (definite: it was
+    not applied).  A caller that grouped keys by a map older than a split: :meth:`refresh
+    <RangeClient.refresh>`, group again (:meth:`RangeClient.group_keys`) and send again."""
+
+
 class MoveRefused(RangeError):
     """A replica move the cluster will not make (unknown range, the source is not a voter,
     the target already holds a replica or is no process, another move under way): nothing
@@ -236,7 +242,8 @@ class RangeClient:
 
         A refusal of the range (an ``{"error": ...}`` result other than a stale route) or
         no answer in time raises :class:`RangeError`.  The range's machine checks every key
-        the command names against its bounds: ``route_key`` must be one of them."""
+        the command names against its bounds: ``route_key`` must be one of them, and a
+        command naming a key of another range raises :class:`KeyOutsideRange` at once."""
         key = _checked_key(route_key)
         if not exactly_once:
             return await self._run(key, lambda rid: ClientRequest(rid, command), False)
@@ -502,7 +509,7 @@ class RangeClient:
             if reply.error == LEADERSHIP_LOST and write:
                 raise Indeterminate(f"write of {key!r}: {last}")
             if _names_other_keys(reply, key):
-                raise RangeError(
+                raise KeyOutsideRange(
                     f"{key!r}: the command names a key outside range {desc.range_id}, which "
                     f"holds {key!r} ({last}: {reply.result})"
                 )
@@ -726,6 +733,7 @@ async def _make(members: Mapping[int, Address], options: dict[str, Any]) -> Rang
 
 __all__ = [
     "Indeterminate",
+    "KeyOutsideRange",
     "MoveRefused",
     "RangeClient",
     "RangeError",
