@@ -186,11 +186,11 @@ def delete(target: _Target, key: str) -> None:
 @txn.command()
 @click.argument("start")
 @click.argument("end", required=False, default="")
-@click.option("--limit", default=None, help="List at most N keys (N >= 1).")
+@click.option("--limit", default=None, metavar="N", help="List at most N keys (N >= 1).")
 @click.pass_obj
 def scan(target: _Target, start: str, end: str, limit: str | None) -> None:
     """Print the keys of [START, END) in one snapshot, in key order, as JSON lines
-    ``[key, value]`` (START "" is the first key; END "" or absent: no upper bound)."""
+    [key, value] (START "" is the first key; END "" or absent: no upper bound)."""
     from pnyx.services.txn import TxnError, check_scan
 
     count: int | None = None
