@@ -49,7 +49,7 @@ SIM_KEYS = tuple(f"k{i:02d}" for i in range(12))
 """Few keys for five clients: concurrent operations on one key are common."""
 
 
-_GroupMark = tuple[RaftNode, Any, tuple[int, int, int, str, int, int, int, int]]
+_GroupMark = tuple[RaftNode, Any, int, int, int, str, int, int, int, int]
 """A group, its state machine (or None) and what they looked like (see
 :meth:`MultiRaftMonitor._changed_groups`)."""
 
@@ -136,8 +136,8 @@ class MultiRaftMonitor(KvHistoryMonitor):
         return violation
 
     def _changed_groups(self, node: MultiRaftNode) -> list[tuple[int, _GroupMark]]:
-        """The groups of ``node`` (in its ``groups`` order, which starts with the meta
-        group) whose mark differs from the one recorded when they last passed every check.
+        """The groups of ``node`` (in its ``groups`` order) whose mark differs from the one
+        recorded when they last passed every check.
 
         A group left out cannot change the outcome of a check, because each check keeps its
         own record of what it saw and returns at once when that did not change: the Raft
@@ -146,6 +146,7 @@ class MultiRaftMonitor(KvHistoryMonitor):
         generation and offset, all in the mark; the key and range-map checks
         (:meth:`_check_ranges`, :meth:`_check_meta`) of the state machine object and its
         ``mutations`` counter, which every change of its data bumps, also in the mark.
+        (Groups and machines compare by identity: neither class defines equality.)
         """
         marks = self._marks.get(node.node_id)
         if marks is None:
@@ -155,7 +156,9 @@ class MultiRaftMonitor(KvHistoryMonitor):
         for gid, group in node.groups.items():
             log = group.log
             sm = machines.get(gid)
-            state = (
+            mark = (
+                group,
+                sm,
                 group.term,
                 group.leader,
                 group.commit,
@@ -165,20 +168,15 @@ class MultiRaftMonitor(KvHistoryMonitor):
                 log.offset,
                 -1 if sm is None else sm.mutations,
             )
-            before = marks.get(gid)
-            if (
-                before is None
-                or before[2] != state
-                or before[0] is not group
-                or before[1] is not sm
-            ):
-                changed.append((gid, (group, sm, state)))
+            if marks.get(gid) != mark:
+                changed.append((gid, mark))
         return changed
 
     # -- per-group Raft safety -----------------------------------------------------------------
 
     def _check_groups(self, changed: list[tuple[int, _GroupMark]]) -> Violation | None:
-        for gid, (group, _, _) in changed:
+        for gid, mark in changed:
+            group = mark[0]
             mon = self._raft.get(gid)
             if mon is None:
                 mon = self._raft[gid] = RaftMonitor(self.node_ids)
