@@ -1,8 +1,8 @@
 """Scans and batched timestamps on a real 3-process ``txn`` cluster with 8 ranges: a scan
 of the whole keyspace during concurrent transfers always sees the conserved total, a scan
-sees its own writes, the locks of a coordinator killed with -9 (before or after its commit
-point) are resolved by a scan, and concurrent timestamp callers share allocator requests
-while keeping real-time order."""
+sees its own writes, a scan with a stale range map crosses fresh splits, the locks of a
+coordinator killed with -9 (before or after its commit point) are resolved by a scan, and
+concurrent timestamp callers share allocator requests while keeping real-time order."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ MIN_SCANS = 8
 MIN_TRANSFERS = 10
 WORKLOAD_BOUND_S = 120.0
 """The concurrent phase ends after this at most (a slow machine does less)."""
+SPLIT_KEYS = 300
+"""Keys written into one range (it splits above 128)."""
+SPLIT_BOUND_S = 60.0
 START_BOUND_S = 60.0
 """How long the coordinator to be killed may take to prewrite."""
 
@@ -53,6 +56,7 @@ def test_scans_and_batched_timestamps_on_a_real_cluster(txn_cluster: Path) -> No
     asyncio.run(_timestamps(members))
     asyncio.run(_own_writes(members))
     asyncio.run(_scans_during_transfers(members))
+    asyncio.run(_scan_across_splits(members))
     for mode, commit_primary, committed in (
         (PERCOLATOR, False, False),
         (PERCOLATOR, True, True),
@@ -168,6 +172,34 @@ async def _scans_during_transfers(members: dict[int, Address]) -> None:
         "resolved) "
         f"during {moved[0]} transfers, all conserved"
     )
+
+
+async def _scan_across_splits(members: dict[int, Address]) -> None:
+    """Keys enough to split their range (above 128 keys) written while a store with the
+    old range map waits; its scan meets the splits (stale routes refreshed) and lists every
+    key once, in order."""
+    keys = [f"zx{i:04d}.split" for i in range(SPLIT_KEYS)]
+    async with TxnStore(members, deadline_s=30.0) as stale, TxnStore(members) as writer:
+        before = len(await stale.ranges.refresh())
+        for chunk in range(0, SPLIT_KEYS, 50):
+
+            async def write(tx: Transaction, part: list[str] = keys[chunk : chunk + 50]) -> None:
+                for key in part:
+                    tx.put(key, key)
+
+            await writer.run(write)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SPLIT_BOUND_S
+        while len(await writer.ranges.refresh()) == before and loop.time() < deadline:
+            await asyncio.sleep(0.2)
+        after = len(writer.ranges._map)
+        assert after > before, f"no split within {SPLIT_BOUND_S} s ({before} ranges)"
+        refreshes = stale.ranges.refreshes
+        async with stale.transaction() as tx:
+            got = await tx.scan("zx", "zy")
+        assert got == [(k, k) for k in keys]
+        assert stale.ranges.refreshes > refreshes  # a stale route met and refreshed
+        print(f"scan of {SPLIT_KEYS} keys across a split ({before} -> {after} ranges)")
 
 
 def _count_commands(store: TxnStore) -> Counter[str]:
