@@ -376,7 +376,7 @@ def write_doc(doc: Path, meta: dict[str, Any], merged: list[dict[str, Any]]) -> 
         raise SystemExit(f"{doc}: no {BEGIN_MARK} ... {END_MARK} section to replace")
     loads = [r["load_min"] for r in merged] + [r["load_max"] for r in merged]
     body = (
-        f"`{meta['command']}` on {meta['date']} (tree {meta['git_head']}), "
+        f"`{meta['command']}` on {meta['date']} ({_source_text(meta['git_head'])}), "
         f"{meta['cores']} cores, load average {min(loads):.1f}-{max(loads):.1f} during the "
         f"cells; {meta['ranges']} ranges, {meta['keys_per_range']} keys per range, "
         f"{meta['seconds']:g} s per cell, median of {merged[0]['runs']} runs.\n\n"
@@ -386,6 +386,13 @@ def write_doc(doc: Path, meta: dict[str, Any], merged: list[dict[str, Any]]) -> 
     before, rest = text.split(BEGIN_MARK, 1)
     after = rest.split(END_MARK, 1)[1]
     doc.write_text(f"{before}{BEGIN_MARK}\n{body}{END_MARK}{after}")
+
+
+def _source_text(git_head: str) -> str:
+    snapshot = git_head.removeprefix("pnyx from ")
+    if snapshot != git_head:
+        return f"pnyx imported from {snapshot} on PYTHONPATH"
+    return f"tree {git_head}"
 
 
 def _ints(text: str) -> list[int]:
