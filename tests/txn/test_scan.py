@@ -15,7 +15,7 @@ from pnyx.catalog import get_protocol
 from pnyx.protocols.txn.client import ASYNC_COMMIT, ONE_PC, PERCOLATOR, TWO_PC, TxnClientConfig
 from pnyx.protocols.txn.messages import LOCKED, Mutation, Prewrite, Resolve, Scan
 from pnyx.protocols.txn.mvcc import SCAN_IGNORES_LOCK, MvccStore
-from pnyx.protocols.txn.spec import MODE_NAMES, TxnMonitor, txn_spec
+from pnyx.protocols.txn.spec import MODE_NAMES, MUTANT_PROPERTIES, TxnMonitor, txn_spec
 from pnyx.sim.runner import SimConfig, Simulation, run_sim
 from pnyx.sim.schedule import parse_faults
 from pnyx.sim.spec import ProtocolDef
@@ -100,6 +100,17 @@ def test_a_scan_that_skips_locks_is_caught(mode: str) -> None:
     # its read timestamp: the transaction appends to a stale list and an acknowledged
     # append is overwritten (lost-commit), or a read of all accounts misses money (bank).
     assert _first_catch(mode) == SCAN_MUTANT_CASES[mode]
+
+
+def test_the_registered_scan_mutant_scans_and_is_caught_at_the_same_seed() -> None:
+    # `pnyx sim percolator-async+scan_ignores_lock` turns scans on by itself (nothing would
+    # scan otherwise) and fails at the seed the scanning definition above records.
+    prop, seed = SCAN_MUTANT_CASES[ASYNC_COMMIT]
+    spec = get_protocol(f"{MODE_NAMES[ASYNC_COMMIT]}+{SCAN_IGNORES_LOCK}")
+    assert spec.broken
+    assert run_sim(spec, SimConfig(seed=seed - 1, faults=ALL)).violation is None
+    violation = run_sim(spec, SimConfig(seed=seed, faults=ALL)).violation
+    assert violation is not None and violation.prop == prop == MUTANT_PROPERTIES[SCAN_IGNORES_LOCK]
 
 
 @pytest.mark.soak

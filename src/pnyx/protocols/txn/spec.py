@@ -46,7 +46,7 @@ from pnyx.protocols.txn.client import (
 )
 from pnyx.protocols.txn.machine import MACHINE_MUTANTS, SPLIT_LOSES_LOCK, TxnRangeMachine
 from pnyx.protocols.txn.messages import Lock
-from pnyx.protocols.txn.mvcc import READER_IGNORES_LOCK, KeyRecord
+from pnyx.protocols.txn.mvcc import READER_IGNORES_LOCK, SCAN_IGNORES_LOCK, KeyRecord
 from pnyx.protocols.txn.workloads import (
     BankConfig,
     bank_problems,
@@ -60,8 +60,12 @@ MUTANT_PROPERTIES: dict[str, str] = {
     COMMIT_TS_BEFORE_PREWRITE: "G-single",
     SPLIT_LOSES_LOCK: "lost-commit",
     ACK_BEFORE_DURABLE: "lost-commit",
+    SCAN_IGNORES_LOCK: "lost-commit",
 }
 """Mutant -> the property that catches it (first catching seeds in the package README)."""
+
+SCAN_MUTANT_SHARE = 0.5
+"""Share of reads done by scan in the definitions of ``MODE+scan_ignores_lock``."""
 
 SIM_SPLIT_KEYS = ("acct3", "list0", "list3")
 """A fresh cluster has four data ranges; size splits (above 3 keys) make more as keys
@@ -239,6 +243,10 @@ def txn_spec(
     if ACK_BEFORE_DURABLE in mutants and mode != TWO_PC:
         raise KeyError(f"mutant {ACK_BEFORE_DURABLE} breaks the 2pc mode only, not {mode}")
     base_client = client or TxnClientConfig()
+    if SCAN_IGNORES_LOCK in mutants and base_client.scan_share == 0:
+        # The mutant breaks scans: its definition's coordinators read by scan half the time
+        # (as tests/txn/test_scan.py's scanning definitions do), else nothing would scan.
+        base_client = dataclasses.replace(base_client, scan_share=SCAN_MUTANT_SHARE)
     client_cfg = dataclasses.replace(base_client, mode=mode, mutants=mutants & CLIENT_MUTANTS)
     machine_mutants = mutants & MACHINE_MUTANTS
 
