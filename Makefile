@@ -75,11 +75,12 @@ soak: $(STAMP)
 	# sharding: 1,000 more seeds; primary-backup on real processes: 20 kill -9 rounds
 	PNYX_SOAK=1 $(BIN)/python -m pytest -m soak -n 2 tests/commit tests/tso tests/multiraft \
 		tests/replication_real/test_primary_backup_kill9.py
-	# Transactions over multi-Raft: 1,000 more seeds per mode and the mutants in every mode,
-	# the bank workload on real processes under 200 kill -9; multi-Raft: 200 kill -9
+	# Transactions over multi-Raft: 1,000 more seeds per mode (with and without scans) and the
+	# mutants in every mode, the bank workload on real processes under 200 kill -9;
+	# multi-Raft: 200 kill -9, 40 replica moves under writing clients
 	$(BIN)/python -m pytest -m soak -n 2 tests/txn
 	PNYX_SOAK=1 $(BIN)/python -m pytest -m soak tests/txn_real
-	$(BIN)/python -m pytest -m soak tests/multiraft_real/test_kill9.py
+	$(BIN)/python -m pytest -m soak tests/multiraft_real/test_kill9.py tests/multiraft_real/test_move.py
 	# The etcd service over Multi-Paxos and VR: 2,000 plain + 2,000 swarm seeds each
 	PNYX_SOAK=1 $(BIN)/python -m pytest -m "soak or not soak" -n 2 tests/sim/test_etcd_over_consensus_sim.py
 
