@@ -27,9 +27,9 @@ Raft logs (:mod:`pnyx.protocols.txn.mvcc` holds the columns and commands):
   they meet as reads do, and merge the transaction's own writes;
 - **writes** are buffered; at the end of the ``async with`` block the commit runs:
 
-  - ``percolator`` (default): prewrite the primary's range, then the others in parallel;
-    take the commit timestamp; commit the primary (the commit point); then the
-    secondaries (failures there are left to readers' lock resolution);
+  - ``percolator`` (default): prewrite every range in parallel; take the commit
+    timestamp; commit the primary (the commit point); then the secondaries (failures
+    there are left to readers' lock resolution);
   - ``async-commit`` (TiKV): prewrite every range in parallel with ``min_commit_ts``; once
     all are durable the transaction is committed at the largest ``min_commit_ts``;
   - ``1pc``: async commit, and one committing prewrite when every key lies in one range.
@@ -41,9 +41,15 @@ for the primary's commit, or for the rollback of an async transaction whose prew
 all have landed) raises :class:`TxnIndeterminate` and is never retried blindly.  Any other
 failure raises :class:`TxnError`: the transaction did not commit.
 
-Routing: each command goes through :class:`pnyx.services.multiraft.RangeClient` (range map
-cache, refresh on a stale route, leader hints, retries of unanswered requests: every
-transaction command is idempotent).  :class:`SyncTxnStore` is a blocking facade.
+The protocol itself is :mod:`pnyx.protocols.txn.coordinator` (sans I/O, the generators the
+simulator's client runs too); this module is its asyncio driver: each effect becomes a
+command through the ``RangeClient`` (``asyncio.gather`` for parallel ones), a timestamp
+from :class:`TimestampBatcher`, an ``asyncio.sleep`` for a lock wait.
+
+Routing: each command goes through :meth:`pnyx.services.multiraft.RangeClient.command`
+(range map cache, refresh on a stale route, leader hints, retries of unanswered requests:
+every transaction command is idempotent); a command whose keys a split put in two ranges
+(``KeyOutsideRange``) is sent again key by key.  :class:`SyncTxnStore` is a blocking facade.
 """
 
 from __future__ import annotations
