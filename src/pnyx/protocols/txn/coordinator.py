@@ -163,7 +163,10 @@ class Decided:
     outcome: Outcome
 
 
-Effect = Call | Calls | Fork | Groups | OneRange | Timestamp | LockWait | Crash | Retry | Sleep
+Effect = (
+    Call | Calls | Fork | Groups | OneRange | Timestamp | LockWait | Crash | Retry | Sleep | Decided
+)
+"""Everything a coordinator generator yields."""
 Gen = Generator[Any, Any, Any]
 
 
@@ -382,6 +385,7 @@ class _Attempt:
 
     @property
     def keys(self) -> tuple[str, ...]:
+        """Every key the attempt locks, sorted."""
         return tuple(sorted(self.mutations))
 
 
