@@ -156,17 +156,12 @@ def test_2pc_does_not_prevent_a_phantom_in_a_scanned_interval() -> None:
 
 
 def test_the_2pc_coordinator_read_locks_every_key_its_scan_listed() -> None:
-    from pnyx.core import SplitMix64
-    from pnyx.protocols.txn.client import TxnClient, _Txn
+    from pnyx.protocols.txn.coordinator import mutations_of
     from pnyx.protocols.txn.workloads import ListAppendTxn
 
-    cfg = TxnClientConfig(mode=TWO_PC, crash_probability=0.0)
-    client = TxnClient(1000, (1, 2, 3), SplitMix64(1), cfg)
     program = ListAppendTxn((("r", "list1", None), ("append", "list3", 7)))
-    txn = _Txn(program, deadline_tick=100)
-    client._txn, txn.attempt, txn.start_ts = txn, 1, 5
-    txn.values = {"list1": [1], "list3": None}
-    txn.scanned = ("list1", "list2")  # the scan of [list1, list3] also listed list2
-    client._on_reads(txn, 1)
-    locks = {k: m.read_only for k, m in txn.mutations.items()}
+    writes = program.writes({"list1": [1], "list3": None})
+    scanned = ("list1", "list2")  # the scan of [list1, list3] also listed list2
+    read_keys = tuple(sorted({*program.reads(), *scanned}))
+    locks = {k: m.read_only for k, m in mutations_of(TWO_PC, writes, read_keys).items()}
     assert locks == {"list3": False, "list1": True, "list2": True}

@@ -1,6 +1,10 @@
 """A coordinator that stops half-way, to be killed with -9 by a test: it prewrites
 ``KEYS`` keys ``{spread_key(i)}.{tag}`` (spread over the ranges) in one transaction,
 commits the primary when asked, prints ``prewritten START_TS`` and sleeps until killed.
+It runs the real coordinator (:mod:`pnyx.protocols.txn.coordinator`, driven by
+``TxnStore``) and stops at the crash point ``commit_ts`` (every prewrite answered), or
+once the outcome is decided (the primary committed; async commit: every prewrite
+durable), before the secondaries.
 
 ``python -m tests.txn_real.abandon DATA_DIR MODE TAG COMMIT_PRIMARY(0|1)``
 """
@@ -10,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 from pnyx.cli.cluster_cmd import members_of
+from pnyx.protocols.txn import coordinator as core
 from pnyx.services.multiraft import spread_key
-from pnyx.services.txn import PERCOLATOR, Transaction, TxnStore
+from pnyx.services.txn import TxnStore
 
 KEYS = 8
 SLEEP_S = 600.0
@@ -27,19 +33,27 @@ def abandoned_keys(tag: str) -> list[str]:
 
 async def _main(data_dir: Path, mode: str, tag: str, commit_primary: bool) -> None:
     store = TxnStore(members_of(data_dir), mode=mode, deadline_s=30.0)
-    tx = Transaction(store, await store._alloc_ts())
-    for i, key in enumerate(abandoned_keys(tag)):
-        tx.put(key, i)
-    groups = await store._router.groups(list(tx._writes))
-    results = await tx._send_prewrites(groups, mode != PERCOLATOR)
-    if not all(r is not None and r.ok for r in results):
-        raise SystemExit(f"prewrites refused: {results}")
-    if commit_primary:
-        commit_ts = await store._alloc_ts()
-        outcome = await store._resolve([min(tx._writes)], tx.start_ts, commit_ts)
-        if outcome:
-            raise SystemExit(f"primary commit answered {outcome!r}")
-    print(f"prewritten {tx.start_ts} ranges {len(groups)}", flush=True)
+    start_ts = await store._alloc_ts()
+    writes = {key: i for i, key in enumerate(abandoned_keys(tag))}
+    stop_at = "" if commit_primary else "commit_ts"
+    gen = core.commit(store._ctx, start_ts, core.mutations_of(mode, writes, ()))
+    value: Any = None
+    while True:
+        try:
+            effect = gen.send(value)
+        except StopIteration as stop:
+            raise SystemExit(f"the commit ended: {stop.value}") from None
+        if isinstance(effect, core.Crash) and effect.step == stop_at:
+            break
+        if isinstance(effect, core.Decided):
+            if mode != core.PERCOLATOR or commit_primary:
+                break  # the primary committed (async commit: every prewrite durable)
+            raise SystemExit(f"decided past the stop: {effect.outcome}")
+        if isinstance(effect, core.Retry):
+            raise SystemExit("prewrites refused")
+        value = await store._effect(effect)
+    groups = await store._router.groups(list(writes))
+    print(f"prewritten {start_ts} ranges {len(groups)}", flush=True)
     await asyncio.sleep(SLEEP_S)
 
 

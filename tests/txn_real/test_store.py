@@ -505,3 +505,32 @@ def test_the_batcher_fails_every_waiter_on_any_error_and_close_cancels_the_waiti
             assert all(isinstance(r, asyncio.CancelledError) for r in results), results
 
     asyncio.run(scenario())
+
+
+# -- commands met by a split -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [PERCOLATOR, ONE_PC])
+def test_a_command_whose_keys_a_split_separated_is_sent_again_key_by_key(mode: str) -> None:
+    from pnyx.services.txn import _Split
+
+    async def scenario() -> None:
+        store, router = _store(mode)
+        call = router.call
+
+        async def split_between(command: TxnCommand, route_key: str) -> Any:
+            if len(command_keys(command)) > 1:  # "a" and "b" are in two ranges by now
+                router.sent.append(command)
+                raise _Split(f"{type(command).__name__} names keys of two ranges")
+            return await call(command, route_key)
+
+        router.call = split_between  # type: ignore[method-assign]
+        tx = await _write(store, a=1, b=2)
+        assert (_value(router, "a"), _value(router, "b")) == (1, 2)
+        assert tx.commit_ts > tx.start_ts and not router.left.locks()
+        prewrites = [c for c in router.sent if type(c) is Prewrite]
+        assert [len(c.mutations) for c in prewrites] == [2, 1, 1]
+        if mode == ONE_PC:  # the 1PC command fell back to async commit, key by key
+            assert prewrites[0].one_pc and all(c.use_async for c in prewrites[1:])
+
+    asyncio.run(scenario())

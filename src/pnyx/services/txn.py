@@ -27,9 +27,9 @@ Raft logs (:mod:`pnyx.protocols.txn.mvcc` holds the columns and commands):
   they meet as reads do, and merge the transaction's own writes;
 - **writes** are buffered; at the end of the ``async with`` block the commit runs:
 
-  - ``percolator`` (default): prewrite the primary's range, then the others in parallel;
-    take the commit timestamp; commit the primary (the commit point); then the
-    secondaries (failures there are left to readers' lock resolution);
+  - ``percolator`` (default): prewrite every range in parallel; take the commit
+    timestamp; commit the primary (the commit point); then the secondaries (failures
+    there are left to readers' lock resolution);
   - ``async-commit`` (TiKV): prewrite every range in parallel with ``min_commit_ts``; once
     all are durable the transaction is committed at the largest ``min_commit_ts``;
   - ``1pc``: async commit, and one committing prewrite when every key lies in one range.
@@ -41,9 +41,15 @@ for the primary's commit, or for the rollback of an async transaction whose prew
 all have landed) raises :class:`TxnIndeterminate` and is never retried blindly.  Any other
 failure raises :class:`TxnError`: the transaction did not commit.
 
-Routing: each command goes through :class:`pnyx.services.multiraft.RangeClient` (range map
-cache, refresh on a stale route, leader hints, retries of unanswered requests: every
-transaction command is idempotent).  :class:`SyncTxnStore` is a blocking facade.
+The protocol itself is :mod:`pnyx.protocols.txn.coordinator` (sans I/O, the generators the
+simulator's client runs too); this module is its asyncio driver: each effect becomes a
+command through the ``RangeClient`` (``asyncio.gather`` for parallel ones), a timestamp
+from :class:`TimestampBatcher`, an ``asyncio.sleep`` for a lock wait.
+
+Routing: each command goes through :meth:`pnyx.services.multiraft.RangeClient.command`
+(range map cache, refresh on a stale route, leader hints, retries of unanswered requests:
+every transaction command is idempotent); a command whose keys a split put in two ranges
+(``KeyOutsideRange``) is sent again key by key.  :class:`SyncTxnStore` is a blocking facade.
 """
 
 from __future__ import annotations
@@ -53,40 +59,24 @@ import contextlib
 import logging
 import random
 import ssl as ssl_module
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from typing import Any, TypeVar
 
 import msgspec
 
-from pnyx.protocols.raft.messages import ClientRequest
+from pnyx.protocols.txn import coordinator as core
 from pnyx.protocols.txn.messages import (
-    ALREADY_COMMITTED,
-    COMMITTED,
-    LOCKED,
     MAX_ALLOC_COUNT,
     RESERVED_PREFIX,
-    ROLLED_BACK,
-    WRITE_CONFLICT,
     AllocTs,
-    CheckSecondaryLocks,
-    CheckTxnStatus,
-    Get,
-    GetResult,
-    Lock,
-    Mutation,
     Prewrite,
-    PrewriteResult,
-    Resolve,
-    ResolveResult,
-    Scan,
-    ScanResult,
     TxnCommand,
-    TxnStatus,
+    command_keys,
 )
 from pnyx.protocols.txn.workloads import TS_KEY
 from pnyx.runtime.transport import Address
 from pnyx.services.client import TASK_END_BOUND_S, LoopThread, wait_cancelled
-from pnyx.services.multiraft import RangeClient, RangeError
+from pnyx.services.multiraft import KeyOutsideRange, RangeClient, RangeError
 
 log = logging.getLogger("pnyx.txn.client")
 
@@ -103,6 +93,17 @@ SCAN_PAGE_ITEMS = 256
 MAX_SCAN_PAGES = 100_000
 """Scan commands one :meth:`Transaction.scan` sends at most (each lists a value or
 finishes a range; lock rounds are bounded apart)."""
+
+MAX_EFFECTS = 1_000_000
+"""Effects one coordinator generator may yield (a bound: each is a command or a wait)."""
+_STAT_OF = {
+    "reads_blocked": "locks_met",
+    "scans_blocked": "locks_met",
+    "resolutions": "lock_resolutions",
+    "rolled_forward": "rolled_forward",
+    "rolled_back": "rolled_back",
+}
+"""The coordinator's counters kept by :class:`TxnStats`, by name."""
 
 T = TypeVar("T")
 
@@ -148,44 +149,48 @@ def check_scan(start: Any, end: Any, limit: Any) -> tuple[str, str, int | None]:
 
 
 class _Router:
-    """Sends one transaction command to the range holding its keys, through a RangeClient
-    (its routing, refreshes and retries; requests unanswered are sent again: every
-    transaction command is idempotent)."""
+    """Sends one transaction command to the range holding its route key through a
+    RangeClient's public API (:meth:`RangeClient.command`: its routing, refreshes and
+    retries; requests unanswered are sent again: every transaction command is
+    idempotent)."""
 
     def __init__(self, client: RangeClient) -> None:
         self.client = client
 
     async def call(self, command: TxnCommand, route_key: str) -> Any:
-        """The command's result as the range answered it (decoded from the wire)."""
-        build = lambda rid: ClientRequest(rid, command)  # noqa: E731
+        """The command's result as the range answered it (decoded from the wire); raises
+        _Split when it names keys of two ranges (a split since it was grouped), _NoAnswer
+        when no answer came."""
         try:
-            return await self.client._run(route_key, build, False)
+            return await self.client.command(route_key, command)
+        except KeyOutsideRange as exc:
+            raise _Split(f"{type(command).__name__} for {route_key!r}: {exc}") from None
         except RangeError as exc:
             raise _NoAnswer(f"{type(command).__name__} for {route_key!r}: {exc}") from None
 
     async def groups(self, keys: list[str]) -> list[list[str]]:
         """``keys`` (sorted) grouped by the range holding them in the cached map."""
-        if not self.client._map:
-            try:
-                await self.client.refresh()
-            except RangeError as exc:
-                raise _NoAnswer(f"range map: {exc}") from None
-        by_range: dict[int, list[str]] = {}
-        for key in sorted(set(keys)):
-            desc = self.client._route(key)
-            by_range.setdefault(-1 if desc is None else desc.range_id, []).append(key)
-        return list(by_range.values())
+        try:
+            return await self.client.group_keys(keys)
+        except RangeError as exc:
+            raise _NoAnswer(f"range map: {exc}") from None
 
 
 class _NoAnswer(Exception):
     """A command got no definite answer within the client's deadline."""
 
 
-def _typed(raw: Any, kind: type[T]) -> T:
+class _Split(_NoAnswer):
+    """A multi-key command named keys of two ranges (definite: not applied)."""
+
+
+def _typed(raw: Any, kind: Any) -> Any:
+    """``raw`` (decoded from the wire) as ``kind``; None if it is not one."""
     try:
         return msgspec.convert(raw, kind, strict=False)
-    except msgspec.ValidationError as exc:
-        raise _NoAnswer(f"unexpected answer {raw!r:.120}: {exc}") from None
+    except msgspec.ValidationError:
+        log.warning("unexpected answer %.120r (wanted %s)", raw, kind)
+        return None
 
 
 class TimestampBatcher:
@@ -308,6 +313,7 @@ class TxnStore:
         )
         self._router = _Router(self.ranges)
         self.stats = TxnStats()
+        self._ctx = core.Context(mode, max_lock_rounds=MAX_LOCK_ROUNDS, count=self._count)
         self._rng = random.Random()
         self._timestamps = TimestampBatcher(self._alloc_window)
 
@@ -372,62 +378,102 @@ class TxnStore:
         self.stats.timestamps += count
         return ts
 
-    async def _resolve(self, keys: list[str], start_ts: int, commit_ts: int) -> str:
-        """Commit (``commit_ts`` > 0) or roll back ``start_ts`` on ``keys``: "" done,
-        ALREADY_COMMITTED when a rollback found a commit, "unknown" when a range did not
-        answer, else the status a range answered."""
-        groups = await self._router.groups(keys)
-        calls = [
-            self._router.call(Resolve(tuple(g), start_ts, commit_ts), g[0]) for g in groups
-        ]
-        outcome = ""
-        for result in await asyncio.gather(*calls, return_exceptions=True):
-            if isinstance(result, _NoAnswer):
-                outcome = outcome or "unknown"
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                status = _typed(result, ResolveResult).status
-                if status == ALREADY_COMMITTED or not outcome:
-                    outcome = status or outcome
-        return outcome
+    # -- the coordinator's generators, driven in asyncio ----------------------------------------
 
-    async def _resolve_lock(self, key: str, lock: Lock) -> bool:
-        """Decide ``lock``'s transaction from its primary and roll ``key`` (and the
-        primary) forward or back accordingly; False when it could not be decided yet."""
-        self.stats.lock_resolutions += 1
-        check = CheckTxnStatus(lock.primary, lock.start_ts, True)
-        status = _typed(await self._router.call(check, lock.primary), TxnStatus)
-        if status.state == LOCKED and status.lock is not None:
-            commit_ts = await self._decide_async(status.lock)
-            if commit_ts is None:
-                return False  # some key did not answer: read again later
-        else:
-            commit_ts = status.commit_ts if status.state == COMMITTED else 0
-        if commit_ts:
-            self.stats.rolled_forward += 1
-        else:
-            self.stats.rolled_back += 1
-        await self._resolve(sorted({key, lock.primary}), lock.start_ts, commit_ts)
-        return True
+    def _count(self, name: str) -> None:
+        """A counter of the coordinator's, as one of :class:`TxnStats`."""
+        field = _STAT_OF.get(name)
+        if field is not None:
+            setattr(self.stats, field, getattr(self.stats, field) + 1)
 
-    async def _decide_async(self, primary_lock: Lock) -> int | None:
-        """An async-commit transaction's fate from all its keys: its commit timestamp, 0
-        (rolled back) or None (some key did not answer)."""
-        keys = sorted({primary_lock.primary, *primary_lock.secondaries})
-        start_ts = primary_lock.start_ts
-        states: list[TxnStatus] = []
-        for group in await self._router.groups(keys):
-            raw = await self._router.call(CheckSecondaryLocks(tuple(group), start_ts), group[0])
-            states += _typed(raw, tuple[TxnStatus, ...])
-        if any(s.state == ROLLED_BACK for s in states):
-            return 0
-        if any(s.state == LOCKED and s.lock is None for s in states):
+    async def _drive(self, gen: Generator[Any, Any, Any]) -> Any:
+        """Run one of :mod:`pnyx.protocols.txn.coordinator`'s generators to its end, carrying
+        out its effects; its return value (NoAnswer / LockedOut propagate)."""
+        value: Any = None
+        error: Exception | None = None
+        for _ in range(MAX_EFFECTS):
+            try:
+                effect = gen.throw(error) if error is not None else gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            try:
+                value = await self._effect(effect)
+            except (core.NoAnswer, core.LockedOut) as exc:  # from forked tasks
+                error = exc
+        gen.close()
+        raise TxnError(f"the coordinator took more than {MAX_EFFECTS} steps")
+
+    async def _effect(self, effect: Any) -> Any:
+        kind = type(effect)
+        if kind is core.Call:
+            return await self._command(effect.command)
+        if kind is core.Calls:
+            answers = await asyncio.gather(*(self._command(c) for c in effect.commands))
+            if not effect.wait and None in answers:
+                log.info("commits_left commands=%d unanswered", answers.count(None))
+            return list(answers)
+        if kind is core.Groups:
+            return await self._groups(list(effect.keys))
+        if kind is core.OneRange:
+            return len(await self._groups(list(effect.keys))) == 1
+        if kind is core.Timestamp:
+            try:
+                return await self._alloc_ts()
+            except TxnError:
+                return None
+        if kind is core.LockWait:
+            await asyncio.sleep(self.lock_wait_s)
+        elif kind is core.Sleep:
+            await asyncio.sleep(float(effect.delay))
+        elif kind is core.Fork:
+            await self._fork(effect.tasks)
+        elif kind is core.Retry:
+            return 0.0  # run() backs off and starts a new transaction itself
+        elif kind not in (core.Crash, core.Decided):
+            raise TypeError(f"unknown coordinator effect {effect!r}")
+        return None
+
+    async def _fork(self, gens: tuple[Generator[Any, Any, Any], ...]) -> None:
+        """Run ``gens`` concurrently; the first NoAnswer / LockedOut cancels the others and
+        is raised."""
+        tasks = [asyncio.ensure_future(self._drive(g)) for g in gens]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                await finished
+        finally:
+            pending = [t for t in tasks if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=TASK_END_BOUND_S)
+
+    async def _groups(self, keys: list[str]) -> list[list[str]]:
+        try:
+            return await self._router.groups(keys)
+        except _NoAnswer:
+            return [[k] for k in sorted(set(keys))]  # no map: each key routed alone
+
+    async def _command(self, command: TxnCommand) -> Any:
+        """``command``'s typed result, None when no answer came.  A multi-key command that
+        met a split is sent again key by key (a 1PC prewrite answers ONE_PC_SPLIT)."""
+        try:
+            raw = await self._router.call(command, core.route_key(command))
+        except _Split:
+            if type(command) is Prewrite and command.one_pc:
+                return {"error": core.ONE_PC_SPLIT}
+            keys = command_keys(command)
+            if len(keys) < 2:
+                return None
+            parts = await asyncio.gather(
+                *(self._command(core.split_command(command, k)) for k in keys)
+            )
+            return core.merge_answers(command, list(parts))
+        except _NoAnswer as exc:
+            log.info("no_answer %s", exc)
             return None
-        return max(
-            s.commit_ts if s.state == COMMITTED or s.lock is None else s.lock.min_commit_ts
-            for s in states
-        )
+        return _typed(raw, core.RESULT_TYPES[type(command)])
+
 
 
 class Transaction:
@@ -502,45 +548,29 @@ class Transaction:
     ) -> tuple[list[tuple[str, Any]], str]:
         """One range's values from ``cursor`` on, past any lock (resolved as reads do), and
         the key the scan goes on at ("" done)."""
-        seen: Lock | None = None
+        store = self.store
         for _ in range(MAX_LOCK_ROUNDS):
-            raw = await self.store._router.call(Scan(cursor, end, self.start_ts, want), cursor)
-            page = _typed(raw, ScanResult)
+            page = await store._drive(
+                core.scan_page(store._ctx, cursor, end, self.start_ts, want)
+            )
             stuck = page.resume < cursor or (page.resume == cursor and page.lock is None)
             if page.resume and stuck:
                 raise _NoAnswer(f"a scan from {cursor!r} answered resume {page.resume!r}")
             if page.lock is None or page.items:
                 return [(str(k), v) for k, v in page.items], page.resume
-            cursor = page.resume  # the locked key (no value before it)
-            await self._past_lock(cursor, page.lock, seen)
-            seen = page.lock
-        self.store.stats.conflicts += 1
+            cursor = page.resume  # the lock was resolved: scan again from the locked key
+        store.stats.conflicts += 1
         raise TxnConflict(f"scan at {cursor!r}: still locked after {MAX_LOCK_ROUNDS} rounds")
 
     async def _read(self, key: str) -> Any:
         store = self.store
-        seen: Lock | None = None
         try:
-            for _ in range(MAX_LOCK_ROUNDS):
-                raw = await store._router.call(Get(key, self.start_ts), key)
-                result = _typed(raw, GetResult)
-                if result.lock is None:
-                    return result.value
-                await self._past_lock(key, result.lock, seen)
-                seen = result.lock
-        except _NoAnswer as exc:
-            raise TxnError(f"read of {key!r}: {exc}") from None
-        store.stats.conflicts += 1
-        raise TxnConflict(f"read of {key!r}: still locked after {MAX_LOCK_ROUNDS} rounds")
-
-    async def _past_lock(self, key: str, lock: Lock, seen: Lock | None) -> None:
-        """Met ``lock`` on ``key``: the first time, give its owner ``lock_wait_s``; met again
-        (``seen``), resolve it from its primary (waiting when it cannot be decided yet)."""
-        store = self.store
-        store.stats.locks_met += 1
-        same = seen is not None and seen.start_ts == lock.start_ts
-        if not (same and await store._resolve_lock(key, lock)):
-            await asyncio.sleep(store.lock_wait_s)
+            return await store._drive(core.read(store._ctx, key, self.start_ts))
+        except core.NoAnswer as exc:
+            raise TxnError(str(exc)) from None
+        except core.LockedOut as exc:
+            store.stats.conflicts += 1
+            raise TxnConflict(str(exc)) from None
 
     # -- commit ---------------------------------------------------------------------------
 
@@ -551,138 +581,20 @@ class Transaction:
         if not self._writes:
             return  # read-only: its reads were one snapshot
         store = self.store
-        try:
-            groups = await store._router.groups(list(self._writes))
-        except _NoAnswer as exc:
-            raise TxnError(f"nothing written: {exc}") from None
-        if store.mode == ONE_PC and len(groups) == 1:
-            await self._one_pc(groups[0])
-        elif store.mode == PERCOLATOR:
-            await self._percolator(groups)
-        else:
-            await self._async_commit(groups)
-        store.stats.committed += 1
-
-    def _prewrite(self, group: list[str], use_async: bool, one_pc: bool = False) -> Prewrite:
-        keys = sorted(self._writes)
-        primary = keys[0]
-        secondaries = tuple(keys[1:]) if use_async and primary in group else ()
-        muts = tuple(Mutation(k, self._writes[k]) for k in group)
-        return Prewrite(self.start_ts, primary, muts, use_async, secondaries, one_pc)
-
-    async def _send_prewrites(
-        self, groups: list[list[str]], use_async: bool
-    ) -> list[PrewriteResult | None]:
-        """Each group's prewrite result (None: no answer)."""
-        calls = [self.store._router.call(self._prewrite(g, use_async), g[0]) for g in groups]
-        out: list[PrewriteResult | None] = []
-        for raw in await asyncio.gather(*calls, return_exceptions=True):
-            if isinstance(raw, _NoAnswer):
-                out.append(None)
-            elif isinstance(raw, BaseException):
-                raise raw
-            else:
-                out.append(_typed(raw, PrewriteResult))
-        return out
-
-    async def _percolator(self, groups: list[list[str]]) -> None:
-        primary = min(self._writes)
-        first = next(g for g in groups if primary in g)
-        rest = [g for g in groups if g is not first]
-        results = await self._send_prewrites([first], False)  # the primary first
-        if _all_ok(results):
-            results += await self._send_prewrites(rest, False)
-        if not _all_ok(results):
-            await self._abort(results, may_have_committed=False)
-            return  # the rollback found it committed
-        try:
-            self.commit_ts = await self.store._alloc_ts()
-        except TxnError as exc:
-            await self._abort([], may_have_committed=False, failure=f"no commit timestamp: {exc}")
-            return
-        try:
-            outcome = await self.store._resolve([primary], self.start_ts, self.commit_ts)
-        except _NoAnswer:
-            outcome = "unknown"
-        if outcome == "unknown":
-            self.store.stats.indeterminate += 1
-            raise TxnIndeterminate(
-                f"transaction {self.start_ts}: the commit of its primary {primary!r} got no "
-                "answer; it may or may not have committed"
-            )
-        if outcome:
-            await self._abort([], may_have_committed=False, conflict=f"primary: {outcome}")
-            return  # a reader rolled it back (the rollback found it committed: it is)
-        await self._commit_secondaries([k for k in sorted(self._writes) if k != primary])
-
-    async def _async_commit(self, groups: list[list[str]]) -> None:
-        results = await self._send_prewrites(groups, True)
-        if not _all_ok(results):
-            await self._abort(results, may_have_committed=None in results)
-            return
-        self.commit_ts = max(r.commit_ts or r.min_commit_ts for r in results if r is not None)
-        await self._commit_secondaries(sorted(self._writes))
-
-    async def _one_pc(self, group: list[str]) -> None:
-        command = self._prewrite(group, True, one_pc=True)
-        result: PrewriteResult | None = None
-        with contextlib.suppress(_NoAnswer):
-            result = _typed(await self.store._router.call(command, group[0]), PrewriteResult)
-        if result is not None and result.status == COMMITTED:
-            self.commit_ts = result.commit_ts
-            return
-        await self._abort([result], may_have_committed=result is None)
-
-    async def _commit_secondaries(self, keys: list[str]) -> None:
-        """Commit the keys after the commit point; what fails is left to readers."""
-        if not keys:
-            return
-        try:
-            await self.store._resolve(keys, self.start_ts, self.commit_ts)
-        except _NoAnswer as exc:
-            log.info("secondaries_left start_ts=%d error=%s", self.start_ts, exc)
-
-    async def _abort(
-        self,
-        results: list[PrewriteResult | None],
-        *,
-        may_have_committed: bool,
-        failure: str = "",
-        conflict: str = "",
-    ) -> None:
-        """Roll every key back and raise: TxnConflict (a conflict), TxnError (no answer),
-        TxnIndeterminate (the rollback got no answer where the prewrites may all have
-        landed).  Returns normally when the rollback finds the transaction committed."""
-        store = self.store
-        try:
-            outcome = await store._resolve(sorted(self._writes), self.start_ts, 0)
-        except _NoAnswer:
-            outcome = "unknown"
-        if outcome == ALREADY_COMMITTED:
-            return  # a resolver (or our own late command) committed it
-        if outcome == "unknown" and may_have_committed:
+        mutations = core.mutations_of(store.mode, self._writes, ())
+        outcome = await store._drive(core.commit(store._ctx, self.start_ts, mutations))
+        if outcome.kind == core.OK:
+            self.commit_ts = outcome.commit_ts
+            store.stats.committed += 1
+        elif outcome.kind == core.INDETERMINATE:
             store.stats.indeterminate += 1
-            raise TxnIndeterminate(
-                f"transaction {self.start_ts}: its prewrites and rollback got no answer; it "
-                "may or may not have committed"
-            )
-        if failure:
-            raise TxnError(f"transaction {self.start_ts} rolled back: {failure}")
-        refused = [r for r in results if r is not None and not r.ok]
-        if not refused and any(r is None for r in results):
-            raise TxnError(f"transaction {self.start_ts}: a prewrite got no answer (rolled back)")
-        blocking = next((r for r in refused if r.lock is not None), None)
-        if blocking is not None and blocking.lock is not None:
-            await asyncio.sleep(store.lock_wait_s)
-            with contextlib.suppress(_NoAnswer):
-                await store._resolve_lock(blocking.key or blocking.lock.primary, blocking.lock)
-        store.stats.conflicts += 1
-        why = refused[0].status if refused else conflict or WRITE_CONFLICT
-        raise TxnConflict(f"transaction {self.start_ts} rolled back: {why}")
+            raise TxnIndeterminate(outcome.reason)
+        elif outcome.conflict:
+            store.stats.conflicts += 1
+            raise TxnConflict(outcome.reason)
+        else:
+            raise TxnError(outcome.reason)
 
-
-def _all_ok(results: list[PrewriteResult | None]) -> bool:
-    return all(r is not None and r.ok for r in results)
 
 
 def _merge(

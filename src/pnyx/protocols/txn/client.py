@@ -1,4 +1,9 @@
-"""The transaction coordinator as a simulated client of the sharded store (pure).
+"""The transaction coordinator as a simulated client of the sharded store (pure): the
+simulator's driver of :mod:`pnyx.protocols.txn.coordinator`, whose generators hold the
+protocol (the same ones :class:`pnyx.services.txn.TxnStore` runs on real processes).
+This module maps their effects to the simulated world: commands become messages routed
+through the cached range map, waits become ticks, back-off and crash points draw from the
+seeded RNG.
 
 One transaction at a time, drawn from the workloads (bank and list-append, half each):
 
@@ -49,7 +54,7 @@ does; every command is idempotent, so a request whose answer is late is simply s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,26 +66,25 @@ from pnyx.protocols.multiraft.messages import (
     RangeDesc,
 )
 from pnyx.protocols.raft.messages import ClientRequest
+from pnyx.protocols.txn import coordinator as core
+from pnyx.protocols.txn.coordinator import (
+    ACK_BEFORE_DURABLE,
+    ASYNC_COMMIT,
+    CLIENT_MUTANTS,
+    COMMIT_TS_BEFORE_PREWRITE,
+    MODES,
+    ONE_PC,
+    ONE_PC_SPLIT,
+    PERCOLATOR,
+    TWO_PC,
+    merge_answers,
+    split_command,
+)
 from pnyx.protocols.txn.messages import (
-    ALREADY_COMMITTED,
-    COMMITTED,
-    LOCKED,
-    ROLLED_BACK,
     AllocTs,
-    CheckSecondaryLocks,
-    CheckTxnStatus,
-    Get,
-    GetResult,
-    Lock,
-    Mutation,
     Prewrite,
-    PrewriteResult,
-    Resolve,
-    ResolveResult,
     Scan,
-    ScanResult,
     TxnCommand,
-    TxnStatus,
     command_keys,
 )
 from pnyx.protocols.txn.workloads import (
@@ -92,31 +96,7 @@ from pnyx.protocols.txn.workloads import (
     draw_list_append,
 )
 
-PERCOLATOR = "percolator"
-TWO_PC = "2pc"
-"""Two-phase commit over the Raft groups, serializable: as ``percolator`` (prepare = the
-prewrites, the decision record = the primary's commit record in its own group, phase 2 =
-the secondaries), and every key read but not written is validated and read-locked in the
-prepare (no write since the start timestamp, none until the commit)."""
-ASYNC_COMMIT = "async-commit"
-ONE_PC = "1pc"
-MODES = (PERCOLATOR, ASYNC_COMMIT, ONE_PC, TWO_PC)
-TWO_PHASE_MODES = (PERCOLATOR, TWO_PC)
-"""Modes whose commit point is the primary's commit record at a timestamp from the
-allocator."""
-
-COMMIT_TS_BEFORE_PREWRITE = "commit_ts_before_prewrite"
-"""Mutant (percolator mode): the commit timestamp is taken before the prewrites are sent,
-so a reader between the two timestamps may miss a lock that lands after its read."""
-ACK_BEFORE_DURABLE = "ack_before_durable"
-"""Mutant (2pc mode): the coordinator acknowledges the commit before the decision record
-is durable (before the primary's commit answered), so a crash or a resolver may still
-abort an acknowledged transaction."""
-CLIENT_MUTANTS: frozenset[str] = frozenset({COMMIT_TS_BEFORE_PREWRITE, ACK_BEFORE_DURABLE})
-
 CRASH_STEPS = ("start", "reads", "prewriting", "commit_ts", "primary", "secondaries")
-ONE_PC_SPLIT = "one_pc_split"
-"""The client's own marker: a 1PC prewrite met a split (its keys now span ranges)."""
 RETRIED_ERRORS = frozenset({"not_leader", "busy", "transferring", "leadership_lost"})
 STALE_ROUTE_ERRORS = frozenset({"key_not_in_range", "range_not_found"})
 
@@ -188,23 +168,37 @@ class _Txn:
     def __init__(self, program: Program, deadline_tick: int) -> None:
         self.program = program
         self.deadline_tick = deadline_tick
-        self.attempt = 0
-        self.start_ts = 0
-        self.commit_ts = 0
         self.values: dict[str, Any] = {}
-        self.writes: dict[str, Any] = {}
-        self.mutations: dict[str, Mutation] = {}
-        """What the prewrites lock, by key: the writes, and in 2pc mode read locks."""
-        self.primary = ""
-        self.waiting = 0
-        """Answers still awaited in the current step."""
-        self.refused: PrewriteResult | None = None
-        self.min_commit_ts = 0
-        self.one_pc_done = False
-        """A prewrite of all keys answered committed (1PC, or resolved by a reader)."""
-        self.rollback_committed = False
-        self.scanned: tuple[str, ...] = ()
-        """Keys a scan of this attempt listed (2pc read-locks them too)."""
+        """The current attempt's reads (filled by the coordinator's generators)."""
+
+
+class _Root:
+    """One transaction's generator as it runs: attached to its transaction until the
+    outcome is decided, then (committing the secondaries) detached."""
+
+    def __init__(self, txn: _Txn) -> None:
+        self.txn = txn
+        self.detached = False
+        self.dead = False
+
+
+class _Task:
+    """A generator of the coordinator being driven (the root or a forked child)."""
+
+    __slots__ = ("alive", "gen", "on_error", "on_return", "root")
+
+    def __init__(
+        self,
+        gen: Generator[Any, Any, Any],
+        root: _Root,
+        on_return: Callable[[Any], None],
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        self.gen = gen
+        self.root = root
+        self.on_return = on_return
+        self.on_error = on_error
+        self.alive = True
 
 
 class TxnClient(Outbox):
@@ -276,10 +270,6 @@ class TxnClient(Outbox):
         event = HistoryEvent(self.node_id, outcome, program.f, value)
         self._ready.record.append(Record(event))
 
-    def _live(self, txn: _Txn, attempt: int) -> bool:
-        """True while ``txn``'s attempt ``attempt`` is the one running (no crash since)."""
-        return self._txn is txn and txn.attempt == attempt
-
     def _crashes(self, step: str) -> bool:
         """Maybe crash before ``step``: forget the transaction (outcome unknown)."""
         txn = self._txn
@@ -315,406 +305,175 @@ class TxnClient(Outbox):
         program = self._draw()
         txn = self._txn = _Txn(program, self._now + self.cfg.give_up_ticks)
         self._record("invoke", program, program.invocation())
-        self._begin_attempt(txn)
+        ctx = core.Context(self.cfg.mode, mutants=self.cfg.mutants, count=self._count)
+        gen = core.run_program(
+            ctx, program, self._rng, self.cfg.scan_share, self.cfg.scan_limit, txn.values
+        )
+        root = _Root(txn)
+        task = _Task(gen, root, lambda result: self._on_program_end(root, result), _reraise)
+        self._advance(task, None)
 
-    def _begin_attempt(self, txn: _Txn) -> None:
-        txn.attempt += 1
-        txn.values, txn.writes, txn.mutations, txn.refused = {}, {}, {}, None
-        txn.start_ts = txn.commit_ts = txn.min_commit_ts = 0
-        txn.one_pc_done = False
-        txn.scanned = ()
-        attempt = txn.attempt
-        self._call(AllocTs(TS_KEY), txn, lambda ts: self._on_start_ts(txn, attempt, ts))
-
-    def _on_start_ts(self, txn: _Txn, attempt: int, ts: Any) -> None:
-        if not self._live(txn, attempt):
+    def _on_program_end(self, root: _Root, result: Any) -> None:
+        """The program's generator returned its outcome, or None when the outcome was decided
+        (and recorded) before."""
+        if result is None:
             return
-        if not isinstance(ts, int):
-            self._finish(txn, "fail", None)  # nothing written yet
-            return
-        txn.start_ts = ts
-        if self._crashes("start"):
-            return
-        keys = txn.program.reads()
-        if self._scans(txn.program):
-            self._scan_reads(txn, attempt, keys)
-            return
-        txn.waiting = len(keys)
-        for key in keys:
-            self._read(txn, attempt, key)
-
-    def _scans(self, program: Program) -> bool:
-        """Whether this attempt reads by scan (no RNG draw when scans are off)."""
-        if self.cfg.scan_share <= 0.0 or program.f not in ("read", "txn"):
-            return False
-        return self._rng.random() < self.cfg.scan_share
-
-    def _scan_reads(self, txn: _Txn, attempt: int, keys: tuple[str, ...]) -> None:
-        """Read ``keys`` (sorted) with one scan of ``[keys[0], keys[-1]]``, page by page;
-        a key the scan does not list is absent (None)."""
-        self._count("scans")
-        found: dict[str, Any] = {}
-        end = keys[-1] + "\x00"  # the smallest key after the last one
-
-        def page(cursor: str) -> None:
-            if self._live(txn, attempt):
-                cmd = Scan(cursor, end, txn.start_ts, self.cfg.scan_limit)
-                self._count("scan_pages")
-                self._call(cmd, txn, done)
-
-        def done(result: Any) -> None:
-            if not self._live(txn, attempt):
-                return
-            if not isinstance(result, ScanResult):
-                self._finish(txn, "fail", None)  # given up before writing anything
-                return
-            found.update(result.items)
-            lock, resume = result.lock, result.resume
-            if lock is not None:
-                self._count("scans_blocked")
-                self._after(
-                    self.cfg.lock_wait_ticks,
-                    lambda: self._resolve_lock(txn, attempt, resume, lock, lambda: page(resume)),
-                )
-            elif resume:
-                page(resume)
-            else:
-                txn.values = {k: found.get(k) for k in keys}
-                txn.scanned = tuple(sorted(found))
-                self._on_reads(txn, attempt)
-
-        page(keys[0])
-
-    def _read(self, txn: _Txn, attempt: int, key: str) -> None:
-        def done(result: Any) -> None:
-            if not self._live(txn, attempt):
-                return
-            if not isinstance(result, GetResult):
-                self._finish(txn, "fail", None)  # given up before writing anything
-            elif result.lock is not None:
-                self._count("reads_blocked")
-                lock = result.lock
-                self._after(
-                    self.cfg.lock_wait_ticks,
-                    lambda: self._resolve_lock(txn, attempt, key, lock, lambda: again()),
-                )
-            else:
-                txn.values[key] = result.value
-                txn.waiting -= 1
-                if txn.waiting == 0:
-                    self._on_reads(txn, attempt)
-
-        def again() -> None:
-            if self._live(txn, attempt):
-                self._read(txn, attempt, key)
-
-        self._call(Get(key, txn.start_ts), txn, done)
-
-    def _on_reads(self, txn: _Txn, attempt: int) -> None:
-        if self._crashes("reads"):
-            return
-        txn.writes = txn.program.writes(txn.values)
-        if not txn.writes:
-            self._finish(txn, "ok", txn.program.output(txn.values))  # read-only: its snapshot
-            return
-        txn.mutations = {k: Mutation(k, v) for k, v in txn.writes.items()}
-        if self.cfg.mode == TWO_PC:
-            read = txn.program.reads()
-            if txn.scanned:
-                read = tuple(sorted({*read, *txn.scanned}))
-            for key in read:
-                if key not in txn.writes:
-                    txn.mutations[key] = Mutation(key, None, read_only=True)
-        txn.primary = min(txn.writes)
-        if COMMIT_TS_BEFORE_PREWRITE in self.cfg.mutants and self.cfg.mode == PERCOLATOR:
-            self._call(AllocTs(TS_KEY), txn, lambda ts: self._early_commit_ts(txn, attempt, ts))
-            return
-        self._prewrite(txn, attempt)
-
-    def _early_commit_ts(self, txn: _Txn, attempt: int, ts: Any) -> None:
-        if not self._live(txn, attempt):
-            return
-        if not isinstance(ts, int):
-            self._finish(txn, "fail", None)
-            return
-        txn.commit_ts = ts
-        self._prewrite(txn, attempt)
-
-    # -- prewrite -------------------------------------------------------------------------------
-
-    def _prewrite(self, txn: _Txn, attempt: int) -> None:
-        keys = sorted(txn.mutations)
-        one_range = self._one_range(keys)
-        use_async = self.cfg.mode not in TWO_PHASE_MODES
-        secondaries = tuple(k for k in keys if k != txn.primary) if use_async else ()
-        one_pc = self.cfg.mode == ONE_PC and one_range
-        groups = [keys] if one_pc else self._group_keys(keys)
-        txn.waiting = len(groups)
-        for i, group in enumerate(groups):
-            muts = tuple(txn.mutations[k] for k in group)
-            mine = secondaries if txn.primary in group else ()
-            cmd = Prewrite(txn.start_ts, txn.primary, muts, use_async, mine, one_pc)
-            self._call(cmd, txn, self._prewrite_done(txn, attempt, group))
-            if i == 0 and self._crashes("prewriting"):
-                return
-
-    def _prewrite_done(self, txn: _Txn, attempt: int, group: list[str]) -> Done:
-        def done(result: Any) -> None:
-            self._on_prewrite(txn, attempt, group, result)
-
-        return done
-
-    def _on_prewrite(self, txn: _Txn, attempt: int, group: list[str], result: Any) -> None:
-        if not self._live(txn, attempt):
-            return
-        if isinstance(result, dict) and result.get("error") == ONE_PC_SPLIT:
-            # The 1PC command met a split: prewrite the keys key by key instead (async).
-            secondaries = tuple(k for k in sorted(txn.mutations) if k != txn.primary)
-            for key in group:
-                txn.waiting += 1
-                mine = secondaries if key == txn.primary else ()
-                muts = (txn.mutations[key],)
-                cmd = Prewrite(txn.start_ts, txn.primary, muts, True, mine)
-                self._call(cmd, txn, self._prewrite_done(txn, attempt, [key]))
-        elif not isinstance(result, PrewriteResult):
-            txn.refused = txn.refused or PrewriteResult(ROLLED_BACK)  # unknown: roll back
-        elif not result.ok:
-            if txn.refused is None or result.lock is not None:
-                txn.refused = result
-        elif result.status == COMMITTED:
-            txn.min_commit_ts = max(txn.min_commit_ts, result.commit_ts)
-            txn.one_pc_done = txn.one_pc_done or len(group) == len(txn.mutations)
+        outcome, txn = result, root.txn
+        if outcome.kind == core.OK:
+            self._decided(root, outcome)
+        elif outcome.kind == core.INDETERMINATE:
+            self._finish(txn, "info", None)
         else:
-            txn.min_commit_ts = max(txn.min_commit_ts, result.min_commit_ts)
-        txn.waiting -= 1
-        if txn.waiting == 0:
-            self._on_prewrites(txn, attempt)
+            self._finish(txn, "fail", None)
 
-    def _on_prewrites(self, txn: _Txn, attempt: int) -> None:
-        if txn.refused is not None:
-            self._abort(txn, attempt)
-            return
-        if self.cfg.mode in TWO_PHASE_MODES:
-            if txn.commit_ts:  # the mutant took it before the prewrites
-                self._commit_primary(txn, attempt)
-                return
-            if self._crashes("commit_ts"):
-                return
-            self._call(AllocTs(TS_KEY), txn, lambda ts: self._on_commit_ts(txn, attempt, ts))
-            return
-        # async commit / 1PC: every prewrite is durable — the transaction is committed
-        txn.commit_ts = txn.min_commit_ts
-        self._committed(txn)
-        if not txn.one_pc_done:
-            self._commit_keys(txn, sorted(txn.mutations))
-
-    def _on_commit_ts(self, txn: _Txn, attempt: int, ts: Any) -> None:
-        if not self._live(txn, attempt):
-            return
-        if not isinstance(ts, int):
-            txn.refused = PrewriteResult(ROLLED_BACK)
-            self._abort(txn, attempt)
-            return
-        txn.commit_ts = ts
-        self._commit_primary(txn, attempt)
-
-    def _commit_primary(self, txn: _Txn, attempt: int) -> None:
-        if ACK_BEFORE_DURABLE in self.cfg.mutants and self.cfg.mode == TWO_PC:
-            self._ack_then_commit(txn)
-            return
-        if self._crashes("primary"):
-            return
-
-        def done(result: Any) -> None:
-            if not self._live(txn, attempt):
-                return
-            if not isinstance(result, ResolveResult):
-                self._finish(txn, "info", None)  # the commit point may have been passed
-            elif result.status:
-                txn.refused = PrewriteResult(ROLLED_BACK)  # a resolver rolled it back
-                self._abort(txn, attempt)
-            else:
-                self._committed(txn)
-                self._commit_keys(txn, [k for k in sorted(txn.mutations) if k != txn.primary])
-
-        self._call(Resolve((txn.primary,), txn.start_ts, txn.commit_ts), txn, done)
-
-    def _ack_then_commit(self, txn: _Txn) -> None:
-        """The mutant: acknowledge first, then make the decision durable (maybe never)."""
-        self._committed(txn)
-        if self._rng.random() < self.cfg.crash_probability:
-            self._count("crash_primary")
-            self._idle_until = self._now + self.cfg.restart_ticks
-            return
-        secondaries = [k for k in sorted(txn.mutations) if k != txn.primary]
-
-        def done(result: Any) -> None:
-            if isinstance(result, ResolveResult) and not result.status:
-                self._commit_keys(txn, secondaries)
-
-        self._call(Resolve((txn.primary,), txn.start_ts, txn.commit_ts), None, done)
-
-    def _committed(self, txn: _Txn) -> None:
-        self._count(f"committed_{self.cfg.mode}")
+    def _decided(self, root: _Root, outcome: core.Outcome) -> None:
+        txn = root.txn
+        if outcome.wrote:
+            self._count(f"committed_{self.cfg.mode}")
+        root.detached = True
         self._finish(txn, "ok", txn.program.output(txn.values))
 
-    def _commit_keys(self, txn: _Txn, keys: list[str]) -> None:
-        """Commit the remaining keys, not waiting for the answers (readers resolve the rest)."""
-        if not keys:
-            return
-        if self._rng.random() < self.cfg.crash_probability:
-            # A crash after the commit point (already recorded): the keys stay locked.
-            self._count("crash_secondaries")
+    # -- driving the coordinator's generators --------------------------------------------------
+
+    def _live(self, task: _Task) -> bool:
+        """True while ``task`` runs: not abandoned, its transaction not crashed (a detached
+        task lives on until it crashes itself)."""
+        root = task.root
+        if not task.alive or root.dead:
+            return False
+        return root.detached or self._txn is root.txn
+
+    def _resume(self, task: _Task) -> Callable[[Any], None]:
+        return lambda value: self._advance(task, value)
+
+    def _advance(self, task: _Task, value: Any, error: Exception | None = None) -> None:
+        """Run ``task`` until it waits for an answer (or ends)."""
+        for _ in range(1_000_000):  # bounded: every effect answered at once is a step
+            if not self._live(task):
+                return
+            try:
+                effect = task.gen.throw(error) if error is not None else task.gen.send(value)
+            except StopIteration as stop:
+                task.alive = False
+                task.on_return(stop.value)
+                return
+            except (core.NoAnswer, core.LockedOut) as exc:
+                task.alive = False
+                task.on_error(exc)
+                return
+            error = None
+            done, value = self._effect(task, effect)
+            if not done:
+                return
+        raise RuntimeError("a coordinator generator ran 1000000 steps without waiting")
+
+    def _effect(self, task: _Task, effect: Any) -> tuple[bool, Any]:
+        """Carry out ``effect``: (True, answer) when answered at once, (False, None) when
+        the answer comes later (the task is resumed then)."""
+        kind = type(effect)
+        if kind is core.Groups:
+            return True, self._group_keys(list(effect.keys))
+        if kind is core.OneRange:
+            return True, self._one_range(list(effect.keys))
+        if kind is core.Retry:
+            return True, self._backoff(task.root.txn, effect.attempt)
+        if kind is core.Decided:
+            self._decided(task.root, effect.outcome)
+            return True, None
+        if kind is core.Crash:
+            return self._crash_point(task, effect.step), None
+        if kind is core.Calls and not effect.wait:
+            for command in effect.commands:
+                self._call(command, None, lambda r: None)
+            return True, None
+        self._wait_for(task, effect)
+        return False, None
+
+    def _wait_for(self, task: _Task, effect: Any) -> None:
+        kind = type(effect)
+        txn = None if task.root.detached else task.root.txn
+        if kind is core.Call:
+            self._call(effect.command, txn, self._resume(task))
+        elif kind is core.Timestamp:
+            self._call(AllocTs(TS_KEY), txn, self._resume(task))
+        elif kind is core.Calls:
+            self._parallel(task, effect.commands, txn)
+        elif kind is core.LockWait:
+            self._after(self.cfg.lock_wait_ticks, lambda: self._advance(task, None))
+        elif kind is core.Sleep:
+            self._after(int(effect.delay), lambda: self._advance(task, None))
+        elif kind is core.Fork:
+            self._fork(task, effect)
+        else:
+            raise TypeError(f"unknown coordinator effect {effect!r}")
+
+    def _parallel(self, task: _Task, commands: tuple[TxnCommand, ...], txn: _Txn | None) -> None:
+        answers: list[Any] = [None] * len(commands)
+        left = [len(commands)]
+
+        def answer(i: int) -> Done:
+            def done(result: Any) -> None:
+                if not self._live(task):
+                    return
+                answers[i] = result
+                left[0] -= 1
+                if left[0] == 0:
+                    self._advance(task, answers)
+
+            return done
+
+        if not commands:
+            self._advance(task, answers)
+        for i, command in enumerate(commands):
+            self._call(command, txn, answer(i))
+
+    def _fork(self, parent: _Task, fork: core.Fork) -> None:
+        children: list[_Task] = []
+        left = [len(fork.tasks)]
+
+        def returned(_result: Any) -> None:
+            left[0] -= 1
+            if left[0] == 0:
+                self._advance(parent, None)
+
+        def failed(exc: Exception) -> None:
+            for child in children:
+                child.alive = False
+            self._advance(parent, None, exc)
+
+        if not fork.tasks:
+            self._advance(parent, None)
+        for i, gen in enumerate(fork.tasks):
+            child = _Task(gen, parent.root, returned, failed)
+            children.append(child)
+            self._advance(child, None)
+            step = fork.crash_after_first
+            if i == 0 and step and not self._crash_point(parent, step):
+                return
+
+    def _crash_point(self, task: _Task, step: str) -> bool:
+        """A crash point: True to go on, False when the coordinator crashed here."""
+        root = task.root
+        if not root.detached:
+            return not self._crashes(step)
+        # After the outcome was recorded: the rest of the commit is lost.
+        if self._rng.random() >= self.cfg.crash_probability:
+            return True
+        root.dead = True
+        self._count(f"crash_{step}")
+        if step == "secondaries":
             self._calls.clear()
             self._parked.clear()
             self._timers.clear()
-            self._idle_until = self._now + self.cfg.restart_ticks
-            return
-        for group in self._group_keys(keys):
-            self._call(Resolve(tuple(group), txn.start_ts, txn.commit_ts), None, lambda r: None)
+        self._idle_until = self._now + self.cfg.restart_ticks
+        return False
 
-    # -- abort -----------------------------------------------------------------------------------
-
-    def _abort(self, txn: _Txn, attempt: int) -> None:
-        """Roll every key back; then retry, or record the outcome."""
-        self._count("aborted_attempts")
-        groups = self._group_keys(sorted(txn.mutations))
-        txn.waiting = len(groups)
-        txn.rollback_committed = False
-        unsure = [False]
-
-        def done(result: Any) -> None:
-            if not self._live(txn, attempt):
-                return
-            if not isinstance(result, ResolveResult):
-                unsure[0] = True
-            elif result.status == ALREADY_COMMITTED:
-                txn.rollback_committed = True
-            txn.waiting -= 1
-            if txn.waiting == 0:
-                self._after_rollback(txn, attempt, unsure[0])
-
-        for group in groups:
-            self._call(Resolve(tuple(group), txn.start_ts, 0), txn, done)
-
-    def _after_rollback(self, txn: _Txn, attempt: int, unsure: bool) -> None:
-        if txn.rollback_committed:
-            self._count("committed_by_resolver")
-            self._committed(txn)
-            return
-        if unsure:
-            self._finish(txn, "info", None)
-            return
-        refused = txn.refused
-        retry = (
-            txn.attempt < self.cfg.max_attempts
-            and not self._stopped
-            and self._now < txn.deadline_tick
-        )
-        if not retry:
-            self._finish(txn, "fail", None)
-            return
-        backoff = self._rng.randrange(0, self.cfg.backoff_ticks * 2**txn.attempt)
-        if refused is not None and refused.lock is not None:
-            lock = refused.lock
-            key = refused.key or lock.primary
-            self._after(
-                self.cfg.lock_wait_ticks,
-                lambda: self._resolve_lock(
-                    txn, attempt, key, lock, lambda: self._retry(txn, attempt, backoff)
-                ),
-            )
-            return
-        self._retry(txn, attempt, backoff)
-
-    def _retry(self, txn: _Txn, attempt: int, backoff: int) -> None:
-        def begin() -> None:
-            if self._live(txn, attempt):
-                self._begin_attempt(txn)
-
-        if self._live(txn, attempt):
-            self._after(backoff, begin)
-
-    # -- lock resolution ---------------------------------------------------------------------------
-
-    def _resolve_lock(
-        self, txn: _Txn, attempt: int, key: str, lock: Lock, then: Callable[[], None]
-    ) -> None:
-        """Decide ``lock``'s transaction from its primary (and, for an async lock, all its
-        keys), resolve ``key`` and the primary accordingly, then call ``then``."""
-        if not self._live(txn, attempt):
-            return
-        self._count("resolutions")
-
-        def status(result: Any) -> None:
-            if not self._live(txn, attempt):
-                return
-            if not isinstance(result, TxnStatus):
-                then()
-            elif result.state == LOCKED and result.lock is not None:
-                self._check_secondaries(txn, attempt, key, result.lock, then)
-            else:
-                commit_ts = result.commit_ts if result.state == COMMITTED else 0
-                self._settle(txn, attempt, lock, (key,), commit_ts, then)
-
-        self._call(CheckTxnStatus(lock.primary, lock.start_ts, True), txn, status)
-
-    def _check_secondaries(
-        self, txn: _Txn, attempt: int, key: str, primary_lock: Lock, then: Callable[[], None]
-    ) -> None:
-        keys = sorted({primary_lock.primary, *primary_lock.secondaries})
-        groups = self._group_keys(keys)
-        states: list[TxnStatus] = []
-        left = [len(groups)]
-        start_ts = primary_lock.start_ts
-
-        def done(result: Any) -> None:
-            if not self._live(txn, attempt):
-                return
-            if isinstance(result, tuple):
-                states.extend(s for s in result if isinstance(s, TxnStatus))
-            else:
-                states.append(TxnStatus(LOCKED, 0, None))  # unknown: decide nothing
-            left[0] -= 1
-            if left[0] > 0:
-                return
-            if any(s.state == LOCKED and s.lock is None for s in states):
-                then()
-                return
-            if any(s.state == ROLLED_BACK for s in states):
-                commit_ts = 0
-            else:
-                commit_ts = max(
-                    s.commit_ts if s.state == COMMITTED else s.lock.min_commit_ts  # type: ignore[union-attr]
-                    for s in states
-                )
-            self._settle(txn, attempt, primary_lock, (primary_lock.primary, key), commit_ts, then)
-
-        for group in groups:
-            self._call(CheckSecondaryLocks(tuple(group), start_ts), txn, done)
-
-    def _settle(
-        self,
-        txn: _Txn,
-        attempt: int,
-        lock: Lock,
-        keys: tuple[str, ...],
-        commit_ts: int,
-        then: Callable[[], None],
-    ) -> None:
-        self._count("rolled_forward" if commit_ts else "rolled_back")
-        groups = self._group_keys(sorted(set(keys)))
-        left = [len(groups)]
-
-        def done(_result: Any) -> None:
-            if not self._live(txn, attempt):
-                return
-            left[0] -= 1
-            if left[0] == 0:
-                then()
-
-        for group in groups:
-            self._call(Resolve(tuple(group), lock.start_ts, commit_ts), txn, done)
+    def _backoff(self, txn: _Txn, attempt: int) -> int | None:
+        """Ticks before attempt ``attempt + 1``, or None when there is none."""
+        retry = attempt < self.cfg.max_attempts and not self._stopped
+        if not (retry and self._now < txn.deadline_tick):
+            return None
+        return self._rng.randrange(0, self.cfg.backoff_ticks * 2**attempt)
 
     # -- requests and routing ---------------------------------------------------------------------
 
@@ -806,12 +565,12 @@ class TxnClient(Outbox):
                 parts[i] = result
                 left[0] -= 1
                 if left[0] == 0:
-                    call.on_done(_merge(cmd, parts))
+                    call.on_done(merge_answers(cmd, parts))
 
             return done
 
         for i, key in enumerate(keys):
-            sub = _single(cmd, key)
+            sub = split_command(cmd, key)
             sub_call = _Call(sub, part(i), call.deadline_tick)
             self._parked.append(sub_call)
         self._refresh()
@@ -851,37 +610,9 @@ class TxnClient(Outbox):
             self._resend_or_give_up(call)
 
 
-def _single(cmd: TxnCommand, key: str) -> TxnCommand:
-    """The part of multi-key ``cmd`` about ``key``."""
-    if type(cmd) is Prewrite:
-        muts = tuple(m for m in cmd.mutations if m.key == key)
-        secondaries = cmd.secondaries if key == cmd.primary else ()
-        return Prewrite(cmd.start_ts, cmd.primary, muts, cmd.use_async, secondaries, False)
-    if type(cmd) is Resolve:
-        return Resolve((key,), cmd.start_ts, cmd.commit_ts)
-    if type(cmd) is CheckSecondaryLocks:
-        return CheckSecondaryLocks((key,), cmd.start_ts)
-    raise TypeError(f"{type(cmd).__name__} has one key")
 
-
-def _merge(cmd: TxnCommand, parts: list[Any]) -> Any:
-    """One answer for a command that was sent key by key (None if any part was lost)."""
-    if any(p is None or isinstance(p, dict) for p in parts):
-        return None
-    if type(cmd) is CheckSecondaryLocks:
-        return tuple(s for p in parts for s in p)
-    if type(cmd) is Resolve:
-        odd = [p for p in parts if p.status]
-        if not odd:
-            return ResolveResult("", (), cmd.commit_ts)
-        keys = tuple(k for p in odd for k in p.keys)
-        return ResolveResult(odd[0].status, keys, cmd.commit_ts)
-    refused = [p for p in parts if not p.ok]
-    if refused:
-        return refused[0]
-    # A part a resolver already committed answers its commit timestamp (the largest
-    # min_commit_ts of all the transaction's locks): keep it.
-    return PrewriteResult("", max(max(p.min_commit_ts, p.commit_ts) for p in parts))
+def _reraise(exc: Exception) -> None:
+    raise exc
 
 
 __all__ = [
