@@ -358,12 +358,7 @@ class RangeClient:
         an earlier attempt, see ``move.done``).  Raises MoveRefused when it is refused."""
         error = reply.error
         if error == "not_leader":
-            hint = reply.leader_hint
-            if hint is not None and hint > 0 and hint != member and hint in self.members:
-                self._leaders[move.range_id] = hint
-            else:
-                self._leaders.pop(move.range_id, None)
-                await asyncio.sleep(backoff_s)
+            await self._follow_hint(move.range_id, member, reply.leader_hint, backoff_s)
             return True
         if error == "range_not_found":  # this member holds no replica: the map is stale
             self._leaders.pop(move.range_id, None)
@@ -455,6 +450,17 @@ class RangeClient:
         reply = await self._send(member, LeadersQuery(next(self._ids)), deadline)
         return [(int(g), int(t)) for g, t in reply.result]
 
+    async def _follow_hint(
+        self, range_id: int, member: int, hint: int | None, backoff_s: float
+    ) -> None:
+        """After ``not_leader`` from ``member``: try the hinted leader next, or, without a
+        usable hint, forget the range's leader and back off."""
+        if hint is not None and hint > 0 and hint != member and hint in self.members:
+            self._leaders[range_id] = hint
+        else:
+            self._leaders.pop(range_id, None)
+            await asyncio.sleep(backoff_s)
+
     def _route(self, key: str) -> RangeDesc | None:
         for desc in self._map:
             if desc.contains(key):
@@ -529,12 +535,7 @@ class RangeClient:
             await self.refresh()
             return True
         if error in ("not_leader", LEADERSHIP_LOST):
-            hint = reply.leader_hint
-            if hint is not None and hint > 0 and hint != member and hint in self.members:
-                self._leaders[desc.range_id] = hint
-            else:
-                self._leaders.pop(desc.range_id, None)
-                await asyncio.sleep(backoff_s)
+            await self._follow_hint(desc.range_id, member, reply.leader_hint, backoff_s)
             return True
         if error in WAIT_ERRORS:
             await asyncio.sleep(backoff_s)
