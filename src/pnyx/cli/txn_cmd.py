@@ -5,7 +5,9 @@ Each command is one transaction (retried on conflict up to ``--retries`` times):
 key of ``[START, END)`` in key order; END "" or absent: no upper bound), ``run --file``
 (lines ``get K`` / ``put K V`` / ``delete K`` as one transaction), and the bank:
 ``bank-init N AMOUNT``, ``transfer FROM TO AMOUNT``, ``bank-check`` (one snapshot of every
-account: total conserved, no negative balance).
+account: total conserved, no negative balance).  ``--mode`` picks the commit protocol:
+``percolator``, ``async-commit`` and ``1pc`` give snapshot isolation, ``2pc`` (read keys
+locked in the prepare) serializability.
 Exit status 0: done; 1: conflict, no answer, may-or-may-not-have-committed, or a failed
 check (one line on stderr); 2: bad usage.
 """
@@ -120,10 +122,12 @@ def _exit(message: str) -> NoReturn:
 @click.option("--endpoints", default=None, help="Members as ID=HOST:PORT,... instead.")
 @click.option(
     "--mode",
-    type=click.Choice(["percolator", "async-commit", "1pc"]),
+    type=click.Choice(["percolator", "async-commit", "1pc", "2pc"]),
     default="percolator",
     show_default=True,
-    help="Commit protocol: Percolator's two phases, async commit, or 1PC for one range.",
+    help="Commit protocol: Percolator's two phases, async commit, or 1PC for one range "
+    "(snapshot isolation); or 2pc, two-phase commit that also locks the keys read "
+    "(serializable).",
 )
 @click.option(
     "--retries",
@@ -136,7 +140,8 @@ def _exit(message: str) -> NoReturn:
 def txn(
     ctx: click.Context, data_dir: Path | None, endpoints: str | None, mode: str, retries: int
 ) -> None:
-    """Snapshot-isolated transactions over a sharded multi-Raft cluster (Percolator)."""
+    """Transactions over a sharded multi-Raft cluster: snapshot-isolated (Percolator,
+    async commit, 1PC) or serializable (--mode 2pc)."""
     members, ca = _members(data_dir, endpoints)
     ctx.obj = _Target(members, ca, mode, retries)
 

@@ -32,7 +32,16 @@ Raft logs (:mod:`pnyx.protocols.txn.mvcc` holds the columns and commands):
     there are left to readers' lock resolution);
   - ``async-commit`` (TiKV): prewrite every range in parallel with ``min_commit_ts``; once
     all are durable the transaction is committed at the largest ``min_commit_ts``;
-  - ``1pc``: async commit, and one committing prewrite when every key lies in one range.
+  - ``1pc``: async commit, and one committing prewrite when every key lies in one range;
+  - ``2pc``: as ``percolator``, and every key the transaction read but did not write (its
+    gets, and the keys its scans listed) gets a read lock in the prewrite (the prepare):
+    the same conflict rules validate that nobody committed a write to it since the start
+    timestamp, and the lock keeps writers off until the decision (the primary's commit
+    record).  Update transactions are thus **serializable** at their commit timestamps,
+    read-only ones (which commit nothing) at their snapshots; the other modes give
+    snapshot isolation.  Scans lock the keys they listed, not the gaps: phantoms are not
+    prevented.  Serializability holds among ``2pc`` transactions: a transaction of
+    another mode writing meanwhile validates nothing it read.
 
 A refused prewrite (another transaction's lock, a newer commit, a rollback record) rolls
 the transaction's keys back and raises :class:`TxnConflict`; :meth:`TxnStore.run` retries
@@ -83,7 +92,9 @@ log = logging.getLogger("pnyx.txn.client")
 PERCOLATOR = "percolator"
 ASYNC_COMMIT = "async-commit"
 ONE_PC = "1pc"
-MODES = (PERCOLATOR, ASYNC_COMMIT, ONE_PC)
+TWO_PC = "2pc"
+MODES = (PERCOLATOR, ASYNC_COMMIT, ONE_PC, TWO_PC)
+"""The commit modes: the first three give snapshot isolation, ``2pc`` serializability."""
 MAX_LOCK_ROUNDS = 40
 """Locks one read may meet and resolve before the transaction gives up (TxnConflict)."""
 BACKOFF_FIRST_S = 0.01
@@ -272,6 +283,8 @@ class TxnStats:
         """``AllocTs`` requests sent (each serves every caller that waited for it)."""
         self.timestamps = 0
         """Timestamps those requests took."""
+        self.read_locks = 0
+        """Read locks of committed transactions (``2pc`` mode: keys read, not written)."""
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -282,9 +295,10 @@ class TxnStore:
     """Asyncio client of a ``txn`` cluster; ``members`` maps process ids to addresses.
 
     Transactions through one store run concurrently over shared connections.  ``mode``:
-    ``percolator``, ``async-commit`` or ``1pc``.  Every command of a transaction is retried
-    until ``deadline_s``; ``lock_wait_s`` is how long a read blocked by a lock waits
-    before resolving it.
+    ``percolator``, ``async-commit`` or ``1pc`` (snapshot isolation), or ``2pc``
+    (serializable: read keys are locked in the prepare).  Every command of a transaction
+    is retried until ``deadline_s``; ``lock_wait_s`` is how long a read blocked by a lock
+    waits before resolving it.
     """
 
     def __init__(
@@ -487,6 +501,9 @@ class Transaction:
         """Set once committed (0: read-only, or not committed)."""
         self._writes: dict[str, Any] = {}
         self._reads: dict[str, Any] = {}
+        """Values read from the snapshot by ``get``, by key."""
+        self._scanned: set[str] = set()
+        """Keys the transaction's scans returned (2pc read-locks them as it does gets)."""
         self._done = False
 
     async def get(self, key: str) -> Any:
@@ -522,6 +539,17 @@ class Transaction:
         ``limit`` (None: all).  ``start`` "" is the first key, ``end`` "" has no bound; the
         store's reserved keys never appear."""
         start, end, limit = check_scan(start, end, limit)
+        pairs = await self._scan_merged(start, end, limit)
+        # 2pc read-locks every key the caller was shown (its own writes are locked anyway);
+        # keys a page listed beyond ``limit`` were not shown and are not locked.
+        self._scanned.update(key for key, _ in pairs)
+        return pairs
+
+    async def _scan_merged(
+        self, start: str, end: str, limit: int | None
+    ) -> list[tuple[str, Any]]:
+        """The snapshot's pairs of ``[start, end)`` overlaid with the own writes, at most
+        ``limit``."""
         mine = {k: v for k, v in self._writes.items() if start <= k and (not end or k < end)}
         hidden = sum(v is None for v in mine.values())
         found: list[tuple[str, Any]] = []
@@ -572,6 +600,12 @@ class Transaction:
             store.stats.conflicts += 1
             raise TxnConflict(str(exc)) from None
 
+    @property
+    def read_keys(self) -> tuple[str, ...]:
+        """The keys read from the snapshot so far (gets, keys scans returned), sorted: in
+        ``2pc`` mode those not written are read-locked by the commit."""
+        return tuple(sorted({*self._reads, *self._scanned}))
+
     # -- commit ---------------------------------------------------------------------------
 
     async def _commit(self) -> None:
@@ -579,13 +613,14 @@ class Transaction:
             raise TxnError("the transaction has already ended")
         self._done = True
         if not self._writes:
-            return  # read-only: its reads were one snapshot
+            return  # read-only: its reads were one snapshot (serializable there in 2pc)
         store = self.store
-        mutations = core.mutations_of(store.mode, self._writes, ())
+        mutations = core.mutations_of(store.mode, self._writes, self.read_keys)
         outcome = await store._drive(core.commit(store._ctx, self.start_ts, mutations))
         if outcome.kind == core.OK:
             self.commit_ts = outcome.commit_ts
             store.stats.committed += 1
+            store.stats.read_locks += sum(m.read_only for m in mutations.values())
         elif outcome.kind == core.INDETERMINATE:
             store.stats.indeterminate += 1
             raise TxnIndeterminate(outcome.reason)
@@ -699,6 +734,7 @@ __all__ = [
     "MODES",
     "ONE_PC",
     "PERCOLATOR",
+    "TWO_PC",
     "SyncTransaction",
     "SyncTxnStore",
     "TimestampBatcher",
