@@ -302,8 +302,8 @@ def test_bad_keys_and_values_are_refused_with_the_value() -> None:
                 await tx.get(42)  # type: ignore[arg-type]
             with pytest.raises(TxnError, match="use delete"):
                 tx.put("a", None)
-        with pytest.raises(ValueError, match="'2pc'"):
-            TxnStore(MEMBERS, mode="2pc")
+        with pytest.raises(ValueError, match="'3pc'"):
+            TxnStore(MEMBERS, mode="3pc")
 
     asyncio.run(scenario())
 
