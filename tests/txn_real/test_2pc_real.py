@@ -11,6 +11,9 @@
   and the final state conserve the total.
 - **CLI**: ``pnyx txn --mode 2pc`` transfers and checks the bank; its help says which
   modes are serializable.
+- **What the prepare locks** (in-process ranges of test_store's ``FakeRouter``, no
+  cluster): the keys gets read and a scan returned (not those past its limit), not the
+  written ones; nothing for a read-only transaction; write skew likewise.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from click.testing import CliRunner
 
 from pnyx.cli.cluster_cmd import members_of
 from pnyx.cli.txn_cmd import txn
+from pnyx.protocols.txn.messages import Prewrite
 from pnyx.runtime.transport import Address
 from pnyx.services.multiraft import spread_key
 from pnyx.services.txn import (
@@ -44,6 +48,7 @@ from pnyx.services.txn import (
     bank_read,
     bank_transfer,
 )
+from tests.txn_real.test_store import FakeRouter
 
 ACCOUNTS = 8
 INITIAL = 100
@@ -291,3 +296,73 @@ def test_every_store_mode_is_a_cli_mode() -> None:
     assert tuple(choices.choices) == MODES
     with pytest.raises(ValueError, match="'3pc'"):
         TxnStore({1: ("127.0.0.1", 1)}, mode="3pc")
+
+
+# -- what the prepare locks (in-process ranges, no cluster) -------------------------------------
+
+
+def _locked(router: FakeRouter) -> set[tuple[str, bool]]:
+    """Every key the prewrites sent, with whether as a read lock."""
+    sent = [c for c in router.sent if type(c) is Prewrite]
+    return {(m.key, m.read_only) for c in sent for m in c.mutations}
+
+
+def test_the_2pc_prepare_read_locks_gets_and_scanned_keys_only() -> None:
+    async def scenario() -> None:
+        store, router = _fake_store(TWO_PC)
+        async with store.transaction() as init:
+            for key in ("a", "b", "c", "x", "y"):
+                init.put(key, 1)
+        router.sent.clear()
+        async with store.transaction() as tx:
+            assert await tx.get("y") == 1
+            assert await tx.scan("a", "", limit=2) == [("a", 1), ("b", 1)]
+            tx.put("x", 2)
+            tx.put("b", 2)  # read by the scan, then written: a write lock
+        assert _locked(router) == {("a", True), ("b", False), ("x", False), ("y", True)}
+        assert store.stats.read_locks == 2
+        assert not router.left.locks() and not router.right.locks()  # read locks released
+        router.sent.clear()
+        async with store.transaction() as read_only:
+            assert await read_only.get("a") == 1
+        assert _locked(router) == set()  # a read-only transaction commits nothing
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("mode", [PERCOLATOR, TWO_PC])
+def test_write_skew_in_process(mode: str) -> None:
+    async def scenario() -> None:
+        store, router = _fake_store(mode)
+        async with store.transaction() as init:
+            init.put("a", 1)
+            init.put("y", 1)
+        router.sent.clear()
+        conflict = ""
+        try:
+            async with store.transaction() as t1, store.transaction() as t2:
+                assert (await t1.get("a"), await t1.get("y")) == (1, 1)
+                assert (await t2.get("a"), await t2.get("y")) == (1, 1)
+                t1.put("a", 0)
+                t2.put("y", 0)
+        except TxnConflict as exc:
+            conflict = str(exc)
+        async with store.transaction() as check:
+            final = (await check.get("a"), await check.get("y"))
+        if mode == PERCOLATOR:
+            assert (conflict, final) == ("", (0, 0))  # write skew
+            assert _locked(router) == {("a", False), ("y", False)}
+        else:
+            assert "write_conflict" in conflict and final == (1, 0), (conflict, final)
+            # t2 prepared y and a read lock on a; t1 a and a read lock on y (refused).
+            assert _locked(router) == {("y", False), ("a", True), ("a", False), ("y", True)}
+            assert store.stats.read_locks == 1 and store.stats.conflicts == 1
+
+    asyncio.run(scenario())
+
+
+def _fake_store(mode: str) -> tuple[TxnStore, FakeRouter]:
+    store = TxnStore({1: ("127.0.0.1", 1)}, mode=mode, lock_wait_s=0.0)
+    router = FakeRouter()
+    store._router = router  # type: ignore[assignment]
+    return store, router
