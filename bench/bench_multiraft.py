@@ -28,6 +28,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from benchlib import percentile, settle_ranges
+
 from pnyx.cli.cluster_cmd import cluster_command, load_state, members_of
 from pnyx.services.multiraft import Indeterminate, RangeClient, RangeError, spread_key
 
@@ -52,30 +54,6 @@ def _counters(data_dir: Path) -> dict[str, int]:
 def _ratio(after: dict[str, int], before: dict[str, int], num: str, den: str) -> float:
     d = after[den] - before[den]
     return round((after[num] - before[num]) / d, 2) if d else 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values`` (nearest rank); 0 when empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def _settle(members: dict[int, tuple[str, int]], ranges: int) -> None:
-    client = RangeClient(members, deadline_s=30.0)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SETTLE_S
-    try:
-        while True:
-            infos = await client.ranges()
-            if len(infos) >= ranges and all(i.leader is not None for i in infos):
-                return
-            if loop.time() > deadline:
-                raise RuntimeError(f"ranges not settled after {SETTLE_S} s: {infos}")
-            await asyncio.sleep(0.2)
-    finally:
-        await client.close()
 
 
 async def _closed_loop(
@@ -135,7 +113,7 @@ def bench_ranges(
             raise RuntimeError(f"cluster did not start: {up.stderr.strip()}")
         try:
             members = members_of(data_dir)
-            asyncio.run(_settle(members, ranges))
+            asyncio.run(settle_ranges(members, ranges, SETTLE_S))
             for count in clients:
                 load_before = os.getloadavg()[0]
                 before = _counters(data_dir)

@@ -31,7 +31,6 @@ import asyncio
 import functools
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,18 +39,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from benchlib import kill_leftovers, percentile, replace_section
+
 from pnyx.services.tso import AsyncTsoClient
 
 PNYX = [sys.executable, "-m", "pnyx"]
 MAX_CALLS_PER_WORKER = 10_000_000
 """Upper bound of calls per worker (the run is also bounded in time)."""
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) of sorted ``values``; 0 when empty."""
-    if not values:
-        return 0.0
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 async def _closed_loop(
@@ -144,16 +138,6 @@ async def measure_next(members: dict[int, Any], callers: int, seconds: float) ->
     return row
 
 
-def _kill_leftovers(data_dir: Path) -> None:
-    from pnyx.cli.cluster_cmd import is_our_process, load_state, pid_alive
-
-    state = load_state(data_dir)
-    for node in (state or {}).get("nodes", []):
-        pid = node["pid"]
-        if pid_alive(pid) and is_our_process(pid, data_dir):
-            os.kill(pid, signal.SIGKILL)
-
-
 def _print(row: dict[str, Any]) -> None:
     if row["mode"] == "batch":
         who = f"batch {row['clients']:>4} clients x {row['batch']}"
@@ -210,13 +194,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def write_doc(doc: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """Replace the part of ``doc`` between the markers with the date and the table."""
-    text = doc.read_text()
-    if BEGIN_MARK not in text or END_MARK not in text:
-        raise SystemExit(f"{doc}: no {BEGIN_MARK} ... {END_MARK} section to replace")
     body = f"`{meta['command']}` on {meta['date']}, {meta['cores']} cores.\n\n{table(rows)}\n"
-    before, rest = text.split(BEGIN_MARK, 1)
-    after = rest.split(END_MARK, 1)[1]
-    doc.write_text(f"{before}{BEGIN_MARK}\n{body}{END_MARK}{after}")
+    replace_section(doc, BEGIN_MARK, END_MARK, body)
 
 
 def main() -> None:
@@ -253,7 +232,7 @@ def main() -> None:
         finally:
             subprocess.run([*PNYX, "cluster", "down", "--data-dir", str(data_dir)],
                            capture_output=True, timeout=60, check=False)  # fmt: skip
-            _kill_leftovers(data_dir)
+            kill_leftovers(data_dir)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": " ".join(["python", "bench/bench_tso.py", *sys.argv[1:]]),
             "cores": os.cpu_count(), "seconds": args.seconds}  # fmt: skip

@@ -49,6 +49,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchlib import kill_leftovers, percentile, replace_section, settle_ranges
+
 from pnyx.cli.cluster_cmd import cluster_command, members_of
 from pnyx.protocols.multiraft.runtime_def import split_keys
 from pnyx.services.multiraft import RangeClient, spread_key
@@ -70,14 +72,6 @@ MAX_TXNS_PER_SESSION = 1_000_000
 CELL_END_BOUND_S = 120.0
 """Longest a cell may run past ``--seconds`` (sessions finishing their last transaction)."""
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values`` (nearest rank); 0 when empty."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def keys_by_range(ranges: int, per_range: int) -> list[list[str]]:
@@ -243,22 +237,6 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
-async def _settle(members: dict[int, tuple[str, int]], ranges: int) -> None:
-    client = RangeClient(members, deadline_s=30.0)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SETTLE_S
-    try:
-        while True:
-            infos = await client.ranges()
-            if len(infos) >= ranges and all(i.leader is not None for i in infos):
-                return
-            if loop.time() > deadline:
-                raise RuntimeError(f"ranges not settled after {SETTLE_S} s: {infos}")
-            await asyncio.sleep(0.2)
-    finally:
-        await client.close()
-
-
 async def _range_count(members: dict[int, tuple[str, int]]) -> int:
     """Data ranges in the range map now."""
     client = RangeClient(members, deadline_s=30.0)
@@ -282,7 +260,7 @@ def one_run(args: argparse.Namespace, run: int) -> list[dict[str, Any]]:
             if up.returncode != 0:
                 raise RuntimeError(f"cluster did not start: {up.stderr.strip()}")
             members = members_of(data_dir)
-            asyncio.run(_settle(members, args.ranges))
+            asyncio.run(settle_ranges(members, args.ranges, SETTLE_S))
             for shape in args.shapes:
                 for clients in args.clients:
                     for mode in args.modes:
@@ -297,21 +275,8 @@ def one_run(args: argparse.Namespace, run: int) -> list[dict[str, Any]]:
                         print(json.dumps(row), flush=True)
         finally:
             cluster_command("down", "--data-dir", str(data_dir))
-            _kill_leftovers(data_dir)
+            kill_leftovers(data_dir)
     return rows
-
-
-def _kill_leftovers(data_dir: Path) -> None:
-    """SIGKILL this cluster's processes that ``cluster down`` left (by their pids)."""
-    import signal
-
-    from pnyx.cli.cluster_cmd import is_our_process, load_state, pid_alive
-
-    state = load_state(data_dir)
-    for node in (state or {}).get("nodes", []):
-        pid = node["pid"]
-        if pid_alive(pid) and is_our_process(pid, data_dir):
-            os.kill(pid, signal.SIGKILL)
 
 
 MEDIAN_FIELDS = (
@@ -375,9 +340,6 @@ END_MARK = "<!-- bench_txn: end -->"
 def write_doc(doc: Path, meta: dict[str, Any], merged: list[dict[str, Any]]) -> None:
     """Replace the part of ``doc`` between the markers with the command, date, load and
     the table."""
-    text = doc.read_text()
-    if BEGIN_MARK not in text or END_MARK not in text:
-        raise SystemExit(f"{doc}: no {BEGIN_MARK} ... {END_MARK} section to replace")
     loads = [r["load_min"] for r in merged] + [r["load_max"] for r in merged]
     body = (
         f"`{meta['command']}` on {meta['date']} ({_source_text(meta['git_head'])}), "
@@ -387,9 +349,7 @@ def write_doc(doc: Path, meta: dict[str, Any], merged: list[dict[str, Any]]) -> 
         + table(merged)
         + "\n"
     )
-    before, rest = text.split(BEGIN_MARK, 1)
-    after = rest.split(END_MARK, 1)[1]
-    doc.write_text(f"{before}{BEGIN_MARK}\n{body}{END_MARK}{after}")
+    replace_section(doc, BEGIN_MARK, END_MARK, body)
 
 
 def _source_text(git_head: str) -> str:

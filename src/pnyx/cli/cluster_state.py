@@ -14,7 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pnyx.cli.addresses import parse_peers
+from pnyx.cli.errors import fail
 from pnyx.runtime.snapshots import fsync_dir
+from pnyx.runtime.transport import Address
 
 STATE_FILE = "cluster.json"
 _NODE_FIELDS: dict[str, tuple[type, ...]] = {
@@ -69,6 +72,20 @@ def _state_problem(state: object) -> str | None:
         if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0):
             return f"node {node['id']} has a bad pid {pid!r}"
     return None
+
+
+def recorded_members(
+    data_dir: Path, state: dict[str, Any]
+) -> tuple[dict[int, Address], Path | None]:
+    """The members a cluster record lists and the CA file its clients verify them with
+    (None: plain TCP); a record whose peers do not parse exits with one line."""
+    try:
+        members = parse_peers(state["peers"])
+    except ValueError as exc:
+        fail(f"{data_dir}/{STATE_FILE}: {exc}")
+    tls = state.get("tls")
+    ca = Path(tls["ca"]) if isinstance(tls, dict) and isinstance(tls.get("ca"), str) else None
+    return members, ca
 
 
 def save_state(data_dir: Path, state: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ import click
 
 from pnyx.cli.addresses import parse_peers
 from pnyx.cli.cluster_cmd import load_state
+from pnyx.cli.cluster_state import recorded_members
 from pnyx.cli.errors import fail
 from pnyx.runtime.transport import Address
 
@@ -82,12 +83,7 @@ def _members(target: _Target) -> tuple[dict[int, Address], Path | None, str]:
             f"the cluster in {data_dir} runs {protocol!r}, not the raft KV nor a replication "
             f"scheme; pnyx kv serves {', '.join(KV_PROTOCOLS)}"
         )
-    try:
-        members = parse_peers(state["peers"])
-    except ValueError as exc:
-        fail(f"{data_dir}/cluster.json: {exc}")
-    tls = state.get("tls")
-    ca = Path(tls["ca"]) if isinstance(tls, dict) and isinstance(tls.get("ca"), str) else None
+    members, ca = recorded_members(data_dir, state)
     return members, target.tls_ca or ca, protocol
 
 

@@ -53,7 +53,7 @@ def _members(
             fail(f"--endpoints: {exc}")
     if data_dir is None:
         fail("give --data-dir of a `pnyx cluster up --protocol txn` or --endpoints ID=H:P,...")
-    from pnyx.cli.cluster_cmd import load_state
+    from pnyx.cli.cluster_state import load_state, recorded_members
 
     data_dir = data_dir.resolve()
     state = load_state(data_dir)
@@ -61,12 +61,7 @@ def _members(
         fail(f"no cluster in {data_dir}; start one with `pnyx cluster up --protocol txn`")
     if state.get("protocol") != PROTOCOL:
         fail(f"the cluster in {data_dir} runs {state.get('protocol')!r}, not {PROTOCOL!r}")
-    try:
-        members = parse_peers(state["peers"])
-    except ValueError as exc:
-        fail(f"{data_dir}/cluster.json: {exc}")
-    tls = state.get("tls")
-    ca = Path(tls["ca"]) if isinstance(tls, dict) and isinstance(tls.get("ca"), str) else None
+    members, ca = recorded_members(data_dir, state)
     return members, ca
 
 

@@ -255,7 +255,10 @@ class RangeClient:
     async def range_of(self, key: str) -> RangeDesc:
         """The range holding ``key`` in the cached map (read first if there is none yet).
         The map may be stale: :meth:`command` refreshes it when a range refuses a key."""
-        key = _checked_key(key)
+        return await self._route_or_refresh(_checked_key(key))
+
+    async def _route_or_refresh(self, key: str) -> RangeDesc:
+        """The cached range of ``key``, reading the map once more when it has none."""
         desc = self._route(key)
         if desc is None:
             await self.refresh()
@@ -487,12 +490,7 @@ class RangeClient:
         for _ in range(MAX_ATTEMPTS):
             if loop.time() >= deadline:
                 break
-            desc = self._route(key)
-            if desc is None:
-                await self.refresh()
-                desc = self._route(key)
-                if desc is None:
-                    raise RangeError(f"the range map covers no range for key {key!r}")
+            desc = await self._route_or_refresh(key)
             member = self._pick(desc)
             try:
                 reply = await self._call(member, desc.range_id, build(0), deadline)
